@@ -1,0 +1,220 @@
+// Package config reads oauthrelay's HCL configuration (ARCHITECTURE.md §2):
+// it decodes the files, applies provider presets and defaults, and validates
+// everything it can without talking to the network. Every problem is an
+// hcl.Diagnostic with a source range, so operators get file:line:col.
+package config
+
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Config is a fully decoded, defaulted and validated configuration.
+type Config struct {
+	Server    Server
+	Telemetry Telemetry
+	// Vault is nil when the configuration has no vault block.
+	Vault     *Vault
+	Listeners []*Listener
+	Providers map[string]*Provider
+	Groups    []*AccountGroup
+	// Files are the source files the configuration was read from.
+	Files []string
+}
+
+// Server holds process-wide settings.
+type Server struct {
+	Hostname          string
+	LogLevel          string
+	LogFormat         string // "text" or "json"
+	ShutdownTimeout   time.Duration
+	WatchConfig       bool
+	GlobalConcurrency int // 0 = unlimited
+	DryRun            bool
+}
+
+// Telemetry configures the HTTP endpoint for metrics and health.
+type Telemetry struct {
+	Address                  string // empty: no telemetry listener
+	ReadyRequiresAllAccounts bool
+}
+
+// TLS modes of a listener.
+const (
+	TLSNone     = "none"
+	TLSStartTLS = "starttls"
+	TLSImplicit = "implicit"
+)
+
+// Listener is one local SMTP submission endpoint.
+type Listener struct {
+	Name              string
+	Address           string
+	TLSMode           string
+	TLSCertFile       string
+	TLSKeyFile        string
+	AllowInsecureAuth bool
+	MaxMessageSize    int64
+	MaxRecipients     int
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	DefRange          hcl.Range
+	body              hcl.Body
+}
+
+// Vault configures the HashiCorp Vault client used for vault:// references.
+type Vault struct {
+	Address       string
+	Namespace     string
+	CAFile        string
+	TLSServerName string
+	PollInterval  time.Duration
+	Auth          VaultAuth
+	DefRange      hcl.Range
+}
+
+// VaultAuth is the single auth method of the vault block.
+type VaultAuth struct {
+	Method string // "token", "approle", "kubernetes"
+	// token
+	Token SecretRef
+	// approle
+	RoleID, SecretID SecretRef
+	// SecretIDWrapped says SecretID is a response-wrapping token to unwrap.
+	SecretIDWrapped bool
+	MountPath       string
+	// kubernetes
+	Role                    string
+	ServiceAccountTokenPath string
+}
+
+// Presets of a provider.
+const (
+	PresetGoogle    = "google"
+	PresetMicrosoft = "microsoft"
+	PresetCustom    = "custom"
+)
+
+// Authentication flows of an account group.
+const (
+	FlowRefreshToken      = "refresh_token"
+	FlowClientCredentials = "client_credentials"
+	FlowServiceAccount    = "service_account"
+)
+
+// SASL mechanisms for the upstream.
+const (
+	MechXOAUTH2     = "XOAUTH2"
+	MechOAUTHBEARER = "OAUTHBEARER"
+)
+
+// Provider is an upstream mail provider with its token endpoint.
+type Provider struct {
+	Name    string
+	Preset  string
+	Tenant  string
+	// TokenURL, SMTPAddress and SMTPTLS have the preset's values unless
+	// overridden.
+	TokenURL    string
+	SMTPAddress string
+	SMTPTLS     string // "starttls" or "implicit"
+	// TLSServerName overrides the name checked in the upstream certificate
+	// (default: the host of SMTPAddress).
+	TLSServerName string
+	CAFile        string
+	// Scopes set explicitly; when empty the preset's scopes for the group's
+	// flow apply (see AccountGroup.Scopes).
+	Scopes        []string
+	AuthMechanism string
+	// ConnectTimeout bounds dial + TLS + greeting; CommandTimeout each
+	// SMTP command; TokenTimeout one token endpoint request.
+	ConnectTimeout time.Duration
+	CommandTimeout time.Duration
+	TokenTimeout   time.Duration
+	DefRange       hcl.Range
+}
+
+// AccountGroup is a set of mailboxes that share an OAuth client and
+// the local clients allowed to send through them.
+type AccountGroup struct {
+	Name              string
+	ProviderName      string
+	Provider          *Provider
+	Flow              string
+	ClientID          string
+	ClientSecret      SecretRef
+	ServiceAccountKey SecretRef
+	// Scopes requested from the token endpoint (provider override, else the
+	// preset's scopes for this flow).
+	Scopes []string
+	// RefreshBeforeExpiry is how long before expiry an access token is
+	// replaced.
+	RefreshBeforeExpiry time.Duration
+	// TokenErrorBackoff is how long a permanent token error (invalid_grant,
+	// invalid_client) is remembered before the endpoint is asked again.
+	TokenErrorBackoff time.Duration
+	// WriteBack stores refresh tokens rotated by the provider back into
+	// Vault.
+	WriteBack bool
+	Accounts  []*Account
+	Clients   []*Client
+	DefRange  hcl.Range
+}
+
+// Account is one upstream mailbox the relay sends as.
+type Account struct {
+	Address             string // lower-cased
+	Group               *AccountGroup
+	RefreshToken        SecretRef
+	RateLimitPerMinute  int
+	RateLimitBurst      int
+	DailyMessageLimit   int
+	DailyRecipientLimit int
+	DefRange            hcl.Range
+}
+
+// Client is a local SMTP AUTH identity.
+type Client struct {
+	Name           string
+	Group          *AccountGroup
+	PasswordHash   string
+	AllowedSenders []string // lower-cased account addresses
+	DefRange       hcl.Range
+}
+
+// Accounts returns every account of every group.
+func (c *Config) Accounts() []*Account {
+	var out []*Account
+	for _, g := range c.Groups {
+		out = append(out, g.Accounts...)
+	}
+	return out
+}
+
+// Clients returns every local client of every group.
+func (c *Config) Clients() []*Client {
+	var out []*Client
+	for _, g := range c.Groups {
+		out = append(out, g.Clients...)
+	}
+	return out
+}
+
+// SecretRefs returns every secret reference in the configuration.
+func (c *Config) SecretRefs() []SecretRef {
+	var out []SecretRef
+	for _, g := range c.Groups {
+		for _, r := range []SecretRef{g.ClientSecret, g.ServiceAccountKey} {
+			if r.IsSet() {
+				out = append(out, r)
+			}
+		}
+		for _, a := range g.Accounts {
+			if a.RefreshToken.IsSet() {
+				out = append(out, a.RefreshToken)
+			}
+		}
+	}
+	return out
+}

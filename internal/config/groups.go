@@ -1,0 +1,346 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+
+	"github.com/oauthrelay/oauthrelay/internal/passwd"
+)
+
+// Protocol constants of the two big providers (ARCHITECTURE.md §6).
+const (
+	GoogleTokenURL        = "https://oauth2.googleapis.com/token"
+	GoogleSMTPAddress     = "smtp.gmail.com:587"
+	GoogleScope           = "https://mail.google.com/"
+	MicrosoftTokenURLFmt  = "https://login.microsoftonline.com/%s/oauth2/v2.0/token"
+	MicrosoftSMTPAddress  = "smtp.office365.com:587"
+	MicrosoftSMTPScope    = "https://outlook.office.com/SMTP.Send"
+	MicrosoftAppOnlyScope = "https://outlook.office365.com/.default"
+)
+
+// presetScopes are the scopes each preset requests per flow; a flow absent
+// from a preset's map is not offered by that provider.
+var presetScopes = map[string]map[string][]string{
+	PresetGoogle: {
+		FlowRefreshToken:   {GoogleScope},
+		FlowServiceAccount: {GoogleScope},
+	},
+	PresetMicrosoft: {
+		FlowRefreshToken:      {MicrosoftSMTPScope, "offline_access"},
+		FlowClientCredentials: {MicrosoftAppOnlyScope},
+	},
+	PresetCustom: {
+		FlowRefreshToken:      nil,
+		FlowClientCredentials: nil,
+		FlowServiceAccount:    nil,
+	},
+}
+
+type rawProvider struct {
+	Preset         string   `hcl:"preset"`
+	Tenant         string   `hcl:"tenant,optional"`
+	TokenURL       string   `hcl:"token_url,optional"`
+	SMTPAddress    string   `hcl:"smtp_address,optional"`
+	SMTPTLS        string   `hcl:"smtp_tls,optional"`
+	TLSServerName  string   `hcl:"tls_server_name,optional"`
+	CAFile         string   `hcl:"ca_file,optional"`
+	Scopes         []string `hcl:"scopes,optional"`
+	AuthMechanism  string   `hcl:"auth_mechanism,optional"`
+	ConnectTimeout string   `hcl:"connect_timeout,optional"`
+	CommandTimeout string   `hcl:"command_timeout,optional"`
+	TokenTimeout   string   `hcl:"token_timeout,optional"`
+}
+
+func (d *decoder) provider(b *hcl.Block) *Provider {
+	var raw rawProvider
+	diags := gohcl.DecodeBody(b.Body, nil, &raw)
+	d.diags = append(d.diags, diags...)
+	if diags.HasErrors() {
+		return nil
+	}
+	body, def := b.Body, b.DefRange
+	p := &Provider{
+		Name:          b.Labels[0],
+		Preset:        strings.ToLower(raw.Preset),
+		Tenant:        raw.Tenant,
+		TokenURL:      raw.TokenURL,
+		SMTPAddress:   raw.SMTPAddress,
+		SMTPTLS:       strings.ToLower(raw.SMTPTLS),
+		TLSServerName: raw.TLSServerName,
+		CAFile:        raw.CAFile,
+		Scopes:        raw.Scopes,
+		AuthMechanism: strings.ToUpper(raw.AuthMechanism),
+		DefRange:      def,
+	}
+	p.ConnectTimeout = d.duration(body, "connect_timeout", raw.ConnectTimeout, def, DefaultConnectTimeout)
+	p.CommandTimeout = d.duration(body, "command_timeout", raw.CommandTimeout, def, DefaultCommandTimeout)
+	p.TokenTimeout = d.duration(body, "token_timeout", raw.TokenTimeout, def, DefaultTokenTimeout)
+	if !d.oneOf(body, "preset", p.Preset, def, PresetGoogle, PresetMicrosoft, PresetCustom) {
+		return nil
+	}
+	switch p.Preset {
+	case PresetGoogle:
+		if p.TokenURL == "" {
+			p.TokenURL = GoogleTokenURL
+		}
+		if p.SMTPAddress == "" {
+			p.SMTPAddress = GoogleSMTPAddress
+		}
+		if hasAttr(body, "tenant") {
+			d.errorf(attrRange(body, "tenant", def), "Unexpected attribute", "tenant only applies to preset = \"microsoft\".")
+		}
+	case PresetMicrosoft:
+		if p.TokenURL == "" {
+			if p.Tenant == "" {
+				d.errorf(def, "Missing tenant", "Provider %q with preset = \"microsoft\" needs tenant (the directory ID or a verified domain of the Microsoft 365 tenant).", p.Name)
+			} else {
+				p.TokenURL = fmt.Sprintf(MicrosoftTokenURLFmt, url.PathEscape(p.Tenant))
+			}
+		}
+		if p.SMTPAddress == "" {
+			p.SMTPAddress = MicrosoftSMTPAddress
+		}
+	case PresetCustom:
+		if p.TokenURL == "" {
+			d.errorf(def, "Missing required argument", "Provider %q with preset = \"custom\" needs token_url.", p.Name)
+		}
+		if p.SMTPAddress == "" {
+			d.errorf(def, "Missing required argument", "Provider %q with preset = \"custom\" needs smtp_address.", p.Name)
+		}
+	}
+	if p.SMTPTLS == "" {
+		p.SMTPTLS = TLSStartTLS
+	}
+	d.oneOf(body, "smtp_tls", p.SMTPTLS, def, TLSStartTLS, TLSImplicit)
+	if p.AuthMechanism == "" {
+		p.AuthMechanism = MechXOAUTH2
+	}
+	if !d.oneOf(body, "auth_mechanism", p.AuthMechanism, def, MechXOAUTH2, MechOAUTHBEARER) {
+		p.AuthMechanism = MechXOAUTH2
+	}
+	if p.SMTPAddress != "" {
+		d.hostPort(body, "smtp_address", p.SMTPAddress, def)
+	}
+	if p.TokenURL != "" {
+		d.tokenURL(body, p.TokenURL, def)
+	}
+	if p.CAFile != "" {
+		d.caFile(body, "ca_file", p.CAFile, def)
+	}
+	return p
+}
+
+// tokenURL requires https, except on loopback where a local test or
+// development endpoint may speak plain http.
+func (d *decoder) tokenURL(body hcl.Body, raw string, def hcl.Range) {
+	u, err := url.Parse(raw)
+	ok := err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http" && IsLoopbackHost(u.Hostname()))
+	if !ok {
+		d.errorf(attrRange(body, "token_url", def), "Invalid token_url", "token_url must be an https URL (plain http only on loopback); got %q.", raw)
+	}
+}
+
+type rawAccount struct {
+	Address             string   `hcl:"address,label"`
+	RefreshToken        *string  `hcl:"refresh_token,optional"`
+	RateLimitPerMinute  int      `hcl:"rate_limit_per_minute,optional"`
+	RateLimitBurst      int      `hcl:"rate_limit_burst,optional"`
+	DailyMessageLimit   int      `hcl:"daily_message_limit,optional"`
+	DailyRecipientLimit int      `hcl:"daily_recipient_limit,optional"`
+	Body                hcl.Body `hcl:",body"`
+}
+
+type rawClient struct {
+	Name           string   `hcl:"name,label"`
+	PasswordHash   string   `hcl:"password_hash"`
+	AllowedSenders []string `hcl:"allowed_senders,optional"`
+	Body           hcl.Body `hcl:",body"`
+}
+
+type rawGroup struct {
+	Provider            string       `hcl:"provider"`
+	Flow                string       `hcl:"flow,optional"`
+	ClientID            string       `hcl:"client_id,optional"`
+	ClientSecret        *string      `hcl:"client_secret,optional"`
+	ServiceAccountKey   *string      `hcl:"service_account_key,optional"`
+	RefreshBeforeExpiry string       `hcl:"refresh_before_expiry,optional"`
+	TokenErrorBackoff   string       `hcl:"token_error_backoff,optional"`
+	WriteBack           *bool        `hcl:"write_back,optional"`
+	Accounts            []rawAccount `hcl:"account,block"`
+	Clients             []rawClient  `hcl:"client,block"`
+}
+
+func (d *decoder) group(b *hcl.Block, providers map[string]*Provider, accountsSeen, clientsSeen map[string]hcl.Range) *AccountGroup {
+	var raw rawGroup
+	diags := gohcl.DecodeBody(b.Body, nil, &raw)
+	d.diags = append(d.diags, diags...)
+	if diags.HasErrors() {
+		return nil
+	}
+	body, def := b.Body, b.DefRange
+	g := &AccountGroup{
+		Name:         b.Labels[0],
+		ProviderName: raw.Provider,
+		Flow:         strings.ToLower(raw.Flow),
+		ClientID:     raw.ClientID,
+		WriteBack:    raw.WriteBack == nil || *raw.WriteBack,
+		DefRange:     def,
+	}
+	if g.Flow == "" {
+		g.Flow = FlowRefreshToken
+	}
+	g.RefreshBeforeExpiry = d.duration(body, "refresh_before_expiry", raw.RefreshBeforeExpiry, def, DefaultRefreshBeforeExpiry)
+	g.TokenErrorBackoff = d.duration(body, "token_error_backoff", raw.TokenErrorBackoff, def, DefaultTokenErrorBackoff)
+	g.ClientSecret = d.secret(body, "client_secret", raw.ClientSecret, def)
+	g.ServiceAccountKey = d.secret(body, "service_account_key", raw.ServiceAccountKey, def)
+
+	flowOK := d.oneOf(body, "flow", g.Flow, def, FlowRefreshToken, FlowClientCredentials, FlowServiceAccount)
+	p, ok := providers[g.ProviderName]
+	if !ok {
+		d.errorf(attrRange(body, "provider", def), "Unknown provider", "Account group %q refers to provider %q, which is not declared%s.", g.Name, g.ProviderName, declaredNames(providers))
+	} else if flowOK {
+		g.Provider = p
+		scopes, offered := presetScopes[p.Preset][g.Flow]
+		if !offered {
+			d.errorf(attrRange(body, "flow", def), "Flow not offered by provider", "Provider %q (preset %q) does not support flow = %q.", p.Name, p.Preset, g.Flow)
+		}
+		g.Scopes = scopes
+		if p.Scopes != nil {
+			g.Scopes = p.Scopes
+		}
+	}
+	if flowOK {
+		d.groupCredentials(g, body, def)
+	}
+
+	accountRanges := nestedBlockRanges(body, "account")
+	for i, ra := range raw.Accounts {
+		if a := d.account(g, ra, accountRanges[i], accountsSeen); a != nil {
+			g.Accounts = append(g.Accounts, a)
+		}
+	}
+	clientRanges := nestedBlockRanges(body, "client")
+	for i, rc := range raw.Clients {
+		if c := d.client(g, rc, clientRanges[i], clientsSeen); c != nil {
+			g.Clients = append(g.Clients, c)
+		}
+	}
+	return g
+}
+
+// groupCredentials checks that the group carries exactly the credentials
+// its flow uses.
+func (d *decoder) groupCredentials(g *AccountGroup, body hcl.Body, def hcl.Range) {
+	need := func(name string, set bool) {
+		if !set {
+			d.errorf(def, "Missing required argument", "Account group %q with flow = %q needs %s.", g.Name, g.Flow, name)
+		}
+	}
+	forbid := func(name string) {
+		if hasAttr(body, name) {
+			d.errorf(attrRange(body, name, def), "Unexpected attribute", "%s is not used with flow = %q.", name, g.Flow)
+		}
+	}
+	switch g.Flow {
+	case FlowRefreshToken:
+		need("client_id", g.ClientID != "")
+		forbid("service_account_key")
+	case FlowClientCredentials:
+		need("client_id", g.ClientID != "")
+		need("client_secret", g.ClientSecret.IsSet())
+		forbid("service_account_key")
+	case FlowServiceAccount:
+		need("service_account_key", g.ServiceAccountKey.IsSet())
+		forbid("client_secret")
+	}
+}
+
+func (d *decoder) account(g *AccountGroup, ra rawAccount, labelRange hcl.Range, seen map[string]hcl.Range) *Account {
+	addr := strings.ToLower(strings.TrimSpace(ra.Address))
+	if !validAddress(addr) {
+		d.errorf(labelRange, "Invalid account address", "%q is not a mailbox address such as \"invoices@example.com\".", ra.Address)
+		return nil
+	}
+	if first, ok := seen[addr]; ok {
+		d.errorf(labelRange, "Duplicate account", "The account %q is already declared at %s; an address can belong to one group only.", addr, first)
+		return nil
+	}
+	seen[addr] = labelRange
+	a := &Account{
+		Address:             addr,
+		Group:               g,
+		RefreshToken:        d.secret(ra.Body, "refresh_token", ra.RefreshToken, labelRange),
+		RateLimitPerMinute:  d.nonNegative(ra.Body, "rate_limit_per_minute", ra.RateLimitPerMinute, labelRange),
+		RateLimitBurst:      d.nonNegative(ra.Body, "rate_limit_burst", ra.RateLimitBurst, labelRange),
+		DailyMessageLimit:   d.nonNegative(ra.Body, "daily_message_limit", ra.DailyMessageLimit, labelRange),
+		DailyRecipientLimit: d.nonNegative(ra.Body, "daily_recipient_limit", ra.DailyRecipientLimit, labelRange),
+		DefRange:            labelRange,
+	}
+	switch g.Flow {
+	case FlowRefreshToken:
+		if ra.RefreshToken == nil {
+			d.errorf(labelRange, "Missing required argument", "Account %q needs refresh_token (group %q uses flow = \"refresh_token\").", addr, g.Name)
+		}
+	case FlowClientCredentials, FlowServiceAccount:
+		if ra.RefreshToken != nil {
+			d.errorf(attrRange(ra.Body, "refresh_token", labelRange), "Unexpected attribute", "refresh_token is not used with flow = %q.", g.Flow)
+		}
+	}
+	return a
+}
+
+func (d *decoder) client(g *AccountGroup, rc rawClient, labelRange hcl.Range, seen map[string]hcl.Range) *Client {
+	if first, ok := seen[rc.Name]; ok {
+		d.errorf(labelRange, "Duplicate client", "A client named %q is already declared at %s; client names are SMTP AUTH usernames and must be unique.", rc.Name, first)
+		return nil
+	}
+	if rc.Name == "" || strings.ContainsAny(rc.Name, " \t\r\n\x00") {
+		d.errorf(labelRange, "Invalid client name", "A client name is its SMTP AUTH username: it must be non-empty and contain no spaces or control characters.")
+		return nil
+	}
+	seen[rc.Name] = labelRange
+	c := &Client{Name: rc.Name, Group: g, PasswordHash: rc.PasswordHash, DefRange: labelRange}
+	if err := passwd.CheckHash(rc.PasswordHash); err != nil {
+		d.errorf(attrRange(rc.Body, "password_hash", labelRange), "Invalid password_hash", "Client %q: %v. Create one with `oauthrelay hash-password`.", rc.Name, err)
+	}
+	members := map[string]bool{}
+	for _, a := range g.Accounts {
+		members[a.Address] = true
+	}
+	if rc.AllowedSenders == nil {
+		for _, a := range g.Accounts {
+			c.AllowedSenders = append(c.AllowedSenders, a.Address)
+		}
+		return c
+	}
+	rng := attrRange(rc.Body, "allowed_senders", labelRange)
+	if len(rc.AllowedSenders) == 0 {
+		d.errorf(rng, "Empty allowed_senders", "Client %q may send as nobody; remove allowed_senders to allow every account of group %q.", rc.Name, g.Name)
+	}
+	for _, s := range rc.AllowedSenders {
+		addr := strings.ToLower(strings.TrimSpace(s))
+		if !members[addr] {
+			d.errorf(rng, "Sender is not an account of the group", "Client %q may send as %q, which is not an account of group %q; the relay can only send as the group's own accounts.", rc.Name, s, g.Name)
+			continue
+		}
+		c.AllowedSenders = append(c.AllowedSenders, addr)
+	}
+	return c
+}
+
+func declaredNames(m map[string]*Provider) string {
+	if len(m) == 0 {
+		return " (no provider block exists)"
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, fmt.Sprintf("%q", n))
+	}
+	sort.Strings(names)
+	return "; declared: " + strings.Join(names, ", ")
+}

@@ -1,0 +1,545 @@
+// Package oauth obtains and caches OAuth2 access tokens for upstream
+// mailboxes. It is the only package that holds access tokens.
+//
+// One Source serves one credential: an account for the refresh_token and
+// service_account flows, a whole group for client_credentials (an app-only
+// token is not tied to a mailbox). A Source reuses its token until shortly
+// before expiry, lets concurrent callers share one refresh, adopts refresh
+// tokens rotated by the provider, and remembers permanent failures for a
+// while so a revoked grant does not make the relay hammer the endpoint.
+package oauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+	"golang.org/x/oauth2/jwt"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/secrets"
+)
+
+// Settings describe one credential.
+type Settings struct {
+	// Name identifies the credential in logs and errors (an account address
+	// or "group:<name>").
+	Name     string
+	Flow     string // config.Flow*
+	TokenURL string
+	ClientID string
+	Scopes   []string
+
+	ClientSecret      secrets.Getter // optional for refresh_token
+	RefreshToken      secrets.Getter // refresh_token flow
+	ServiceAccountKey secrets.Getter // service_account flow: the JSON key
+	// Subject is the mailbox a service account impersonates.
+	Subject string
+
+	RefreshBeforeExpiry time.Duration
+	ErrorBackoff        time.Duration
+	HTTPClient          *http.Client
+	// OnRotate is called with a refresh token that the provider issued in
+	// place of the one sent (Microsoft rotates them), after the Source has
+	// started using it.
+	OnRotate func(newRefreshToken string)
+	Logger   hclog.Logger
+	// Now replaces time.Now in tests.
+	Now func() time.Time
+}
+
+// Stats are counters of one Source.
+type Stats struct {
+	Hits, Refreshes, Failures uint64
+}
+
+// Status is a Source's state for health reporting.
+type Status struct {
+	HasToken    bool
+	Expiry      time.Time
+	LastRefresh time.Time
+	LastError   string
+	FailingFrom time.Time
+}
+
+// Source is a cached, self-refreshing access token for one credential.
+type Source struct {
+	set  Settings
+	log  hclog.Logger
+	now  func() time.Time
+	sf   singleflight.Group
+	hits atomic.Uint64
+
+	mu          sync.Mutex
+	tok         *oauth2.Token
+	refreshAt   time.Time
+	lastRefresh time.Time
+	refreshes   uint64
+	failures    uint64
+	// failure is a remembered permanent error, valid until failUntil and
+	// only while the credentials are those it was seen with (failFP).
+	failure   *Error
+	failUntil time.Time
+	failFP    [32]byte
+	failingAt time.Time
+	// rtBase is the configured refresh token last seen; rotated is a newer
+	// one the provider issued for it.
+	rtBase, rotated string
+	// saKeyRaw/saKey cache the parsed service account key.
+	saKeyRaw string
+	saKey    *serviceAccountKey
+}
+
+// NewSource returns a Source; it does not contact the endpoint until the
+// first Token call.
+func NewSource(s Settings) *Source {
+	if s.RefreshBeforeExpiry <= 0 {
+		s.RefreshBeforeExpiry = config.DefaultRefreshBeforeExpiry
+	}
+	if s.ErrorBackoff <= 0 {
+		s.ErrorBackoff = config.DefaultTokenErrorBackoff
+	}
+	if s.HTTPClient == nil {
+		s.HTTPClient = NewHTTPClient(HTTPOptions{})
+	}
+	log := s.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	now := s.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Source{set: s, log: log.With("credential", s.Name), now: now}
+}
+
+// Name returns the credential's name.
+func (s *Source) Name() string { return s.set.Name }
+
+// Token returns a valid access token, refreshing it when it is missing or
+// about to expire. Concurrent callers share one refresh. Errors are *Error.
+func (s *Source) Token(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	now := s.now()
+	if s.tok != nil && now.Before(s.refreshAt) {
+		at := s.tok.AccessToken
+		s.mu.Unlock()
+		s.hits.Add(1)
+		return at, nil
+	}
+	if s.failure != nil && now.Before(s.failUntil) {
+		if fp, err := s.fingerprintLocked(); err == nil && fp != s.failFP {
+			s.log.Info("credentials changed since the last token failure; trying again")
+			s.failure = nil
+		} else if at, ok := s.stillUsableLocked(now); ok {
+			s.mu.Unlock()
+			return at, nil
+		} else {
+			e := *s.failure
+			e.Remembered = true
+			s.mu.Unlock()
+			return "", &e
+		}
+	}
+	s.mu.Unlock()
+
+	ch := s.sf.DoChan("refresh", func() (any, error) { return s.refresh() })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return r.Val.(string), nil
+	case <-ctx.Done():
+		return "", &Error{Credential: s.set.Name, Err: ctx.Err()}
+	}
+}
+
+// Invalidate drops the cached token if it is the given one, so that the
+// next Token call refreshes. The upstream calls it when the provider
+// rejected the token (SMTP 535) although it had not expired.
+func (s *Source) Invalidate(accessToken string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tok != nil && s.tok.AccessToken == accessToken {
+		s.tok = nil
+		s.log.Debug("access token rejected upstream; dropped from cache")
+	}
+}
+
+// Reset forgets the cached token and any remembered failure; used when the
+// credential's secrets were rotated.
+func (s *Source) Reset() {
+	s.mu.Lock()
+	s.tok, s.failure = nil, nil
+	s.mu.Unlock()
+}
+
+// Stats returns the Source's counters.
+func (s *Source) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Hits: s.hits.Load(), Refreshes: s.refreshes, Failures: s.failures}
+}
+
+// Status reports the Source's state.
+func (s *Source) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{LastRefresh: s.lastRefresh, FailingFrom: s.failingAt}
+	if s.tok != nil {
+		st.HasToken, st.Expiry = true, s.tok.Expiry
+	}
+	if s.failure != nil {
+		st.LastError = s.failure.Error()
+	}
+	return st
+}
+
+// stillUsableLocked returns the cached token while it has not actually
+// expired, so that a failed early refresh does not stop delivery.
+func (s *Source) stillUsableLocked(now time.Time) (string, bool) {
+	if s.tok == nil || s.tok.AccessToken == "" {
+		return "", false
+	}
+	if !s.tok.Expiry.IsZero() && !now.Before(s.tok.Expiry.Add(-10*time.Second)) {
+		return "", false
+	}
+	return s.tok.AccessToken, true
+}
+
+func (s *Source) refresh() (string, error) {
+	s.mu.Lock()
+	if s.tok != nil && s.now().Before(s.refreshAt) {
+		at := s.tok.AccessToken
+		s.mu.Unlock()
+		return at, nil
+	}
+	s.mu.Unlock()
+
+	// The refresh is shared by every waiting caller, so it must not die
+	// with the context of the caller that happened to start it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.set.HTTPClient)
+	started := s.now()
+	tok, sentRT, err := s.fetch(ctx)
+
+	s.mu.Lock()
+	now := s.now()
+	if err != nil {
+		e := classify(s.set.Name, err)
+		s.failures++
+		if s.failingAt.IsZero() {
+			s.failingAt = now
+		}
+		if e.Permanent {
+			s.failure, s.failUntil = e, now.Add(s.set.ErrorBackoff)
+			s.failFP, _ = s.fingerprintLocked()
+		}
+		at, usable := s.stillUsableLocked(now)
+		s.mu.Unlock()
+		s.log.Error("token refresh failed", "error", e.Error(), "hint", e.Hint(), "permanent", e.Permanent, "remembered_for", durationIf(e.Permanent, s.set.ErrorBackoff))
+		if usable {
+			s.log.Warn("continuing with the current access token until it expires")
+			return at, nil
+		}
+		return "", e
+	}
+	s.tok = tok
+	s.refreshAt = refreshTime(now, tok.Expiry, s.set.RefreshBeforeExpiry)
+	s.lastRefresh = now
+	s.refreshes++
+	s.failure, s.failingAt = nil, time.Time{}
+	rotated := ""
+	if s.set.Flow == config.FlowRefreshToken && tok.RefreshToken != "" && tok.RefreshToken != sentRT {
+		s.rotated = tok.RefreshToken
+		rotated = tok.RefreshToken
+	}
+	s.mu.Unlock()
+	s.log.Debug("access token refreshed", "expires_in", time.Until(tok.Expiry).Round(time.Second), "took", now.Sub(started).Round(time.Millisecond))
+	if rotated != "" {
+		s.log.Info("provider rotated the refresh token; using the new one")
+		if s.set.OnRotate != nil {
+			s.set.OnRotate(rotated)
+		}
+	}
+	return tok.AccessToken, nil
+}
+
+func durationIf(cond bool, d time.Duration) time.Duration {
+	if cond {
+		return d
+	}
+	return 0
+}
+
+// refreshTime is when a token expiring at expiry should be replaced: early
+// by margin, but never later than half-way through a short-lived token's
+// life, so that tokens living less than twice the margin are still reused.
+func refreshTime(now, expiry time.Time, margin time.Duration) time.Time {
+	if expiry.IsZero() {
+		// No expires_in: reuse for an hour at most, or until rejected.
+		return now.Add(time.Hour)
+	}
+	life := expiry.Sub(now)
+	if margin > life/2 {
+		margin = life / 2
+	}
+	return expiry.Add(-margin)
+}
+
+// fingerprintLocked hashes the credential's current secrets, so that a
+// remembered failure can be forgotten as soon as an operator fixes them.
+func (s *Source) fingerprintLocked() ([32]byte, error) {
+	h := sha256.New()
+	for _, g := range []secrets.Getter{s.set.RefreshToken, s.set.ClientSecret, s.set.ServiceAccountKey} {
+		if g == nil {
+			continue
+		}
+		v, err := g()
+		if err != nil {
+			return [32]byte{}, err
+		}
+		h.Write([]byte(v))
+		h.Write([]byte{0})
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out, nil
+}
+
+// currentRefreshToken returns the refresh token to send: the configured one,
+// or the newer one the provider rotated it into, until the configured value
+// itself changes (an operator or another instance rotated it).
+func (s *Source) currentRefreshToken() (string, error) {
+	base, err := s.set.RefreshToken()
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if base != s.rtBase {
+		s.rtBase, s.rotated = base, ""
+	}
+	if s.rotated != "" {
+		return s.rotated, nil
+	}
+	return base, nil
+}
+
+// fetch asks the token endpoint for a new token. It returns the refresh
+// token it sent, to detect rotation.
+func (s *Source) fetch(ctx context.Context) (*oauth2.Token, string, error) {
+	secret := ""
+	if s.set.ClientSecret != nil {
+		v, err := s.set.ClientSecret()
+		if err != nil {
+			return nil, "", secretError("client_secret", err)
+		}
+		secret = v
+	}
+	switch s.set.Flow {
+	case config.FlowRefreshToken:
+		rt, err := s.currentRefreshToken()
+		if err != nil {
+			return nil, "", secretError("refresh_token", err)
+		}
+		cfg := &oauth2.Config{
+			ClientID:     s.set.ClientID,
+			ClientSecret: secret,
+			Endpoint:     oauth2.Endpoint{TokenURL: s.set.TokenURL, AuthStyle: oauth2.AuthStyleInParams},
+			Scopes:       s.set.Scopes,
+		}
+		tok, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: rt}).Token()
+		return tok, rt, err
+	case config.FlowClientCredentials:
+		cfg := &clientcredentials.Config{
+			ClientID:     s.set.ClientID,
+			ClientSecret: secret,
+			TokenURL:     s.set.TokenURL,
+			Scopes:       s.set.Scopes,
+			AuthStyle:    oauth2.AuthStyleInParams,
+		}
+		tok, err := cfg.Token(ctx)
+		return tok, "", err
+	case config.FlowServiceAccount:
+		key, err := s.serviceAccountKey()
+		if err != nil {
+			return nil, "", err
+		}
+		cfg := &jwt.Config{
+			Email:        key.ClientEmail,
+			PrivateKey:   []byte(key.PrivateKey),
+			PrivateKeyID: key.PrivateKeyID,
+			Subject:      s.set.Subject,
+			Scopes:       s.set.Scopes,
+			TokenURL:     s.set.TokenURL,
+		}
+		tok, err := cfg.TokenSource(ctx).Token()
+		return tok, "", err
+	}
+	return nil, "", &Error{Credential: s.set.Name, Permanent: true, Code: "unsupported_flow", Description: s.set.Flow}
+}
+
+type serviceAccountKey struct {
+	Type         string `json:"type"`
+	ClientEmail  string `json:"client_email"`
+	PrivateKey   string `json:"private_key"`
+	PrivateKeyID string `json:"private_key_id"`
+}
+
+func (s *Source) serviceAccountKey() (*serviceAccountKey, error) {
+	raw, err := s.set.ServiceAccountKey()
+	if err != nil {
+		return nil, secretError("service_account_key", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.saKey != nil && raw == s.saKeyRaw {
+		return s.saKey, nil
+	}
+	var k serviceAccountKey
+	if err := json.Unmarshal([]byte(raw), &k); err != nil {
+		// The JSON error could quote part of the key; keep only its kind.
+		return nil, &Error{Permanent: true, Code: "invalid_service_account_key", Description: "the service_account_key is not valid JSON"}
+	}
+	if k.ClientEmail == "" || k.PrivateKey == "" {
+		return nil, &Error{Permanent: true, Code: "invalid_service_account_key", Description: "the service_account_key lacks client_email or private_key (download a JSON key for the service account)"}
+	}
+	s.saKeyRaw, s.saKey = raw, &k
+	return &k, nil
+}
+
+// secretError wraps a failure to read a secret. Secret errors name the
+// reference, never the value.
+func secretError(what string, err error) *Error {
+	return &Error{Code: "secret_unavailable", Description: what + " unavailable", Err: err}
+}
+
+// Error is a failure to obtain an access token. Its text never contains a
+// secret or a token: response bodies are reduced to the OAuth2 error fields.
+type Error struct {
+	Credential  string
+	Permanent   bool
+	Code        string // RFC 6749 §5.2 error code, or our own
+	Description string
+	HTTPStatus  int
+	// Remembered is set when the error was served from memory without a
+	// request to the endpoint.
+	Remembered bool
+	Err        error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("token")
+	if e.Credential != "" {
+		fmt.Fprintf(&b, " for %s", e.Credential)
+	}
+	b.WriteString(": ")
+	switch {
+	case e.Code != "":
+		b.WriteString(e.Code)
+		if e.Description != "" {
+			fmt.Fprintf(&b, " (%s)", e.Description)
+		}
+	case e.HTTPStatus != 0:
+		fmt.Fprintf(&b, "token endpoint answered HTTP %d", e.HTTPStatus)
+	}
+	if e.Err != nil {
+		if e.Code != "" || e.HTTPStatus != 0 {
+			b.WriteString(": ")
+		}
+		b.WriteString(e.Err.Error())
+	}
+	if e.Remembered {
+		b.WriteString(" [remembered; not retried yet]")
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Hint tells an operator what to do about the error.
+func (e *Error) Hint() string {
+	switch e.Code {
+	case "invalid_grant":
+		return "the refresh token was revoked, expired or issued to another client, or (service accounts) domain-wide delegation is missing: re-authorise the account and store the new refresh token"
+	case "invalid_client", "unauthorized_client":
+		return "the client_id or client_secret is wrong or expired: check the app registration and rotate the client secret"
+	case "invalid_scope":
+		return "the requested scopes are not granted to this client: check the provider's scopes"
+	case "secret_unavailable":
+		return "a secret referenced by the configuration cannot be read"
+	case "invalid_service_account_key":
+		return "download a new JSON key for the service account"
+	}
+	if e.HTTPStatus >= 500 || e.Err != nil {
+		return "the token endpoint is unreachable or failing; delivery resumes when it answers"
+	}
+	return ""
+}
+
+// permanentCodes are OAuth2 errors that retrying with the same credentials
+// cannot fix.
+var permanentCodes = map[string]bool{
+	"invalid_grant":          true,
+	"invalid_client":         true,
+	"unauthorized_client":    true,
+	"unsupported_grant_type": true,
+	"invalid_scope":          true,
+	"invalid_request":        true,
+}
+
+func classify(name string, err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		c := *e
+		c.Credential = name
+		return &c
+	}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		out := &Error{Credential: name, Code: re.ErrorCode, Description: re.ErrorDescription}
+		if re.Response != nil {
+			out.HTTPStatus = re.Response.StatusCode
+		}
+		if out.Code == "" {
+			// jwt and some endpoints leave decoding to us.
+			var body struct {
+				Error       string `json:"error"`
+				Description string `json:"error_description"`
+			}
+			if json.Unmarshal(re.Body, &body) == nil {
+				out.Code, out.Description = body.Error, body.Description
+			}
+		}
+		out.Description = truncate(out.Description, 300)
+		out.Permanent = permanentCodes[out.Code] ||
+			out.HTTPStatus >= 400 && out.HTTPStatus < 500 && out.HTTPStatus != http.StatusTooManyRequests && out.HTTPStatus != http.StatusRequestTimeout
+		return out
+	}
+	// Transport errors (url.Error) name the endpoint URL and the cause,
+	// which hold no secret.
+	return &Error{Credential: name, Err: err}
+}
+
+func truncate(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
