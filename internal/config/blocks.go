@@ -111,14 +111,14 @@ func (d *decoder) hostPort(body hcl.Body, name, value string, def hcl.Range) (ho
 }
 
 type rawVaultAuth struct {
-	Method                  string  `hcl:"method,label"`
-	Token                   *string `hcl:"token,optional"`
-	RoleID                  *string `hcl:"role_id,optional"`
-	SecretID                *string `hcl:"secret_id,optional"`
-	SecretIDWrapped         bool    `hcl:"secret_id_response_wrapped,optional"`
-	MountPath               string  `hcl:"mount_path,optional"`
-	Role                    string  `hcl:"role,optional"`
-	ServiceAccountTokenPath string  `hcl:"service_account_token_path,optional"`
+	Method                  string   `hcl:"method,label"`
+	Token                   *string  `hcl:"token,optional"`
+	RoleID                  *string  `hcl:"role_id,optional"`
+	SecretID                *string  `hcl:"secret_id,optional"`
+	SecretIDWrapped         bool     `hcl:"secret_id_response_wrapped,optional"`
+	MountPath               string   `hcl:"mount_path,optional"`
+	Role                    string   `hcl:"role,optional"`
+	ServiceAccountTokenPath string   `hcl:"service_account_token_path,optional"`
 	Body                    hcl.Body `hcl:",body"`
 }
 

@@ -111,9 +111,9 @@ const (
 
 // Provider is an upstream mail provider with its token endpoint.
 type Provider struct {
-	Name    string
-	Preset  string
-	Tenant  string
+	Name   string
+	Preset string
+	Tenant string
 	// TokenURL, SMTPAddress and SMTPTLS have the preset's values unless
 	// overridden.
 	TokenURL    string

@@ -1,0 +1,57 @@
+// Package devsandbox is an embedded stand-in for Google's and Microsoft's
+// mail services: a real HTTPS OAuth2 token endpoint and a real SMTP
+// submission server with STARTTLS that accepts only the bearer tokens the
+// endpoint issued. `oauthrelay dev` runs the relay against it, and the
+// tests use it as their provider.
+package devsandbox
+
+import (
+	"io"
+	"log"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Options configure a Sandbox.
+type Options struct {
+	// ImplicitTLS makes the SMTP server speak TLS from the first byte
+	// instead of offering STARTTLS.
+	ImplicitTLS bool
+	Logger      hclog.Logger
+}
+
+// Sandbox is a running token endpoint and SMTP server sharing one CA.
+type Sandbox struct {
+	CA     *CA
+	Tokens *TokenServer
+	SMTP   *SMTPServer
+}
+
+// Start starts both servers on 127.0.0.1 with random ports.
+func Start(opts Options) (*Sandbox, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	ca, err := NewCA()
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := newTokenServer(ca)
+	if err != nil {
+		return nil, err
+	}
+	smtpSrv, err := newSMTPServer(ca, tokens, opts.ImplicitTLS, opts.Logger)
+	if err != nil {
+		tokens.close()
+		return nil, err
+	}
+	return &Sandbox{CA: ca, Tokens: tokens, SMTP: smtpSrv}, nil
+}
+
+// Close stops both servers.
+func (s *Sandbox) Close() {
+	s.SMTP.close()
+	s.Tokens.close()
+}
+
+func nullLog() *log.Logger { return log.New(io.Discard, "", 0) }

@@ -1,0 +1,425 @@
+package devsandbox
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Style selects how the SMTP server rejects a bad token.
+type Style int
+
+const (
+	// StyleGoogle answers a bad token with a 334 base64 JSON challenge, waits
+	// for the client's empty line, then 535 5.7.8, as smtp.gmail.com does.
+	StyleGoogle Style = iota
+	// StyleMicrosoft answers 535 5.7.3 at once, as smtp.office365.com does.
+	StyleMicrosoft
+)
+
+// Message is a message the sandbox accepted.
+type Message struct {
+	ID       string    `json:"id"`
+	User     string    `json:"authenticated_as"`
+	From     string    `json:"from"`
+	To       []string  `json:"to"`
+	Size     int       `json:"size"`
+	Subject  string    `json:"subject"`
+	Received time.Time `json:"received"`
+	Data     []byte    `json:"-"`
+}
+
+// SMTPServer is a submission server that demands TLS and accepts only
+// XOAUTH2/OAUTHBEARER with access tokens its TokenServer issued, then
+// keeps every accepted message. Replies can be scripted per recipient and
+// per DATA to test how failures reach clients.
+type SMTPServer struct {
+	// Addr is host:port of the server.
+	Addr string
+
+	tokens *TokenServer
+	srv    *smtp.Server
+	log    hclog.Logger
+
+	mu            sync.Mutex
+	style         Style
+	messages      []Message
+	rcptReplies   map[string]*smtp.SMTPError
+	mailReplies   []*smtp.SMTPError
+	dataReplies   []*smtp.SMTPError
+	dropAfterData int
+	disabled      map[string]bool // users with SMTP AUTH disabled (5.7.139)
+	requiredScope string
+	maxPerUser    int
+	sessions      map[string]int
+	peakPerUser   map[string]int
+	authFailures  int
+	authSuccesses int
+	connections   int
+	changed       chan struct{}
+}
+
+func newSMTPServer(ca *CA, tokens *TokenServer, implicit bool, log hclog.Logger) (*SMTPServer, error) {
+	cert, err := ca.Issue("127.0.0.1", "localhost")
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	var ln net.Listener
+	if implicit {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &SMTPServer{
+		Addr:        ln.Addr().String(),
+		tokens:      tokens,
+		log:         log,
+		rcptReplies: map[string]*smtp.SMTPError{},
+		disabled:    map[string]bool{},
+		sessions:    map[string]int{},
+		peakPerUser: map[string]int{},
+		changed:     make(chan struct{}),
+	}
+	s.srv = smtp.NewServer(s)
+	s.srv.Domain = "sandbox.oauthrelay.test"
+	s.srv.TLSConfig = tlsCfg
+	s.srv.AllowInsecureAuth = false
+	s.srv.MaxMessageBytes = 50 << 20
+	s.srv.ReadTimeout = time.Minute
+	s.srv.WriteTimeout = time.Minute
+	s.srv.ErrorLog = nullLog()
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+func (s *SMTPServer) close() { s.srv.Close() }
+
+// SetStyle selects Google or Microsoft failure behaviour.
+func (s *SMTPServer) SetStyle(st Style) { s.mu.Lock(); s.style = st; s.mu.Unlock() }
+
+// SetRcptReply makes RCPT TO:<addr> fail with the reply (nil clears it).
+func (s *SMTPServer) SetRcptReply(addr string, r *smtp.SMTPError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r == nil {
+		delete(s.rcptReplies, strings.ToLower(addr))
+		return
+	}
+	s.rcptReplies[strings.ToLower(addr)] = r
+}
+
+// FailNextMail makes the next MAIL commands fail with the replies, in order.
+func (s *SMTPServer) FailNextMail(r ...*smtp.SMTPError) {
+	s.mu.Lock()
+	s.mailReplies = append(s.mailReplies, r...)
+	s.mu.Unlock()
+}
+
+// FailNextData makes the next DATA commands fail with the replies, in order.
+func (s *SMTPServer) FailNextData(r ...*smtp.SMTPError) {
+	s.mu.Lock()
+	s.dataReplies = append(s.dataReplies, r...)
+	s.mu.Unlock()
+}
+
+// DropAfterNextData makes the server read the next n messages completely
+// and then close the connection without a reply (the ambiguous case).
+func (s *SMTPServer) DropAfterNextData(n int) { s.mu.Lock(); s.dropAfterData += n; s.mu.Unlock() }
+
+// DisableSMTPAuth makes AUTH for user fail with 535 5.7.139 (Microsoft's
+// "SMTP AUTH is disabled for the mailbox").
+func (s *SMTPServer) DisableSMTPAuth(user string) {
+	s.mu.Lock()
+	s.disabled[strings.ToLower(user)] = true
+	s.mu.Unlock()
+}
+
+// RequireScope rejects tokens whose scope does not contain scope.
+func (s *SMTPServer) RequireScope(scope string) { s.mu.Lock(); s.requiredScope = scope; s.mu.Unlock() }
+
+// SetMaxSessionsPerUser refuses authentication beyond n concurrent sessions
+// of one mailbox with 432 4.3.2, like Microsoft's limit of 3 (0: no limit).
+func (s *SMTPServer) SetMaxSessionsPerUser(n int) { s.mu.Lock(); s.maxPerUser = n; s.mu.Unlock() }
+
+// PeakSessions returns the largest number of concurrent sessions of user.
+func (s *SMTPServer) PeakSessions(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peakPerUser[strings.ToLower(user)]
+}
+
+// Messages returns a copy of the accepted messages.
+func (s *SMTPServer) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.messages...)
+}
+
+// Counts returns authentication successes and failures and connections.
+func (s *SMTPServer) Counts() (authOK, authFailed, connections int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authSuccesses, s.authFailures, s.connections
+}
+
+// WaitMessages blocks until at least n messages were accepted or the
+// timeout passes, and reports whether they arrived.
+func (s *SMTPServer) WaitMessages(n int, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		if len(s.messages) >= n {
+			s.mu.Unlock()
+			return true
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+// MessagesJSON renders the accepted messages (without bodies) as JSON.
+func (s *SMTPServer) MessagesJSON() []byte {
+	b, _ := json.MarshalIndent(s.Messages(), "", "  ")
+	return b
+}
+
+// NewSession implements smtp.Backend.
+func (s *SMTPServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	s.mu.Lock()
+	s.connections++
+	s.mu.Unlock()
+	return &sinkSession{srv: s, conn: c}, nil
+}
+
+type sinkSession struct {
+	srv  *SMTPServer
+	conn *smtp.Conn
+	user string
+	from string
+	to   []string
+}
+
+var _ smtp.AuthSession = (*sinkSession)(nil)
+
+func (ss *sinkSession) AuthMechanisms() []string { return []string{"XOAUTH2", "OAUTHBEARER"} }
+
+func (ss *sinkSession) Auth(mech string) (sasl.Server, error) {
+	switch mech {
+	case "XOAUTH2", "OAUTHBEARER":
+		return &bearerServer{ss: ss, mech: mech}, nil
+	}
+	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 7, 4}, Message: "Unrecognized authentication type"}
+}
+
+// authenticate checks a bearer token for user and returns nil, or the
+// JSON challenge to send (Google style) and the final error.
+func (ss *sinkSession) authenticate(user, token string) ([]byte, *smtp.SMTPError) {
+	s := ss.srv
+	user = strings.ToLower(user)
+	s.mu.Lock()
+	style, disabled, scope, maxPer := s.style, s.disabled[user], s.requiredScope, s.maxPerUser
+	s.mu.Unlock()
+	reject := func(status string) ([]byte, *smtp.SMTPError) {
+		s.mu.Lock()
+		s.authFailures++
+		s.mu.Unlock()
+		if style == StyleMicrosoft {
+			return nil, &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 3}, Message: "Authentication unsuccessful"}
+		}
+		ch, _ := json.Marshal(map[string]string{"status": status, "schemes": "Bearer", "scope": "https://mail.google.com/"})
+		return ch, &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted. Learn more at https://support.google.com/mail/?p=BadCredentials"}
+	}
+	if disabled {
+		s.mu.Lock()
+		s.authFailures++
+		s.mu.Unlock()
+		return nil, &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 139}, Message: "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox."}
+	}
+	g, ok := s.tokens.Lookup(token)
+	if !ok {
+		return reject("401")
+	}
+	if g.User != AppOnly && g.User != user {
+		return reject("400")
+	}
+	if scope != "" && !strings.Contains(" "+g.Scope+" ", " "+scope+" ") {
+		return reject("400")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if maxPer > 0 && s.sessions[user] >= maxPer {
+		return nil, &smtp.SMTPError{Code: 432, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information."}
+	}
+	s.sessions[user]++
+	if s.sessions[user] > s.peakPerUser[user] {
+		s.peakPerUser[user] = s.sessions[user]
+	}
+	s.authSuccesses++
+	ss.user = user
+	return nil, nil
+}
+
+func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
+	if ss.user == "" {
+		return smtp.ErrAuthRequired
+	}
+	s := ss.srv
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.mailReplies) > 0 {
+		r := s.mailReplies[0]
+		s.mailReplies = s.mailReplies[1:]
+		return r
+	}
+	ss.from = from
+	return nil
+}
+
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s := ss.srv
+	s.mu.Lock()
+	r := s.rcptReplies[strings.ToLower(to)]
+	s.mu.Unlock()
+	if r != nil {
+		return r
+	}
+	ss.to = append(ss.to, to)
+	return nil
+}
+
+func (ss *sinkSession) Data(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s := ss.srv
+	s.mu.Lock()
+	if s.dropAfterData > 0 {
+		s.dropAfterData--
+		s.mu.Unlock()
+		// Simulate a crash between reading the dot and answering it.
+		ss.conn.Conn().Close()
+		return errDropConnection
+	}
+	if len(s.dataReplies) > 0 {
+		r := s.dataReplies[0]
+		s.dataReplies = s.dataReplies[1:]
+		s.mu.Unlock()
+		return r
+	}
+	m := Message{ID: randomHex(6), User: ss.user, From: ss.from, To: append([]string(nil), ss.to...), Size: len(data), Subject: subjectOf(data), Received: time.Now(), Data: data}
+	s.messages = append(s.messages, m)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	s.log.Info("sandbox mailbox received a message", "sandbox_id", m.ID, "as", m.User, "from", m.From, "to", strings.Join(m.To, ","), "size", m.Size, "subject", m.Subject)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK " + m.ID + " - sandbox"}
+}
+
+var errDropConnection = fmt.Errorf("sandbox: dropping connection after DATA")
+
+func (ss *sinkSession) Reset() { ss.from, ss.to = "", nil }
+
+func (ss *sinkSession) Logout() error {
+	if ss.user != "" {
+		s := ss.srv
+		s.mu.Lock()
+		s.sessions[ss.user]--
+		s.mu.Unlock()
+		ss.user = ""
+	}
+	return nil
+}
+
+func subjectOf(data []byte) string {
+	headerEnd := bytes.Index(data, []byte("\r\n\r\n"))
+	if headerEnd < 0 {
+		headerEnd = len(data)
+	}
+	for _, line := range strings.Split(string(data[:headerEnd]), "\r\n") {
+		if len(line) > 8 && strings.EqualFold(line[:8], "subject:") {
+			return strings.TrimSpace(line[8:])
+		}
+	}
+	return ""
+}
+
+// bearerServer is the server side of XOAUTH2 and OAUTHBEARER.
+type bearerServer struct {
+	ss      *sinkSession
+	mech    string
+	pending *smtp.SMTPError // failure to report after the challenge
+}
+
+func (b *bearerServer) Next(response []byte) ([]byte, bool, error) {
+	if b.pending != nil {
+		// The client acknowledged the error challenge.
+		return nil, true, b.pending
+	}
+	if response == nil {
+		return []byte{}, false, nil // ask for the initial response
+	}
+	user, token, ok := parseBearer(b.mech, response)
+	if !ok {
+		return nil, true, &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed " + b.mech + " response"}
+	}
+	challenge, err := b.ss.authenticate(user, token)
+	if err == nil {
+		return nil, true, nil
+	}
+	if challenge != nil {
+		b.pending = err
+		return challenge, false, nil
+	}
+	return nil, true, err
+}
+
+// parseBearer decodes an XOAUTH2 or OAUTHBEARER (RFC 7628 §3.1) initial
+// response.
+func parseBearer(mech string, resp []byte) (user, token string, ok bool) {
+	s := string(resp)
+	if mech == "OAUTHBEARER" {
+		gs2, rest, found := strings.Cut(s, "\x01")
+		if !found {
+			return "", "", false
+		}
+		for _, f := range strings.Split(gs2, ",") {
+			if strings.HasPrefix(f, "a=") {
+				user = strings.NewReplacer("=2C", ",", "=3D", "=").Replace(f[2:])
+			}
+		}
+		s = rest
+	}
+	for _, kv := range strings.Split(s, "\x01") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "user":
+			user = v
+		case "auth":
+			if t, found := strings.CutPrefix(v, "Bearer "); found {
+				token = t
+			}
+		}
+	}
+	return user, token, user != "" && token != ""
+}

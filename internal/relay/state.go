@@ -1,0 +1,91 @@
+// Package relay is the SMTP submission side: a go-smtp Backend whose
+// sessions authenticate local clients, enforce who may send as whom, and
+// relay each transaction synchronously through the upstream provider, so
+// that a client hears 250 only once the provider accepted its message.
+// Listeners and reloads belong to the runtime package.
+package relay
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/internal/passwd"
+	"github.com/oauthrelay/oauthrelay/internal/upstream"
+)
+
+// Opener opens an authenticated upstream connection for one mailbox;
+// implemented by *upstream.Sender.
+type Opener interface {
+	Open(ctx context.Context) (*upstream.Conn, error)
+}
+
+// Account is an upstream mailbox the relay can send as.
+type Account struct {
+	Address  string
+	Group    string
+	Provider string
+	Upstream Opener
+}
+
+// Client is a local SMTP AUTH identity.
+type Client struct {
+	Name         string
+	Group        string
+	PasswordHash string
+	// Allowed maps each lower-cased sender address the client may use to
+	// the account that sends it.
+	Allowed map[string]*Account
+}
+
+// State is the immutable view of the configuration a session works with.
+// The runtime builds a new State on reload and swaps it in; sessions keep
+// the State they started with.
+type State struct {
+	Hostname string
+	DryRun   bool
+	Clients  map[string]*Client
+	Accounts map[string]*Account
+}
+
+// dummyHash is verified against when a username is unknown, so that the
+// answer takes as long as for a known one and does not reveal which
+// usernames exist.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := passwd.Hash(passwd.Bcrypt, "oauthrelay-unknown-user", passwd.DefaultBcryptCost)
+	return h
+})
+
+// authenticate checks a local client's credentials.
+func (st *State) authenticate(username, password string) (*Client, error) {
+	c, ok := st.Clients[username]
+	var hash string
+	if ok {
+		hash = c.PasswordHash
+	} else {
+		hash = dummyHash()
+	}
+	if err := passwd.Verify(hash, password); err != nil || !ok {
+		return nil, errBadCredentials
+	}
+	return c, nil
+}
+
+func normalizeAddress(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
+
+// SMTP replies of the relay (ARCHITECTURE.md §6).
+var (
+	errAuthRequired        = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errBadCredentials      = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+	errEncryptionRequired  = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism; use STARTTLS"}
+	errSenderNotAllowed    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this client"}
+	errUnknownMechanism    = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
+	errNoTransaction       = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Bad sequence of commands"}
+	errUpstreamUnreachable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail provider; try again later"}
+	errUpstreamLost        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost; try again later"}
+	errAmbiguous           = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost after the message was sent; it may have been delivered, check before resending"}
+	errTokenUnavailable    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: cannot obtain an access token for the sending account"}
+	errUpstreamAuth        = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: the mail provider refused the relay's credentials for the sending account"}
+)
