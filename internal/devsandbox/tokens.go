@@ -58,7 +58,7 @@ type TokenServer struct {
 	delay           time.Duration
 }
 
-type refreshGrant struct{ clientID, user string }
+type refreshGrant struct{ clientID, user, scope string }
 
 // AccessGrant is what an issued access token stands for.
 type AccessGrant struct {
@@ -105,11 +105,12 @@ func (ts *TokenServer) AddClient(id, secret string) {
 	ts.mu.Unlock()
 }
 
-// IssueRefreshToken creates a refresh token of clientID for user.
-func (ts *TokenServer) IssueRefreshToken(clientID, user string) string {
+// IssueRefreshToken creates a refresh token of clientID for user, granting
+// the scopes (a refresh that names no scope gets all of them, RFC 6749 §6).
+func (ts *TokenServer) IssueRefreshToken(clientID, user string, scopes ...string) string {
 	rt := "rt-" + randomHex(24)
 	ts.mu.Lock()
-	ts.refresh[rt] = refreshGrant{clientID: clientID, user: strings.ToLower(user)}
+	ts.refresh[rt] = refreshGrant{clientID: clientID, user: strings.ToLower(user), scope: strings.Join(scopes, " ")}
 	ts.mu.Unlock()
 	return rt
 }
@@ -324,6 +325,9 @@ func (ts *TokenServer) grant(r *http.Request) (AccessGrant, *tokenError) {
 		g, ok := ts.refresh[form.Get("refresh_token")]
 		if !ok || g.clientID != id {
 			return AccessGrant{}, &tokenError{400, "invalid_grant", "The refresh token is invalid, expired or revoked."}
+		}
+		if scope == "" {
+			scope = g.scope
 		}
 		return AccessGrant{ClientID: id, User: g.user, Scope: scope}, nil
 	case grantClientCrd:
