@@ -211,6 +211,18 @@ func (ts *TokenServer) Lookup(token string) (AccessGrant, bool) {
 	return g, true
 }
 
+// IssuedAccessTokens returns every access token issued so far, for tests
+// that check no token leaks into logs.
+func (ts *TokenServer) IssuedAccessTokens() []string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	out := make([]string, 0, len(ts.access))
+	for at := range ts.access {
+		out = append(out, at)
+	}
+	return out
+}
+
 // AddServiceAccount creates a service account and returns its JSON key in
 // Google's format, with token_uri pointing at this endpoint.
 func (ts *TokenServer) AddServiceAccount(email string) ([]byte, error) {

@@ -8,7 +8,6 @@ package relay
 import (
 	"context"
 	"strings"
-	"sync"
 
 	"github.com/emersion/go-smtp"
 
@@ -50,22 +49,23 @@ type State struct {
 	Accounts map[string]*Account
 }
 
-// dummyHash is verified against when a username is unknown, so that the
-// answer takes as long as for a known one and does not reveal which
+// authenticate checks a local client's credentials. For an unknown
+// username it still verifies the password against some client's hash, so
+// the answer takes as long as for a known one and does not reveal which
 // usernames exist.
-var dummyHash = sync.OnceValue(func() string {
-	h, _ := passwd.Hash(passwd.Bcrypt, "oauthrelay-unknown-user", passwd.DefaultBcryptCost)
-	return h
-})
-
-// authenticate checks a local client's credentials.
 func (st *State) authenticate(username, password string) (*Client, error) {
 	c, ok := st.Clients[username]
-	var hash string
+	hash := ""
 	if ok {
 		hash = c.PasswordHash
 	} else {
-		hash = dummyHash()
+		for _, other := range st.Clients {
+			hash = other.PasswordHash
+			break
+		}
+	}
+	if hash == "" {
+		return nil, errBadCredentials
 	}
 	if err := passwd.Verify(hash, password); err != nil || !ok {
 		return nil, errBadCredentials
