@@ -60,12 +60,30 @@ func Load(path string, ov Overrides) Loaded {
 	}
 	cfg, d := decode(parsed, ov)
 	diags = append(diags, d...)
+	sortDiagnostics(diags)
 	if diags.HasErrors() {
 		cfg = nil
 	} else {
 		cfg.Files = files
 	}
 	return Loaded{Config: cfg, Diagnostics: diags, Files: p.Files()}
+}
+
+// sortDiagnostics orders diagnostics by position, so the output reads top
+// to bottom like the files.
+func sortDiagnostics(diags hcl.Diagnostics) {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		case a.Start.Line != b.Start.Line:
+			return a.Start.Line < b.Start.Line
+		}
+		return a.Start.Column < b.Start.Column
+	})
 }
 
 func sourceFiles(path string) ([]string, hcl.Diagnostics) {

@@ -1,0 +1,293 @@
+package config_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
+)
+
+// want is an expected diagnostic: "# want: <summary>" marks its line in the
+// testdata file. A marker on a line of its own (nothing before the '#')
+// expects a diagnostic without a line.
+type want struct {
+	line    int
+	summary string
+}
+
+func wantsOf(t *testing.T, path string) []want {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []want
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		before, after, ok := strings.Cut(sc.Text(), "# want: ")
+		if !ok {
+			continue
+		}
+		line := n
+		if strings.TrimSpace(before) == "" {
+			line = 0
+		}
+		out = append(out, want{line: line, summary: strings.TrimSpace(after)})
+	}
+	return out
+}
+
+func TestBadConfigs(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.hcl")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			wants := wantsOf(t, path)
+			if len(wants) == 0 {
+				t.Fatal("testdata file has no # want: marker")
+			}
+			loaded := config.Load(path, config.Overrides{})
+			if loaded.Config != nil {
+				t.Error("Load returned a config despite errors")
+			}
+			var got []want
+			for _, d := range loaded.Diagnostics {
+				if d.Severity != hcl.DiagError {
+					continue
+				}
+				if d.Subject == nil || d.Subject.Filename != path {
+					t.Errorf("diagnostic without this file as subject: %s", config.FormatDiagnostic(d))
+					continue
+				}
+				w := want{line: d.Subject.Start.Line, summary: d.Summary}
+				if d.Subject.Start.Column < 1 {
+					t.Errorf("diagnostic without a column: %s", config.FormatDiagnostic(d))
+				}
+				got = append(got, w)
+			}
+			// Markers on their own line match any line.
+			for i, w := range wants {
+				if w.line == 0 {
+					for _, g := range got {
+						if g.summary == w.summary {
+							wants[i].line = g.line
+						}
+					}
+				}
+			}
+			sortWants(wants)
+			sortWants(got)
+			if diff := cmp.Diff(wants, got, cmp.AllowUnexported(want{})); diff != "" {
+				var all []string
+				for _, d := range loaded.Diagnostics {
+					all = append(all, config.FormatDiagnostic(d))
+				}
+				t.Errorf("diagnostics mismatch (-want +got):\n%s\nall diagnostics:\n%s", diff, strings.Join(all, "\n"))
+			}
+		})
+	}
+}
+
+func sortWants(w []want) {
+	sort.Slice(w, func(i, j int) bool {
+		if w[i].line != w[j].line {
+			return w[i].line < w[j].line
+		}
+		return w[i].summary < w[j].summary
+	})
+}
+
+func TestDiagnosticFormat(t *testing.T) {
+	path := "testdata/bad/bad_duration.hcl"
+	loaded := config.Load(path, config.Overrides{})
+	if len(loaded.Diagnostics) != 1 {
+		t.Fatalf("diagnostics = %v", loaded.Diagnostics)
+	}
+	got := config.FormatDiagnostic(loaded.Diagnostics[0])
+	want := path + `:2:22: Invalid duration: shutdown_timeout: "30" is not a duration; use a number with a unit such as "30s", "5m" or "1h"`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	loaded := config.Load("testdata/good/full.hcl", config.Overrides{})
+	if loaded.Diagnostics.HasErrors() {
+		t.Fatalf("unexpected diagnostics: %v", loaded.Diagnostics)
+	}
+	cfg := loaded.Config
+	if diff := cmp.Diff(config.Server{Hostname: "relay.example.com", LogLevel: "debug", LogFormat: "json", ShutdownTimeout: 45 * time.Second}, cfg.Server); diff != "" {
+		t.Errorf("server (-want +got):\n%s", diff)
+	}
+	if !cfg.Telemetry.ReadyRequiresAllAccounts || cfg.Telemetry.Address != "127.0.0.1:9090" {
+		t.Errorf("telemetry = %+v", cfg.Telemetry)
+	}
+	local, lan := cfg.Listeners[0], cfg.Listeners[1]
+	if local.MaxMessageSize != 10485760 || local.MaxRecipients != 50 || local.TLSMode != "none" {
+		t.Errorf("local listener = %+v", local)
+	}
+	if lan.MaxMessageSize != 25<<20 || lan.MaxRecipients != config.DefaultMaxRecipients || !lan.AllowInsecureAuth {
+		t.Errorf("lan listener = %+v", lan)
+	}
+
+	type providerView struct {
+		TokenURL, SMTPAddress, SMTPTLS, Mechanism string
+	}
+	view := func(p *config.Provider) providerView {
+		return providerView{p.TokenURL, p.SMTPAddress, p.SMTPTLS, p.AuthMechanism}
+	}
+	wantProviders := map[string]providerView{
+		"workspace": {"https://oauth2.googleapis.com/token", "smtp.gmail.com:587", "starttls", "XOAUTH2"},
+		"m365":      {"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token", "smtp.office365.com:587", "starttls", "XOAUTH2"},
+		"proxy":     {"https://login.example.net/oauth2/token", "smtp.example.net:465", "implicit", "OAUTHBEARER"},
+	}
+	for name, w := range wantProviders {
+		if diff := cmp.Diff(w, view(cfg.Providers[name])); diff != "" {
+			t.Errorf("provider %s (-want +got):\n%s", name, diff)
+		}
+	}
+
+	groups := map[string]*config.AccountGroup{}
+	for _, g := range cfg.Groups {
+		groups[g.Name] = g
+	}
+	wantScopes := map[string][]string{
+		"billing":        {"https://mail.google.com/"},
+		"printers":       {"https://outlook.office365.com/.default"},
+		"delegated-m365": {"https://outlook.office.com/SMTP.Send", "offline_access"},
+		"robots":         {"https://mail.google.com/"},
+	}
+	for name, scopes := range wantScopes {
+		if diff := cmp.Diff(scopes, groups[name].Scopes); diff != "" {
+			t.Errorf("group %s scopes (-want +got):\n%s", name, diff)
+		}
+	}
+	billing := groups["billing"]
+	if billing.RefreshBeforeExpiry != 2*time.Minute || groups["printers"].RefreshBeforeExpiry != config.DefaultRefreshBeforeExpiry {
+		t.Errorf("refresh_before_expiry: billing %v printers %v", billing.RefreshBeforeExpiry, groups["printers"].RefreshBeforeExpiry)
+	}
+	if got := billing.Accounts[0].Address; got != "invoices@example.com" {
+		t.Errorf("account address not normalised: %q", got)
+	}
+	if a := billing.Accounts[0]; a.RateLimitPerMinute != 30 || a.DailyMessageLimit != 2000 {
+		t.Errorf("account limits = %+v", a)
+	}
+	clients := map[string]*config.Client{}
+	for _, c := range cfg.Clients() {
+		clients[c.Name] = c
+	}
+	if diff := cmp.Diff([]string{"invoices@example.com"}, clients["billing-app"].AllowedSenders); diff != "" {
+		t.Errorf("billing-app senders (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"invoices@example.com", "receipts@example.com"}, clients["erp"].AllowedSenders); diff != "" {
+		t.Errorf("erp senders default to every account of the group (-want +got):\n%s", diff)
+	}
+	refs := map[string]bool{}
+	for _, r := range cfg.SecretRefs() {
+		refs[r.String()] = true
+	}
+	for _, r := range []string{"env://GOOGLE_CLIENT_SECRET", "file:///etc/oauthrelay/invoices.rt", "vault://secret/oauthrelay/accounts/receipts#refresh_token", "file:///etc/oauthrelay/sa.json"} {
+		if !refs[r] {
+			t.Errorf("secret reference %s missing from %v", r, refs)
+		}
+	}
+	if cfg.Vault == nil || cfg.Vault.Auth.Method != "approle" || cfg.Vault.PollInterval != config.DefaultVaultPollInterval {
+		t.Errorf("vault = %+v", cfg.Vault)
+	}
+}
+
+func TestDirectoryIsMergedInNameOrder(t *testing.T) {
+	loaded := config.Load("testdata/good/split", config.Overrides{})
+	if loaded.Diagnostics.HasErrors() {
+		t.Fatalf("unexpected diagnostics: %v", loaded.Diagnostics)
+	}
+	want := []string{"testdata/good/split/10-server.hcl", "testdata/good/split/20-google.hcl", "testdata/good/split/30-groups.hcl"}
+	if diff := cmp.Diff(want, loaded.Config.Files); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	if len(loaded.Config.Accounts()) != 1 {
+		t.Errorf("accounts = %d", len(loaded.Config.Accounts()))
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	t.Run("host and port of the first listener", func(t *testing.T) {
+		loaded := config.Load("testdata/good/split", config.Overrides{Port: 2600, DryRun: true, GlobalConcurrency: 7})
+		if loaded.Diagnostics.HasErrors() {
+			t.Fatal(loaded.Diagnostics)
+		}
+		c := loaded.Config
+		if c.Listeners[0].Address != "127.0.0.1:2600" || !c.Server.DryRun || c.Server.GlobalConcurrency != 7 {
+			t.Errorf("overrides not applied: %s dry=%v conc=%d", c.Listeners[0].Address, c.Server.DryRun, c.Server.GlobalConcurrency)
+		}
+	})
+	t.Run("overridden host is validated", func(t *testing.T) {
+		loaded := config.Load("testdata/good/split", config.Overrides{Host: "0.0.0.0"})
+		if !strings.Contains(fmt.Sprint(loaded.Diagnostics), "Plaintext listener off loopback") {
+			t.Errorf("diagnostics = %v", loaded.Diagnostics)
+		}
+	})
+}
+
+func TestTLSListenerCertificates(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := devsandbox.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := ca.WriteFiles(cert, key, "relay.test"); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("testdata/good/split/30-groups.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(certPath string) string {
+		body := fmt.Sprintf(`
+listener "sub" {
+  address       = "0.0.0.0:587"
+  tls_mode      = "starttls"
+  tls_cert_file = %q
+  tls_key_file  = %q
+}
+provider "workspace" { preset = "google" }
+%s`, certPath, key, src)
+		p := filepath.Join(dir, "relay.hcl")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if loaded := config.Load(write(cert), config.Overrides{}); loaded.Diagnostics.HasErrors() {
+		t.Errorf("valid certificate refused: %v", loaded.Diagnostics)
+	}
+	loaded := config.Load(write(filepath.Join(dir, "missing.crt")), config.Overrides{})
+	if !strings.Contains(fmt.Sprint(loaded.Diagnostics), "Cannot load TLS certificate") {
+		t.Errorf("missing certificate not reported: %v", loaded.Diagnostics)
+	}
+}
+
+func TestMissingPath(t *testing.T) {
+	loaded := config.Load("testdata/does-not-exist.hcl", config.Overrides{})
+	if !loaded.Diagnostics.HasErrors() || loaded.Config != nil {
+		t.Fatalf("missing file accepted: %v", loaded.Diagnostics)
+	}
+	empty := t.TempDir()
+	if d := config.Load(empty, config.Overrides{}).Diagnostics; !strings.Contains(fmt.Sprint(d), "No configuration files") {
+		t.Errorf("empty directory: %v", d)
+	}
+}

@@ -1,0 +1,14 @@
+listener "l" {
+  address  = "127.0.0.1:2525"
+  tls_mode = "none"
+}
+provider "gw" {
+  preset = "google"
+}
+account_group "g" {
+  provider  = "gw"
+  client_id = "id"
+  account "not-an-address" { # want: Invalid account address
+    refresh_token = "rt"
+  }
+}

@@ -1,0 +1,28 @@
+listener "l" {
+  address  = "127.0.0.1:2525"
+  tls_mode = "none"
+}
+provider "gw" {
+  preset = "google"
+}
+account_group "g" {
+  provider  = "gw"
+  client_id = "id"
+  client_secret = "literal-secret"
+  account "a@example.com" {
+    refresh_token = "rt"
+  }
+  client "app" {
+    password_hash = "$2a$04$QCyaEPbsxIfUiGswc9PiQuRymdUR234UTYP5H1nzDnZz30SEcYAE."
+  }
+}
+account_group "h" {
+  provider  = "gw"
+  client_id = "id"
+  account "b@example.com" {
+    refresh_token = "rt"
+  }
+  client "app" { # want: Duplicate client
+    password_hash = "$2a$04$QCyaEPbsxIfUiGswc9PiQuRymdUR234UTYP5H1nzDnZz30SEcYAE."
+  }
+}

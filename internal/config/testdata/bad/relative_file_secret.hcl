@@ -1,0 +1,12 @@
+listener "l" {
+  address  = "127.0.0.1:2525"
+  tls_mode = "none"
+}
+provider "gw" {
+  preset = "google"
+}
+account_group "g" {
+  provider      = "gw"
+  client_id     = "id"
+  client_secret = "file://etc/secret" # want: Invalid secret reference
+}

@@ -1,0 +1,18 @@
+listener "l" { # want: Missing TLS certificate
+  address  = "0.0.0.0:587"
+  tls_mode = "starttls"
+}
+provider "gw" {
+  preset = "google"
+}
+account_group "g" {
+  provider  = "gw"
+  client_id = "id"
+  client_secret = "literal-secret"
+  account "a@example.com" {
+    refresh_token = "rt"
+  }
+  client "app" {
+    password_hash = "$2a$04$QCyaEPbsxIfUiGswc9PiQuRymdUR234UTYP5H1nzDnZz30SEcYAE."
+  }
+}

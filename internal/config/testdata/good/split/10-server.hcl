@@ -1,0 +1,4 @@
+listener "local" {
+  address  = "127.0.0.1:2525"
+  tls_mode = "none"
+}

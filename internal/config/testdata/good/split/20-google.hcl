@@ -1,0 +1,3 @@
+provider "workspace" {
+  preset = "google"
+}
