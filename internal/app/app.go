@@ -168,7 +168,7 @@ func cmdHashPassword(args []string, stdio IO) int {
 	}
 	pw := strings.TrimRight(line, "\r\n")
 	if pw == "" {
-		fmt.Fprintln(stdio.Stderr, "oauthrelay: empty password; pipe it on standard input: printf '%s\\n' \"$PASSWORD\" | oauthrelay hash-password")
+		io.WriteString(stdio.Stderr, "oauthrelay: empty password; pipe it on standard input: printf '%s\\n' \"$PASSWORD\" | oauthrelay hash-password\n")
 		return 1
 	}
 	h, err := passwd.Hash(*alg, pw, *cost)

@@ -90,13 +90,17 @@ func (s *Session) tlsActive() bool {
 	return ok
 }
 
+func (s *Session) plaintextAuthAllowed() bool {
+	return plaintextAuthAllowed(s.tlsActive(), s.b.lis.AllowInsecureAuth, s.remote)
+}
+
 // plaintextAuthAllowed applies RFC 4954 §4: passwords only travel over TLS,
 // unless the client is on this host or the operator accepted the risk.
-func (s *Session) plaintextAuthAllowed() bool {
-	if s.tlsActive() || s.b.lis.AllowInsecureAuth {
+func plaintextAuthAllowed(tlsActive, allowInsecure bool, remote string) bool {
+	if tlsActive || allowInsecure {
 		return true
 	}
-	host, _, err := net.SplitHostPort(s.remote)
+	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
 		return false
 	}

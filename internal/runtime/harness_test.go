@@ -45,13 +45,13 @@ type harness struct {
 }
 
 type harnessOptions struct {
-	style         devsandbox.Style
-	mechanism     string // provider auth_mechanism
-	smtpAddress   string // override the provider's SMTP address
-	listenerExtra string // extra listener attributes
-	dryRun        bool
-	tokenTTL      time.Duration
-	refreshEarly  string
+	style        devsandbox.Style
+	mechanism    string // provider auth_mechanism
+	smtpAddress  string // override the provider's SMTP address
+	listenerTLS  string // tls_mode of the listener (default "none")
+	dryRun       bool
+	tokenTTL     time.Duration
+	refreshEarly string
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -93,12 +93,19 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		early = "5m"
 	}
 	hash := testutil.FastHash(t, h.password)
+	tlsLines := `tls_mode = "none"`
+	if o.listenerTLS != "" && o.listenerTLS != "none" {
+		cert, key := filepath.Join(h.dir, "tls.crt"), filepath.Join(h.dir, "tls.key")
+		if err := h.sb.CA.WriteFiles(cert, key, "127.0.0.1", "localhost"); err != nil {
+			t.Fatal(err)
+		}
+		tlsLines = fmt.Sprintf("tls_mode = %q\n  tls_cert_file = %q\n  tls_key_file = %q", o.listenerTLS, cert, key)
+	}
 	file := func(name string) string { return "file://" + filepath.Join(h.dir, name) }
 	cfgText := fmt.Sprintf(`
 server { hostname = "relay.test" }
 listener "test" {
   address          = "127.0.0.1:0"
-  tls_mode         = "none"
   max_message_size = "64KB"
   max_recipients   = 5
   %s
@@ -140,7 +147,7 @@ account_group "service" {
   account %q {}
   client %q { password_hash = %q }
 }
-`, o.listenerExtra, h.sb.Tokens.URL, smtpAddr, filepath.Join(h.dir, "ca.pem"), mech,
+`, tlsLines, h.sb.Tokens.URL, smtpAddr, filepath.Join(h.dir, "ca.pem"), mech,
 		delegatedClientID, file("cs-delegated"), early,
 		alice, file("rt-"+alice), bob, file("rt-"+bob),
 		appClient, hash, restrictedClient, hash, alice,
