@@ -49,6 +49,7 @@ type harnessOptions struct {
 	mechanism    string // provider auth_mechanism
 	smtpAddress  string // override the provider's SMTP address
 	listenerTLS  string // tls_mode of the listener (default "none")
+	serverExtra  string // attributes added to the server block
 	dryRun       bool
 	tokenTTL     time.Duration
 	refreshEarly string
@@ -103,7 +104,10 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	file := func(name string) string { return "file://" + filepath.Join(h.dir, name) }
 	cfgText := fmt.Sprintf(`
-server { hostname = "relay.test" }
+server {
+  hostname = "relay.test"
+  %s
+}
 listener "test" {
   address          = "127.0.0.1:0"
   max_message_size = "64KB"
@@ -147,7 +151,7 @@ account_group "service" {
   account %q {}
   client %q { password_hash = %q }
 }
-`, tlsLines, h.sb.Tokens.URL, smtpAddr, filepath.Join(h.dir, "ca.pem"), mech,
+`, o.serverExtra, tlsLines, h.sb.Tokens.URL, smtpAddr, filepath.Join(h.dir, "ca.pem"), mech,
 		delegatedClientID, file("cs-delegated"), early,
 		alice, file("rt-"+alice), bob, file("rt-"+bob),
 		appClient, hash, restrictedClient, hash, alice,

@@ -405,3 +405,25 @@ func TestNoLossNoPhantom(t *testing.T) {
 }
 
 func saslPlain(user, password string) sasl.Client { return sasl.NewPlainClient("", user, password) }
+
+func TestGlobalConcurrency(t *testing.T) {
+	h := newHarness(t, harnessOptions{serverExtra: "global_concurrency = 1"})
+	held := dialAuth(t, h, appClient)
+	c, err := smtp.Dial(h.addr)
+	if err == nil {
+		err = c.Hello("second.test")
+		c.Close()
+	}
+	wantCode(t, err, "421 4.3.2")
+	held.Quit()
+	// The slot is free again once the first session ended.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := h.send(appClient, alice); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("slot never freed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // the server closes the first connection asynchronously
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/relay"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 )
@@ -41,6 +42,10 @@ type Runtime struct {
 	workCtx    context.Context
 	cancelWork context.CancelFunc
 
+	// sessions caps concurrent client sessions over all listeners
+	// (server { global_concurrency }, -global-concurrency).
+	sessions *limits.SessionLimit
+
 	mu        sync.Mutex
 	listeners []*listener
 	telemetry *telemetry.Server
@@ -62,7 +67,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{log: opts.Logger, opts: opts, cur: b}
+	r := &Runtime{log: opts.Logger, opts: opts, cur: b, sessions: limits.NewSessionLimit(cfg.Server.GlobalConcurrency)}
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
 	r.state.Store(b.state)
 	return r, nil
@@ -116,7 +121,10 @@ func (r *Runtime) openListener(lc *config.Listener) (*listener, error) {
 		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 	}
 	if lc.TLSMode == config.TLSImplicit {
-		ln = tls.NewListener(ln, tlsCfg)
+		// A refused client of an implicit-TLS port cannot read plaintext.
+		ln = tls.NewListener(r.sessions.Listener(ln, ""), tlsCfg)
+	} else {
+		ln = r.sessions.Listener(ln, "421 4.3.2 Too many concurrent sessions, try again later\r\n")
 	}
 	log := r.log.Named("smtp")
 	be := relay.NewBackend(r.workCtx, &r.state, relay.ListenerSettings{Name: lc.Name, AllowInsecureAuth: lc.AllowInsecureAuth}, log)
