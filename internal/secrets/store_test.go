@@ -41,9 +41,19 @@ func TestResolve(t *testing.T) {
 			t.Errorf("%s = %q, %v; want %q", refs[i], got, err, want)
 		}
 	}
-	st.Set(refs[1], "rotated")
-	if got, _ := st.Get(refs[1]); got != "rotated" {
-		t.Errorf("after Set: %q", got)
+	var notified []config.SecretRef
+	st.Subscribe(func(c []config.SecretRef) { notified = append(notified, c...) })
+	if st.Refresh(context.Background(), refs[2]) {
+		t.Error("Refresh reported a change of an unchanged file")
+	}
+	if err := os.WriteFile(path, []byte("rotated\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Refresh(context.Background(), refs[2]) || len(notified) != 1 {
+		t.Errorf("Refresh missed the file change (notified %v)", notified)
+	}
+	if got, _ := st.Get(refs[2]); got != "rotated" {
+		t.Errorf("after Refresh: %q", got)
 	}
 }
 

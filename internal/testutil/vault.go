@@ -1,0 +1,166 @@
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+)
+
+// VaultRootToken is the fixed root token of test Vault servers.
+const VaultRootToken = "oauthrelay-test-root"
+
+// VaultServer is a real `vault server -dev` on 127.0.0.1.
+type VaultServer struct {
+	Addr   string // http://127.0.0.1:port
+	Client *vault.Client
+	t      testing.TB
+	cmd    *exec.Cmd
+	port   string
+	log    *LogBuffer
+}
+
+// vaultBinary finds the server built by `make vault`. Tests fail, never
+// skip, when it is missing: CI must run them.
+func vaultBinary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("OAUTHRELAY_VAULT_BIN"); p != "" {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "vault-dev")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("vault-dev"); err == nil {
+		return p
+	}
+	t.Fatal("the Vault dev server is missing: run `make vault` (builds $(go env GOPATH)/bin/vault-dev once), or set OAUTHRELAY_VAULT_BIN")
+	return ""
+}
+
+// StartVault starts a dev server on a free loopback port and stops it when
+// the test ends. KV v2 is mounted at secret/.
+func StartVault(t testing.TB) *VaultServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	v := &VaultServer{t: t, port: port, Addr: "http://127.0.0.1:" + port, log: &LogBuffer{}}
+	v.start()
+	t.Cleanup(v.Stop)
+	cfg := vault.DefaultConfig()
+	cfg.Address = v.Addr
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(VaultRootToken)
+	v.Client = c
+	return v
+}
+
+func (v *VaultServer) start() {
+	v.t.Helper()
+	bin := vaultBinary(v.t)
+	cmd := exec.Command(bin, "server", "-dev",
+		"-dev-root-token-id="+VaultRootToken,
+		"-dev-listen-address=127.0.0.1:"+v.port,
+		"-dev-no-store-token")
+	cmd.Env = append(os.Environ(), "VAULT_DISABLE_MLOCK=true", "HOME="+v.t.TempDir())
+	cmd.Stdout, cmd.Stderr = v.log, v.log
+	if err := cmd.Start(); err != nil {
+		v.t.Fatalf("starting %s: %v", bin, err)
+	}
+	v.cmd = cmd
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(v.Addr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			v.Stop()
+			v.t.Fatalf("vault dev server did not become healthy: %v\n%s", err, v.log.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the server's health endpoint
+	}
+}
+
+// Stop kills the server (its in-memory data is lost).
+func (v *VaultServer) Stop() {
+	if v.cmd == nil {
+		return
+	}
+	_ = v.cmd.Process.Kill()
+	_, _ = v.cmd.Process.Wait()
+	v.cmd = nil
+}
+
+// Restart starts a fresh dev server on the same port and root token; like
+// a rebuilt Vault, it holds no data until the test writes some.
+func (v *VaultServer) Restart() {
+	v.t.Helper()
+	v.Stop()
+	v.start()
+}
+
+// Put writes a KV v2 secret at secret/<path>.
+func (v *VaultServer) Put(path string, data map[string]any) int {
+	v.t.Helper()
+	s, err := v.Client.KVv2("secret").Put(context.Background(), path, data)
+	if err != nil {
+		v.t.Fatalf("vault put %s: %v", path, err)
+	}
+	return s.VersionMetadata.Version
+}
+
+// EnableAppRole enables AppRole and creates a role for policy with the
+// given token TTLs, returning its role ID and a secret ID.
+func (v *VaultServer) EnableAppRole(role, policy string, ttl, maxTTL time.Duration) (roleID, secretID string) {
+	v.t.Helper()
+	if err := v.Client.Sys().EnableAuthWithOptions("approle", &vault.EnableAuthOptions{Type: "approle"}); err != nil && !strings.Contains(err.Error(), "path is already in use") {
+		v.t.Fatal(err)
+	}
+	_, err := v.Client.Logical().Write("auth/approle/role/"+role, map[string]any{
+		"token_policies": policy,
+		"token_ttl":      fmt.Sprintf("%ds", int(ttl.Seconds())),
+		"token_max_ttl":  fmt.Sprintf("%ds", int(maxTTL.Seconds())),
+	})
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	s, err := v.Client.Logical().Read("auth/approle/role/" + role + "/role-id")
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	roleID = s.Data["role_id"].(string)
+	s, err = v.Client.Logical().Write("auth/approle/role/"+role+"/secret-id", nil)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return roleID, s.Data["secret_id"].(string)
+}
+
+// PutPolicy writes an ACL policy.
+func (v *VaultServer) PutPolicy(name, hcl string) {
+	v.t.Helper()
+	if err := v.Client.Sys().PutPolicy(name, hcl); err != nil {
+		v.t.Fatal(err)
+	}
+}
