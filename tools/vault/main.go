@@ -3,6 +3,7 @@
 //
 // gosnowflake, linked into Vault, parses a built-in CA certificate with a
 // negative serial number at init; Go 1.23+ rejects those unless told not to.
+//
 //go:debug x509negativeserial=1
 package main
 
