@@ -53,6 +53,7 @@ type TokenServer struct {
 	ttl             time.Duration
 	rotate          bool
 	requests        map[string]int // per subject (user, or client_id for app-only)
+	grantsByCred    map[string]int // successful grants per refresh token or client secret used
 	total           int
 	faults          []int // HTTP statuses to answer next, in order
 	delay           time.Duration
@@ -88,6 +89,7 @@ func newTokenServer(ca *CA) (*TokenServer, error) {
 		serviceAccounts: map[string]*rsa.PublicKey{},
 		ttl:             time.Hour,
 		requests:        map[string]int{},
+		grantsByCred:    map[string]int{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", ts.handleToken)
@@ -192,6 +194,14 @@ func (ts *TokenServer) Requests(subject string) int {
 	return ts.requests[strings.ToLower(subject)]
 }
 
+// GrantsWith returns how many tokens were issued for requests that used
+// cred as their refresh token or client secret.
+func (ts *TokenServer) GrantsWith(cred string) int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.grantsByCred[cred]
+}
+
 // TotalRequests returns the number of token requests received.
 func (ts *TokenServer) TotalRequests() int {
 	ts.mu.Lock()
@@ -278,6 +288,10 @@ func (ts *TokenServer) handleToken(w http.ResponseWriter, r *http.Request) {
 	if terr != nil {
 		writeTokenError(w, *terr)
 		return
+	}
+	ts.grantsByCred[r.PostForm.Get("refresh_token")]++
+	if _, secret := clientCredentials(r); secret != "" {
+		ts.grantsByCred[secret]++
 	}
 	at := "at-" + randomHex(24)
 	grant.Expiry = ts.now().Add(ts.ttl)

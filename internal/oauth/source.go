@@ -54,7 +54,13 @@ type Settings struct {
 	// place of the one sent (Microsoft rotates them), after the Source has
 	// started using it.
 	OnRotate func(newRefreshToken string)
-	Logger   hclog.Logger
+	// Recheck is called when the endpoint refuses the credentials for good
+	// (invalid_grant, invalid_client); it re-reads them from their source
+	// and reports whether they changed, in which case the request is tried
+	// once more. A rotation that happened since the last poll is thus used
+	// at once instead of failing messages until the next poll.
+	Recheck func() bool
+	Logger  hclog.Logger
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -235,6 +241,10 @@ func (s *Source) refresh() (string, error) {
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.set.HTTPClient)
 	started := s.now()
 	tok, sentRT, err := s.fetch(ctx)
+	if err != nil && s.set.Recheck != nil && classify(s.set.Name, err).Permanent && s.set.Recheck() {
+		s.log.Info("credentials were refused, and their source has newer ones; retrying with those")
+		tok, sentRT, err = s.fetch(ctx)
+	}
 
 	s.mu.Lock()
 	now := s.now()

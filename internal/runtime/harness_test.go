@@ -3,10 +3,16 @@ package runtime_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
@@ -41,7 +47,12 @@ type harness struct {
 	password string
 	dir      string
 	rts      map[string]string // refresh token per account
+	refs     map[string]string // secret name -> reference in the config
 	secrets  []string
+
+	cfgPath   string
+	overrides config.Overrides
+	logger    hclog.Logger
 }
 
 type harnessOptions struct {
@@ -53,11 +64,26 @@ type harnessOptions struct {
 	dryRun       bool
 	tokenTTL     time.Duration
 	refreshEarly string
+	// vault, when set, holds every secret (vault://secret/oauthrelay/<name>#value)
+	// and the config gets a vault block with vaultAuth (default: the root token).
+	vault        *testutil.VaultServer
+	vaultAuth    string
+	pollInterval string
+	telemetry    bool
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &testutil.LogBuffer{}, dir: t.TempDir(), rts: map[string]string{}, password: "pw-" + t.Name()}
+	h := &harness{t: t, logs: &testutil.LogBuffer{}, dir: t.TempDir(), rts: map[string]string{}, refs: map[string]string{}, password: "pw-" + t.Name()}
+	// secret stores a secret where the configuration will reference it.
+	secret := func(name, value string) {
+		if o.vault != nil {
+			o.vault.Put("oauthrelay/"+name, map[string]any{"value": value})
+			h.refs[name] = "vault://secret/oauthrelay/" + name + "#value"
+			return
+		}
+		h.refs[name] = "file://" + testutil.WriteFile(t, h.dir, name, value)
+	}
 	h.sb = testutil.Sandbox(t, devsandbox.Options{Logger: h.logs.Logger(t).Named("sandbox")})
 	h.sb.SMTP.SetStyle(o.style)
 	if o.tokenTTL > 0 {
@@ -69,15 +95,15 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	h.sb.Tokens.AddClient(appOnlyClientID, appOnlySecret)
 	for _, a := range []string{alice, bob} {
 		h.rts[a] = h.sb.Tokens.IssueRefreshToken(delegatedClientID, a, config.GoogleScope)
-		testutil.WriteFile(t, h.dir, "rt-"+a, h.rts[a])
+		secret("rt-"+a, h.rts[a])
 	}
 	key, err := h.sb.Tokens.AddServiceAccount(serviceAccount)
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.WriteFile(t, h.dir, "sa-key.json", string(key))
-	testutil.WriteFile(t, h.dir, "cs-delegated", delegatedSecret)
-	testutil.WriteFile(t, h.dir, "cs-app-only", appOnlySecret)
+	secret("sa-key.json", string(key))
+	secret("cs-delegated", delegatedSecret)
+	secret("cs-app-only", appOnlySecret)
 	testutil.WriteFile(t, h.dir, "ca.pem", string(h.sb.CA.PEM))
 	h.secrets = []string{delegatedSecret, appOnlySecret, h.rts[alice], h.rts[bob], h.password, extractPrivateKey(string(key))}
 
@@ -102,8 +128,23 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		}
 		tlsLines = fmt.Sprintf("tls_mode = %q\n  tls_cert_file = %q\n  tls_key_file = %q", o.listenerTLS, cert, key)
 	}
-	file := func(name string) string { return "file://" + filepath.Join(h.dir, name) }
-	cfgText := fmt.Sprintf(`
+	file := func(name string) string { return h.refs[name] }
+	extra := ""
+	if o.vault != nil {
+		auth := o.vaultAuth
+		if auth == "" {
+			auth = fmt.Sprintf(`auth "token" { token = %q }`, testutil.VaultRootToken)
+		}
+		poll := o.pollInterval
+		if poll == "" {
+			poll = "30s"
+		}
+		extra += fmt.Sprintf("vault {\n  address = %q\n  poll_interval = %q\n  %s\n}\n", o.vault.Addr, poll, auth)
+	}
+	if o.telemetry {
+		extra += "telemetry { address = \"127.0.0.1:0\" }\n"
+	}
+	cfgText := extra + fmt.Sprintf(`
 server {
   hostname = "relay.test"
   %s
@@ -157,28 +198,43 @@ account_group "service" {
 		appClient, hash, restrictedClient, hash, alice,
 		appOnlyClientID, file("cs-app-only"), carol, printerClient, hash,
 		file("sa-key.json"), dave, saClient, hash)
-	cfgPath := testutil.WriteFile(t, h.dir, "relay.hcl", cfgText)
-	loaded := config.Load(cfgPath, config.Overrides{DryRun: o.dryRun})
+	h.cfgPath = testutil.WriteFile(t, h.dir, "relay.hcl", cfgText)
+	h.overrides = config.Overrides{DryRun: o.dryRun}
+	h.logger = h.logs.Logger(t)
+	// Every test ends by checking that no secret reached the logs.
+	t.Cleanup(h.assertNoSecretsLogged)
+	h.start()
+	return h
+}
+
+// start runs a relay from the harness configuration.
+func (h *harness) start() {
+	h.t.Helper()
+	loaded := config.Load(h.cfgPath, h.overrides)
 	if loaded.Diagnostics.HasErrors() {
-		t.Fatalf("config: %v", loaded.Diagnostics)
+		h.t.Fatalf("config: %v", loaded.Diagnostics)
 	}
-	rt, err := runtime.New(context.Background(), loaded.Config, runtime.Options{Logger: h.logs.Logger(t)})
+	rt, err := runtime.New(context.Background(), loaded.Config, runtime.Options{Logger: h.logger})
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
 	if err := rt.Start(); err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
 	h.rt = rt
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = rt.Shutdown(ctx)
-		// Every test ends by checking that no secret reached the logs.
-		h.assertNoSecretsLogged()
-	})
+	h.t.Cleanup(h.stop)
 	h.addr = rt.ListenerAddr("test").String()
-	return h
+}
+
+// stop shuts the relay down (idempotent).
+func (h *harness) stop() {
+	if h.rt == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = h.rt.Shutdown(ctx)
+	h.rt = nil
 }
 
 func extractPrivateKey(keyJSON string) string {
@@ -219,4 +275,96 @@ func wantCode(t *testing.T, err error, want string) {
 	if got := testutil.Code(err); got != want {
 		t.Fatalf("reply = %q (%v), want %s", got, err, want)
 	}
+}
+
+// load sends messages continuously from several clients until stopped.
+type load struct {
+	stopCh chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	sent   int
+	errs   []error
+}
+
+func (h *harness) startLoad(senders int, from string) *load {
+	l := &load{stopCh: make(chan struct{})}
+	for i := 0; i < senders; i++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stopCh:
+					return
+				default:
+				}
+				_, err := h.send(appClient, from)
+				l.mu.Lock()
+				if err != nil {
+					l.errs = append(l.errs, err)
+				} else {
+					l.sent++
+				}
+				l.mu.Unlock()
+				time.Sleep(20 * time.Millisecond) // pacing the load, not synchronisation
+			}
+		}()
+	}
+	h.t.Cleanup(func() { l.stop() })
+	return l
+}
+
+func (l *load) stop() (int, []error) {
+	select {
+	case <-l.stopCh:
+	default:
+		close(l.stopCh)
+	}
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sent, l.errs
+}
+
+func (l *load) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sent
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metric scrapes the relay's /metrics and returns the value of the first
+// series whose line starts with prefix (name and labels), or -1.
+func (h *harness) metric(prefix string) float64 {
+	h.t.Helper()
+	resp, err := http.Get("http://" + h.rt.TelemetryAddr().String() + "/metrics")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, prefix+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, prefix)), 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+func newRuntime(cfg *config.Config) (*runtime.Runtime, error) {
+	return runtime.New(context.Background(), cfg, runtime.Options{})
 }

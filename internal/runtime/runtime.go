@@ -16,10 +16,12 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/relay"
+	"github.com/oauthrelay/oauthrelay/internal/secrets"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 )
 
@@ -46,6 +48,12 @@ type Runtime struct {
 	// (server { global_concurrency }, -global-concurrency).
 	sessions *limits.SessionLimit
 
+	registry *prometheus.Registry
+
+	// bgCtx ends background work (Vault token upkeep, rotation polling).
+	bgCtx    context.Context
+	cancelBg context.CancelFunc
+
 	mu        sync.Mutex
 	listeners []*listener
 	telemetry *telemetry.Server
@@ -63,12 +71,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	b, err := build(ctx, cfg, opts.Logger)
+	reg := telemetry.NewRegistry()
+	b, err := build(ctx, cfg, opts.Logger, secrets.NewMetrics(reg))
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{log: opts.Logger, opts: opts, cur: b, sessions: limits.NewSessionLimit(cfg.Server.GlobalConcurrency)}
+	r := &Runtime{log: opts.Logger, opts: opts, cur: b, registry: reg, sessions: limits.NewSessionLimit(cfg.Server.GlobalConcurrency)}
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
+	r.bgCtx, r.cancelBg = context.WithCancel(context.Background())
 	r.state.Store(b.state)
 	return r, nil
 }
@@ -88,13 +98,17 @@ func (r *Runtime) Start() error {
 		r.listeners = append(r.listeners, l)
 	}
 	if cfg.Telemetry.Address != "" {
-		ts, err := telemetry.Listen(cfg.Telemetry.Address, telemetry.NewRegistry(), r.ready, r.opts.ExtraHTTP)
+		ts, err := telemetry.Listen(cfg.Telemetry.Address, r.registry, r.ready, r.opts.ExtraHTTP)
 		if err != nil {
 			r.closeListenersLocked()
 			return fmt.Errorf("telemetry listener %s: %w", cfg.Telemetry.Address, err)
 		}
 		r.telemetry = ts
 		r.log.Info("telemetry listening", "address", ts.Addr().String())
+	}
+	if r.cur.vault != nil {
+		go r.cur.vault.KeepAlive(r.bgCtx)
+		go r.cur.store.Watch(r.bgCtx)
 	}
 	for _, l := range r.listeners {
 		go func(l *listener) {
@@ -218,7 +232,15 @@ func (r *Runtime) ready() (bool, any) {
 	case degraded > 0:
 		status = "degraded"
 	}
-	return ready, map[string]any{"status": status, "listeners": listening, "degraded_accounts": degraded, "accounts": accounts}
+	body := map[string]any{"status": status, "listeners": listening, "degraded_accounts": degraded, "accounts": accounts}
+	if configured, up, expiry := b.store.VaultStatus(); configured {
+		v := map[string]any{"up": up}
+		if !expiry.IsZero() {
+			v["token_expiry"] = expiry
+		}
+		body["vault"] = v
+	}
+	return ready, body
 }
 
 // Shutdown stops accepting connections, lets sessions finish within the
@@ -245,6 +267,7 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	r.cancelWork()
+	r.cancelBg()
 	if ts != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

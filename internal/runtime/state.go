@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -23,20 +24,40 @@ import (
 type built struct {
 	cfg     *config.Config
 	state   *relay.State
+	vault   *secrets.Vault // nil without a vault block
 	store   *secrets.Store
 	sources map[string]*oauth.Source // by credential name
+	// users maps each secret reference to the token sources built on it,
+	// so that a rotation resets exactly those.
+	users map[string][]*oauth.Source
 }
 
-// build resolves secrets and constructs token sources and upstream senders
-// for a validated configuration. It opens no sockets.
-func build(ctx context.Context, cfg *config.Config, log hclog.Logger) (*built, error) {
-	store, err := secrets.Load(ctx, cfg.SecretRefs())
+// build logs in to Vault when configured, resolves secrets, and constructs
+// token sources and upstream senders for a validated configuration. It
+// opens no listening socket.
+func build(ctx context.Context, cfg *config.Config, log hclog.Logger, sm *secrets.Metrics) (*built, error) {
+	opts := []secrets.Option{secrets.WithLogger(log.Named("secrets")), secrets.WithMetrics(sm)}
+	var vc *secrets.Vault
+	if cfg.Vault != nil {
+		var err error
+		vc, err = secrets.NewVault(cfg.Vault, secrets.ResolveLocal, log.Named("vault"), sm)
+		if err != nil {
+			return nil, err
+		}
+		if err := vc.Login(ctx); err != nil {
+			return nil, err
+		}
+		opts = append(opts, secrets.WithVault(vc, cfg.Vault.PollInterval))
+	}
+	store, err := secrets.Load(ctx, cfg.SecretRefs(), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("resolving secrets: %w", err)
 	}
 	b := &built{
 		cfg:     cfg,
+		vault:   vc,
 		store:   store,
+		users:   map[string][]*oauth.Source{},
 		sources: map[string]*oauth.Source{},
 		state: &relay.State{
 			Hostname: cfg.Server.Hostname,
@@ -83,7 +104,8 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger) (*built, e
 	for _, g := range cfg.Groups {
 		pr := providers[g.ProviderName]
 		settings := func(name, subject string, rt config.SecretRef) oauth.Settings {
-			return oauth.Settings{
+			refs := []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt}
+			set := oauth.Settings{
 				Name:                name,
 				Flow:                g.Flow,
 				TokenURL:            g.Provider.TokenURL,
@@ -97,6 +119,27 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger) (*built, e
 				ErrorBackoff:        g.TokenErrorBackoff,
 				HTTPClient:          pr.http,
 				Logger:              tokenLog.With("group", g.Name),
+				Recheck:             func() bool { return store.Refresh(context.Background(), refs...) },
+			}
+			if g.WriteBack && rt.IsSet() {
+				set.OnRotate = func(newRT string) {
+					// Off the token path: a slow Vault must not delay mail.
+					go func() {
+						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+						defer cancel()
+						if err := store.WriteBack(ctx, rt, newRT); err != nil {
+							tokenLog.Warn("could not store the rotated refresh token", "account", subject, "reference", rt.String(), "error", err)
+						}
+					}()
+				}
+			}
+			return set
+		}
+		track := func(src *oauth.Source, refs ...config.SecretRef) {
+			for _, r := range refs {
+				if r.IsSet() && r.Scheme != config.SecretLiteral {
+					b.users[r.String()] = append(b.users[r.String()], src)
+				}
 			}
 		}
 		var shared *oauth.Source
@@ -105,12 +148,14 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger) (*built, e
 			// mailbox: one token serves every account of the group.
 			shared = oauth.NewSource(settings("group:"+g.Name, "", config.SecretRef{}))
 			b.sources[shared.Name()] = shared
+			track(shared, g.ClientSecret)
 		}
 		for _, a := range g.Accounts {
 			src := shared
 			if src == nil {
 				src = oauth.NewSource(settings(a.Address, a.Address, a.RefreshToken))
 				b.sources[src.Name()] = src
+				track(src, g.ClientSecret, g.ServiceAccountKey, a.RefreshToken)
 			}
 			b.state.Accounts[a.Address] = &relay.Account{
 				Address:  a.Address,
@@ -127,7 +172,19 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger) (*built, e
 			b.state.Clients[c.Name] = rc
 		}
 	}
+	store.Subscribe(b.rotated)
 	return b, nil
+}
+
+// rotated drops the cached tokens of the credentials whose secrets changed
+// outside the relay; their next message fetches a token with the new
+// secret, while deliveries in flight finish with the token they have.
+func (b *built) rotated(changed []config.SecretRef) {
+	for _, ref := range changed {
+		for _, src := range b.users[ref.String()] {
+			src.Reset()
+		}
+	}
 }
 
 // rootCAs returns the system roots plus the certificates of caFile.
