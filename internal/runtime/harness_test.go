@@ -70,6 +70,8 @@ type harnessOptions struct {
 	vaultAuth    string
 	pollInterval string
 	telemetry    bool
+	// delegatedExtra is added to the "delegated" account group.
+	delegatedExtra string
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -169,6 +171,7 @@ account_group "delegated" {
   client_id             = %q
   client_secret         = %q
   refresh_before_expiry = %q
+  %s
   account %q { refresh_token = %q }
   account %q { refresh_token = %q }
   client %q { password_hash = %q }
@@ -193,7 +196,7 @@ account_group "service" {
   client %q { password_hash = %q }
 }
 `, o.serverExtra, tlsLines, h.sb.Tokens.URL, smtpAddr, filepath.Join(h.dir, "ca.pem"), mech,
-		delegatedClientID, file("cs-delegated"), early,
+		delegatedClientID, file("cs-delegated"), early, o.delegatedExtra,
 		alice, file("rt-"+alice), bob, file("rt-"+bob),
 		appClient, hash, restrictedClient, hash, alice,
 		appOnlyClientID, file("cs-app-only"), carol, printerClient, hash,

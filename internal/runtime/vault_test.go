@@ -204,3 +204,19 @@ account_group "g" {
 		t.Fatalf("err = %v, want one naming the path and its place", err)
 	}
 }
+
+func TestVaultWriteBackCanBeTurnedOff(t *testing.T) {
+	vs := testutil.StartVault(t)
+	h := newHarness(t, harnessOptions{vault: vs, delegatedExtra: "write_back = false"})
+	h.sb.Tokens.SetRotateRefreshTokens(true)
+	h.mustSend(appClient, alice)
+	h.sb.Tokens.RevokeAccessTokens() // force a second refresh, with the rotated token
+	h.mustSend(appClient, alice)
+	s, err := vs.Client.KVv2("secret").Get(context.Background(), "oauthrelay/rt-"+alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.VersionMetadata.Version != 1 || s.Data["value"] != h.rts[alice] {
+		t.Errorf("write_back = false, yet Vault holds version %d", s.VersionMetadata.Version)
+	}
+}

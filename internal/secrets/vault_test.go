@@ -238,3 +238,34 @@ func TestVaultTokenRenewalThenRelogin(t *testing.T) {
 	}
 	testutil.AssertNoSecrets(t, "logs", logs.String(), []string{secretID, "client-secret-one", "client-secret-two"})
 }
+
+// TestVaultAppRoleWrappedSecretID logs in with a response-wrapped secret ID,
+// the delivery pattern Vault recommends for AppRole.
+func TestVaultAppRoleWrappedSecretID(t *testing.T) {
+	vs := testutil.StartVault(t)
+	vs.PutPolicy("oauthrelay", relayPolicy)
+	roleID, _ := vs.EnableAppRole("relay", "oauthrelay", time.Hour, time.Hour)
+	wrapper, err := vs.Client.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper.SetToken(testutil.VaultRootToken)
+	wrapper.SetWrappingLookupFunc(func(string, string) string { return "60s" })
+	s, err := wrapper.Logical().Write("auth/approle/role/relay/secret-id", nil)
+	if err != nil || s.WrapInfo == nil {
+		t.Fatalf("wrapping a secret ID: %v", err)
+	}
+	logs := &testutil.LogBuffer{}
+	auth := config.VaultAuth{Method: "approle", RoleID: config.NewLiteralSecret(roleID), SecretID: config.NewLiteralSecret(s.WrapInfo.Token), SecretIDWrapped: true, MountPath: "approle"}
+	newVault(t, vaultConfig(vs.Addr, auth), logs)
+	testutil.AssertNoSecrets(t, "logs", logs.String(), []string{s.WrapInfo.Token})
+
+	// A wrapping token works once: a second login with it fails clearly.
+	v2, err := secrets.NewVault(vaultConfig(vs.Addr, auth), secrets.ResolveLocal, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v2.Login(context.Background()); err == nil || !strings.Contains(err.Error(), "approle") {
+		t.Errorf("second unwrap: %v", err)
+	}
+}
