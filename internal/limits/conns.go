@@ -10,36 +10,52 @@ import (
 )
 
 // SessionLimit caps concurrent client sessions across every listener that
-// shares it. A zero or negative size means no cap.
+// shares it. The cap can change while connections are open (a reload);
+// sessions above a lowered cap finish normally.
 type SessionLimit struct {
-	slots    chan struct{}
+	max      atomic.Int64 // 0: no cap
+	inUse    atomic.Int64
 	rejected atomic.Uint64
 }
 
-// NewSessionLimit returns a limit of n concurrent sessions.
+// NewSessionLimit returns a limit of n concurrent sessions (n <= 0: none).
 func NewSessionLimit(n int) *SessionLimit {
-	if n <= 0 {
-		return &SessionLimit{}
+	l := &SessionLimit{}
+	l.SetMax(n)
+	return l
+}
+
+// SetMax changes the cap (n <= 0 removes it).
+func (l *SessionLimit) SetMax(n int) {
+	if n < 0 {
+		n = 0
 	}
-	return &SessionLimit{slots: make(chan struct{}, n)}
+	l.max.Store(int64(n))
 }
 
 // Rejected returns how many connections were turned away.
 func (l *SessionLimit) Rejected() uint64 { return l.rejected.Load() }
 
 // InUse returns the number of sessions holding a slot.
-func (l *SessionLimit) InUse() int { return len(l.slots) }
+func (l *SessionLimit) InUse() int { return int(l.inUse.Load()) }
+
+func (l *SessionLimit) tryAcquire() bool {
+	n := l.inUse.Add(1)
+	if max := l.max.Load(); max > 0 && n > max {
+		l.inUse.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *SessionLimit) release() { l.inUse.Add(-1) }
 
 // Listener wraps ln so that connections beyond the limit are answered with
 // reply (a complete SMTP line, such as "421 4.3.2 ...\r\n") and closed
 // without reaching the SMTP server; pass an empty reply for listeners
 // that speak TLS from the first byte, where plaintext would be garbage.
-// No goroutine or buffer is kept for a refused connection beyond a short
-// write deadline.
+// A refused connection costs one short-lived goroutine and no buffer.
 func (l *SessionLimit) Listener(ln net.Listener, reply string) net.Listener {
-	if l.slots == nil {
-		return ln
-	}
 	return &limitedListener{Listener: ln, limit: l, reply: reply}
 }
 
@@ -55,13 +71,11 @@ func (ll *limitedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		select {
-		case ll.limit.slots <- struct{}{}:
+		if ll.limit.tryAcquire() {
 			return &limitedConn{Conn: c, release: ll.limit.release}, nil
-		default:
-			ll.limit.rejected.Add(1)
-			go refuse(c, ll.reply)
 		}
+		ll.limit.rejected.Add(1)
+		go refuse(c, ll.reply)
 	}
 }
 
@@ -72,8 +86,6 @@ func refuse(c net.Conn, reply string) {
 	}
 	_ = c.Close()
 }
-
-func (l *SessionLimit) release() { <-l.slots }
 
 // limitedConn gives its slot back exactly once, when closed.
 type limitedConn struct {

@@ -62,10 +62,19 @@ func TestSessionLimit(t *testing.T) {
 	second.Close()
 }
 
-func TestNoLimit(t *testing.T) {
-	inner, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer inner.Close()
-	if NewSessionLimit(0).Listener(inner, "x") != inner {
-		t.Error("a zero limit must not wrap the listener")
+func TestLimitChangesAtRuntime(t *testing.T) {
+	l := NewSessionLimit(0)
+	for i := 0; i < 100; i++ {
+		if !l.tryAcquire() {
+			t.Fatal("no cap, yet refused")
+		}
+	}
+	l.SetMax(101)
+	if !l.tryAcquire() || l.tryAcquire() {
+		t.Error("cap of 101 not applied")
+	}
+	l.SetMax(0)
+	if !l.tryAcquire() {
+		t.Error("cap not removed")
 	}
 }

@@ -54,6 +54,9 @@ type Settings struct {
 	// place of the one sent (Microsoft rotates them), after the Source has
 	// started using it.
 	OnRotate func(newRefreshToken string)
+	// OnToken is called with every new access token and its expiry (for
+	// metrics and the log redaction safety net).
+	OnToken func(accessToken string, expiry time.Time)
 	// Recheck is called when the endpoint refuses the credentials for good
 	// (invalid_grant, invalid_client); it re-reads them from their source
 	// and reports whether they changed, in which case the request is tried
@@ -110,6 +113,15 @@ type Source struct {
 // NewSource returns a Source; it does not contact the endpoint until the
 // first Token call.
 func NewSource(s Settings) *Source {
+	src := &Source{}
+	src.Update(s)
+	return src
+}
+
+// Update replaces the Source's settings — new secret getters and hooks
+// after a reload — while keeping its cached token, rotated refresh token
+// and remembered failure.
+func (src *Source) Update(s Settings) {
 	if s.RefreshBeforeExpiry <= 0 {
 		s.RefreshBeforeExpiry = config.DefaultRefreshBeforeExpiry
 	}
@@ -127,11 +139,20 @@ func NewSource(s Settings) *Source {
 	if now == nil {
 		now = time.Now
 	}
-	return &Source{set: s, log: log.With("credential", s.Name), now: now}
+	src.mu.Lock()
+	src.set, src.log, src.now = s, log.With("credential", s.Name), now
+	src.mu.Unlock()
+}
+
+// settings returns the current settings.
+func (s *Source) settings() Settings {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.set
 }
 
 // Name returns the credential's name.
-func (s *Source) Name() string { return s.set.Name }
+func (s *Source) Name() string { return s.settings().Name }
 
 // Token returns a valid access token, refreshing it when it is missing or
 // about to expire. Concurrent callers share one refresh. Errors are *Error.
@@ -168,7 +189,7 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 		}
 		return r.Val.(string), nil
 	case <-ctx.Done():
-		return "", &Error{Credential: s.set.Name, Err: ctx.Err()}
+		return "", &Error{Credential: s.Name(), Err: ctx.Err()}
 	}
 }
 
@@ -232,57 +253,61 @@ func (s *Source) refresh() (string, error) {
 		s.mu.Unlock()
 		return at, nil
 	}
+	set, log := s.set, s.log
 	s.mu.Unlock()
 
 	// The refresh is shared by every waiting caller, so it must not die
 	// with the context of the caller that happened to start it.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.set.HTTPClient)
-	started := s.now()
-	tok, sentRT, err := s.fetch(ctx)
-	if err != nil && s.set.Recheck != nil && classify(s.set.Name, err).Permanent && s.set.Recheck() {
-		s.log.Info("credentials were refused, and their source has newer ones; retrying with those")
-		tok, sentRT, err = s.fetch(ctx)
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, set.HTTPClient)
+	started := time.Now()
+	tok, sentRT, err := s.fetch(ctx, set)
+	if err != nil && set.Recheck != nil && classify(set.Name, err).Permanent && set.Recheck() {
+		log.Info("credentials were refused, and their source has newer ones; retrying with those")
+		tok, sentRT, err = s.fetch(ctx, set)
 	}
 
 	s.mu.Lock()
 	now := s.now()
 	if err != nil {
-		e := classify(s.set.Name, err)
+		e := classify(set.Name, err)
 		s.failures++
 		if s.failingAt.IsZero() {
 			s.failingAt = now
 		}
 		if e.Permanent {
-			s.failure, s.failUntil = e, now.Add(s.set.ErrorBackoff)
+			s.failure, s.failUntil = e, now.Add(set.ErrorBackoff)
 			s.failFP, _ = s.fingerprintLocked()
 		}
 		at, usable := s.stillUsableLocked(now)
 		s.mu.Unlock()
-		s.log.Error("token refresh failed", "error", e.Error(), "hint", e.Hint(), "permanent", e.Permanent, "remembered_for", durationIf(e.Permanent, s.set.ErrorBackoff))
+		log.Error("token refresh failed", "error", e.Error(), "hint", e.Hint(), "permanent", e.Permanent, "remembered_for", durationIf(e.Permanent, set.ErrorBackoff))
 		if usable {
-			s.log.Warn("continuing with the current access token until it expires")
+			log.Warn("continuing with the current access token until it expires")
 			return at, nil
 		}
 		return "", e
 	}
 	s.tok = tok
-	s.refreshAt = refreshTime(now, tok.Expiry, s.set.RefreshBeforeExpiry)
+	s.refreshAt = refreshTime(now, tok.Expiry, set.RefreshBeforeExpiry)
 	s.lastRefresh = now
 	s.refreshes++
 	s.failure, s.failingAt = nil, time.Time{}
 	rotated := ""
-	if s.set.Flow == config.FlowRefreshToken && tok.RefreshToken != "" && tok.RefreshToken != sentRT {
+	if set.Flow == config.FlowRefreshToken && tok.RefreshToken != "" && tok.RefreshToken != sentRT {
 		s.rotated = tok.RefreshToken
 		rotated = tok.RefreshToken
 	}
 	s.mu.Unlock()
-	s.log.Debug("access token refreshed", "expires_in", time.Until(tok.Expiry).Round(time.Second), "took", now.Sub(started).Round(time.Millisecond))
+	log.Debug("access token refreshed", "expires_in", time.Until(tok.Expiry).Round(time.Second), "took", time.Since(started).Round(time.Millisecond))
+	if set.OnToken != nil {
+		set.OnToken(tok.AccessToken, tok.Expiry)
+	}
 	if rotated != "" {
-		s.log.Info("provider rotated the refresh token; using the new one")
-		if s.set.OnRotate != nil {
-			s.set.OnRotate(rotated)
+		log.Info("provider rotated the refresh token; using the new one")
+		if set.OnRotate != nil {
+			set.OnRotate(rotated)
 		}
 	}
 	return tok.AccessToken, nil
@@ -333,8 +358,8 @@ func (s *Source) fingerprintLocked() ([32]byte, error) {
 // currentRefreshToken returns the refresh token to send: the configured one,
 // or the newer one the provider rotated it into, until the configured value
 // itself changes (an operator or another instance rotated it).
-func (s *Source) currentRefreshToken() (string, error) {
-	base, err := s.set.RefreshToken()
+func (s *Source) currentRefreshToken(set Settings) (string, error) {
+	base, err := set.RefreshToken()
 	if err != nil {
 		return "", err
 	}
@@ -351,41 +376,41 @@ func (s *Source) currentRefreshToken() (string, error) {
 
 // fetch asks the token endpoint for a new token. It returns the refresh
 // token it sent, to detect rotation.
-func (s *Source) fetch(ctx context.Context) (*oauth2.Token, string, error) {
+func (s *Source) fetch(ctx context.Context, set Settings) (*oauth2.Token, string, error) {
 	secret := ""
-	if s.set.ClientSecret != nil {
-		v, err := s.set.ClientSecret()
+	if set.ClientSecret != nil {
+		v, err := set.ClientSecret()
 		if err != nil {
 			return nil, "", secretError("client_secret", err)
 		}
 		secret = v
 	}
-	switch s.set.Flow {
+	switch set.Flow {
 	case config.FlowRefreshToken:
-		rt, err := s.currentRefreshToken()
+		rt, err := s.currentRefreshToken(set)
 		if err != nil {
 			return nil, "", secretError("refresh_token", err)
 		}
 		cfg := &oauth2.Config{
-			ClientID:     s.set.ClientID,
+			ClientID:     set.ClientID,
 			ClientSecret: secret,
-			Endpoint:     oauth2.Endpoint{TokenURL: s.set.TokenURL, AuthStyle: oauth2.AuthStyleInParams},
-			Scopes:       s.set.Scopes,
+			Endpoint:     oauth2.Endpoint{TokenURL: set.TokenURL, AuthStyle: oauth2.AuthStyleInParams},
+			Scopes:       set.Scopes,
 		}
 		tok, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: rt}).Token()
 		return tok, rt, err
 	case config.FlowClientCredentials:
 		cfg := &clientcredentials.Config{
-			ClientID:     s.set.ClientID,
+			ClientID:     set.ClientID,
 			ClientSecret: secret,
-			TokenURL:     s.set.TokenURL,
-			Scopes:       s.set.Scopes,
+			TokenURL:     set.TokenURL,
+			Scopes:       set.Scopes,
 			AuthStyle:    oauth2.AuthStyleInParams,
 		}
 		tok, err := cfg.Token(ctx)
 		return tok, "", err
 	case config.FlowServiceAccount:
-		key, err := s.serviceAccountKey()
+		key, err := s.serviceAccountKey(set)
 		if err != nil {
 			return nil, "", err
 		}
@@ -393,14 +418,14 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, string, error) {
 			Email:        key.ClientEmail,
 			PrivateKey:   []byte(key.PrivateKey),
 			PrivateKeyID: key.PrivateKeyID,
-			Subject:      s.set.Subject,
-			Scopes:       s.set.Scopes,
-			TokenURL:     s.set.TokenURL,
+			Subject:      set.Subject,
+			Scopes:       set.Scopes,
+			TokenURL:     set.TokenURL,
 		}
 		tok, err := cfg.TokenSource(ctx).Token()
 		return tok, "", err
 	}
-	return nil, "", &Error{Credential: s.set.Name, Permanent: true, Code: "unsupported_flow", Description: s.set.Flow}
+	return nil, "", &Error{Credential: set.Name, Permanent: true, Code: "unsupported_flow", Description: set.Flow}
 }
 
 type serviceAccountKey struct {
@@ -410,8 +435,8 @@ type serviceAccountKey struct {
 	PrivateKeyID string `json:"private_key_id"`
 }
 
-func (s *Source) serviceAccountKey() (*serviceAccountKey, error) {
-	raw, err := s.set.ServiceAccountKey()
+func (s *Source) serviceAccountKey(set Settings) (*serviceAccountKey, error) {
+	raw, err := set.ServiceAccountKey()
 	if err != nil {
 		return nil, secretError("service_account_key", err)
 	}
