@@ -35,7 +35,10 @@ import (
 type Settings struct {
 	// Name identifies the credential in logs and errors (an account address
 	// or "group:<name>").
-	Name     string
+	Name string
+	// Group labels the credential's metrics.
+	Group    string
+	Metrics  *Metrics
 	Flow     string // config.Flow*
 	TokenURL string
 	ClientID string
@@ -131,6 +134,9 @@ func (src *Source) Update(s Settings) {
 	if s.HTTPClient == nil {
 		s.HTTPClient = NewHTTPClient(HTTPOptions{})
 	}
+	if s.Metrics == nil {
+		s.Metrics = NewMetrics(nil)
+	}
 	log := s.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -160,11 +166,13 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 	s.mu.Lock()
 	now := s.now()
 	if s.tok != nil && now.Before(s.refreshAt) {
-		at := s.tok.AccessToken
+		at, m, group := s.tok.AccessToken, s.set.Metrics, s.set.Group
 		s.mu.Unlock()
 		s.hits.Add(1)
+		m.hits.WithLabelValues(group).Inc()
 		return at, nil
 	}
+	s.set.Metrics.misses.WithLabelValues(s.set.Group).Inc()
 	if s.failure != nil && now.Before(s.failUntil) {
 		if fp, err := s.fingerprintLocked(); err == nil && fp != s.failFP {
 			s.log.Info("credentials changed since the last token failure; trying again")
@@ -272,6 +280,7 @@ func (s *Source) refresh() (string, error) {
 	now := s.now()
 	if err != nil {
 		e := classify(set.Name, err)
+		set.Metrics.refreshes.WithLabelValues(set.Group, "failure").Inc()
 		s.failures++
 		if s.failingAt.IsZero() {
 			s.failingAt = now
@@ -289,6 +298,7 @@ func (s *Source) refresh() (string, error) {
 		}
 		return "", e
 	}
+	set.Metrics.refreshes.WithLabelValues(set.Group, "success").Inc()
 	s.tok = tok
 	s.refreshAt = refreshTime(now, tok.Expiry, set.RefreshBeforeExpiry)
 	s.lastRefresh = now

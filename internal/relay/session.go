@@ -26,6 +26,10 @@ type ListenerSettings struct {
 	Name string
 	// AllowInsecureAuth permits AUTH without TLS from non-loopback clients.
 	AllowInsecureAuth bool
+	Metrics           *Metrics
+	// Closing, once set, makes sessions answer 421 4.3.2 to new commands
+	// (the shutdown deadline passed).
+	Closing *atomic.Bool
 }
 
 // Backend creates sessions for one listener. All listeners share the
@@ -42,15 +46,23 @@ var _ smtp.Backend = (*Backend)(nil)
 // NewBackend returns a Backend. ctx is cancelled when in-flight upstream
 // work must be abandoned (hard shutdown).
 func NewBackend(ctx context.Context, state *atomic.Pointer[State], lis ListenerSettings, log hclog.Logger) *Backend {
+	if lis.Metrics == nil {
+		lis.Metrics = NewMetrics(nil)
+	}
+	if lis.Closing == nil {
+		lis.Closing = new(atomic.Bool)
+	}
 	return &Backend{ctx: ctx, state: state, lis: lis, log: log}
 }
 
 // NewSession implements smtp.Backend.
 func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	st := b.state.Load()
-	if st == nil {
-		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service not ready"}
+	if st == nil || b.lis.Closing.Load() {
+		return nil, errShuttingDown
 	}
+	st.acquire()
+	b.lis.Metrics.activeSessions.WithLabelValues(b.lis.Name).Inc()
 	remote := c.Conn().RemoteAddr().String()
 	return &Session{
 		b:      b,
@@ -69,8 +81,9 @@ type Session struct {
 	remote string
 	log    hclog.Logger
 
-	client *Client
-	tx     *transaction
+	client    *Client
+	tx        *transaction
+	loggedOut bool
 }
 
 var _ smtp.AuthSession = (*Session)(nil)
@@ -119,6 +132,9 @@ func (s *Session) AuthMechanisms() []string {
 
 // Auth implements smtp.AuthSession.
 func (s *Session) Auth(mech string) (sasl.Server, error) {
+	if s.b.lis.Closing.Load() {
+		return nil, errShuttingDown
+	}
 	if !s.plaintextAuthAllowed() {
 		return nil, errEncryptionRequired
 	}
@@ -139,6 +155,7 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 func (s *Session) authenticate(username, password string) error {
 	c, err := s.st.authenticate(username, password)
 	if err != nil {
+		s.b.lis.Metrics.authFailures.WithLabelValues(s.b.lis.Name).Inc()
 		s.log.Warn("local authentication failed", "client", printable(username))
 		return err
 	}
@@ -151,6 +168,9 @@ func (s *Session) authenticate(username, password string) error {
 // Mail implements smtp.Session: check the sender, then open the upstream
 // transaction so that token and connection problems surface here.
 func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.b.lis.Closing.Load() {
+		return errShuttingDown
+	}
 	if s.client == nil {
 		return errAuthRequired
 	}
@@ -166,6 +186,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	up, err := acct.Upstream.Open(s.b.ctx)
 	if err != nil {
 		reply := upstreamReply(err)
+		s.count(tx, reply.Code)
 		log.Error("upstream session failed", "error", err.Error(), "reply", reply.Code)
 		return reply
 	}
@@ -176,6 +197,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := up.Mail(from, mo); err != nil {
 		up.Close()
 		reply := upstreamReply(err)
+		s.count(tx, reply.Code)
 		log.Warn("upstream refused the sender", "error", err.Error(), "reply", reply.Code)
 		return reply
 	}
@@ -190,6 +212,9 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	tx := s.tx
 	if tx == nil {
 		return errNoTransaction
+	}
+	if s.b.lis.Closing.Load() {
+		return errShuttingDown
 	}
 	if err := tx.up.Rcpt(to, nil); err != nil {
 		reply := upstreamReply(err)
@@ -230,13 +255,17 @@ func (s *Session) Data(r io.Reader) error {
 		if err := tx.up.Reset(); err != nil {
 			return upstreamReply(err)
 		}
+		s.b.lis.Metrics.messages.WithLabelValues(tx.account.Group, tx.account.Address, tx.account.Provider, "dry_run").Inc()
 		log.Warn("DRY RUN: message authenticated upstream and reset; NOT sent", "duration", time.Since(tx.started).Round(time.Millisecond))
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("dry run: message %s was not sent", tx.id)}
 	}
 	text, err := tx.up.Data(buf.Bytes())
-	dur := time.Since(tx.started).Round(time.Millisecond)
+	elapsed := time.Since(tx.started)
+	s.b.lis.Metrics.duration.WithLabelValues(tx.account.Provider).Observe(elapsed.Seconds())
+	dur := elapsed.Round(time.Millisecond)
 	if err != nil {
 		reply := upstreamReply(err)
+		s.count(tx, reply.Code)
 		var ue *upstream.Error
 		if errors.As(err, &ue) && ue.Ambiguous {
 			log.Error("connection lost after the message was sent: delivery state unknown; answering 451 rather than resending", "error", err.Error(), "duration", dur)
@@ -245,6 +274,7 @@ func (s *Session) Data(r io.Reader) error {
 		}
 		return reply
 	}
+	s.count(tx, 250)
 	log.Info("message relayed", "upstream_reply", printable(text), "duration", dur)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("OK: message %s accepted by the provider", tx.id)}
 }
@@ -260,10 +290,20 @@ func (s *Session) abort() {
 // Reset implements smtp.Session.
 func (s *Session) Reset() { s.abort() }
 
-// Logout implements smtp.Session.
+// Logout implements smtp.Session. go-smtp calls it once per session,
+// including when STARTTLS replaces the session with a new one.
 func (s *Session) Logout() error {
 	s.abort()
+	if !s.loggedOut {
+		s.loggedOut = true
+		s.b.lis.Metrics.activeSessions.WithLabelValues(s.b.lis.Name).Dec()
+		s.st.release()
+	}
 	return nil
+}
+
+func (s *Session) count(tx *transaction, code int) {
+	s.b.lis.Metrics.messages.WithLabelValues(tx.account.Group, tx.account.Address, tx.account.Provider, resultOf(code)).Inc()
 }
 
 // upstreamReply maps an upstream failure to the client's reply, keeping

@@ -8,6 +8,7 @@ package relay
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 
 	"github.com/emersion/go-smtp"
 
@@ -47,7 +48,16 @@ type State struct {
 	DryRun   bool
 	Clients  map[string]*Client
 	Accounts map[string]*Account
+
+	active atomic.Int64 // sessions using this State
 }
+
+func (st *State) acquire() { st.active.Add(1) }
+func (st *State) release() { st.active.Add(-1) }
+
+// ActiveSessions returns how many sessions still use this State; a retired
+// State's resources are released when it reaches zero.
+func (st *State) ActiveSessions() int64 { return st.active.Load() }
 
 // authenticate checks a local client's credentials. For an unknown
 // username it still verifies the password against some client's hash, so
@@ -86,6 +96,7 @@ var (
 	errUpstreamUnreachable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail provider; try again later"}
 	errUpstreamLost        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost; try again later"}
 	errAmbiguous           = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost after the message was sent; it may have been delivered, check before resending"}
+	errShuttingDown        = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 	errTokenUnavailable    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: cannot obtain an access token for the sending account"}
 	errUpstreamAuth        = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: the mail provider refused the relay's credentials for the sending account"}
 )

@@ -34,6 +34,9 @@ type Settings struct {
 	LocalName      string // our EHLO name
 	ConnectTimeout time.Duration
 	CommandTimeout time.Duration
+	// Provider labels metrics.
+	Provider string
+	Metrics  *Metrics
 }
 
 // Sender opens authenticated upstream connections for one mailbox.
@@ -63,6 +66,9 @@ func NewSender(set Settings, user string, tokens TokenSource, log hclog.Logger) 
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	if set.Metrics == nil {
+		set.Metrics = NewMetrics(nil)
+	}
 	host, portStr, _ := net.SplitHostPort(set.Address)
 	port, _ := strconv.Atoi(portStr)
 	return &Sender{set: set, user: user, tokens: tokens, log: log, host: host, port: port}
@@ -78,17 +84,27 @@ func (s *Sender) User() string { return s.user }
 func (s *Sender) Open(ctx context.Context) (*Conn, error) {
 	var last *Error
 	for attempt := 0; attempt < 2; attempt++ {
+		m := s.set.Metrics
 		tok, err := s.tokens.Token(ctx)
 		if err != nil {
+			m.dials.WithLabelValues(s.set.Provider, "token_error").Inc()
 			return nil, &Error{Stage: StageToken, Err: err}
 		}
 		c, err := s.dial(ctx)
 		if err != nil {
+			m.dials.WithLabelValues(s.set.Provider, "connect_error").Inc()
 			return nil, err
 		}
 		err = s.auth(c, tok)
 		if err == nil {
-			return &Conn{c: c, log: s.log}, nil
+			m.dials.WithLabelValues(s.set.Provider, "success").Inc()
+			m.reply(s.set.Provider, StageAuth, 235)
+			m.connections.WithLabelValues(s.set.Provider, "in_use").Inc()
+			return &Conn{c: c, log: s.log, provider: s.set.Provider, m: m}, nil
+		}
+		m.dials.WithLabelValues(s.set.Provider, "auth_error").Inc()
+		if r := replyOf(err); r != nil {
+			m.reply(s.set.Provider, StageAuth, r.Code)
 		}
 		c.Close()
 		var ue *Error
@@ -177,8 +193,11 @@ func (s *Sender) auth(c *smtp.Client, token string) error {
 
 // Conn is one authenticated upstream connection.
 type Conn struct {
-	c   *smtp.Client
-	log hclog.Logger
+	c        *smtp.Client
+	log      hclog.Logger
+	provider string
+	m        *Metrics
+	closed   bool
 	// broken is set once the connection failed below the SMTP layer; it
 	// must not be reused.
 	broken bool
@@ -186,6 +205,9 @@ type Conn struct {
 
 func (c *Conn) fail(stage Stage, err error) error {
 	r := replyOf(err)
+	if r != nil {
+		c.m.reply(c.provider, stage, r.Code)
+	}
 	if r == nil {
 		c.broken = true
 		return &Error{Stage: stage, Err: err}
@@ -201,6 +223,7 @@ func (c *Conn) Mail(from string, opts *smtp.MailOptions) error {
 	if err := c.c.Mail(from, opts); err != nil {
 		return c.fail(StageMail, err)
 	}
+	c.m.reply(c.provider, StageMail, 250)
 	return nil
 }
 
@@ -209,6 +232,7 @@ func (c *Conn) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := c.c.Rcpt(to, opts); err != nil {
 		return c.fail(StageRcpt, err)
 	}
+	c.m.reply(c.provider, StageRcpt, 250)
 	return nil
 }
 
@@ -232,6 +256,7 @@ func (c *Conn) Data(msg []byte) (string, error) {
 		}
 		return "", e
 	}
+	c.m.reply(c.provider, StageData, 250)
 	return resp.StatusText, nil
 }
 
@@ -249,6 +274,11 @@ func (c *Conn) Broken() bool { return c.broken }
 // Close ends the session politely (QUIT) when the connection is healthy and
 // closes it in any case.
 func (c *Conn) Close() {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.m.connections.WithLabelValues(c.provider, "in_use").Dec()
 	if !c.broken {
 		c.c.CommandTimeout = 5 * time.Second
 		if c.c.Quit() == nil {

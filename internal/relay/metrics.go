@@ -1,0 +1,51 @@
+package relay
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the submission side's Prometheus collectors. Labels carry
+// names from the configuration, never message content or credentials.
+type Metrics struct {
+	messages       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	activeSessions *prometheus.GaugeVec
+	authFailures   *prometheus.CounterVec
+}
+
+// NewMetrics creates the collectors and registers them with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_messages_total",
+			Help: "Messages by account group, account, provider and result (delivered, deferred = 4xx to the client, rejected = 5xx, dry_run).",
+		}, []string{"group", "account", "provider", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "oauthrelay_delivery_duration_seconds",
+			Help:    "Time from MAIL FROM to the provider's reply to the message, by provider.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"provider"}),
+		activeSessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "oauthrelay_active_sessions",
+			Help: "Client SMTP sessions in progress, by listener.",
+		}, []string{"listener"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_auth_failures_total",
+			Help: "Failed local SMTP AUTH attempts, by listener.",
+		}, []string{"listener"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.messages, m.duration, m.activeSessions, m.authFailures)
+	}
+	return m
+}
+
+// resultOf names the outcome of a message by the reply code the client got.
+func resultOf(code int) string {
+	switch code / 100 {
+	case 2:
+		return "delivered"
+	case 4:
+		return "deferred"
+	}
+	return "rejected"
+}
