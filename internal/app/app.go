@@ -119,14 +119,44 @@ func cmdRun(ctx context.Context, args []string, stdio IO) int {
 	if cfg == nil {
 		return 1
 	}
-	log := telemetry.NewLogger(telemetry.LogOptions{Level: cfg.Server.LogLevel, Format: cfg.Server.LogFormat, Output: stdio.Stderr})
+	logging := telemetry.NewLogging(stdio.Stderr, cfg.Server.LogLevel, cfg.Server.LogFormat)
+	log := logging.Logger()
 	ctx, stop := signalContext(ctx, log.Warn)
 	defer stop()
-	if err := runtime.Run(ctx, cfg, runtime.Options{Logger: log}); err != nil {
+	opts := runtime.Options{
+		Logging:    logging,
+		ConfigPath: *path,
+		Overrides:  config.Overrides{Host: *host, Port: *port, GlobalConcurrency: *conc, DryRun: *dryRun},
+		Version:    Version,
+		Reload:     hangups(ctx),
+	}
+	if err := runtime.Run(ctx, cfg, opts); err != nil {
 		log.Error("cannot start", "error", err)
 		return 1
 	}
 	return 0
+}
+
+// hangups turns SIGHUP into reload requests until ctx ends.
+func hangups(ctx context.Context) <-chan struct{} {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	out := make(chan struct{}, 1)
+	go func() {
+		defer signal.Stop(sig)
+		for {
+			select {
+			case <-sig:
+				select {
+				case out <- struct{}{}:
+				default: // a reload is already pending
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // signalContext is cancelled by the first SIGINT or SIGTERM; a second one

@@ -75,7 +75,8 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	log := telemetry.NewLogger(telemetry.LogOptions{Level: "info", Output: stdio.Stderr})
+	logging := telemetry.NewLogging(stdio.Stderr, "info", "text")
+	log := logging.Logger()
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stdio.Stderr, "oauthrelay dev: "+format+"\n", a...)
 		return 1
@@ -136,7 +137,12 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	})
 	ctx, stop := signalContext(ctx, log.Warn)
 	defer stop()
-	rt, err := runtime.New(ctx, cfg, runtime.Options{Logger: log, ExtraHTTP: map[string]http.Handler{"GET /dev/messages": messages}})
+	rt, err := runtime.New(ctx, cfg, runtime.Options{
+		Logging:    logging,
+		ConfigPath: cfgPath,
+		Version:    Version,
+		ExtraHTTP:  map[string]http.Handler{"GET /dev/messages": messages},
+	})
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -51,18 +51,18 @@ func (l *SessionLimit) tryAcquire() bool {
 func (l *SessionLimit) release() { l.inUse.Add(-1) }
 
 // Listener wraps ln so that connections beyond the limit are answered with
-// reply (a complete SMTP line, such as "421 4.3.2 ...\r\n") and closed
-// without reaching the SMTP server; pass an empty reply for listeners
-// that speak TLS from the first byte, where plaintext would be garbage.
-// A refused connection costs one short-lived goroutine and no buffer.
-func (l *SessionLimit) Listener(ln net.Listener, reply string) net.Listener {
+// reply() (a complete SMTP line, such as "421 4.3.2 ...\r\n") and closed
+// without reaching the SMTP server; reply returns "" for listeners that
+// speak TLS from the first byte, where plaintext would be garbage. A
+// refused connection costs one short-lived goroutine and no buffer.
+func (l *SessionLimit) Listener(ln net.Listener, reply func() string) net.Listener {
 	return &limitedListener{Listener: ln, limit: l, reply: reply}
 }
 
 type limitedListener struct {
 	net.Listener
 	limit *SessionLimit
-	reply string
+	reply func() string
 }
 
 func (ll *limitedListener) Accept() (net.Conn, error) {
@@ -75,7 +75,7 @@ func (ll *limitedListener) Accept() (net.Conn, error) {
 			return &limitedConn{Conn: c, release: ll.limit.release}, nil
 		}
 		ll.limit.rejected.Add(1)
-		go refuse(c, ll.reply)
+		go refuse(c, ll.reply())
 	}
 }
 

@@ -14,7 +14,7 @@ func TestSessionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	limit := NewSessionLimit(2)
-	ln := limit.Listener(inner, "421 4.3.2 busy\r\n")
+	ln := limit.Listener(inner, func() string { return "421 4.3.2 busy\r\n" })
 	defer ln.Close()
 	accepted := make(chan net.Conn, 10)
 	go func() {

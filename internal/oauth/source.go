@@ -81,6 +81,9 @@ type Status struct {
 	HasToken    bool
 	Expiry      time.Time
 	LastRefresh time.Time
+	// Failing is set from a failed refresh until the next successful one;
+	// LastError describes the failure (never a secret).
+	Failing     bool
 	LastError   string
 	FailingFrom time.Time
 }
@@ -105,6 +108,7 @@ type Source struct {
 	failUntil time.Time
 	failFP    [32]byte
 	failingAt time.Time
+	lastErr   string
 	// rtBase is the configured refresh token last seen; rotated is a newer
 	// one the provider issued for it.
 	rtBase, rotated string
@@ -218,6 +222,7 @@ func (s *Source) Invalidate(accessToken string) {
 func (s *Source) Reset() {
 	s.mu.Lock()
 	s.tok, s.failure = nil, nil
+	s.failingAt, s.lastErr = time.Time{}, ""
 	s.mu.Unlock()
 }
 
@@ -232,12 +237,9 @@ func (s *Source) Stats() Stats {
 func (s *Source) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{LastRefresh: s.lastRefresh, FailingFrom: s.failingAt}
+	st := Status{LastRefresh: s.lastRefresh, FailingFrom: s.failingAt, Failing: !s.failingAt.IsZero(), LastError: s.lastErr}
 	if s.tok != nil {
 		st.HasToken, st.Expiry = true, s.tok.Expiry
-	}
-	if s.failure != nil {
-		st.LastError = s.failure.Error()
 	}
 	return st
 }
@@ -285,6 +287,7 @@ func (s *Source) refresh() (string, error) {
 		if s.failingAt.IsZero() {
 			s.failingAt = now
 		}
+		s.lastErr = e.Error()
 		if e.Permanent {
 			s.failure, s.failUntil = e, now.Add(set.ErrorBackoff)
 			s.failFP, _ = s.fingerprintLocked()
@@ -303,7 +306,7 @@ func (s *Source) refresh() (string, error) {
 	s.refreshAt = refreshTime(now, tok.Expiry, set.RefreshBeforeExpiry)
 	s.lastRefresh = now
 	s.refreshes++
-	s.failure, s.failingAt = nil, time.Time{}
+	s.failure, s.failingAt, s.lastErr = nil, time.Time{}, ""
 	rotated := ""
 	if set.Flow == config.FlowRefreshToken && tok.RefreshToken != "" && tok.RefreshToken != sentRT {
 		s.rotated = tok.RefreshToken

@@ -1,11 +1,11 @@
 // Package runtime turns a validated configuration into a running relay: it
 // builds the State, owns the SMTP listeners and the telemetry endpoint, and
-// runs the shutdown lifecycle. It is the only package that stops things.
+// runs the reload and shutdown lifecycles. It is the only package that
+// stops things.
 package runtime
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -20,67 +20,117 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
+	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/relay"
 	"github.com/oauthrelay/oauthrelay/internal/secrets"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
+	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
 
 // Options are the runtime's non-configuration inputs.
 type Options struct {
-	Logger hclog.Logger
+	// Logging, when set, is reconfigured by reloads (log_level,
+	// log_format) and learns every secret for its redaction safety net.
+	// Logger is used when Logging is nil.
+	Logging *telemetry.Logging
+	Logger  hclog.Logger
+	// ConfigPath and Overrides are what Reload reads.
+	ConfigPath string
+	Overrides  config.Overrides
 	// ExtraHTTP adds handlers to the telemetry server (dev mode's message
 	// list).
 	ExtraHTTP map[string]http.Handler
+	Version   string
+	// Reload triggers a reload in Run (the command line maps SIGHUP to it).
+	Reload <-chan struct{}
 }
+
+// shutdownGrace is how long sessions still open at the shutdown deadline
+// get to read their 421 before the connections are closed.
+const shutdownGrace = time.Second
 
 // Runtime is a running relay.
 type Runtime struct {
-	log   hclog.Logger
-	opts  Options
-	state atomic.Pointer[relay.State]
-	cur   *built
+	log  hclog.Logger
+	opts Options
+
+	state   atomic.Pointer[relay.State] // what new sessions use
+	current atomic.Pointer[built]
+
+	sessions *limits.SessionLimit
+	closing  atomic.Bool // past the shutdown deadline: sessions answer 421
+
+	registry     *prometheus.Registry
+	deps         deps
+	relayMetrics *relay.Metrics
+	metrics      *runtimeMetrics
 
 	// workCtx is cancelled when in-flight upstream work must be abandoned.
 	workCtx    context.Context
 	cancelWork context.CancelFunc
 
-	// sessions caps concurrent client sessions over all listeners
-	// (server { global_concurrency }, -global-concurrency).
-	sessions *limits.SessionLimit
-
-	registry *prometheus.Registry
-
-	// bgCtx ends background work (Vault token upkeep, rotation polling).
-	bgCtx    context.Context
-	cancelBg context.CancelFunc
-
-	mu        sync.Mutex
-	listeners []*listener
-	telemetry *telemetry.Server
+	mu         sync.Mutex // serialises Start, Reload and Shutdown
+	listeners  map[string]*listener
+	listening  atomic.Int32
+	retiring   []*generation
+	telemetry  *telemetry.Server
+	telemAddr  string
+	watcher    *configWatcher
+	started    bool
+	stopped    bool
+	retireWG   sync.WaitGroup
+	retiringMu sync.Mutex
 }
 
-type listener struct {
-	cfg *config.Listener
-	ln  net.Listener
-	srv *smtp.Server
-}
-
-// New builds the relay from cfg (resolving secrets, creating token sources)
-// without opening sockets.
+// New builds the relay from cfg (logging in to Vault, resolving secrets,
+// creating token sources) without opening sockets.
 func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error) {
+	if opts.Logging != nil {
+		opts.Logger = opts.Logging.Logger()
+	}
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
 	reg := telemetry.NewRegistry()
-	b, err := build(ctx, cfg, opts.Logger, secrets.NewMetrics(reg))
+	r := &Runtime{
+		log:          opts.Logger,
+		opts:         opts,
+		registry:     reg,
+		sessions:     limits.NewSessionLimit(cfg.Server.GlobalConcurrency),
+		relayMetrics: relay.NewMetrics(reg),
+		listeners:    map[string]*listener{},
+		deps: deps{
+			log:      opts.Logger,
+			secrets:  secrets.NewMetrics(reg),
+			oauth:    oauth.NewMetrics(reg),
+			upstream: upstream.NewMetrics(reg),
+		},
+	}
+	if opts.Logging != nil {
+		red := opts.Logging.Redactor()
+		r.deps.redact = red.Set
+	}
+	r.metrics = newRuntimeMetrics(reg, r, opts.Version)
+	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
+	b, err := build(ctx, cfg, r.deps, nil)
 	if err != nil {
 		return nil, err
 	}
-	r := &Runtime{log: opts.Logger, opts: opts, cur: b, registry: reg, sessions: limits.NewSessionLimit(cfg.Server.GlobalConcurrency)}
-	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
-	r.bgCtx, r.cancelBg = context.WithCancel(context.Background())
+	r.registerSecrets(b)
+	r.current.Store(b)
 	r.state.Store(b.state)
 	return r, nil
+}
+
+// registerSecrets hands every configured secret value to the log
+// redaction safety net.
+func (r *Runtime) registerSecrets(b *built) {
+	if r.deps.redact == nil {
+		return
+	}
+	for i, v := range b.store.Values() {
+		r.deps.redact(fmt.Sprintf("config:%p:%d", b, i), v)
+	}
 }
 
 // Start opens every listener and the telemetry endpoint. On error nothing
@@ -88,62 +138,81 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 func (r *Runtime) Start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cfg := r.cur.cfg
-	for _, lc := range cfg.Listeners {
-		l, err := r.openListener(lc)
-		if err != nil {
-			r.closeListenersLocked()
-			return err
+	if r.started {
+		return errors.New("runtime already started")
+	}
+	b := r.current.Load()
+	cfg := b.cfg
+	var opened []*listener
+	fail := func(err error) error {
+		for _, l := range opened {
+			l.ln.Close()
 		}
-		r.listeners = append(r.listeners, l)
+		return err
+	}
+	gens := map[*listener]*generation{}
+	for _, lc := range cfg.Listeners {
+		g, err := r.newGeneration(lc)
+		if err != nil {
+			return fail(err)
+		}
+		ln, err := openSocket(lc.Address)
+		if err != nil {
+			return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
+		}
+		l := r.newListener(lc.Address, ln)
+		opened = append(opened, l)
+		gens[l] = g
 	}
 	if cfg.Telemetry.Address != "" {
 		ts, err := telemetry.Listen(cfg.Telemetry.Address, r.registry, r.ready, r.opts.ExtraHTTP)
 		if err != nil {
-			r.closeListenersLocked()
-			return fmt.Errorf("telemetry listener %s: %w", cfg.Telemetry.Address, err)
+			return fail(fmt.Errorf("telemetry listener %s: %w", cfg.Telemetry.Address, err))
 		}
-		r.telemetry = ts
+		r.telemetry, r.telemAddr = ts, cfg.Telemetry.Address
 		r.log.Info("telemetry listening", "address", ts.Addr().String())
 	}
-	if r.cur.vault != nil {
-		go r.cur.vault.KeepAlive(r.bgCtx)
-		go r.cur.store.Watch(r.bgCtx)
+	for _, l := range opened {
+		g := gens[l]
+		l.install(g)
+		l.start()
+		r.listeners[l.addr] = l
+		r.log.Info("listening", "listener", g.cfg.Name, "address", l.ln.Addr().String(), "tls_mode", g.cfg.TLSMode)
 	}
-	for _, l := range r.listeners {
-		go func(l *listener) {
-			if err := l.srv.Serve(l.ln); err != nil {
-				r.log.Error("listener stopped", "listener", l.cfg.Name, "error", err)
-			}
-		}(l)
-		r.log.Info("listening", "listener", l.cfg.Name, "address", l.ln.Addr().String(), "tls_mode", l.cfg.TLSMode)
-	}
+	r.listening.Store(int32(len(r.listeners)))
+	b.startBackground(nil)
+	r.setWatch(cfg.Server.WatchConfig)
+	r.started = true
+	r.metrics.reloadSucceeded(time.Now())
 	return nil
 }
 
-func (r *Runtime) openListener(lc *config.Listener) (*listener, error) {
-	var tlsCfg *tls.Config
-	if lc.TLSMode != config.TLSNone {
-		cert, err := tls.LoadX509KeyPair(lc.TLSCertFile, lc.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("listener %q: loading TLS certificate: %w", lc.Name, err)
+func (r *Runtime) newListener(addr string, ln net.Listener) *listener {
+	l := &listener{addr: addr, log: r.log.Named("smtp")}
+	l.ln = r.sessions.Listener(ln, func() string {
+		if l.implicitTLS.Load() {
+			return "" // the client expects a TLS handshake, not text
 		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	ln, err := net.Listen("tcp", lc.Address)
+		return "421 4.3.2 Too many concurrent sessions, try again later\r\n"
+	})
+	return l
+}
+
+// newGeneration prepares a server for a listener configuration.
+func (r *Runtime) newGeneration(lc *config.Listener) (*generation, error) {
+	tlsCfg, err := loadListenerTLS(lc)
 	if err != nil {
-		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
-	}
-	if lc.TLSMode == config.TLSImplicit {
-		// A refused client of an implicit-TLS port cannot read plaintext.
-		ln = tls.NewListener(r.sessions.Listener(ln, ""), tlsCfg)
-	} else {
-		ln = r.sessions.Listener(ln, "421 4.3.2 Too many concurrent sessions, try again later\r\n")
+		return nil, err
 	}
 	log := r.log.Named("smtp")
-	be := relay.NewBackend(r.workCtx, &r.state, relay.ListenerSettings{Name: lc.Name, AllowInsecureAuth: lc.AllowInsecureAuth}, log)
+	be := relay.NewBackend(r.workCtx, &r.state, relay.ListenerSettings{
+		Name:              lc.Name,
+		AllowInsecureAuth: lc.AllowInsecureAuth,
+		Metrics:           r.relayMetrics,
+		Closing:           &r.closing,
+	}, log)
 	srv := smtp.NewServer(be)
-	srv.Domain = r.cur.cfg.Server.Hostname
+	srv.Domain = r.current.Load().cfg.Server.Hostname
 	srv.MaxMessageBytes = lc.MaxMessageSize
 	srv.MaxRecipients = lc.MaxRecipients
 	srv.ReadTimeout = lc.ReadTimeout
@@ -155,14 +224,173 @@ func (r *Runtime) openListener(lc *config.Listener) (*listener, error) {
 		srv.TLSConfig = tlsCfg
 	}
 	srv.ErrorLog = log.With("listener", lc.Name).StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
-	return &listener{cfg: lc, ln: ln, srv: srv}, nil
+	return &generation{cfg: lc, srv: srv, handoff: newHandoff(nil), tls: tlsCfg}, nil
 }
 
-func (r *Runtime) closeListenersLocked() {
-	for _, l := range r.listeners {
-		l.ln.Close()
+// Reload reads the configuration again and applies it: the new State is
+// built completely off to the side (secrets, token sources reused for
+// unchanged accounts, certificates, new sockets), then swapped in for new
+// sessions. Sessions in progress keep the State they started with. On any
+// error before the swap the running configuration stays untouched.
+func (r *Runtime) Reload(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped || !r.started {
+		return errors.New("the relay is not running")
 	}
-	r.listeners = nil
+	began := time.Now()
+	fail := func(err error) error {
+		r.metrics.reloadFailed()
+		r.log.Error("reload failed; the running configuration stays in effect", "error", err)
+		return err
+	}
+	loaded := config.Load(r.opts.ConfigPath, r.opts.Overrides)
+	if loaded.Diagnostics.HasErrors() {
+		for _, d := range loaded.Diagnostics {
+			r.log.Error("configuration error", "diagnostic", config.FormatDiagnostic(d))
+		}
+		return fail(fmt.Errorf("configuration has %d error(s)", len(loaded.Diagnostics.Errs())))
+	}
+	cfg := loaded.Config
+	old := r.current.Load()
+	nb, err := build(ctx, cfg, r.deps, old)
+	if err != nil {
+		return fail(err)
+	}
+
+	// Prepare every listener change; nothing is visible yet.
+	type change struct {
+		l     *listener
+		g     *generation
+		isNew bool
+	}
+	var changes []change
+	var opened []*listener
+	var ts *telemetry.Server
+	abort := func(err error) error {
+		for _, l := range opened {
+			l.ln.Close()
+		}
+		if ts != nil {
+			_ = ts.Shutdown(context.Background())
+		}
+		return fail(err)
+	}
+	wanted := map[string]bool{}
+	for _, lc := range cfg.Listeners {
+		wanted[lc.Address] = true
+		g, err := r.newGeneration(lc)
+		if err != nil {
+			return abort(err)
+		}
+		if l := r.listeners[lc.Address]; l != nil {
+			changes = append(changes, change{l: l, g: g})
+			continue
+		}
+		ln, err := openSocket(lc.Address)
+		if err != nil {
+			return abort(fmt.Errorf("listener %q: %w", lc.Name, err))
+		}
+		l := r.newListener(lc.Address, ln)
+		opened = append(opened, l)
+		changes = append(changes, change{l: l, g: g, isNew: true})
+	}
+	if cfg.Telemetry.Address != r.telemAddr && cfg.Telemetry.Address != "" {
+		var err error
+		if ts, err = telemetry.Listen(cfg.Telemetry.Address, r.registry, r.ready, r.opts.ExtraHTTP); err != nil {
+			ts = nil
+			return abort(fmt.Errorf("telemetry listener %s: %w", cfg.Telemetry.Address, err))
+		}
+	}
+
+	// Commit: from here on nothing fails.
+	r.registerSecrets(nb)
+	r.current.Store(nb)
+	r.state.Store(nb.state)
+	nb.startBackground(old)
+	old.stopBackground()
+	r.sessions.SetMax(cfg.Server.GlobalConcurrency)
+	if r.opts.Logging != nil {
+		r.opts.Logging.Configure(cfg.Server.LogLevel, cfg.Server.LogFormat)
+	}
+	added, kept, removed := 0, 0, 0
+	for _, c := range changes {
+		if c.isNew {
+			r.listeners[c.l.addr] = c.l
+		}
+		if prevGen := c.l.install(c.g); prevGen != nil {
+			r.retire(prevGen)
+		}
+		if c.isNew {
+			c.l.start()
+			added++
+			r.log.Info("listening", "listener", c.g.cfg.Name, "address", c.l.ln.Addr().String(), "tls_mode", c.g.cfg.TLSMode)
+		} else {
+			kept++
+		}
+	}
+	for addr, l := range r.listeners {
+		if wanted[addr] {
+			continue
+		}
+		if g := l.stopAccepting(); g != nil {
+			r.log.Info("listener removed; draining its sessions", "listener", g.cfg.Name, "address", addr)
+			r.retire(g)
+		}
+		delete(r.listeners, addr)
+		removed++
+	}
+	r.listening.Store(int32(len(r.listeners)))
+	if cfg.Telemetry.Address != r.telemAddr {
+		if r.telemetry != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = r.telemetry.Shutdown(sctx)
+			cancel()
+		}
+		r.telemetry, r.telemAddr = ts, cfg.Telemetry.Address
+	}
+	r.setWatch(cfg.Server.WatchConfig)
+	r.metrics.reloadSucceeded(time.Now())
+	r.log.Info("configuration reloaded", "listeners_kept", kept, "listeners_added", added, "listeners_removed", removed,
+		"accounts", len(nb.state.Accounts), "clients", len(nb.state.Clients), "took", time.Since(began).Round(time.Millisecond))
+	go r.retireState(old)
+	return nil
+}
+
+// retire lets a replaced generation's sessions finish in the background.
+func (r *Runtime) retire(g *generation) {
+	r.retiringMu.Lock()
+	r.retiring = append(r.retiring, g)
+	r.retiringMu.Unlock()
+	r.retireWG.Add(1)
+	go func() {
+		defer r.retireWG.Done()
+		// Sessions end on their own (QUIT, idle timeout); Shutdown
+		// closes what is still open when the runtime stops.
+		_ = g.srv.Shutdown(r.workCtx)
+		r.retiringMu.Lock()
+		for i, x := range r.retiring {
+			if x == g {
+				r.retiring = append(r.retiring[:i], r.retiring[i+1:]...)
+				break
+			}
+		}
+		r.retiringMu.Unlock()
+	}()
+}
+
+// retireState waits for the sessions of a replaced State to end.
+func (r *Runtime) retireState(old *built) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for old.state.ActiveSessions() > 0 {
+		select {
+		case <-t.C:
+		case <-r.workCtx.Done():
+			return
+		}
+	}
+	r.log.Debug("previous configuration retired: its last session ended")
 }
 
 // ListenerAddr returns the bound address of a listener, by name.
@@ -170,7 +398,7 @@ func (r *Runtime) ListenerAddr(name string) net.Addr {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, l := range r.listeners {
-		if l.cfg.Name == name {
+		if g := l.current(); g != nil && g.cfg.Name == name {
 			return l.ln.Addr()
 		}
 	}
@@ -187,100 +415,74 @@ func (r *Runtime) TelemetryAddr() net.Addr {
 	return r.telemetry.Addr()
 }
 
-// accountStatus is one account's entry in /health/ready.
-type accountStatus struct {
-	Group       string     `json:"group"`
-	Provider    string     `json:"provider"`
-	TokenState  string     `json:"token_state"`
-	TokenExpiry *time.Time `json:"token_expiry,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-}
-
-func (r *Runtime) ready() (bool, any) {
-	r.mu.Lock()
-	b := r.cur
-	listening := len(r.listeners)
-	r.mu.Unlock()
-	accounts := map[string]accountStatus{}
-	degraded := 0
-	for _, a := range b.cfg.Accounts() {
-		name := a.Address
-		if a.Group.Flow == config.FlowClientCredentials {
-			name = "group:" + a.Group.Name
-		}
-		st := b.sources[name].Status()
-		as := accountStatus{Group: a.Group.Name, Provider: a.Group.ProviderName, TokenState: "not yet requested"}
-		switch {
-		case st.LastError != "":
-			as.TokenState, as.LastError = "failing", st.LastError
-			degraded++
-		case st.HasToken:
-			as.TokenState = "valid"
-			exp := st.Expiry
-			as.TokenExpiry = &exp
-		}
-		accounts[a.Address] = as
-	}
-	ready := listening == len(b.cfg.Listeners) && listening > 0
-	if b.cfg.Telemetry.ReadyRequiresAllAccounts && degraded > 0 {
-		ready = false
-	}
-	status := "ready"
-	switch {
-	case !ready:
-		status = "not ready"
-	case degraded > 0:
-		status = "degraded"
-	}
-	body := map[string]any{"status": status, "listeners": listening, "degraded_accounts": degraded, "accounts": accounts}
-	if configured, up, expiry := b.store.VaultStatus(); configured {
-		v := map[string]any{"up": up}
-		if !expiry.IsZero() {
-			v["token_expiry"] = expiry
-		}
-		body["vault"] = v
-	}
-	return ready, body
-}
-
-// Shutdown stops accepting connections, lets sessions finish within the
-// context's deadline, then closes whatever is left.
+// Shutdown stops accepting connections and lets sessions finish until the
+// context's deadline; sessions still open then are answered 421 4.3.2 on
+// their next command and closed shortly after.
 func (r *Runtime) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
-	listeners := r.listeners
-	r.listeners = nil
+	if r.stopped {
+		r.mu.Unlock()
+		return nil
+	}
+	r.stopped = true
+	r.setWatch(false)
+	var gens []*generation
+	for _, l := range r.listeners {
+		if g := l.stopAccepting(); g != nil {
+			gens = append(gens, g)
+		}
+	}
+	r.listeners = map[string]*listener{}
+	r.listening.Store(0)
 	ts := r.telemetry
 	r.telemetry = nil
 	r.mu.Unlock()
+	r.retiringMu.Lock()
+	gens = append(gens, r.retiring...)
+	r.retiringMu.Unlock()
 
-	var wg sync.WaitGroup
-	var forced atomic.Int32
-	for _, l := range listeners {
-		wg.Add(1)
-		go func(l *listener) {
-			defer wg.Done()
-			if err := l.srv.Shutdown(ctx); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
-				forced.Add(1)
-				l.srv.Close()
+	done := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		for _, g := range gens {
+			wg.Add(1)
+			go func(g *generation) {
+				defer wg.Done()
+				_ = g.srv.Shutdown(context.Background())
+			}(g)
+		}
+		wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.closing.Store(true)
+		r.log.Warn("shutdown deadline reached; answering 421 to open sessions and closing them")
+		select {
+		case <-done:
+		case <-time.After(shutdownGrace):
+			for _, g := range gens {
+				g.srv.Close()
 			}
-		}(l)
+			<-done
+			err = errors.New("sessions were still open at the shutdown deadline; they were closed")
+		}
 	}
-	wg.Wait()
 	r.cancelWork()
-	r.cancelBg()
+	r.retireWG.Wait()
+	r.current.Load().stopBackground()
 	if ts != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = ts.Shutdown(sctx)
 	}
-	if n := forced.Load(); n > 0 {
-		return fmt.Errorf("%d listener(s) had sessions still open at the shutdown deadline; they were closed", n)
-	}
-	return nil
+	return err
 }
 
-// Run builds and starts the relay, serves until ctx is cancelled, then
-// shuts down gracefully within the configured shutdown_timeout.
+// Run builds and starts the relay, reloads on opts.Reload, serves until
+// ctx is cancelled, then shuts down gracefully within shutdown_timeout.
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	r, err := New(ctx, cfg, opts)
 	if err != nil {
@@ -289,16 +491,25 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err := r.Start(); err != nil {
 		return err
 	}
-	r.log.Info("relay started", "accounts", len(r.cur.state.Accounts), "clients", len(r.cur.state.Clients), "dry_run", cfg.Server.DryRun)
+	r.log.Info("relay started", "version", opts.Version, "accounts", len(cfg.Accounts()), "clients", len(cfg.Clients()), "dry_run", cfg.Server.DryRun)
 	if cfg.Server.DryRun {
 		r.log.Warn("DRY RUN: messages are authenticated upstream and reset, never sent")
 	}
-	<-ctx.Done()
-	r.log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	for {
+		select {
+		case <-opts.Reload:
+			r.log.Info("reload requested")
+			_ = r.Reload(ctx)
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	timeout := r.current.Load().cfg.Server.ShutdownTimeout
+	r.log.Info("shutting down", "timeout", timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err = r.Shutdown(sctx)
-	if err != nil {
+	if err := r.Shutdown(sctx); err != nil {
 		r.log.Warn("shutdown", "error", err)
 	}
 	r.log.Info("stopped")

@@ -2,12 +2,15 @@ package runtime
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,46 +22,47 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
 
+// deps are the long-lived pieces every build shares: metrics collectors
+// are registered once per process.
+type deps struct {
+	log      hclog.Logger
+	secrets  *secrets.Metrics
+	oauth    *oauth.Metrics
+	upstream *upstream.Metrics
+	redact   func(key, value string)
+}
+
 // built is everything derived from one configuration: the relay's State
 // and the token sources behind it.
 type built struct {
-	cfg     *config.Config
-	state   *relay.State
-	vault   *secrets.Vault // nil without a vault block
-	store   *secrets.Store
-	sources map[string]*oauth.Source // by credential name
-	// users maps each secret reference to the token sources built on it,
-	// so that a rotation resets exactly those.
-	users map[string][]*oauth.Source
+	cfg   *config.Config
+	state *relay.State
+	vault *secrets.Vault // nil without a vault block
+	// vaultKey identifies the vault block's settings, to reuse the client
+	// (and its login) across reloads that do not change them.
+	vaultKey    string
+	stopVault   context.CancelFunc // ends the Vault token upkeep
+	store       *secrets.Store
+	stopWatch   context.CancelFunc // ends the store's rotation polling
+	sources     map[string]*oauth.Source // by credential name
+	sourceKeys  map[string]string        // what each source was built from
+	users       map[string][]*oauth.Source
+	providerKey map[string]string
 }
 
 // build logs in to Vault when configured, resolves secrets, and constructs
 // token sources and upstream senders for a validated configuration. It
-// opens no listening socket.
-func build(ctx context.Context, cfg *config.Config, log hclog.Logger, sm *secrets.Metrics) (*built, error) {
-	opts := []secrets.Option{secrets.WithLogger(log.Named("secrets")), secrets.WithMetrics(sm)}
-	var vc *secrets.Vault
-	if cfg.Vault != nil {
-		var err error
-		vc, err = secrets.NewVault(cfg.Vault, secrets.ResolveLocal, log.Named("vault"), sm)
-		if err != nil {
-			return nil, err
-		}
-		if err := vc.Login(ctx); err != nil {
-			return nil, err
-		}
-		opts = append(opts, secrets.WithVault(vc, cfg.Vault.PollInterval))
-	}
-	store, err := secrets.Load(ctx, cfg.SecretRefs(), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("resolving secrets: %w", err)
-	}
+// opens no listening socket. With prev (a reload), it reuses prev's Vault
+// client, its Vault reads, and the token sources — with their cached
+// tokens — of credentials whose settings and secrets did not change.
+func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built, error) {
+	log := d.log
+	opts := []secrets.Option{secrets.WithLogger(log.Named("secrets")), secrets.WithMetrics(d.secrets)}
 	b := &built{
-		cfg:     cfg,
-		vault:   vc,
-		store:   store,
-		users:   map[string][]*oauth.Source{},
-		sources: map[string]*oauth.Source{},
+		cfg:        cfg,
+		users:      map[string][]*oauth.Source{},
+		sources:    map[string]*oauth.Source{},
+		sourceKeys: map[string]string{},
 		state: &relay.State{
 			Hostname: cfg.Server.Hostname,
 			DryRun:   cfg.Server.DryRun,
@@ -66,6 +70,31 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger, sm *secret
 			Accounts: map[string]*relay.Account{},
 		},
 	}
+	if cfg.Vault != nil {
+		b.vaultKey = vaultKey(cfg.Vault)
+		if prev != nil && prev.vault != nil && prev.vaultKey == b.vaultKey {
+			b.vault = prev.vault
+		} else {
+			vc, err := secrets.NewVault(cfg.Vault, secrets.ResolveLocal, log.Named("vault"), d.secrets)
+			if err != nil {
+				return nil, err
+			}
+			if err := vc.Login(ctx); err != nil {
+				return nil, err
+			}
+			b.vault = vc
+		}
+		opts = append(opts, secrets.WithVault(b.vault, cfg.Vault.PollInterval))
+	}
+	if prev != nil {
+		opts = append(opts, secrets.WithPrevious(prev.store))
+	}
+	store, err := secrets.Load(ctx, cfg.SecretRefs(), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("resolving secrets: %w", err)
+	}
+	b.store = store
+
 	type providerRuntime struct {
 		http *http.Client
 		smtp upstream.Settings
@@ -96,6 +125,8 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger, sm *secret
 				LocalName:      cfg.Server.Hostname,
 				ConnectTimeout: p.ConnectTimeout,
 				CommandTimeout: p.CommandTimeout,
+				Provider:       name,
+				Metrics:        d.upstream,
 			},
 		}
 	}
@@ -107,6 +138,8 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger, sm *secret
 			refs := []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt}
 			set := oauth.Settings{
 				Name:                name,
+				Group:               g.Name,
+				Metrics:             d.oauth,
 				Flow:                g.Flow,
 				TokenURL:            g.Provider.TokenURL,
 				ClientID:            g.ClientID,
@@ -121,8 +154,14 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger, sm *secret
 				Logger:              tokenLog.With("group", g.Name),
 				Recheck:             func() bool { return store.Refresh(context.Background(), refs...) },
 			}
+			if d.redact != nil {
+				set.OnToken = func(at string, _ time.Time) { d.redact("token:"+name, at) }
+			}
 			if g.WriteBack && rt.IsSet() {
 				set.OnRotate = func(newRT string) {
+					if d.redact != nil {
+						d.redact("refresh:"+name, newRT)
+					}
 					// Off the token path: a slow Vault must not delay mail.
 					go func() {
 						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -135,27 +174,28 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger, sm *secret
 			}
 			return set
 		}
-		track := func(src *oauth.Source, refs ...config.SecretRef) {
-			for _, r := range refs {
+		source := func(name, subject string, rt config.SecretRef) *oauth.Source {
+			set := settings(name, subject, rt)
+			key := sourceKey(g, set, store, rt)
+			src := b.reuse(prev, name, key, set)
+			b.sources[name], b.sourceKeys[name] = src, key
+			for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
 				if r.IsSet() && r.Scheme != config.SecretLiteral {
 					b.users[r.String()] = append(b.users[r.String()], src)
 				}
 			}
+			return src
 		}
 		var shared *oauth.Source
 		if g.Flow == config.FlowClientCredentials {
 			// An app-only token is issued to the application, not to a
 			// mailbox: one token serves every account of the group.
-			shared = oauth.NewSource(settings("group:"+g.Name, "", config.SecretRef{}))
-			b.sources[shared.Name()] = shared
-			track(shared, g.ClientSecret)
+			shared = source("group:"+g.Name, "", config.SecretRef{})
 		}
 		for _, a := range g.Accounts {
 			src := shared
 			if src == nil {
-				src = oauth.NewSource(settings(a.Address, a.Address, a.RefreshToken))
-				b.sources[src.Name()] = src
-				track(src, g.ClientSecret, g.ServiceAccountKey, a.RefreshToken)
+				src = source(a.Address, a.Address, a.RefreshToken)
 			}
 			b.state.Accounts[a.Address] = &relay.Account{
 				Address:  a.Address,
@@ -176,6 +216,47 @@ func build(ctx context.Context, cfg *config.Config, log hclog.Logger, sm *secret
 	return b, nil
 }
 
+// reuse returns prev's source for name when it was built from the same
+// settings and secrets, updated with the new getters; else a new source.
+func (b *built) reuse(prev *built, name, key string, set oauth.Settings) *oauth.Source {
+	if prev != nil && prev.sourceKeys[name] == key {
+		if src := prev.sources[name]; src != nil {
+			src.Update(set)
+			return src
+		}
+	}
+	return oauth.NewSource(set)
+}
+
+// sourceKey captures everything a cached token depends on: the flow and
+// endpoint, client, scopes, subject, provider transport settings, and a
+// digest of the current secret values (so a changed file:// secret gets a
+// fresh source, while an unchanged one keeps its token).
+func sourceKey(g *config.AccountGroup, set oauth.Settings, store *secrets.Store, rt config.SecretRef) string {
+	h := sha256.New()
+	for _, ref := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
+		v, _ := store.Get(ref)
+		fmt.Fprintf(h, "%s=%s\x00", ref.String(), v)
+	}
+	p := g.Provider
+	return strings.Join([]string{
+		set.Flow, set.TokenURL, set.ClientID, strings.Join(set.Scopes, " "), set.Subject,
+		p.CAFile, p.TokenTimeout.String(), set.RefreshBeforeExpiry.String(), set.ErrorBackoff.String(),
+		hex.EncodeToString(h.Sum(nil)),
+	}, "|")
+}
+
+// vaultKey identifies a vault block's settings, including its credentials'
+// references (a literal token is compared by value).
+func vaultKey(v *config.Vault) string {
+	a := v.Auth
+	return strings.Join([]string{
+		v.Address, v.Namespace, v.CAFile, v.TLSServerName, a.Method, a.MountPath, a.Role, a.ServiceAccountTokenPath,
+		fmt.Sprint(a.SecretIDWrapped), a.Token.String(), a.Token.Literal(), a.RoleID.String(), a.RoleID.Literal(),
+		a.SecretID.String(), a.SecretID.Literal(),
+	}, "\x00")
+}
+
 // rotated drops the cached tokens of the credentials whose secrets changed
 // outside the relay; their next message fetches a token with the new
 // secret, while deliveries in flight finish with the token they have.
@@ -184,6 +265,34 @@ func (b *built) rotated(changed []config.SecretRef) {
 		for _, src := range b.users[ref.String()] {
 			src.Reset()
 		}
+	}
+}
+
+// startBackground starts Vault token upkeep (unless inherited) and the
+// rotation polling.
+func (b *built) startBackground(prev *built) {
+	if b.vault == nil {
+		return
+	}
+	if prev != nil && prev.vault == b.vault {
+		b.stopVault, prev.stopVault = prev.stopVault, nil
+	} else {
+		ctx, cancel := context.WithCancel(context.Background())
+		b.stopVault = cancel
+		go b.vault.KeepAlive(ctx)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stopWatch = cancel
+	go b.store.Watch(ctx)
+}
+
+// stopBackground ends what startBackground started (and still owns).
+func (b *built) stopBackground() {
+	if b.stopWatch != nil {
+		b.stopWatch()
+	}
+	if b.stopVault != nil {
+		b.stopVault()
 	}
 }
 

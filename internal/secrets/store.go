@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -55,7 +56,14 @@ type Store struct {
 
 	writeMu     sync.Mutex // one write-back at a time
 	warnedWrite map[string]bool
+
+	prev *Store // a reload's predecessor, whose Vault reads are reused
 }
+
+// WithPrevious reuses what prev read from Vault for the secrets both
+// configurations reference (a reload need not re-read thousands of paths:
+// prev's polling kept them current). env:// and file:// are read anew.
+func WithPrevious(prev *Store) Option { return func(s *Store) { s.prev = prev } }
 
 // Option configures a Store.
 type Option func(*Store)
@@ -99,6 +107,14 @@ func Load(ctx context.Context, refs []config.SecretRef, opts ...Option) (*Store,
 			}
 			p := pathOf(ref)
 			st, ok := s.paths[p]
+			if !ok && s.prev != nil && s.prev.vault == s.vault {
+				s.prev.mu.RLock()
+				if old, found := s.prev.paths[p]; found {
+					st = &pathState{version: old.version, fields: maps.Clone(old.fields)}
+					s.paths[p], ok = st, true
+				}
+				s.prev.mu.RUnlock()
+			}
 			if !ok {
 				kv, err := s.vault.read(ctx, p.mount, p.path)
 				if err != nil {
@@ -126,6 +142,7 @@ func Load(ctx context.Context, refs []config.SecretRef, opts ...Option) (*Store,
 			s.values[key] = v
 		}
 	}
+	s.prev = nil // do not keep the predecessor alive
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

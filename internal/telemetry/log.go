@@ -5,34 +5,71 @@ package telemetry
 import (
 	"io"
 	"os"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 )
 
-// LogOptions configure the root logger.
+// Logging is the process's logging: a root logger whose level and format
+// can change on reload, writing through a redaction safety net.
+type Logging struct {
+	root     hclog.InterceptLogger
+	redactor *Redactor
+
+	mu   sync.Mutex
+	sink hclog.SinkAdapter
+}
+
+// NewLogging returns logging to out at the given level and format
+// ("text" or "json").
+func NewLogging(out io.Writer, level, format string) *Logging {
+	if out == nil {
+		out = os.Stderr
+	}
+	l := &Logging{redactor: NewRedactor(out)}
+	// The root only fans out to the sink; the sink formats and filters,
+	// and can be replaced while components keep their Named() loggers.
+	l.root = hclog.NewInterceptLogger(&hclog.LoggerOptions{Name: "oauthrelay", Level: hclog.Off, Output: io.Discard})
+	l.Configure(level, format)
+	return l
+}
+
+// Logger returns the root logger.
+func (l *Logging) Logger() hclog.Logger { return l.root }
+
+// Redactor returns the safety net, to register secret values with.
+func (l *Logging) Redactor() *Redactor { return l.redactor }
+
+// Configure switches level and format.
+func (l *Logging) Configure(level, format string) {
+	lvl := hclog.LevelFromString(level)
+	if lvl == hclog.NoLevel {
+		lvl = hclog.Info
+	}
+	sink := hclog.NewSinkAdapter(&hclog.LoggerOptions{
+		Level:      lvl,
+		JSONFormat: format == "json",
+		Output:     l.redactor,
+		TimeFormat: "2006-01-02T15:04:05.000Z0700",
+		Color:      hclog.ColorOff,
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.root.RegisterSink(sink)
+	if l.sink != nil {
+		l.root.DeregisterSink(l.sink)
+	}
+	l.sink = sink
+}
+
+// NewLogger returns a fixed logger, for commands that do not reload.
+func NewLogger(o LogOptions) hclog.Logger {
+	return NewLogging(o.Output, o.Level, o.Format).Logger()
+}
+
+// LogOptions configure NewLogger.
 type LogOptions struct {
 	Level  string // trace, debug, info, warn, error
 	Format string // text or json
 	Output io.Writer
-}
-
-// NewLogger returns the root logger; components take Named() children and
-// log key/value pairs.
-func NewLogger(o LogOptions) hclog.InterceptLogger {
-	if o.Output == nil {
-		o.Output = os.Stderr
-	}
-	level := hclog.LevelFromString(o.Level)
-	if level == hclog.NoLevel {
-		level = hclog.Info
-	}
-	return hclog.NewInterceptLogger(&hclog.LoggerOptions{
-		Name:            "oauthrelay",
-		Level:           level,
-		JSONFormat:      o.Format == "json",
-		Output:          o.Output,
-		TimeFormat:      "2006-01-02T15:04:05.000Z0700",
-		IncludeLocation: false,
-		Color:           hclog.ColorOff,
-	})
 }

@@ -1,0 +1,187 @@
+package runtime
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/oauthrelay/oauthrelay/internal/config"
+)
+
+// listener owns one listening socket. Its SMTP server is replaced on reload
+// (new limits, new certificate) without closing the socket, so clients are
+// never refused during a reload: the accept loop hands each connection to
+// the current generation's server, and a retired generation drains its
+// sessions in the background.
+type listener struct {
+	addr string
+	ln   net.Listener
+	log  hclog.Logger
+
+	mu          sync.Mutex
+	gen         *generation
+	loopWG      sync.WaitGroup
+	implicitTLS atomic.Bool // the current generation speaks TLS at once
+}
+
+// generation is one configuration of a listener: a go-smtp server fed by a
+// handoff listener.
+type generation struct {
+	cfg     *config.Listener
+	srv     *smtp.Server
+	handoff *handoff
+	tls     *tls.Config
+}
+
+// handoff is a net.Listener whose connections come from the real
+// listener's accept loop.
+type handoff struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+	addr net.Addr
+}
+
+func newHandoff(addr net.Addr) *handoff {
+	return &handoff{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr}
+}
+
+func (h *handoff) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.ch:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoff) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+func (h *handoff) Addr() net.Addr { return h.addr }
+
+// offer passes c to the server; false means this handoff was retired first.
+func (h *handoff) offer(c net.Conn) bool {
+	select {
+	case <-h.done:
+		return false
+	default:
+	}
+	select {
+	case h.ch <- c:
+		return true
+	case <-h.done:
+		return false
+	}
+}
+
+// openSocket binds a listener's address.
+func openSocket(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
+}
+
+func (l *listener) current() *generation {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gen
+}
+
+// start runs the accept loop.
+func (l *listener) start() {
+	l.loopWG.Add(1)
+	go func() {
+		defer l.loopWG.Done()
+		var delay time.Duration
+		for {
+			c, err := l.ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				// Out of file descriptors and the like: back off, as
+				// net/http does, instead of spinning.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				l.log.Warn("accept failed", "address", l.addr, "error", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			delay = 0
+			l.dispatch(c)
+		}
+	}()
+}
+
+func (l *listener) dispatch(c net.Conn) {
+	for {
+		g := l.current()
+		if g == nil {
+			c.Close()
+			return
+		}
+		conn := c
+		if g.cfg.TLSMode == config.TLSImplicit {
+			conn = tls.Server(c, g.tls)
+		}
+		if g.handoff.offer(conn) {
+			return
+		}
+		// The generation was replaced between current() and offer; the
+		// next one takes the connection.
+	}
+}
+
+// install makes g the generation that receives new connections and returns
+// the one it replaced (nil at first).
+func (l *listener) install(g *generation) *generation {
+	g.handoff.addr = l.ln.Addr()
+	go func() { _ = g.srv.Serve(g.handoff) }()
+	l.implicitTLS.Store(g.cfg.TLSMode == config.TLSImplicit)
+	l.mu.Lock()
+	old := l.gen
+	l.gen = g
+	l.mu.Unlock()
+	if old != nil {
+		old.handoff.Close()
+	}
+	return old
+}
+
+// stopAccepting closes the socket and waits for the accept loop to end.
+func (l *listener) stopAccepting() *generation {
+	l.ln.Close()
+	l.loopWG.Wait()
+	l.mu.Lock()
+	g := l.gen
+	l.gen = nil
+	l.mu.Unlock()
+	if g != nil {
+		g.handoff.Close()
+	}
+	return g
+}
+
+// loadListenerTLS reads a listener's certificate; each generation gets its
+// own, so a reload picks up renewed certificates.
+func loadListenerTLS(lc *config.Listener) (*tls.Config, error) {
+	if lc.TLSMode == config.TLSNone {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(lc.TLSCertFile, lc.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: loading TLS certificate: %w", lc.Name, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}

@@ -1,0 +1,117 @@
+package runtime
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// runtimeMetrics are the lifecycle's collectors, plus the per-account token
+// state read from the current configuration at scrape time (so accounts
+// removed by a reload disappear from /metrics).
+type runtimeMetrics struct {
+	reloads      *prometheus.CounterVec
+	lastOK       prometheus.Gauge
+	lastOKTime   prometheus.Gauge
+	lastAttempt  prometheus.Gauge
+	tokenExpiry  *prometheus.Desc
+	lastRefresh  *prometheus.Desc
+	failing      *prometheus.Desc
+	sessionsDesc *prometheus.Desc
+	rejected     *prometheus.Desc
+	r            *Runtime
+}
+
+func newRuntimeMetrics(reg prometheus.Registerer, r *Runtime, version string) *runtimeMetrics {
+	if version == "" {
+		version = "dev"
+	}
+	m := &runtimeMetrics{
+		r: r,
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_config_reloads_total",
+			Help: "Configuration reloads by result (success, failure).",
+		}, []string{"result"}),
+		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "oauthrelay_config_last_reload_successful",
+			Help: "1 if the last configuration load or reload succeeded, 0 if it failed (the previous configuration is still running).",
+		}),
+		lastOKTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "oauthrelay_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration load or reload.",
+		}),
+		lastAttempt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "oauthrelay_config_last_reload_timestamp_seconds",
+			Help: "Unix time of the last configuration load or reload attempt.",
+		}),
+		tokenExpiry: prometheus.NewDesc("oauthrelay_access_token_expiry_timestamp_seconds",
+			"Unix time at which the account's cached access token expires.", []string{"group", "account"}, nil),
+		lastRefresh: prometheus.NewDesc("oauthrelay_token_last_refresh_success_timestamp_seconds",
+			"Unix time of the account's last successful token refresh.", []string{"group", "account"}, nil),
+		failing: prometheus.NewDesc("oauthrelay_refresh_token_failing",
+			"1 while the account's token refresh is failing (for example invalid_grant), else 0.", []string{"group", "account"}, nil),
+		sessionsDesc: prometheus.NewDesc("oauthrelay_sessions_in_use",
+			"Client sessions holding a slot of the global concurrency cap.", nil, nil),
+		rejected: prometheus.NewDesc("oauthrelay_sessions_rejected_total",
+			"Connections refused with 421 4.3.2 because the global concurrency cap was reached.", nil, nil),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "oauthrelay_build_info",
+		Help: "Build information; the value is always 1.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(version, runtime.Version()).Set(1)
+	reg.MustRegister(m.reloads, m.lastOK, m.lastOKTime, m.lastAttempt, build, m)
+	return m
+}
+
+func (m *runtimeMetrics) reloadSucceeded(at time.Time) {
+	m.reloads.WithLabelValues("success").Inc()
+	m.lastOK.Set(1)
+	m.lastOKTime.Set(float64(at.Unix()))
+	m.lastAttempt.Set(float64(at.Unix()))
+}
+
+func (m *runtimeMetrics) reloadFailed() {
+	m.reloads.WithLabelValues("failure").Inc()
+	m.lastOK.Set(0)
+	m.lastAttempt.Set(float64(time.Now().Unix()))
+}
+
+// Describe implements prometheus.Collector.
+func (m *runtimeMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.tokenExpiry
+	ch <- m.lastRefresh
+	ch <- m.failing
+	ch <- m.sessionsDesc
+	ch <- m.rejected
+}
+
+// Collect implements prometheus.Collector.
+func (m *runtimeMetrics) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(m.sessionsDesc, prometheus.GaugeValue, float64(m.r.sessions.InUse()))
+	ch <- prometheus.MustNewConstMetric(m.rejected, prometheus.CounterValue, float64(m.r.sessions.Rejected()))
+	b := m.r.current.Load()
+	if b == nil {
+		return
+	}
+	for _, a := range b.cfg.Accounts() {
+		src := b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]
+		if src == nil {
+			continue
+		}
+		st := src.Status()
+		labels := []string{a.Group.Name, a.Address}
+		if st.HasToken && !st.Expiry.IsZero() {
+			ch <- prometheus.MustNewConstMetric(m.tokenExpiry, prometheus.GaugeValue, float64(st.Expiry.Unix()), labels...)
+		}
+		if !st.LastRefresh.IsZero() {
+			ch <- prometheus.MustNewConstMetric(m.lastRefresh, prometheus.GaugeValue, float64(st.LastRefresh.Unix()), labels...)
+		}
+		failing := 0.0
+		if st.Failing {
+			failing = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.failing, prometheus.GaugeValue, failing, labels...)
+	}
+}
