@@ -43,11 +43,10 @@ type built struct {
 	vaultKey    string
 	stopVault   context.CancelFunc // ends the Vault token upkeep
 	store       *secrets.Store
-	stopWatch   context.CancelFunc // ends the store's rotation polling
+	stopWatch   context.CancelFunc       // ends the store's rotation polling
 	sources     map[string]*oauth.Source // by credential name
 	sourceKeys  map[string]string        // what each source was built from
 	users       map[string][]*oauth.Source
-	providerKey map[string]string
 }
 
 // build logs in to Vault when configured, resolves secrets, and constructs
