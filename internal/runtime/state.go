@@ -40,13 +40,13 @@ type built struct {
 	vault *secrets.Vault // nil without a vault block
 	// vaultKey identifies the vault block's settings, to reuse the client
 	// (and its login) across reloads that do not change them.
-	vaultKey    string
-	stopVault   context.CancelFunc // ends the Vault token upkeep
-	store       *secrets.Store
-	stopWatch   context.CancelFunc       // ends the store's rotation polling
-	sources     map[string]*oauth.Source // by credential name
-	sourceKeys  map[string]string        // what each source was built from
-	users       map[string][]*oauth.Source
+	vaultKey   string
+	stopVault  context.CancelFunc // ends the Vault token upkeep
+	store      *secrets.Store
+	stopWatch  context.CancelFunc       // ends the store's rotation polling
+	sources    map[string]*oauth.Source // by credential name
+	sourceKeys map[string]string        // what each source was built from
+	users      map[string][]*oauth.Source
 }
 
 // build logs in to Vault when configured, resolves secrets, and constructs
