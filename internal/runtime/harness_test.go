@@ -17,6 +17,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 	"github.com/oauthrelay/oauthrelay/internal/runtime"
+	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
@@ -51,6 +52,7 @@ type harness struct {
 	secrets  []string
 
 	cfgPath   string
+	cfgText   string
 	overrides config.Overrides
 	logger    hclog.Logger
 }
@@ -72,6 +74,14 @@ type harnessOptions struct {
 	telemetry    bool
 	// delegatedExtra is added to the "delegated" account group.
 	delegatedExtra string
+	// extraConfig is appended to the configuration.
+	extraConfig string
+}
+
+// rewrite replaces the configuration file (for reloads).
+func (h *harness) rewrite(text string) {
+	h.t.Helper()
+	testutil.WriteFile(h.t, h.dir, "relay.hcl", text)
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -201,7 +211,8 @@ account_group "service" {
 		appClient, hash, restrictedClient, hash, alice,
 		appOnlyClientID, file("cs-app-only"), carol, printerClient, hash,
 		file("sa-key.json"), dave, saClient, hash)
-	h.cfgPath = testutil.WriteFile(t, h.dir, "relay.hcl", cfgText)
+	h.cfgText = cfgText + o.extraConfig
+	h.cfgPath = testutil.WriteFile(t, h.dir, "relay.hcl", h.cfgText)
 	h.overrides = config.Overrides{DryRun: o.dryRun}
 	h.logger = h.logs.Logger(t)
 	// Every test ends by checking that no secret reached the logs.
@@ -217,7 +228,7 @@ func (h *harness) start() {
 	if loaded.Diagnostics.HasErrors() {
 		h.t.Fatalf("config: %v", loaded.Diagnostics)
 	}
-	rt, err := runtime.New(context.Background(), loaded.Config, runtime.Options{Logger: h.logger})
+	rt, err := runtime.New(context.Background(), loaded.Config, runtime.Options{Logger: h.logger, ConfigPath: h.cfgPath, Overrides: h.overrides})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -370,4 +381,12 @@ func (h *harness) metric(prefix string) float64 {
 
 func newRuntime(cfg *config.Config) (*runtime.Runtime, error) {
 	return runtime.New(context.Background(), cfg, runtime.Options{})
+}
+
+func newLogging(out *testutil.LogBuffer) *telemetry.Logging {
+	return telemetry.NewLogging(out, "trace", "text")
+}
+
+func newRuntimeWithLogging(cfg *config.Config, logging *telemetry.Logging) (*runtime.Runtime, error) {
+	return runtime.New(context.Background(), cfg, runtime.Options{Logging: logging})
 }

@@ -38,6 +38,51 @@ type generation struct {
 	srv     *smtp.Server
 	handoff *handoff
 	tls     *tls.Config
+
+	// conns are the generation's open connections: go-smtp cannot close
+	// them once a graceful Shutdown started, so we keep our own handles.
+	connMu sync.Mutex
+	conns  map[*trackedConn]struct{}
+}
+
+// trackedConn removes itself from its generation when closed.
+type trackedConn struct {
+	net.Conn
+	g    *generation
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.g.connMu.Lock()
+		delete(c.g.conns, c)
+		c.g.connMu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (g *generation) track(c net.Conn) *trackedConn {
+	tc := &trackedConn{Conn: c, g: g}
+	g.connMu.Lock()
+	if g.conns == nil {
+		g.conns = map[*trackedConn]struct{}{}
+	}
+	g.conns[tc] = struct{}{}
+	g.connMu.Unlock()
+	return tc
+}
+
+// closeConns closes every open connection of the generation.
+func (g *generation) closeConns() {
+	g.connMu.Lock()
+	conns := make([]*trackedConn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.connMu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 // handoff is a net.Listener whose connections come from the real
@@ -131,13 +176,18 @@ func (l *listener) dispatch(c net.Conn) {
 			c.Close()
 			return
 		}
-		conn := c
+		tc := g.track(c)
+		var conn net.Conn = tc
 		if g.cfg.TLSMode == config.TLSImplicit {
-			conn = tls.Server(c, g.tls)
+			conn = tls.Server(tc, g.tls)
 		}
 		if g.handoff.offer(conn) {
 			return
 		}
+		// Not taken: forget it here without closing the socket.
+		g.connMu.Lock()
+		delete(g.conns, tc)
+		g.connMu.Unlock()
 		// The generation was replaced between current() and offer; the
 		// next one takes the connection.
 	}

@@ -100,6 +100,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 		relayMetrics: relay.NewMetrics(reg),
 		listeners:    map[string]*listener{},
 		deps: deps{
+			sources:  newSourcePool(),
 			log:      opts.Logger,
 			secrets:  secrets.NewMetrics(reg),
 			oauth:    oauth.NewMetrics(reg),
@@ -128,8 +129,21 @@ func (r *Runtime) registerSecrets(b *built) {
 	if r.deps.redact == nil {
 		return
 	}
-	for i, v := range b.store.Values() {
-		r.deps.redact(fmt.Sprintf("config:%p:%d", b, i), v)
+	values := b.store.Values()
+	for _, ref := range b.cfg.SecretRefs() {
+		values = append(values, ref.Literal())
+	}
+	if v := b.cfg.Vault; v != nil {
+		for _, ref := range []config.SecretRef{v.Auth.Token, v.Auth.RoleID, v.Auth.SecretID} {
+			if ref.IsSet() {
+				if val, err := secrets.ResolveLocal(ref); err == nil {
+					values = append(values, val)
+				}
+			}
+		}
+	}
+	for i, v := range values {
+		r.deps.redact(fmt.Sprintf("config:%d", i), v)
 	}
 }
 
@@ -464,7 +478,7 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 		case <-done:
 		case <-time.After(shutdownGrace):
 			for _, g := range gens {
-				g.srv.Close()
+				g.closeConns()
 			}
 			<-done
 			err = errors.New("sessions were still open at the shutdown deadline; they were closed")

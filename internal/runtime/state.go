@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -25,6 +26,7 @@ import (
 // deps are the long-lived pieces every build shares: metrics collectors
 // are registered once per process.
 type deps struct {
+	sources  *sourcePool
 	log      hclog.Logger
 	secrets  *secrets.Metrics
 	oauth    *oauth.Metrics
@@ -176,7 +178,7 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 		source := func(name, subject string, rt config.SecretRef) *oauth.Source {
 			set := settings(name, subject, rt)
 			key := sourceKey(g, set, store, rt)
-			src := b.reuse(prev, name, key, set)
+			src := d.sources.get(name, key, set)
 			b.sources[name], b.sourceKeys[name] = src, key
 			for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
 				if r.IsSet() && r.Scheme != config.SecretLiteral {
@@ -212,19 +214,55 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 		}
 	}
 	store.Subscribe(b.rotated)
+	d.sources.prune()
 	return b, nil
 }
 
-// reuse returns prev's source for name when it was built from the same
-// settings and secrets, updated with the new getters; else a new source.
-func (b *built) reuse(prev *built, name, key string, set oauth.Settings) *oauth.Source {
-	if prev != nil && prev.sourceKeys[name] == key {
-		if src := prev.sources[name]; src != nil {
-			src.Update(set)
-			return src
+// sourcePool keeps token sources across reloads, keyed by credential
+// name and what they were built from, so that a reload — even one that
+// removes an account and a later one that restores it — reuses cached
+// tokens instead of asking the provider again. Sources unused for
+// sourceRetention are dropped.
+type sourcePool struct {
+	mu sync.Mutex
+	m  map[string]*pooledSource
+}
+
+type pooledSource struct {
+	key  string
+	src  *oauth.Source
+	used time.Time
+}
+
+const sourceRetention = time.Hour
+
+func newSourcePool() *sourcePool { return &sourcePool{m: map[string]*pooledSource{}} }
+
+// get returns the pooled source for name when it was built from key,
+// updated with set's getters and hooks; otherwise a new source.
+func (p *sourcePool) get(name, key string, set oauth.Settings) *oauth.Source {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if e, ok := p.m[name]; ok && e.key == key {
+		e.src.Update(set)
+		e.used = now
+		return e.src
+	}
+	src := oauth.NewSource(set)
+	p.m[name] = &pooledSource{key: key, src: src, used: now}
+	return src
+}
+
+// prune drops sources that no configuration used for sourceRetention.
+func (p *sourcePool) prune() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, e := range p.m {
+		if time.Since(e.used) > sourceRetention {
+			delete(p.m, name)
 		}
 	}
-	return oauth.NewSource(set)
 }
 
 // sourceKey captures everything a cached token depends on: the flow and
