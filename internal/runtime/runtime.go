@@ -16,7 +16,6 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
@@ -60,7 +59,7 @@ type Runtime struct {
 	sessions *limits.SessionLimit
 	closing  atomic.Bool // past the shutdown deadline: sessions answer 421
 
-	registry     *prometheus.Registry
+	registry     *telemetry.Registry
 	deps         deps
 	relayMetrics *relay.Metrics
 	metrics      *runtimeMetrics
@@ -494,6 +493,9 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	}
 	return err
 }
+
+// MetricNames lists every metric the relay exports.
+func (r *Runtime) MetricNames() []string { return r.registry.Names() }
 
 // Run builds and starts the relay, reloads on opts.Reload, serves until
 // ctx is cancelled, then shuts down gracefully within shutdown_timeout.

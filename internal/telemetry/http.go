@@ -6,6 +6,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"regexp"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,21 +26,70 @@ type Server struct {
 	ln  net.Listener
 }
 
+// Registry is a Prometheus registry that remembers the names of the
+// metrics registered with it, so that dashboards and alert rules can be
+// checked against what the relay really exports.
+type Registry struct {
+	*prometheus.Registry
+	mu    sync.Mutex
+	names map[string]bool
+}
+
 // NewRegistry returns a registry with the process and Go collectors.
-func NewRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
+func NewRegistry() *Registry {
+	reg := &Registry{Registry: prometheus.NewRegistry(), names: map[string]bool{}}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }
 
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// Register implements prometheus.Registerer.
+func (r *Registry) Register(c prometheus.Collector) error {
+	if err := r.Registry.Register(c); err != nil {
+		return err
+	}
+	ch := make(chan *prometheus.Desc, 16)
+	go func() { c.Describe(ch); close(ch) }()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			r.names[m[1]] = true
+		}
+	}
+	return nil
+}
+
+// MustRegister implements prometheus.Registerer.
+func (r *Registry) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// Names returns the names of every registered metric.
+func (r *Registry) Names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.names))
+	for n := range r.names {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Listen opens the telemetry listener at addr.
-func Listen(addr string, reg *prometheus.Registry, ready ReadyFunc, extra map[string]http.Handler) (*Server, error) {
+func Listen(addr string, reg *Registry, ready ReadyFunc, extra map[string]http.Handler) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg.Registry, promhttp.HandlerOpts{Registry: reg.Registry}))
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "live"})
 	})
