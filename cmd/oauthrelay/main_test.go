@@ -235,3 +235,63 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSecondSignalExitsAtOnce holds a session open so that SIGTERM waits
+// for it; a second SIGTERM must end the process immediately.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	sb := testutil.Sandbox(t, devsandbox.Options{})
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	testutil.WriteFile(t, dir, "ca.pem", string(sb.CA.PEM))
+	cfgPath := testutil.WriteFile(t, dir, "relay.hcl", fmt.Sprintf(`
+server { shutdown_timeout = "1h" }
+listener "main" {
+  address  = %q
+  tls_mode = "none"
+}
+provider "sandbox" {
+  preset       = "custom"
+  token_url    = %q
+  smtp_address = %q
+  ca_file      = "%s/ca.pem"
+}
+account_group "g" {
+  provider  = "sandbox"
+  client_id = "relay"
+  account "alice@example.com" { refresh_token = "unused-refresh-token" }
+  client "app" { password_hash = %q }
+}
+`, addr, sb.Tokens.URL, sb.SMTP.Addr, dir, testutil.FastHash(t, "pw")))
+	logs := &testutil.LogBuffer{}
+	cmd := exec.Command(binary, "run", "-config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	var held net.Conn
+	waitFor(t, 20*time.Second, "the relay to listen", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			held = c
+		}
+		return err == nil
+	})
+	defer held.Close()
+	waitFor(t, 5*time.Second, "the session to start", func() bool { return strings.Contains(logs.String(), "relay started") })
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, 5*time.Second, "the first signal to be noticed", func() bool { return strings.Contains(logs.String(), "draining sessions") })
+	select {
+	case err := <-exited:
+		t.Fatalf("exited (%v) while a session was open and the timeout is 1h", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second signal did not end the process")
+	}
+}

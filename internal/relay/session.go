@@ -183,7 +183,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	tx := &transaction{id: newMessageID(), account: acct, from: from, started: time.Now()}
 	log := s.log.With("msgid", tx.id, "account", acct.Address)
-	up, err := acct.Upstream.Open(s.b.ctx)
+	up, err := acct.Upstream.Open(upstream.WithMessageID(s.b.ctx, tx.id))
 	if err != nil {
 		reply := upstreamReply(err)
 		s.count(tx, reply.Code)

@@ -74,6 +74,14 @@ func NewSender(set Settings, user string, tokens TokenSource, log hclog.Logger) 
 	return &Sender{set: set, user: user, tokens: tokens, log: log, host: host, port: port}
 }
 
+type messageIDKey struct{}
+
+// WithMessageID tags ctx with the relay's message ID, so that the
+// upstream's log lines about the message carry it.
+func WithMessageID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, messageIDKey{}, id)
+}
+
 // User is the mailbox the Sender authenticates as.
 func (s *Sender) User() string { return s.user }
 
@@ -82,6 +90,10 @@ func (s *Sender) User() string { return s.user }
 // more on a fresh connection: a token can be revoked or invalidated before
 // its announced expiry.
 func (s *Sender) Open(ctx context.Context) (*Conn, error) {
+	log := s.log
+	if id, ok := ctx.Value(messageIDKey{}).(string); ok {
+		log = log.With("msgid", id)
+	}
 	var last *Error
 	for attempt := 0; attempt < 2; attempt++ {
 		m := s.set.Metrics
@@ -117,13 +129,13 @@ func (s *Sender) Open(ctx context.Context) (*Conn, error) {
 		}
 		s.tokens.Invalidate(tok)
 		if attempt == 0 {
-			s.log.Info("upstream rejected the access token; refreshing it and retrying once", "reply", ue.Error())
+			log.Info("upstream rejected the access token; refreshing it and retrying once", "reply", ue.Error())
 		}
 	}
 	if hint := Diagnose(last); hint != "" {
-		s.log.Error("upstream authentication failed", "error", last.Error(), "fix", hint)
+		log.Error("upstream authentication failed", "error", last.Error(), "fix", hint)
 	} else {
-		s.log.Error("upstream authentication failed", "error", last.Error())
+		log.Error("upstream authentication failed", "error", last.Error())
 	}
 	return nil, last
 }
