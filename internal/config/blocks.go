@@ -30,6 +30,15 @@ const (
 	DefaultCommandTimeout      = 5 * time.Minute
 	DefaultTokenTimeout        = 30 * time.Second
 	DefaultVaultPollInterval   = 30 * time.Second
+
+	DefaultConnectionIdleTimeout   = 60 * time.Second
+	DefaultConnectionMaxAge        = 10 * time.Minute
+	DefaultConnectionWaitTimeout   = 30 * time.Second
+	DefaultCircuitFailureThreshold = 5
+	DefaultCircuitOpenTimeout      = 30 * time.Second
+	DefaultMaxConnectionsPerIP     = 50
+	DefaultMaxAuthFailures         = 5
+	DefaultAuthFailureWindow       = 15 * time.Minute
 )
 
 type rawServer struct {
@@ -215,6 +224,9 @@ type rawListener struct {
 	MaxRecipients     *int           `hcl:"max_recipients,optional"`
 	ReadTimeout       string         `hcl:"read_timeout,optional"`
 	WriteTimeout      string         `hcl:"write_timeout,optional"`
+	MaxConnsPerIP     *int           `hcl:"max_connections_per_ip,optional"`
+	MaxAuthFailures   *int           `hcl:"max_auth_failures,optional"`
+	AuthFailureWindow string         `hcl:"auth_failure_window,optional"`
 }
 
 func (d *decoder) listener(b *hcl.Block) *Listener {
@@ -242,6 +254,14 @@ func (d *decoder) listener(b *hcl.Block) *Listener {
 			l.MaxRecipients = *raw.MaxRecipients
 		}
 	}
+	l.MaxConnectionsPerIP, l.MaxAuthFailures = DefaultMaxConnectionsPerIP, DefaultMaxAuthFailures
+	if raw.MaxConnsPerIP != nil {
+		l.MaxConnectionsPerIP = d.nonNegative(b.Body, "max_connections_per_ip", *raw.MaxConnsPerIP, b.DefRange)
+	}
+	if raw.MaxAuthFailures != nil {
+		l.MaxAuthFailures = d.nonNegative(b.Body, "max_auth_failures", *raw.MaxAuthFailures, b.DefRange)
+	}
+	l.AuthFailureWindow = d.duration(b.Body, "auth_failure_window", raw.AuthFailureWindow, b.DefRange, DefaultAuthFailureWindow)
 	l.ReadTimeout = d.duration(b.Body, "read_timeout", raw.ReadTimeout, b.DefRange, DefaultReadTimeout)
 	l.WriteTimeout = d.duration(b.Body, "write_timeout", raw.WriteTimeout, b.DefRange, DefaultWriteTimeout)
 	if l.TLSMode == "" {

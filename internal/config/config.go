@@ -59,6 +59,13 @@ type Listener struct {
 	MaxRecipients     int
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
+	// MaxConnectionsPerIP caps concurrent connections from one client
+	// address (0: no cap).
+	MaxConnectionsPerIP int
+	// MaxAuthFailures failed AUTH attempts from one client address within
+	// AuthFailureWindow make further attempts fail temporarily (0: off).
+	MaxAuthFailures   int
+	AuthFailureWindow time.Duration
 	DefRange          hcl.Range
 	body              hcl.Body
 }
@@ -132,7 +139,38 @@ type Provider struct {
 	ConnectTimeout time.Duration
 	CommandTimeout time.Duration
 	TokenTimeout   time.Duration
-	DefRange       hcl.Range
+	// Pool bounds the upstream connections of each account.
+	Pool PoolConfig
+	// Circuit configures the per-provider and per-account breakers.
+	Circuit CircuitConfig
+	// Limits are the defaults for the provider's accounts.
+	Limits   Limits
+	DefRange hcl.Range
+}
+
+// PoolConfig bounds the pooled upstream connections of one account.
+type PoolConfig struct {
+	MaxConnections           int // 0: no cap
+	MaxMessagesPerConnection int // 0: no cap
+	IdleTimeout              time.Duration
+	MaxAge                   time.Duration
+	WaitTimeout              time.Duration
+}
+
+// CircuitConfig configures a circuit breaker.
+type CircuitConfig struct {
+	FailureThreshold int // consecutive failures that open the circuit
+	OpenTimeout      time.Duration
+}
+
+// Limits protect a mailbox from the provider's sending limits; 0 means
+// no limit.
+type Limits struct {
+	RateLimitPerMinute      int
+	RateLimitBurst          int
+	DailyMessageLimit       int
+	DailyRecipientLimit     int
+	MaxRecipientsPerMessage int
 }
 
 // AccountGroup is a set of mailboxes that share an OAuth client and
@@ -164,14 +202,14 @@ type AccountGroup struct {
 
 // Account is one upstream mailbox the relay sends as.
 type Account struct {
-	Address             string // lower-cased
-	Group               *AccountGroup
-	RefreshToken        SecretRef
-	RateLimitPerMinute  int
-	RateLimitBurst      int
-	DailyMessageLimit   int
-	DailyRecipientLimit int
-	DefRange            hcl.Range
+	Address      string // lower-cased
+	Group        *AccountGroup
+	RefreshToken SecretRef
+	// Limits are the account's own values where set, else its provider's.
+	Limits Limits
+	// MaxConnections overrides the provider's pool size for this account.
+	MaxConnections int
+	DefRange       hcl.Range
 }
 
 // Client is a local SMTP AUTH identity.

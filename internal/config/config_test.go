@@ -182,8 +182,18 @@ func TestFullConfig(t *testing.T) {
 	if got := billing.Accounts[0].Address; got != "invoices@example.com" {
 		t.Errorf("account address not normalised: %q", got)
 	}
-	if a := billing.Accounts[0]; a.RateLimitPerMinute != 30 || a.DailyMessageLimit != 2000 {
-		t.Errorf("account limits = %+v", a)
+	if diff := cmp.Diff(config.Limits{RateLimitPerMinute: 30, DailyMessageLimit: 2000, MaxRecipientsPerMessage: 100}, billing.Accounts[0].Limits); diff != "" {
+		t.Errorf("account limits over the google preset (-want +got):\n%s", diff)
+	}
+	scanner := groups["printers"].Accounts[0]
+	if diff := cmp.Diff(config.Limits{RateLimitPerMinute: 30, DailyRecipientLimit: 10000}, scanner.Limits); diff != "" {
+		t.Errorf("microsoft preset limits (-want +got):\n%s", diff)
+	}
+	if scanner.MaxConnections != 3 || billing.Accounts[0].MaxConnections != 10 {
+		t.Errorf("pool sizes: microsoft %d, google %d", scanner.MaxConnections, billing.Accounts[0].MaxConnections)
+	}
+	if p := cfg.Providers["m365"]; p.Circuit.FailureThreshold != config.DefaultCircuitFailureThreshold || p.Pool.WaitTimeout != config.DefaultConnectionWaitTimeout {
+		t.Errorf("m365 circuit/pool = %+v %+v", p.Circuit, p.Pool)
 	}
 	clients := map[string]*config.Client{}
 	for _, c := range cfg.Clients() {

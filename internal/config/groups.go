@@ -41,6 +41,46 @@ var presetScopes = map[string]map[string][]string{
 	},
 }
 
+// rawLimits are the limit attributes of providers and accounts; nil means
+// not set (inherit), 0 means no limit.
+type rawLimits struct {
+	RateLimitPerMinute      *int `hcl:"rate_limit_per_minute,optional"`
+	RateLimitBurst          *int `hcl:"rate_limit_burst,optional"`
+	DailyMessageLimit       *int `hcl:"daily_message_limit,optional"`
+	DailyRecipientLimit     *int `hcl:"daily_recipient_limit,optional"`
+	MaxRecipientsPerMessage *int `hcl:"max_recipients_per_message,optional"`
+}
+
+// apply overlays the set values of r on base.
+func (d *decoder) applyLimits(body hcl.Body, r rawLimits, base Limits, def hcl.Range) Limits {
+	set := func(name string, v *int, dst *int) {
+		if v != nil {
+			*dst = d.nonNegative(body, name, *v, def)
+		}
+	}
+	set("rate_limit_per_minute", r.RateLimitPerMinute, &base.RateLimitPerMinute)
+	set("rate_limit_burst", r.RateLimitBurst, &base.RateLimitBurst)
+	set("daily_message_limit", r.DailyMessageLimit, &base.DailyMessageLimit)
+	set("daily_recipient_limit", r.DailyRecipientLimit, &base.DailyRecipientLimit)
+	set("max_recipients_per_message", r.MaxRecipientsPerMessage, &base.MaxRecipientsPerMessage)
+	return base
+}
+
+// presetLimits are the providers' documented sending limits
+// (ARCHITECTURE.md §6), applied unless configured otherwise.
+var presetLimits = map[string]Limits{
+	PresetGoogle:    {DailyMessageLimit: 2000, MaxRecipientsPerMessage: 100},
+	PresetMicrosoft: {RateLimitPerMinute: 30, DailyRecipientLimit: 10000},
+}
+
+// presetPools: Microsoft refuses a 4th concurrent connection per mailbox
+// (432 4.3.2).
+var presetPools = map[string]PoolConfig{
+	PresetGoogle:    {MaxConnections: 10, MaxMessagesPerConnection: 100},
+	PresetMicrosoft: {MaxConnections: 3, MaxMessagesPerConnection: 100},
+	PresetCustom:    {MaxConnections: 10, MaxMessagesPerConnection: 100},
+}
+
 type rawProvider struct {
 	Preset         string   `hcl:"preset"`
 	Tenant         string   `hcl:"tenant,optional"`
@@ -54,6 +94,24 @@ type rawProvider struct {
 	ConnectTimeout string   `hcl:"connect_timeout,optional"`
 	CommandTimeout string   `hcl:"command_timeout,optional"`
 	TokenTimeout   string   `hcl:"token_timeout,optional"`
+
+	MaxConnections           *int   `hcl:"max_connections,optional"`
+	MaxMessagesPerConnection *int   `hcl:"max_messages_per_connection,optional"`
+	ConnectionIdleTimeout    string `hcl:"connection_idle_timeout,optional"`
+	ConnectionMaxAge         string `hcl:"connection_max_age,optional"`
+	ConnectionWaitTimeout    string `hcl:"connection_wait_timeout,optional"`
+	CircuitFailureThreshold  *int   `hcl:"circuit_failure_threshold,optional"`
+	CircuitOpenTimeout       string `hcl:"circuit_open_timeout,optional"`
+
+	RateLimitPerMinute      *int `hcl:"rate_limit_per_minute,optional"`
+	RateLimitBurst          *int `hcl:"rate_limit_burst,optional"`
+	DailyMessageLimit       *int `hcl:"daily_message_limit,optional"`
+	DailyRecipientLimit     *int `hcl:"daily_recipient_limit,optional"`
+	MaxRecipientsPerMessage *int `hcl:"max_recipients_per_message,optional"`
+}
+
+func (r rawProvider) limits() rawLimits {
+	return rawLimits{r.RateLimitPerMinute, r.RateLimitBurst, r.DailyMessageLimit, r.DailyRecipientLimit, r.MaxRecipientsPerMessage}
 }
 
 func (d *decoder) provider(b *hcl.Block) *Provider {
@@ -132,6 +190,26 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 	if p.CAFile != "" {
 		d.caFile(body, "ca_file", p.CAFile, def)
 	}
+	p.Limits = d.applyLimits(body, raw.limits(), presetLimits[p.Preset], def)
+	p.Pool = presetPools[p.Preset]
+	if raw.MaxConnections != nil {
+		p.Pool.MaxConnections = d.nonNegative(body, "max_connections", *raw.MaxConnections, def)
+	}
+	if raw.MaxMessagesPerConnection != nil {
+		p.Pool.MaxMessagesPerConnection = d.nonNegative(body, "max_messages_per_connection", *raw.MaxMessagesPerConnection, def)
+	}
+	p.Pool.IdleTimeout = d.duration(body, "connection_idle_timeout", raw.ConnectionIdleTimeout, def, DefaultConnectionIdleTimeout)
+	p.Pool.MaxAge = d.duration(body, "connection_max_age", raw.ConnectionMaxAge, def, DefaultConnectionMaxAge)
+	p.Pool.WaitTimeout = d.duration(body, "connection_wait_timeout", raw.ConnectionWaitTimeout, def, DefaultConnectionWaitTimeout)
+	p.Circuit = CircuitConfig{FailureThreshold: DefaultCircuitFailureThreshold}
+	if raw.CircuitFailureThreshold != nil {
+		if *raw.CircuitFailureThreshold < 1 {
+			d.errorf(attrRange(body, "circuit_failure_threshold", def), "Invalid value", "circuit_failure_threshold must be at least 1.")
+		} else {
+			p.Circuit.FailureThreshold = *raw.CircuitFailureThreshold
+		}
+	}
+	p.Circuit.OpenTimeout = d.duration(body, "circuit_open_timeout", raw.CircuitOpenTimeout, def, DefaultCircuitOpenTimeout)
 	return p
 }
 
@@ -146,13 +224,15 @@ func (d *decoder) tokenURL(body hcl.Body, raw string, def hcl.Range) {
 }
 
 type rawAccount struct {
-	Address             string   `hcl:"address,label"`
-	RefreshToken        *string  `hcl:"refresh_token,optional"`
-	RateLimitPerMinute  int      `hcl:"rate_limit_per_minute,optional"`
-	RateLimitBurst      int      `hcl:"rate_limit_burst,optional"`
-	DailyMessageLimit   int      `hcl:"daily_message_limit,optional"`
-	DailyRecipientLimit int      `hcl:"daily_recipient_limit,optional"`
-	Body                hcl.Body `hcl:",body"`
+	Address                 string   `hcl:"address,label"`
+	RefreshToken            *string  `hcl:"refresh_token,optional"`
+	RateLimitPerMinute      *int     `hcl:"rate_limit_per_minute,optional"`
+	RateLimitBurst          *int     `hcl:"rate_limit_burst,optional"`
+	DailyMessageLimit       *int     `hcl:"daily_message_limit,optional"`
+	DailyRecipientLimit     *int     `hcl:"daily_recipient_limit,optional"`
+	MaxRecipientsPerMessage *int     `hcl:"max_recipients_per_message,optional"`
+	MaxConnections          *int     `hcl:"max_connections,optional"`
+	Body                    hcl.Body `hcl:",body"`
 }
 
 type rawClient struct {
@@ -272,14 +352,19 @@ func (d *decoder) account(g *AccountGroup, ra rawAccount, labelRange hcl.Range, 
 	}
 	seen[addr] = labelRange
 	a := &Account{
-		Address:             addr,
-		Group:               g,
-		RefreshToken:        d.secret(ra.Body, "refresh_token", ra.RefreshToken, labelRange),
-		RateLimitPerMinute:  d.nonNegative(ra.Body, "rate_limit_per_minute", ra.RateLimitPerMinute, labelRange),
-		RateLimitBurst:      d.nonNegative(ra.Body, "rate_limit_burst", ra.RateLimitBurst, labelRange),
-		DailyMessageLimit:   d.nonNegative(ra.Body, "daily_message_limit", ra.DailyMessageLimit, labelRange),
-		DailyRecipientLimit: d.nonNegative(ra.Body, "daily_recipient_limit", ra.DailyRecipientLimit, labelRange),
-		DefRange:            labelRange,
+		Address:      addr,
+		Group:        g,
+		RefreshToken: d.secret(ra.Body, "refresh_token", ra.RefreshToken, labelRange),
+		DefRange:     labelRange,
+	}
+	var base Limits
+	if g.Provider != nil {
+		base = g.Provider.Limits
+		a.MaxConnections = g.Provider.Pool.MaxConnections
+	}
+	a.Limits = d.applyLimits(ra.Body, rawLimits{ra.RateLimitPerMinute, ra.RateLimitBurst, ra.DailyMessageLimit, ra.DailyRecipientLimit, ra.MaxRecipientsPerMessage}, base, labelRange)
+	if ra.MaxConnections != nil {
+		a.MaxConnections = d.nonNegative(ra.Body, "max_connections", *ra.MaxConnections, labelRange)
 	}
 	switch g.Flow {
 	case FlowRefreshToken:
