@@ -5,10 +5,12 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics are the submission side's Prometheus collectors. Labels carry
 // names from the configuration, never message content or credentials.
 type Metrics struct {
-	messages       *prometheus.CounterVec
-	duration       *prometheus.HistogramVec
-	activeSessions *prometheus.GaugeVec
-	authFailures   *prometheus.CounterVec
+	messages          *prometheus.CounterVec
+	duration          *prometheus.HistogramVec
+	activeSessions    *prometheus.GaugeVec
+	authFailures      *prometheus.CounterVec
+	circuitRejections *prometheus.CounterVec
+	limitRejections   *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -32,9 +34,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "oauthrelay_auth_failures_total",
 			Help: "Failed local SMTP AUTH attempts, by listener.",
 		}, []string{"listener"}),
+		circuitRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_circuit_rejections_total",
+			Help: "Messages refused at once (451 4.4.1) because a circuit was open, by scope (account, provider).",
+		}, []string{"scope"}),
+		limitRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_limit_rejections_total",
+			Help: "Messages or recipients refused by an account's sending limit, by account and limit.",
+		}, []string{"account", "limit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.duration, m.activeSessions, m.authFailures)
+		reg.MustRegister(m.messages, m.duration, m.activeSessions, m.authFailures, m.circuitRejections, m.limitRejections)
 	}
 	return m
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
 
@@ -30,6 +31,8 @@ type ListenerSettings struct {
 	// Closing, once set, makes sessions answer 421 4.3.2 to new commands
 	// (the shutdown deadline passed).
 	Closing *atomic.Bool
+	// PerIP throttles AUTH after repeated failures from one address.
+	PerIP *limits.PerIP
 }
 
 // Backend creates sessions for one listener. All listeners share the
@@ -88,14 +91,12 @@ type Session struct {
 
 var _ smtp.AuthSession = (*Session)(nil)
 
-// transaction is one MAIL...DATA exchange relayed to the upstream.
-type transaction struct {
-	id      string
-	account *Account
-	from    string
-	rcpts   []string
-	up      *upstream.Conn
-	started time.Time
+func (s *Session) remoteIP() string {
+	host, _, err := net.SplitHostPort(s.remote)
+	if err != nil {
+		return s.remote
+	}
+	return host
 }
 
 func (s *Session) tlsActive() bool {
@@ -138,6 +139,10 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 	if !s.plaintextAuthAllowed() {
 		return nil, errEncryptionRequired
 	}
+	if s.b.lis.PerIP != nil && s.b.lis.PerIP.AuthBlocked(s.remoteIP(), time.Now()) {
+		s.log.Warn("AUTH refused: too many recent failures from this address")
+		return nil, errAuthThrottled
+	}
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {
@@ -156,8 +161,14 @@ func (s *Session) authenticate(username, password string) error {
 	c, err := s.st.authenticate(username, password)
 	if err != nil {
 		s.b.lis.Metrics.authFailures.WithLabelValues(s.b.lis.Name).Inc()
+		if s.b.lis.PerIP != nil {
+			s.b.lis.PerIP.AuthFailed(s.remoteIP(), time.Now())
+		}
 		s.log.Warn("local authentication failed", "client", printable(username))
 		return err
+	}
+	if s.b.lis.PerIP != nil {
+		s.b.lis.PerIP.AuthSucceeded(s.remoteIP())
 	}
 	s.client = c
 	s.log = s.log.With("client", c.Name)
@@ -165,8 +176,9 @@ func (s *Session) authenticate(username, password string) error {
 	return nil
 }
 
-// Mail implements smtp.Session: check the sender, then open the upstream
-// transaction so that token and connection problems surface here.
+// Mail implements smtp.Session: check the sender, the account's circuit
+// breakers and sending limits, then start the upstream transaction so that
+// token and connection problems surface here.
 func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.b.lis.Closing.Load() {
 		return errShuttingDown
@@ -181,27 +193,24 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("sender refused", "from", printable(from))
 		return errSenderNotAllowed
 	}
-	tx := &transaction{id: newMessageID(), account: acct, from: from, started: time.Now()}
-	log := s.log.With("msgid", tx.id, "account", acct.Address)
-	up, err := acct.Upstream.Open(upstream.WithMessageID(s.b.ctx, tx.id))
+	tx := &transaction{s: s, id: newMessageID(), account: acct, from: from, started: time.Now()}
+	if opts != nil {
+		tx.opts = &smtp.MailOptions{Size: opts.Size, Body: opts.Body}
+	}
+	tx.log = s.log.With("msgid", tx.id, "account", acct.Address)
+	if err := tx.admit(); err != nil {
+		return err
+	}
+	err := tx.withConn(func(c *upstream.Conn) error { return c.Mail(from, tx.opts) })
 	if err != nil {
 		reply := upstreamReply(err)
 		s.count(tx, reply.Code)
-		log.Error("upstream session failed", "error", err.Error(), "reply", reply.Code)
+		tx.log.Warn("upstream transaction not started", "error", err.Error(), "reply", reply.Code)
+		tx.finish(err)
+		tx.release()
 		return reply
 	}
-	var mo *smtp.MailOptions
-	if opts != nil {
-		mo = &smtp.MailOptions{Size: opts.Size, Body: opts.Body}
-	}
-	if err := up.Mail(from, mo); err != nil {
-		up.Close()
-		reply := upstreamReply(err)
-		s.count(tx, reply.Code)
-		log.Warn("upstream refused the sender", "error", err.Error(), "reply", reply.Code)
-		return reply
-	}
-	tx.up = up
+	tx.mailed = true
 	s.tx = tx
 	return nil
 }
@@ -216,9 +225,15 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.b.lis.Closing.Load() {
 		return errShuttingDown
 	}
-	if err := tx.up.Rcpt(to, nil); err != nil {
+	if err := tx.account.Limits.AllowRecipient(len(tx.rcpts)+1, time.Now()); err != nil {
+		le, _ := limits.IsLimit(err)
+		s.b.lis.Metrics.limitRejections.WithLabelValues(tx.account.Address, le.Kind).Inc()
+		tx.log.Warn("recipient refused by the account's limit", "limit", le.Kind, "max", le.Limit)
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients for this account (%s limit of %d); send the rest later", le.Kind, le.Limit)}
+	}
+	if err := tx.withConn(func(c *upstream.Conn) error { return c.Rcpt(to, nil) }); err != nil {
 		reply := upstreamReply(err)
-		s.log.Info("upstream refused a recipient", "msgid", tx.id, "rcpt", printable(to), "reply", reply.Code)
+		tx.log.Info("upstream refused a recipient", "rcpt", printable(to), "reply", reply.Code)
 		return reply
 	}
 	tx.rcpts = append(tx.rcpts, to)
@@ -245,27 +260,34 @@ func (s *Session) Data(r io.Reader) error {
 	if _, err := buf.ReadFrom(r); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
-			s.log.Warn("message refused", "msgid", tx.id, "reply", se.Code, "reason", se.Message)
+			tx.log.Warn("message refused", "reply", se.Code, "reason", se.Message)
 			return se
 		}
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message"}
 	}
-	log := s.log.With("msgid", tx.id, "account", tx.account.Address, "from", tx.from, "rcpts", len(tx.rcpts), "size", buf.Len())
+	log := tx.log.With("from", tx.from, "rcpts", len(tx.rcpts), "size", buf.Len())
 	if s.st.DryRun {
-		if err := tx.up.Reset(); err != nil {
+		if err := tx.withConn(func(c *upstream.Conn) error { return c.Reset() }); err != nil {
 			return upstreamReply(err)
 		}
+		tx.reset = true
 		s.b.lis.Metrics.messages.WithLabelValues(tx.account.Group, tx.account.Address, tx.account.Provider, "dry_run").Inc()
 		log.Warn("DRY RUN: message authenticated upstream and reset; NOT sent", "duration", time.Since(tx.started).Round(time.Millisecond))
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("dry run: message %s was not sent", tx.id)}
 	}
-	text, err := tx.up.Data(buf.Bytes())
+	var text string
+	err := tx.withConn(func(c *upstream.Conn) error {
+		var err error
+		text, err = c.Data(buf.Bytes())
+		return err
+	})
 	elapsed := time.Since(tx.started)
 	s.b.lis.Metrics.duration.WithLabelValues(tx.account.Provider).Observe(elapsed.Seconds())
 	dur := elapsed.Round(time.Millisecond)
 	if err != nil {
 		reply := upstreamReply(err)
 		s.count(tx, reply.Code)
+		tx.finish(err)
 		var ue *upstream.Error
 		if errors.As(err, &ue) && ue.Ambiguous {
 			log.Error("connection lost after the message was sent: delivery state unknown; answering 451 rather than resending", "error", err.Error(), "duration", dur)
@@ -274,15 +296,19 @@ func (s *Session) Data(r io.Reader) error {
 		}
 		return reply
 	}
+	tx.delivered = true
+	tx.account.Limits.Record(len(tx.rcpts), time.Now())
+	tx.finish(nil)
 	s.count(tx, 250)
 	log.Info("message relayed", "upstream_reply", printable(text), "duration", dur)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("OK: message %s accepted by the provider", tx.id)}
 }
 
-// abort ends the current upstream transaction, if any.
+// abort ends the current transaction, returning its upstream connection
+// to the pool when it can be reused.
 func (s *Session) abort() {
 	if s.tx != nil {
-		s.tx.up.Close()
+		s.tx.release()
 		s.tx = nil
 	}
 }
@@ -330,6 +356,8 @@ func upstreamReply(err error) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: "Provider: " + printable(ue.Reply.Message)}
 	case ue.Ambiguous:
 		return errAmbiguous
+	case ue.Stage == upstream.StagePool:
+		return errPoolBusy
 	case ue.Stage == upstream.StageConnect:
 		return errUpstreamUnreachable
 	}

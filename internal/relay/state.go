@@ -6,20 +6,20 @@
 package relay
 
 import (
-	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/passwd"
-	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
 
-// Opener opens an authenticated upstream connection for one mailbox;
-// implemented by *upstream.Sender.
-type Opener interface {
-	Open(ctx context.Context) (*upstream.Conn, error)
+// errLimited is the reply for a message refused by an account's limit: a
+// temporary failure, never a silent drop.
+func errLimited(le *limits.LimitError) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: fmt.Sprintf("Sending limit reached for this account (%s limit of %d); try again later", le.Kind, le.Limit)}
 }
 
 // Account is an upstream mailbox the relay can send as.
@@ -27,7 +27,12 @@ type Account struct {
 	Address  string
 	Group    string
 	Provider string
-	Upstream Opener
+	Upstream Upstream
+	// Limits are the account's sending limits (nil: none).
+	Limits *limits.AccountLimits
+	// Breaker guards the account, ProviderBreaker its provider (shared by
+	// the provider's accounts); nil disables one.
+	Breaker, ProviderBreaker *limits.Breaker
 }
 
 // Client is a local SMTP AUTH identity.
@@ -96,6 +101,9 @@ var (
 	errUpstreamUnreachable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail provider; try again later"}
 	errUpstreamLost        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost; try again later"}
 	errAmbiguous           = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost after the message was sent; it may have been delivered, check before resending"}
+	errCircuitOpen         = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "The mail provider is failing for this account; not trying for a while (circuit open), try again later"}
+	errPoolBusy            = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "All connections to the mail provider for this account are busy; try again later"}
+	errAuthThrottled       = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications from your address; try again later"}
 	errShuttingDown        = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 	errTokenUnavailable    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: cannot obtain an access token for the sending account"}
 	errUpstreamAuth        = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: the mail provider refused the relay's credentials for the sending account"}

@@ -76,6 +76,11 @@ type harnessOptions struct {
 	delegatedExtra string
 	// extraConfig is appended to the configuration.
 	extraConfig string
+	// listenerExtra and providerExtra are added to the listener and the
+	// provider block; the listener has no per-address connection cap
+	// unless listenerExtra sets one.
+	listenerExtra string
+	providerExtra string
 }
 
 // rewrite replaces the configuration file (for reloads).
@@ -153,6 +158,9 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		}
 		extra += fmt.Sprintf("vault {\n  address = %q\n  poll_interval = %q\n  %s\n}\n", o.vault.Addr, poll, auth)
 	}
+	if o.listenerExtra == "" {
+		o.listenerExtra = "max_connections_per_ip = 0"
+	}
 	if o.telemetry {
 		extra += "telemetry { address = \"127.0.0.1:0\" }\n"
 	}
@@ -166,6 +174,7 @@ listener "test" {
   max_message_size = "64KB"
   max_recipients   = 5
   %s
+  %s
 }
 provider "sandbox" {
   preset         = "custom"
@@ -175,6 +184,7 @@ provider "sandbox" {
   auth_mechanism = %q
   connect_timeout = "5s"
   command_timeout = "10s"
+  %s
 }
 account_group "delegated" {
   provider              = "sandbox"
@@ -205,7 +215,7 @@ account_group "service" {
   account %q {}
   client %q { password_hash = %q }
 }
-`, o.serverExtra, tlsLines, h.sb.Tokens.URL, smtpAddr, filepath.Join(h.dir, "ca.pem"), mech,
+`, o.serverExtra, tlsLines, o.listenerExtra, h.sb.Tokens.URL, smtpAddr, filepath.Join(h.dir, "ca.pem"), mech, o.providerExtra,
 		delegatedClientID, file("cs-delegated"), early, o.delegatedExtra,
 		alice, file("rt-"+alice), bob, file("rt-"+bob),
 		appClient, hash, restrictedClient, hash, alice,

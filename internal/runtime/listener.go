@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/limits"
 )
 
 // listener owns one listening socket. Its SMTP server is replaced on reload
@@ -29,6 +30,7 @@ type listener struct {
 	gen         *generation
 	loopWG      sync.WaitGroup
 	implicitTLS atomic.Bool // the current generation speaks TLS at once
+	perIP       *limits.PerIP
 }
 
 // generation is one configuration of a listener: a go-smtp server fed by a
@@ -199,6 +201,7 @@ func (l *listener) install(g *generation) *generation {
 	g.handoff.addr = l.ln.Addr()
 	go func() { _ = g.srv.Serve(g.handoff) }()
 	l.implicitTLS.Store(g.cfg.TLSMode == config.TLSImplicit)
+	l.perIP.Update(g.cfg.MaxConnectionsPerIP, g.cfg.MaxAuthFailures, g.cfg.AuthFailureWindow)
 	l.mu.Lock()
 	old := l.gen
 	l.gen = g

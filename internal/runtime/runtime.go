@@ -100,6 +100,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 		listeners:    map[string]*listener{},
 		deps: deps{
 			sources:  newSourcePool(),
+			keeper:   newKeeper(opts.Logger.Named("limits")),
 			log:      opts.Logger,
 			secrets:  secrets.NewMetrics(reg),
 			oauth:    oauth.NewMetrics(reg),
@@ -165,16 +166,16 @@ func (r *Runtime) Start() error {
 	}
 	gens := map[*listener]*generation{}
 	for _, lc := range cfg.Listeners {
-		g, err := r.newGeneration(lc)
-		if err != nil {
-			return fail(err)
-		}
 		ln, err := openSocket(lc.Address)
 		if err != nil {
 			return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
 		}
 		l := r.newListener(lc.Address, ln)
 		opened = append(opened, l)
+		g, err := r.newGeneration(lc, l.perIP)
+		if err != nil {
+			return fail(err)
+		}
 		gens[l] = g
 	}
 	if cfg.Telemetry.Address != "" {
@@ -201,8 +202,14 @@ func (r *Runtime) Start() error {
 }
 
 func (r *Runtime) newListener(addr string, ln net.Listener) *listener {
-	l := &listener{addr: addr, log: r.log.Named("smtp")}
-	l.ln = r.sessions.Listener(ln, func() string {
+	l := &listener{addr: addr, log: r.log.Named("smtp"), perIP: limits.NewPerIP(0, 0, 0)}
+	perIP := l.perIP.Listener(ln, func() string {
+		if l.implicitTLS.Load() {
+			return ""
+		}
+		return "421 4.7.0 Too many connections from your address, try again later\r\n"
+	})
+	l.ln = r.sessions.Listener(perIP, func() string {
 		if l.implicitTLS.Load() {
 			return "" // the client expects a TLS handshake, not text
 		}
@@ -212,7 +219,7 @@ func (r *Runtime) newListener(addr string, ln net.Listener) *listener {
 }
 
 // newGeneration prepares a server for a listener configuration.
-func (r *Runtime) newGeneration(lc *config.Listener) (*generation, error) {
+func (r *Runtime) newGeneration(lc *config.Listener, perIP *limits.PerIP) (*generation, error) {
 	tlsCfg, err := loadListenerTLS(lc)
 	if err != nil {
 		return nil, err
@@ -223,6 +230,7 @@ func (r *Runtime) newGeneration(lc *config.Listener) (*generation, error) {
 		AllowInsecureAuth: lc.AllowInsecureAuth,
 		Metrics:           r.relayMetrics,
 		Closing:           &r.closing,
+		PerIP:             perIP,
 	}, log)
 	srv := smtp.NewServer(be)
 	srv.Domain = r.current.Load().cfg.Server.Hostname
@@ -292,21 +300,20 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	wanted := map[string]bool{}
 	for _, lc := range cfg.Listeners {
 		wanted[lc.Address] = true
-		g, err := r.newGeneration(lc)
+		l, isNew := r.listeners[lc.Address], false
+		if l == nil {
+			ln, err := openSocket(lc.Address)
+			if err != nil {
+				return abort(fmt.Errorf("listener %q: %w", lc.Name, err))
+			}
+			l, isNew = r.newListener(lc.Address, ln), true
+			opened = append(opened, l)
+		}
+		g, err := r.newGeneration(lc, l.perIP)
 		if err != nil {
 			return abort(err)
 		}
-		if l := r.listeners[lc.Address]; l != nil {
-			changes = append(changes, change{l: l, g: g})
-			continue
-		}
-		ln, err := openSocket(lc.Address)
-		if err != nil {
-			return abort(fmt.Errorf("listener %q: %w", lc.Name, err))
-		}
-		l := r.newListener(lc.Address, ln)
-		opened = append(opened, l)
-		changes = append(changes, change{l: l, g: g, isNew: true})
+		changes = append(changes, change{l: l, g: g, isNew: isNew})
 	}
 	if cfg.Telemetry.Address != r.telemAddr && cfg.Telemetry.Address != "" {
 		var err error
@@ -366,7 +373,8 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	r.metrics.reloadSucceeded(time.Now())
 	r.log.Info("configuration reloaded", "listeners_kept", kept, "listeners_added", added, "listeners_removed", removed,
 		"accounts", len(nb.state.Accounts), "clients", len(nb.state.Clients), "took", time.Since(began).Round(time.Millisecond))
-	go r.retireState(old)
+	stale := append(r.deps.keeper.prune(cfg), nb.replaced...)
+	go r.retireState(old, stale)
 	return nil
 }
 
@@ -392,18 +400,22 @@ func (r *Runtime) retire(g *generation) {
 	}()
 }
 
-// retireState waits for the sessions of a replaced State to end.
-func (r *Runtime) retireState(old *built) {
+// retireState waits for the sessions of a replaced State to end, then
+// closes the upstream pools only it used.
+func (r *Runtime) retireState(old *built, stale []*upstream.Pool) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for old.state.ActiveSessions() > 0 {
 		select {
 		case <-t.C:
 		case <-r.workCtx.Done():
-			return
+			return // Shutdown closes every pool
 		}
 	}
-	r.log.Debug("previous configuration retired: its last session ended")
+	for _, p := range stale {
+		p.Close()
+	}
+	r.log.Debug("previous configuration retired: its last session ended", "pools_closed", len(stale))
 }
 
 // ListenerAddr returns the bound address of a listener, by name.
@@ -485,6 +497,9 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	}
 	r.cancelWork()
 	r.retireWG.Wait()
+	for _, p := range r.deps.keeper.allPools() {
+		p.Close() // QUIT to every idle upstream connection
+	}
 	r.current.Load().stopBackground()
 	if ts != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/relay"
 	"github.com/oauthrelay/oauthrelay/internal/secrets"
@@ -27,6 +28,7 @@ import (
 // are registered once per process.
 type deps struct {
 	sources  *sourcePool
+	keeper   *keeper
 	log      hclog.Logger
 	secrets  *secrets.Metrics
 	oauth    *oauth.Metrics
@@ -49,6 +51,12 @@ type built struct {
 	sources    map[string]*oauth.Source // by credential name
 	sourceKeys map[string]string        // what each source was built from
 	users      map[string][]*oauth.Source
+	// replaced are pools a reload swapped out for new ones (changed
+	// connection settings); closed once the old sessions ended.
+	replaced []*upstream.Pool
+	pools    map[string]*upstream.Pool   // by account
+	refPools map[string][]*upstream.Pool // secret reference -> pools of accounts using it
+	breakers map[string]*limits.Breaker
 }
 
 // build logs in to Vault when configured, resolves secrets, and constructs
@@ -63,6 +71,9 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 		cfg:        cfg,
 		users:      map[string][]*oauth.Source{},
 		sources:    map[string]*oauth.Source{},
+		pools:      map[string]*upstream.Pool{},
+		refPools:   map[string][]*upstream.Pool{},
+		breakers:   map[string]*limits.Breaker{},
 		sourceKeys: map[string]string{},
 		state: &relay.State{
 			Hostname: cfg.Server.Hostname,
@@ -198,11 +209,39 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 			if src == nil {
 				src = source(a.Address, a.Address, a.RefreshToken)
 			}
+			sender := upstream.NewSender(pr.smtp, a.Address, src, upLog.With("account", a.Address, "provider", g.ProviderName))
+			pc := g.Provider.Pool
+			var prevPool *upstream.Pool
+			if prev != nil {
+				prevPool = prev.pools[a.Address]
+			}
+			pool, _ := d.keeper.pool(a.Address, g.Provider, sender, upstream.PoolSettings{
+				MaxConnections:           a.MaxConnections,
+				MaxMessagesPerConnection: pc.MaxMessagesPerConnection,
+				IdleTimeout:              pc.IdleTimeout,
+				MaxAge:                   pc.MaxAge,
+				WaitTimeout:              pc.WaitTimeout,
+			})
+			if prevPool != nil && prevPool != pool {
+				b.replaced = append(b.replaced, prevPool)
+			}
+			b.pools[a.Address] = pool
+			for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, a.RefreshToken} {
+				if r.IsSet() && r.Scheme != config.SecretLiteral {
+					b.refPools[r.String()] = append(b.refPools[r.String()], pool)
+				}
+			}
+			acctBreaker := d.keeper.breaker("account", a.Address, g.Provider.Circuit)
+			provBreaker := d.keeper.breaker("provider", g.ProviderName, g.Provider.Circuit)
+			b.breakers["account:"+a.Address], b.breakers["provider:"+g.ProviderName] = acctBreaker, provBreaker
 			b.state.Accounts[a.Address] = &relay.Account{
-				Address:  a.Address,
-				Group:    g.Name,
-				Provider: g.ProviderName,
-				Upstream: upstream.NewSender(pr.smtp, a.Address, src, upLog.With("account", a.Address, "provider", g.ProviderName)),
+				Address:         a.Address,
+				Group:           g.Name,
+				Provider:        g.ProviderName,
+				Upstream:        pool,
+				Limits:          d.keeper.limitsFor(a.Address, a.Limits),
+				Breaker:         acctBreaker,
+				ProviderBreaker: provBreaker,
 			}
 		}
 		for _, c := range g.Clients {
@@ -301,6 +340,11 @@ func (b *built) rotated(changed []config.SecretRef) {
 	for _, ref := range changed {
 		for _, src := range b.users[ref.String()] {
 			src.Reset()
+		}
+		// Pooled sessions authenticated with the old credentials are
+		// closed too, so the new ones are in use at once.
+		for _, p := range b.refPools[ref.String()] {
+			p.Flush()
 		}
 	}
 }

@@ -19,6 +19,7 @@ const (
 	StageRcpt    Stage = "rcpt"
 	StageData    Stage = "data"
 	StageReset   Stage = "reset"
+	StagePool    Stage = "pool" // no free connection in time
 )
 
 // Error is a failed upstream step. Reply is set when the provider answered

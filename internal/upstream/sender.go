@@ -112,7 +112,8 @@ func (s *Sender) Open(ctx context.Context) (*Conn, error) {
 			m.dials.WithLabelValues(s.set.Provider, "success").Inc()
 			m.reply(s.set.Provider, StageAuth, 235)
 			m.connections.WithLabelValues(s.set.Provider, "in_use").Inc()
-			return &Conn{c: c, log: s.log, provider: s.set.Provider, m: m}, nil
+			now := time.Now()
+			return &Conn{c: c, log: s.log, provider: s.set.Provider, m: m, created: now, lastUsed: now, state: "in_use"}, nil
 		}
 		m.dials.WithLabelValues(s.set.Provider, "auth_error").Inc()
 		if r := replyOf(err); r != nil {
@@ -210,6 +211,11 @@ type Conn struct {
 	provider string
 	m        *Metrics
 	closed   bool
+	// Pool bookkeeping.
+	created, lastUsed time.Time
+	messages          int
+	epoch             int    // the pool's epoch when opened
+	state             string // "in_use" or "idle", for the connections gauge
 	// broken is set once the connection failed below the SMTP layer; it
 	// must not be reused.
 	broken bool
@@ -269,6 +275,7 @@ func (c *Conn) Data(msg []byte) (string, error) {
 		return "", e
 	}
 	c.m.reply(c.provider, StageData, 250)
+	c.messages++
 	return resp.StatusText, nil
 }
 
@@ -280,6 +287,18 @@ func (c *Conn) Reset() error {
 	return nil
 }
 
+func (c *Conn) setState(state string) {
+	c.m.connections.WithLabelValues(c.provider, c.state).Dec()
+	c.state = state
+	c.m.connections.WithLabelValues(c.provider, state).Inc()
+}
+
+func (c *Conn) inUse()   { c.setState("in_use") }
+func (c *Conn) idleNow() { c.lastUsed = time.Now(); c.setState("idle") }
+
+// Messages returns how many messages the connection delivered.
+func (c *Conn) Messages() int { return c.messages }
+
 // Broken reports whether the connection can no longer be used.
 func (c *Conn) Broken() bool { return c.broken }
 
@@ -290,7 +309,7 @@ func (c *Conn) Close() {
 		return
 	}
 	c.closed = true
-	c.m.connections.WithLabelValues(c.provider, "in_use").Dec()
+	c.m.connections.WithLabelValues(c.provider, c.state).Dec()
 	if !c.broken {
 		c.c.CommandTimeout = 5 * time.Second
 		if c.c.Quit() == nil {
