@@ -66,6 +66,8 @@ type SMTPServer struct {
 	authFailures  int
 	authSuccesses int
 	connections   int
+	mails         int
+	live          map[*sinkSession]struct{}
 	changed       chan struct{}
 }
 
@@ -92,6 +94,7 @@ func newSMTPServer(ca *CA, tokens *TokenServer, implicit bool, log hclog.Logger)
 		disabled:    map[string]bool{},
 		sessions:    map[string]int{},
 		peakPerUser: map[string]int{},
+		live:        map[*sinkSession]struct{}{},
 		changed:     make(chan struct{}),
 	}
 	s.srv = smtp.NewServer(s)
@@ -169,11 +172,33 @@ func (s *SMTPServer) Messages() []Message {
 	return append([]Message(nil), s.messages...)
 }
 
-// Counts returns authentication successes and failures and connections.
+// Counts returns authentication successes and failures, and connections
+// that completed TLS.
 func (s *SMTPServer) Counts() (authOK, authFailed, connections int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.authSuccesses, s.authFailures, s.connections
+}
+
+// MailCommands returns how many MAIL commands reached the server.
+func (s *SMTPServer) MailCommands() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mails
+}
+
+// CloseAllConnections drops every open session without a word, as a
+// provider does with idle connections it times out.
+func (s *SMTPServer) CloseAllConnections() {
+	s.mu.Lock()
+	live := make([]*sinkSession, 0, len(s.live))
+	for ss := range s.live {
+		live = append(live, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range live {
+		ss.conn.Conn().Close()
+	}
 }
 
 // WaitMessages blocks until at least n messages were accepted or the
@@ -205,10 +230,16 @@ func (s *SMTPServer) MessagesJSON() []byte {
 
 // NewSession implements smtp.Backend.
 func (s *SMTPServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	ss := &sinkSession{srv: s, conn: c}
 	s.mu.Lock()
-	s.connections++
+	// go-smtp starts a new session after STARTTLS; count connections once,
+	// when TLS is up.
+	if _, tls := c.TLSConnectionState(); tls {
+		s.connections++
+	}
+	s.live[ss] = struct{}{}
 	s.mu.Unlock()
-	return &sinkSession{srv: s, conn: c}, nil
+	return ss, nil
 }
 
 type sinkSession struct {
@@ -286,6 +317,7 @@ func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
 	s := ss.srv
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.mails++
 	if len(s.mailReplies) > 0 {
 		r := s.mailReplies[0]
 		s.mailReplies = s.mailReplies[1:]
@@ -341,13 +373,14 @@ var errDropConnection = fmt.Errorf("sandbox: dropping connection after DATA")
 func (ss *sinkSession) Reset() { ss.from, ss.to = "", nil }
 
 func (ss *sinkSession) Logout() error {
+	s := ss.srv
+	s.mu.Lock()
+	delete(s.live, ss)
 	if ss.user != "" {
-		s := ss.srv
-		s.mu.Lock()
 		s.sessions[ss.user]--
-		s.mu.Unlock()
 		ss.user = ""
 	}
+	s.mu.Unlock()
 	return nil
 }
 

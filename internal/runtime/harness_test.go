@@ -81,6 +81,8 @@ type harnessOptions struct {
 	// unless listenerExtra sets one.
 	listenerExtra string
 	providerExtra string
+	// aliceExtra is added to alice's account block.
+	aliceExtra string
 }
 
 // rewrite replaces the configuration file (for reloads).
@@ -192,7 +194,10 @@ account_group "delegated" {
   client_secret         = %q
   refresh_before_expiry = %q
   %s
-  account %q { refresh_token = %q }
+  account %q {
+    refresh_token = %q
+    %s
+  }
   account %q { refresh_token = %q }
   client %q { password_hash = %q }
   client %q {
@@ -217,7 +222,7 @@ account_group "service" {
 }
 `, o.serverExtra, tlsLines, o.listenerExtra, h.sb.Tokens.URL, smtpAddr, filepath.Join(h.dir, "ca.pem"), mech, o.providerExtra,
 		delegatedClientID, file("cs-delegated"), early, o.delegatedExtra,
-		alice, file("rt-"+alice), bob, file("rt-"+bob),
+		alice, file("rt-"+alice), o.aliceExtra, bob, file("rt-"+bob),
 		appClient, hash, restrictedClient, hash, alice,
 		appOnlyClientID, file("cs-app-only"), carol, printerClient, hash,
 		file("sa-key.json"), dave, saClient, hash)

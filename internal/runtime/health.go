@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"strings"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
@@ -23,6 +24,9 @@ type accountStatus struct {
 	TokenExpiry *time.Time `json:"token_expiry,omitempty"`
 	LastRefresh *time.Time `json:"last_refresh,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
+	Circuit     string     `json:"circuit"` // closed, half-open, open
+	// QuotaUsed is the share used of each rolling 24-hour quota.
+	QuotaUsed map[string]float64 `json:"quota_used,omitempty"`
 }
 
 // ready reports readiness for /health/ready: configuration loaded and
@@ -48,10 +52,26 @@ func (r *Runtime) ready() (bool, any) {
 			}
 			if st.Failing {
 				as.TokenState, as.LastError = "failing", st.LastError
-				degraded++
 			}
 		}
+		if ra := b.state.Accounts[a.Address]; ra != nil {
+			if ra.Breaker != nil {
+				as.Circuit = ra.Breaker.State()
+			}
+			if u := ra.Limits.Usage(time.Now()); len(u) > 0 {
+				as.QuotaUsed = u
+			}
+		}
+		if as.TokenState == "failing" || as.Circuit == "open" || as.Circuit == "half-open" {
+			degraded++
+		}
 		accounts[a.Address] = as
+	}
+	providers := map[string]string{}
+	for id, br := range b.breakers {
+		if name, ok := strings.CutPrefix(id, "provider:"); ok {
+			providers[name] = br.State()
+		}
 	}
 	ready := listening > 0 && listening == len(b.cfg.Listeners) && !r.closing.Load()
 	if b.cfg.Telemetry.ReadyRequiresAllAccounts && degraded > 0 {
@@ -69,6 +89,7 @@ func (r *Runtime) ready() (bool, any) {
 		"listeners":         listening,
 		"degraded_accounts": degraded,
 		"accounts":          accounts,
+		"provider_circuits": providers,
 		"config_files":      b.cfg.Files,
 	}
 	if configured, up, expiry := b.store.VaultStatus(); configured {

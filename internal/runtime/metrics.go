@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,8 @@ type runtimeMetrics struct {
 	failing      *prometheus.Desc
 	sessionsDesc *prometheus.Desc
 	rejected     *prometheus.Desc
+	circuit      *prometheus.Desc
+	quota        *prometheus.Desc
 	r            *Runtime
 }
 
@@ -55,6 +58,10 @@ func newRuntimeMetrics(reg prometheus.Registerer, r *Runtime, version string) *r
 			"Client sessions holding a slot of the global concurrency cap.", nil, nil),
 		rejected: prometheus.NewDesc("oauthrelay_sessions_rejected_total",
 			"Connections refused with 421 4.3.2 because the global concurrency cap was reached.", nil, nil),
+		circuit: prometheus.NewDesc("oauthrelay_circuit_state",
+			"Circuit breaker state: 0 closed, 1 half-open, 2 open; by scope (account, provider) and name.", []string{"scope", "name"}, nil),
+		quota: prometheus.NewDesc("oauthrelay_quota_usage_ratio",
+			"Share of an account's rolling 24-hour quota used (1 = exhausted), by account and quota (daily_messages, daily_recipients).", []string{"account", "quota"}, nil),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "oauthrelay_build_info",
@@ -85,6 +92,8 @@ func (m *runtimeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.failing
 	ch <- m.sessionsDesc
 	ch <- m.rejected
+	ch <- m.circuit
+	ch <- m.quota
 }
 
 // Collect implements prometheus.Collector.
@@ -94,6 +103,16 @@ func (m *runtimeMetrics) Collect(ch chan<- prometheus.Metric) {
 	b := m.r.current.Load()
 	if b == nil {
 		return
+	}
+	for id, br := range b.breakers {
+		scope, name, _ := strings.Cut(id, ":")
+		ch <- prometheus.MustNewConstMetric(m.circuit, prometheus.GaugeValue, br.StateValue(), scope, name)
+	}
+	now := time.Now()
+	for addr, a := range b.state.Accounts {
+		for kind, used := range a.Limits.Usage(now) {
+			ch <- prometheus.MustNewConstMetric(m.quota, prometheus.GaugeValue, used, addr, kind)
+		}
 	}
 	for _, a := range b.cfg.Accounts() {
 		src := b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]
