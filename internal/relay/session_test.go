@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -68,5 +69,31 @@ func TestLoginServer(t *testing.T) {
 	}
 	if _, done, err := l.Next([]byte("pw")); !done || err != nil || gotUser != "app" || gotPass != "pw" {
 		t.Fatalf("step 3: %v %v %q %q", done, err, gotUser, gotPass)
+	}
+}
+
+func TestAuthCache(t *testing.T) {
+	c := newAuthCache()
+	now := time.Now()
+	c.remember("app", "right", "$hash1", now)
+	tests := []struct {
+		name, user, pw, hash string
+		at                   time.Time
+		want                 bool
+	}{
+		{"same password", "app", "right", "$hash1", now, true},
+		{"wrong password", "app", "wrong", "$hash1", now, false},
+		{"other user", "other", "right", "$hash1", now, false},
+		{"hash changed in the config", "app", "right", "$hash2", now, false},
+		{"expired", "app", "right", "$hash1", now.Add(authCacheTTL + time.Second), false},
+	}
+	for _, tc := range tests {
+		if got := c.check(tc.user, tc.pw, tc.hash, tc.at); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	var none *authCache
+	if none.check("app", "right", "$hash1", now) {
+		t.Error("nil cache matched")
 	}
 }

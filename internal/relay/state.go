@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -55,6 +56,18 @@ type State struct {
 	Accounts map[string]*Account
 
 	active atomic.Int64 // sessions using this State
+	auth   *authCache
+}
+
+// SetAuthCache shares the cache of recent logins with a previous State, so
+// a reload does not make every client pay a hash computation again; nil
+// starts a new one.
+func (st *State) SetAuthCache(prev *State) {
+	if prev != nil && prev.auth != nil {
+		st.auth = prev.auth
+		return
+	}
+	st.auth = newAuthCache()
 }
 
 func (st *State) acquire() { st.active.Add(1) }
@@ -82,9 +95,14 @@ func (st *State) authenticate(username, password string) (*Client, error) {
 	if hash == "" {
 		return nil, errBadCredentials
 	}
+	now := time.Now()
+	if ok && st.auth.check(username, password, hash, now) {
+		return c, nil
+	}
 	if err := passwd.Verify(hash, password); err != nil || !ok {
 		return nil, errBadCredentials
 	}
+	st.auth.remember(username, password, hash, now)
 	return c, nil
 }
 

@@ -252,6 +252,11 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 			b.state.Clients[c.Name] = rc
 		}
 	}
+	var prevState *relay.State
+	if prev != nil {
+		prevState = prev.state
+	}
+	b.state.SetAuthCache(prevState)
 	store.Subscribe(b.rotated)
 	d.sources.prune()
 	return b, nil
