@@ -11,7 +11,7 @@ TESTFLAGS ?= -race -count=1 -timeout 15m
 # module, so Vault's dependencies never enter go.mod); ~4 minutes when new.
 VAULT_BIN := $(shell $(GO) env GOPATH)/bin/vault-dev
 
-.PHONY: help build run test lint vault
+.PHONY: help build run test lint vault bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ run: build ## Start the relay in front of the embedded sandbox provider (oauthre
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+bench: build ## Measure the relay against the direct path (writes bench-results.json)
+	$(GO) run ./cmd/oauthrelay-bench -relay $(BIN) -out bench-results.json
 
 vault: ## Build the Vault dev server used by the tests (skipped when present)
 	@if "$(VAULT_BIN)" version >/dev/null 2>&1; then \

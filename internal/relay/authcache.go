@@ -6,6 +6,10 @@ import (
 	"crypto/sha256"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/oauthrelay/oauthrelay/internal/passwd"
 )
 
 // authCache remembers recent successful local logins, so that clients that
@@ -17,6 +21,9 @@ import (
 type authCache struct {
 	key [32]byte
 	ttl time.Duration
+	// sf makes simultaneous logins with the same credentials (a burst of
+	// connections from one application) share one hash computation.
+	sf singleflight.Group
 
 	mu      sync.Mutex
 	entries map[string]authEntry
@@ -49,6 +56,17 @@ func (c *authCache) mac(username, password string) [32]byte {
 	var out [32]byte
 	copy(out[:], m.Sum(nil))
 	return out
+}
+
+// verify checks password against hash, sharing the work among concurrent
+// identical attempts.
+func (c *authCache) verify(username, password, hash string) error {
+	if c == nil {
+		return passwd.Verify(hash, password)
+	}
+	m := c.mac(username, password)
+	_, err, _ := c.sf.Do(string(m[:])+hash, func() (any, error) { return nil, passwd.Verify(hash, password) })
+	return err
 }
 
 // check reports whether username/password was verified recently against

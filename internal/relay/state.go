@@ -14,7 +14,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/oauthrelay/oauthrelay/internal/limits"
-	"github.com/oauthrelay/oauthrelay/internal/passwd"
 )
 
 // errLimited is the reply for a message refused by an account's limit: a
@@ -99,7 +98,7 @@ func (st *State) authenticate(username, password string) (*Client, error) {
 	if ok && st.auth.check(username, password, hash, now) {
 		return c, nil
 	}
-	if err := passwd.Verify(hash, password); err != nil || !ok {
+	if err := st.auth.verify(username, password, hash); err != nil || !ok {
 		return nil, errBadCredentials
 	}
 	st.auth.remember(username, password, hash, now)

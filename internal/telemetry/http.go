@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"regexp"
 	"sort"
 	"sync"
@@ -101,6 +103,14 @@ func Listen(addr string, reg *Registry, ready ReadyFunc, extra map[string]http.H
 		}
 		writeJSON(w, status, body)
 	})
+	if os.Getenv("OAUTHRELAY_PPROF") == "1" {
+		// Profiling for performance work; off unless asked for, since it
+		// exposes internals on the telemetry port.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	for pattern, h := range extra {
 		mux.Handle(pattern, h)
 	}

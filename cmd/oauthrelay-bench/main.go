@@ -1,0 +1,617 @@
+// Command oauthrelay-bench measures the relay against the direct path to
+// the provider, in the same run, on loopback: it starts the sandbox
+// provider (token endpoint and SMTP server) in-process and the built relay
+// binary as a child process, then drives both with concurrent SMTP
+// clients. It prints one table and writes it as JSON for comparing runs.
+//
+//	make bench        (or: go run ./cmd/oauthrelay-bench -relay bin/oauthrelay)
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
+	"github.com/oauthrelay/oauthrelay/internal/oauth"
+	"github.com/oauthrelay/oauthrelay/internal/passwd"
+	"github.com/oauthrelay/oauthrelay/internal/upstream"
+)
+
+const (
+	account  = "bench@example.com"
+	clientID = "bench-client"
+	password = "bench-password"
+	body     = "Subject: benchmark\r\nFrom: bench@example.com\r\n\r\nA short benchmark message body.\r\n"
+)
+
+type scenario struct {
+	Name       string  `json:"name"`
+	Clients    int     `json:"clients"`
+	Messages   int     `json:"messages"`
+	Errors     int     `json:"errors"`
+	PerSecond  float64 `json:"msgs_per_second"`
+	P50ms      float64 `json:"p50_ms"`
+	P99ms      float64 `json:"p99_ms"`
+	RelayRatio float64 `json:"relay_to_direct_ratio,omitempty"`
+	// Relay process cost over the scenario (relay scenarios only).
+	CPUSecondsPer1000 float64 `json:"relay_cpu_seconds_per_1000,omitempty"`
+	RelayRSSMB        float64 `json:"relay_rss_mb,omitempty"`
+}
+
+type idleResult struct {
+	Accounts  int     `json:"accounts"`
+	RSSMB     float64 `json:"idle_rss_mb"`
+	LoadMs    float64 `json:"start_to_listening_ms"`
+	ReloadMs  float64 `json:"reload_ms"`
+	ConfigKiB float64 `json:"config_kib"`
+}
+
+type report struct {
+	Date          string       `json:"date"`
+	Clients       int          `json:"clients"`
+	Duration      string       `json:"duration_per_scenario"`
+	Scenarios     []scenario   `json:"scenarios"`
+	TokenRequests int          `json:"token_requests_for_the_account"`
+	TokenTTL      string       `json:"access_token_lifetime"`
+	Idle          []idleResult `json:"idle"`
+	Targets       []target     `json:"targets"`
+}
+
+type target struct {
+	What string `json:"what"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+func main() {
+	relayBin := flag.String("relay", "bin/oauthrelay", "relay binary to measure")
+	clients := flag.Int("clients", 16, "concurrent SMTP clients")
+	duration := flag.Duration("duration", 5*time.Second, "length of each throughput scenario")
+	out := flag.String("out", "bench-results.json", "where to write the JSON report")
+	idle := flag.String("idle-accounts", "1000,10000", "account counts for the idle memory and reload measurements")
+	flag.Parse()
+	if err := run(*relayBin, *clients, *duration, *out, *idle); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(relayBin string, clients int, duration time.Duration, out, idleCounts string) error {
+	if _, err := os.Stat(relayBin); err != nil {
+		return fmt.Errorf("relay binary: %w (run make build)", err)
+	}
+	sb, err := devsandbox.Start(devsandbox.Options{})
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+	const tokenTTL = time.Hour
+	sb.Tokens.SetAccessTokenTTL(tokenTTL)
+	sb.Tokens.AddClient(clientID, "bench-secret")
+	rt := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
+	dir, err := os.MkdirTemp("", "oauthrelay-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, sb.CA.PEM, 0o600); err != nil {
+		return err
+	}
+
+	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Clients: clients, Duration: duration.String(), TokenTTL: tokenTTL.String()}
+
+	// Direct: the provider itself, the limit for anything in front of it.
+	direct := directPath(sb, caFile, rt)
+	reuseDirect := measure("direct, connection reuse", clients, duration, nil, direct.reuse)
+	newDirect := measure("direct, new connection per message", clients, duration, nil, direct.perMessage)
+
+	relayRT := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
+	cfgPath, addr, tel := relayConfig(sb, caFile, relayRT, dir, 1, "warn")
+	requestsBefore := sb.Tokens.Requests(account)
+	relay, err := startRelayAt(relayBin, cfgPath, addr)
+	if err != nil {
+		return err
+	}
+	relay.telemetry = tel
+	viaRelay := relayPath(relay.addr)
+	if prof := os.Getenv("BENCH_CPU_PROFILE"); prof != "" {
+		// With OAUTHRELAY_PPROF=1 in the environment, profile the relay
+		// during the connection-reuse scenario.
+		go profile(relay.telemetry, prof, duration-time.Second)
+	}
+	reuseRelay := measure("relay, connection reuse", clients, duration, relay, viaRelay.reuse)
+	newRelay := measure("relay, new connection per message", clients, duration, relay, viaRelay.perMessage)
+	reuseRelay.RelayRatio = reuseRelay.PerSecond / reuseDirect.PerSecond
+	newRelay.RelayRatio = newRelay.PerSecond / newDirect.PerSecond
+	relay.stop()
+	rep.Scenarios = []scenario{reuseDirect, reuseRelay, newDirect, newRelay}
+	rep.TokenRequests = sb.Tokens.Requests(account) - requestsBefore
+
+	for _, f := range strings.Split(idleCounts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			continue
+		}
+		res, err := idleRun(relayBin, dir, sb, caFile, n)
+		if err != nil {
+			return err
+		}
+		rep.Idle = append(rep.Idle, res)
+	}
+	rep.Targets = targets(rep)
+	print(rep)
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	return os.WriteFile(out, append(b, '\n'), 0o644)
+}
+
+// ---- measuring ----
+
+// sendFn sends one message; state is per client goroutine.
+type sendFn func(state *clientState) error
+
+type clientState struct {
+	relay  *smtp.Client
+	direct *upstream.Conn
+}
+
+func (c *clientState) close() {
+	if c.relay != nil {
+		c.relay.Quit()
+	}
+	if c.direct != nil {
+		c.direct.Close()
+	}
+}
+
+func measure(name string, clients int, d time.Duration, relay *relayProc, send sendFn) scenario {
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration
+		errCount  atomic.Int64
+		wg        sync.WaitGroup
+	)
+	// Warm up: every client connects and sends one message before the
+	// clock starts, so that steady state is measured (first logins, TLS
+	// session set-up and token fetches are not).
+	states := make([]*clientState, clients)
+	for i := range states {
+		states[i] = &clientState{}
+		_ = send(states[i])
+	}
+	var cpuBefore float64
+	if relay != nil {
+		cpuBefore = relay.cpuSeconds()
+	}
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(st *clientState) {
+			defer wg.Done()
+			defer func() { st.close() }()
+			var local []time.Duration
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := send(st); err != nil {
+					errCount.Add(1)
+					st.close()
+					st = &clientState{}
+					continue
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			latencies = append(latencies, local...)
+			mu.Unlock()
+		}(states[i])
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	s := scenario{Name: name, Clients: clients, Messages: len(latencies), Errors: int(errCount.Load())}
+	s.PerSecond = float64(len(latencies)) / elapsed.Seconds()
+	s.P50ms, s.P99ms = quantile(latencies, 0.50), quantile(latencies, 0.99)
+	if relay != nil && len(latencies) > 0 {
+		s.CPUSecondsPer1000 = (relay.cpuSeconds() - cpuBefore) / float64(len(latencies)) * 1000
+		s.RelayRSSMB = relay.rssMB()
+	}
+	fmt.Fprintf(os.Stderr, "  %-40s %8.0f msgs/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", name, s.PerSecond, s.P50ms, s.P99ms, s.Errors)
+	return s
+}
+
+func quantile(d []time.Duration, q float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	idx := int(float64(len(d)-1) * q)
+	return float64(d[idx].Microseconds()) / 1000
+}
+
+// ---- the two paths ----
+
+type path struct {
+	reuse, perMessage sendFn
+}
+
+// staticToken serves one access token, as a client of the provider that
+// already has one would.
+type staticToken string
+
+func (s staticToken) Token(context.Context) (string, error) { return string(s), nil }
+func (s staticToken) Invalidate(string)                     {}
+
+func directPath(sb *devsandbox.Sandbox, caFile, rt string) path {
+	tok := fetchToken(sb, rt)
+	sender := upstream.NewSender(upstream.Settings{
+		Address:   sb.SMTP.Addr,
+		TLSConfig: &tls.Config{RootCAs: sb.CA.Pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12},
+		LocalName: "bench.local",
+	}, account, staticToken(tok), nil)
+	sendOn := func(c *upstream.Conn) error {
+		if err := c.Mail(account, nil); err != nil {
+			return err
+		}
+		if err := c.Rcpt("rcpt@example.net", nil); err != nil {
+			return err
+		}
+		_, err := c.Data([]byte(body))
+		return err
+	}
+	return path{
+		reuse: func(st *clientState) error {
+			if st.direct == nil {
+				c, err := sender.Open(context.Background())
+				if err != nil {
+					return err
+				}
+				st.direct = c
+			}
+			return sendOn(st.direct)
+		},
+		perMessage: func(*clientState) error {
+			c, err := sender.Open(context.Background())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return sendOn(c)
+		},
+	}
+}
+
+// fetchToken gets an access token the way the relay does, for the direct
+// clients (these requests are not counted against the relay).
+func fetchToken(sb *devsandbox.Sandbox, rt string) string {
+	src := oauth.NewSource(oauth.Settings{
+		Name:         "direct",
+		Flow:         config.FlowRefreshToken,
+		TokenURL:     sb.Tokens.URL,
+		ClientID:     clientID,
+		ClientSecret: func() (string, error) { return "bench-secret", nil },
+		RefreshToken: func() (string, error) { return rt, nil },
+		HTTPClient:   oauth.NewHTTPClient(oauth.HTTPOptions{RootCAs: sb.CA.Pool}),
+	})
+	tok, err := src.Token(context.Background())
+	if err != nil {
+		panic(err)
+	}
+	return tok
+}
+
+func relayPath(addr string) path {
+	dial := func() (*smtp.Client, error) {
+		c, err := smtp.Dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Hello("bench.local"); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if err := c.Auth(sasl.NewPlainClient("", "bench", password)); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	sendOn := func(c *smtp.Client) error {
+		return c.SendMail(account, []string{"rcpt@example.net"}, strings.NewReader(body))
+	}
+	return path{
+		reuse: func(st *clientState) error {
+			if st.relay == nil {
+				c, err := dial()
+				if err != nil {
+					return err
+				}
+				st.relay = c
+			}
+			return sendOn(st.relay)
+		},
+		perMessage: func(*clientState) error {
+			c, err := dial()
+			if err != nil {
+				return err
+			}
+			defer c.Quit()
+			return sendOn(c)
+		},
+	}
+}
+
+// ---- the relay process ----
+
+type relayProc struct {
+	cmd       *exec.Cmd
+	addr      string
+	telemetry string
+	logs      *lockedBuffer
+}
+
+func profile(telemetryAddr, path string, d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", telemetryAddr, int(d.Seconds())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	_ = os.WriteFile(path, b, 0o644)
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// relayConfig writes a configuration with the benchmark account and
+// accounts-1 more. Throughput runs log at warn (a line per message would
+// measure the terminal); the idle runs at info, to read the reload time.
+func relayConfig(sb *devsandbox.Sandbox, caFile, rt, dir string, accounts int, logLevel string) (cfgPath, smtpAddr, telemetryAddr string) {
+	hash, _ := passwd.Hash(passwd.Bcrypt, password, passwd.DefaultBcryptCost)
+	addr := freeAddr()
+	var b strings.Builder
+	tel := freeAddr()
+	fmt.Fprintf(&b, `server {
+  log_level  = %q
+  log_format = "json"
+}
+telemetry { address = %q }
+listener "bench" {
+  address                = %q
+  tls_mode               = "none"
+  max_connections_per_ip = 0
+}
+provider "sandbox" {
+  preset          = "custom"
+  token_url       = %q
+  smtp_address    = %q
+  ca_file         = %q
+  max_connections = 32
+}
+account_group "bench" {
+  provider      = "sandbox"
+  client_id     = %q
+  client_secret = "bench-secret"
+  account %q { refresh_token = %q }
+`, logLevel, tel, addr, sb.Tokens.URL, sb.SMTP.Addr, caFile, clientID, account, rt)
+	for i := 1; i < accounts; i++ {
+		fmt.Fprintf(&b, "  account \"user%05d@example.com\" { refresh_token = \"rt-%05d\" }\n", i, i)
+	}
+	fmt.Fprintf(&b, "  client \"bench\" {\n    password_hash   = %q\n    allowed_senders = [%q]\n  }\n}\n", hash, account)
+	path := filepath.Join(dir, fmt.Sprintf("relay-%d.hcl", accounts))
+	_ = os.WriteFile(path, []byte(b.String()), 0o600)
+	return path, addr, tel
+}
+
+func startRelayAt(bin, cfgPath, addr string) (*relayProc, error) {
+	logs := &lockedBuffer{}
+	cmd := exec.Command(bin, "run", "-config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &relayProc{cmd: cmd, addr: addr, logs: logs}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("relay did not start: %s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (p *relayProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// cpuSeconds reads user+system CPU time of the relay from /proc.
+func (p *relayProc) cpuSeconds() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
+
+func (p *relayProc) rssMB() float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// idleRun starts the relay with n accounts, measures start-up time and idle
+// memory, then a reload.
+func idleRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, n int) (idleResult, error) {
+	rt := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
+	cfgPath, addr, _ := relayConfig(sb, caFile, rt, dir, n, "info")
+	st, _ := os.Stat(cfgPath)
+	t0 := time.Now()
+	p, err := startRelayAt(bin, cfgPath, addr)
+	if err != nil {
+		return idleResult{}, err
+	}
+	defer p.stop()
+	load := time.Since(t0)
+	time.Sleep(2 * time.Second) // let the heap settle after start-up
+	res := idleResult{Accounts: n, RSSMB: p.rssMB(), LoadMs: float64(load.Microseconds()) / 1000, ConfigKiB: float64(st.Size()) / 1024}
+	before := strings.Count(p.logs.String(), "configuration reloaded")
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(p.logs.String(), "configuration reloaded") == before {
+		if time.Now().After(deadline) {
+			return res, errors.New("reload not logged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res.ReloadMs = reloadTook(p.logs.String())
+	fmt.Fprintf(os.Stderr, "  idle with %5d accounts: RSS %.1f MB, start %.0f ms, reload %.0f ms\n", n, res.RSSMB, res.LoadMs, res.ReloadMs)
+	return res, nil
+}
+
+// reloadTook extracts the duration of the last reload from the JSON log.
+func reloadTook(logs string) float64 {
+	var ms float64
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, "configuration reloaded") {
+			continue
+		}
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		switch v := rec["took"].(type) {
+		case float64: // hclog writes durations as nanoseconds in JSON
+			ms = v / 1e6
+		case string:
+			if d, err := time.ParseDuration(v); err == nil {
+				ms = float64(d.Microseconds()) / 1000
+			}
+		}
+	}
+	return ms
+}
+
+// ---- report ----
+
+func targets(r report) []target {
+	s := map[string]scenario{}
+	for _, sc := range r.Scenarios {
+		s[sc.Name] = sc
+	}
+	reuseD, reuseR := s["direct, connection reuse"], s["relay, connection reuse"]
+	newD, newR := s["direct, new connection per message"], s["relay, new connection per message"]
+	out := []target{
+		{"(a) relay ≥ 40% of direct throughput, connection reuse", fmt.Sprintf("%.0f%%", 100*reuseR.RelayRatio), reuseR.RelayRatio >= 0.4},
+		{"(b) relay faster than direct with a new connection per message", fmt.Sprintf("%.2f×", newR.RelayRatio), newR.RelayRatio > 1},
+		{"p99 added latency < 2 ms at 16 clients (connection reuse)", fmt.Sprintf("%.2f ms", reuseR.P99ms-reuseD.P99ms), reuseR.P99ms-reuseD.P99ms < 2},
+		{"1 token request per account per token lifetime", fmt.Sprintf("%d", r.TokenRequests), r.TokenRequests == 1},
+		{"no errors", fmt.Sprintf("%d", reuseD.Errors+reuseR.Errors+newD.Errors+newR.Errors), reuseD.Errors+reuseR.Errors+newD.Errors+newR.Errors == 0},
+	}
+	for _, i := range r.Idle {
+		if i.Accounts == 10000 {
+			out = append(out,
+				target{"10,000 accounts idle < 150 MB RSS", fmt.Sprintf("%.1f MB", i.RSSMB), i.RSSMB < 150},
+				target{"10,000 accounts reload < 1 s", fmt.Sprintf("%.0f ms", i.ReloadMs), i.ReloadMs < 1000})
+		}
+	}
+	return out
+}
+
+func print(r report) {
+	fmt.Printf("\noauthrelay benchmark, %s, %d clients, %s per scenario\n\n", r.Date, r.Clients, r.Duration)
+	fmt.Printf("%-38s %10s %9s %9s %8s %12s %9s %7s\n", "scenario", "msgs/s", "p50 ms", "p99 ms", "ratio", "CPU s/1000", "RSS MB", "errors")
+	for _, s := range r.Scenarios {
+		ratio, cpu, rss := "", "", ""
+		if s.RelayRatio > 0 {
+			ratio = fmt.Sprintf("%.2f", s.RelayRatio)
+			cpu = fmt.Sprintf("%.3f", s.CPUSecondsPer1000)
+			rss = fmt.Sprintf("%.1f", s.RelayRSSMB)
+		}
+		fmt.Printf("%-38s %10.0f %9.2f %9.2f %8s %12s %9s %7d\n", s.Name, s.PerSecond, s.P50ms, s.P99ms, ratio, cpu, rss, s.Errors)
+	}
+	fmt.Printf("\ntoken endpoint requests for the account over the run: %d (token lifetime %s)\n", r.TokenRequests, r.TokenTTL)
+	for _, i := range r.Idle {
+		fmt.Printf("idle with %5d accounts: RSS %6.1f MB, start-up %6.0f ms, reload %6.0f ms (config %.0f KiB)\n", i.Accounts, i.RSSMB, i.LoadMs, i.ReloadMs, i.ConfigKiB)
+	}
+	fmt.Println("\ntargets:")
+	for _, t := range r.Targets {
+		mark := "MET"
+		if !t.Met {
+			mark = "NOT MET"
+		}
+		fmt.Printf("  %-8s %-66s %s\n", mark, t.What, t.Got)
+	}
+}
