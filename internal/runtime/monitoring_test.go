@@ -50,7 +50,7 @@ func TestMonitoringExamplesUseExportedMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, must := range []string{"oauthrelay_refresh_token_failing", "oauthrelay_config_last_reload_successful", "oauthrelay_vault_token_ttl_seconds"} {
+	for _, must := range []string{"oauthrelay_refresh_token_failing", "oauthrelay_config_last_reload_successful", "oauthrelay_vault_token_ttl_seconds", "oauthrelay_circuit_state", "oauthrelay_quota_usage_ratio"} {
 		if !strings.Contains(string(alerts), must) {
 			t.Errorf("alerts.yml has no rule on %s", must)
 		}
