@@ -40,6 +40,7 @@ Usage:
   oauthrelay validate -config PATH
   oauthrelay dev [-listen ADDR] [-telemetry ADDR]
   oauthrelay hash-password [-algorithm bcrypt|argon2id] [-cost N] < password
+  oauthrelay account test -config PATH ADDRESS
   oauthrelay version
 
 PATH is an HCL file or a directory of *.hcl files.
@@ -61,6 +62,8 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 		return cmdDev(ctx, rest, stdio)
 	case "hash-password":
 		return cmdHashPassword(rest, stdio)
+	case "account":
+		return cmdAccount(ctx, rest, stdio)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdio.Stdout, "oauthrelay %s\n", Version)
 		return 0

@@ -1,0 +1,79 @@
+package app
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
+	"github.com/oauthrelay/oauthrelay/internal/testutil"
+)
+
+func TestAccountTest(t *testing.T) {
+	sb := testutil.Sandbox(t, devsandbox.Options{})
+	sb.SMTP.SetStyle(devsandbox.StyleMicrosoft)
+	sb.Tokens.AddClient("app", "app-secret-value")
+	good := sb.Tokens.IssueRefreshToken("app", "good@example.com", config.MicrosoftSMTPScope)
+	revoked := sb.Tokens.IssueRefreshToken("app", "revoked@example.com", config.MicrosoftSMTPScope)
+	sb.Tokens.RevokeRefreshToken(revoked)
+	disabled := sb.Tokens.IssueRefreshToken("app", "disabled@example.com", config.MicrosoftSMTPScope)
+	sb.SMTP.DisableSMTPAuth("disabled@example.com")
+	dir := t.TempDir()
+	ca := testutil.WriteFile(t, dir, "ca.pem", string(sb.CA.PEM))
+	write := func(name, caLine string) string {
+		return testutil.WriteFile(t, dir, name, fmt.Sprintf(`
+listener "l" {
+  address  = "127.0.0.1:0"
+  tls_mode = "none"
+}
+provider "sandbox" {
+  preset       = "custom"
+  token_url    = %q
+  smtp_address = %q
+  %s
+}
+account_group "g" {
+  provider      = "sandbox"
+  client_id     = "app"
+  client_secret = "app-secret-value"
+  account "good@example.com" { refresh_token = %q }
+  account "revoked@example.com" { refresh_token = %q }
+  account "disabled@example.com" { refresh_token = %q }
+}
+`, sb.Tokens.URL, sb.SMTP.Addr, caLine, good, revoked, disabled))
+	}
+	cfg := write("relay.hcl", fmt.Sprintf("ca_file = %q", ca))
+	untrusted := write("untrusted.hcl", "")
+
+	tests := []struct {
+		name, config, account string
+		code                  int
+		want                  []string
+	}{
+		{"working account", cfg, "good@example.com", 0, []string{"ok   token", "ok   auth", "OK: the relay can send as good@example.com"}},
+		{"revoked refresh token", cfg, "revoked@example.com", 1, []string{"FAIL token", "invalid_grant", "re-authorise"}},
+		{"SMTP AUTH disabled", cfg, "disabled@example.com", 1, []string{"ok   connect", "FAIL auth", "5.7.139", "Set-CASMailbox"}},
+		{"untrusted certificate", untrusted, "good@example.com", 1, []string{"FAIL token", "ca_file"}},
+		{"unknown account", cfg, "nobody@example.com", 1, []string{"FAIL account", "good@example.com"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := run(t, "", "account", "test", "-config", tc.config, tc.account)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tc.code, out, errOut)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, "app-secret-value") || strings.Contains(out, good) {
+				t.Errorf("output reveals a secret:\n%s", out)
+			}
+		})
+	}
+	if n := len(sb.SMTP.Messages()); n != 0 {
+		t.Errorf("account test sent %d messages", n)
+	}
+}
