@@ -41,6 +41,7 @@ Usage:
   oauthrelay dev [-listen ADDR] [-telemetry ADDR]
   oauthrelay hash-password [-algorithm bcrypt|argon2id] [-cost N] < password
   oauthrelay account test -config PATH ADDRESS
+  oauthrelay import-legacy [-vault-prefix MOUNT/PATH] [-out FILE] accounts.json
   oauthrelay version
 
 PATH is an HCL file or a directory of *.hcl files.
@@ -64,6 +65,8 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 		return cmdHashPassword(rest, stdio)
 	case "account":
 		return cmdAccount(ctx, rest, stdio)
+	case "import-legacy":
+		return cmdImportLegacy(ctx, rest, stdio)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdio.Stdout, "oauthrelay %s\n", Version)
 		return 0
