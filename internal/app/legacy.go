@@ -44,7 +44,9 @@ type legacyGroup struct {
 
 var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
 
-func slug(s string) string { return strings.Trim(nonWord.ReplaceAllString(strings.ToLower(s), "-"), "-") }
+func slug(s string) string {
+	return strings.Trim(nonWord.ReplaceAllString(strings.ToLower(s), "-"), "-")
+}
 
 func envName(parts ...string) string {
 	return strings.ToUpper(strings.ReplaceAll(strings.Join(append([]string{"OAUTHRELAY"}, parts...), "_"), "-", "_"))
