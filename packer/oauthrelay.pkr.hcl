@@ -1,0 +1,140 @@
+# Builds a Debian 12 image with oauthrelay installed as a hardened systemd
+# service. Build the binary first (`make build`), then:
+#
+#   packer init .
+#   packer build -only='amazon-ebs.debian' -var 'aws_region=eu-west-1' .
+#   packer build -only='qemu.debian' .        # local image, no cloud account
+#
+# The image holds the binary, the unit, a dedicated user and an example
+# configuration; the real configuration is written at boot (see
+# terraform/modules/relay, cloud-init).
+
+packer {
+  required_plugins {
+    amazon = {
+      source  = "github.com/hashicorp/amazon"
+      version = ">= 1.3.0"
+    }
+    qemu = {
+      source  = "github.com/hashicorp/qemu"
+      version = ">= 1.1.0"
+    }
+  }
+}
+
+variable "version" {
+  type        = string
+  description = "oauthrelay version, recorded in the image name and tags."
+  default     = "dev"
+}
+
+variable "binary" {
+  type        = string
+  description = "Path of the oauthrelay binary built by `make build`."
+  default     = "../bin/oauthrelay"
+}
+
+variable "aws_region" {
+  type    = string
+  default = "eu-west-1"
+}
+
+variable "instance_type" {
+  type    = string
+  default = "t3.small"
+}
+
+variable "ami_name_prefix" {
+  type    = string
+  default = "oauthrelay"
+}
+
+variable "debian_cloud_image_url" {
+  type        = string
+  description = "Debian 12 generic cloud image for the qemu build."
+  default     = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+}
+
+variable "debian_cloud_image_checksum" {
+  type        = string
+  description = "Checksum of the cloud image, e.g. file:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS."
+  default     = "file:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS"
+}
+
+variable "ssh_password" {
+  type        = string
+  description = "Temporary password of the build user in the qemu build (set through cloud-init)."
+  default     = "packer-build-only"
+  sensitive   = true
+}
+
+locals {
+  image_name = "${var.ami_name_prefix}-${var.version}-${formatdate("YYYYMMDDhhmmss", timestamp())}"
+}
+
+source "amazon-ebs" "debian" {
+  region        = var.aws_region
+  instance_type = var.instance_type
+  ami_name      = local.image_name
+  ssh_username  = "admin"
+
+  source_ami_filter {
+    filters = {
+      name                = "debian-12-amd64-*"
+      virtualization-type = "hvm"
+      root-device-type    = "ebs"
+    }
+    owners      = ["136693071363"] # Debian
+    most_recent = true
+  }
+
+  tags = {
+    Name    = local.image_name
+    Product = "oauthrelay"
+    Version = var.version
+  }
+}
+
+source "qemu" "debian" {
+  iso_url          = var.debian_cloud_image_url
+  iso_checksum     = var.debian_cloud_image_checksum
+  disk_image       = true
+  format           = "qcow2"
+  disk_size        = "4G"
+  output_directory = "output-qemu"
+  vm_name          = "${local.image_name}.qcow2"
+  headless         = true
+  accelerator      = "kvm"
+  memory           = 1024
+  cd_files         = ["cloud-init/meta-data", "cloud-init/user-data"]
+  cd_label         = "cidata"
+  ssh_username     = "debian"
+  ssh_password     = var.ssh_password
+  ssh_timeout      = "10m"
+  shutdown_command = "sudo shutdown -P now"
+}
+
+build {
+  name    = "oauthrelay"
+  sources = ["source.amazon-ebs.debian", "source.qemu.debian"]
+
+  provisioner "file" {
+    source      = var.binary
+    destination = "/tmp/oauthrelay"
+  }
+
+  provisioner "file" {
+    source      = "files/oauthrelay.service"
+    destination = "/tmp/oauthrelay.service"
+  }
+
+  provisioner "file" {
+    source      = "../examples/gmail-workspace/oauthrelay.hcl"
+    destination = "/tmp/oauthrelay.example.hcl"
+  }
+
+  provisioner "shell" {
+    script          = "scripts/install.sh"
+    execute_command = "chmod +x {{ .Path }}; sudo {{ .Vars }} {{ .Path }}"
+  }
+}
