@@ -16,7 +16,7 @@ import (
 // would check them on a provisioned host.
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob("../../examples/*/*.hcl")
-	if err != nil || len(files) < 4 {
+	if err != nil || len(files) < 6 {
 		t.Fatalf("examples not found: %v %v", files, err)
 	}
 	ca, err := devsandbox.NewCA()
