@@ -41,6 +41,7 @@ Usage:
   oauthrelay dev [-listen ADDR] [-telemetry ADDR]
   oauthrelay hash-password [-algorithm bcrypt|argon2id] [-cost N] < password
   oauthrelay account test -config PATH ADDRESS
+  oauthrelay account authorize -config PATH [-method device|browser] ADDRESS
   oauthrelay import-legacy [-vault-prefix MOUNT/PATH] [-out FILE] accounts.json
   oauthrelay version
 

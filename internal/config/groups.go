@@ -21,6 +21,9 @@ const (
 	MicrosoftSMTPAddress  = "smtp.office365.com:587"
 	MicrosoftSMTPScope    = "https://outlook.office.com/SMTP.Send"
 	MicrosoftAppOnlyScope = "https://outlook.office365.com/.default"
+	GoogleAuthURL         = "https://accounts.google.com/o/oauth2/v2/auth"
+	MicrosoftAuthURLFmt   = "https://login.microsoftonline.com/%s/oauth2/v2.0/authorize"
+	MicrosoftDeviceURLFmt = "https://login.microsoftonline.com/%s/oauth2/v2.0/devicecode"
 )
 
 // presetScopes are the scopes each preset requests per flow; a flow absent
@@ -85,6 +88,8 @@ type rawProvider struct {
 	Preset         string   `hcl:"preset"`
 	Tenant         string   `hcl:"tenant,optional"`
 	TokenURL       string   `hcl:"token_url,optional"`
+	AuthURL        string   `hcl:"auth_url,optional"`
+	DeviceCodeURL  string   `hcl:"device_code_url,optional"`
 	SMTPAddress    string   `hcl:"smtp_address,optional"`
 	SMTPTLS        string   `hcl:"smtp_tls,optional"`
 	TLSServerName  string   `hcl:"tls_server_name,optional"`
@@ -127,6 +132,8 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 		Preset:        strings.ToLower(raw.Preset),
 		Tenant:        raw.Tenant,
 		TokenURL:      raw.TokenURL,
+		AuthURL:       raw.AuthURL,
+		DeviceCodeURL: raw.DeviceCodeURL,
 		SMTPAddress:   raw.SMTPAddress,
 		SMTPTLS:       strings.ToLower(raw.SMTPTLS),
 		TLSServerName: raw.TLSServerName,
@@ -149,6 +156,9 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 		if p.SMTPAddress == "" {
 			p.SMTPAddress = GoogleSMTPAddress
 		}
+		if p.AuthURL == "" {
+			p.AuthURL = GoogleAuthURL
+		}
 		if hasAttr(body, "tenant") {
 			d.errorf(attrRange(body, "tenant", def), "Unexpected attribute", "tenant only applies to preset = \"microsoft\".")
 		}
@@ -158,6 +168,14 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 				d.errorf(def, "Missing tenant", "Provider %q with preset = \"microsoft\" needs tenant (the directory ID or a verified domain of the Microsoft 365 tenant).", p.Name)
 			} else {
 				p.TokenURL = fmt.Sprintf(MicrosoftTokenURLFmt, url.PathEscape(p.Tenant))
+			}
+		}
+		if p.Tenant != "" {
+			if p.AuthURL == "" {
+				p.AuthURL = fmt.Sprintf(MicrosoftAuthURLFmt, url.PathEscape(p.Tenant))
+			}
+			if p.DeviceCodeURL == "" {
+				p.DeviceCodeURL = fmt.Sprintf(MicrosoftDeviceURLFmt, url.PathEscape(p.Tenant))
 			}
 		}
 		if p.SMTPAddress == "" {
@@ -185,7 +203,13 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 		d.hostPort(body, "smtp_address", p.SMTPAddress, def)
 	}
 	if p.TokenURL != "" {
-		d.tokenURL(body, p.TokenURL, def)
+		d.tokenURL(body, "token_url", p.TokenURL, def)
+	}
+	if raw.AuthURL != "" {
+		d.tokenURL(body, "auth_url", p.AuthURL, def)
+	}
+	if raw.DeviceCodeURL != "" {
+		d.tokenURL(body, "device_code_url", p.DeviceCodeURL, def)
 	}
 	if p.CAFile != "" {
 		d.caFile(body, "ca_file", p.CAFile, def)
@@ -215,11 +239,11 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 
 // tokenURL requires https, except on loopback where a local test or
 // development endpoint may speak plain http.
-func (d *decoder) tokenURL(body hcl.Body, raw string, def hcl.Range) {
+func (d *decoder) tokenURL(body hcl.Body, name, raw string, def hcl.Range) {
 	u, err := url.Parse(raw)
 	ok := err == nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http" && IsLoopbackHost(u.Hostname()))
 	if !ok {
-		d.errorf(attrRange(body, "token_url", def), "Invalid token_url", "token_url must be an https URL (plain http only on loopback); got %q.", raw)
+		d.errorf(attrRange(body, name, def), "Invalid "+name, "%s must be an https URL (plain http only on loopback); got %q.", name, raw)
 	}
 }
 

@@ -57,6 +57,9 @@ type TokenServer struct {
 	total           int
 	faults          []int // HTTP statuses to answer next, in order
 	delay           time.Duration
+	codes           map[string]*authCode
+	devices         map[string]*deviceCode
+	browserUser     string
 }
 
 type refreshGrant struct{ clientID, user, scope string }
@@ -90,9 +93,13 @@ func newTokenServer(ca *CA) (*TokenServer, error) {
 		ttl:             time.Hour,
 		requests:        map[string]int{},
 		grantsByCred:    map[string]int{},
+		codes:           map[string]*authCode{},
+		devices:         map[string]*deviceCode{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", ts.handleToken)
+	mux.HandleFunc("GET /authorize", ts.handleAuthorize)
+	mux.HandleFunc("POST /devicecode", ts.handleDeviceCode)
 	ts.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nullLog()}
 	go ts.srv.Serve(ln)
 	return ts, nil
@@ -302,6 +309,11 @@ func (ts *TokenServer) handleToken(w http.ResponseWriter, r *http.Request) {
 		"expires_in":   int(ts.ttl / time.Second),
 		"scope":        grant.Scope,
 	}
+	if gt := r.PostForm.Get("grant_type"); gt == "authorization_code" || gt == grantDeviceCode {
+		rt := "rt-" + randomHex(24)
+		ts.refresh[rt] = refreshGrant{clientID: grant.ClientID, user: grant.User, scope: grant.Scope}
+		resp["refresh_token"] = rt
+	}
 	if r.PostForm.Get("grant_type") == grantRefresh {
 		if ts.rotate {
 			old := r.PostForm.Get("refresh_token")
@@ -340,6 +352,9 @@ func (ts *TokenServer) count(r *http.Request) {
 // grant checks a token request; called with mu held.
 func (ts *TokenServer) grant(r *http.Request) (AccessGrant, *tokenError) {
 	ts.count(r)
+	if g, terr, handled := ts.grantCodeOrDevice(r); handled {
+		return g, terr
+	}
 	form := r.PostForm
 	scope := form.Get("scope")
 	switch form.Get("grant_type") {

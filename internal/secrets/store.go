@@ -458,6 +458,10 @@ func (s *Store) WriteBack(ctx context.Context, ref config.SecretRef, value strin
 	return nil
 }
 
+// WriteFile stores a secret value in a file atomically (a file://
+// reference's target), keeping the file's permissions or using 0600.
+func WriteFile(path, value string) error { return writeFileAtomic(path, value) }
+
 func writeFileAtomic(path, value string) error {
 	mode := os.FileMode(0o600)
 	if st, err := os.Stat(path); err == nil {

@@ -35,6 +35,25 @@ type Vault struct {
 	renewals    int
 }
 
+// ErrNotFound is returned for a KV path that holds no secret.
+var ErrNotFound = errors.New("no such secret (or it was deleted)")
+
+// StoreValue writes value into field of a KV v2 secret, creating the
+// secret if needed and keeping its other fields; check-and-set on the
+// version read protects a concurrent writer.
+func (v *Vault) StoreValue(ctx context.Context, mount, path, field, value string) (int, error) {
+	fields, cas := map[string]string{}, 0
+	cur, err := v.read(ctx, mount, path)
+	switch {
+	case err == nil:
+		fields, cas = cur.fields, cur.version
+	case !errors.Is(err, ErrNotFound):
+		return 0, err
+	}
+	fields[field] = value
+	return v.write(ctx, mount, path, fields, cas)
+}
+
 // ErrCASConflict is returned by WriteField when another writer changed the
 // secret since the version given.
 var ErrCASConflict = errors.New("check-and-set conflict: the secret changed since it was read")
@@ -288,7 +307,7 @@ func (v *Vault) read(ctx context.Context, mount, path string) (kvSecret, error) 
 	if err != nil {
 		v.noteFailure(err)
 		if errors.Is(err, vault.ErrSecretNotFound) {
-			return kvSecret{}, fmt.Errorf("vault://%s/%s: no such secret (or it was deleted)", mount, path)
+			return kvSecret{}, fmt.Errorf("vault://%s/%s: %w", mount, path, ErrNotFound)
 		}
 		return kvSecret{}, fmt.Errorf("vault://%s/%s: %w", mount, path, cleanError(err))
 	}
