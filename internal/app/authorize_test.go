@@ -53,7 +53,9 @@ func runAsync(t *testing.T, args ...string) (*testutil.LogBuffer, chan int) {
 	t.Helper()
 	out, errOut := &testutil.LogBuffer{}, &testutil.LogBuffer{}
 	done := make(chan int, 1)
-	go func() { done <- Main(context.Background(), args, IO{Stdin: strings.NewReader(""), Stdout: out, Stderr: errOut}) }()
+	go func() {
+		done <- Main(context.Background(), args, IO{Stdin: strings.NewReader(""), Stdout: out, Stderr: errOut})
+	}()
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("stdout:\n%s\nstderr:\n%s", out, errOut)

@@ -123,13 +123,13 @@ type Provider struct {
 	Tenant string
 	// TokenURL, SMTPAddress and SMTPTLS have the preset's values unless
 	// overridden.
-	TokenURL    string
+	TokenURL string
 	// AuthURL and DeviceCodeURL serve `oauthrelay account authorize`
 	// (browser with loopback redirect, and device code flow).
 	AuthURL       string
 	DeviceCodeURL string
 	SMTPAddress   string
-	SMTPTLS     string // "starttls" or "implicit"
+	SMTPTLS       string // "starttls" or "implicit"
 	// TLSServerName overrides the name checked in the upstream certificate
 	// (default: the host of SMTPAddress).
 	TLSServerName string

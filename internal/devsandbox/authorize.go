@@ -26,8 +26,10 @@ type deviceCode struct {
 
 // AuthURL is the sandbox's authorization endpoint; DeviceCodeURL its
 // device authorization endpoint (RFC 8628).
-func (ts *TokenServer) AuthURL() string       { return strings.TrimSuffix(ts.URL, "/token") + "/authorize" }
-func (ts *TokenServer) DeviceCodeURL() string { return strings.TrimSuffix(ts.URL, "/token") + "/devicecode" }
+func (ts *TokenServer) AuthURL() string { return strings.TrimSuffix(ts.URL, "/token") + "/authorize" }
+func (ts *TokenServer) DeviceCodeURL() string {
+	return strings.TrimSuffix(ts.URL, "/token") + "/devicecode"
+}
 
 // SetBrowserUser sets who is signed in at the authorization endpoint.
 func (ts *TokenServer) SetBrowserUser(user string) {
