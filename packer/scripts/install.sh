@@ -14,8 +14,9 @@ fi
 # rotated by the provider.
 install -d -o root -g oauthrelay -m 0750 /etc/oauthrelay
 install -d -o oauthrelay -g oauthrelay -m 0700 /etc/oauthrelay/secrets
-install -d -o root -g root -m 0755 /usr/share/oauthrelay
-install -o root -g root -m 0644 /tmp/oauthrelay.example.hcl /usr/share/oauthrelay/oauthrelay.example.hcl
+# The example is named *.example so the relay (which reads /etc/oauthrelay/*.hcl)
+# ignores it; cloud-init writes the real configuration next to it.
+install -o root -g oauthrelay -m 0640 /tmp/oauthrelay.example.hcl /etc/oauthrelay/oauthrelay.hcl.example
 
 install -o root -g root -m 0644 /tmp/oauthrelay.service /etc/systemd/system/oauthrelay.service
 systemctl daemon-reload
