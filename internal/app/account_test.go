@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
@@ -75,5 +76,53 @@ account_group "g" {
 	}
 	if n := len(sb.SMTP.Messages()); n != 0 {
 		t.Errorf("account test sent %d messages", n)
+	}
+}
+
+func TestAccountTestDiagnosesScopeAndClock(t *testing.T) {
+	sb := testutil.Sandbox(t, devsandbox.Options{})
+	sb.SMTP.SetStyle(devsandbox.StyleGoogle)
+	sb.SMTP.RequireScope(config.GoogleScope)
+	sb.Tokens.AddClient("app", "app-secret-value")
+	wrongScope := sb.Tokens.IssueRefreshToken("app", "narrow@example.com", "https://www.googleapis.com/auth/gmail.send")
+	key, err := sb.Tokens.AddServiceAccount("svc@project.iam.gserviceaccount.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca := testutil.WriteFile(t, dir, "ca.pem", string(sb.CA.PEM))
+	keyFile := testutil.WriteFile(t, dir, "sa.json", string(key))
+	cfg := testutil.WriteFile(t, dir, "relay.hcl", fmt.Sprintf(`
+listener "l" {
+  address  = "127.0.0.1:0"
+  tls_mode = "none"
+}
+provider "sandbox" {
+  preset       = "custom"
+  token_url    = %q
+  smtp_address = %q
+  ca_file      = %q
+}
+account_group "g" {
+  provider      = "sandbox"
+  client_id     = "app"
+  client_secret = "app-secret-value"
+  account "narrow@example.com" { refresh_token = %q }
+}
+account_group "sa" {
+  provider            = "sandbox"
+  flow                = "service_account"
+  service_account_key = "file://%s"
+  account "robot@example.com" {}
+}
+`, sb.Tokens.URL, sb.SMTP.Addr, ca, wrongScope, keyFile))
+	code, out, _ := run(t, "", "account", "test", "-config", cfg, "narrow@example.com")
+	if code != 1 || !strings.Contains(out, "FAIL auth") || !strings.Contains(out, "gmail.send does not work") {
+		t.Errorf("wrong scope: exit %d\n%s", code, out)
+	}
+	sb.Tokens.SetClockOffset(3 * time.Hour) // this host's clock is 3 hours behind
+	code, out, _ = run(t, "", "account", "test", "-config", cfg, "robot@example.com")
+	if code != 1 || !strings.Contains(out, "FAIL token") || !strings.Contains(out, "clock") {
+		t.Errorf("clock skew: exit %d\n%s", code, out)
 	}
 }

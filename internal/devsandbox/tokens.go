@@ -174,6 +174,14 @@ func (ts *TokenServer) SetDelay(d time.Duration) {
 	ts.mu.Unlock()
 }
 
+// SetClockOffset shifts the endpoint's clock, to test a relay host whose
+// clock is wrong (signed assertions then look expired).
+func (ts *TokenServer) SetClockOffset(d time.Duration) {
+	ts.mu.Lock()
+	ts.now = func() time.Time { return time.Now().Add(d) }
+	ts.mu.Unlock()
+}
+
 // ExpireAccessTokens makes every issued access token expired, as if time
 // had passed.
 func (ts *TokenServer) ExpireAccessTokens() {
