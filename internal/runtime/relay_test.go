@@ -264,7 +264,8 @@ func TestPersistentUpstreamAuthFailure(t *testing.T) {
 }
 
 func TestExpiredAccessTokenIsRefreshed(t *testing.T) {
-	h := newHarness(t, harnessOptions{tokenTTL: 2 * time.Second})
+	// A connection per message, so that every message needs a valid token.
+	h := newHarness(t, harnessOptions{tokenTTL: 2 * time.Second, providerExtra: "max_messages_per_connection = 1"})
 	h.mustSend(appClient, alice)
 	// Tokens live 2s and are replaced half-way; keep sending until the
 	// relay had to fetch a second one, with no failure on the way.

@@ -67,7 +67,8 @@ func TestVaultRotationUnderLoad(t *testing.T) {
 // has; when Vault is back, rotations are picked up again.
 func TestVaultOutage(t *testing.T) {
 	vs := testutil.StartVault(t)
-	h := newHarness(t, harnessOptions{vault: vs, pollInterval: "300ms", tokenTTL: 3 * time.Second, telemetry: true})
+	// A connection per message, so that refreshes keep happening.
+	h := newHarness(t, harnessOptions{vault: vs, pollInterval: "300ms", tokenTTL: 3 * time.Second, telemetry: true, providerExtra: "max_messages_per_connection = 1"})
 	l := h.startLoad(2, alice)
 	waitFor(t, 10*time.Second, "the first messages", func() bool { return l.count() >= 5 })
 	if v := h.metric("oauthrelay_vault_up"); v != 1 {
