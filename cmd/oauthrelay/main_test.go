@@ -61,16 +61,6 @@ func TestValidateExitCodes(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestRunReloadAndShutdown runs the relay binary, sends mail continuously
 // through 50 SIGHUP reloads that alternately add and remove a listener and
 // an account, then stops it with SIGTERM.
@@ -87,7 +77,7 @@ func TestRunReloadAndShutdown(t *testing.T) {
 	testutil.WriteFile(t, dir, "rt-erin", rtErin)
 	const password = "binary-test-password"
 	hash := testutil.FastHash(t, password)
-	addr, extraAddr, telemetryAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	addr, extraAddr, telemetryAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	base := fmt.Sprintf(`
 server {
   log_format       = "json"
@@ -141,7 +131,7 @@ account_group "h" {
 			t.Logf("relay output:\n%s", logs.String())
 		}
 	})
-	waitFor(t, 20*time.Second, "the relay to listen", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the relay to listen", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
@@ -187,8 +177,8 @@ account_group "h" {
 		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, fmt.Sprintf("reload %d", i+1), func() bool { return reloads() > before })
-		waitFor(t, 10*time.Second, "messages after the reload", func() bool { return count() > msgs })
+		testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("reload %d", i+1), func() bool { return reloads() > before })
+		testutil.WaitFor(t, 10*time.Second, "messages after the reload", func() bool { return count() > msgs })
 		if i%2 == 0 {
 			if _, err := testutil.Send(extraAddr, testutil.Mail{User: "erin-app", Password: password, From: "erin@example.com", To: []string{"y@example.net"}}); err != nil {
 				t.Fatalf("reload %d: the added listener and account: %v", i+1, err)
@@ -225,23 +215,12 @@ account_group "h" {
 	}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestSecondSignalExitsAtOnce holds a session open so that SIGTERM waits
 // for it; a second SIGTERM must end the process immediately.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	sb := testutil.Sandbox(t, devsandbox.Options{})
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	testutil.WriteFile(t, dir, "ca.pem", string(sb.CA.PEM))
 	cfgPath := testutil.WriteFile(t, dir, "relay.hcl", fmt.Sprintf(`
 server { shutdown_timeout = "1h" }
@@ -272,7 +251,7 @@ account_group "g" {
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill() })
 	var held net.Conn
-	waitFor(t, 20*time.Second, "the relay to listen", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the relay to listen", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			held = c
@@ -280,9 +259,9 @@ account_group "g" {
 		return err == nil
 	})
 	defer held.Close()
-	waitFor(t, 5*time.Second, "the session to start", func() bool { return strings.Contains(logs.String(), "relay started") })
+	testutil.WaitFor(t, 5*time.Second, "the session to start", func() bool { return strings.Contains(logs.String(), "relay started") })
 	cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, 5*time.Second, "the first signal to be noticed", func() bool { return strings.Contains(logs.String(), "draining sessions") })
+	testutil.WaitFor(t, 5*time.Second, "the first signal to be noticed", func() bool { return strings.Contains(logs.String(), "draining sessions") })
 	select {
 	case err := <-exited:
 		t.Fatalf("exited (%v) while a session was open and the timeout is 1h", err)

@@ -361,18 +361,6 @@ func (l *load) count() int {
 	return l.sent
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // metric scrapes the relay's /metrics and returns the value of the first
 // series whose line starts with prefix (name and labels), or -1.
 func (h *harness) metric(prefix string) float64 {

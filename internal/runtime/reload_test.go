@@ -19,16 +19,6 @@ import (
 
 const erin = "erin@example.com" // only in the "extended" configuration
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // extension adds a listener and an account (with its own client) to the
 // harness configuration.
 func extension(h *harness, addr string) string {
@@ -57,10 +47,10 @@ account_group "extra" {
 func TestReloadUnderLoad(t *testing.T) {
 	h := newHarness(t, harnessOptions{telemetry: true})
 	base := h.cfgText
-	extraAddr := freeAddr(t)
+	extraAddr := testutil.FreeAddr(t)
 	extended := base + extension(h, extraAddr)
 	l := h.startLoad(4, alice)
-	waitFor(t, 10*time.Second, "the first messages", func() bool { return l.count() >= 10 })
+	testutil.WaitFor(t, 10*time.Second, "the first messages", func() bool { return l.count() >= 10 })
 
 	for i := 0; i < 50; i++ {
 		text := extended
@@ -73,7 +63,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatalf("reload %d: %v", i, err)
 		}
 		// Let messages flow between reloads.
-		waitFor(t, 10*time.Second, "messages between reloads", func() bool { return l.count() > before+1 })
+		testutil.WaitFor(t, 10*time.Second, "messages between reloads", func() bool { return l.count() > before+1 })
 		if i%2 == 0 {
 			// The added listener and account work at once.
 			if _, err := testutil.Send(extraAddr, testutil.Mail{User: "extra-app", Password: h.password, From: erin, To: []string{"x@example.net"}}); err != nil {
@@ -182,7 +172,7 @@ func TestShutdownDrainsInflightData(t *testing.T) {
 		done <- h.rt.Shutdown(ctx)
 	}()
 	// New connections are refused once shutdown began.
-	waitFor(t, 5*time.Second, "the listener to close", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the listener to close", func() bool {
 		conn, err := net.DialTimeout("tcp", h.addr, time.Second)
 		if err != nil {
 			return true
@@ -230,9 +220,9 @@ func TestShutdownDeadlineAnswers421(t *testing.T) {
 
 func TestConfigWatch(t *testing.T) {
 	h := newHarness(t, harnessOptions{serverExtra: "watch_config = true", telemetry: true})
-	extraAddr := freeAddr(t)
+	extraAddr := testutil.FreeAddr(t)
 	h.rewrite(h.cfgText + extension(h, extraAddr))
-	waitFor(t, 10*time.Second, "the watched change to be applied", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the watched change to be applied", func() bool {
 		_, err := testutil.Send(extraAddr, testutil.Mail{User: "extra-app", Password: h.password, From: erin, To: []string{"x@example.net"}})
 		return err == nil
 	})

@@ -22,7 +22,7 @@ func TestVaultRotationUnderLoad(t *testing.T) {
 			const poll = time.Second
 			h := newHarness(t, harnessOptions{vault: vs, pollInterval: "1s", tokenTTL: 5 * time.Second, telemetry: true})
 			l := h.startLoad(3, alice)
-			waitFor(t, 10*time.Second, "the first messages", func() bool { return l.count() >= 10 })
+			testutil.WaitFor(t, 10*time.Second, "the first messages", func() bool { return l.count() >= 10 })
 
 			var fresh string
 			rotated := time.Now()
@@ -37,13 +37,13 @@ func TestVaultRotationUnderLoad(t *testing.T) {
 				vs.Put("oauthrelay/cs-delegated", map[string]any{"value": fresh})
 			}
 			h.secrets = append(h.secrets, fresh)
-			waitFor(t, 10*time.Second, "a token obtained with the new "+kind, func() bool { return h.sb.Tokens.GrantsWith(fresh) > 0 })
+			testutil.WaitFor(t, 10*time.Second, "a token obtained with the new "+kind, func() bool { return h.sb.Tokens.GrantsWith(fresh) > 0 })
 			if took := time.Since(rotated); took > poll+time.Second {
 				t.Errorf("the new %s was first used %s after the rotation; want within the poll interval (%s)", kind, took, poll)
 			}
 			// Keep sending past a whole token lifetime on the new value.
 			before := l.count()
-			waitFor(t, 20*time.Second, "messages over a token lifetime", func() bool {
+			testutil.WaitFor(t, 20*time.Second, "messages over a token lifetime", func() bool {
 				return time.Since(rotated) > 6*time.Second && l.count() > before+20
 			})
 			sent, errs := l.stop()
@@ -70,7 +70,7 @@ func TestVaultOutage(t *testing.T) {
 	// A connection per message, so that refreshes keep happening.
 	h := newHarness(t, harnessOptions{vault: vs, pollInterval: "300ms", tokenTTL: 3 * time.Second, telemetry: true, providerExtra: "max_messages_per_connection = 1"})
 	l := h.startLoad(2, alice)
-	waitFor(t, 10*time.Second, "the first messages", func() bool { return l.count() >= 5 })
+	testutil.WaitFor(t, 10*time.Second, "the first messages", func() bool { return l.count() >= 5 })
 	if v := h.metric("oauthrelay_vault_up"); v != 1 {
 		t.Errorf("oauthrelay_vault_up = %v before the outage", v)
 	}
@@ -79,8 +79,8 @@ func TestVaultOutage(t *testing.T) {
 	requests := h.sb.Tokens.Requests(alice)
 	// Past a token lifetime without Vault: refreshes must use the cached
 	// refresh token.
-	waitFor(t, 15*time.Second, "token refreshes during the outage", func() bool { return h.sb.Tokens.Requests(alice) >= requests+2 })
-	waitFor(t, 5*time.Second, "oauthrelay_vault_up to drop", func() bool { return h.metric("oauthrelay_vault_up") == 0 })
+	testutil.WaitFor(t, 15*time.Second, "token refreshes during the outage", func() bool { return h.sb.Tokens.Requests(alice) >= requests+2 })
+	testutil.WaitFor(t, 5*time.Second, "oauthrelay_vault_up to drop", func() bool { return h.metric("oauthrelay_vault_up") == 0 })
 
 	// A rebuilt Vault: the operator restores the secrets, then rotates.
 	vs.Restart()
@@ -92,8 +92,8 @@ func TestVaultOutage(t *testing.T) {
 	h.secrets = append(h.secrets, fresh)
 	vs.Put("oauthrelay/rt-"+alice, map[string]any{"value": fresh})
 	h.sb.Tokens.RevokeRefreshToken(h.rts[alice])
-	waitFor(t, 15*time.Second, "the new refresh token after the outage", func() bool { return h.sb.Tokens.GrantsWith(fresh) > 0 })
-	waitFor(t, 5*time.Second, "oauthrelay_vault_up to recover", func() bool { return h.metric("oauthrelay_vault_up") == 1 })
+	testutil.WaitFor(t, 15*time.Second, "the new refresh token after the outage", func() bool { return h.sb.Tokens.GrantsWith(fresh) > 0 })
+	testutil.WaitFor(t, 5*time.Second, "oauthrelay_vault_up to recover", func() bool { return h.metric("oauthrelay_vault_up") == 1 })
 
 	sent, errs := l.stop()
 	for _, err := range errs {
@@ -124,7 +124,7 @@ path "secret/metadata/oauthrelay/*" { capabilities = ["read"] }
 	h := newHarness(t, harnessOptions{vault: vs, vaultAuth: auth, pollInterval: "500ms", tokenTTL: 3 * time.Second, telemetry: true})
 	h.secrets = append(h.secrets, secretID)
 	l := h.startLoad(2, alice)
-	waitFor(t, 40*time.Second, "a renewal and a second login", func() bool {
+	testutil.WaitFor(t, 40*time.Second, "a renewal and a second login", func() bool {
 		return h.metric("oauthrelay_vault_token_renewals_total") >= 1 &&
 			h.metric(`oauthrelay_vault_logins_total{result="success"}`) >= 2
 	})
@@ -132,7 +132,7 @@ path "secret/metadata/oauthrelay/*" { capabilities = ["read"] }
 	fresh := h.sb.Tokens.IssueRefreshToken(delegatedClientID, alice, config.GoogleScope)
 	h.secrets = append(h.secrets, fresh)
 	vs.Put("oauthrelay/rt-"+alice, map[string]any{"value": fresh})
-	waitFor(t, 10*time.Second, "the rotated refresh token", func() bool { return h.sb.Tokens.GrantsWith(fresh) > 0 })
+	testutil.WaitFor(t, 10*time.Second, "the rotated refresh token", func() bool { return h.sb.Tokens.GrantsWith(fresh) > 0 })
 	sent, errs := l.stop()
 	for _, err := range errs {
 		t.Errorf("message failed: %v", err)
@@ -153,7 +153,7 @@ func TestVaultWriteBackOfRotatedRefreshToken(t *testing.T) {
 	h.mustSend(appClient, alice)
 
 	var stored string
-	waitFor(t, 10*time.Second, "the rotated refresh token in Vault", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the rotated refresh token in Vault", func() bool {
 		s, err := vs.Client.KVv2("secret").Get(context.Background(), "oauthrelay/rt-"+alice)
 		if err != nil {
 			return false
