@@ -88,41 +88,64 @@ func (tx *transaction) admit() error {
 func (tx *transaction) withConn(op func(c *upstream.Conn) error) error {
 	pool := tx.account.Upstream
 	ctx := upstream.WithMessageID(tx.s.b.ctx, tx.id)
-	var err error
-	for attempt := 1; ; attempt++ {
+	// failures counts attempts on fresh connections; a pooled connection
+	// the provider dropped while idle is replaced without counting, up to
+	// maxStale times (a pool can hold several stale ones).
+	failures, stale := 0, 0
+	for {
 		if tx.up == nil {
-			c, reused, gerr := pool.Get(ctx)
-			if gerr == nil {
+			c, reused, err := pool.Get(ctx)
+			if err == nil {
 				tx.up, tx.reused = c, reused
-				gerr = tx.replay(c)
+				err = tx.replay(c)
 			}
-			if gerr != nil {
-				err = gerr
-				if !retryable(err) || attempt >= maxAttempts || ctx.Err() != nil {
+			if err != nil {
+				if !tx.retry(err, &failures, &stale) {
 					return err
 				}
-				tx.dropConn()
-				tx.backoff(attempt)
 				continue
 			}
 		}
-		err = op(tx.up)
+		err := op(tx.up)
 		if err == nil {
 			return nil
 		}
-		if !retryable(err) || attempt >= maxAttempts || ctx.Err() != nil {
+		if !tx.retry(err, &failures, &stale) {
 			if broken(err) {
 				tx.dropConn()
 			}
 			return err
 		}
-		stale := tx.reused
-		tx.log.Info("upstream connection failed before the message was accepted; retrying on a fresh connection", "error", err.Error(), "attempt", attempt, "reused_connection", stale)
-		tx.dropConn()
-		if !stale || attempt > 1 {
-			tx.backoff(attempt)
+	}
+}
+
+// maxStale bounds the replacements of stale pooled connections for one step.
+const maxStale = 8
+
+// retry decides whether err is worth another connection; if so it drops
+// the current one and waits out the backoff.
+func (tx *transaction) retry(err error, failures, stale *int) bool {
+	if !retryable(err) || tx.s.b.ctx.Err() != nil {
+		return false
+	}
+	// A pooled connection that fails without any reply was dropped by the
+	// provider while idle; a 421 is the provider speaking, and counts.
+	var ue *upstream.Error
+	wasStale := tx.up != nil && tx.reused && errors.As(err, &ue) && ue.Reply == nil
+	if wasStale && *stale < maxStale {
+		*stale++
+	} else {
+		*failures++
+		if *failures >= maxAttempts {
+			return false
 		}
 	}
+	tx.log.Info("upstream connection failed before the message was accepted; retrying on another connection", "error", err.Error(), "stale_pooled_connection", wasStale)
+	tx.dropConn()
+	if !wasStale {
+		tx.backoff(*failures)
+	}
+	return true
 }
 
 // replay repeats MAIL and the accepted recipients on a new connection.

@@ -215,3 +215,31 @@ func TestPerAddressLimits(t *testing.T) {
 		wantCode(t, err, "454 4.7.0")
 	})
 }
+
+// TestSeveralStaleConnections: after the provider dropped every idle
+// session of a pool, the next message still goes through, however many
+// stale connections it meets first.
+func TestSeveralStaleConnections(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	var clients []*smtp.Client
+	for i := 0; i < 5; i++ { // five transactions at once: five pooled connections
+		c := dialAuth(t, h, appClient)
+		if err := c.Mail(alice, nil); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	for _, c := range clients {
+		if err := c.Reset(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, conns := h.sb.SMTP.Counts(); conns != 5 {
+		t.Fatalf("upstream connections = %d, want 5", conns)
+	}
+	h.sb.SMTP.CloseAllConnections()
+	h.mustSend(appClient, alice)
+	if n := len(h.sb.SMTP.Messages()); n != 1 {
+		t.Errorf("sandbox has %d messages, want 1", n)
+	}
+}
