@@ -16,7 +16,9 @@ import (
 // would check them on a provisioned host.
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob("../../examples/*/*.hcl")
-	if err != nil || len(files) < 6 {
+	tfConfigs, _ := filepath.Glob("../../terraform/examples/*/config/*.hcl")
+	files = append(files, tfConfigs...)
+	if err != nil || len(files) < 7 {
 		t.Fatalf("examples not found: %v %v", files, err)
 	}
 	ca, err := devsandbox.NewCA()
@@ -24,7 +26,7 @@ func TestExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range files {
-		t.Run(filepath.Base(filepath.Dir(path)), func(t *testing.T) {
+		t.Run(strings.TrimPrefix(path, "../../"), func(t *testing.T) {
 			root := t.TempDir()
 			etc := filepath.Join(root, "etc", "oauthrelay")
 			if err := os.MkdirAll(etc, 0o755); err != nil {
