@@ -68,7 +68,6 @@ type SMTPServer struct {
 	connections   int
 	mails         int
 	live          map[*sinkSession]struct{}
-	changed       chan struct{}
 }
 
 func newSMTPServer(ca *CA, tokens *TokenServer, implicit bool, log hclog.Logger) (*SMTPServer, error) {
@@ -95,7 +94,6 @@ func newSMTPServer(ca *CA, tokens *TokenServer, implicit bool, log hclog.Logger)
 		sessions:    map[string]int{},
 		peakPerUser: map[string]int{},
 		live:        map[*sinkSession]struct{}{},
-		changed:     make(chan struct{}),
 	}
 	s.srv = smtp.NewServer(s)
 	s.srv.Domain = "sandbox.oauthrelay.test"
@@ -198,27 +196,6 @@ func (s *SMTPServer) CloseAllConnections() {
 	s.mu.Unlock()
 	for _, ss := range live {
 		ss.conn.Conn().Close()
-	}
-}
-
-// WaitMessages blocks until at least n messages were accepted or the
-// timeout passes, and reports whether they arrived.
-func (s *SMTPServer) WaitMessages(n int, timeout time.Duration) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		s.mu.Lock()
-		if len(s.messages) >= n {
-			s.mu.Unlock()
-			return true
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline.C:
-			return false
-		}
 	}
 }
 
@@ -361,8 +338,6 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	}
 	m := Message{ID: randomHex(6), User: ss.user, From: ss.from, To: append([]string(nil), ss.to...), Size: len(data), Subject: subjectOf(data), Received: time.Now(), Data: data}
 	s.messages = append(s.messages, m)
-	close(s.changed)
-	s.changed = make(chan struct{})
 	s.mu.Unlock()
 	s.log.Info("sandbox mailbox received a message", "sandbox_id", m.ID, "as", m.User, "from", m.From, "to", strings.Join(m.To, ","), "size", m.Size, "subject", m.Subject)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK " + m.ID + " - sandbox"}

@@ -182,17 +182,6 @@ func (ts *TokenServer) SetClockOffset(d time.Duration) {
 	ts.mu.Unlock()
 }
 
-// ExpireAccessTokens makes every issued access token expired, as if time
-// had passed.
-func (ts *TokenServer) ExpireAccessTokens() {
-	ts.mu.Lock()
-	for k, g := range ts.access {
-		g.Expiry = ts.now().Add(-time.Second)
-		ts.access[k] = g
-	}
-	ts.mu.Unlock()
-}
-
 // RevokeAccessTokens forgets every issued access token, so the upstream
 // rejects them although they have not expired.
 func (ts *TokenServer) RevokeAccessTokens() {

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -71,11 +70,6 @@ type Settings struct {
 	Now func() time.Time
 }
 
-// Stats are counters of one Source.
-type Stats struct {
-	Hits, Refreshes, Failures uint64
-}
-
 // Status is a Source's state for health reporting.
 type Status struct {
 	HasToken    bool
@@ -90,18 +84,15 @@ type Status struct {
 
 // Source is a cached, self-refreshing access token for one credential.
 type Source struct {
-	set  Settings
-	log  hclog.Logger
-	now  func() time.Time
-	sf   singleflight.Group
-	hits atomic.Uint64
+	set Settings
+	log hclog.Logger
+	now func() time.Time
+	sf  singleflight.Group
 
 	mu          sync.Mutex
 	tok         *oauth2.Token
 	refreshAt   time.Time
 	lastRefresh time.Time
-	refreshes   uint64
-	failures    uint64
 	// failure is a remembered permanent error, valid until failUntil and
 	// only while the credentials are those it was seen with (failFP).
 	failure   *Error
@@ -172,7 +163,6 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 	if s.tok != nil && now.Before(s.refreshAt) {
 		at, m, group := s.tok.AccessToken, s.set.Metrics, s.set.Group
 		s.mu.Unlock()
-		s.hits.Add(1)
 		m.hits.WithLabelValues(group).Inc()
 		return at, nil
 	}
@@ -226,13 +216,6 @@ func (s *Source) Reset() {
 	s.mu.Unlock()
 }
 
-// Stats returns the Source's counters.
-func (s *Source) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return Stats{Hits: s.hits.Load(), Refreshes: s.refreshes, Failures: s.failures}
-}
-
 // Status reports the Source's state.
 func (s *Source) Status() Status {
 	s.mu.Lock()
@@ -283,7 +266,6 @@ func (s *Source) refresh() (string, error) {
 	if err != nil {
 		e := classify(set.Name, err)
 		set.Metrics.refreshes.WithLabelValues(set.Group, "failure").Inc()
-		s.failures++
 		if s.failingAt.IsZero() {
 			s.failingAt = now
 		}
@@ -305,7 +287,6 @@ func (s *Source) refresh() (string, error) {
 	s.tok = tok
 	s.refreshAt = refreshTime(now, tok.Expiry, set.RefreshBeforeExpiry)
 	s.lastRefresh = now
-	s.refreshes++
 	s.failure, s.failingAt, s.lastErr = nil, time.Time{}, ""
 	rotated := ""
 	if set.Flow == config.FlowRefreshToken && tok.RefreshToken != "" && tok.RefreshToken != sentRT {

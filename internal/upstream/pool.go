@@ -61,13 +61,6 @@ func (p *Pool) Update(sender *Sender, set PoolSettings) {
 	p.mu.Unlock()
 }
 
-// Sender returns the pool's current sender.
-func (p *Pool) Sender() *Sender {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.sender
-}
-
 // Get returns a pooled connection, or a new one when none is idle and the
 // cap allows; otherwise it waits up to WaitTimeout for one to be released.
 // reused says whether the connection served an earlier message (and so may
@@ -209,13 +202,6 @@ func (p *Pool) Discard(c *Conn) {
 	p.wakeLocked(1)
 	p.mu.Unlock()
 	c.Close()
-}
-
-// Stats reports open and idle connections.
-func (p *Pool) Stats() (open, idle int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.open, len(p.idle)
 }
 
 // Close closes idle connections now and in-use ones when they come back.

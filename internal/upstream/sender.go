@@ -296,9 +296,6 @@ func (c *Conn) setState(state string) {
 func (c *Conn) inUse()   { c.setState("in_use") }
 func (c *Conn) idleNow() { c.lastUsed = time.Now(); c.setState("idle") }
 
-// Messages returns how many messages the connection delivered.
-func (c *Conn) Messages() int { return c.messages }
-
 // Broken reports whether the connection can no longer be used.
 func (c *Conn) Broken() bool { return c.broken }
 
