@@ -44,13 +44,12 @@ type built struct {
 	vault *secrets.Vault // nil without a vault block
 	// vaultKey identifies the vault block's settings, to reuse the client
 	// (and its login) across reloads that do not change them.
-	vaultKey   string
-	stopVault  context.CancelFunc // ends the Vault token upkeep
-	store      *secrets.Store
-	stopWatch  context.CancelFunc       // ends the store's rotation polling
-	sources    map[string]*oauth.Source // by credential name
-	sourceKeys map[string]string        // what each source was built from
-	users      map[string][]*oauth.Source
+	vaultKey  string
+	stopVault context.CancelFunc // ends the Vault token upkeep
+	store     *secrets.Store
+	stopWatch context.CancelFunc       // ends the store's rotation polling
+	sources   map[string]*oauth.Source // by credential name
+	users     map[string][]*oauth.Source
 	// replaced are pools a reload swapped out for new ones (changed
 	// connection settings); closed once the old sessions ended.
 	replaced []*upstream.Pool
@@ -68,13 +67,12 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 	log := d.log
 	opts := []secrets.Option{secrets.WithLogger(log.Named("secrets")), secrets.WithMetrics(d.secrets)}
 	b := &built{
-		cfg:        cfg,
-		users:      map[string][]*oauth.Source{},
-		sources:    map[string]*oauth.Source{},
-		pools:      map[string]*upstream.Pool{},
-		refPools:   map[string][]*upstream.Pool{},
-		breakers:   map[string]*limits.Breaker{},
-		sourceKeys: map[string]string{},
+		cfg:      cfg,
+		users:    map[string][]*oauth.Source{},
+		sources:  map[string]*oauth.Source{},
+		pools:    map[string]*upstream.Pool{},
+		refPools: map[string][]*upstream.Pool{},
+		breakers: map[string]*limits.Breaker{},
 		state: &relay.State{
 			Hostname: cfg.Server.Hostname,
 			DryRun:   cfg.Server.DryRun,
@@ -190,7 +188,7 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 			set := settings(name, subject, rt)
 			key := sourceKey(g, set, store, rt)
 			src := d.sources.get(name, key, set)
-			b.sources[name], b.sourceKeys[name] = src, key
+			b.sources[name] = src
 			for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
 				if r.IsSet() && r.Scheme != config.SecretLiteral {
 					b.users[r.String()] = append(b.users[r.String()], src)

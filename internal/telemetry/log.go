@@ -61,15 +61,3 @@ func (l *Logging) Configure(level, format string) {
 	}
 	l.sink = sink
 }
-
-// NewLogger returns a fixed logger, for commands that do not reload.
-func NewLogger(o LogOptions) hclog.Logger {
-	return NewLogging(o.Output, o.Level, o.Format).Logger()
-}
-
-// LogOptions configure NewLogger.
-type LogOptions struct {
-	Level  string // trace, debug, info, warn, error
-	Format string // text or json
-	Output io.Writer
-}
