@@ -117,20 +117,7 @@ account_group "h" {
 `, extraAddr, dir, dir, hash)
 	cfgPath := testutil.WriteFile(t, dir, "relay.hcl", base)
 
-	logs := &testutil.LogBuffer{}
-	cmd := exec.Command(binary, "run", "-config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("relay output:\n%s", logs.String())
-		}
-	})
+	cmd, logs, exited := startRelay(t, cfgPath)
 	testutil.WaitFor(t, 20*time.Second, "the relay to listen", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
@@ -241,15 +228,7 @@ account_group "g" {
   client "app" { password_hash = %q }
 }
 `, addr, sb.Tokens.URL, sb.SMTP.Addr, dir, testutil.FastHash(t, "pw")))
-	logs := &testutil.LogBuffer{}
-	cmd := exec.Command(binary, "run", "-config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	cmd, logs, exited := startRelay(t, cfgPath)
 	var held net.Conn
 	testutil.WaitFor(t, 20*time.Second, "the relay to listen", func() bool {
 		c, err := net.Dial("tcp", addr)
@@ -273,4 +252,25 @@ account_group "g" {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the second signal did not end the process")
 	}
+}
+
+// startRelay runs `oauthrelay run -config cfgPath`; the process is killed
+// when the test ends, and its output logged if the test failed.
+func startRelay(t *testing.T, cfgPath string) (*exec.Cmd, *testutil.LogBuffer, chan error) {
+	t.Helper()
+	logs := &testutil.LogBuffer{}
+	cmd := exec.Command(binary, "run", "-config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("relay output:\n%s", logs.String())
+		}
+	})
+	return cmd, logs, exited
 }

@@ -2,9 +2,7 @@ package app
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -132,7 +130,7 @@ func cmdAccountAuthorize(ctx context.Context, args []string, stdio IO) int {
 	if g.ClientSecret.IsSet() {
 		clientSecret, _ = store.Get(g.ClientSecret)
 	}
-	roots, err := rootCAs(p.CAFile)
+	roots, err := runtime.RootCAs(p.CAFile)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -186,20 +184,4 @@ func cmdAccountAuthorize(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintf(stdio.Stdout, "The account's refresh_token is a literal; replace it with this value (it is a secret) or, better, a reference:\n%s\n", rt)
 	}
 	return 0
-}
-
-// rootCAs is the system pool plus a provider's ca_file.
-func rootCAs(caFile string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, err
-		}
-		pool.AppendCertsFromPEM(pem)
-	}
-	return pool, nil
 }

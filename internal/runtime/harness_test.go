@@ -365,13 +365,7 @@ func (l *load) count() int {
 // series whose line starts with prefix (name and labels), or -1.
 func (h *harness) metric(prefix string) float64 {
 	h.t.Helper()
-	resp, err := http.Get("http://" + h.rt.TelemetryAddr().String() + "/metrics")
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(h.scrape(), "\n") {
 		if strings.HasPrefix(line, prefix+" ") {
 			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, prefix)), 64)
 			if err == nil {
@@ -392,4 +386,16 @@ func newLogging(out *testutil.LogBuffer) *telemetry.Logging {
 
 func newRuntimeWithLogging(cfg *config.Config, logging *telemetry.Logging) (*runtime.Runtime, error) {
 	return runtime.New(context.Background(), cfg, runtime.Options{Logging: logging})
+}
+
+// scrape returns the relay's /metrics page.
+func (h *harness) scrape() string {
+	h.t.Helper()
+	resp, err := http.Get("http://" + h.rt.TelemetryAddr().String() + "/metrics")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -2,7 +2,6 @@ package runtime_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -110,15 +109,4 @@ func testSendWrongPassword(h *harness) (string, error) {
 	h.password = "wrong"
 	defer func() { h.password = p }()
 	return h.send(appClient, alice)
-}
-
-func (h *harness) scrape() string {
-	h.t.Helper()
-	resp, err := http.Get("http://" + h.rt.TelemetryAddr().String() + "/metrics")
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }

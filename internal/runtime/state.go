@@ -111,7 +111,7 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 	}
 	providers := map[string]providerRuntime{}
 	for name, p := range cfg.Providers {
-		roots, err := rootCAs(p.CAFile)
+		roots, err := RootCAs(p.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("provider %q: %w", name, err)
 		}
@@ -380,8 +380,10 @@ func (b *built) stopBackground() {
 	}
 }
 
-// rootCAs returns the system roots plus the certificates of caFile.
-func rootCAs(caFile string) (*x509.CertPool, error) {
+// RootCAs returns the system roots plus the certificates of caFile (a
+// provider's ca_file): what upstream TLS and token endpoints are verified
+// against.
+func RootCAs(caFile string) (*x509.CertPool, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
