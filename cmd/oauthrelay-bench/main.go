@@ -277,7 +277,7 @@ func directPath(sb *devsandbox.Sandbox, caFile, rt string) path {
 		if err := c.Rcpt("rcpt@example.net", nil); err != nil {
 			return err
 		}
-		_, err := c.Data([]byte(body))
+		_, err := c.Data(strings.NewReader(body))
 		return err
 	}
 	return path{

@@ -19,7 +19,14 @@ import (
 
 // Defaults that are not provider specific.
 const (
-	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultRetiredSessionTimeout is how long a session opened before a
+	// reload may go on idling before it is asked to reconnect.
+	DefaultRetiredSessionTimeout = time.Minute
+	// DefaultMaxLineLength bounds one line of a message (and of a command).
+	// RFC 5322 allows 998 characters, but HTML mail without line breaks is
+	// common and providers accept it.
+	DefaultMaxLineLength       = 1 << 20
 	DefaultMaxMessageSize      = 35_000_000
 	DefaultMaxRecipients       = 100
 	DefaultReadTimeout         = 5 * time.Minute
@@ -36,6 +43,9 @@ const (
 	DefaultConnectionWaitTimeout   = 30 * time.Second
 	DefaultCircuitFailureThreshold = 5
 	DefaultCircuitOpenTimeout      = 30 * time.Second
+	DefaultCircuitWindow           = time.Minute
+	DefaultCircuitMinRequests      = 20
+	DefaultCircuitFailureRatio     = 0.5
 	DefaultMaxConnectionsPerIP     = 50
 	DefaultMaxAuthFailures         = 5
 	DefaultAuthFailureWindow       = 15 * time.Minute
@@ -48,6 +58,8 @@ type rawServer struct {
 	ShutdownTimeout   string `hcl:"shutdown_timeout,optional"`
 	WatchConfig       bool   `hcl:"watch_config,optional"`
 	GlobalConcurrency int    `hcl:"global_concurrency,optional"`
+	RetiredSession    string `hcl:"retired_session_timeout,optional"`
+	ReceivedHide      bool   `hcl:"received_hide_client,optional"`
 }
 
 func (d *decoder) server(b *hcl.Block, ov Overrides) Server {
@@ -67,6 +79,8 @@ func (d *decoder) server(b *hcl.Block, ov Overrides) Server {
 		DryRun:            ov.DryRun,
 	}
 	s.ShutdownTimeout = d.duration(body, "shutdown_timeout", raw.ShutdownTimeout, rng, DefaultShutdownTimeout)
+	s.RetiredSessionTimeout = d.duration(body, "retired_session_timeout", raw.RetiredSession, rng, DefaultRetiredSessionTimeout)
+	s.ReceivedHideClient = raw.ReceivedHide
 	if s.Hostname == "" {
 		s.Hostname, _ = os.Hostname()
 		if s.Hostname == "" {
@@ -225,6 +239,7 @@ type rawListener struct {
 	ReadTimeout       string         `hcl:"read_timeout,optional"`
 	WriteTimeout      string         `hcl:"write_timeout,optional"`
 	MaxConnsPerIP     *int           `hcl:"max_connections_per_ip,optional"`
+	MaxLineLength     hcl.Expression `hcl:"max_line_length,optional"`
 	MaxAuthFailures   *int           `hcl:"max_auth_failures,optional"`
 	AuthFailureWindow string         `hcl:"auth_failure_window,optional"`
 }
@@ -244,6 +259,7 @@ func (d *decoder) listener(b *hcl.Block) *Listener {
 		TLSKeyFile:        raw.TLSKeyFile,
 		AllowInsecureAuth: raw.AllowInsecureAuth,
 		MaxMessageSize:    d.size(raw.MaxMessageSize, "max_message_size", DefaultMaxMessageSize),
+		MaxLineLength:     d.size(raw.MaxLineLength, "max_line_length", DefaultMaxLineLength),
 		MaxRecipients:     DefaultMaxRecipients,
 		DefRange:          b.DefRange,
 	}

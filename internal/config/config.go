@@ -32,6 +32,12 @@ type Server struct {
 	WatchConfig       bool
 	GlobalConcurrency int // 0 = unlimited
 	DryRun            bool
+	// RetiredSessionTimeout is how long sessions opened before a reload
+	// may go on; then idle ones are closed (421) and must reconnect.
+	RetiredSessionTimeout time.Duration
+	// ReceivedHideClient leaves the client's IP address out of the
+	// Received header.
+	ReceivedHideClient bool
 }
 
 // Telemetry configures the HTTP endpoint for metrics and health.
@@ -56,9 +62,12 @@ type Listener struct {
 	TLSKeyFile        string
 	AllowInsecureAuth bool
 	MaxMessageSize    int64
-	MaxRecipients     int
-	ReadTimeout       time.Duration
-	WriteTimeout      time.Duration
+	// MaxLineLength bounds one line of a message or command; a longer
+	// message line is refused with 554 5.6.0.
+	MaxLineLength int64
+	MaxRecipients int
+	ReadTimeout   time.Duration
+	WriteTimeout  time.Duration
 	// MaxConnectionsPerIP caps concurrent connections from one client
 	// address (0: no cap).
 	MaxConnectionsPerIP int
@@ -161,10 +170,18 @@ type PoolConfig struct {
 	WaitTimeout              time.Duration
 }
 
-// CircuitConfig configures a circuit breaker.
+// CircuitConfig configures the circuit breakers of a provider and of its
+// accounts.
 type CircuitConfig struct {
-	FailureThreshold int // consecutive failures that open the circuit
+	// FailureThreshold consecutive failures open an account's circuit.
+	FailureThreshold int
 	OpenTimeout      time.Duration
+	// The provider's circuit opens when, within Window and after at least
+	// MinRequests outcomes, FailureRatio of them were the provider's own
+	// failures or FailureRatio of its active accounts were failing.
+	Window       time.Duration
+	MinRequests  int
+	FailureRatio float64
 }
 
 // Limits protect a mailbox from the provider's sending limits; 0 means

@@ -100,13 +100,16 @@ type rawProvider struct {
 	CommandTimeout string   `hcl:"command_timeout,optional"`
 	TokenTimeout   string   `hcl:"token_timeout,optional"`
 
-	MaxConnections           *int   `hcl:"max_connections,optional"`
-	MaxMessagesPerConnection *int   `hcl:"max_messages_per_connection,optional"`
-	ConnectionIdleTimeout    string `hcl:"connection_idle_timeout,optional"`
-	ConnectionMaxAge         string `hcl:"connection_max_age,optional"`
-	ConnectionWaitTimeout    string `hcl:"connection_wait_timeout,optional"`
-	CircuitFailureThreshold  *int   `hcl:"circuit_failure_threshold,optional"`
-	CircuitOpenTimeout       string `hcl:"circuit_open_timeout,optional"`
+	MaxConnections           *int     `hcl:"max_connections,optional"`
+	MaxMessagesPerConnection *int     `hcl:"max_messages_per_connection,optional"`
+	ConnectionIdleTimeout    string   `hcl:"connection_idle_timeout,optional"`
+	ConnectionMaxAge         string   `hcl:"connection_max_age,optional"`
+	ConnectionWaitTimeout    string   `hcl:"connection_wait_timeout,optional"`
+	CircuitFailureThreshold  *int     `hcl:"circuit_failure_threshold,optional"`
+	CircuitOpenTimeout       string   `hcl:"circuit_open_timeout,optional"`
+	CircuitWindow            string   `hcl:"circuit_window,optional"`
+	CircuitMinRequests       *int     `hcl:"circuit_min_requests,optional"`
+	CircuitFailureRatio      *float64 `hcl:"circuit_failure_ratio,optional"`
 
 	RateLimitPerMinute      *int `hcl:"rate_limit_per_minute,optional"`
 	RateLimitBurst          *int `hcl:"rate_limit_burst,optional"`
@@ -234,6 +237,22 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 		}
 	}
 	p.Circuit.OpenTimeout = d.duration(body, "circuit_open_timeout", raw.CircuitOpenTimeout, def, DefaultCircuitOpenTimeout)
+	p.Circuit.Window = d.duration(body, "circuit_window", raw.CircuitWindow, def, DefaultCircuitWindow)
+	p.Circuit.MinRequests, p.Circuit.FailureRatio = DefaultCircuitMinRequests, DefaultCircuitFailureRatio
+	if raw.CircuitMinRequests != nil {
+		if *raw.CircuitMinRequests < 1 {
+			d.errorf(attrRange(body, "circuit_min_requests", def), "Invalid value", "circuit_min_requests must be at least 1.")
+		} else {
+			p.Circuit.MinRequests = *raw.CircuitMinRequests
+		}
+	}
+	if raw.CircuitFailureRatio != nil {
+		if r := *raw.CircuitFailureRatio; r <= 0 || r > 1 {
+			d.errorf(attrRange(body, "circuit_failure_ratio", def), "Invalid value", "circuit_failure_ratio must be greater than 0 and at most 1, such as 0.5.")
+		} else {
+			p.Circuit.FailureRatio = r
+		}
+	}
 	return p
 }
 

@@ -57,6 +57,10 @@ type SMTPServer struct {
 	rcptReplies   map[string]*smtp.SMTPError
 	mailReplies   []*smtp.SMTPError
 	dataReplies   []*smtp.SMTPError
+	dataEvery     int // fail every n-th DATA with dataEveryReply (0: off)
+	dataEveryRply *smtp.SMTPError
+	datas         int
+	transcript    bytes.Buffer
 	dropAfterData int
 	disabled      map[string]bool // users with SMTP AUTH disabled (5.7.139)
 	requiredScope string
@@ -100,6 +104,10 @@ func newSMTPServer(ca *CA, tokens *TokenServer, implicit bool, log hclog.Logger)
 	s.srv.TLSConfig = tlsCfg
 	s.srv.AllowInsecureAuth = false
 	s.srv.MaxMessageBytes = 50 << 20
+	// Google and Microsoft accept message lines far longer than RFC 5322's
+	// 998 characters (HTML mail without line breaks).
+	s.srv.MaxLineLength = 4 << 20
+	s.srv.Debug = transcriptWriter{s}
 	s.srv.ReadTimeout = time.Minute
 	s.srv.WriteTimeout = time.Minute
 	s.srv.ErrorLog = nullLog()
@@ -135,6 +143,54 @@ func (s *SMTPServer) FailNextData(r ...*smtp.SMTPError) {
 	s.mu.Lock()
 	s.dataReplies = append(s.dataReplies, r...)
 	s.mu.Unlock()
+}
+
+// FailEveryNthData makes every n-th DATA command fail with the reply (n = 0
+// turns it off), like a provider with a passing fault rate.
+func (s *SMTPServer) FailEveryNthData(n int, r *smtp.SMTPError) {
+	s.mu.Lock()
+	s.dataEvery, s.dataEveryRply, s.datas = n, r, 0
+	s.mu.Unlock()
+}
+
+// Commands returns the command lines clients sent whose verb is one of
+// verbs (such as "EHLO", "RCPT"), in order, across all sessions; message
+// content and AUTH exchanges are not recorded.
+func (s *SMTPServer) Commands(verbs ...string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(s.transcript.String(), "\n") {
+		for _, v := range verbs {
+			if len(line) >= len(v) && strings.EqualFold(line[:len(v)], v) {
+				out = append(out, strings.TrimRight(line, "\r"))
+			}
+		}
+	}
+	return out
+}
+
+// transcriptWriter keeps the command lines of the sessions (go-smtp's
+// debug output: both directions, TLS already removed).
+type transcriptWriter struct{ s *SMTPServer }
+
+func (w transcriptWriter) Write(p []byte) (int, error) {
+	// Only short protocol lines are kept: message bodies and base64 AUTH
+	// responses pass through here too.
+	if len(p) > 4096 {
+		return len(p), nil
+	}
+	for _, v := range []string{"EHLO", "HELO", "MAIL", "RCPT", "RSET", "DATA", "BDAT", "QUIT", "STARTTLS"} {
+		if len(p) >= len(v) && strings.EqualFold(string(p[:len(v)]), v) {
+			w.s.mu.Lock()
+			if w.s.transcript.Len() < 1<<20 { // bounded: benchmarks send a lot
+				w.s.transcript.Write(p)
+			}
+			w.s.mu.Unlock()
+			break
+		}
+	}
+	return len(p), nil
 }
 
 // DropAfterNextData makes the server read the next n messages completely
@@ -329,6 +385,12 @@ func (ss *sinkSession) Data(r io.Reader) error {
 		// Simulate a crash between reading the dot and answering it.
 		ss.conn.Conn().Close()
 		return errDropConnection
+	}
+	s.datas++
+	if s.dataEvery > 0 && s.datas%s.dataEvery == 0 {
+		r := s.dataEveryRply
+		s.mu.Unlock()
+		return r
 	}
 	if len(s.dataReplies) > 0 {
 		r := s.dataReplies[0]

@@ -110,6 +110,20 @@ func (a *AccountLimits) Record(rcpts int, now time.Time) {
 	a.mu.Unlock()
 }
 
+// InheritUsage copies old's rolling counts, so that counters replaced by a
+// reload (the account's limits changed) keep the quota already used.
+func (a *AccountLimits) InheritUsage(old *AccountLimits) {
+	if a == nil || old == nil || a == old {
+		return
+	}
+	old.mu.Lock()
+	msgs, rcpts := old.msgs.clone(), old.rcpts.clone()
+	old.mu.Unlock()
+	a.mu.Lock()
+	a.msgs, a.rcpts = msgs, rcpts
+	a.mu.Unlock()
+}
+
 // Usage returns the share used of the daily quotas (0..1), by kind; only
 // quotas that are set appear.
 func (a *AccountLimits) Usage(now time.Time) map[string]float64 {
@@ -137,6 +151,10 @@ const (
 type rolling struct {
 	counts []int32 // allocated on first use
 	epoch  []int64 // the bucket index each slot currently holds
+}
+
+func (r *rolling) clone() rolling {
+	return rolling{counts: append([]int32(nil), r.counts...), epoch: append([]int64(nil), r.epoch...)}
 }
 
 func (r *rolling) add(now time.Time, n int) {

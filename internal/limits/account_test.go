@@ -59,29 +59,3 @@ func TestNoLimitsNoObject(t *testing.T) {
 		t.Error("nil limits refuse")
 	}
 }
-
-func TestBreaker(t *testing.T) {
-	b := NewBreaker("x", 2, 50*time.Millisecond, nil)
-	for i := 0; i < 2; i++ {
-		done, err := b.Allow()
-		if err != nil {
-			t.Fatal(err)
-		}
-		done(false)
-	}
-	if _, err := b.Allow(); err != ErrCircuitOpen || b.State() != "open" {
-		t.Fatalf("after 2 failures: %v %s", err, b.State())
-	}
-	time.Sleep(60 * time.Millisecond) // the open timeout
-	done, err := b.Allow()
-	if err != nil || b.State() != "half-open" {
-		t.Fatalf("half-open probe: %v %s", err, b.State())
-	}
-	if _, err := b.Allow(); err == nil {
-		t.Error("a second concurrent probe was admitted")
-	}
-	done(true)
-	if b.State() != "closed" {
-		t.Errorf("after a good probe: %s", b.State())
-	}
-}

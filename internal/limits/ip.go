@@ -20,8 +20,9 @@ type PerIP struct {
 }
 
 type failureRecord struct {
-	count int
-	first time.Time
+	count    int // failures since first
+	inFlight int // attempts being verified now
+	first    time.Time
 }
 
 // NewPerIP returns per-address limits (0 turns a limit off).
@@ -96,52 +97,54 @@ func (c *ipConn) Close() error {
 	return c.Conn.Close()
 }
 
-// AuthBlocked reports whether AUTH from addr is refused for now.
-func (p *PerIP) AuthBlocked(addr string, now time.Time) bool {
+// AuthBegin admits one AUTH attempt from addr, or refuses it (false) when
+// the failures recorded within the window plus the attempts still being
+// verified reach the limit: counting attempts in flight keeps a burst of
+// parallel guesses from all being verified before the first failure is
+// recorded. done reports the attempt's result exactly once. A success does
+// not clear the address's failures: one valid password must not let its
+// owner guess other clients' passwords without limit.
+func (p *PerIP) AuthBegin(addr string, now time.Time) (done func(ok bool), admitted bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.maxFailures <= 0 {
-		return false
+		return func(bool) {}, true
 	}
 	r := p.failures[addr]
-	if r == nil {
-		return false
-	}
-	if now.Sub(r.first) > p.window {
+	if r != nil && now.Sub(r.first) > p.window && r.inFlight == 0 {
 		delete(p.failures, addr)
-		return false
+		r = nil
 	}
-	return r.count >= p.maxFailures
-}
-
-// AuthFailed records a failed AUTH from addr.
-func (p *PerIP) AuthFailed(addr string, now time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.maxFailures <= 0 {
-		return
-	}
-	r := p.failures[addr]
-	if r == nil || now.Sub(r.first) > p.window {
+	if r == nil {
 		if len(p.failures) > 100_000 {
 			p.pruneLocked(now) // bounded memory under a distributed attack
 		}
 		r = &failureRecord{first: now}
 		p.failures[addr] = r
 	}
-	r.count++
-}
-
-// AuthSucceeded forgets the failures of addr.
-func (p *PerIP) AuthSucceeded(addr string) {
-	p.mu.Lock()
-	delete(p.failures, addr)
-	p.mu.Unlock()
+	if r.count+r.inFlight >= p.maxFailures {
+		return nil, false
+	}
+	r.inFlight++
+	var once sync.Once
+	return func(ok bool) {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			r.inFlight--
+			if !ok {
+				if time.Since(r.first) > p.window && r.count == 0 {
+					r.first = time.Now()
+				}
+				r.count++
+			}
+		})
+	}, true
 }
 
 func (p *PerIP) pruneLocked(now time.Time) {
 	for a, r := range p.failures {
-		if now.Sub(r.first) > p.window {
+		if now.Sub(r.first) > p.window && r.inFlight == 0 {
 			delete(p.failures, a)
 		}
 	}

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"time"
 
@@ -17,6 +18,9 @@ import (
 // implemented by *upstream.Pool.
 type Upstream interface {
 	Get(ctx context.Context) (c *upstream.Conn, reused bool, err error)
+	// TryGet is Get without waiting when the account's connections are
+	// all in use.
+	TryGet(ctx context.Context) (c *upstream.Conn, reused bool, err error)
 	Put(c *upstream.Conn)
 	Discard(c *upstream.Conn)
 }
@@ -27,11 +31,12 @@ const maxAttempts = 3
 // transaction is one MAIL...DATA exchange relayed to the upstream.
 type transaction struct {
 	s       *Session
+	st      *State // the configuration the transaction runs with (held)
 	id      string
 	account *Account
-	from    string
+	from    string // the sender as an SMTP path for the provider
 	opts    *smtp.MailOptions
-	rcpts   []string
+	rcpts   []string // accepted recipients as SMTP paths
 	log     hclog.Logger
 	started time.Time
 
@@ -41,41 +46,89 @@ type transaction struct {
 
 	delivered bool // the provider accepted the message
 	reset     bool // the upstream transaction was reset (dry run)
-
-	doneAccount, doneProvider func(ok bool) // circuit breaker outcomes
 }
 
-// admit checks the circuit breakers and the account's sending limits.
-func (tx *transaction) admit() error {
+// admit checks the circuits and the account's sending limits. The circuits'
+// probe slots are held only until the MAIL step is done (see mailDone).
+func (tx *transaction) admit() (release func(), err error) {
 	m := tx.s.b.lis.Metrics
 	a := tx.account
-	if a.ProviderBreaker != nil {
-		done, err := a.ProviderBreaker.Allow()
-		if err != nil {
-			m.circuitRejections.WithLabelValues("provider").Inc()
-			tx.log.Warn("provider circuit open: refusing without contacting the provider", "provider", a.Provider)
-			return errCircuitOpen
+	now := time.Now()
+	var releases []func()
+	release = func() {
+		for _, r := range releases {
+			r()
 		}
-		tx.doneProvider = done
 	}
-	if a.Breaker != nil {
-		done, err := a.Breaker.Allow()
-		if err != nil {
-			tx.finish(nil)
-			m.circuitRejections.WithLabelValues("account").Inc()
-			tx.log.Warn("account circuit open: refusing without contacting the provider")
-			return errCircuitOpen
+	for _, c := range []struct {
+		scope   string
+		circuit *limits.Circuit
+	}{{"provider", a.ProviderCircuit}, {"account", a.Circuit}} {
+		if c.circuit == nil {
+			continue
 		}
-		tx.doneAccount = done
+		r, err := c.circuit.Allow(now)
+		if err != nil {
+			release()
+			m.circuitRejections.WithLabelValues(c.scope).Inc()
+			tx.log.Warn(c.scope+" circuit open: refusing without contacting the provider", "provider", a.Provider)
+			return nil, errCircuitOpen
+		}
+		releases = append(releases, r)
 	}
-	if err := a.Limits.AllowMessage(time.Now()); err != nil {
-		tx.finish(nil)
+	if err := a.Limits.AllowMessage(now); err != nil {
+		release()
 		le, _ := limits.IsLimit(err)
 		m.limitRejections.WithLabelValues(a.Address, le.Kind).Inc()
 		tx.log.Warn("message refused by the account's limit", "limit", le.Kind, "max", le.Limit)
-		return errLimited(le)
+		return nil, errLimited(le)
 	}
-	return nil
+	return release, nil
+}
+
+// record tells the circuits what a step's result says about the account
+// and its provider. Successes are recorded for the whole message only.
+func (tx *transaction) record(err error, final bool) {
+	acct, prov := outcomes(err)
+	if err == nil && !final {
+		return
+	}
+	now := time.Now()
+	a := tx.account
+	if acct != 0 && a.Circuit != nil {
+		a.Circuit.Record(now, a.Address, acct)
+	}
+	if prov != 0 && a.ProviderCircuit != nil {
+		a.ProviderCircuit.Record(now, a.Address, prov)
+	}
+}
+
+// outcomes says whom a result counts for or against (0: neither). The
+// provider's circuit sees its own failures (connections, TLS, greetings,
+// lost sessions) as failures and a mailbox's transient refusals (4xx at
+// MAIL or DATA: throttling) as that member's, so one throttled mailbox or
+// one misbehaving client cannot stop every account. Refusals of our own
+// (malformed requests), a busy pool and the provider's answers about one
+// recipient or message count for neither.
+func outcomes(err error) (account, provider limits.Outcome) {
+	if err == nil {
+		return limits.Success, limits.Success
+	}
+	var ue *upstream.Error
+	if !errors.As(err, &ue) || ue.Local || ue.Stage == upstream.StagePool {
+		return 0, 0
+	}
+	switch {
+	case ue.Stage == upstream.StageToken:
+		return limits.Failure, 0
+	case ue.Stage == upstream.StageAuth:
+		return limits.Failure, limits.MemberFailure
+	case ue.Untrusted, ue.Ambiguous, ue.Reply == nil, ue.Reply.Code == 421:
+		return limits.Failure, limits.Failure
+	case ue.TransientReply() && ue.Stage != upstream.StageRcpt:
+		return limits.Failure, limits.MemberFailure
+	}
+	return 0, 0
 }
 
 // withConn runs op on the transaction's upstream connection. When the
@@ -101,6 +154,9 @@ func (tx *transaction) withConn(op func(c *upstream.Conn) error) error {
 			}
 			if err != nil {
 				if !tx.retry(err, &failures, &stale) {
+					if broken(err) {
+						tx.dropConn()
+					}
 					return err
 				}
 				continue
@@ -170,6 +226,57 @@ func (tx *transaction) replay(c *upstream.Conn) error {
 	return nil
 }
 
+// send transmits the message. A transient refusal of the message (a 4xx
+// other than 421 at DATA, on a healthy connection: a passing fault or
+// throttling) is tried once more on another connection before the client
+// hears of it.
+func (tx *transaction) send(body func() (io.Reader, error)) (string, error) {
+	var text string
+	attempt := func() error {
+		return tx.withConn(func(c *upstream.Conn) error {
+			r, err := body()
+			if err != nil {
+				return &upstream.Error{Stage: upstream.StageData, Local: true, Err: err}
+			}
+			text, err = c.Data(r)
+			return err
+		})
+	}
+	err := attempt()
+	var ue *upstream.Error
+	if err == nil || !errors.As(err, &ue) || !ue.TransientReply() || tx.s.b.ctx.Err() != nil {
+		return text, err
+	}
+	tx.log.Info("provider refused the message temporarily; trying once more on another connection", "reply", ue.Error())
+	if rerr := tx.switchConn(); rerr != nil {
+		return "", err // keep the provider's own reply for the client
+	}
+	return text, attempt()
+}
+
+// switchConn moves the transaction to another connection (the current one
+// goes back to the pool: its transaction ended with the provider's reply)
+// and replays the envelope there. Without a free connection the current
+// one is used again.
+func (tx *transaction) switchConn() error {
+	old := tx.up
+	ctx := upstream.WithMessageID(tx.s.b.ctx, tx.id)
+	c, reused, err := tx.account.Upstream.TryGet(ctx)
+	if err != nil {
+		c, reused = old, true
+	} else if old != nil {
+		tx.account.Upstream.Put(old)
+	}
+	tx.up, tx.reused = c, reused
+	if err := tx.replay(c); err != nil {
+		if broken(err) {
+			tx.dropConn()
+		}
+		return err
+	}
+	return nil
+}
+
 func (tx *transaction) dropConn() {
 	if tx.up != nil {
 		tx.account.Upstream.Discard(tx.up)
@@ -193,61 +300,20 @@ func (tx *transaction) backoff(attempt int) {
 // than to the message: worth another connection.
 func retryable(err error) bool {
 	var ue *upstream.Error
-	if !errors.As(err, &ue) || ue.Ambiguous {
-		return false
-	}
-	switch ue.Stage {
-	case upstream.StageToken, upstream.StageAuth, upstream.StagePool:
-		return false
-	}
-	return ue.Reply == nil || ue.Reply.Code == 421
+	return errors.As(err, &ue) && ue.Retryable()
 }
 
 // broken reports whether the connection cannot serve another command.
 func broken(err error) bool {
 	var ue *upstream.Error
-	return errors.As(err, &ue) && (ue.Reply == nil || ue.Reply.Code == 421)
-}
-
-// faults says whom a failure counts against: the account (its token or
-// credentials, or its provider), the provider (unreachable, failing,
-// throttling). A provider's 5xx about the message or a recipient, and
-// local congestion, count against neither.
-func faults(err error) (account, provider bool) {
-	var ue *upstream.Error
-	if err == nil || !errors.As(err, &ue) {
-		return false, false
-	}
-	switch {
-	case ue.Stage == upstream.StagePool:
-		return false, false
-	case ue.Stage == upstream.StageToken || ue.Stage == upstream.StageAuth:
-		return true, false
-	case ue.Reply == nil || ue.Ambiguous:
-		return true, true
-	case ue.Reply.Code/100 == 4 && ue.Stage != upstream.StageRcpt:
-		return true, true
-	}
-	return false, false
-}
-
-// finish reports the transaction's outcome to the circuit breakers, once.
-func (tx *transaction) finish(err error) {
-	acct, prov := faults(err)
-	if tx.doneAccount != nil {
-		tx.doneAccount(!acct)
-		tx.doneAccount = nil
-	}
-	if tx.doneProvider != nil {
-		tx.doneProvider(!prov)
-		tx.doneProvider = nil
-	}
+	return errors.As(err, &ue) && ue.Broken()
 }
 
 // release gives the connection back: as is after a completed transaction,
-// after an RSET otherwise (RFC 5321 §4.1.1.5), or closed when it failed.
+// after an RSET otherwise (RFC 5321 §4.1.1.5), or closed when it failed;
+// and lets go of the configuration it ran with.
 func (tx *transaction) release() {
-	tx.finish(nil)
+	defer tx.st.release()
 	if tx.up == nil {
 		return
 	}

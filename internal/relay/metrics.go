@@ -11,6 +11,7 @@ type Metrics struct {
 	authFailures      *prometheus.CounterVec
 	circuitRejections *prometheus.CounterVec
 	limitRejections   *prometheus.CounterVec
+	refused           *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -42,9 +43,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "oauthrelay_limit_rejections_total",
 			Help: "Messages or recipients refused by an account's sending limit, by account and limit.",
 		}, []string{"account", "limit"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_messages_refused_total",
+			Help: "Messages refused while they were received, before anything was sent upstream, by listener and reason (too_large, line_too_long, storage_full).",
+		}, []string{"listener", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.duration, m.activeSessions, m.authFailures, m.circuitRejections, m.limitRejections)
+		reg.MustRegister(m.messages, m.duration, m.activeSessions, m.authFailures, m.circuitRejections, m.limitRejections, m.refused)
 	}
 	return m
 }

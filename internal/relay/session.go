@@ -1,9 +1,9 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -35,13 +35,18 @@ type ListenerSettings struct {
 	PerIP *limits.PerIP
 }
 
-// Backend creates sessions for one listener. All listeners share the
-// runtime's State pointer.
+// Backend creates sessions for one listener generation. All generations
+// share the runtime's State pointer: authentication and sender policy are
+// always checked against the current configuration.
 type Backend struct {
 	ctx   context.Context
 	state *atomic.Pointer[State]
 	lis   ListenerSettings
 	log   hclog.Logger
+	// retiredAt is set (unix nanoseconds) when a reload replaced this
+	// generation; its sessions then have a bounded life.
+	retiredAt atomic.Int64
+	grace     atomic.Int64 // how long retired sessions may go on
 }
 
 var _ smtp.Backend = (*Backend)(nil)
@@ -58,38 +63,87 @@ func NewBackend(ctx context.Context, state *atomic.Pointer[State], lis ListenerS
 	return &Backend{ctx: ctx, state: state, lis: lis, log: log}
 }
 
+// Retire marks the generation as replaced: its sessions may finish what
+// they are doing for grace, then answer 421 and must reconnect.
+func (b *Backend) Retire(now time.Time, grace time.Duration) {
+	b.grace.Store(int64(grace))
+	b.retiredAt.Store(now.UnixNano())
+}
+
+// expired reports whether the generation was retired more than its grace
+// ago.
+func (b *Backend) expired(now time.Time) bool {
+	at := b.retiredAt.Load()
+	return at != 0 && now.UnixNano()-at > b.grace.Load()
+}
+
 // NewSession implements smtp.Backend.
 func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	st := b.state.Load()
 	if st == nil || b.lis.Closing.Load() {
 		return nil, errShuttingDown
 	}
+	if b.expired(time.Now()) {
+		return nil, errReconnect
+	}
 	st.acquire()
 	b.lis.Metrics.activeSessions.WithLabelValues(b.lis.Name).Inc()
 	remote := c.Conn().RemoteAddr().String()
-	return &Session{
+	s := &Session{
 		b:      b,
 		st:     st,
 		conn:   c,
 		remote: remote,
 		log:    b.log.With("listener", b.lis.Name, "remote", remote),
-	}, nil
+	}
+	if a, ok := rawConn(c).(sessionAware); ok {
+		a.AttachSession(s.Idle)
+	}
+	return s, nil
 }
 
-// Session is one client SMTP session.
+// sessionAware is implemented by the listener's connections, which use
+// Idle to close a retired generation's idle sessions.
+type sessionAware interface{ AttachSession(idle func() bool) }
+
+// replyCloser is implemented by the listener's connections: the
+// connection closes right after the next reply is written.
+type replyCloser interface{ CloseAfterNextWrite() }
+
+// rawConn returns the listener's connection under TLS.
+func rawConn(c *smtp.Conn) net.Conn {
+	nc := c.Conn()
+	if tc, ok := nc.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return nc
+}
+
+// Session is one client SMTP session. go-smtp calls Data from a goroutine
+// of its own for BDAT, concurrently with Reset; mu serialises the methods.
 type Session struct {
 	b      *Backend
-	st     *State
+	st     *State // the configuration the session started with (counted)
 	conn   *smtp.Conn
 	remote string
 	log    hclog.Logger
 
-	client    *Client
-	tx        *transaction
-	loggedOut bool
+	mu sync.Mutex
+	// clientName and clientHash identify the authenticated client; every
+	// MAIL checks them against the current configuration.
+	clientName, clientHash string
+	tx                     *transaction
+	inTx                   atomic.Bool
+	loggedOut              bool
+	// bdat is the pipe go-smtp feeds a BDAT transfer through; see
+	// waitBDAT.
+	bdat *io.PipeReader
 }
 
 var _ smtp.AuthSession = (*Session)(nil)
+
+// Idle reports whether the session is between transactions.
+func (s *Session) Idle() bool { return !s.inTx.Load() }
 
 func (s *Session) remoteIP() string {
 	host, _, err := net.SplitHostPort(s.remote)
@@ -133,15 +187,11 @@ func (s *Session) AuthMechanisms() []string {
 
 // Auth implements smtp.AuthSession.
 func (s *Session) Auth(mech string) (sasl.Server, error) {
-	if s.b.lis.Closing.Load() {
-		return nil, errShuttingDown
+	if err := s.refuseIfEnding(); err != nil {
+		return nil, err
 	}
 	if !s.plaintextAuthAllowed() {
 		return nil, errEncryptionRequired
-	}
-	if s.b.lis.PerIP != nil && s.b.lis.PerIP.AuthBlocked(s.remoteIP(), time.Now()) {
-		s.log.Warn("AUTH refused: too many recent failures from this address")
-		return nil, errAuthThrottled
 	}
 	switch mech {
 	case sasl.Plain:
@@ -157,73 +207,143 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 	return nil, errUnknownMechanism
 }
 
+// authenticate checks credentials against the current configuration, with
+// the listener's throttle on failures per client address.
 func (s *Session) authenticate(username, password string) error {
-	c, err := s.st.authenticate(username, password)
+	done := func(bool) {}
+	if s.b.lis.PerIP != nil {
+		d, ok := s.b.lis.PerIP.AuthBegin(s.remoteIP(), time.Now())
+		if !ok {
+			s.log.Warn("AUTH refused: too many recent failures from this address")
+			return errAuthThrottled
+		}
+		done = d
+	}
+	c, err := s.b.state.Load().authenticate(username, password)
+	done(err == nil)
 	if err != nil {
 		s.b.lis.Metrics.authFailures.WithLabelValues(s.b.lis.Name).Inc()
-		if s.b.lis.PerIP != nil {
-			s.b.lis.PerIP.AuthFailed(s.remoteIP(), time.Now())
-		}
 		s.log.Warn("local authentication failed", "client", printable(username))
 		return err
 	}
-	if s.b.lis.PerIP != nil {
-		s.b.lis.PerIP.AuthSucceeded(s.remoteIP())
-	}
-	s.client = c
+	s.mu.Lock()
+	s.clientName, s.clientHash = c.Name, c.PasswordHash
 	s.log = s.log.With("client", c.Name)
+	s.mu.Unlock()
 	s.log.Debug("client authenticated")
 	return nil
 }
 
-// Mail implements smtp.Session: check the sender, the account's circuit
-// breakers and sending limits, then start the upstream transaction so that
-// token and connection problems surface here.
-func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
+// refuseIfEnding answers 421 once the relay is shutting down, or once the
+// session's generation was retired by a reload and its grace is over; the
+// connection is then closed after the reply.
+func (s *Session) refuseIfEnding() error {
 	if s.b.lis.Closing.Load() {
 		return errShuttingDown
 	}
-	if s.client == nil {
+	if s.b.expired(time.Now()) {
+		s.closeAfterReply()
+		return errReconnect
+	}
+	return nil
+}
+
+func (s *Session) closeAfterReply() {
+	if c, ok := rawConn(s.conn).(replyCloser); ok {
+		c.CloseAfterNextWrite()
+	}
+}
+
+// currentClient returns the authenticated client as the current
+// configuration knows it: nil when a reload removed it or changed its
+// password hash.
+func (s *Session) currentClient(st *State) *Client {
+	c := st.Clients[s.clientName]
+	if c == nil || c.PasswordHash != s.clientHash {
+		return nil
+	}
+	return c
+}
+
+// Mail implements smtp.Session: check the sender against the current
+// configuration, the account's circuits and sending limits, then start the
+// upstream transaction so that token and connection problems surface here.
+func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.refuseIfEnding(); err != nil {
+		return err
+	}
+	if s.clientName == "" {
 		return errAuthRequired
 	}
-	s.abort()
-	addr := normalizeAddress(from)
-	acct, ok := s.client.Allowed[addr]
+	if s.tx != nil {
+		// RFC 5321 §4.1.4: MAIL inside a transaction is a sequence error.
+		return errNestedMail
+	}
+	st := s.b.state.Load()
+	client := s.currentClient(st)
+	if client == nil {
+		s.log.Warn("client removed or its password changed by a reload; closing its session")
+		s.closeAfterReply()
+		return errCredentialsChanged
+	}
+	path, err := parseAddress(from)
+	if from == "" {
+		err = nil // the null reverse-path: refused by the sender policy
+	}
+	if err != nil {
+		s.log.Warn("malformed sender address refused", "from", printable(from), "reason", err.Error())
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax: " + err.Error()}
+	}
+	acct, ok := client.Allowed[strings.ToLower(from)]
 	if !ok {
 		s.log.Warn("sender refused", "from", printable(from))
 		return errSenderNotAllowed
 	}
-	tx := &transaction{s: s, id: newMessageID(), account: acct, from: from, started: time.Now()}
+	st.acquire()
+	tx := &transaction{s: s, st: st, id: newMessageID(), account: acct, from: path, started: time.Now()}
 	if opts != nil {
 		tx.opts = &smtp.MailOptions{Size: opts.Size, Body: opts.Body}
 	}
 	tx.log = s.log.With("msgid", tx.id, "account", acct.Address)
-	if err := tx.admit(); err != nil {
+	release, err := tx.admit()
+	if err != nil {
+		st.release()
 		return err
 	}
-	err := tx.withConn(func(c *upstream.Conn) error { return c.Mail(from, tx.opts) })
+	err = tx.withConn(func(c *upstream.Conn) error { return c.Mail(path, tx.opts) })
+	release() // the circuits' probe slots are for this step only
 	if err != nil {
+		tx.record(err, false)
 		reply := upstreamReply(err)
 		s.count(tx, reply.Code)
 		tx.log.Warn("upstream transaction not started", "error", err.Error(), "reply", reply.Code)
-		tx.finish(err)
 		tx.release()
 		return reply
 	}
 	tx.mailed = true
 	s.tx = tx
+	s.inTx.Store(true)
 	return nil
 }
 
 // Rcpt implements smtp.Session, passing the provider's verdict on each
 // recipient through so that no recipient is silently dropped.
 func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	tx := s.tx
 	if tx == nil {
 		return errNoTransaction
 	}
 	if s.b.lis.Closing.Load() {
 		return errShuttingDown
+	}
+	path, err := parseAddress(to)
+	if err != nil {
+		tx.log.Warn("malformed recipient address refused", "rcpt", printable(to), "reason", err.Error())
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax: " + err.Error()}
 	}
 	if err := tx.account.Limits.AllowRecipient(len(tx.rcpts)+1, time.Now()); err != nil {
 		le, _ := limits.IsLimit(err)
@@ -231,42 +351,40 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		tx.log.Warn("recipient refused by the account's limit", "limit", le.Kind, "max", le.Limit)
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients for this account (%s limit of %d); send the rest later", le.Kind, le.Limit)}
 	}
-	if err := tx.withConn(func(c *upstream.Conn) error { return c.Rcpt(to, nil) }); err != nil {
+	if err := tx.withConn(func(c *upstream.Conn) error { return c.Rcpt(path, nil) }); err != nil {
+		tx.record(err, false)
 		reply := upstreamReply(err)
 		tx.log.Info("upstream refused a recipient", "rcpt", printable(to), "reply", reply.Code)
 		return reply
 	}
-	tx.rcpts = append(tx.rcpts, to)
+	tx.rcpts = append(tx.rcpts, path)
 	return nil
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// Data implements smtp.Session. The message is held in memory (bounded by
-// the listener's size limit) and sent upstream; the client's 250 is the
-// provider's acceptance.
+// Data implements smtp.Session. The message is received completely, then
+// sent upstream with the relay's Received header in front; the client's
+// 250 is the provider's acceptance.
 func (s *Session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pr, ok := r.(*io.PipeReader); ok {
+		s.bdat = pr
+	}
 	tx := s.tx
 	if tx == nil {
 		return errNoTransaction
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 1<<20 {
-			bufPool.Put(buf)
-		}
-	}()
-	if _, err := buf.ReadFrom(r); err != nil {
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			tx.log.Warn("message refused", "reply", se.Code, "reason", se.Message)
-			return se
-		}
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message"}
+	if len(tx.rcpts) == 0 {
+		return errNoRecipients
 	}
-	log := tx.log.With("from", tx.from, "rcpts", len(tx.rcpts), "size", buf.Len())
-	if s.st.DryRun {
+	defer s.abortLocked()
+	msg, err := s.receive(tx, r)
+	if err != nil {
+		return err
+	}
+	defer msg.Release()
+	log := tx.log.With("from", tx.from, "rcpts", len(tx.rcpts), "size", msg.Size())
+	if tx.st.DryRun {
 		if err := tx.withConn(func(c *upstream.Conn) error { return c.Reset() }); err != nil {
 			return upstreamReply(err)
 		}
@@ -275,19 +393,14 @@ func (s *Session) Data(r io.Reader) error {
 		log.Warn("DRY RUN: message authenticated upstream and reset; NOT sent", "duration", time.Since(tx.started).Round(time.Millisecond))
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("dry run: message %s was not sent", tx.id)}
 	}
-	var text string
-	err := tx.withConn(func(c *upstream.Conn) error {
-		var err error
-		text, err = c.Data(buf.Bytes())
-		return err
-	})
+	text, err := tx.send(msg.Reader)
 	elapsed := time.Since(tx.started)
 	s.b.lis.Metrics.duration.WithLabelValues(tx.account.Provider).Observe(elapsed.Seconds())
 	dur := elapsed.Round(time.Millisecond)
+	tx.record(err, true)
 	if err != nil {
 		reply := upstreamReply(err)
 		s.count(tx, reply.Code)
-		tx.finish(err)
 		var ue *upstream.Error
 		if errors.As(err, &ue) && ue.Ambiguous {
 			log.Error("connection lost after the message was sent: delivery state unknown; answering 451 rather than resending", "error", err.Error(), "duration", dur)
@@ -298,28 +411,85 @@ func (s *Session) Data(r io.Reader) error {
 	}
 	tx.delivered = true
 	tx.account.Limits.Record(len(tx.rcpts), time.Now())
-	tx.finish(nil)
 	s.count(tx, 250)
 	log.Info("message relayed", "upstream_reply", printable(text), "duration", dur)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("OK: message %s accepted by the provider", tx.id)}
 }
 
-// abort ends the current transaction, returning its upstream connection
-// to the pool when it can be reused.
-func (s *Session) abort() {
+// receive reads the message from the client behind the Received header.
+// A read failure is answered with the reply it calls for; nothing is sent
+// upstream.
+func (s *Session) receive(tx *transaction, r io.Reader) (*message, error) {
+	msg := newMessage()
+	msg.WriteString(s.receivedHeader(tx))
+	if _, err := msg.ReadFrom(r); err != nil {
+		msg.Release()
+		var se *smtp.SMTPError
+		switch {
+		case errors.As(err, &se):
+			tx.log.Warn("message refused", "reply", se.Code, "reason", se.Message)
+			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "too_large").Inc()
+			return nil, se
+		case errors.Is(err, smtp.ErrTooLongLine):
+			tx.log.Warn("message refused: a line is longer than the listener's max_line_length", "reply", errLineTooLong.Code)
+			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "line_too_long").Inc()
+			s.count(tx, errLineTooLong.Code)
+			return nil, errLineTooLong
+		case errors.Is(err, errMemoryFull):
+			tx.log.Warn("message refused for now: the relay's memory budget for messages is used up", "reply", errStorageFull.Code)
+			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "storage_full").Inc()
+			s.count(tx, errStorageFull.Code)
+			return nil, errStorageFull
+		}
+		tx.log.Warn("error reading the message from the client", "error", err.Error())
+		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message"}
+	}
+	return msg, nil
+}
+
+// abortLocked ends the current transaction, returning its upstream
+// connection to the pool when it can be reused.
+func (s *Session) abortLocked() {
 	if s.tx != nil {
 		s.tx.release()
 		s.tx = nil
 	}
+	s.inTx.Store(false)
 }
 
 // Reset implements smtp.Session.
-func (s *Session) Reset() { s.abort() }
+func (s *Session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waitBDAT()
+	s.abortLocked()
+}
+
+// waitBDAT waits, after an aborted BDAT transfer, until go-smtp's own
+// goroutine that called Data has finished with the transfer (it closes the
+// pipe's reading end last), so that the next transfer cannot overlap it.
+func (s *Session) waitBDAT() {
+	pr := s.bdat
+	if pr == nil {
+		return
+	}
+	s.bdat = nil
+	deadline := time.Now().Add(time.Second)
+	for {
+		if _, err := pr.Read(nil); err == io.ErrClosedPipe || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
 
 // Logout implements smtp.Session. go-smtp calls it once per session,
 // including when STARTTLS replaces the session with a new one.
 func (s *Session) Logout() error {
-	s.abort()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waitBDAT()
+	s.abortLocked()
 	if !s.loggedOut {
 		s.loggedOut = true
 		s.b.lis.Metrics.activeSessions.WithLabelValues(s.b.lis.Name).Dec()

@@ -30,9 +30,9 @@ type Account struct {
 	Upstream Upstream
 	// Limits are the account's sending limits (nil: none).
 	Limits *limits.AccountLimits
-	// Breaker guards the account, ProviderBreaker its provider (shared by
+	// Circuit guards the account, ProviderCircuit its provider (shared by
 	// the provider's accounts); nil disables one.
-	Breaker, ProviderBreaker *limits.Breaker
+	Circuit, ProviderCircuit *limits.Circuit
 }
 
 // Client is a local SMTP AUTH identity.
@@ -51,8 +51,11 @@ type Client struct {
 type State struct {
 	Hostname string
 	DryRun   bool
-	Clients  map[string]*Client
-	Accounts map[string]*Account
+	// HideClientAddress leaves the client's IP address out of the
+	// Received header the relay adds (server { received_hide_client }).
+	HideClientAddress bool
+	Clients           map[string]*Client
+	Accounts          map[string]*Account
 
 	active atomic.Int64 // sessions using this State
 	auth   *authCache
@@ -107,7 +110,7 @@ func (st *State) authenticate(username, password string) (*Client, error) {
 
 func normalizeAddress(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
 
-// SMTP replies of the relay (ARCHITECTURE.md §6).
+// SMTP replies of the relay (README "Replies").
 var (
 	errAuthRequired        = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	errBadCredentials      = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
@@ -115,6 +118,12 @@ var (
 	errSenderNotAllowed    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this client"}
 	errUnknownMechanism    = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
 	errNoTransaction       = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Bad sequence of commands"}
+	errNestedMail          = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command: a transaction is in progress; send RSET first"}
+	errNoRecipients        = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
+	errCredentialsChanged  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Your client's credentials or permissions changed; reconnect and authenticate again"}
+	errReconnect           = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "The relay's configuration changed; reconnect"}
+	errStorageFull         = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage for the message now; try again later"}
+	errLineTooLong         = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message has a line longer than this relay accepts; wrap long lines or use quoted-printable or base64"}
 	errUpstreamUnreachable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail provider; try again later"}
 	errUpstreamLost        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost; try again later"}
 	errAmbiguous           = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost after the message was sent; it may have been delivered, check before resending"}

@@ -55,8 +55,8 @@ func (r *Runtime) ready() (bool, any) {
 			}
 		}
 		if ra := b.state.Accounts[a.Address]; ra != nil {
-			if ra.Breaker != nil {
-				as.Circuit = ra.Breaker.State()
+			if ra.Circuit != nil {
+				as.Circuit = ra.Circuit.State()
 			}
 			if u := ra.Limits.Usage(time.Now()); len(u) > 0 {
 				as.QuotaUsed = u

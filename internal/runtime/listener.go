@@ -14,6 +14,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
+	"github.com/oauthrelay/oauthrelay/internal/relay"
 )
 
 // listener owns one listening socket. Its SMTP server is replaced on reload
@@ -34,24 +35,32 @@ type listener struct {
 }
 
 // generation is one configuration of a listener: a go-smtp server fed by a
-// handoff listener.
+// handoff listener. The generation, not go-smtp, tracks its connections:
+// go-smtp's Shutdown races with a Serve that is still starting, and it
+// cannot wait for a server that was already shut down (a retired
+// generation) — shutdown waits for every generation's sessions itself.
 type generation struct {
 	cfg     *config.Listener
 	srv     *smtp.Server
+	backend *relay.Backend
 	handoff *handoff
 	tls     *tls.Config
 
-	// conns are the generation's open connections: go-smtp cannot close
-	// them once a graceful Shutdown started, so we keep our own handles.
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
+	active sync.WaitGroup // open connections
 }
 
-// trackedConn removes itself from its generation when closed.
+// trackedConn removes itself from its generation when closed. It also
+// lets the session ask for the connection to be closed right after its
+// next reply (a 421), and tells the generation whether the session is
+// idle.
 type trackedConn struct {
 	net.Conn
-	g    *generation
-	once sync.Once
+	g               *generation
+	once            sync.Once
+	closeAfterWrite atomic.Bool
+	idle            atomic.Pointer[func() bool]
 }
 
 func (c *trackedConn) Close() error {
@@ -59,8 +68,30 @@ func (c *trackedConn) Close() error {
 		c.g.connMu.Lock()
 		delete(c.g.conns, c)
 		c.g.connMu.Unlock()
+		c.g.active.Done()
 	})
 	return c.Conn.Close()
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.closeAfterWrite.Load() {
+		c.Close()
+	}
+	return n, err
+}
+
+// CloseAfterNextWrite implements the relay's replyCloser.
+func (c *trackedConn) CloseAfterNextWrite() { c.closeAfterWrite.Store(true) }
+
+// AttachSession implements the relay's sessionAware.
+func (c *trackedConn) AttachSession(idle func() bool) { c.idle.Store(&idle) }
+
+// isIdle reports whether the connection's session is between
+// transactions (or has not started one).
+func (c *trackedConn) isIdle() bool {
+	f := c.idle.Load()
+	return f == nil || (*f)()
 }
 
 func (g *generation) track(c net.Conn) *trackedConn {
@@ -70,21 +101,55 @@ func (g *generation) track(c net.Conn) *trackedConn {
 		g.conns = map[*trackedConn]struct{}{}
 	}
 	g.conns[tc] = struct{}{}
+	g.active.Add(1)
 	g.connMu.Unlock()
 	return tc
 }
 
-// closeConns closes every open connection of the generation.
-func (g *generation) closeConns() {
+// untrack forgets a connection another generation took over.
+func (g *generation) untrack(tc *trackedConn) {
 	g.connMu.Lock()
+	delete(g.conns, tc)
+	g.connMu.Unlock()
+	tc.once.Do(g.active.Done)
+}
+
+func (g *generation) snapshot() []*trackedConn {
+	g.connMu.Lock()
+	defer g.connMu.Unlock()
 	conns := make([]*trackedConn, 0, len(g.conns))
 	for c := range g.conns {
 		conns = append(conns, c)
 	}
-	g.connMu.Unlock()
-	for _, c := range conns {
+	return conns
+}
+
+// closeConns closes every open connection of the generation.
+func (g *generation) closeConns() {
+	for _, c := range g.snapshot() {
 		c.Close()
 	}
+}
+
+// closeIdle asks the generation's idle sessions to end: their next read
+// times out, and go-smtp answers 421 and closes the connection. Sessions
+// in a transaction are left to finish it.
+func (g *generation) closeIdle() {
+	for _, c := range g.snapshot() {
+		if c.isIdle() {
+			_ = c.SetReadDeadline(time.Now())
+		}
+	}
+}
+
+// drained returns a channel closed once every connection ended.
+func (g *generation) drained() <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		g.active.Wait()
+		close(ch)
+	}()
+	return ch
 }
 
 // handoff is a net.Listener whose connections come from the real
@@ -187,9 +252,7 @@ func (l *listener) dispatch(c net.Conn) {
 			return
 		}
 		// Not taken: forget it here without closing the socket.
-		g.connMu.Lock()
-		delete(g.conns, tc)
-		g.connMu.Unlock()
+		g.untrack(tc)
 		// The generation was replaced between current() and offer; the
 		// next one takes the connection.
 	}

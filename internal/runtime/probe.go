@@ -51,6 +51,7 @@ func ProbeAccount(ctx context.Context, cfg *config.Config, address string, log h
 	if err != nil {
 		return []ProbeStep{{Name: "secrets", Detail: err.Error(), Fix: "make the referenced secrets readable by the relay (Vault policy, file permissions, environment)"}}
 	}
+	defer b.plan.abort() // nothing of a probe is kept
 	defer b.stopBackground()
 	steps := []ProbeStep{{Name: "secrets", OK: true, Detail: describeRefs(acct)}}
 
@@ -98,7 +99,7 @@ func ProbeAccount(ctx context.Context, cfg *config.Config, address string, log h
 }
 
 func newProbeDeps(log hclog.Logger) deps {
-	return deps{sources: newSourcePool(), keeper: newKeeper(log), log: log}
+	return deps{registry: newRegistry(log), log: log}
 }
 
 func describeRefs(a *config.Account) string {

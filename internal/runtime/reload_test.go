@@ -133,21 +133,50 @@ func TestBadReloadKeepsServing(t *testing.T) {
 	}
 }
 
-// TestSessionKeepsItsState checks that a session started before a reload
-// finishes with the configuration it started with.
-func TestSessionKeepsItsState(t *testing.T) {
+// TestReloadRevokesSessionsOfRemovedClients: a session authenticated
+// before a reload is checked against the current configuration at MAIL: a
+// client the reload removed, or whose password hash changed, is told to
+// reconnect (421) and its connection closed; on reconnecting, its old
+// credentials fail. A client the reload kept keeps sending, and a sender
+// the reload took away is refused.
+func TestReloadRevokesSessionsOfRemovedClients(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	c := dialAuth(t, h, restrictedClient)
-	// The reload removes the restricted client altogether.
-	h.rewrite(strings.Replace(h.cfgText, `client "restricted"`, `client "renamed"`, 1))
+	removed := dialAuth(t, h, restrictedClient)
+	rehashed := dialAuth(t, h, printerClient)
+	narrowed := dialAuth(t, h, appClient)
+	kept := dialAuth(t, h, saClient)
+	text := strings.Replace(h.cfgText, `client "restricted"`, `client "renamed"`, 1)
+	text = strings.Replace(text, fmt.Sprintf("client %q { password_hash = ", printerClient), fmt.Sprintf("client %q { password_hash = %q }\n  client \"unused\" { password_hash = ", printerClient, testutil.FastHash(t, "another password")), 1)
+	appLine := fmt.Sprintf("client %q { password_hash = ", appClient)
+	i := strings.Index(text, appLine)
+	end := i + strings.Index(text[i:], " }")
+	text = text[:i] + fmt.Sprintf("client %q {\n    allowed_senders = [%q]\n    password_hash = ", appClient, bob) + text[i+len(appLine):end] + "\n  }" + text[end+2:]
+	h.rewrite(text)
 	if err := h.rt.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SendMail(alice, []string{"x@example.net"}, strings.NewReader("Subject: old state\r\n\r\nbody\r\n")); err != nil {
-		t.Fatalf("session started before the reload: %v", err)
+	for name, c := range map[string]*smtp.Client{"removed": removed, "rehashed": rehashed} {
+		from := alice
+		if name == "rehashed" {
+			from = carol
+		}
+		err := c.Mail(from, nil)
+		wantCode(t, err, "421 4.7.0")
+		if err := c.Noop(); err == nil {
+			t.Errorf("%s client: the connection stays open after 421", name)
+		}
 	}
 	_, err := h.send(restrictedClient, alice)
 	wantCode(t, err, "535 5.7.8")
+	_, err = h.send(printerClient, carol)
+	wantCode(t, err, "535 5.7.8")
+	wantCode(t, narrowed.Mail(alice, nil), "550 5.7.1")
+	if err := narrowed.SendMail(bob, []string{"x@example.net"}, strings.NewReader("Subject: kept\r\n\r\nbody\r\n")); err != nil {
+		t.Fatalf("a kept client's session, allowed sender: %v", err)
+	}
+	if err := kept.SendMail(dave, []string{"x@example.net"}, strings.NewReader("Subject: kept\r\n\r\nbody\r\n")); err != nil {
+		t.Fatalf("an unchanged client's session: %v", err)
+	}
 }
 
 func TestShutdownDrainsInflightData(t *testing.T) {

@@ -99,8 +99,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 		relayMetrics: relay.NewMetrics(reg),
 		listeners:    map[string]*listener{},
 		deps: deps{
-			sources:  newSourcePool(),
-			keeper:   newKeeper(opts.Logger.Named("limits")),
+			registry: newRegistry(opts.Logger.Named("limits")),
 			log:      opts.Logger,
 			secrets:  secrets.NewMetrics(reg),
 			oauth:    oauth.NewMetrics(reg),
@@ -117,6 +116,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 	if err != nil {
 		return nil, err
 	}
+	r.deps.registry.commit(b.plan, time.Now())
 	r.registerSecrets(b)
 	r.current.Store(b)
 	r.state.Store(b.state)
@@ -235,6 +235,7 @@ func (r *Runtime) newGeneration(lc *config.Listener, perIP *limits.PerIP) (*gene
 	srv := smtp.NewServer(be)
 	srv.Domain = r.current.Load().cfg.Server.Hostname
 	srv.MaxMessageBytes = lc.MaxMessageSize
+	srv.MaxLineLength = int(lc.MaxLineLength)
 	srv.MaxRecipients = lc.MaxRecipients
 	srv.ReadTimeout = lc.ReadTimeout
 	srv.WriteTimeout = lc.WriteTimeout
@@ -245,7 +246,7 @@ func (r *Runtime) newGeneration(lc *config.Listener, perIP *limits.PerIP) (*gene
 		srv.TLSConfig = tlsCfg
 	}
 	srv.ErrorLog = log.With("listener", lc.Name).StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
-	return &generation{cfg: lc, srv: srv, handoff: newHandoff(nil), tls: tlsCfg}, nil
+	return &generation{cfg: lc, srv: srv, backend: be, handoff: newHandoff(nil), tls: tlsCfg}, nil
 }
 
 // Reload reads the configuration again and applies it: the new State is
@@ -295,6 +296,7 @@ func (r *Runtime) Reload(ctx context.Context) error {
 		if ts != nil {
 			_ = ts.Shutdown(context.Background())
 		}
+		nb.plan.abort()
 		return fail(err)
 	}
 	wanted := map[string]bool{}
@@ -327,6 +329,7 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	r.registerSecrets(nb)
 	r.current.Store(nb)
 	r.state.Store(nb.state)
+	stale := r.deps.registry.commit(nb.plan, time.Now())
 	nb.startBackground(old)
 	old.stopBackground()
 	r.sessions.SetMax(cfg.Server.GlobalConcurrency)
@@ -373,22 +376,41 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	r.metrics.reloadSucceeded(time.Now())
 	r.log.Info("configuration reloaded", "listeners_kept", kept, "listeners_added", added, "listeners_removed", removed,
 		"accounts", len(nb.state.Accounts), "clients", len(nb.state.Clients), "took", time.Since(began).Round(time.Millisecond))
-	stale := append(r.deps.keeper.prune(cfg), nb.replaced...)
 	go r.retireState(old, stale)
 	return nil
 }
 
-// retire lets a replaced generation's sessions finish in the background.
+// retire lets a replaced generation's sessions finish in the background:
+// they may go on for retired_session_timeout, then the idle ones are closed
+// (421) while those in a transaction finish it first.
 func (r *Runtime) retire(g *generation) {
+	grace := r.current.Load().cfg.Server.RetiredSessionTimeout
+	g.backend.Retire(time.Now(), grace)
 	r.retiringMu.Lock()
 	r.retiring = append(r.retiring, g)
 	r.retiringMu.Unlock()
 	r.retireWG.Add(1)
 	go func() {
 		defer r.retireWG.Done()
-		// Sessions end on their own (QUIT, idle timeout); Shutdown
-		// closes what is still open when the runtime stops.
-		_ = g.srv.Shutdown(r.workCtx)
+		drained := g.drained()
+		timer := time.NewTimer(grace)
+		defer timer.Stop()
+		var tick <-chan time.Time
+		for done := false; !done; {
+			select {
+			case <-drained:
+				done = true
+			case <-timer.C:
+				t := time.NewTicker(time.Second)
+				defer t.Stop()
+				tick = t.C
+				g.closeIdle()
+			case <-tick:
+				g.closeIdle()
+			case <-r.workCtx.Done():
+				done = true // Shutdown waits for the generation itself
+			}
+		}
 		r.retiringMu.Lock()
 		for i, x := range r.retiring {
 			if x == g {
@@ -466,17 +488,13 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	gens = append(gens, r.retiring...)
 	r.retiringMu.Unlock()
 
+	// Wait for the sessions of every generation, the retired ones included:
+	// a session opened before a reload is as much in flight as a new one.
 	done := make(chan struct{})
 	go func() {
-		var wg sync.WaitGroup
 		for _, g := range gens {
-			wg.Add(1)
-			go func(g *generation) {
-				defer wg.Done()
-				_ = g.srv.Shutdown(context.Background())
-			}(g)
+			<-g.drained()
 		}
-		wg.Wait()
 		close(done)
 	}()
 	var err error
@@ -497,7 +515,7 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	}
 	r.cancelWork()
 	r.retireWG.Wait()
-	for _, p := range r.deps.keeper.allPools() {
+	for _, p := range r.deps.registry.allPools() {
 		p.Close() // QUIT to every idle upstream connection
 	}
 	r.current.Load().stopBackground()

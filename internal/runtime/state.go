@@ -5,13 +5,11 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -25,10 +23,10 @@ import (
 )
 
 // deps are the long-lived pieces every build shares: metrics collectors
-// are registered once per process.
+// are registered once per process, and the registry keeps what outlives a
+// configuration.
 type deps struct {
-	sources  *sourcePool
-	keeper   *keeper
+	registry *registry
 	log      hclog.Logger
 	secrets  *secrets.Metrics
 	oauth    *oauth.Metrics
@@ -41,6 +39,7 @@ type deps struct {
 type built struct {
 	cfg   *config.Config
 	state *relay.State
+	plan  *plan
 	vault *secrets.Vault // nil without a vault block
 	// vaultKey identifies the vault block's settings, to reuse the client
 	// (and its login) across reloads that do not change them.
@@ -50,47 +49,82 @@ type built struct {
 	stopWatch context.CancelFunc       // ends the store's rotation polling
 	sources   map[string]*oauth.Source // by credential name
 	users     map[string][]*oauth.Source
-	// replaced are pools a reload swapped out for new ones (changed
-	// connection settings); closed once the old sessions ended.
-	replaced []*upstream.Pool
-	pools    map[string]*upstream.Pool   // by account
-	refPools map[string][]*upstream.Pool // secret reference -> pools of accounts using it
-	breakers map[string]*limits.Breaker
+	pools     map[string]*upstream.Pool   // by account
+	refPools  map[string][]*upstream.Pool // secret reference -> pools of accounts using it
+	breakers  map[string]*limits.Circuit  // "scope:name"
 }
 
-// build logs in to Vault when configured, resolves secrets, and constructs
-// token sources and upstream senders for a validated configuration. It
-// opens no listening socket. With prev (a reload), it reuses prev's Vault
-// client, its Vault reads, and the token sources — with their cached
-// tokens — of credentials whose settings and secrets did not change.
+// providerRuntime is how one provider is reached.
+type providerRuntime struct {
+	http *http.Client
+	smtp upstream.Settings
+}
+
+// build turns a validated configuration into a State, step by step: Vault
+// login (or the previous client), secrets, providers, then each group's
+// token sources, pools, limits and circuits. It opens no listening socket
+// and changes nothing that runs: what it reuses from the registry is
+// updated only when the result is committed (see registry). With prev (a
+// reload) it reuses prev's Vault client and Vault reads.
 func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built, error) {
-	log := d.log
-	opts := []secrets.Option{secrets.WithLogger(log.Named("secrets")), secrets.WithMetrics(d.secrets)}
 	b := &built{
 		cfg:      cfg,
+		plan:     d.registry.newPlan(),
 		users:    map[string][]*oauth.Source{},
 		sources:  map[string]*oauth.Source{},
 		pools:    map[string]*upstream.Pool{},
 		refPools: map[string][]*upstream.Pool{},
-		breakers: map[string]*limits.Breaker{},
+		breakers: map[string]*limits.Circuit{},
 		state: &relay.State{
-			Hostname: cfg.Server.Hostname,
-			DryRun:   cfg.Server.DryRun,
-			Clients:  map[string]*relay.Client{},
-			Accounts: map[string]*relay.Account{},
+			Hostname:          cfg.Server.Hostname,
+			DryRun:            cfg.Server.DryRun,
+			HideClientAddress: cfg.Server.ReceivedHideClient,
+			Clients:           map[string]*relay.Client{},
+			Accounts:          map[string]*relay.Account{},
 		},
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			b.plan.abort()
+		}
+	}()
+	if err := b.loadSecrets(ctx, d, prev); err != nil {
+		return nil, err
+	}
+	providers, err := buildProviders(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range cfg.Groups {
+		b.buildGroup(g, providers[g.ProviderName], d)
+	}
+	var prevState *relay.State
+	if prev != nil {
+		prevState = prev.state
+	}
+	b.state.SetAuthCache(prevState)
+	b.store.Subscribe(b.rotated)
+	ok = true
+	return b, nil
+}
+
+// loadSecrets logs in to Vault (or keeps prev's client when the vault
+// block is unchanged) and resolves every secret reference.
+func (b *built) loadSecrets(ctx context.Context, d deps, prev *built) error {
+	cfg := b.cfg
+	opts := []secrets.Option{secrets.WithLogger(d.log.Named("secrets")), secrets.WithMetrics(d.secrets)}
 	if cfg.Vault != nil {
 		b.vaultKey = vaultKey(cfg.Vault)
 		if prev != nil && prev.vault != nil && prev.vaultKey == b.vaultKey {
 			b.vault = prev.vault
 		} else {
-			vc, err := secrets.NewVault(cfg.Vault, secrets.ResolveLocal, log.Named("vault"), d.secrets)
+			vc, err := secrets.NewVault(cfg.Vault, secrets.ResolveLocal, d.log.Named("vault"), d.secrets)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if err := vc.Login(ctx); err != nil {
-				return nil, err
+				return err
 			}
 			b.vault = vc
 		}
@@ -101,14 +135,15 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 	}
 	store, err := secrets.Load(ctx, cfg.SecretRefs(), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("resolving secrets: %w", err)
+		return fmt.Errorf("resolving secrets: %w", err)
 	}
 	b.store = store
+	return nil
+}
 
-	type providerRuntime struct {
-		http *http.Client
-		smtp upstream.Settings
-	}
+// buildProviders prepares each provider's token HTTP client and SMTP
+// settings.
+func buildProviders(cfg *config.Config, d deps) (map[string]providerRuntime, error) {
 	providers := map[string]providerRuntime{}
 	for name, p := range cfg.Providers {
 		roots, err := RootCAs(p.CAFile)
@@ -125,7 +160,7 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 				RootCAs:  roots,
 				Timeout:  p.TokenTimeout,
 				RetryMax: 3,
-				Logger:   log.Named("token-http").With("provider", name),
+				Logger:   d.log.Named("token-http").With("provider", name),
 			}),
 			smtp: upstream.Settings{
 				Address:        p.SMTPAddress,
@@ -140,189 +175,140 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 			},
 		}
 	}
-	tokenLog := log.Named("oauth")
-	upLog := log.Named("upstream")
-	for _, g := range cfg.Groups {
-		pr := providers[g.ProviderName]
-		settings := func(name, subject string, rt config.SecretRef) oauth.Settings {
-			refs := []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt}
-			set := oauth.Settings{
-				Name:                name,
-				Group:               g.Name,
-				Metrics:             d.oauth,
-				Flow:                g.Flow,
-				TokenURL:            g.Provider.TokenURL,
-				ClientID:            g.ClientID,
-				Scopes:              g.Scopes,
-				ClientSecret:        store.Getter(g.ClientSecret),
-				ServiceAccountKey:   store.Getter(g.ServiceAccountKey),
-				RefreshToken:        store.Getter(rt),
-				Subject:             subject,
-				RefreshBeforeExpiry: g.RefreshBeforeExpiry,
-				ErrorBackoff:        g.TokenErrorBackoff,
-				HTTPClient:          pr.http,
-				Logger:              tokenLog.With("group", g.Name),
-				Recheck:             func() bool { return store.Refresh(context.Background(), refs...) },
-			}
-			if d.redact != nil {
-				set.OnToken = func(at string, _ time.Time) { d.redact("token:"+name, at) }
-			}
-			if g.WriteBack && rt.IsSet() {
-				set.OnRotate = func(newRT string) {
-					if d.redact != nil {
-						d.redact("refresh:"+name, newRT)
-					}
-					// Off the token path: a slow Vault must not delay mail.
-					go func() {
-						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-						defer cancel()
-						if err := store.WriteBack(ctx, rt, newRT); err != nil {
-							tokenLog.Warn("could not store the rotated refresh token", "account", subject, "reference", rt.String(), "error", err)
-						}
-					}()
-				}
-			}
-			return set
-		}
-		source := func(name, subject string, rt config.SecretRef) *oauth.Source {
-			set := settings(name, subject, rt)
-			key := sourceKey(g, set, store, rt)
-			src := d.sources.get(name, key, set)
-			b.sources[name] = src
-			for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
-				if r.IsSet() && r.Scheme != config.SecretLiteral {
-					b.users[r.String()] = append(b.users[r.String()], src)
-				}
-			}
-			return src
-		}
-		var shared *oauth.Source
-		if g.Flow == config.FlowClientCredentials {
-			// An app-only token is issued to the application, not to a
-			// mailbox: one token serves every account of the group.
-			shared = source("group:"+g.Name, "", config.SecretRef{})
-		}
-		for _, a := range g.Accounts {
-			src := shared
-			if src == nil {
-				src = source(a.Address, a.Address, a.RefreshToken)
-			}
-			sender := upstream.NewSender(pr.smtp, a.Address, src, upLog.With("account", a.Address, "provider", g.ProviderName))
-			pc := g.Provider.Pool
-			var prevPool *upstream.Pool
-			if prev != nil {
-				prevPool = prev.pools[a.Address]
-			}
-			pool, _ := d.keeper.pool(a.Address, g.Provider, sender, upstream.PoolSettings{
-				MaxConnections:           a.MaxConnections,
-				MaxMessagesPerConnection: pc.MaxMessagesPerConnection,
-				IdleTimeout:              pc.IdleTimeout,
-				MaxAge:                   pc.MaxAge,
-				WaitTimeout:              pc.WaitTimeout,
-			})
-			if prevPool != nil && prevPool != pool {
-				b.replaced = append(b.replaced, prevPool)
-			}
-			b.pools[a.Address] = pool
-			for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, a.RefreshToken} {
-				if r.IsSet() && r.Scheme != config.SecretLiteral {
-					b.refPools[r.String()] = append(b.refPools[r.String()], pool)
-				}
-			}
-			acctBreaker := d.keeper.breaker("account", a.Address, g.Provider.Circuit)
-			provBreaker := d.keeper.breaker("provider", g.ProviderName, g.Provider.Circuit)
-			b.breakers["account:"+a.Address], b.breakers["provider:"+g.ProviderName] = acctBreaker, provBreaker
-			b.state.Accounts[a.Address] = &relay.Account{
-				Address:         a.Address,
-				Group:           g.Name,
-				Provider:        g.ProviderName,
-				Upstream:        pool,
-				Limits:          d.keeper.limitsFor(a.Address, a.Limits),
-				Breaker:         acctBreaker,
-				ProviderBreaker: provBreaker,
-			}
-		}
-		for _, c := range g.Clients {
-			rc := &relay.Client{Name: c.Name, Group: g.Name, PasswordHash: c.PasswordHash, Allowed: map[string]*relay.Account{}}
-			for _, s := range c.AllowedSenders {
-				rc.Allowed[s] = b.state.Accounts[s]
-			}
-			b.state.Clients[c.Name] = rc
-		}
-	}
-	var prevState *relay.State
-	if prev != nil {
-		prevState = prev.state
-	}
-	b.state.SetAuthCache(prevState)
-	store.Subscribe(b.rotated)
-	d.sources.prune()
-	return b, nil
+	return providers, nil
 }
 
-// sourcePool keeps token sources across reloads, keyed by credential
-// name and what they were built from, so that a reload — even one that
-// removes an account and a later one that restores it — reuses cached
-// tokens instead of asking the provider again. Sources unused for
-// sourceRetention are dropped.
-type sourcePool struct {
-	mu sync.Mutex
-	m  map[string]*pooledSource
-}
-
-type pooledSource struct {
-	key  string
-	src  *oauth.Source
-	used time.Time
-}
-
-const sourceRetention = time.Hour
-
-func newSourcePool() *sourcePool { return &sourcePool{m: map[string]*pooledSource{}} }
-
-// get returns the pooled source for name when it was built from key,
-// updated with set's getters and hooks; otherwise a new source.
-func (p *sourcePool) get(name, key string, set oauth.Settings) *oauth.Source {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	if e, ok := p.m[name]; ok && e.key == key {
-		e.src.Update(set)
-		e.used = now
-		return e.src
+// buildGroup adds a group's accounts and clients to the State.
+func (b *built) buildGroup(g *config.AccountGroup, pr providerRuntime, d deps) {
+	var shared *oauth.Source
+	if g.Flow == config.FlowClientCredentials {
+		// An app-only token is issued to the application, not to a
+		// mailbox: one token serves every account of the group.
+		shared = b.tokenSource(g, pr, d, "group:"+g.Name, "", config.SecretRef{})
 	}
-	src := oauth.NewSource(set)
-	p.m[name] = &pooledSource{key: key, src: src, used: now}
+	for _, a := range g.Accounts {
+		src := shared
+		if src == nil {
+			src = b.tokenSource(g, pr, d, a.Address, a.Address, a.RefreshToken)
+		}
+		b.buildAccount(g, a, pr, src, d)
+	}
+	for _, c := range g.Clients {
+		rc := &relay.Client{Name: c.Name, Group: g.Name, PasswordHash: c.PasswordHash, Allowed: map[string]*relay.Account{}}
+		for _, s := range c.AllowedSenders {
+			rc.Allowed[s] = b.state.Accounts[s]
+		}
+		b.state.Clients[c.Name] = rc
+	}
+}
+
+// buildAccount adds one account: its pool, limits and circuits.
+func (b *built) buildAccount(g *config.AccountGroup, a *config.Account, pr providerRuntime, src *oauth.Source, d deps) {
+	p := g.Provider
+	sender := upstream.NewSender(pr.smtp, a.Address, src, d.log.Named("upstream").With("account", a.Address, "provider", g.ProviderName))
+	pool := b.plan.pool(poolKey{
+		account: a.Address, address: p.SMTPAddress, tlsMode: p.SMTPTLS, serverName: p.TLSServerName, caFile: p.CAFile,
+		mechanism: p.AuthMechanism, localName: b.cfg.Server.Hostname, connectTimeout: p.ConnectTimeout,
+		commandTimeout: p.CommandTimeout, source: src,
+	}, sender, upstream.PoolSettings{
+		MaxConnections:           a.MaxConnections,
+		MaxMessagesPerConnection: p.Pool.MaxMessagesPerConnection,
+		IdleTimeout:              p.Pool.IdleTimeout,
+		MaxAge:                   p.Pool.MaxAge,
+		WaitTimeout:              p.Pool.WaitTimeout,
+	})
+	b.pools[a.Address] = pool
+	for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, a.RefreshToken} {
+		if r.IsSet() && r.Scheme != config.SecretLiteral {
+			b.refPools[r.String()] = append(b.refPools[r.String()], pool)
+		}
+	}
+	acctCircuit := b.plan.circuit(circuitKey{scope: "account", name: a.Address, settings: p.Circuit})
+	provCircuit := b.plan.circuit(circuitKey{scope: "provider", name: g.ProviderName, settings: p.Circuit})
+	b.breakers["account:"+a.Address], b.breakers["provider:"+g.ProviderName] = acctCircuit, provCircuit
+	b.state.Accounts[a.Address] = &relay.Account{
+		Address:         a.Address,
+		Group:           g.Name,
+		Provider:        g.ProviderName,
+		Upstream:        pool,
+		Limits:          b.plan.accountLimits(limitsKey{account: a.Address, limits: a.Limits}),
+		Circuit:         acctCircuit,
+		ProviderCircuit: provCircuit,
+	}
+}
+
+// tokenSource returns the source of one credential, reused from the
+// registry when nothing it depends on changed.
+func (b *built) tokenSource(g *config.AccountGroup, pr providerRuntime, d deps, name, subject string, rt config.SecretRef) *oauth.Source {
+	set := b.sourceSettings(g, pr, d, name, subject, rt)
+	src := b.plan.source(b.sourceKey(g, set, rt), set)
+	b.sources[name] = src
+	for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
+		if r.IsSet() && r.Scheme != config.SecretLiteral {
+			b.users[r.String()] = append(b.users[r.String()], src)
+		}
+	}
 	return src
 }
 
-// prune drops sources that no configuration used for sourceRetention.
-func (p *sourcePool) prune() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for name, e := range p.m {
-		if time.Since(e.used) > sourceRetention {
-			delete(p.m, name)
+func (b *built) sourceSettings(g *config.AccountGroup, pr providerRuntime, d deps, name, subject string, rt config.SecretRef) oauth.Settings {
+	store := b.store
+	tokenLog := d.log.Named("oauth")
+	refs := []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt}
+	set := oauth.Settings{
+		Name:                name,
+		Group:               g.Name,
+		Metrics:             d.oauth,
+		Flow:                g.Flow,
+		TokenURL:            g.Provider.TokenURL,
+		ClientID:            g.ClientID,
+		Scopes:              g.Scopes,
+		ClientSecret:        store.Getter(g.ClientSecret),
+		ServiceAccountKey:   store.Getter(g.ServiceAccountKey),
+		RefreshToken:        store.Getter(rt),
+		Subject:             subject,
+		RefreshBeforeExpiry: g.RefreshBeforeExpiry,
+		ErrorBackoff:        g.TokenErrorBackoff,
+		HTTPClient:          pr.http,
+		Logger:              tokenLog.With("group", g.Name),
+		Recheck:             func() bool { return store.Refresh(context.Background(), refs...) },
+	}
+	if d.redact != nil {
+		set.OnToken = func(at string, _ time.Time) { d.redact("token:"+name, at) }
+	}
+	if g.WriteBack && rt.IsSet() {
+		set.OnRotate = func(newRT string) {
+			if d.redact != nil {
+				d.redact("refresh:"+name, newRT)
+			}
+			// Off the token path: a slow Vault must not delay mail.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := store.WriteBack(ctx, rt, newRT); err != nil {
+					tokenLog.Warn("could not store the rotated refresh token", "account", subject, "reference", rt.String(), "error", err)
+				}
+			}()
 		}
 	}
+	return set
 }
 
-// sourceKey captures everything a cached token depends on: the flow and
-// endpoint, client, scopes, subject, provider transport settings, and a
-// digest of the current secret values (so a changed file:// secret gets a
-// fresh source, while an unchanged one keeps its token).
-func sourceKey(g *config.AccountGroup, set oauth.Settings, store *secrets.Store, rt config.SecretRef) string {
+// sourceKey captures everything a cached token depends on, with a digest
+// of the current secret values.
+func (b *built) sourceKey(g *config.AccountGroup, set oauth.Settings, rt config.SecretRef) sourceKey {
 	h := sha256.New()
 	for _, ref := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
-		v, _ := store.Get(ref)
+		v, _ := b.store.Get(ref)
 		fmt.Fprintf(h, "%s=%s\x00", ref.String(), v)
 	}
-	p := g.Provider
-	return strings.Join([]string{
-		set.Flow, set.TokenURL, set.ClientID, strings.Join(set.Scopes, " "), set.Subject,
-		p.CAFile, p.TokenTimeout.String(), set.RefreshBeforeExpiry.String(), set.ErrorBackoff.String(),
-		hex.EncodeToString(h.Sum(nil)),
-	}, "|")
+	k := sourceKey{
+		name: set.Name, flow: set.Flow, tokenURL: set.TokenURL, clientID: set.ClientID,
+		scopes: strings.Join(set.Scopes, " "), subject: set.Subject, caFile: g.Provider.CAFile,
+		tokenTimeout: g.Provider.TokenTimeout, refreshBefore: set.RefreshBeforeExpiry, errorBackoff: set.ErrorBackoff,
+	}
+	copy(k.secrets[:], h.Sum(nil))
+	return k
 }
 
 // vaultKey identifies a vault block's settings, including its credentials'

@@ -33,7 +33,41 @@ type Error struct {
 	// sent and before the reply arrived: the provider may or may not have
 	// accepted the message.
 	Ambiguous bool
+	// Local is set when the relay refused to send the command (it would not
+	// have been valid SMTP): the provider never saw it and the connection
+	// is intact. It is never the provider's fault.
+	Local bool
+	// Untrusted is set when the provider's TLS certificate could not be
+	// verified: a configuration problem (ca_file, tls_server_name) that no
+	// retry can fix.
+	Untrusted bool
 	Err       error
+}
+
+// Retryable reports whether the failure belongs to the connection rather
+// than to the message, so that another connection may succeed: a transport
+// failure or a 421 before the provider accepted the message.
+func (e *Error) Retryable() bool {
+	if e.Ambiguous || e.Local || e.Untrusted {
+		return false
+	}
+	switch e.Stage {
+	case StageToken, StageAuth, StagePool:
+		return false
+	}
+	return e.Reply == nil || e.Reply.Code == 421
+}
+
+// Broken reports whether the connection can serve no further command.
+func (e *Error) Broken() bool {
+	return !e.Local && (e.Reply == nil || e.Reply.Code == 421)
+}
+
+// TransientReply reports a 4xx reply other than 421 on a healthy
+// connection: the provider declined for now (throttling, a passing
+// fault) and the same transaction may succeed on another connection.
+func (e *Error) TransientReply() bool {
+	return e.Reply != nil && e.Reply.Code/100 == 4 && e.Reply.Code != 421
 }
 
 func (e *Error) Error() string {
@@ -52,6 +86,9 @@ func (e *Error) Error() string {
 	if e.Ambiguous {
 		b.WriteString(" [connection lost after the message was sent: delivery state unknown]")
 	}
+	if e.Untrusted {
+		b.WriteString(" [the provider's TLS certificate is not trusted: check ca_file and tls_server_name]")
+	}
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
@@ -65,7 +102,7 @@ func (e *Error) Temporary() bool {
 	if e.Reply != nil {
 		return e.Reply.Code/100 == 4
 	}
-	return true
+	return !e.Local
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

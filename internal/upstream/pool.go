@@ -52,11 +52,11 @@ func NewPool(sender *Sender, set PoolSettings) *Pool {
 	return p
 }
 
-// Update replaces the sender (new token source, new settings after a
-// reload) and the limits; connections already open stay in use.
-func (p *Pool) Update(sender *Sender, set PoolSettings) {
+// SetLimits changes the pool's limits (a reload); connections already
+// open stay in use.
+func (p *Pool) SetLimits(set PoolSettings) {
 	p.mu.Lock()
-	p.sender, p.set = sender, set
+	p.set = set
 	p.wakeLocked(len(p.waiters)) // a raised cap may admit waiters
 	p.mu.Unlock()
 }
@@ -66,6 +66,16 @@ func (p *Pool) Update(sender *Sender, set PoolSettings) {
 // reused says whether the connection served an earlier message (and so may
 // have gone stale).
 func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
+	return p.get(ctx, true)
+}
+
+// TryGet is Get without waiting: when every connection is in use it fails
+// at once with ErrPoolExhausted.
+func (p *Pool) TryGet(ctx context.Context) (c *Conn, reused bool, err error) {
+	return p.get(ctx, false)
+}
+
+func (p *Pool) get(ctx context.Context, wait bool) (c *Conn, reused bool, err error) {
 	var deadline <-chan time.Time
 	for {
 		p.mu.Lock()
@@ -87,9 +97,8 @@ func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
 		}
 		if p.set.MaxConnections <= 0 || p.open < p.set.MaxConnections {
 			p.open++
-			sender := p.sender
+			sender, epoch := p.sender, p.epoch
 			p.mu.Unlock()
-			epoch := p.epoch
 			c, err := sender.Open(ctx)
 			if err == nil {
 				c.epoch = epoch
@@ -102,6 +111,10 @@ func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
 				return nil, false, err
 			}
 			return c, false, nil
+		}
+		if !wait {
+			p.mu.Unlock()
+			return nil, false, &Error{Stage: StagePool, Err: ErrPoolExhausted}
 		}
 		w := make(chan struct{}, 1)
 		p.waiters = append(p.waiters, w)

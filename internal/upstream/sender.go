@@ -7,8 +7,10 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"time"
@@ -119,7 +121,7 @@ func (s *Sender) Open(ctx context.Context) (*Conn, error) {
 		if r := replyOf(err); r != nil {
 			m.reply(s.set.Provider, StageAuth, r.Code)
 		}
-		c.Close()
+		c.close()
 		var ue *Error
 		if !errors.As(err, &ue) {
 			return nil, err
@@ -141,7 +143,7 @@ func (s *Sender) Open(ctx context.Context) (*Conn, error) {
 	return nil, last
 }
 
-func (s *Sender) dial(ctx context.Context) (*smtp.Client, error) {
+func (s *Sender) dial(ctx context.Context) (*smtpClient, error) {
 	dctx, cancel := context.WithTimeout(ctx, s.set.ConnectTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -149,51 +151,77 @@ func (s *Sender) dial(ctx context.Context) (*smtp.Client, error) {
 	if err != nil {
 		return nil, &Error{Stage: StageConnect, Err: err}
 	}
-	// go-smtp sets its own per-command deadlines; this watchdog bounds the
-	// whole connect phase (TLS, greeting, EHLO, STARTTLS) and aborts it
-	// when the caller goes away.
-	stop := context.AfterFunc(dctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	fail := func(err error) (*smtp.Client, error) {
-		stop()
+	// Each command of the connect phase is bounded by connect_timeout; this
+	// watchdog bounds the phase as a whole (TLS, greeting, EHLO, STARTTLS)
+	// and aborts it when the caller goes away.
+	stop := context.AfterFunc(dctx, func() { raw.Close() })
+	c, err := s.handshake(raw)
+	if !stop() || err != nil {
 		raw.Close()
-		if dctx.Err() != nil {
-			err = fmt.Errorf("%w (connect phase exceeded %s)", err, s.set.ConnectTimeout)
+		if err == nil || dctx.Err() != nil {
+			err = fmt.Errorf("connect phase exceeded %s: %w", s.set.ConnectTimeout, errOr(err, dctx.Err()))
 		}
 		var re *Error
 		if errors.As(err, &re) {
 			return nil, re
 		}
-		return nil, &Error{Stage: StageConnect, Reply: replyOf(err), Err: err}
+		return nil, &Error{Stage: StageConnect, Reply: replyOf(err), Untrusted: untrusted(err), Err: err}
 	}
-	var c *smtp.Client
-	if s.set.ImplicitTLS {
-		tc := tls.Client(raw, s.set.TLSConfig)
-		if err := tc.HandshakeContext(dctx); err != nil {
-			return fail(fmt.Errorf("TLS handshake with %s: %w", s.set.Address, err))
-		}
-		c = smtp.NewClient(tc)
-	} else {
-		c, err = smtp.NewClientStartTLS(raw, s.set.TLSConfig)
-		if err != nil {
-			return fail(fmt.Errorf("STARTTLS with %s: %w", s.set.Address, err))
-		}
-	}
-	c.CommandTimeout = s.set.CommandTimeout
-	c.SubmissionTimeout = s.set.CommandTimeout
-	if err := c.Hello(s.set.LocalName); err != nil {
-		return fail(err)
-	}
-	if !stop() {
-		c.Close()
-		return nil, &Error{Stage: StageConnect, Err: fmt.Errorf("connect phase exceeded %s", s.set.ConnectTimeout)}
-	}
-	_ = raw.SetDeadline(time.Time{})
+	c.timeout = s.set.CommandTimeout
 	return c, nil
 }
 
-func (s *Sender) auth(c *smtp.Client, token string) error {
+func errOr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}
+
+// handshake runs the connect phase: TLS (implicit, or STARTTLS after an
+// EHLO with our own name, RFC 3207), greeting, EHLO.
+func (s *Sender) handshake(raw net.Conn) (*smtpClient, error) {
+	conn := raw
+	if s.set.ImplicitTLS {
+		tc := tls.Client(raw, s.set.TLSConfig)
+		_ = raw.SetDeadline(time.Now().Add(s.set.ConnectTimeout))
+		if err := tc.Handshake(); err != nil {
+			return nil, fmt.Errorf("TLS handshake with %s: %w", s.set.Address, err)
+		}
+		conn = tc
+	}
+	c := newSMTPClient(conn, s.set.ConnectTimeout)
+	if err := c.greet(); err != nil {
+		return nil, err
+	}
+	if err := c.hello(s.set.LocalName); err != nil {
+		return nil, err
+	}
+	if !s.set.ImplicitTLS {
+		if err := c.startTLS(s.set.TLSConfig); err != nil {
+			return nil, fmt.Errorf("STARTTLS with %s: %w", s.set.Address, err)
+		}
+		if err := c.hello(s.set.LocalName); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// untrusted reports whether a TLS handshake failed because the provider's
+// certificate could not be verified: no retry can fix that, only ca_file
+// or tls_server_name can.
+func untrusted(err error) bool {
+	var cve *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	return errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
+}
+
+func (s *Sender) auth(c *smtpClient, token string) error {
 	bc := newBearerClient(s.set.Mechanism, s.user, token, s.host, s.port)
-	err := c.Auth(bc)
+	err := c.auth(bc)
 	if err == nil {
 		return nil
 	}
@@ -206,7 +234,7 @@ func (s *Sender) auth(c *smtp.Client, token string) error {
 
 // Conn is one authenticated upstream connection.
 type Conn struct {
-	c        *smtp.Client
+	c        *smtpClient
 	log      hclog.Logger
 	provider string
 	m        *Metrics
@@ -222,6 +250,9 @@ type Conn struct {
 }
 
 func (c *Conn) fail(stage Stage, err error) error {
+	if errors.Is(err, errLocal) {
+		return &Error{Stage: stage, Local: true, Err: err}
+	}
 	r := replyOf(err)
 	if r != nil {
 		c.m.reply(c.provider, stage, r.Code)
@@ -236,9 +267,25 @@ func (c *Conn) fail(stage Stage, err error) error {
 	return &Error{Stage: stage, Reply: r}
 }
 
-// Mail starts a transaction.
+// checkPath refuses an address that would not be a valid SMTP path
+// (control characters, RFC 5321 §4.1.2) before anything is sent: such a
+// refusal is ours, not the provider's, and leaves the connection intact.
+func checkPath(addr string) error {
+	for i := 0; i < len(addr); i++ {
+		if b := addr[i]; b < 0x20 || b == 0x7f || b == '<' || b == '>' {
+			return fmt.Errorf("%w: the address contains a control character or angle bracket", errLocal)
+		}
+	}
+	return nil
+}
+
+// Mail starts a transaction. from must already be a valid SMTP path
+// (quoted where needed).
 func (c *Conn) Mail(from string, opts *smtp.MailOptions) error {
-	if err := c.c.Mail(from, opts); err != nil {
+	if err := checkPath(from); err != nil {
+		return c.fail(StageMail, err)
+	}
+	if err := c.c.mail(from, opts); err != nil {
 		return c.fail(StageMail, err)
 	}
 	c.m.reply(c.provider, StageMail, 250)
@@ -246,8 +293,11 @@ func (c *Conn) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 // Rcpt adds a recipient; the provider's refusal comes back as Error.Reply.
-func (c *Conn) Rcpt(to string, opts *smtp.RcptOptions) error {
-	if err := c.c.Rcpt(to, opts); err != nil {
+func (c *Conn) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := checkPath(to); err != nil {
+		return c.fail(StageRcpt, err)
+	}
+	if err := c.c.rcpt(to); err != nil {
 		return c.fail(StageRcpt, err)
 	}
 	c.m.reply(c.provider, StageRcpt, 250)
@@ -257,31 +307,24 @@ func (c *Conn) Rcpt(to string, opts *smtp.RcptOptions) error {
 // Data sends the message and returns the provider's acceptance text. A
 // connection lost after the final dot is reported as Ambiguous: whether the
 // provider took the message cannot be known.
-func (c *Conn) Data(msg []byte) (string, error) {
-	w, err := c.c.Data()
-	if err != nil {
-		return "", c.fail(StageData, err)
-	}
-	if _, err := w.Write(msg); err != nil {
-		return "", c.fail(StageData, err)
-	}
-	resp, err := w.CloseWithResponse()
+func (c *Conn) Data(msg io.Reader) (string, error) {
+	text, err := c.c.data(msg)
 	if err != nil {
 		e := c.fail(StageData, err).(*Error)
-		var op *net.OpError
-		if e.Reply == nil && !(errors.As(err, &op) && op.Op == "write") {
+		var lost *lostAfterDot
+		if errors.As(err, &lost) {
 			e.Ambiguous = true
 		}
 		return "", e
 	}
 	c.m.reply(c.provider, StageData, 250)
 	c.messages++
-	return resp.StatusText, nil
+	return text, nil
 }
 
-// Reset aborts the current transaction (RSET).
+// Reset aborts the current transaction (RSET); the session keeps its EHLO.
 func (c *Conn) Reset() error {
-	if err := c.c.Reset(); err != nil {
+	if err := c.c.reset(); err != nil {
 		return c.fail(StageReset, err)
 	}
 	return nil
@@ -308,10 +351,10 @@ func (c *Conn) Close() {
 	c.closed = true
 	c.m.connections.WithLabelValues(c.provider, c.state).Dec()
 	if !c.broken {
-		c.c.CommandTimeout = 5 * time.Second
-		if c.c.Quit() == nil {
+		c.c.timeout = 5 * time.Second
+		if c.c.quit() == nil {
 			return
 		}
 	}
-	c.c.Close()
+	c.c.close()
 }

@@ -4,6 +4,8 @@ server {
   log_level        = "debug"
   log_format       = "json"
   shutdown_timeout = "45s"
+  retired_session_timeout = "2m"
+  received_hide_client = true
 }
 
 telemetry {

@@ -1,0 +1,70 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// errMemoryFull is returned while receiving a message when the relay's
+// budget for message bytes is used up.
+var errMemoryFull = errors.New("message memory budget exhausted")
+
+// message holds one message while it is relayed.
+type message struct {
+	buf bytes.Buffer
+}
+
+func newMessage() *message { return &message{} }
+
+func (m *message) WriteString(s string) { m.buf.WriteString(s) }
+
+func (m *message) ReadFrom(r io.Reader) (int64, error) { return m.buf.ReadFrom(r) }
+
+func (m *message) Size() int64 { return int64(m.buf.Len()) }
+
+// Reader returns the whole message from its start; every call is
+// independent (a retry sends it again).
+func (m *message) Reader() (io.Reader, error) { return bytes.NewReader(m.buf.Bytes()), nil }
+
+func (m *message) Release() { m.buf = bytes.Buffer{} }
+
+// receivedHeader is the trace header RFC 5321 §4.4 requires of a relaying
+// server: who handed the message over (the EHLO name and, unless
+// server { received_hide_client } is set, the address), which server took
+// it, with which protocol (RFC 3848: ESMTPA/ESMTPSA for authenticated
+// submission) and when. It names no credential.
+func (s *Session) receivedHeader(tx *transaction) string {
+	helo := headerToken(s.conn.Hostname())
+	from := helo
+	if !tx.st.HideClientAddress {
+		from = fmt.Sprintf("%s ([%s])", helo, s.remoteIP())
+	}
+	proto := "ESMTPA"
+	if s.tlsActive() {
+		proto = "ESMTPSA"
+	}
+	return fmt.Sprintf("Received: from %s\r\n\tby %s (oauthrelay) with %s id %s;\r\n\t%s\r\n",
+		from, headerToken(tx.st.Hostname), proto, tx.id, time.Now().Format(time.RFC1123Z))
+}
+
+// headerToken makes client-supplied text (the EHLO name) safe inside a
+// header: printable ASCII without spaces, bounded.
+func headerToken(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r <= ' ' || r >= 0x7f || r == '(' || r == ')' || r == ';' {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

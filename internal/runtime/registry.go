@@ -1,0 +1,246 @@
+package runtime
+
+import (
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/limits"
+	"github.com/oauthrelay/oauthrelay/internal/oauth"
+	"github.com/oauthrelay/oauthrelay/internal/upstream"
+)
+
+// registry holds everything that outlives one configuration: token sources
+// (with their cached tokens), upstream pools (with their authenticated
+// connections), account limit counters (a reload must not reset a daily
+// quota) and circuits (a reload must not close an open circuit). Each is
+// keyed by a comparable key of exactly the settings it depends on, so an
+// unchanged account keeps everything and a changed one gets new ones.
+//
+// Building a configuration only reads the registry: it produces a plan of
+// what to reuse, what to create and what to update. The plan is applied by
+// commit, after the new configuration was swapped in; a reload that fails
+// before that changes nothing that runs (abort undoes what the plan made).
+type registry struct {
+	mu       sync.Mutex
+	sources  map[sourceKey]*keptSource
+	pools    map[poolKey]*upstream.Pool
+	limits   map[limitsKey]*limits.AccountLimits
+	circuits map[circuitKey]*limits.Circuit
+	log      hclog.Logger
+}
+
+type keptSource struct {
+	src  *oauth.Source
+	used time.Time
+}
+
+// sourceKey is everything a cached token depends on.
+type sourceKey struct {
+	name, flow, tokenURL, clientID, scopes, subject, caFile string
+	tokenTimeout, refreshBefore, errorBackoff               time.Duration
+	// secrets is a digest of the current secret values, so a changed
+	// file:// secret gets a fresh source while an unchanged one keeps its
+	// token.
+	secrets [32]byte
+}
+
+// poolKey is everything an upstream connection depends on, the token
+// source included: a pool never mixes connections of two credentials.
+type poolKey struct {
+	account, address, tlsMode, serverName, caFile, mechanism, localName string
+	connectTimeout, commandTimeout                                      time.Duration
+	source                                                              *oauth.Source
+}
+
+type limitsKey struct {
+	account string
+	limits  config.Limits
+}
+
+type circuitKey struct {
+	scope, name string
+	settings    config.CircuitConfig
+}
+
+// sourceRetention is how long a token source no configuration uses is
+// kept, so that an account removed by one reload and restored by the next
+// keeps its token.
+const sourceRetention = time.Hour
+
+func newRegistry(log hclog.Logger) *registry {
+	return &registry{
+		sources:  map[sourceKey]*keptSource{},
+		pools:    map[poolKey]*upstream.Pool{},
+		limits:   map[limitsKey]*limits.AccountLimits{},
+		circuits: map[circuitKey]*limits.Circuit{},
+		log:      log,
+	}
+}
+
+// plan is what one build needs from the registry.
+type plan struct {
+	r        *registry
+	sources  map[sourceKey]*oauth.Source
+	pools    map[poolKey]*upstream.Pool
+	limits   map[limitsKey]*limits.AccountLimits
+	circuits map[circuitKey]*limits.Circuit
+	// updates change reused entries; they run at commit.
+	updates []func()
+	// created are new pools, closed if the plan is aborted.
+	created []*upstream.Pool
+}
+
+func (r *registry) newPlan() *plan {
+	return &plan{
+		r:        r,
+		sources:  map[sourceKey]*oauth.Source{},
+		pools:    map[poolKey]*upstream.Pool{},
+		limits:   map[limitsKey]*limits.AccountLimits{},
+		circuits: map[circuitKey]*limits.Circuit{},
+	}
+}
+
+// source returns the kept source for key (its settings updated at commit)
+// or a new one.
+func (p *plan) source(key sourceKey, set oauth.Settings) *oauth.Source {
+	if src, ok := p.sources[key]; ok {
+		return src
+	}
+	p.r.mu.Lock()
+	kept := p.r.sources[key]
+	p.r.mu.Unlock()
+	var src *oauth.Source
+	if kept != nil {
+		src = kept.src
+		p.updates = append(p.updates, func() { src.Update(set) })
+	} else {
+		src = oauth.NewSource(set)
+	}
+	p.sources[key] = src
+	return src
+}
+
+// pool returns the kept pool for key (its limits updated at commit) or a
+// new one.
+func (p *plan) pool(key poolKey, sender *upstream.Sender, set upstream.PoolSettings) *upstream.Pool {
+	if pool, ok := p.pools[key]; ok {
+		return pool
+	}
+	p.r.mu.Lock()
+	pool := p.r.pools[key]
+	p.r.mu.Unlock()
+	if pool != nil {
+		p.updates = append(p.updates, func() { pool.SetLimits(set) })
+	} else {
+		pool = upstream.NewPool(sender, set)
+		p.created = append(p.created, pool)
+	}
+	p.pools[key] = pool
+	return pool
+}
+
+// accountLimits returns the kept counters for key or new ones; new
+// counters inherit the account's usage at commit (a changed limit must
+// not reset a quota).
+func (p *plan) accountLimits(key limitsKey) *limits.AccountLimits {
+	if l, ok := p.limits[key]; ok {
+		return l
+	}
+	p.r.mu.Lock()
+	l, ok := p.r.limits[key]
+	p.r.mu.Unlock()
+	if !ok {
+		c := key.limits
+		l = limits.NewAccountLimits(c.RateLimitPerMinute, c.RateLimitBurst, c.DailyMessageLimit, c.DailyRecipientLimit, c.MaxRecipientsPerMessage)
+	}
+	p.limits[key] = l
+	return l
+}
+
+// circuit returns the kept circuit for key or a new one.
+func (p *plan) circuit(key circuitKey) *limits.Circuit {
+	if c, ok := p.circuits[key]; ok {
+		return c
+	}
+	p.r.mu.Lock()
+	c := p.r.circuits[key]
+	p.r.mu.Unlock()
+	if c == nil {
+		log := p.r.log
+		set := limits.CircuitSettings{
+			Name:        key.scope + ":" + key.name,
+			OpenTimeout: key.settings.OpenTimeout,
+			OnChange: func(name, from, to string) {
+				log.Warn("circuit breaker changed state", "circuit", name, "from", from, "to", to)
+			},
+		}
+		if key.scope == "account" {
+			set.ConsecutiveFailures = key.settings.FailureThreshold
+		} else {
+			set.Window, set.MinRequests, set.FailureRatio = key.settings.Window, key.settings.MinRequests, key.settings.FailureRatio
+		}
+		c = limits.NewCircuit(set)
+	}
+	p.circuits[key] = c
+	return c
+}
+
+// abort undoes what the plan created; the registry never saw it.
+func (p *plan) abort() {
+	for _, pool := range p.created {
+		pool.Close()
+	}
+}
+
+// commit makes the plan the registry's content: entries the plan uses are
+// kept or added and updated; pools no longer used are returned, to be
+// closed once the sessions of the previous configuration ended; limits and
+// circuits no longer used are forgotten; sources are kept for
+// sourceRetention.
+func (r *registry) commit(p *plan, now time.Time) (stale []*upstream.Pool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, update := range p.updates {
+		update()
+	}
+	for k, src := range p.sources {
+		r.sources[k] = &keptSource{src: src, used: now}
+	}
+	for k, e := range r.sources {
+		if now.Sub(e.used) > sourceRetention {
+			delete(r.sources, k)
+		}
+	}
+	for k, pool := range r.pools {
+		if p.pools[k] != pool {
+			stale = append(stale, pool)
+		}
+	}
+	r.pools = p.pools
+	for k, l := range p.limits {
+		if _, kept := r.limits[k]; kept {
+			continue
+		}
+		for old, ol := range r.limits {
+			if old.account == k.account {
+				l.InheritUsage(ol)
+			}
+		}
+	}
+	r.limits, r.circuits = p.limits, p.circuits
+	return stale
+}
+
+// allPools returns every pool in use.
+func (r *registry) allPools() []*upstream.Pool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*upstream.Pool, 0, len(r.pools))
+	for _, p := range r.pools {
+		out = append(out, p)
+	}
+	return out
+}
