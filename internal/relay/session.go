@@ -510,6 +510,10 @@ func upstreamReply(err error) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing"}
 	}
 	switch {
+	case ue.Local && (ue.Stage == upstream.StageMail || ue.Stage == upstream.StageRcpt):
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Invalid address for the provider"}
+	case ue.Local:
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing"}
 	case ue.Stage == upstream.StageToken:
 		return errTokenUnavailable
 	case ue.Stage == upstream.StageAuth:

@@ -95,35 +95,124 @@ func TestStaleConnectionIsReplaced(t *testing.T) {
 	}
 }
 
-func TestCircuitBreakerOpensAndRecovers(t *testing.T) {
+// TestThrottledMailboxOpensOnlyItsCircuit: a mailbox the provider throttles
+// (4xx at MAIL) opens its own circuit; the provider's stays closed and its
+// other accounts keep sending, even with a tiny minimum volume.
+func TestThrottledMailboxOpensOnlyItsCircuit(t *testing.T) {
 	h := newHarness(t, harnessOptions{telemetry: true, providerExtra: `circuit_failure_threshold = 2
-  circuit_open_timeout = "500ms"`})
+  circuit_open_timeout = "500ms"
+  circuit_min_requests = 2`})
 	h.mustSend(appClient, alice)
-	busy := &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "System not accepting network messages"}
+	busy := &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 28}, Message: "Our system has detected an unusual rate of mail from your account"}
 	h.sb.SMTP.FailNextMail(busy, busy)
 	for i := 0; i < 2; i++ {
 		_, err := h.send(appClient, alice)
-		wantCode(t, err, "451 4.3.2")
+		wantCode(t, err, "451 4.7.28")
 	}
 	mails := h.sb.SMTP.MailCommands()
 	_, err := h.send(appClient, alice)
 	wantCode(t, err, "451 4.4.1")
-	_, err = h.send(appClient, bob) // the provider's circuit is open too
-	wantCode(t, err, "451 4.4.1")
 	if got := h.sb.SMTP.MailCommands(); got != mails {
-		t.Errorf("%d MAIL commands reached the provider while the circuit was open", got-mails)
+		t.Errorf("%d MAIL commands reached the provider while the account's circuit was open", got-mails)
 	}
-	if v := h.metric(`oauthrelay_circuit_state{name="sandbox",scope="provider"}`); v != 2 {
-		t.Errorf("provider circuit state metric = %v, want 2 (open)", v)
+	h.mustSend(appClient, bob) // the provider's circuit stays closed
+	h.mustSend(printerClient, carol)
+	if v := h.metric(`oauthrelay_circuit_state{name="sandbox",scope="provider"}`); v != 0 {
+		t.Errorf("provider circuit state metric = %v, want 0 (closed)", v)
 	}
-	if v := h.metric(`oauthrelay_circuit_rejections_total{scope="provider"}`); v != 2 {
-		t.Errorf("circuit rejections = %v, want 2", v)
+	if v := h.metric(`oauthrelay_circuit_state{name="alice@example.com",scope="account"}`); v != 2 {
+		t.Errorf("account circuit state metric = %v, want 2 (open)", v)
+	}
+	if v := h.metric(`oauthrelay_circuit_rejections_total{scope="account"}`); v != 1 {
+		t.Errorf("account circuit rejections = %v, want 1", v)
 	}
 	time.Sleep(600 * time.Millisecond) // the open timeout, then half-open
-	h.mustSend(appClient, alice)       // the probe succeeds and closes the circuits
-	h.mustSend(appClient, bob)
+	h.mustSend(appClient, alice)       // the probe succeeds and closes the circuit
 	if v := h.metric(`oauthrelay_circuit_state{name="alice@example.com",scope="account"}`); v != 0 {
 		t.Errorf("account circuit state metric = %v, want 0 (closed)", v)
+	}
+}
+
+// TestProviderFailingEverythingOpensItsCircuit: when most mailboxes of a
+// provider are turned away, or its connections fail, the provider's
+// circuit opens and every account is refused at once without traffic.
+func TestProviderFailingEverythingOpensItsCircuit(t *testing.T) {
+	t.Run("every mailbox refused", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{telemetry: true, providerExtra: `circuit_failure_threshold = 100
+  circuit_min_requests = 4`})
+		busy := &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "System not accepting network messages"}
+		h.sb.SMTP.FailNextMail(busy, busy, busy, busy)
+		for _, s := range []struct{ client, from string }{{appClient, alice}, {appClient, bob}, {printerClient, carol}, {saClient, dave}} {
+			_, err := h.send(s.client, s.from)
+			wantCode(t, err, "451 4.3.2")
+		}
+		mails := h.sb.SMTP.MailCommands()
+		_, err := h.send(appClient, alice)
+		wantCode(t, err, "451 4.4.1")
+		if got := h.sb.SMTP.MailCommands(); got != mails {
+			t.Errorf("%d MAIL commands reached the provider while its circuit was open", got-mails)
+		}
+		if v := h.metric(`oauthrelay_circuit_state{name="sandbox",scope="provider"}`); v != 2 {
+			t.Errorf("provider circuit state metric = %v, want 2 (open)", v)
+		}
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{telemetry: true, smtpAddress: testutil.FreeAddr(t), providerExtra: `circuit_failure_threshold = 100
+  circuit_min_requests = 3`})
+		for _, s := range []struct{ client, from string }{{appClient, alice}, {appClient, bob}, {printerClient, carol}} {
+			_, err := h.send(s.client, s.from)
+			wantCode(t, err, "451 4.4.1")
+		}
+		if v := h.metric(`oauthrelay_circuit_state{name="sandbox",scope="provider"}`); v != 2 {
+			t.Errorf("provider circuit state metric = %v, want 2 (open)", v)
+		}
+		if v := h.metric(`oauthrelay_circuit_rejections_total{scope="provider"}`); v > 0 {
+			t.Errorf("provider circuit rejections = %v before any refused message", v)
+		}
+		_, err := h.send(saClient, dave)
+		wantCode(t, err, "451 4.4.1")
+		if v := h.metric(`oauthrelay_circuit_rejections_total{scope="provider"}`); v != 1 {
+			t.Errorf("provider circuit rejections = %v, want 1", v)
+		}
+	})
+}
+
+// TestTransientDataFailuresAreRetriedOnce: with one message in seven
+// refused 451 4.3.0 at DATA, the relay tries each refused message once more
+// on another connection: at least 95% of the messages get 250, every
+// delivered message arrives once, and no circuit opens.
+func TestTransientDataFailuresAreRetriedOnce(t *testing.T) {
+	h := newHarness(t, harnessOptions{telemetry: true})
+	h.sb.SMTP.FailEveryNthData(7, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Mail server temporarily rejected message."})
+	const n = 700
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for w := 0; w < 7; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < n/7; i++ {
+				if _, err := h.send(appClient, alice); err == nil {
+					mu.Lock()
+					ok++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ok < n*95/100 {
+		t.Errorf("%d of %d messages got 250, want at least 95%%", ok, n)
+	}
+	if got := len(h.sb.SMTP.Messages()); got != ok {
+		t.Errorf("the provider holds %d messages, the clients got %d 250s", got, ok)
+	}
+	if v := h.metric(`oauthrelay_circuit_state{name="sandbox",scope="provider"}`); v != 0 {
+		t.Errorf("provider circuit opened: %v", v)
+	}
+	if v := h.metric(`oauthrelay_circuit_state{name="alice@example.com",scope="account"}`); v != 0 {
+		t.Errorf("account circuit opened: %v", v)
 	}
 }
 

@@ -272,8 +272,8 @@ func (c *Conn) fail(stage Stage, err error) error {
 // refusal is ours, not the provider's, and leaves the connection intact.
 func checkPath(addr string) error {
 	for i := 0; i < len(addr); i++ {
-		if b := addr[i]; b < 0x20 || b == 0x7f || b == '<' || b == '>' {
-			return fmt.Errorf("%w: the address contains a control character or angle bracket", errLocal)
+		if b := addr[i]; b < 0x20 || b == 0x7f {
+			return fmt.Errorf("%w: the address contains a control character", errLocal)
 		}
 	}
 	return nil
