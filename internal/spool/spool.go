@@ -167,6 +167,10 @@ type Message struct {
 func (m *Message) Write(p []byte) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.write(p)
+}
+
+func (m *Message) write(p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
 		space, err := m.space()
@@ -181,26 +185,39 @@ func (m *Message) Write(p []byte) (int, error) {
 }
 
 // ReadFrom appends everything r yields until io.EOF, reading straight into
-// the message's chunks (or record buffer) without an intermediate copy.
+// the message's chunks (or record buffer). Where a new chunk would be
+// needed, it first reads into a small buffer, so that a message ending on a
+// chunk boundary reserves (or spills) nothing for bytes that never come.
 // Errors from r are returned as they are, so that a reader's own error
 // (such as an SMTP size limit) keeps its meaning.
 func (m *Message) ReadFrom(r io.Reader) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.writable(); err != nil {
+		return 0, err
+	}
+	var scratch [4096]byte
 	var total int64
-	defer m.dropEmptyChunk()
 	for {
-		space, err := m.space()
-		if err != nil {
-			return total, err
+		var n int
+		var err, rerr error
+		if m.hasFreeSpace() {
+			var space []byte
+			if space, err = m.space(); err == nil {
+				n, rerr = r.Read(space)
+				m.grow(n)
+			}
+		} else {
+			n, rerr = r.Read(scratch[:])
+			n, err = m.write(scratch[:n])
 		}
-		n, rerr := r.Read(space)
-		m.grow(n)
 		total += int64(n)
-		if rerr == io.EOF {
+		switch {
+		case err != nil:
+			return total, err
+		case rerr == io.EOF:
 			return total, nil
-		}
-		if rerr != nil {
+		case rerr != nil:
 			return total, rerr
 		}
 	}
@@ -270,14 +287,22 @@ func (m *Message) usable() error {
 	return m.err
 }
 
+// writable returns why the message takes no more bytes, if it does not.
+func (m *Message) writable() error {
+	if err := m.usable(); err != nil {
+		return err
+	}
+	if m.finished {
+		return ErrFinished
+	}
+	return nil
+}
+
 // space returns where the next bytes go: the free end of the last chunk, a
 // new chunk from the budget, or the spill file's record buffer.
 func (m *Message) space() ([]byte, error) {
-	if err := m.usable(); err != nil {
+	if err := m.writable(); err != nil {
 		return nil, err
-	}
-	if m.finished {
-		return nil, ErrFinished
 	}
 	if m.spill != nil {
 		return m.fail(m.spill.space())
@@ -307,6 +332,16 @@ func (m *Message) grow(n int) {
 	if last := len(m.chunks) - 1; last >= 0 {
 		m.chunks[last] = m.chunks[last][:len(m.chunks[last])+n]
 	}
+}
+
+// hasFreeSpace reports whether bytes can be added without reserving a
+// chunk or writing a record.
+func (m *Message) hasFreeSpace() bool {
+	if m.spill != nil {
+		return m.spill.buf != nil && len(m.spill.buf) < ChunkSize
+	}
+	last := len(m.chunks) - 1
+	return last >= 0 && len(m.chunks[last]) < ChunkSize
 }
 
 // fail makes err sticky.
@@ -349,21 +384,9 @@ func (m *Message) finish() error {
 		return nil
 	}
 	m.finished = true
-	m.dropEmptyChunk()
 	if m.spill != nil {
 		_, err := m.fail(nil, m.spill.finish())
 		return err
 	}
 	return nil
-}
-
-// dropEmptyChunk returns a chunk reserved for bytes that never came (a
-// ReadFrom that met EOF), so the budget holds exactly ceil(size/ChunkSize)
-// chunks.
-func (m *Message) dropEmptyChunk() {
-	if last := len(m.chunks) - 1; last >= 0 && len(m.chunks[last]) == 0 {
-		m.chunks = m.chunks[:last]
-		m.budget.release(ChunkSize)
-		m.reserved -= ChunkSize
-	}
 }
