@@ -26,6 +26,7 @@ var ErrCorrupt = errors.New("spool: spill file corrupt")
 // package comment for the format).
 type spillFile struct {
 	f       *os.File
+	name    string // set only if the file could not be unlinked at once
 	aead    cipher.AEAD
 	buf     []byte // plaintext of the record being filled; cap recordSize
 	records uint64 // records written so far
@@ -43,12 +44,14 @@ func createSpillFile(dir string) (*spillFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: creating spill file: %w", ErrFull, err)
 	}
+	s := &spillFile{f: f, aead: aead}
 	// Unlinked at once: the open descriptor keeps the data reachable for
 	// this process alone, and a crash leaves nothing on disk. Where an open
-	// file cannot be removed (Windows), the file is left for os.TempDir's
-	// cleaning; its content is unreadable without the key anyway.
-	_ = os.Remove(f.Name())
-	return &spillFile{f: f, aead: aead}, nil
+	// file cannot be removed (Windows), it is removed when closed.
+	if os.Remove(f.Name()) != nil {
+		s.name = f.Name()
+	}
+	return s, nil
 }
 
 // newMessageCipher returns AES-256-GCM under a new random key that exists
@@ -76,38 +79,43 @@ func recordNonce(nonce *[12]byte, i uint64) []byte {
 // first when it is full. A full record is written only when more bytes
 // come, so the last record is always written by finish.
 func (s *spillFile) space() ([]byte, error) {
-	if s.buf == nil {
-		s.buf = make([]byte, 0, recordSize)
-	}
+	s.allocate()
 	if len(s.buf) == ChunkSize {
 		if err := s.writeRecord(s.buf); err != nil {
 			return nil, err
 		}
-		s.buf = s.buf[:0]
 	}
 	return s.buf[len(s.buf):ChunkSize], nil
 }
 
 func (s *spillFile) grow(n int) { s.buf = s.buf[:len(s.buf)+n] }
 
-// writeRecord seals plain in place (its array needs gcmTagSize spare bytes
-// of capacity) and appends it to the file.
+// allocate makes the record buffer: room for a record's plaintext and, as
+// it is sealed in place, its tag.
+func (s *spillFile) allocate() {
+	if s.buf == nil {
+		s.buf = make([]byte, 0, recordSize)
+	}
+}
+
+// writeRecord seals plain into the record buffer (in place when plain is
+// the record buffer itself) and appends it to the file.
 func (s *spillFile) writeRecord(plain []byte) error {
+	s.allocate()
 	var nonce [12]byte
-	sealed := s.aead.Seal(plain[:0], recordNonce(&nonce, s.records), plain, nil)
+	sealed := s.aead.Seal(s.buf[:0], recordNonce(&nonce, s.records), plain, nil)
 	if _, err := s.f.WriteAt(sealed, s.written); err != nil {
 		return fmt.Errorf("%w: writing spill file: %w", ErrFull, err)
 	}
 	s.records++
 	s.written += int64(len(sealed))
+	s.buf = s.buf[:0]
 	return nil
 }
 
 // finish writes the last record (possibly empty) and frees the buffer.
 func (s *spillFile) finish() error {
-	if s.buf == nil {
-		s.buf = make([]byte, 0, recordSize)
-	}
+	s.allocate()
 	err := s.writeRecord(s.buf)
 	s.buf = nil
 	return err
@@ -115,6 +123,9 @@ func (s *spillFile) finish() error {
 
 func (s *spillFile) close() {
 	_ = s.f.Close()
+	if s.name != "" {
+		_ = os.Remove(s.name)
+	}
 	s.aead = nil
 	s.buf = nil
 }

@@ -312,8 +312,7 @@ func (m *Message) space() ([]byte, error) {
 	}
 	if m.budget.reserve(ChunkSize) {
 		m.reserved += ChunkSize
-		// The spare capacity lets a chunk be sealed in place if it spills.
-		m.chunks = append(m.chunks, make([]byte, 0, ChunkSize+gcmTagSize))
+		m.chunks = append(m.chunks, make([]byte, 0, ChunkSize))
 		return m.chunks[len(m.chunks)-1][:ChunkSize], nil
 	}
 	if err := m.spillOut(); err != nil {
@@ -369,7 +368,6 @@ func (m *Message) spillOut() error {
 		if err := f.writeRecord(m.chunks[0]); err != nil {
 			return err
 		}
-		f.buf = m.chunks[0][:0] // the written chunk's array becomes the record buffer
 		m.chunks = m.chunks[1:]
 		m.budget.release(ChunkSize)
 		m.reserved -= ChunkSize
