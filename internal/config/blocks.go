@@ -8,6 +8,7 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +27,10 @@ const (
 	// DefaultMaxLineLength bounds one line of a message (and of a command).
 	// RFC 5322 allows 998 characters, but HTML mail without line breaks is
 	// common and providers accept it.
-	DefaultMaxLineLength       = 1 << 20
+	DefaultMaxLineLength = 1 << 20
+	// DefaultMessageMemoryLimit is the memory all messages being relayed
+	// may hold together; beyond it they spill to encrypted files.
+	DefaultMessageMemoryLimit  = 128 << 20
 	DefaultMaxMessageSize      = 35_000_000
 	DefaultMaxRecipients       = 100
 	DefaultReadTimeout         = 5 * time.Minute
@@ -52,14 +56,17 @@ const (
 )
 
 type rawServer struct {
-	Hostname          string `hcl:"hostname,optional"`
-	LogLevel          string `hcl:"log_level,optional"`
-	LogFormat         string `hcl:"log_format,optional"`
-	ShutdownTimeout   string `hcl:"shutdown_timeout,optional"`
-	WatchConfig       bool   `hcl:"watch_config,optional"`
-	GlobalConcurrency int    `hcl:"global_concurrency,optional"`
-	RetiredSession    string `hcl:"retired_session_timeout,optional"`
-	ReceivedHide      bool   `hcl:"received_hide_client,optional"`
+	Hostname          string         `hcl:"hostname,optional"`
+	LogLevel          string         `hcl:"log_level,optional"`
+	LogFormat         string         `hcl:"log_format,optional"`
+	ShutdownTimeout   string         `hcl:"shutdown_timeout,optional"`
+	WatchConfig       bool           `hcl:"watch_config,optional"`
+	GlobalConcurrency int            `hcl:"global_concurrency,optional"`
+	RetiredSession    string         `hcl:"retired_session_timeout,optional"`
+	MessageMemory     hcl.Expression `hcl:"message_memory_limit,optional"`
+	SpillToDisk       *bool          `hcl:"spill_to_disk,optional"`
+	SpoolDir          string         `hcl:"spool_dir,optional"`
+	ReceivedHide      bool           `hcl:"received_hide_client,optional"`
 }
 
 func (d *decoder) server(b *hcl.Block, ov Overrides) Server {
@@ -81,6 +88,12 @@ func (d *decoder) server(b *hcl.Block, ov Overrides) Server {
 	s.ShutdownTimeout = d.duration(body, "shutdown_timeout", raw.ShutdownTimeout, rng, DefaultShutdownTimeout)
 	s.RetiredSessionTimeout = d.duration(body, "retired_session_timeout", raw.RetiredSession, rng, DefaultRetiredSessionTimeout)
 	s.ReceivedHideClient = raw.ReceivedHide
+	s.MessageMemoryLimit = d.size(raw.MessageMemory, "message_memory_limit", DefaultMessageMemoryLimit)
+	s.SpillToDisk = raw.SpillToDisk == nil || *raw.SpillToDisk
+	s.SpoolDir = raw.SpoolDir
+	if s.SpoolDir != "" && !filepath.IsAbs(s.SpoolDir) {
+		d.errorf(attrRange(body, "spool_dir", rng), "Invalid spool_dir", "spool_dir must be an absolute path; got %q.", s.SpoolDir)
+	}
 	if s.Hostname == "" {
 		s.Hostname, _ = os.Hostname()
 		if s.Hostname == "" {

@@ -38,6 +38,13 @@ type Server struct {
 	// ReceivedHideClient leaves the client's IP address out of the
 	// Received header.
 	ReceivedHideClient bool
+	// MessageMemoryLimit bounds the bytes all messages in flight hold in
+	// memory together; beyond it a message spills to an encrypted file in
+	// SpoolDir (the system's temporary directory when empty), or, with
+	// SpillToDisk off, is refused with 452 4.3.1.
+	MessageMemoryLimit int64
+	SpillToDisk        bool
+	SpoolDir           string
 }
 
 // Telemetry configures the HTTP endpoint for metrics and health.

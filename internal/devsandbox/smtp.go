@@ -61,6 +61,7 @@ type SMTPServer struct {
 	dataEveryRply *smtp.SMTPError
 	datas         int
 	transcript    bytes.Buffer
+	discardBodies bool
 	dropAfterData int
 	disabled      map[string]bool // users with SMTP AUTH disabled (5.7.139)
 	requiredScope string
@@ -144,6 +145,10 @@ func (s *SMTPServer) FailNextData(r ...*smtp.SMTPError) {
 	s.dataReplies = append(s.dataReplies, r...)
 	s.mu.Unlock()
 }
+
+// DiscardBodies makes the server keep only the size and subject of the
+// messages it accepts (load tests with large messages).
+func (s *SMTPServer) DiscardBodies() { s.mu.Lock(); s.discardBodies = true; s.mu.Unlock() }
 
 // FailEveryNthData makes every n-th DATA command fail with the reply (n = 0
 // turns it off), like a provider with a passing fault rate.
@@ -373,7 +378,18 @@ func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (ss *sinkSession) Data(r io.Reader) error {
-	data, err := io.ReadAll(r)
+	ss.srv.mu.Lock()
+	discard := ss.srv.discardBodies
+	ss.srv.mu.Unlock()
+	var data []byte
+	var err error
+	size := 0
+	if discard {
+		data, size, err = readHead(r)
+	} else {
+		data, err = io.ReadAll(r)
+		size = len(data)
+	}
 	if err != nil {
 		return err
 	}
@@ -398,7 +414,10 @@ func (ss *sinkSession) Data(r io.Reader) error {
 		s.mu.Unlock()
 		return r
 	}
-	m := Message{ID: randomHex(6), User: ss.user, From: ss.from, To: append([]string(nil), ss.to...), Size: len(data), Subject: subjectOf(data), Received: time.Now(), Data: data}
+	m := Message{ID: randomHex(6), User: ss.user, From: ss.from, To: append([]string(nil), ss.to...), Size: size, Subject: subjectOf(data), Received: time.Now(), Data: data}
+	if discard {
+		m.Data = nil
+	}
 	s.messages = append(s.messages, m)
 	s.mu.Unlock()
 	s.log.Info("sandbox mailbox received a message", "sandbox_id", m.ID, "as", m.User, "from", m.From, "to", strings.Join(m.To, ","), "size", m.Size, "subject", m.Subject)
@@ -419,6 +438,20 @@ func (ss *sinkSession) Logout() error {
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// readHead keeps the first 64 KiB of a message and counts the rest.
+func readHead(r io.Reader) (head []byte, size int, err error) {
+	head = make([]byte, 64<<10)
+	n, err := io.ReadFull(r, head)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return head[:n], n, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	rest, err := io.Copy(io.Discard, r)
+	return head, n + int(rest), err
 }
 
 func subjectOf(data []byte) string {

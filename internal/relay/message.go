@@ -1,36 +1,27 @@
 package relay
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/spool"
 )
 
-// errMemoryFull is returned while receiving a message when the relay's
-// budget for message bytes is used up.
-var errMemoryFull = errors.New("message memory budget exhausted")
-
-// message holds one message while it is relayed.
+// message holds one message while it is relayed: in memory within the
+// relay's budget for message bytes, beyond it in an encrypted temporary
+// file (see package spool).
 type message struct {
-	buf bytes.Buffer
+	*spool.Message
 }
 
-func newMessage() *message { return &message{} }
+func newMessage(b *spool.Budget) *message { return &message{b.New()} }
 
-func (m *message) WriteString(s string) { m.buf.WriteString(s) }
-
-func (m *message) ReadFrom(r io.Reader) (int64, error) { return m.buf.ReadFrom(r) }
-
-func (m *message) Size() int64 { return int64(m.buf.Len()) }
-
-// Reader returns the whole message from its start; every call is
-// independent (a retry sends it again).
-func (m *message) Reader() (io.Reader, error) { return bytes.NewReader(m.buf.Bytes()), nil }
-
-func (m *message) Release() { m.buf = bytes.Buffer{} }
+// WriteString adds the relay's own text (the Received header).
+func (m *message) WriteString(s string) error {
+	_, err := m.Write([]byte(s))
+	return err
+}
 
 // receivedHeader is the trace header RFC 5321 §4.4 requires of a relaying
 // server: who handed the message over (the EHLO name and, unless

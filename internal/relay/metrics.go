@@ -12,6 +12,7 @@ type Metrics struct {
 	circuitRejections *prometheus.CounterVec
 	limitRejections   *prometheus.CounterVec
 	refused           *prometheus.CounterVec
+	spilled           prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -47,9 +48,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "oauthrelay_messages_refused_total",
 			Help: "Messages refused while they were received, before anything was sent upstream, by listener and reason (too_large, line_too_long, storage_full).",
 		}, []string{"listener", "reason"}),
+		spilled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "oauthrelay_messages_spilled_total",
+			Help: "Messages held in an encrypted temporary file because the memory budget for messages (message_memory_limit) was used up.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.duration, m.activeSessions, m.authFailures, m.circuitRejections, m.limitRejections, m.refused)
+		reg.MustRegister(m.messages, m.duration, m.activeSessions, m.authFailures, m.circuitRejections, m.limitRejections, m.refused, m.spilled)
 	}
 	return m
 }

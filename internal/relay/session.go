@@ -18,7 +18,9 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
+	"github.com/oauthrelay/oauthrelay/internal/spool"
 	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
 
@@ -33,6 +35,8 @@ type ListenerSettings struct {
 	Closing *atomic.Bool
 	// PerIP throttles AUTH after repeated failures from one address.
 	PerIP *limits.PerIP
+	// Budget bounds the memory all messages in flight hold (process-wide).
+	Budget *spool.Budget
 }
 
 // Backend creates sessions for one listener generation. All generations
@@ -59,6 +63,9 @@ func NewBackend(ctx context.Context, state *atomic.Pointer[State], lis ListenerS
 	}
 	if lis.Closing == nil {
 		lis.Closing = new(atomic.Bool)
+	}
+	if lis.Budget == nil {
+		lis.Budget = spool.NewBudget(config.DefaultMessageMemoryLimit, "")
 	}
 	return &Backend{ctx: ctx, state: state, lis: lis, log: log}
 }
@@ -420,9 +427,12 @@ func (s *Session) Data(r io.Reader) error {
 // A read failure is answered with the reply it calls for; nothing is sent
 // upstream.
 func (s *Session) receive(tx *transaction, r io.Reader) (*message, error) {
-	msg := newMessage()
-	msg.WriteString(s.receivedHeader(tx))
-	if _, err := msg.ReadFrom(r); err != nil {
+	msg := newMessage(s.b.lis.Budget)
+	err := msg.WriteString(s.receivedHeader(tx))
+	if err == nil {
+		_, err = msg.ReadFrom(r)
+	}
+	if err != nil {
 		msg.Release()
 		var se *smtp.SMTPError
 		switch {
@@ -435,14 +445,17 @@ func (s *Session) receive(tx *transaction, r io.Reader) (*message, error) {
 			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "line_too_long").Inc()
 			s.count(tx, errLineTooLong.Code)
 			return nil, errLineTooLong
-		case errors.Is(err, errMemoryFull):
-			tx.log.Warn("message refused for now: the relay's memory budget for messages is used up", "reply", errStorageFull.Code)
+		case errors.Is(err, spool.ErrFull):
+			tx.log.Warn("message refused for now: the relay's memory budget for messages is used up and it cannot spill to disk", "reply", errStorageFull.Code, "error", err.Error())
 			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "storage_full").Inc()
 			s.count(tx, errStorageFull.Code)
 			return nil, errStorageFull
 		}
 		tx.log.Warn("error reading the message from the client", "error", err.Error())
 		return nil, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message"}
+	}
+	if msg.Spilled() {
+		s.b.lis.Metrics.spilled.Inc()
 	}
 	return msg, nil
 }

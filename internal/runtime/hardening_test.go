@@ -414,3 +414,21 @@ func TestRetiredSessionsHaveABoundedLife(t *testing.T) {
 		t.Errorf("after 421 the connection stays open: %q", got)
 	}
 }
+
+// TestMemoryBudgetWithoutSpilling: with spill_to_disk = false, a message
+// that does not fit in message_memory_limit is refused for now with
+// 452 4.3.1 (never 250, never a permanent error), logged and counted.
+func TestMemoryBudgetWithoutSpilling(t *testing.T) {
+	h := newHarness(t, harnessOptions{telemetry: true, serverExtra: "message_memory_limit = \"1KiB\"\n  spill_to_disk = false"})
+	_, err := h.send(appClient, alice)
+	wantCode(t, err, "452 4.3.1")
+	if v := h.metric(`oauthrelay_messages_refused_total{listener="test",reason="storage_full"}`); v != 1 {
+		t.Errorf("refused metric = %v, want 1", v)
+	}
+	if v := h.metric("oauthrelay_message_memory_bytes"); v != 0 {
+		t.Errorf("message memory after the refusal = %v, want 0", v)
+	}
+	if n := len(h.sb.SMTP.Messages()); n != 0 {
+		t.Errorf("the provider got %d messages", n)
+	}
+}

@@ -10,18 +10,21 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/relay"
 	"github.com/oauthrelay/oauthrelay/internal/secrets"
+	"github.com/oauthrelay/oauthrelay/internal/spool"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
@@ -57,7 +60,8 @@ type Runtime struct {
 	current atomic.Pointer[built]
 
 	sessions *limits.SessionLimit
-	closing  atomic.Bool // past the shutdown deadline: sessions answer 421
+	closing  atomic.Bool   // past the shutdown deadline: sessions answer 421
+	budget   *spool.Budget // memory for message bytes, process-wide
 
 	registry     *telemetry.Registry
 	deps         deps
@@ -111,6 +115,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 		r.deps.redact = red.Set
 	}
 	r.metrics = newRuntimeMetrics(reg, r, opts.Version)
+	r.budget = spool.NewBudget(0, "")
+	r.setBudget(cfg.Server)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "oauthrelay_message_memory_bytes",
+		Help: "Bytes of messages in flight held in memory (bounded by message_memory_limit).",
+	}, func() float64 { return float64(r.budget.InUse()) }))
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
 	b, err := build(ctx, cfg, r.deps, nil)
 	if err != nil {
@@ -121,6 +131,18 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 	r.current.Store(b)
 	r.state.Store(b.state)
 	return r, nil
+}
+
+// setBudget applies the server's message memory settings.
+func (r *Runtime) setBudget(s config.Server) {
+	dir := ""
+	if s.SpillToDisk {
+		dir = s.SpoolDir
+		if dir == "" {
+			dir = os.TempDir()
+		}
+	}
+	r.budget.SetLimit(s.MessageMemoryLimit, dir)
 }
 
 // registerSecrets hands every configured secret value to the log
@@ -231,6 +253,7 @@ func (r *Runtime) newGeneration(lc *config.Listener, perIP *limits.PerIP) (*gene
 		Metrics:           r.relayMetrics,
 		Closing:           &r.closing,
 		PerIP:             perIP,
+		Budget:            r.budget,
 	}, log)
 	srv := smtp.NewServer(be)
 	srv.Domain = r.current.Load().cfg.Server.Hostname
@@ -333,6 +356,7 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	nb.startBackground(old)
 	old.stopBackground()
 	r.sessions.SetMax(cfg.Server.GlobalConcurrency)
+	r.setBudget(cfg.Server)
 	if r.opts.Logging != nil {
 		r.opts.Logging.Configure(cfg.Server.LogLevel, cfg.Server.LogFormat)
 	}
