@@ -52,9 +52,9 @@ const (
 
 // Listener is one local SMTP submission endpoint.
 type Listener struct {
-	Name              string
-	Address           string
-	TLSMode           string
+	Name    string
+	Address string
+	TLSMode string
 	// TLSCertFile and TLSKeyFile are PEM files read at start and reload;
 	// TLSCert and TLSKey are the same as secret references instead, served
 	// as their current value (rotations apply without restart). One pair
