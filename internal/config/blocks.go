@@ -99,7 +99,7 @@ func (d *decoder) telemetry(b *hcl.Block) Telemetry {
 	if raw.Address != "" {
 		d.hostPort(b.Body, "address", raw.Address, b.DefRange)
 	}
-	return Telemetry{Address: raw.Address, ReadyRequiresAllAccounts: raw.ReadyRequiresAllAccounts}
+	return Telemetry{Address: raw.Address, ReadyRequiresAllAccounts: raw.ReadyRequiresAllAccounts, AddressRange: attrRange(b.Body, "address", b.DefRange)}
 }
 
 func (d *decoder) hostPort(body hcl.Body, name, value string, def hcl.Range) (host string, port int, ok bool) {
@@ -248,6 +248,7 @@ func (d *decoder) listener(b *hcl.Block) *Listener {
 		MaxMessageSize:    d.size(raw.MaxMessageSize, "max_message_size", DefaultMaxMessageSize),
 		MaxRecipients:     DefaultMaxRecipients,
 		DefRange:          b.DefRange,
+		AddressRange:      attrRange(b.Body, "address", b.DefRange),
 	}
 	if raw.MaxRecipients != nil {
 		if *raw.MaxRecipients < 1 {

@@ -41,6 +41,8 @@ type Server struct {
 type Telemetry struct {
 	Address                  string // empty: no telemetry listener
 	ReadyRequiresAllAccounts bool
+	// AddressRange is where address was written, for diagnostics.
+	AddressRange hcl.Range
 }
 
 // TLS modes of a listener.
@@ -76,7 +78,9 @@ type Listener struct {
 	MaxAuthFailures   int
 	AuthFailureWindow time.Duration
 	DefRange          hcl.Range
-	body              hcl.Body
+	// AddressRange is where address was written, for diagnostics.
+	AddressRange hcl.Range
+	body         hcl.Body
 }
 
 // Vault configures the HashiCorp Vault client used for vault:// references.

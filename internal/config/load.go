@@ -22,6 +22,10 @@ type Overrides struct {
 	// GlobalConcurrency caps concurrent sessions (0: keep the file's value).
 	GlobalConcurrency int
 	DryRun            bool
+	// ClientsOptional accepts a configuration without client blocks: the
+	// account commands set up and test upstream accounts before any local
+	// client exists. Serving needs at least one.
+	ClientsOptional bool
 }
 
 // Loaded is the result of reading a configuration: the config when it is
@@ -218,7 +222,7 @@ func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 			}
 		}
 	}
-	if len(cfg.Clients()) == 0 && !d.diags.HasErrors() {
+	if len(cfg.Clients()) == 0 && !ov.ClientsOptional && !d.diags.HasErrors() {
 		d.errorf(firstRange(files), "No client can authenticate", "Declare at least one client block inside an account_group, such as client \"app\" { password_hash = \"...\" } (see oauthrelay hash-password); without one every AUTH is refused.")
 	}
 	return cfg, d.diags

@@ -124,3 +124,16 @@ vault {
 		t.Errorf("CheckHost reads secret references: %v", d)
 	}
 }
+
+// TestClientsOptional: the account commands load a configuration that has
+// no client yet; everything else refuses it.
+func TestClientsOptional(t *testing.T) {
+	body := minimal[:strings.Index(minimal, "  client \"app\"")] + "}\n"
+	p := testutil.WriteFile(t, t.TempDir(), "relay.hcl", body)
+	if d := config.Load(p, config.Overrides{}).Diagnostics; len(d) != 1 || d[0].Summary != "No client can authenticate" {
+		t.Errorf("without clients: %v", d)
+	}
+	if l := config.Load(p, config.Overrides{ClientsOptional: true}); l.Config == nil {
+		t.Errorf("ClientsOptional: %v", l.Diagnostics)
+	}
+}

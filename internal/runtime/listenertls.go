@@ -125,3 +125,22 @@ func (s *secretCertificate) rejectOnce(pair pemPair, err error) {
 	s.rejected = &pair
 	s.log.Error("the listener's rotated certificate cannot be used; still serving the previous one", "listener", s.listener, "error", err)
 }
+
+// CheckListenerTLS builds the TLS configuration of every listener from the
+// runtime's configuration and secrets exactly as Start does, without
+// serving; `oauthrelay check` reports what run would refuse. Each error
+// begins with the listener's file:line:col.
+func (r *Runtime) CheckListenerTLS() []error {
+	b := r.current.Load()
+	var errs []error
+	for _, lc := range b.cfg.Listeners {
+		if _, err := loadListenerTLS(lc, b.store.Get, r.log.Named("smtp")); err != nil {
+			at := lc.DefRange
+			if lc.TLSCert.IsSet() {
+				at = lc.TLSCert.Range
+			}
+			errs = append(errs, fmt.Errorf("%s:%d:%d: %w", at.Filename, at.Start.Line, at.Start.Column, err))
+		}
+	}
+	return errs
+}
