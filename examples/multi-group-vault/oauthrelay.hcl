@@ -13,11 +13,14 @@ telemetry {
   address = "0.0.0.0:9090"
 }
 
+# The certificate and its key come from Vault too, so no private key sits
+# on the instance; a renewed certificate written to Vault is served from the
+# next TLS handshake on.
 listener "submission" {
-  address       = "0.0.0.0:587"
-  tls_mode      = "starttls"
-  tls_cert_file = "/etc/oauthrelay/tls.crt"
-  tls_key_file  = "/etc/oauthrelay/tls.key"
+  address  = "0.0.0.0:587"
+  tls_mode = "starttls"
+  tls_cert = "vault://secret/oauthrelay/tls#certificate"
+  tls_key  = "vault://secret/oauthrelay/tls#private_key"
 }
 
 vault {

@@ -38,7 +38,7 @@ func cmdAccountTest(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintln(stdio.Stderr, "usage: oauthrelay account test -config PATH ADDRESS")
 		return 2
 	}
-	cfg := loadConfig(*path, config.Overrides{}, stdio)
+	cfg := loadConfig(*path, config.Overrides{ClientsOptional: true}, stdio)
 	if cfg == nil {
 		return 1
 	}
@@ -82,7 +82,7 @@ func cmdAccountAuthorize(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintf(stdio.Stderr, "oauthrelay account authorize: "+format+"\n", a...)
 		return 1
 	}
-	cfg := loadConfig(*path, config.Overrides{}, stdio)
+	cfg := loadConfig(*path, config.Overrides{ClientsOptional: true}, stdio)
 	if cfg == nil {
 		return 1
 	}

@@ -1,5 +1,5 @@
 // Package app implements oauthrelay's command line (ARCHITECTURE.md §3):
-// run, validate, dev, hash-password and version. cmd/oauthrelay only calls
+// run, validate, check, dev, hash-password and version. cmd/oauthrelay only calls
 // Main, so every command can be tested in-process.
 package app
 
@@ -37,7 +37,8 @@ Microsoft 365 using OAuth2 (XOAUTH2).
 
 Usage:
   oauthrelay run -config PATH [-host H] [-port N] [-global-concurrency N] [-dry-run]
-  oauthrelay validate -config PATH
+  oauthrelay validate -config PATH     structure only: no other file, no secret, no network
+  oauthrelay check -config PATH        on the host: files, secrets, Vault, test-binds listeners
   oauthrelay dev [-listen ADDR] [-telemetry ADDR]
   oauthrelay hash-password [-algorithm bcrypt|argon2id] [-cost N] < password
   oauthrelay account test -config PATH ADDRESS
@@ -60,6 +61,8 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 		return cmdRun(ctx, rest, stdio)
 	case "validate":
 		return cmdValidate(rest, stdio)
+	case "check":
+		return cmdCheck(ctx, rest, stdio)
 	case "dev":
 		return cmdDev(ctx, rest, stdio)
 	case "hash-password":
@@ -86,7 +89,8 @@ func newFlagSet(name string, stdio IO) *flag.FlagSet {
 }
 
 // loadConfig reads and validates the configuration, printing every
-// diagnostic; it returns nil when there are errors.
+// diagnostic; it returns nil when there are errors. It reads no file but
+// the configuration's own: checkHostFiles does that for run and check.
 func loadConfig(path string, ov config.Overrides, stdio IO) *config.Config {
 	if path == "" {
 		fmt.Fprintln(stdio.Stderr, "oauthrelay: -config is required (a file or a directory of *.hcl files)")
@@ -123,7 +127,7 @@ func cmdRun(ctx context.Context, args []string, stdio IO) int {
 		return 2
 	}
 	cfg := loadConfig(*path, config.Overrides{Host: *host, Port: *port, GlobalConcurrency: *conc, DryRun: *dryRun}, stdio)
-	if cfg == nil {
+	if cfg == nil || !checkHostFiles(cfg, stdio) {
 		return 1
 	}
 	logging := telemetry.NewLogging(stdio.Stderr, cfg.Server.LogLevel, cfg.Server.LogFormat)

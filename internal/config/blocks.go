@@ -1,8 +1,6 @@
 package config
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/mail"
@@ -128,7 +126,7 @@ func (d *decoder) telemetry(b *hcl.Block) Telemetry {
 	if raw.Address != "" {
 		d.hostPort(b.Body, "address", raw.Address, b.DefRange)
 	}
-	return Telemetry{Address: raw.Address, ReadyRequiresAllAccounts: raw.ReadyRequiresAllAccounts}
+	return Telemetry{Address: raw.Address, ReadyRequiresAllAccounts: raw.ReadyRequiresAllAccounts, AddressRange: attrRange(b.Body, "address", b.DefRange)}
 }
 
 func (d *decoder) hostPort(body hcl.Body, name, value string, def hcl.Range) (host string, port int, ok bool) {
@@ -246,6 +244,8 @@ type rawListener struct {
 	TLSMode           string         `hcl:"tls_mode,optional"`
 	TLSCertFile       string         `hcl:"tls_cert_file,optional"`
 	TLSKeyFile        string         `hcl:"tls_key_file,optional"`
+	TLSCert           *string        `hcl:"tls_cert,optional"`
+	TLSKey            *string        `hcl:"tls_key,optional"`
 	AllowInsecureAuth bool           `hcl:"allow_insecure_auth,optional"`
 	MaxMessageSize    hcl.Expression `hcl:"max_message_size,optional"`
 	MaxRecipients     *int           `hcl:"max_recipients,optional"`
@@ -270,11 +270,14 @@ func (d *decoder) listener(b *hcl.Block) *Listener {
 		TLSMode:           strings.ToLower(raw.TLSMode),
 		TLSCertFile:       raw.TLSCertFile,
 		TLSKeyFile:        raw.TLSKeyFile,
+		TLSCert:           d.secret(b.Body, "tls_cert", raw.TLSCert, b.DefRange),
+		TLSKey:            d.secret(b.Body, "tls_key", raw.TLSKey, b.DefRange),
 		AllowInsecureAuth: raw.AllowInsecureAuth,
 		MaxMessageSize:    d.size(raw.MaxMessageSize, "max_message_size", DefaultMaxMessageSize),
 		MaxLineLength:     d.size(raw.MaxLineLength, "max_line_length", DefaultMaxLineLength),
 		MaxRecipients:     DefaultMaxRecipients,
 		DefRange:          b.DefRange,
+		AddressRange:      attrRange(b.Body, "address", b.DefRange),
 	}
 	if raw.MaxRecipients != nil {
 		if *raw.MaxRecipients < 1 {
@@ -321,27 +324,48 @@ func (d *decoder) checkListeners(ls []*Listener) {
 
 // listenerTLS checks the TLS settings of a listener, and the rule that a
 // plaintext listener reachable from other hosts must opt in to plaintext
-// AUTH explicitly.
+// AUTH explicitly. The certificate itself is read by CheckHost (files) or
+// the runtime (secret references), never here.
 func (d *decoder) listenerTLS(b *hcl.Block, l *Listener) {
 	if l.TLSMode == TLSNone {
-		for _, n := range []string{"tls_cert_file", "tls_key_file"} {
-			if hasAttr(b.Body, n) {
-				d.errorf(attrRange(b.Body, n, b.DefRange), "Unexpected attribute", "%s has no effect with tls_mode = \"none\".", n)
-			}
-		}
-		host, _, err := net.SplitHostPort(l.Address)
-		if err == nil && !IsLoopbackHost(host) && !l.AllowInsecureAuth {
-			d.errorf(attrRange(b.Body, "tls_mode", b.DefRange), "Plaintext listener off loopback",
-				"Listener %q listens on %s without TLS, so passwords would cross the network in clear. Use tls_mode = \"starttls\" or \"implicit\", listen on 127.0.0.1, or set allow_insecure_auth = true if the network is trusted.", l.Name, l.Address)
-		}
+		d.plaintextListener(b, l)
 		return
 	}
-	if l.TLSCertFile == "" || l.TLSKeyFile == "" {
-		d.errorf(b.DefRange, "Missing TLS certificate", "Listener %q with tls_mode = %q needs tls_cert_file and tls_key_file.", l.Name, l.TLSMode)
-		return
+	files := hasAttr(b.Body, "tls_cert_file") || hasAttr(b.Body, "tls_key_file")
+	refs := hasAttr(b.Body, "tls_cert") || hasAttr(b.Body, "tls_key")
+	switch {
+	case files && refs:
+		name := "tls_cert"
+		if !hasAttr(b.Body, name) {
+			name = "tls_key"
+		}
+		d.errorf(attrRange(b.Body, name, b.DefRange), "Conflicting TLS certificate settings",
+			"Listener %q: give the certificate either as files (tls_cert_file, tls_key_file) or as secret references (tls_cert, tls_key), not both.", l.Name)
+	case refs:
+		if !l.TLSCert.IsSet() || !l.TLSKey.IsSet() {
+			d.errorf(b.DefRange, "Missing TLS certificate", "Listener %q with tls_mode = %q needs both tls_cert and tls_key.", l.Name, l.TLSMode)
+		}
+	case l.TLSCertFile == "" || l.TLSKeyFile == "":
+		d.errorf(b.DefRange, "Missing TLS certificate", "Listener %q with tls_mode = %q needs tls_cert_file and tls_key_file (or tls_cert and tls_key).", l.Name, l.TLSMode)
+	default:
+		d.hostFiles = append(d.hostFiles, hostFile{
+			kind: keyPairFile, path: l.TLSCertFile, keyPath: l.TLSKeyFile,
+			owner: fmt.Sprintf("Listener %q", l.Name), rng: attrRange(b.Body, "tls_cert_file", b.DefRange),
+		})
 	}
-	if _, err := tls.LoadX509KeyPair(l.TLSCertFile, l.TLSKeyFile); err != nil {
-		d.errorf(attrRange(b.Body, "tls_cert_file", b.DefRange), "Cannot load TLS certificate", "Listener %q: %v.", l.Name, err)
+}
+
+// plaintextListener checks a tls_mode = "none" listener.
+func (d *decoder) plaintextListener(b *hcl.Block, l *Listener) {
+	for _, n := range []string{"tls_cert_file", "tls_key_file", "tls_cert", "tls_key"} {
+		if hasAttr(b.Body, n) {
+			d.errorf(attrRange(b.Body, n, b.DefRange), "Unexpected attribute", "%s has no effect with tls_mode = \"none\".", n)
+		}
+	}
+	host, _, err := net.SplitHostPort(l.Address)
+	if err == nil && !IsLoopbackHost(host) && !l.AllowInsecureAuth {
+		d.errorf(attrRange(b.Body, "tls_mode", b.DefRange), "Plaintext listener off loopback",
+			"Listener %q listens on %s without TLS, so passwords would cross the network in clear. Use tls_mode = \"starttls\" or \"implicit\", listen on 127.0.0.1, or set allow_insecure_auth = true if the network is trusted.", l.Name, l.Address)
 	}
 }
 
@@ -411,16 +435,10 @@ func (d *decoder) applyListenerOverrides(cfg *Config, ov Overrides) {
 	l.Address = net.JoinHostPort(host, port)
 }
 
-// caFile checks that a CA bundle is readable and holds PEM certificates.
+// caFile notes a CA bundle for CheckHost: validate reads no file but the
+// configuration itself.
 func (d *decoder) caFile(body hcl.Body, name, path string, def hcl.Range) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		d.errorf(attrRange(body, name, def), "Cannot read CA file", "%s: %v.", name, err)
-		return
-	}
-	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-		d.errorf(attrRange(body, name, def), "Invalid CA file", "%s: %s holds no PEM certificate.", name, path)
-	}
+	d.hostFiles = append(d.hostFiles, hostFile{kind: caBundleFile, path: path, owner: name, rng: attrRange(body, name, def)})
 }
 
 // validAddress reports whether s is a bare mailbox address (local@domain).

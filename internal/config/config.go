@@ -21,6 +21,9 @@ type Config struct {
 	Groups    []*AccountGroup
 	// Files are the source files the configuration was read from.
 	Files []string
+	// hostFiles are the files the configuration names (CA bundles,
+	// certificates), read by CheckHost and never by Load.
+	hostFiles []hostFile
 }
 
 // Server holds process-wide settings.
@@ -51,6 +54,8 @@ type Server struct {
 type Telemetry struct {
 	Address                  string // empty: no telemetry listener
 	ReadyRequiresAllAccounts bool
+	// AddressRange is where address was written, for diagnostics.
+	AddressRange hcl.Range
 }
 
 // TLS modes of a listener.
@@ -62,11 +67,17 @@ const (
 
 // Listener is one local SMTP submission endpoint.
 type Listener struct {
-	Name              string
-	Address           string
-	TLSMode           string
+	Name    string
+	Address string
+	TLSMode string
+	// TLSCertFile and TLSKeyFile are PEM files read at start and reload;
+	// TLSCert and TLSKey are the same as secret references instead, served
+	// as their current value (rotations apply without restart). One pair
+	// or the other is set unless TLSMode is "none".
 	TLSCertFile       string
 	TLSKeyFile        string
+	TLSCert           SecretRef
+	TLSKey            SecretRef
 	AllowInsecureAuth bool
 	MaxMessageSize    int64
 	// MaxLineLength bounds one line of a message or command; a longer
@@ -83,7 +94,9 @@ type Listener struct {
 	MaxAuthFailures   int
 	AuthFailureWindow time.Duration
 	DefRange          hcl.Range
-	body              hcl.Body
+	// AddressRange is where address was written, for diagnostics.
+	AddressRange hcl.Range
+	body         hcl.Body
 }
 
 // Vault configures the HashiCorp Vault client used for vault:// references.
@@ -267,9 +280,17 @@ func (c *Config) Clients() []*Client {
 	return out
 }
 
-// SecretRefs returns every secret reference in the configuration.
+// SecretRefs returns every secret reference in the configuration, the
+// Vault login credentials excepted.
 func (c *Config) SecretRefs() []SecretRef {
 	var out []SecretRef
+	for _, l := range c.Listeners {
+		for _, r := range []SecretRef{l.TLSCert, l.TLSKey} {
+			if r.IsSet() {
+				out = append(out, r)
+			}
+		}
+	}
 	for _, g := range c.Groups {
 		for _, r := range []SecretRef{g.ClientSecret, g.ServiceAccountKey} {
 			if r.IsSet() {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
+	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
 // want is an expected diagnostic: "# want: <summary>" marks its line in the
@@ -252,43 +253,91 @@ func TestOverrides(t *testing.T) {
 	})
 }
 
-func TestTLSListenerCertificates(t *testing.T) {
+// TestCheckHost: Load reads no file the configuration names, CheckHost
+// reads every one and reports each problem at the attribute that names the
+// file.
+func TestCheckHost(t *testing.T) {
 	dir := t.TempDir()
 	ca, err := devsandbox.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := ca.WriteFiles(cert, key, "relay.test"); err != nil {
-		t.Fatal(err)
+	otherCert, otherKey := filepath.Join(dir, "other.crt"), filepath.Join(dir, "other.key")
+	for _, pair := range [][2]string{{cert, key}, {otherCert, otherKey}} {
+		if err := ca.WriteFiles(pair[0], pair[1], "relay.test"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	src, err := os.ReadFile("testdata/good/split/30-groups.hcl")
+	notPEM := testutil.WriteFile(t, dir, "not-pem.txt", "hello")
+	missing := filepath.Join(dir, "missing")
+	groups, err := os.ReadFile("testdata/good/split/30-groups.hcl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(certPath string) string {
-		body := fmt.Sprintf(`
-listener "sub" {
+	for _, tc := range []struct {
+		name                  string
+		certFile, keyFile     string
+		providerCA, vaultCA   string
+		wantSummary, wantAttr string // wantAttr: the attribute the diagnostic points at
+	}{
+		{name: "all readable", certFile: cert, keyFile: key, providerCA: cert, vaultCA: cert},
+		{name: "missing certificate", certFile: missing, keyFile: key, providerCA: cert, vaultCA: cert, wantSummary: "Cannot load TLS certificate", wantAttr: "  tls_cert_file"},
+		{name: "key of another certificate", certFile: cert, keyFile: otherKey, providerCA: cert, vaultCA: cert, wantSummary: "Cannot load TLS certificate", wantAttr: "  tls_cert_file"},
+		{name: "missing provider CA file", certFile: cert, keyFile: key, providerCA: missing, vaultCA: cert, wantSummary: "Cannot read CA file", wantAttr: "  ca_file"},
+		{name: "vault CA file without PEM", certFile: cert, keyFile: key, providerCA: cert, vaultCA: notPEM, wantSummary: "Invalid CA file", wantAttr: "    ca_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := fmt.Sprintf(`listener "sub" {
   address       = "0.0.0.0:587"
-  tls_mode      = "starttls"
   tls_cert_file = %q
   tls_key_file  = %q
 }
-provider "workspace" { preset = "google" }
-%s`, certPath, key, src)
-		p := filepath.Join(dir, "relay.hcl")
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
+provider "workspace" {
+  preset  = "google"
+  ca_file = %q
+}
+vault {
+  address = "https://vault.example.com:8200"
+    ca_file = %q
+  auth "token" {
+    token = "env://VAULT_TOKEN"
+  }
+}
+%s`, tc.certFile, tc.keyFile, tc.providerCA, tc.vaultCA, groups)
+			p := testutil.WriteFile(t, t.TempDir(), "relay.hcl", body)
+			loaded := config.Load(p, config.Overrides{})
+			if len(loaded.Diagnostics) != 0 || loaded.Config == nil {
+				t.Fatalf("Load must not read the files: %v", loaded.Diagnostics)
+			}
+			diags := config.CheckHost(loaded.Config)
+			if tc.wantSummary == "" {
+				if len(diags) != 0 {
+					t.Fatalf("unexpected diagnostics: %v", diags)
+				}
+				return
+			}
+			if len(diags) != 1 || diags[0].Summary != tc.wantSummary {
+				t.Fatalf("diagnostics = %v, want one %q", diags, tc.wantSummary)
+			}
+			wantLine := lineOf(t, body, tc.wantAttr+" ")
+			if r := diags[0].Subject; r == nil || r.Filename != p || r.Start.Line != wantLine || r.Start.Column < 1 {
+				t.Errorf("diagnostic at %v, want %s:%d", r, p, wantLine)
+			}
+		})
+	}
+}
+
+// lineOf returns the 1-based line of the first line starting with prefix.
+func lineOf(t *testing.T, text, prefix string) int {
+	t.Helper()
+	for i, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return i + 1
 		}
-		return p
 	}
-	if loaded := config.Load(write(cert), config.Overrides{}); loaded.Diagnostics.HasErrors() {
-		t.Errorf("valid certificate refused: %v", loaded.Diagnostics)
-	}
-	loaded := config.Load(write(filepath.Join(dir, "missing.crt")), config.Overrides{})
-	if !strings.Contains(fmt.Sprint(loaded.Diagnostics), "Cannot load TLS certificate") {
-		t.Errorf("missing certificate not reported: %v", loaded.Diagnostics)
-	}
+	t.Fatalf("no line starts with %q", prefix)
+	return 0
 }
 
 func TestMissingPath(t *testing.T) {

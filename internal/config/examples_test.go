@@ -10,10 +10,11 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 )
 
-// TestExamples validates every configuration under examples/. Paths under
-// /etc/oauthrelay are moved into a temporary directory that holds a real
-// certificate, so the examples are checked exactly as `oauthrelay validate`
-// would check them on a provisioned host.
+// TestExamples checks every configuration under examples/ (and the
+// Terraform example's) twice: `validate` must pass on a fresh clone, where
+// no file the examples name exists, and CheckHost must pass on a
+// provisioned host, simulated by moving /etc/oauthrelay into a temporary
+// directory that holds a real certificate.
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob("../../examples/*/*.hcl")
 	tfConfigs, _ := filepath.Glob("../../terraform/examples/*/config/*.hcl")
@@ -27,27 +28,45 @@ func TestExamples(t *testing.T) {
 	}
 	for _, path := range files {
 		t.Run(strings.TrimPrefix(path, "../../"), func(t *testing.T) {
-			root := t.TempDir()
-			etc := filepath.Join(root, "etc", "oauthrelay")
-			if err := os.MkdirAll(etc, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := ca.WriteFiles(filepath.Join(etc, "tls.crt"), filepath.Join(etc, "tls.key"), "relay.example.com"); err != nil {
-				t.Fatal(err)
-			}
-			src, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			moved := strings.ReplaceAll(string(src), "/etc/oauthrelay/", etc+"/")
-			p := filepath.Join(root, filepath.Base(path))
-			if err := os.WriteFile(p, []byte(moved), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			loaded := config.Load(p, config.Overrides{})
+			loaded := config.Load(path, config.Overrides{})
 			for _, d := range loaded.Diagnostics {
-				t.Errorf("%s", config.FormatDiagnostic(d))
+				t.Errorf("validate: %s", config.FormatDiagnostic(d))
+			}
+			if loaded.Config == nil {
+				t.Fatal("validate returned no configuration")
+			}
+			moved := provisioned(t, ca, path)
+			for _, d := range config.CheckHost(moved) {
+				t.Errorf("host check: %s", config.FormatDiagnostic(d))
 			}
 		})
 	}
+}
+
+// provisioned loads a copy of the example whose /etc/oauthrelay/ paths
+// point into a temporary directory holding a certificate and key.
+func provisioned(t *testing.T, ca *devsandbox.CA, path string) *config.Config {
+	t.Helper()
+	root := t.TempDir()
+	etc := filepath.Join(root, "etc", "oauthrelay")
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteFiles(filepath.Join(etc, "tls.crt"), filepath.Join(etc, "tls.key"), "relay.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.ReplaceAll(string(src), "/etc/oauthrelay/", etc+"/")
+	p := filepath.Join(root, filepath.Base(path))
+	if err := os.WriteFile(p, []byte(moved), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loaded := config.Load(p, config.Overrides{})
+	if loaded.Config == nil {
+		t.Fatalf("moved copy does not load: %v", loaded.Diagnostics)
+	}
+	return loaded.Config
 }

@@ -148,7 +148,7 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 	p.ConnectTimeout = d.duration(body, "connect_timeout", raw.ConnectTimeout, def, DefaultConnectTimeout)
 	p.CommandTimeout = d.duration(body, "command_timeout", raw.CommandTimeout, def, DefaultCommandTimeout)
 	p.TokenTimeout = d.duration(body, "token_timeout", raw.TokenTimeout, def, DefaultTokenTimeout)
-	if !d.oneOf(body, "preset", p.Preset, def, PresetGoogle, PresetMicrosoft, PresetCustom) {
+	if !d.preset(body, p.Name, p.Preset, def) {
 		return nil
 	}
 	switch p.Preset {
@@ -256,6 +256,34 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 	return p
 }
 
+// presetSuggestions map names operators plausibly write for a preset
+// (lower case, without spaces, hyphens or underscores) to the preset.
+var presetSuggestions = map[string]string{
+	"gmail": PresetGoogle, "gsuite": PresetGoogle, "workspace": PresetGoogle, "googleworkspace": PresetGoogle, "googlemail": PresetGoogle,
+	"outlook": PresetMicrosoft, "office365": PresetMicrosoft, "o365": PresetMicrosoft, "m365": PresetMicrosoft,
+	"microsoft365": PresetMicrosoft, "exchange": PresetMicrosoft, "azure": PresetMicrosoft, "entra": PresetMicrosoft,
+}
+
+// preset checks a provider's preset. An invalid one is reported once,
+// here, with a suggestion where the intent is clear; the provider is then
+// remembered as bad so that groups referring to it stay quiet about it.
+func (d *decoder) preset(body hcl.Body, name, preset string, def hcl.Range) bool {
+	switch preset {
+	case PresetGoogle, PresetMicrosoft, PresetCustom:
+		return true
+	}
+	hint := ""
+	if s, ok := presetSuggestions[strings.NewReplacer("-", "", " ", "", "_", "").Replace(preset)]; ok {
+		hint = fmt.Sprintf(" Did you mean %q?", s)
+	}
+	d.errorf(attrRange(body, "preset", def), "Invalid preset", "preset must be one of %s; got %q.%s", quoteList([]string{PresetGoogle, PresetMicrosoft, PresetCustom}), preset, hint)
+	if d.badProviders == nil {
+		d.badProviders = map[string]bool{}
+	}
+	d.badProviders[name] = true
+	return false
+}
+
 // tokenURL requires https, except on loopback where a local test or
 // development endpoint may speak plain http.
 func (d *decoder) tokenURL(body hcl.Body, name, raw string, def hcl.Range) {
@@ -324,9 +352,12 @@ func (d *decoder) group(b *hcl.Block, providers map[string]*Provider, accountsSe
 
 	flowOK := d.oneOf(body, "flow", g.Flow, def, FlowRefreshToken, FlowClientCredentials, FlowServiceAccount)
 	p, ok := providers[g.ProviderName]
-	if !ok {
+	switch {
+	case d.badProviders[g.ProviderName]:
+		// Already reported at the provider block.
+	case !ok:
 		d.errorf(attrRange(body, "provider", def), "Unknown provider", "Account group %q refers to provider %q, which is not declared%s.", g.Name, g.ProviderName, declaredNames(providers))
-	} else if flowOK {
+	case flowOK:
 		g.Provider = p
 		scopes, offered := presetScopes[p.Preset][g.Flow]
 		if !offered {

@@ -22,6 +22,10 @@ type Overrides struct {
 	// GlobalConcurrency caps concurrent sessions (0: keep the file's value).
 	GlobalConcurrency int
 	DryRun            bool
+	// ClientsOptional accepts a configuration without client blocks: the
+	// account commands set up and test upstream accounts before any local
+	// client exists. Serving needs at least one.
+	ClientsOptional bool
 }
 
 // Loaded is the result of reading a configuration: the config when it is
@@ -121,7 +125,11 @@ var rootSchema = &hcl.BodySchema{
 
 // decoder accumulates diagnostics while turning raw blocks into Config.
 type decoder struct {
-	diags hcl.Diagnostics
+	diags     hcl.Diagnostics
+	hostFiles []hostFile
+	// badProviders are provider blocks already reported as invalid, so
+	// the groups using them do not add a second, misleading diagnostic.
+	badProviders map[string]bool
 }
 
 func (d *decoder) errorf(rng hcl.Range, summary, format string, args ...any) {
@@ -206,12 +214,16 @@ func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 	if len(cfg.Listeners) == 0 && !d.diags.HasErrors() {
 		d.errorf(firstRange(files), "No listener", "Declare at least one listener block, such as listener \"submission\" { address = \"127.0.0.1:587\" }.")
 	}
+	cfg.hostFiles = d.hostFiles
 	if cfg.Vault == nil {
 		for _, ref := range cfg.SecretRefs() {
 			if ref.Scheme == SecretVault {
 				d.errorf(ref.Range, "Vault reference without a vault block", "%s needs a vault block that says how to reach and log in to Vault.", ref)
 			}
 		}
+	}
+	if len(cfg.Clients()) == 0 && !ov.ClientsOptional && !d.diags.HasErrors() {
+		d.errorf(firstRange(files), "No client can authenticate", "Declare at least one client block inside an account_group, such as client \"app\" { password_hash = \"...\" } (see oauthrelay hash-password); without one every AUTH is refused.")
 	}
 	return cfg, d.diags
 }

@@ -72,15 +72,25 @@ var (
 	schemePrefix = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*)://`)
 	envName      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	vaultField   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	// knownSchemeColon matches a value that starts with the name of a
+	// supported scheme and a colon; without the "//" that follows in a
+	// reference it is a mistyped reference, not a literal.
+	knownSchemeColon = regexp.MustCompile(`^(?i)(env|file|vault):`)
 )
 
 // ParseSecretRef parses a secret attribute value: a literal, env://NAME,
 // file:///absolute/path or vault://<kv-v2 mount>/<path>#<field>. A value that
 // looks like a URL with any other scheme is rejected rather than taken as a
-// literal, so that a typo such as "valut://..." never becomes the secret.
+// literal, so that a typo such as "valut://..." never becomes the secret; so
+// is one that starts with env:, file: or vault: (any case) without the "//",
+// such as "vault:secret/x#y". Any other value, colons included ("abc:def"),
+// is a literal (README "Configuration reference").
 func ParseSecretRef(s string, rng hcl.Range) (SecretRef, error) {
 	m := schemePrefix.FindStringSubmatch(s)
 	if m == nil {
+		if k := knownSchemeColon.FindStringSubmatch(s); k != nil {
+			return SecretRef{}, missingSlashes(strings.ToLower(k[1]), s[len(k[0]):])
+		}
 		if s == "" {
 			return SecretRef{}, fmt.Errorf("the value is empty")
 		}
@@ -113,4 +123,25 @@ func ParseSecretRef(s string, rng hcl.Range) (SecretRef, error) {
 		return SecretRef{Scheme: SecretVault, VaultMount: mount, VaultPath: kvPath, VaultField: field, Range: rng}, nil
 	}
 	return SecretRef{}, fmt.Errorf("unknown secret reference scheme %q (use env://, file:///, vault:// or a literal value)", m[1])
+}
+
+// missingSlashes explains a reference written without "//". It suggests
+// the intended reference only when that is a valid one (a variable name,
+// a path, a KV path with a field), so a literal that merely starts like a
+// reference is not repeated in the message.
+func missingSlashes(scheme, rest string) error {
+	rest = strings.TrimLeft(rest, "/")
+	if scheme == "file" {
+		rest = "/" + rest
+	}
+	example := map[string]string{"env": "env://NAME", "file": "file:///absolute/path", "vault": "vault://mount/path#field"}[scheme]
+	if suggestion := scheme + "://" + rest; validSuggestion(suggestion) {
+		example = suggestion
+	}
+	return fmt.Errorf("a value starting with %q is read as a reference but lacks the \"//\"; did you mean %q?", scheme+":", example)
+}
+
+func validSuggestion(s string) bool {
+	ref, err := ParseSecretRef(s, hcl.Range{})
+	return err == nil && ref.Scheme != SecretLiteral && !strings.ContainsAny(s, " \t\r\n")
 }

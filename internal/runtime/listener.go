@@ -3,7 +3,6 @@ package runtime
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -289,15 +288,10 @@ func (l *listener) stopAccepting() *generation {
 	return g
 }
 
-// loadListenerTLS reads a listener's certificate; each generation gets its
-// own, so a reload picks up renewed certificates.
-func loadListenerTLS(lc *config.Listener) (*tls.Config, error) {
-	if lc.TLSMode == config.TLSNone {
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(lc.TLSCertFile, lc.TLSKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("listener %q: loading TLS certificate: %w", lc.Name, err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+// loadListenerTLS builds a listener's TLS configuration (listenertls.go):
+// certificate files are read now, so each generation picks up renewed ones;
+// tls_cert/tls_key are served from get, the secrets store of the
+// configuration the generation belongs to.
+func loadListenerTLS(lc *config.Listener, get SecretGetter, log hclog.Logger) (*tls.Config, error) {
+	return listenerTLSConfig(lc, get, log)
 }

@@ -242,7 +242,7 @@ func (r *Runtime) newListener(addr string, ln net.Listener) *listener {
 
 // newGeneration prepares a server for a listener configuration.
 func (r *Runtime) newGeneration(lc *config.Listener, perIP *limits.PerIP) (*generation, error) {
-	tlsCfg, err := loadListenerTLS(lc)
+	tlsCfg, err := loadListenerTLS(lc, r.current.Load().store.Get, r.log.Named("smtp"))
 	if err != nil {
 		return nil, err
 	}

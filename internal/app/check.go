@@ -1,0 +1,140 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/runtime"
+	"github.com/oauthrelay/oauthrelay/internal/telemetry"
+)
+
+// cmdCheck runs every step `run` performs on the host before it serves —
+// the files the configuration names, every secret (Vault logged in and
+// read), CA files, listener certificates, and a test bind of every address
+// — then releases everything (README "validate and check").
+func cmdCheck(ctx context.Context, args []string, stdio IO) int {
+	fs := newFlagSet("check", stdio)
+	path := fs.String("config", "", "configuration file or directory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg := loadConfig(*path, config.Overrides{}, stdio)
+	if cfg == nil || !checkHostFiles(cfg, stdio) {
+		return 1
+	}
+	failures := checkRuntime(ctx, cfg, stdio)
+	failures = append(failures, testBinds(cfg)...)
+	for _, err := range failures {
+		printFailure(stdio, err)
+	}
+	if len(failures) > 0 {
+		return 1
+	}
+	vault := "no Vault"
+	if cfg.Vault != nil {
+		vault = "Vault reached"
+	}
+	fmt.Fprintf(stdio.Stdout, "%s: ready to run (%d secret reference(s) resolved, %s, %d listener(s) and %s bound and released)\n",
+		*path, len(cfg.SecretRefs()), vault, len(cfg.Listeners), telemetryWord(cfg))
+	return 0
+}
+
+func telemetryWord(cfg *config.Config) string {
+	if cfg.Telemetry.Address == "" {
+		return "no telemetry address"
+	}
+	return "the telemetry address"
+}
+
+// checkHostFiles reads the files the configuration names (CA bundles,
+// certificate files), printing a diagnostic for each problem; `run` and
+// `check` both go through it.
+func checkHostFiles(cfg *config.Config, stdio IO) bool {
+	diags := config.CheckHost(cfg)
+	for _, d := range diags {
+		fmt.Fprintln(stdio.Stderr, config.FormatDiagnostic(d))
+	}
+	return !diags.HasErrors()
+}
+
+// checkRuntime builds the relay as `run` does — Vault login, every secret,
+// CA files, token sources, listener certificates — then releases it.
+func checkRuntime(ctx context.Context, cfg *config.Config, stdio IO) []error {
+	logging := telemetry.NewLogging(stdio.Stderr, "warn", cfg.Server.LogFormat)
+	r, err := runtime.New(ctx, cfg, runtime.Options{Logging: logging, Version: Version})
+	if err != nil {
+		return placeVaultErrors(cfg, splitErrors(err))
+	}
+	defer func() { _ = r.Shutdown(context.Background()) }()
+	return r.CheckListenerTLS()
+}
+
+// testBinds binds and closes every address `run` listens on. A port in use
+// or a forbidden address fails here rather than at start.
+func testBinds(cfg *config.Config) []error {
+	var errs []error
+	bind := func(addr string, at hcl.Range, what string) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d:%d: Cannot listen: %s: %w", at.Filename, at.Start.Line, at.Start.Column, what, err))
+			return
+		}
+		ln.Close()
+	}
+	for _, l := range cfg.Listeners {
+		bind(l.Address, l.AddressRange, fmt.Sprintf("listener %q", l.Name))
+	}
+	if cfg.Telemetry.Address != "" {
+		bind(cfg.Telemetry.Address, cfg.Telemetry.AddressRange, "telemetry address")
+	}
+	return errs
+}
+
+// splitErrors turns a joined error into one error per line.
+func splitErrors(err error) []error {
+	var out []error
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if strings.TrimSpace(line) != "" {
+			out = append(out, errors.New(line))
+		}
+	}
+	return out
+}
+
+// placeVaultErrors gives errors about Vault that carry no position (a
+// refused login, an unreachable server) the vault block's.
+func placeVaultErrors(cfg *config.Config, errs []error) []error {
+	if cfg.Vault == nil {
+		return errs
+	}
+	at := cfg.Vault.DefRange
+	for i, err := range errs {
+		msg := err.Error()
+		if !position.MatchString(msg) && strings.Contains(strings.ToLower(msg), "vault") {
+			errs[i] = fmt.Errorf("%s:%d:%d: %s", at.Filename, at.Start.Line, at.Start.Column, msg)
+		}
+	}
+	return errs
+}
+
+// position finds "file:line:col: " inside a message, wherever a layer
+// put it.
+var position = regexp.MustCompile(`^(.*?)((?:[^\s:]+):\d+:\d+): `)
+
+// printFailure prints a failed step as "file:line:col: summary: detail",
+// moving the position to the front when a layer wrapped it, and as
+// "summary: detail" when no position is known.
+func printFailure(stdio IO, err error) {
+	msg := err.Error()
+	if m := position.FindStringSubmatch(msg); m != nil && m[1] != "" {
+		msg = m[2] + ": " + strings.TrimSuffix(m[1], " ") + " " + msg[len(m[0]):]
+	}
+	fmt.Fprintln(stdio.Stderr, msg)
+}
