@@ -194,7 +194,7 @@ func (r *Runtime) Start() error {
 		}
 		l := r.newListener(lc.Address, ln)
 		opened = append(opened, l)
-		g, err := r.newGeneration(lc, l.perIP)
+		g, err := r.newGeneration(b, lc, l.perIP)
 		if err != nil {
 			return fail(err)
 		}
@@ -240,9 +240,10 @@ func (r *Runtime) newListener(addr string, ln net.Listener) *listener {
 	return l
 }
 
-// newGeneration prepares a server for a listener configuration.
-func (r *Runtime) newGeneration(lc *config.Listener, perIP *limits.PerIP) (*generation, error) {
-	tlsCfg, err := loadListenerTLS(lc, r.current.Load().store.Get, r.log.Named("smtp"))
+// newGeneration prepares a server for a listener configuration of the
+// build being installed (whose secrets hold the listener's certificate).
+func (r *Runtime) newGeneration(b *built, lc *config.Listener, perIP *limits.PerIP) (*generation, error) {
+	tlsCfg, err := loadListenerTLS(lc, b.store.Get, r.log.Named("smtp"))
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +257,7 @@ func (r *Runtime) newGeneration(lc *config.Listener, perIP *limits.PerIP) (*gene
 		Budget:            r.budget,
 	}, log)
 	srv := smtp.NewServer(be)
-	srv.Domain = r.current.Load().cfg.Server.Hostname
+	srv.Domain = b.cfg.Server.Hostname
 	srv.MaxMessageBytes = lc.MaxMessageSize
 	srv.MaxLineLength = int(lc.MaxLineLength)
 	srv.MaxRecipients = lc.MaxRecipients
@@ -297,6 +298,12 @@ func (r *Runtime) Reload(ctx context.Context) error {
 		return fail(fmt.Errorf("configuration has %d error(s)", len(loaded.Diagnostics.Errs())))
 	}
 	cfg := loaded.Config
+	if diags := config.CheckHost(cfg); diags.HasErrors() {
+		for _, d := range diags {
+			r.log.Error("configuration error", "diagnostic", config.FormatDiagnostic(d))
+		}
+		return fail(fmt.Errorf("configuration has %d error(s) on this host", len(diags.Errs())))
+	}
 	old := r.current.Load()
 	nb, err := build(ctx, cfg, r.deps, old)
 	if err != nil {
@@ -334,7 +341,7 @@ func (r *Runtime) Reload(ctx context.Context) error {
 			l, isNew = r.newListener(lc.Address, ln), true
 			opened = append(opened, l)
 		}
-		g, err := r.newGeneration(lc, l.perIP)
+		g, err := r.newGeneration(nb, lc, l.perIP)
 		if err != nil {
 			return abort(err)
 		}
