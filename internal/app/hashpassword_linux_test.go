@@ -131,7 +131,7 @@ func TestHashPasswordOnTerminal(t *testing.T) {
 			var stdout bytes.Buffer
 			done := make(chan int, 1)
 			go func() {
-				done <- Main(context.Background(), []string{"hash-password", "-cost", "10"}, IO{Stdin: p.terminal, Stdout: &stdout, Stderr: p.terminal})
+				done <- Main(context.Background(), []string{"hash-password", "-cost", "4"}, IO{Stdin: p.terminal, Stdout: &stdout, Stderr: p.terminal})
 			}()
 			p.typeAfterPrompt(t, "Password: ", pw)
 			p.typeAfterPrompt(t, "Repeat password: ", tc.repeat)
