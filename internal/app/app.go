@@ -4,19 +4,15 @@
 package app
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
-	"github.com/oauthrelay/oauthrelay/internal/passwd"
 	"github.com/oauthrelay/oauthrelay/internal/runtime"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 )
@@ -193,30 +189,4 @@ func signalContext(parent context.Context, warn func(string, ...any)) (context.C
 		}
 	}()
 	return ctx, func() { signal.Stop(ch); close(done); cancel() }
-}
-
-func cmdHashPassword(args []string, stdio IO) int {
-	fs := newFlagSet("hash-password", stdio)
-	alg := fs.String("algorithm", passwd.Bcrypt, "bcrypt or argon2id")
-	cost := fs.Int("cost", passwd.DefaultBcryptCost, "bcrypt cost (4-31)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	line, err := bufio.NewReader(stdio.Stdin).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		fmt.Fprintf(stdio.Stderr, "oauthrelay: reading the password: %v\n", err)
-		return 1
-	}
-	pw := strings.TrimRight(line, "\r\n")
-	if pw == "" {
-		io.WriteString(stdio.Stderr, "oauthrelay: empty password; pipe it on standard input: printf '%s\\n' \"$PASSWORD\" | oauthrelay hash-password\n")
-		return 1
-	}
-	h, err := passwd.Hash(*alg, pw, *cost)
-	if err != nil {
-		fmt.Fprintf(stdio.Stderr, "oauthrelay: %v\n", err)
-		return 1
-	}
-	fmt.Fprintln(stdio.Stdout, h)
-	return 0
 }

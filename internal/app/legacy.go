@@ -1,18 +1,22 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	vault "github.com/hashicorp/vault/api"
 	"github.com/zclconf/go-cty/cty"
@@ -20,20 +24,35 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 )
 
-// legacyAccount is one entry of the v2 Python proxy's accounts.json.
+// legacyAccount is one entry of the v2 Python proxy's accounts.json. Its
+// limits come in two shapes: nested (rate_limiting_settings.messages_per_hour,
+// connection_settings.max_connections) and flat (max_messages_per_hour,
+// max_concurrent_messages). Every JSON field the importer maps is a field
+// here; any other field of the input is reported as not imported.
 type legacyAccount struct {
-	AccountID     string `json:"account_id"`
-	Email         string `json:"email"`
-	Provider      string `json:"provider"` // gmail | outlook
-	ClientID      string `json:"client_id"`
-	ClientSecret  string `json:"client_secret"`
-	RefreshToken  string `json:"refresh_token"`
-	OAuthEndpoint string `json:"oauth_endpoint"` // host:port
-	OAuthTokenURL string `json:"oauth_token_url"`
-	RateLimiting  *struct {
-		MessagesPerHour int `json:"messages_per_hour"`
-	} `json:"rate_limiting_settings"`
-	ConnectionSettings map[string]any `json:"connection_settings"`
+	AccountID             string              `json:"account_id"`
+	Email                 string              `json:"email"`
+	Provider              string              `json:"provider"` // gmail | outlook
+	ClientID              string              `json:"client_id"`
+	ClientSecret          string              `json:"client_secret"`
+	RefreshToken          string              `json:"refresh_token"`
+	OAuthEndpoint         string              `json:"oauth_endpoint"` // host:port
+	OAuthTokenURL         string              `json:"oauth_token_url"`
+	RateLimiting          *legacyRateLimiting `json:"rate_limiting_settings"`
+	ConnectionSettings    *legacyConnection   `json:"connection_settings"`
+	MaxMessagesPerHour    *int                `json:"max_messages_per_hour"`
+	MaxConcurrentMessages *int                `json:"max_concurrent_messages"`
+
+	label  string       // names the account in messages: its email or entry number
+	limits legacyLimits // what the relay enforces instead of the legacy limits
+}
+
+type legacyRateLimiting struct {
+	MessagesPerHour *int `json:"messages_per_hour"`
+}
+
+type legacyConnection struct {
+	MaxConnections *int `json:"max_connections"`
 }
 
 // legacyGroup gathers the accounts of one provider and OAuth client.
@@ -69,16 +88,12 @@ func cmdImportLegacy(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintf(stdio.Stderr, "oauthrelay import-legacy: "+format+"\n", a...)
 		return 1
 	}
-	raw, err := os.ReadFile(fs.Arg(0))
+	warn := func(w string) { fmt.Fprintf(stdio.Stderr, "oauthrelay import-legacy: warning: %s\n", w) }
+	accounts, err := readLegacyAccounts(fs.Arg(0), warn)
 	if err != nil {
 		return fail("%v", err)
 	}
-	var accounts []legacyAccount
-	if err := json.Unmarshal(raw, &accounts); err != nil {
-		// json errors quote no content beyond an offset and a type.
-		return fail("%s is not a JSON array of accounts: %v", fs.Arg(0), err)
-	}
-	groups, err := groupLegacy(accounts)
+	groups, err := groupLegacy(accounts, warn)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -118,7 +133,250 @@ func cmdImportLegacy(ctx context.Context, args []string, stdio IO) int {
 	return 0
 }
 
-func groupLegacy(accounts []legacyAccount) ([]*legacyGroup, error) {
+// readLegacyAccounts reads accounts.json: a list of accounts, or an object
+// holding that list under "accounts" (the v2 proxy's documented layout).
+// Fields that cannot be imported are reported through warn by name only:
+// a field the importer does not know may hold a secret.
+func readLegacyAccounts(path string, warn func(string)) ([]legacyAccount, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := legacyEntries(path, raw, warn)
+	if err != nil {
+		return nil, err
+	}
+	accounts := make([]legacyAccount, 0, len(entries))
+	for i, entry := range entries {
+		a, err := decodeLegacyAccount(i, entry, warn)
+		if err != nil {
+			return nil, err
+		}
+		accounts = append(accounts, a)
+	}
+	return accounts, nil
+}
+
+// legacyEntries returns the raw entries of the list of accounts. JSON
+// errors quote no content beyond an offset, a character and a type.
+func legacyEntries(path string, raw []byte, warn func(string)) ([]json.RawMessage, error) {
+	var top json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, fmt.Errorf("%s is not valid JSON: %v", path, err)
+	}
+	var list []json.RawMessage
+	switch top = bytes.TrimSpace(top); top[0] {
+	case '[':
+		err := json.Unmarshal(top, &list)
+		return list, err
+	case '{':
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(top, &obj); err == nil && json.Unmarshal(obj["accounts"], &list) == nil && list != nil {
+			for _, k := range sortedKeys(obj) {
+				if k != "accounts" {
+					warn(fmt.Sprintf("top-level field %q has no oauthrelay equivalent; not imported", k))
+				}
+			}
+			return list, nil
+		}
+		return nil, fmt.Errorf(`%s holds a JSON object; expected a list of accounts ([{"email": ..., "refresh_token": ...}, ...]) or an object with that list under "accounts"`, path)
+	}
+	return nil, fmt.Errorf("%s holds a JSON %s; expected a list of accounts", path, jsonKind(top[0]))
+}
+
+func jsonKind(first byte) string {
+	switch first {
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	}
+	return "number"
+}
+
+// decodeLegacyAccount decodes one entry and warns about each of its fields
+// that legacyAccount does not map.
+func decodeLegacyAccount(i int, raw json.RawMessage, warn func(string)) (legacyAccount, error) {
+	var a legacyAccount
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return a, fmt.Errorf("entry %d is not a JSON object", i)
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return a, fmt.Errorf("entry %d: %s", i, describeJSONError(err))
+	}
+	a.label = strings.ToLower(strings.TrimSpace(a.Email))
+	if a.label == "" {
+		a.label = fmt.Sprintf("entry %d", i)
+	}
+	for _, f := range unmappedFields(fields, reflect.TypeOf(a), "") {
+		warn(fmt.Sprintf("account %s: field %q has no oauthrelay equivalent; not imported", a.label, f))
+	}
+	return a, nil
+}
+
+// describeJSONError names the field and the expected type, never the value.
+func describeJSONError(err error) string {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	want := te.Type.String()
+	switch te.Type.Kind() {
+	case reflect.Int:
+		want = "a whole number"
+	case reflect.String:
+		want = "a string"
+	case reflect.Struct:
+		want = "an object"
+	}
+	return fmt.Sprintf("field %s must be %s", te.Field, want)
+}
+
+// unmappedFields lists the keys of a JSON object that no field of typ
+// decodes, descending into the nested objects typ decodes. Keys match
+// case-insensitively, as encoding/json matches them.
+func unmappedFields(fields map[string]json.RawMessage, typ reflect.Type, prefix string) []string {
+	known := map[string]reflect.Type{}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); f.IsExported() && name != "" && name != "-" {
+			known[strings.ToLower(name)] = f.Type
+		}
+	}
+	var out []string
+	for _, k := range sortedKeys(fields) {
+		ft, ok := known[strings.ToLower(k)]
+		if !ok {
+			out = append(out, prefix+k)
+			continue
+		}
+		var nested map[string]json.RawMessage
+		if ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct && json.Unmarshal(fields[k], &nested) == nil {
+			out = append(out, unmappedFields(nested, ft.Elem(), prefix+k+".")...)
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Microsoft's per-mailbox limits (README, "Setting up Microsoft 365"), which
+// the microsoft preset applies: an imported limit never goes beyond them, or
+// Microsoft would throttle the account (432 4.3.2 for a 4th connection).
+const (
+	microsoftMessagesPerMinute = 30
+	microsoftConnections       = 3
+)
+
+// legacyLimits are the account attributes that stand in for the legacy
+// limits; zero leaves an attribute to the provider's default.
+type legacyLimits struct {
+	perMinute, burst, daily, maxConnections int
+	comment                                 string // explains the rate mapping in the HCL
+}
+
+// mapLegacyLimits maps messages per hour and concurrent messages onto the
+// account's rate limit and connection pool (see README, import-legacy).
+func mapLegacyLimits(a legacyAccount, provider string, warn func(string)) legacyLimits {
+	var l legacyLimits
+	var nestedRate, nestedConns *int
+	if a.RateLimiting != nil {
+		nestedRate = a.RateLimiting.MessagesPerHour
+	}
+	if a.ConnectionSettings != nil {
+		nestedConns = a.ConnectionSettings.MaxConnections
+	}
+	if perHour := pickLegacyLimit(a.label, warn, "max_messages_per_hour", a.MaxMessagesPerHour, "rate_limiting_settings.messages_per_hour", nestedRate); perHour > 0 {
+		l.setHourlyRate(perHour)
+		if provider == config.PresetMicrosoft && l.perMinute > microsoftMessagesPerMinute {
+			warn(fmt.Sprintf("account %s: %d messages an hour exceed Microsoft's %d a minute; imported as %d a minute", a.label, perHour, microsoftMessagesPerMinute, microsoftMessagesPerMinute))
+			l.perMinute, l.burst = microsoftMessagesPerMinute, microsoftMessagesPerMinute
+			l.comment = fmt.Sprintf("%d messages an hour in accounts.json; Microsoft allows %d a minute", perHour, microsoftMessagesPerMinute)
+		}
+	}
+	if conns := pickLegacyLimit(a.label, warn, "max_concurrent_messages", a.MaxConcurrentMessages, "connection_settings.max_connections", nestedConns); conns > 0 {
+		l.maxConnections = conns
+		if provider == config.PresetMicrosoft && conns > microsoftConnections {
+			warn(fmt.Sprintf("account %s: %d concurrent messages exceed Microsoft's %d connections per mailbox; imported as max_connections = %d", a.label, conns, microsoftConnections, microsoftConnections))
+			l.maxConnections = microsoftConnections
+		}
+	}
+	return l
+}
+
+// setHourlyRate maps n messages an hour onto the relay's token bucket: n/60
+// a minute, rounded up to a whole message, and bursts of at most one
+// minute's worth (the legacy bucket let a whole hour's worth out at once).
+// Below 60 an hour the rate cannot go lower than one a minute, so a rolling
+// daily limit of 24×n keeps the day's total where the legacy limit held it.
+func (l *legacyLimits) setHourlyRate(n int) {
+	l.perMinute = (n + 59) / 60
+	l.burst = l.perMinute
+	l.comment = fmt.Sprintf("%d messages an hour in accounts.json: %d a minute, at most %d at once", n, l.perMinute, l.burst)
+	if n < 60 {
+		l.daily = 24 * n
+		l.comment += fmt.Sprintf(", %d a day", l.daily)
+	}
+}
+
+// pickLegacyLimit returns the limit an account sets in the flat or the
+// nested layout, 0 when none: the lower one when both are set, since the
+// legacy proxy was held to both. Values that are not imported are warned.
+func pickLegacyLimit(label string, warn func(string), flatName string, flat *int, nestedName string, nested *int) int {
+	var names []string
+	var values []int
+	for _, c := range []struct {
+		name  string
+		value *int
+	}{{flatName, flat}, {nestedName, nested}} {
+		switch {
+		case c.value == nil:
+		case *c.value <= 0:
+			warn(fmt.Sprintf("account %s: %s is %d; not imported (the provider's default applies)", label, c.name, *c.value))
+		default:
+			names, values = append(names, c.name), append(values, *c.value)
+		}
+	}
+	switch {
+	case len(values) == 0:
+		return 0
+	case len(values) == 2 && values[0] != values[1]:
+		warn(fmt.Sprintf("account %s: %s (%d) and %s (%d) differ; only the lower is imported", label, names[0], values[0], names[1], values[1]))
+	}
+	return slices.Min(values)
+}
+
+// write sets the limits on an account block.
+func (l legacyLimits) write(b *hclwrite.Body) {
+	if l.comment != "" {
+		b.AppendUnstructuredTokens(hclwrite.Tokens{{Type: hclsyntax.TokenComment, Bytes: []byte("# " + l.comment + "\n")}})
+	}
+	for _, attr := range []struct {
+		name  string
+		value int
+	}{
+		{"rate_limit_per_minute", l.perMinute},
+		{"rate_limit_burst", l.burst},
+		{"daily_message_limit", l.daily},
+		{"max_connections", l.maxConnections},
+	} {
+		if attr.value > 0 {
+			b.SetAttributeValue(attr.name, cty.NumberIntVal(int64(attr.value)))
+		}
+	}
+}
+
+func groupLegacy(accounts []legacyAccount, warn func(string)) ([]*legacyGroup, error) {
 	byKey := map[string]*legacyGroup{}
 	var order []string
 	seen := map[string]bool{}
@@ -143,6 +401,7 @@ func groupLegacy(accounts []legacyAccount) ([]*legacyGroup, error) {
 		default:
 			return nil, fmt.Errorf("entry %d (%s): unknown provider %q (gmail or outlook)", i, a.Email, a.Provider)
 		}
+		a.limits = mapLegacyLimits(a, provider, warn)
 		key := provider + "\x00" + a.ClientID + "\x00" + a.OAuthTokenURL + "\x00" + a.OAuthEndpoint
 		g, ok := byKey[key]
 		if !ok {
@@ -233,13 +492,7 @@ func legacyHCL(groups []*legacyGroup, secrets secretSink) ([]byte, error) {
 				return nil, err
 			}
 			ab.SetAttributeValue("refresh_token", cty.StringVal(ref))
-			if a.RateLimiting != nil && a.RateLimiting.MessagesPerHour > 0 {
-				perMinute := int(math.Ceil(float64(a.RateLimiting.MessagesPerHour) / 60))
-				ab.SetAttributeValue("rate_limit_per_minute", cty.NumberIntVal(int64(perMinute)))
-			}
-			if v, ok := a.ConnectionSettings["max_connections"].(float64); ok && v > 0 {
-				ab.SetAttributeValue("max_connections", cty.NumberIntVal(int64(v)))
-			}
+			a.limits.write(ab)
 		}
 		body.AppendNewline()
 	}

@@ -22,8 +22,15 @@ const (
 	Argon2id = "argon2id"
 )
 
-// DefaultBcryptCost is the bcrypt work factor of new hashes.
-const DefaultBcryptCost = 12
+// Bcrypt work factors. Costs outside bcrypt's own range are refused (the
+// library would silently replace a cost below its minimum with 10); costs
+// below the OWASP Password Storage Cheat Sheet's minimum of 10 are weak.
+const (
+	DefaultBcryptCost = 12
+	MinBcryptCost     = bcrypt.MinCost
+	MaxBcryptCost     = bcrypt.MaxCost
+	WeakBcryptCost    = 10
+)
 
 // Argon2id parameters of new hashes (RFC 9106 §4, second recommended option
 // scaled down to a mail relay's memory budget).
@@ -41,12 +48,16 @@ var b64 = base64.RawStdEncoding
 var ErrMismatch = errors.New("password does not match")
 
 // Hash returns an encoded hash of password with the given algorithm. For
-// bcrypt, cost 0 means DefaultBcryptCost.
+// bcrypt, cost 0 means DefaultBcryptCost; other costs outside
+// MinBcryptCost..MaxBcryptCost are an error.
 func Hash(algorithm, password string, bcryptCost int) (string, error) {
 	switch algorithm {
 	case Bcrypt, "":
 		if bcryptCost == 0 {
 			bcryptCost = DefaultBcryptCost
+		}
+		if err := CheckBcryptCost(bcryptCost); err != nil {
+			return "", err
 		}
 		h, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
 		return string(h), err
@@ -59,6 +70,14 @@ func Hash(algorithm, password string, bcryptCost int) (string, error) {
 		return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
 	}
 	return "", fmt.Errorf("unknown algorithm %q (use %q or %q)", algorithm, Bcrypt, Argon2id)
+}
+
+// CheckBcryptCost refuses a cost bcrypt cannot use as given.
+func CheckBcryptCost(cost int) error {
+	if cost < MinBcryptCost || cost > MaxBcryptCost {
+		return fmt.Errorf("bcrypt cost %d is outside bcrypt's range %d-%d", cost, MinBcryptCost, MaxBcryptCost)
+	}
+	return nil
 }
 
 // CheckHash reports whether encoded is a hash this package can verify.

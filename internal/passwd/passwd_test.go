@@ -48,3 +48,19 @@ func TestUnknownAlgorithm(t *testing.T) {
 		t.Error("md5 accepted")
 	}
 }
+
+// Below its minimum, bcrypt silently hashes with cost 10; Hash must refuse
+// instead, so that the cost asked for is the cost stored.
+func TestHashRefusesBcryptCostOutOfRange(t *testing.T) {
+	for _, cost := range []int{-1, 1, 3, 32} {
+		if h, err := Hash(Bcrypt, "pw", cost); err == nil {
+			t.Errorf("cost %d accepted: %s", cost, h)
+		} else if !strings.Contains(err.Error(), "outside bcrypt's range 4-31") {
+			t.Errorf("cost %d: unclear error %q", cost, err)
+		}
+	}
+	h, err := Hash(Bcrypt, "pw", 0)
+	if err != nil || !strings.HasPrefix(h, "$2a$12$") {
+		t.Errorf("cost 0 = %q %v, want the default cost 12", h, err)
+	}
+}
