@@ -3,8 +3,10 @@ package runtime_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -91,6 +93,11 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 }
 
+// TestBadReloadKeepsServing: a reload that fails — at any step — changes
+// nothing that runs. Each bad configuration also changes the delegated
+// group's client_id (unknown to the provider) and the provider's pool and
+// limits: after the failed reload, fresh token requests still use the old
+// client ID, and /health/ready says what it said before.
 func TestBadReloadKeepsServing(t *testing.T) {
 	h := newHarness(t, harnessOptions{telemetry: true})
 	good := h.cfgText
@@ -99,15 +106,33 @@ func TestBadReloadKeepsServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer occupied.Close()
+	changed := strings.Replace(good, fmt.Sprintf("client_id             = %q", delegatedClientID), `client_id             = "relay-renamed"`, 1)
+	changed = strings.Replace(changed, `command_timeout = "10s"`, "command_timeout = \"10s\"\n  max_connections = 1\n  rate_limit_per_minute = 1", 1)
+	if changed == good {
+		t.Fatal("the test could not change the configuration")
+	}
 	bad := map[string]string{
-		"syntax error":     good + "\nlistener \"broken\" {\n",
-		"invalid value":    strings.Replace(good, `max_recipients   = 5`, `max_recipients   = -1`, 1),
-		"missing secret":   strings.Replace(good, h.refs["rt-"+alice], "file://"+filepath.Join(h.dir, "absent"), 1),
-		"port in use":      good + fmt.Sprintf("listener \"taken\" {\n  address = %q\n  tls_mode = \"none\"\n}\n", occupied.Addr().String()),
-		"missing TLS cert": good + "listener \"tls\" {\n  address = \"127.0.0.1:0\"\n  tls_cert_file = \"/nonexistent.crt\"\n  tls_key_file = \"/nonexistent.key\"\n}\n",
+		"syntax error":          changed + "\nlistener \"broken\" {\n",
+		"invalid value":         strings.Replace(changed, `max_recipients   = 5`, `max_recipients   = -1`, 1),
+		"missing secret":        strings.Replace(changed, h.refs["rt-"+alice], "file://"+filepath.Join(h.dir, "absent"), 1),
+		"port in use":           changed + fmt.Sprintf("listener \"taken\" {\n  address = %q\n  tls_mode = \"none\"\n}\n", occupied.Addr().String()),
+		"telemetry port in use": strings.Replace(changed, `telemetry { address = "127.0.0.1:0" }`, fmt.Sprintf("telemetry { address = %q }", occupied.Addr().String()), 1),
+		"missing TLS cert":      changed + "listener \"tls\" {\n  address = \"127.0.0.1:0\"\n  tls_cert_file = \"/nonexistent.crt\"\n  tls_key_file = \"/nonexistent.key\"\n}\n",
+		"unreadable CA file":    strings.Replace(changed, filepath.Join(h.dir, "ca.pem"), filepath.Join(h.dir, "absent.pem"), 1),
+		"unreachable Vault":     "vault {\n  address = \"http://" + occupied.Addr().String() + "\"\n  auth \"token\" { token = \"x\" }\n}\n" + changed,
+	}
+	health := func() string {
+		t.Helper()
+		body := h.readyBody()
+		var parts []string
+		for _, k := range []string{"status", "listeners", "accounts", "provider_circuits", "config_files"} {
+			parts = append(parts, fmt.Sprint(k, "=", body[k]))
+		}
+		return strings.Join(parts, "\n")
 	}
 	for name, text := range bad {
 		t.Run(name, func(t *testing.T) {
+			before := health()
 			h.rewrite(text)
 			if err := h.rt.Reload(context.Background()); err == nil {
 				t.Fatal("bad configuration accepted")
@@ -115,7 +140,17 @@ func TestBadReloadKeepsServing(t *testing.T) {
 			if v := h.metric("oauthrelay_config_last_reload_successful"); v != 0 {
 				t.Errorf("last_reload_successful = %v after a failed reload", v)
 			}
-			h.mustSend(appClient, alice)
+			if after := health(); after != before {
+				t.Errorf("/health/ready changed:\nbefore %s\nafter  %s", before, after)
+			}
+			// Fresh tokens and connections: they must come from the running
+			// configuration, not from the one that failed.
+			h.sb.Tokens.RevokeAccessTokens()
+			h.sb.SMTP.CloseAllConnections()
+			for i := 0; i < 3; i++ { // beyond the failed config's rate limit
+				h.mustSend(appClient, alice)
+			}
+			h.mustSend(appClient, bob)
 		})
 	}
 	h.rewrite(good)
@@ -131,6 +166,21 @@ func TestBadReloadKeepsServing(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "relay.hcl:") {
 		t.Error("the failed reload's diagnostics are not logged with file:line")
 	}
+}
+
+// readyBody returns /health/ready's JSON body.
+func (h *harness) readyBody() map[string]any {
+	h.t.Helper()
+	resp, err := http.Get("http://" + h.rt.TelemetryAddr().String() + "/health/ready")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		h.t.Fatal(err)
+	}
+	return body
 }
 
 // TestReloadRevokesSessionsOfRemovedClients: a session authenticated
