@@ -50,7 +50,12 @@ func (s *SMTPServer) WebHandler() http.Handler {
 
 func (s *SMTPServer) serveMessageList(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(s.MessagesJSON())
+	list := s.MessagesJSON()
+	if string(list) == "null" {
+		// An empty inbox is an empty list, so that scripts can iterate it.
+		list = []byte("[]")
+	}
+	_, _ = w.Write(list)
 }
 
 func (s *SMTPServer) serveInbox(w http.ResponseWriter, _ *http.Request) {
