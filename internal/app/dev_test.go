@@ -41,7 +41,9 @@ var devBannerFields = map[string]*regexp.Regexp{
 }
 
 // startDev runs `oauthrelay dev` on free loopback ports until the test
-// ends, and checks then that it stopped cleanly and logged no secret.
+// ends, and checks then that it stopped cleanly and logged no secret. The
+// waits are generous: under -race on a busy machine start-up (bcrypt, key
+// generation) takes seconds; they end as soon as the condition holds.
 func startDev(t *testing.T) *devSession {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -58,14 +60,14 @@ func startDev(t *testing.T) *devSession {
 			if code != 0 {
 				t.Errorf("dev exited %d", code)
 			}
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Error("dev did not stop")
 		}
 		if t.Failed() {
 			t.Logf("stderr:\n%s", s.stderr)
 		}
 	})
-	testutil.WaitFor(t, 20*time.Second, "the dev banner", func() bool {
+	testutil.WaitFor(t, time.Minute, "the dev banner", func() bool {
 		select {
 		case <-exited:
 			t.Fatalf("dev exited %d before its banner:\n%s", code, s.stderr)
@@ -106,7 +108,7 @@ func (s *devSession) secrets(t *testing.T) []string {
 // awaitMessage waits until the sandbox lists a message with the subject.
 func (s *devSession) awaitMessage(t *testing.T, subject string) {
 	t.Helper()
-	testutil.WaitFor(t, 10*time.Second, "message "+subject+" in "+s.messagesURL, func() bool {
+	testutil.WaitFor(t, 30*time.Second, "message "+subject+" in "+s.messagesURL, func() bool {
 		var msgs []struct {
 			Subject string `json:"subject"`
 			User    string `json:"authenticated_as"`
