@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -35,12 +36,17 @@ server {
 }
 
 telemetry {
-  address = %q   # /metrics, /health/ready, /dev/messages
+  address = %q   # /metrics, /health/ready, the sandbox inbox at /dev/
 }
 
+# STARTTLS with a certificate from the sandbox CA (sandbox-ca.pem), so that
+# clients that insist on TLS before AUTH (msmtp, swaks -tls) work; plaintext
+# AUTH stays accepted on loopback for curl's one-liner.
 listener "dev" {
-  address  = %q
-  tls_mode = "none"   # plaintext AUTH is accepted on loopback only
+  address       = %q
+  tls_mode      = "starttls"
+  tls_cert_file = %q
+  tls_key_file  = %q
 }
 
 provider "sandbox" {
@@ -71,7 +77,7 @@ account_group "dev" {
 func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	fs := newFlagSet("dev", stdio)
 	listen := fs.String("listen", "127.0.0.1:2525", "SMTP address of the relay (loopback)")
-	telemetryAddr := fs.String("telemetry", "127.0.0.1:8025", "address of /metrics, /health and /dev/messages")
+	telemetryAddr := fs.String("telemetry", "127.0.0.1:8025", "address of /metrics, /health and the sandbox inbox (/dev/)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -93,55 +99,29 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 		return fail("starting the sandbox provider: %v", err)
 	}
 	defer sb.Close()
-	clientSecret := randomWord(20)
-	sb.Tokens.AddClient(devClientID, clientSecret)
-	refreshToken := sb.Tokens.IssueRefreshToken(devClientID, devAccount, config.GoogleScope)
-	sb.SMTP.RequireScope(config.GoogleScope)
-
 	dir, err := os.MkdirTemp("", "oauthrelay-dev-")
 	if err != nil {
 		return fail("%v", err)
 	}
 	defer os.RemoveAll(dir)
+	smtpAddr, note := freeOr(*listen)
+	httpAddr, _ := freeOr(*telemetryAddr)
 	password := randomWord(12)
-	hash, err := passwd.Hash(passwd.Bcrypt, password, 10)
+	files, err := writeDevFiles(sb, dir, smtpAddr, httpAddr, password)
 	if err != nil {
 		return fail("%v", err)
 	}
-	files := map[string]string{
-		"sandbox-ca.pem": string(sb.CA.PEM),
-		"client-secret":  clientSecret,
-		"refresh-token":  refreshToken,
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			return fail("%v", err)
-		}
-	}
-	smtpAddr, note := freeOr(*listen)
-	httpAddr, _ := freeOr(*telemetryAddr)
-	cfgPath := filepath.Join(dir, "oauthrelay.hcl")
-	cfgText := fmt.Sprintf(devConfigTemplate, httpAddr, smtpAddr, sb.Tokens.URL, sb.SMTP.Addr,
-		filepath.Join(dir, "sandbox-ca.pem"), devClientID, filepath.Join(dir, "client-secret"),
-		devAccount, filepath.Join(dir, "refresh-token"), devUser, hash)
-	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
-		return fail("%v", err)
-	}
-	cfg := loadConfig(cfgPath, config.Overrides{}, stdio)
+	cfg := loadConfig(files.config, config.Overrides{}, stdio)
 	if cfg == nil {
 		return fail("the generated configuration is invalid (a bug; please report it)")
 	}
-	messages := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(sb.SMTP.MessagesJSON())
-	})
 	ctx, stop := signalContext(ctx, log.Warn)
 	defer stop()
 	rt, err := runtime.New(ctx, cfg, runtime.Options{
 		Logging:    logging,
-		ConfigPath: cfgPath,
+		ConfigPath: files.config,
 		Version:    Version,
-		ExtraHTTP:  map[string]http.Handler{"GET /dev/messages": messages},
+		ExtraHTTP:  map[string]http.Handler{"GET /dev/": sb.SMTP.WebHandler()},
 	})
 	if err != nil {
 		return fail("%v", err)
@@ -149,32 +129,100 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	if err := rt.Start(); err != nil {
 		return fail("%v", err)
 	}
-	addr := rt.ListenerAddr("dev").String()
-	host, port, _ := net.SplitHostPort(addr)
-	fmt.Fprintf(stdio.Stdout, `
+	printDevBanner(stdio.Stdout, devBanner{
+		Note:      note,
+		SMTP:      rt.ListenerAddr("dev").String(),
+		Password:  password,
+		Telemetry: rt.TelemetryAddr().String(),
+		CAFile:    files.ca,
+		Config:    files.config,
+	})
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = rt.Shutdown(sctx)
+	return 0
+}
+
+// devFiles are the paths of what `oauthrelay dev` writes to its directory.
+type devFiles struct {
+	ca, config string
+}
+
+// writeDevFiles registers the dev client and account with the sandbox and
+// writes the configuration that uses them, with its secrets in files next
+// to it and the listener's certificate issued by the sandbox CA.
+func writeDevFiles(sb *devsandbox.Sandbox, dir, smtpAddr, httpAddr, password string) (devFiles, error) {
+	clientSecret := randomWord(20)
+	sb.Tokens.AddClient(devClientID, clientSecret)
+	refreshToken := sb.Tokens.IssueRefreshToken(devClientID, devAccount, config.GoogleScope)
+	sb.SMTP.RequireScope(config.GoogleScope)
+	hash, err := passwd.Hash(passwd.Bcrypt, password, 10)
+	if err != nil {
+		return devFiles{}, err
+	}
+	path := func(name string) string { return filepath.Join(dir, name) }
+	secrets := map[string]string{
+		"sandbox-ca.pem": string(sb.CA.PEM),
+		"client-secret":  clientSecret,
+		"refresh-token":  refreshToken,
+	}
+	for name, content := range secrets {
+		if err := os.WriteFile(path(name), []byte(content), 0o600); err != nil {
+			return devFiles{}, err
+		}
+	}
+	// The listener may be moved to any loopback address with -listen.
+	if err := sb.CA.WriteFiles(path("listener-cert.pem"), path("listener-key.pem"), "127.0.0.1", "localhost", "::1"); err != nil {
+		return devFiles{}, err
+	}
+	cfgText := fmt.Sprintf(devConfigTemplate, httpAddr, smtpAddr, path("listener-cert.pem"), path("listener-key.pem"),
+		sb.Tokens.URL, sb.SMTP.Addr, path("sandbox-ca.pem"), devClientID, path("client-secret"),
+		devAccount, path("refresh-token"), devUser, hash)
+	if err := os.WriteFile(path("oauthrelay.hcl"), []byte(cfgText), 0o600); err != nil {
+		return devFiles{}, err
+	}
+	return devFiles{ca: path("sandbox-ca.pem"), config: path("oauthrelay.hcl")}, nil
+}
+
+// devBanner is what `oauthrelay dev` tells the user once it is running.
+type devBanner struct {
+	Note, SMTP, Password, Telemetry, CAFile, Config string
+}
+
+// printDevBanner prints the addresses, the dev credentials (dev mode only:
+// they protect nothing but a sandbox) and commands ready to paste: curl
+// without TLS, msmtp and swaks with STARTTLS verified against the CA file.
+func printDevBanner(w io.Writer, b devBanner) {
+	host, port, _ := net.SplitHostPort(b.SMTP)
+	urlHost := host
+	if strings.Contains(host, ":") {
+		urlHost = "[" + host + "]" // curl's URL syntax for IPv6
+	}
+	fmt.Fprintf(w, `
 oauthrelay dev is running: your mail goes relay -> OAuth2 token -> XOAUTH2 over STARTTLS
 to an embedded sandbox provider (nothing leaves this machine).%s
 
-  SMTP          %s   (AUTH PLAIN/LOGIN, no TLS: loopback only)
+  SMTP          %s   (AUTH PLAIN/LOGIN; STARTTLS offered, plaintext accepted on loopback)
   username      %s
   password      %s
   sends as      %s
+  CA file       %s   (trust it to verify the relay's STARTTLS certificate)
+  inbox         http://%s/dev/
   messages      http://%s/dev/messages
   metrics       http://%s/metrics
   config        %s
 
 Try it:
   printf 'Subject: hello\r\n\r\nIt works.\r\n' | curl -sS smtp://%s:%s --mail-from %s --mail-rcpt you@example.com --user '%s:%s' -T -
-  swaks --server %s:%s --auth-user %s --auth-password '%s' --from %s --to you@example.com
+  printf 'Subject: hello\r\n\r\nIt works.\r\n' | msmtp --host=%s --port=%s --tls=on --tls-trust-file=%s --auth=on --user=%s --passwordeval="echo %s" --from=%s you@example.com
+  swaks --server %s --tls --tls-verify --tls-ca-path %s --auth-user %s --auth-password '%s' --from %s --to you@example.com
 
 Press Ctrl-C to stop.
-`, note, addr, devUser, password, devAccount, rt.TelemetryAddr(), rt.TelemetryAddr(), cfgPath,
-		host, port, devAccount, devUser, password, host, port, devUser, password, devAccount)
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = rt.Shutdown(sctx)
-	return 0
+`, b.Note, b.SMTP, devUser, b.Password, devAccount, b.CAFile, b.Telemetry, b.Telemetry, b.Telemetry, b.Config,
+		urlHost, port, devAccount, devUser, b.Password,
+		host, port, b.CAFile, devUser, b.Password, devAccount,
+		b.SMTP, b.CAFile, devUser, b.Password, devAccount)
 }
 
 // freeOr returns addr if it can be bound now, else a free port on the same
