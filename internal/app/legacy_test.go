@@ -181,7 +181,7 @@ func TestImportLegacyMapsLimits(t *testing.T) {
 			if diff := cmp.Diff(tc.warnings, warningsOf(stderr)); diff != "" {
 				t.Errorf("warnings (-want +got):\n%s", diff)
 			}
-			loaded := config.Load(out, config.Overrides{})
+			loaded := config.Load(out, config.Overrides{ClientsOptional: true})
 			if loaded.Diagnostics.HasErrors() {
 				t.Fatalf("generated HCL is invalid: %v", loaded.Diagnostics)
 			}

@@ -130,7 +130,7 @@ func TestFullConfig(t *testing.T) {
 		t.Fatalf("unexpected diagnostics: %v", loaded.Diagnostics)
 	}
 	cfg := loaded.Config
-	if diff := cmp.Diff(config.Server{Hostname: "relay.example.com", LogLevel: "debug", LogFormat: "json", ShutdownTimeout: 45 * time.Second, RetiredSessionTimeout: 2 * time.Minute, ReceivedHideClient: true}, cfg.Server); diff != "" {
+	if diff := cmp.Diff(config.Server{Hostname: "relay.example.com", LogLevel: "debug", LogFormat: "json", ShutdownTimeout: 45 * time.Second, RetiredSessionTimeout: 2 * time.Minute, ReceivedHideClient: true, MessageMemoryLimit: 64 << 20, SpoolDir: "/var/lib/oauthrelay/spool"}, cfg.Server); diff != "" {
 		t.Errorf("server (-want +got):\n%s", diff)
 	}
 	if !cfg.Telemetry.ReadyRequiresAllAccounts || cfg.Telemetry.Address != "127.0.0.1:9090" {

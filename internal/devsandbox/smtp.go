@@ -109,7 +109,7 @@ func newSMTPServer(ca *CA, tokens *TokenServer, implicit bool, log hclog.Logger)
 	// 998 characters (HTML mail without line breaks).
 	s.srv.MaxLineLength = 4 << 20
 	s.srv.Debug = transcriptWriter{s}
-	s.srv.ReadTimeout = time.Minute
+	s.srv.ReadTimeout = 10 * time.Minute // RFC 5321 §4.5.3.2: a large DATA may take long
 	s.srv.WriteTimeout = time.Minute
 	s.srv.ErrorLog = nullLog()
 	go s.srv.Serve(ln)

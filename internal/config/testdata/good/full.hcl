@@ -6,6 +6,9 @@ server {
   shutdown_timeout = "45s"
   retired_session_timeout = "2m"
   received_hide_client = true
+  message_memory_limit = "64MiB"
+  spill_to_disk = false
+  spool_dir = "/var/lib/oauthrelay/spool"
 }
 
 telemetry {
