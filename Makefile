@@ -37,5 +37,10 @@ vault: ## Build the Vault dev server used by the tests (skipped when present)
 		cd tools/vault && GOTOOLCHAIN=local GOFLAGS=-mod=mod $(GO) build -ldflags="-s -w" -o "$(VAULT_BIN)" . ; \
 	fi
 
+# The packages where sessions, reloads, pools and circuits run concurrently
+# run three times with the race detector: races there show up only sometimes.
+CONCURRENT_PKGS := ./internal/runtime/ ./internal/relay/ ./internal/upstream/ ./internal/limits/ ./internal/spool/
+
 test: lint vault ## Lint, then run every test with the race detector (needs `make vault`)
 	OAUTHRELAY_VAULT_BIN="$(VAULT_BIN)" $(GO) test $(TESTFLAGS) ./...
+	OAUTHRELAY_VAULT_BIN="$(VAULT_BIN)" $(GO) test -race -count=2 -timeout 15m $(CONCURRENT_PKGS)
