@@ -150,8 +150,11 @@ func TestUpstreamRepliesPassThrough(t *testing.T) {
 		_, err := h.send(appClient, alice, "full@example.net")
 		wantCode(t, err, "452 4.2.2")
 	})
-	t.Run("DATA 451", func(t *testing.T) {
-		h.sb.SMTP.FailNextData(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Mail server temporarily rejected message."})
+	t.Run("DATA 451 twice", func(t *testing.T) {
+		// A temporary refusal is tried once more; a second one reaches the
+		// client as the provider said it.
+		r := &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Mail server temporarily rejected message."}
+		h.sb.SMTP.FailNextData(r, r)
 		_, err := h.send(appClient, alice)
 		wantCode(t, err, "451 4.3.0")
 	})
