@@ -7,7 +7,6 @@ package relay
 
 import (
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -108,7 +107,6 @@ func (st *State) authenticate(username, password string) (*Client, error) {
 	return c, nil
 }
 
-func normalizeAddress(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
 
 // SMTP replies of the relay (README "Replies").
 var (
