@@ -47,7 +47,7 @@ type generation struct {
 
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
-	active sync.WaitGroup // open connections
+	gone   *sync.Cond // signalled (with connMu) when a connection leaves conns
 }
 
 // trackedConn removes itself from its generation when closed. It also
@@ -63,12 +63,7 @@ type trackedConn struct {
 }
 
 func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.g.connMu.Lock()
-		delete(c.g.conns, c)
-		c.g.connMu.Unlock()
-		c.g.active.Done()
-	})
+	c.once.Do(func() { c.g.untrack(c) })
 	return c.Conn.Close()
 }
 
@@ -98,19 +93,22 @@ func (g *generation) track(c net.Conn) *trackedConn {
 	g.connMu.Lock()
 	if g.conns == nil {
 		g.conns = map[*trackedConn]struct{}{}
+		g.gone = sync.NewCond(&g.connMu)
 	}
 	g.conns[tc] = struct{}{}
-	g.active.Add(1)
 	g.connMu.Unlock()
 	return tc
 }
 
-// untrack forgets a connection another generation took over.
+// untrack forgets a connection: closed, or taken over by another
+// generation.
 func (g *generation) untrack(tc *trackedConn) {
 	g.connMu.Lock()
 	delete(g.conns, tc)
+	if g.gone != nil {
+		g.gone.Broadcast()
+	}
 	g.connMu.Unlock()
-	tc.once.Do(g.active.Done)
 }
 
 func (g *generation) snapshot() []*trackedConn {
@@ -141,11 +139,17 @@ func (g *generation) closeIdle() {
 	}
 }
 
-// drained returns a channel closed once every connection ended.
+// drained returns a channel closed once every connection ended. (A
+// WaitGroup would not do: connections may still be handed to a generation
+// while someone waits for it to drain.)
 func (g *generation) drained() <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
-		g.active.Wait()
+		g.connMu.Lock()
+		for len(g.conns) > 0 {
+			g.gone.Wait()
+		}
+		g.connMu.Unlock()
 		close(ch)
 	}()
 	return ch
