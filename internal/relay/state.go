@@ -107,7 +107,6 @@ func (st *State) authenticate(username, password string) (*Client, error) {
 	return c, nil
 }
 
-
 // SMTP replies of the relay (README "Replies").
 var (
 	errAuthRequired        = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
