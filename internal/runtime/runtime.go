@@ -124,11 +124,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 }
 
 // registerSecrets hands every configured secret value to the log
-// redaction safety net.
+// redaction safety net, and every value the store takes later (rotations
+// in Vault or files, written-back refresh tokens, the Vault token).
 func (r *Runtime) registerSecrets(b *built) {
 	if r.deps.redact == nil {
 		return
 	}
+	b.store.OnValue(r.deps.redact)
 	values := b.store.Values()
 	for _, ref := range b.cfg.SecretRefs() {
 		values = append(values, ref.Literal())
