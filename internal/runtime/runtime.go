@@ -199,7 +199,7 @@ func (r *Runtime) Start() error {
 	b.startBackground(nil)
 	r.setWatch(cfg.Server.WatchConfig)
 	r.started = true
-	r.metrics.reloadSucceeded(time.Now())
+	r.metrics.loaded(time.Now())
 	return nil
 }
 
