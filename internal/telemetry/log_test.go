@@ -50,13 +50,12 @@ func TestLoggingRedactsBeforeFormatting(t *testing.T) {
 
 				text := out.String()
 				for _, part := range []string{head, tail} {
-					if strings.Contains(text, part) {
-						t.Errorf("part of a secret reached the %s output:\n%s", format, text)
-						break
+					if n := strings.Count(text, part); n > 0 {
+						t.Errorf("a part of the secret reached the %s output %d times", format, n)
 					}
 				}
 				if got := strings.Count(text, "[REDACTED]"); got < 12 {
-					t.Errorf("%d redactions, want at least 12 (one per logged secret):\n%s", got, text)
+					t.Errorf("%d redactions, want at least 12 (one per logged secret)", got)
 				}
 			})
 		}
