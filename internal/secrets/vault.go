@@ -292,7 +292,10 @@ func (v *Vault) unwrapSecretID(ctx context.Context, wrapping string) (string, er
 	if err != nil {
 		return "", v.unwrapError(err)
 	}
-	id, _ := s.Data["secret_id"].(string)
+	var id string
+	if s != nil {
+		id, _ = s.Data["secret_id"].(string)
+	}
 	if id == "" {
 		return "", fmt.Errorf("%s: the response-wrapped token does not hold a secret_id", refPlace(v.cfg.Auth.SecretID))
 	}
@@ -300,7 +303,7 @@ func (v *Vault) unwrapSecretID(ctx context.Context, wrapping string) (string, er
 	v.unwrappedFrom, v.secretID = wrapping, id
 	v.mu.Unlock()
 	v.report("vault:secret_id", id)
-	v.log.Info("unwrapped the response-wrapped AppRole secret ID; it is kept in memory for later logins", "secret_id", v.cfg.Auth.SecretID.String())
+	v.log.Info("unwrapped the response-wrapped AppRole secret ID; it is kept in memory for later logins", "reference", v.cfg.Auth.SecretID.String())
 	return id, nil
 }
 

@@ -42,6 +42,9 @@ func (r *Redactor) redactValue(v interface{}) interface{} {
 	case hclog.CapturedStacktrace:
 		return hclog.CapturedStacktrace(r.RedactString(string(x)))
 	case hclog.Format:
+		if len(x) == 0 {
+			return ""
+		}
 		return r.RedactString(fmt.Sprintf(fmt.Sprint(x[0]), x[1:]...))
 	case []byte:
 		// Printed as a string rather than numbers or base64, which
