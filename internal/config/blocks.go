@@ -153,6 +153,8 @@ type rawVaultAuth struct {
 	MountPath               string   `hcl:"mount_path,optional"`
 	Role                    string   `hcl:"role,optional"`
 	ServiceAccountTokenPath string   `hcl:"service_account_token_path,optional"`
+	Region                  string   `hcl:"region,optional"`
+	HeaderValue             string   `hcl:"header_value,optional"`
 	Body                    hcl.Body `hcl:",body"`
 }
 
@@ -174,16 +176,14 @@ func (d *decoder) vault(b *hcl.Block) *Vault {
 	}
 	v := &Vault{Address: raw.Address, Namespace: raw.Namespace, CAFile: raw.CAFile, TLSServerName: raw.TLSServerName, DefRange: b.DefRange}
 	v.PollInterval = d.duration(b.Body, "poll_interval", raw.PollInterval, b.DefRange, DefaultVaultPollInterval)
-	if u, err := url.Parse(raw.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		d.errorf(attrRange(b.Body, "address", b.DefRange), "Invalid Vault address", "address must be an http(s) URL such as \"https://vault.example.com:8200\"; got %q.", raw.Address)
-	}
+	d.vaultAddress(b, raw.Address)
 	if raw.CAFile != "" {
 		d.caFile(b.Body, "ca_file", raw.CAFile, b.DefRange)
 	}
 	authRanges := nestedBlockRanges(b.Body, "auth")
 	switch len(raw.Auth) {
 	case 0:
-		d.errorf(b.DefRange, "Missing Vault auth", "The vault block needs one auth block: auth \"token\", auth \"approle\" or auth \"kubernetes\".")
+		d.errorf(b.DefRange, "Missing Vault auth", "The vault block needs one auth block: auth \"token\", auth \"approle\", auth \"kubernetes\" or auth \"aws\".")
 		return v
 	case 1:
 	default:
@@ -192,7 +192,8 @@ func (d *decoder) vault(b *hcl.Block) *Vault {
 	}
 	a := raw.Auth[0]
 	rng := authRanges[0]
-	v.Auth = VaultAuth{Method: a.Method, MountPath: a.MountPath, Role: a.Role, ServiceAccountTokenPath: a.ServiceAccountTokenPath, SecretIDWrapped: a.SecretIDWrapped}
+	v.Auth = VaultAuth{Method: a.Method, MountPath: a.MountPath, Role: a.Role, ServiceAccountTokenPath: a.ServiceAccountTokenPath, SecretIDWrapped: a.SecretIDWrapped,
+		Region: a.Region, HeaderValue: a.HeaderValue}
 	unexpected := func(names ...string) {
 		for _, n := range names {
 			if hasAttr(a.Body, n) {
@@ -208,12 +209,12 @@ func (d *decoder) vault(b *hcl.Block) *Vault {
 	switch a.Method {
 	case "token":
 		required("token", a.Token != nil)
-		unexpected("role_id", "secret_id", "secret_id_response_wrapped", "role", "service_account_token_path")
+		unexpected("role_id", "secret_id", "secret_id_response_wrapped", "role", "service_account_token_path", "region", "header_value")
 		v.Auth.Token = d.secret(a.Body, "token", a.Token, rng)
 	case "approle":
 		required("role_id", a.RoleID != nil)
 		required("secret_id", a.SecretID != nil)
-		unexpected("token", "role", "service_account_token_path")
+		unexpected("token", "role", "service_account_token_path", "region", "header_value")
 		v.Auth.RoleID = d.secret(a.Body, "role_id", a.RoleID, rng)
 		v.Auth.SecretID = d.secret(a.Body, "secret_id", a.SecretID, rng)
 		if v.Auth.MountPath == "" {
@@ -221,15 +222,23 @@ func (d *decoder) vault(b *hcl.Block) *Vault {
 		}
 	case "kubernetes":
 		required("role", a.Role != "")
-		unexpected("token", "role_id", "secret_id", "secret_id_response_wrapped")
+		unexpected("token", "role_id", "secret_id", "secret_id_response_wrapped", "region", "header_value")
 		if v.Auth.MountPath == "" {
 			v.Auth.MountPath = "kubernetes"
 		}
 		if v.Auth.ServiceAccountTokenPath == "" {
 			v.Auth.ServiceAccountTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 		}
+	case "aws":
+		// The IAM method: the instance's own AWS credentials sign the
+		// login, so nothing needs to be delivered to the host.
+		required("role", a.Role != "")
+		unexpected("token", "role_id", "secret_id", "secret_id_response_wrapped", "service_account_token_path")
+		if v.Auth.MountPath == "" {
+			v.Auth.MountPath = "aws"
+		}
 	default:
-		d.errorf(rng, "Unknown Vault auth method", "auth %q is not supported; use \"token\", \"approle\" or \"kubernetes\".", a.Method)
+		d.errorf(rng, "Unknown Vault auth method", "auth %q is not supported; use \"token\", \"approle\", \"kubernetes\" or \"aws\".", a.Method)
 	}
 	for _, ref := range []SecretRef{v.Auth.Token, v.Auth.RoleID, v.Auth.SecretID} {
 		if ref.Scheme == SecretVault {
@@ -237,6 +246,20 @@ func (d *decoder) vault(b *hcl.Block) *Vault {
 		}
 	}
 	return v
+}
+
+// vaultAddress requires https, except on loopback (a local Vault or
+// Vault Agent): over plain http the relay's Vault token and every secret
+// would cross the network readable by anyone on the path.
+func (d *decoder) vaultAddress(b *hcl.Block, raw string) {
+	u, err := url.Parse(raw)
+	rng := attrRange(b.Body, "address", b.DefRange)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		d.errorf(rng, "Invalid Vault address", "address must be an http(s) URL such as \"https://vault.example.com:8200\"; got %q.", raw)
+	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
+		d.errorf(rng, "Plain http Vault address", "address %q would send the Vault token and secrets unencrypted; use https (plain http only on loopback).", raw)
+	}
 }
 
 type rawListener struct {

@@ -112,7 +112,7 @@ type Vault struct {
 
 // VaultAuth is the single auth method of the vault block.
 type VaultAuth struct {
-	Method string // "token", "approle", "kubernetes"
+	Method string // "token", "approle", "kubernetes", "aws"
 	// token
 	Token SecretRef
 	// approle
@@ -120,9 +120,12 @@ type VaultAuth struct {
 	// SecretIDWrapped says SecretID is a response-wrapping token to unwrap.
 	SecretIDWrapped bool
 	MountPath       string
-	// kubernetes
+	// kubernetes (and aws: Role)
 	Role                    string
 	ServiceAccountTokenPath string
+	// aws (IAM): the STS region signed for, and the
+	// X-Vault-AWS-IAM-Server-ID header value.
+	Region, HeaderValue string
 }
 
 // Presets of a provider.

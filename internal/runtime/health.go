@@ -91,6 +91,7 @@ func (r *Runtime) ready() (bool, any) {
 		"accounts":          accounts,
 		"provider_circuits": providers,
 		"config_files":      b.cfg.Files,
+		"config":            r.metrics.reloadStatus(),
 	}
 	if configured, up, expiry := b.store.VaultStatus(); configured {
 		v := map[string]any{"up": up}

@@ -3,6 +3,7 @@ package runtime
 import (
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,22 @@ type runtimeMetrics struct {
 	circuit      *prometheus.Desc
 	quota        *prometheus.Desc
 	r            *Runtime
+
+	mu         sync.Mutex
+	lastReload reloadStatus
+}
+
+// reloadStatus is the configuration part of /health/ready: since when the
+// running configuration is in effect, and how the last reload went. A
+// failed reload leaves the previous configuration running, so readiness
+// does not change; this is where it shows.
+type reloadStatus struct {
+	LoadedAt    time.Time  `json:"loaded_at"`
+	LastResult  string     `json:"last_reload_result"` // none, success, failure
+	LastAttempt *time.Time `json:"last_reload_time,omitempty"`
+	// LastError is the failed reload's error: it names files, places and
+	// references, never a secret value or file content.
+	LastError string `json:"last_reload_error,omitempty"`
 }
 
 func newRuntimeMetrics(reg prometheus.Registerer, r *Runtime, version string) *runtimeMetrics {
@@ -68,8 +85,30 @@ func newRuntimeMetrics(reg prometheus.Registerer, r *Runtime, version string) *r
 		Help: "Build information; the value is always 1.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
+	// Both results exist from the start, at 0, so that increase() sees
+	// the first failure.
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
+	m.lastReload.LastResult = "none"
 	reg.MustRegister(m.reloads, m.lastOK, m.lastOKTime, m.lastAttempt, build, m)
+	// Without a vault block, no Vault metric: a constant
+	// oauthrelay_vault_up 0 would fire the Vault alerts on every install.
+	r.deps.secrets.ExportVaultWhen(func() bool {
+		b := r.current.Load()
+		return b != nil && b.cfg.Vault != nil
+	})
 	return m
+}
+
+// loaded records the configuration loaded at start-up: successful, but
+// not a reload.
+func (m *runtimeMetrics) loaded(at time.Time) {
+	m.lastOK.Set(1)
+	m.lastOKTime.Set(float64(at.Unix()))
+	m.lastAttempt.Set(float64(at.Unix()))
+	m.mu.Lock()
+	m.lastReload.LoadedAt = at
+	m.mu.Unlock()
 }
 
 func (m *runtimeMetrics) reloadSucceeded(at time.Time) {
@@ -77,12 +116,32 @@ func (m *runtimeMetrics) reloadSucceeded(at time.Time) {
 	m.lastOK.Set(1)
 	m.lastOKTime.Set(float64(at.Unix()))
 	m.lastAttempt.Set(float64(at.Unix()))
+	m.mu.Lock()
+	m.lastReload = reloadStatus{LoadedAt: at, LastResult: "success", LastAttempt: &at}
+	m.mu.Unlock()
 }
 
-func (m *runtimeMetrics) reloadFailed() {
+// reloadFailed records a failed reload, with its error when the caller
+// passes it.
+func (m *runtimeMetrics) reloadFailed(errs ...error) {
+	at := time.Now()
 	m.reloads.WithLabelValues("failure").Inc()
 	m.lastOK.Set(0)
-	m.lastAttempt.Set(float64(time.Now().Unix()))
+	m.lastAttempt.Set(float64(at.Unix()))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lastReload.LastResult, m.lastReload.LastAttempt, m.lastReload.LastError = "failure", &at, ""
+	for _, err := range errs {
+		if err != nil {
+			m.lastReload.LastError = err.Error()
+		}
+	}
+}
+
+func (m *runtimeMetrics) reloadStatus() reloadStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastReload
 }
 
 // Describe implements prometheus.Collector.

@@ -146,11 +146,13 @@ func (r *Runtime) setBudget(s config.Server) {
 }
 
 // registerSecrets hands every configured secret value to the log
-// redaction safety net.
+// redaction safety net, and every value the store takes later (rotations
+// in Vault or files, written-back refresh tokens, the Vault token).
 func (r *Runtime) registerSecrets(b *built) {
 	if r.deps.redact == nil {
 		return
 	}
+	b.store.OnValue(r.deps.redact)
 	values := b.store.Values()
 	for _, ref := range b.cfg.SecretRefs() {
 		values = append(values, ref.Literal())
@@ -219,7 +221,7 @@ func (r *Runtime) Start() error {
 	b.startBackground(nil)
 	r.setWatch(cfg.Server.WatchConfig)
 	r.started = true
-	r.metrics.reloadSucceeded(time.Now())
+	r.metrics.loaded(time.Now())
 	return nil
 }
 
@@ -286,7 +288,7 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	}
 	began := time.Now()
 	fail := func(err error) error {
-		r.metrics.reloadFailed()
+		r.metrics.reloadFailed(err)
 		r.log.Error("reload failed; the running configuration stays in effect", "error", err)
 		return err
 	}

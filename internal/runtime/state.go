@@ -43,7 +43,7 @@ type built struct {
 	vault *secrets.Vault // nil without a vault block
 	// vaultKey identifies the vault block's settings, to reuse the client
 	// (and its login) across reloads that do not change them.
-	vaultKey  string
+	vaultKey  vaultKey
 	stopVault context.CancelFunc // ends the Vault token upkeep
 	store     *secrets.Store
 	stopWatch context.CancelFunc       // ends the store's rotation polling
@@ -115,7 +115,7 @@ func (b *built) loadSecrets(ctx context.Context, d deps, prev *built) error {
 	cfg := b.cfg
 	opts := []secrets.Option{secrets.WithLogger(d.log.Named("secrets")), secrets.WithMetrics(d.secrets)}
 	if cfg.Vault != nil {
-		b.vaultKey = vaultKey(cfg.Vault)
+		b.vaultKey = vaultKeyOf(cfg.Vault)
 		if prev != nil && prev.vault != nil && prev.vaultKey == b.vaultKey {
 			b.vault = prev.vault
 		} else {
@@ -312,14 +312,26 @@ func (b *built) sourceKey(g *config.AccountGroup, set oauth.Settings, rt config.
 }
 
 // vaultKey identifies a vault block's settings, including its credentials'
-// references (a literal token is compared by value).
-func vaultKey(v *config.Vault) string {
+// references (a literal is compared by value), so that a reload that
+// changes none of them keeps the Vault client and its login.
+type vaultKey struct {
+	address, namespace, caFile, serverName, method, mount, role, saTokenPath, region, header string
+	wrapped                                                                                  bool
+	token, roleID, secretID                                                                  secretIdentity
+}
+
+type secretIdentity struct{ ref, literal string }
+
+func identify(r config.SecretRef) secretIdentity { return secretIdentity{r.String(), r.Literal()} }
+
+func vaultKeyOf(v *config.Vault) vaultKey {
 	a := v.Auth
-	return strings.Join([]string{
-		v.Address, v.Namespace, v.CAFile, v.TLSServerName, a.Method, a.MountPath, a.Role, a.ServiceAccountTokenPath,
-		fmt.Sprint(a.SecretIDWrapped), a.Token.String(), a.Token.Literal(), a.RoleID.String(), a.RoleID.Literal(),
-		a.SecretID.String(), a.SecretID.Literal(),
-	}, "\x00")
+	return vaultKey{
+		address: v.Address, namespace: v.Namespace, caFile: v.CAFile, serverName: v.TLSServerName,
+		method: a.Method, mount: a.MountPath, role: a.Role, saTokenPath: a.ServiceAccountTokenPath,
+		region: a.Region, header: a.HeaderValue, wrapped: a.SecretIDWrapped,
+		token: identify(a.Token), roleID: identify(a.RoleID), secretID: identify(a.SecretID),
+	}
 }
 
 // rotated drops the cached tokens of the credentials whose secrets changed

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
@@ -219,5 +220,49 @@ func TestVaultWriteBackCanBeTurnedOff(t *testing.T) {
 	}
 	if s.VersionMetadata.Version != 1 || s.Data["value"] != h.rts[alice] {
 		t.Errorf("write_back = false, yet Vault holds version %d", s.VersionMetadata.Version)
+	}
+}
+
+// TestVaultRotatedSecretIsRedacted rotates a secret in Vault under a relay
+// whose logging has the redaction net, then logs the new value by
+// accident, in both log formats: it must come out as [REDACTED].
+func TestVaultRotatedSecretIsRedacted(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			vs := testutil.StartVault(t)
+			h := newHarness(t, harnessOptions{vault: vs, pollInterval: "200ms"})
+			h.stop() // the harness's relay logs without the net; run one that has it
+			out := &testutil.LogBuffer{}
+			logging := telemetry.NewLogging(out, "debug", format)
+			loaded := config.Load(h.cfgPath, config.Overrides{})
+			if loaded.Diagnostics.HasErrors() {
+				t.Fatal(loaded.Diagnostics)
+			}
+			rt, err := newRuntimeWithLogging(loaded.Config, logging)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rt.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = rt.Shutdown(ctx)
+			})
+
+			fresh := `cs-rotated&<"\` + t.Name()
+			vs.Put("oauthrelay/cs-delegated", map[string]any{"value": fresh})
+			testutil.WaitFor(t, 10*time.Second, "the rotation to be picked up", func() bool {
+				return strings.Contains(out.String(), "secret rotated in Vault")
+			})
+			log := logging.Logger().Named("accident")
+			log.Error("a library quoted a request body", "body", "client_secret="+fresh, "error", fmt.Errorf("refused: %s", fresh))
+			text := out.String()
+			testutil.AssertNoSecrets(t, "logs", text, append([]string{fresh, "cs-rotated"}, h.secrets...))
+			if n := strings.Count(text, "[REDACTED]"); n < 2 {
+				t.Errorf("%d redactions in the log, want at least 2 (the accidental line's body and error)", n)
+			}
+		})
 	}
 }

@@ -1,6 +1,10 @@
 package secrets
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the secrets package's Prometheus collectors.
 type Metrics struct {
@@ -10,6 +14,8 @@ type Metrics struct {
 	renewals   prometheus.Counter
 	rotations  *prometheus.CounterVec
 	writeBacks *prometheus.CounterVec
+
+	vaultExported atomic.Pointer[func() bool]
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -18,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "oauthrelay_vault_up",
-			Help: "1 when the last Vault request succeeded, 0 while Vault is unreachable or sealed.",
+			Help: "1 when the last Vault request succeeded, 0 while Vault is unreachable or sealed. Absent without a vault block.",
 		}),
 		tokenTTL: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "oauthrelay_vault_token_ttl_seconds",
@@ -34,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "oauthrelay_secret_rotations_total",
-			Help: "Secret values replaced while running, by source (vault, provider).",
+			Help: "Secret values replaced while running, by source (vault, file, provider).",
 		}, []string{"source"}),
 		writeBacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "oauthrelay_refresh_token_writebacks_total",
@@ -42,7 +48,39 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.up, m.tokenTTL, m.logins, m.renewals, m.rotations, m.writeBacks)
+		reg.MustRegister(vaultCollector{m}, m.rotations, m.writeBacks)
 	}
 	return m
+}
+
+// ExportVaultWhen makes the Vault metrics appear only while configured()
+// holds (a vault block is in the running configuration). Without Vault a
+// constant oauthrelay_vault_up 0 would fire every "Vault down" alert;
+// absent, it fires none. Until this is called they are always exported.
+func (m *Metrics) ExportVaultWhen(configured func() bool) { m.vaultExported.Store(&configured) }
+
+// vaultCollector exports the Vault metrics, or nothing when Vault is not
+// configured. It always describes them, so that they are known to be
+// exported (the monitoring examples are checked against that list).
+type vaultCollector struct{ m *Metrics }
+
+func (c vaultCollector) collectors() []prometheus.Collector {
+	return []prometheus.Collector{c.m.up, c.m.tokenTTL, c.m.logins, c.m.renewals}
+}
+
+// Describe implements prometheus.Collector.
+func (c vaultCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, col := range c.collectors() {
+		col.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
+	if configured := c.m.vaultExported.Load(); configured != nil && !(*configured)() {
+		return
+	}
+	for _, col := range c.collectors() {
+		col.Collect(ch)
+	}
 }

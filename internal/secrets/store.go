@@ -48,11 +48,12 @@ type Store struct {
 	metrics      *Metrics
 	pollInterval time.Duration
 
-	mu       sync.RWMutex
-	values   map[string]string // non-vault references, by key
-	paths    map[kvPath]*pathState
-	subs     []func(changed []config.SecretRef)
-	vaultBad bool // the last poll failed
+	mu         sync.RWMutex
+	values     map[string]string // non-vault references, by key
+	paths      map[kvPath]*pathState
+	subs       []func(changed []config.SecretRef)
+	valueHooks []func(key, value string)
+	vaultBad   bool // the last poll failed
 
 	writeMu     sync.Mutex // one write-back at a time
 	warnedWrite map[string]bool
@@ -71,6 +72,73 @@ type Option func(*Store)
 // WithVault lets the store resolve and watch vault:// references.
 func WithVault(v *Vault, pollInterval time.Duration) Option {
 	return func(s *Store) { s.vault, s.pollInterval = v, pollInterval }
+}
+
+// WithValueHook calls fn with every value the store takes: each value
+// loaded, re-read after a rotation in Vault, picked up from a changed
+// file, or written back. The key names the reference (never the value);
+// a value replaced by a rotation is reported once more under the key
+// with " (previous)" appended. The runtime passes the log redactor's Set,
+// so that rotated secrets are redacted as well as the first ones.
+func WithValueHook(fn func(key, value string)) Option {
+	return func(s *Store) {
+		if fn != nil {
+			s.valueHooks = append(s.valueHooks, fn)
+		}
+	}
+}
+
+// OnValue is WithValueHook for a store already loaded: fn is called with
+// every value held now, then with every value taken from now on. The
+// Vault client's credentials (its token, an unwrapped secret ID) are
+// reported to fn too.
+func (s *Store) OnValue(fn func(key, value string)) {
+	if fn == nil {
+		return
+	}
+	s.mu.Lock()
+	s.valueHooks = append(s.valueHooks, fn)
+	current := s.currentValuesLocked()
+	s.mu.Unlock()
+	for key, v := range current {
+		fn(key, v)
+	}
+	if s.vault != nil {
+		s.vault.SetValueHook(fn)
+	}
+}
+
+// valueKey is the key under which a reference's value is reported.
+func valueKey(ref config.SecretRef) string { return "secret:" + ref.String() }
+
+// tookValue reports a value the store took to the value hooks; old, when
+// set and different, is the value it replaced.
+func (s *Store) tookValue(ref config.SecretRef, value, old string) {
+	s.mu.RLock()
+	hooks := s.valueHooks
+	s.mu.RUnlock()
+	key := valueKey(ref)
+	for _, fn := range hooks {
+		if old != "" && old != value {
+			// An old refresh token may still be valid at the provider for
+			// a while: keep it redacted too.
+			fn(key+" (previous)", old)
+		}
+		fn(key, value)
+	}
+}
+
+func (s *Store) currentValuesLocked() map[string]string {
+	out := map[string]string{}
+	for key, v := range s.values {
+		out["secret:"+key] = v
+	}
+	for _, st := range s.paths {
+		for _, ref := range st.refs {
+			out[valueKey(ref)] = st.fields[ref.VaultField]
+		}
+	}
+	return out
 }
 
 // WithEnv replaces os.LookupEnv, for tests.
@@ -145,6 +213,11 @@ func Load(ctx context.Context, refs []config.SecretRef, opts ...Option) (*Store,
 	s.prev = nil // do not keep the predecessor alive
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	for key, v := range s.currentValuesLocked() {
+		for _, fn := range s.valueHooks {
+			fn(key, v)
+		}
 	}
 	return s, nil
 }
@@ -325,7 +398,7 @@ func (s *Store) reread(ctx context.Context, p kvPath) ([]config.SecretRef, error
 		return nil, err
 	}
 	var changed []config.SecretRef
-	var names []string
+	var names, olds []string
 	s.mu.Lock()
 	st := s.paths[p]
 	for _, ref := range st.refs {
@@ -338,11 +411,15 @@ func (s *Store) reread(ctx context.Context, p kvPath) ([]config.SecretRef, error
 		if nv != st.fields[ref.VaultField] {
 			changed = append(changed, ref)
 			names = append(names, ref.VaultField)
+			olds = append(olds, st.fields[ref.VaultField])
 		}
 	}
 	old := st.version
 	st.version, st.fields = kv.version, kv.fields
 	s.mu.Unlock()
+	for i, ref := range changed {
+		s.tookValue(ref, kv.fields[ref.VaultField], olds[i])
+	}
 	if len(changed) > 0 {
 		s.metrics.rotations.WithLabelValues("vault").Add(float64(len(changed)))
 		s.log.Info("secret rotated in Vault", "path", p.String(), "from_version", old, "version", kv.version, "fields", strings.Join(names, ","))
@@ -377,10 +454,12 @@ func (s *Store) Refresh(ctx context.Context, refs ...config.SecretRef) bool {
 				continue
 			}
 			s.mu.Lock()
-			diff := s.values[ref.String()] != v
+			old := s.values[ref.String()]
+			diff := old != v
 			s.values[ref.String()] = v
 			s.mu.Unlock()
 			if diff {
+				s.tookValue(ref, v, old)
 				s.log.Info("secret file changed", "file", ref.FilePath)
 				s.metrics.rotations.WithLabelValues("file").Inc()
 				s.notify([]config.SecretRef{ref})
@@ -401,6 +480,10 @@ func (s *Store) Refresh(ctx context.Context, refs ...config.SecretRef) bool {
 func (s *Store) WriteBack(ctx context.Context, ref config.SecretRef, value string) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	// Registered before the write: a failing write must not leave the
+	// value unknown to the log redaction.
+	old, _ := s.Get(ref)
+	s.tookValue(ref, value, old)
 	switch ref.Scheme {
 	case config.SecretVault:
 		if s.vault == nil {

@@ -2,9 +2,13 @@ package secrets
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	vault "github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
+	awsauth "github.com/hashicorp/vault/api/auth/aws"
 	"github.com/hashicorp/vault/api/auth/kubernetes"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
@@ -33,6 +38,12 @@ type Vault struct {
 	tokenExpiry time.Time // zero: does not expire
 	logins      int
 	renewals    int
+	valueHook   func(key, value string)
+	// A response-wrapping token can be unwrapped once: the secret ID it
+	// held is kept (in memory only) for the logins that follow, together
+	// with the wrapping token it came from, so that a freshly delivered
+	// one is recognised and unwrapped.
+	unwrappedFrom, secretID string
 }
 
 // ErrNotFound is returned for a KV path that holds no secret.
@@ -61,27 +72,9 @@ var ErrCASConflict = errors.New("check-and-set conflict: the secret changed sinc
 // NewVault creates the client; it does not log in. resolve reads the
 // login credentials (env://, file:// or literal references).
 func NewVault(cfg *config.Vault, resolve func(config.SecretRef) (string, error), log hclog.Logger, m *Metrics) (*Vault, error) {
-	vc := vault.DefaultConfig()
-	if vc.Error != nil {
-		return nil, fmt.Errorf("vault client configuration: %w", vc.Error)
-	}
-	vc.Address = cfg.Address
-	vc.MaxRetries = 0 // our loops own the retries
-	vc.Timeout = 15 * time.Second
-	if cfg.CAFile != "" || cfg.TLSServerName != "" {
-		if err := vc.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CAFile, TLSServerName: cfg.TLSServerName}); err != nil {
-			return nil, fmt.Errorf("vault TLS: %w", err)
-		}
-	}
-	c, err := vault.NewClient(vc)
+	c, err := newClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
-	}
-	// NewClient picks up VAULT_TOKEN from the environment; only the
-	// configured auth method may provide the token.
-	c.ClearToken()
-	if cfg.Namespace != "" {
-		c.SetNamespace(cfg.Namespace)
+		return nil, err
 	}
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -90,6 +83,90 @@ func NewVault(cfg *config.Vault, resolve func(config.SecretRef) (string, error),
 		m = NewMetrics(nil)
 	}
 	return &Vault{cfg: cfg, client: c, log: log, resolve: resolve, metrics: m}, nil
+}
+
+// newClient builds an API client from the vault block alone.
+// vault.DefaultConfig reads VAULT_ADDR, VAULT_AGENT_ADDR, VAULT_SKIP_VERIFY,
+// VAULT_CACERT, VAULT_CLIENT_CERT, VAULT_TLS_SERVER_NAME and more from the
+// environment: a variable left in a unit file or a shell could turn
+// certificate verification off or send the relay's credentials to
+// another server. None is used, and certificates are always verified.
+func newClient(cfg *config.Vault) (*vault.Client, error) {
+	tlsCfg, err := vaultTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsCfg
+	transport.TLSHandshakeTimeout = 10 * time.Second
+	c, err := vault.NewClient(&vault.Config{
+		Address: cfg.Address,
+		HttpClient: &http.Client{
+			Transport: transport,
+			// The api client follows Vault's redirects itself.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		Timeout:    15 * time.Second,
+		MaxRetries: 0, // our loops own the retries
+	})
+	if err != nil {
+		// NewClient still parses the VAULT_* variables (to ignore them
+		// here) and fails on a malformed one.
+		return nil, fmt.Errorf("vault client (the relay ignores VAULT_* environment variables, but a malformed one still stops the Vault library): %w", err)
+	}
+	// NewClient also takes VAULT_TOKEN, VAULT_NAMESPACE and VAULT_HEADERS
+	// from the environment: only the vault block and its auth method
+	// decide these.
+	c.ClearToken()
+	c.SetHeaders(http.Header{vault.RequestHeaderName: []string{"true"}})
+	if cfg.Namespace != "" {
+		c.SetNamespace(cfg.Namespace)
+	}
+	return c, nil
+}
+
+// vaultTLS verifies Vault's certificate against ca_file (else the system
+// roots) and tls_server_name (else the address's host name).
+func vaultTLS(cfg *config.Vault) (*tls.Config, error) {
+	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
+	if cfg.CAFile == "" {
+		return t, nil
+	}
+	pem, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("vault ca_file: %w", err)
+	}
+	t.RootCAs = x509.NewCertPool()
+	if !t.RootCAs.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("vault ca_file %s holds no PEM certificate", cfg.CAFile)
+	}
+	return t, nil
+}
+
+// SetValueHook makes the client report its credentials — its Vault token
+// after each login, a secret ID it unwrapped — to fn (the log redactor),
+// at once for those it holds. It replaces an earlier hook: the client
+// outlives the reloads that each set one.
+func (v *Vault) SetValueHook(fn func(key, value string)) {
+	v.mu.Lock()
+	v.valueHook = fn
+	held := map[string]string{"vault:secret_id": v.secretID}
+	if v.loginSecret != nil && v.loginSecret.Auth != nil {
+		held["vault:token"] = v.loginSecret.Auth.ClientToken
+	}
+	v.mu.Unlock()
+	for key, value := range held {
+		v.report(key, value)
+	}
+}
+
+func (v *Vault) report(key, value string) {
+	v.mu.Lock()
+	fn := v.valueHook
+	v.mu.Unlock()
+	if fn != nil && value != "" {
+		fn(key, value)
+	}
 }
 
 // Login authenticates with the configured method.
@@ -102,6 +179,9 @@ func (v *Vault) Login(ctx context.Context) error {
 	}
 	v.metrics.logins.WithLabelValues("success").Inc()
 	v.metrics.up.Set(1)
+	if secret.Auth != nil {
+		v.report("vault:token", secret.Auth.ClientToken)
+	}
 	v.mu.Lock()
 	v.loginSecret = secret
 	v.logins++
@@ -149,24 +229,7 @@ func (v *Vault) login(ctx context.Context) (*vault.Secret, error) {
 		s.Auth = &vault.SecretAuth{ClientToken: tok, LeaseDuration: int(ttl.Seconds()), Renewable: renewable}
 		return s, nil
 	case "approle":
-		roleID, err := v.resolve(a.RoleID)
-		if err != nil {
-			return nil, err
-		}
-		secretID, err := v.resolve(a.SecretID)
-		if err != nil {
-			return nil, err
-		}
-		opts := []approle.LoginOption{approle.WithMountPath(a.MountPath)}
-		if a.SecretIDWrapped {
-			opts = append(opts, approle.WithWrappingToken())
-		}
-		auth, err := approle.NewAppRoleAuth(roleID, &approle.SecretID{FromString: secretID}, opts...)
-		if err != nil {
-			return nil, err
-		}
-		s, err := v.client.Auth().Login(ctx, auth)
-		return s, cleanError(err)
+		return v.loginAppRole(ctx)
 	case "kubernetes":
 		auth, err := kubernetes.NewKubernetesAuth(a.Role, kubernetes.WithServiceAccountTokenPath(a.ServiceAccountTokenPath), kubernetes.WithMountPath(a.MountPath))
 		if err != nil {
@@ -174,8 +237,113 @@ func (v *Vault) login(ctx context.Context) (*vault.Secret, error) {
 		}
 		s, err := v.client.Auth().Login(ctx, auth)
 		return s, cleanError(err)
+	case "aws":
+		return v.loginAWS(ctx)
 	}
 	return nil, fmt.Errorf("unknown auth method %q", a.Method)
+}
+
+func (v *Vault) loginAppRole(ctx context.Context) (*vault.Secret, error) {
+	a := v.cfg.Auth
+	roleID, err := v.resolve(a.RoleID)
+	if err != nil {
+		return nil, err
+	}
+	secretID, err := v.resolve(a.SecretID)
+	if err != nil {
+		return nil, err
+	}
+	if a.SecretIDWrapped {
+		if secretID, err = v.unwrapSecretID(ctx, secretID); err != nil {
+			return nil, err
+		}
+	}
+	auth, err := approle.NewAppRoleAuth(roleID, &approle.SecretID{FromString: secretID}, approle.WithMountPath(a.MountPath))
+	if err != nil {
+		return nil, err
+	}
+	s, err := v.client.Auth().Login(ctx, auth)
+	if a.SecretIDWrapped && isRefusal(err) {
+		return nil, fmt.Errorf("%w (the secret ID unwrapped from %s was refused: if it expired, deliver a fresh response-wrapped secret ID there; the next login attempt unwraps it)", cleanError(err), refPlace(a.SecretID))
+	}
+	return s, cleanError(err)
+}
+
+// unwrapSecretID returns the secret ID a response-wrapping token holds.
+// Vault lets a wrapping token be unwrapped once, so the secret ID is
+// unwrapped at the first login and reused by the logins that follow
+// (after the Vault token's max TTL); only a new wrapping token, a fresh
+// delivery, is unwrapped again.
+func (v *Vault) unwrapSecretID(ctx context.Context, wrapping string) (string, error) {
+	v.mu.Lock()
+	if wrapping == v.unwrappedFrom && v.secretID != "" {
+		id := v.secretID
+		v.mu.Unlock()
+		return id, nil
+	}
+	v.mu.Unlock()
+	// A client of its own: unwrapping authenticates with the wrapping
+	// token, and the main client keeps its token for the reads meanwhile.
+	c, err := newClient(v.cfg)
+	if err != nil {
+		return "", err
+	}
+	s, err := c.Logical().UnwrapWithContext(ctx, wrapping)
+	if err != nil {
+		return "", v.unwrapError(err)
+	}
+	var id string
+	if s != nil {
+		id, _ = s.Data["secret_id"].(string)
+	}
+	if id == "" {
+		return "", fmt.Errorf("%s: the response-wrapped token does not hold a secret_id", refPlace(v.cfg.Auth.SecretID))
+	}
+	v.mu.Lock()
+	v.unwrappedFrom, v.secretID = wrapping, id
+	v.mu.Unlock()
+	v.report("vault:secret_id", id)
+	v.log.Info("unwrapped the response-wrapped AppRole secret ID; it is kept in memory for later logins", "reference", v.cfg.Auth.SecretID.String())
+	return id, nil
+}
+
+// isRefusal reports whether err is Vault refusing a request (4xx), not
+// Vault being unreachable or failing.
+func isRefusal(err error) bool {
+	var re *vault.ResponseError
+	return errors.As(err, &re) && re.StatusCode >= 400 && re.StatusCode < 500
+}
+
+// unwrapError says what to do when a wrapping token is refused: it was
+// used already (by an earlier start of the relay, or by someone else) or
+// its wrap TTL ran out. Either way only a fresh one helps.
+func (v *Vault) unwrapError(err error) error {
+	a := v.cfg.Auth
+	if !isRefusal(err) {
+		return fmt.Errorf("unwrapping the secret ID: %w", cleanError(err))
+	}
+	return fmt.Errorf("%s: the response-wrapped secret ID cannot be unwrapped (%v). A wrapping token works once and only until its wrap TTL ends; the relay unwraps it at start-up and keeps the secret ID in memory, so every start needs a fresh one. Deliver one: `vault write -wrap-ttl=10m -f auth/%s/role/<role>/secret-id`, and store the wrapping_token it prints where secret_id points. If no earlier start of this relay unwrapped it, someone else did: revoke that secret ID",
+		refPlace(a.SecretID), cleanError(err), a.MountPath)
+}
+
+// loginAWS logs in with the IAM method: a GetCallerIdentity request
+// signed with the instance's AWS credentials (from the usual chain:
+// environment, instance profile…), which Vault forwards to STS.
+func (v *Vault) loginAWS(ctx context.Context) (*vault.Secret, error) {
+	a := v.cfg.Auth
+	opts := []awsauth.LoginOption{awsauth.WithIAMAuth(), awsauth.WithRole(a.Role), awsauth.WithMountPath(a.MountPath)}
+	if a.Region != "" {
+		opts = append(opts, awsauth.WithRegion(a.Region))
+	}
+	if a.HeaderValue != "" {
+		opts = append(opts, awsauth.WithIAMServerIDHeader(a.HeaderValue))
+	}
+	auth, err := awsauth.NewAWSAuth(opts...)
+	if err != nil {
+		return nil, err
+	}
+	s, err := v.client.Auth().Login(ctx, auth)
+	return s, cleanError(err)
 }
 
 // cleanError keeps Vault's reply but drops nothing secret: Vault errors

@@ -269,3 +269,78 @@ func TestVaultAppRoleWrappedSecretID(t *testing.T) {
 		t.Errorf("second unwrap: %v", err)
 	}
 }
+
+// wrappedSecretID issues a secret ID for role, response-wrapped for
+// wrapTTL, and returns the wrapping token.
+func wrappedSecretID(t *testing.T, vs *testutil.VaultServer, role string, wrapTTL time.Duration) string {
+	t.Helper()
+	wrapper, err := vs.Client.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper.SetToken(testutil.VaultRootToken)
+	wrapper.SetWrappingLookupFunc(func(string, string) string { return wrapTTL.String() })
+	s, err := wrapper.Logical().Write("auth/approle/role/"+role+"/secret-id", nil)
+	if err != nil || s.WrapInfo == nil {
+		t.Fatalf("wrapping a secret ID: %v", err)
+	}
+	return s.WrapInfo.Token
+}
+
+// TestVaultWrappedSecretIDOutlivesMaxTTL uses an AppRole whose tokens
+// live 2s (4s at most) and a response-wrapped secret ID: the relay must
+// keep logging in past the max TTL (the wrapping token is unwrapped once,
+// the secret ID kept), pick up a freshly delivered wrapping token, and a
+// new start with a consumed wrapping token must say what to do.
+func TestVaultWrappedSecretIDOutlivesMaxTTL(t *testing.T) {
+	vs := testutil.StartVault(t)
+	vs.Put("oauthrelay/app", map[string]any{"client_secret": "wrapped-flow-secret"})
+	vs.PutPolicy("oauthrelay", relayPolicy)
+	roleID, _ := vs.EnableAppRole("relay", "oauthrelay", 2*time.Second, 4*time.Second)
+	dir := t.TempDir()
+	first := wrappedSecretID(t, vs, "relay", time.Minute)
+	secretFile := testutil.WriteFile(t, dir, "secret-id", first)
+	auth := config.VaultAuth{Method: "approle", RoleID: config.NewLiteralSecret(roleID), SecretID: vref(t, "file://"+secretFile), SecretIDWrapped: true, MountPath: "approle"}
+	logs := &testutil.LogBuffer{}
+	v := newVault(t, vaultConfig(vs.Addr, auth), logs)
+	ref := vref(t, "vault://secret/oauthrelay/app#client_secret")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); v.KeepAlive(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Three logins: two of them after a max TTL, with the wrapping token
+	// long consumed.
+	testutil.WaitFor(t, 40*time.Second, "three logins", func() bool { logins, _ := v.Stats(); return logins >= 3 })
+	if _, err := secrets.Load(context.Background(), []config.SecretRef{ref}, secrets.WithVault(v, time.Hour)); err != nil {
+		t.Fatalf("reading with the token of a later login: %v\n%s", err, logs.String())
+	}
+	if n := strings.Count(logs.String(), "unwrapped the response-wrapped AppRole secret ID"); n != 1 {
+		t.Errorf("unwrapped %d times, want once", n)
+	}
+
+	// A fresh delivery is unwrapped at the next login.
+	second := wrappedSecretID(t, vs, "relay", time.Minute)
+	testutil.WriteFile(t, dir, "secret-id", second)
+	testutil.WaitFor(t, 20*time.Second, "the fresh wrapping token to be unwrapped", func() bool {
+		return strings.Count(logs.String(), "unwrapped the response-wrapped AppRole secret ID") == 2
+	})
+
+	// A restart with the consumed wrapping token fails, saying what to do.
+	testutil.WriteFile(t, dir, "secret-id", first)
+	restarted, err := secrets.NewVault(vaultConfig(vs.Addr, auth), secrets.ResolveLocal, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = restarted.Login(context.Background())
+	if err == nil {
+		t.Fatal("a consumed wrapping token logged in")
+	}
+	for _, want := range []string{"relay.hcl:7:3", "cannot be unwrapped", "works once", "vault write -wrap-ttl=10m -f auth/approle/role/<role>/secret-id"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%s", want, err)
+		}
+	}
+	testutil.AssertNoSecrets(t, "logs and error", logs.String()+err.Error(), []string{first, second, "wrapped-flow-secret"})
+}

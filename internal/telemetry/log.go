@@ -11,7 +11,9 @@ import (
 )
 
 // Logging is the process's logging: a root logger whose level and format
-// can change on reload, writing through a redaction safety net.
+// can change on reload, writing through a redaction safety net of two
+// layers: secrets are replaced in the message and arguments before they
+// are formatted (so escaping cannot hide them), and again in the output.
 type Logging struct {
 	root     hclog.InterceptLogger
 	redactor *Redactor
@@ -46,13 +48,14 @@ func (l *Logging) Configure(level, format string) {
 	if lvl == hclog.NoLevel {
 		lvl = hclog.Info
 	}
-	sink := hclog.NewSinkAdapter(&hclog.LoggerOptions{
+	formatter := hclog.NewSinkAdapter(&hclog.LoggerOptions{
 		Level:      lvl,
 		JSONFormat: format == "json",
 		Output:     l.redactor,
 		TimeFormat: "2006-01-02T15:04:05.000Z0700",
 		Color:      hclog.ColorOff,
 	})
+	sink := &redactingSink{next: formatter, redactor: l.redactor}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.root.RegisterSink(sink)

@@ -85,7 +85,7 @@ func remove(list []string, v string) []string {
 // Write redacts p and writes it in one call (log lines stay whole).
 func (r *Redactor) Write(p []byte) (int, error) {
 	r.mu.RLock()
-	out := r.redactLocked(p)
+	out, _ := r.redactLocked(p)
 	r.mu.RUnlock()
 	if _, err := r.out.Write(out); err != nil {
 		return 0, err
@@ -93,9 +93,26 @@ func (r *Redactor) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (r *Redactor) redactLocked(p []byte) []byte {
-	if len(r.byStart) == 0 && len(r.short) == 0 {
-		return p
+// RedactString returns s with every registered secret replaced.
+func (r *Redactor) RedactString(s string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.emptyLocked() {
+		return s
+	}
+	if out, changed := r.redactLocked([]byte(s)); changed {
+		return string(out)
+	}
+	return s
+}
+
+func (r *Redactor) emptyLocked() bool { return len(r.byStart) == 0 && len(r.short) == 0 }
+
+// redactLocked returns p with every registered secret replaced, and
+// whether anything was.
+func (r *Redactor) redactLocked(p []byte) ([]byte, bool) {
+	if r.emptyLocked() {
+		return p, false
 	}
 	var buf *bytes.Buffer
 	last := 0
@@ -126,8 +143,8 @@ func (r *Redactor) redactLocked(p []byte) []byte {
 		last = i
 	}
 	if buf == nil {
-		return p
+		return p, false
 	}
 	buf.Write(p[last:])
-	return buf.Bytes()
+	return buf.Bytes(), true
 }
