@@ -1,4 +1,4 @@
-// Package app implements oauthrelay's command line (ARCHITECTURE.md §3):
+// Package app implements oauthrelay's command line (README "Running it"):
 // run, validate, dev, hash-password and version. cmd/oauthrelay only calls
 // Main, so every command can be tested in-process.
 package app
