@@ -39,11 +39,14 @@ func FuzzLoad(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	// One file, rewritten for every input: a fuzzing process runs its
+	// inputs one after the other, and a directory per input would make
+	// fuzzing several times slower.
+	path := filepath.Join(f.TempDir(), "fuzz.hcl")
 	f.Fuzz(func(t *testing.T, src string) {
 		if mentionsSpecialFiles(src) {
 			return // a path such as /dev/zero as a certificate would block the loader, not test it
 		}
-		path := filepath.Join(t.TempDir(), "fuzz.hcl")
 		if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 			t.Fatal(err)
 		}
