@@ -35,7 +35,7 @@ func FuzzLoad(f *testing.F) {
 		"server { log_level = \"trace\" }\nserver { log_level = \"debug\" }\n",
 		"account_group \"g\" { client_secret = \"valut://hunter2\" }\n",
 		"vault {\n  address = \"https://127.0.0.1:8200\"\n  auth \"token\" { token = \"env://VAULT_TOKEN\" }\n}\n",
-		strings.Repeat("{", 2000), strings.Repeat("listener \"l\" {\n", 200), "\xff\xfe\x00",
+		strings.Repeat("{", 500), strings.Repeat("listener \"l\" {\n", 50), "\xff\xfe\x00",
 	} {
 		f.Add(s)
 	}

@@ -26,7 +26,7 @@ func FuzzParseBearer(f *testing.F) {
 		{"", "", "n,a=u=2,\x01auth=Bearer t\x01\x01"},
 		{"", "", "y,a=u,\x01user=v\x01auth=Bearer t\x01auth=Bearer s\x01\x01"},
 		{"\x00", "\xff", "\x00\xff="},
-		{strings.Repeat("u", 2048), strings.Repeat("t", 8192), strings.Repeat("\x01=", 4096)},
+		{strings.Repeat("u", 256), strings.Repeat("t", 1024), strings.Repeat("\x01=", 512)},
 	} {
 		f.Add(false, s.user, s.token, []byte(s.raw))
 		f.Add(true, s.user, s.token, []byte(s.raw))
