@@ -1,5 +1,6 @@
-// Package app implements oauthrelay's command line (ARCHITECTURE.md §3):
-// run, validate, check, dev, hash-password and version. cmd/oauthrelay only calls
+// Package app implements oauthrelay's command line (README "Running it"):
+// run, validate, check, dev, hash-password, account, import-legacy and
+// version. cmd/oauthrelay only calls
 // Main, so every command can be tested in-process.
 package app
 

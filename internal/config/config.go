@@ -1,7 +1,8 @@
-// Package config reads oauthrelay's HCL configuration (ARCHITECTURE.md §2):
-// it decodes the files, applies provider presets and defaults, and validates
-// everything it can without talking to the network. Every problem is an
-// hcl.Diagnostic with a source range, so operators get file:line:col.
+// Package config reads oauthrelay's HCL configuration (README "Configuration
+// reference"): it decodes the files, applies provider presets and defaults,
+// and validates everything it can without talking to the network. Every
+// problem is an hcl.Diagnostic with a source range, so operators get
+// file:line:col.
 package config
 
 import (

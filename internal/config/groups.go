@@ -12,7 +12,8 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/passwd"
 )
 
-// Protocol constants of the two big providers (ARCHITECTURE.md §6).
+// Protocol constants of the two big providers (README "Setting up Google
+// Workspace / Gmail" and "Setting up Microsoft 365").
 const (
 	GoogleTokenURL        = "https://oauth2.googleapis.com/token"
 	GoogleSMTPAddress     = "smtp.gmail.com:587"
@@ -69,8 +70,8 @@ func (d *decoder) applyLimits(body hcl.Body, r rawLimits, base Limits, def hcl.R
 	return base
 }
 
-// presetLimits are the providers' documented sending limits
-// (ARCHITECTURE.md §6), applied unless configured otherwise.
+// presetLimits are the providers' documented sending limits (README
+// "Protection", sending limits), applied unless configured otherwise.
 var presetLimits = map[string]Limits{
 	PresetGoogle:    {DailyMessageLimit: 2000, MaxRecipientsPerMessage: 100},
 	PresetMicrosoft: {RateLimitPerMinute: 30, DailyRecipientLimit: 10000},

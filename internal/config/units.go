@@ -3,8 +3,8 @@ package config
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -30,15 +30,18 @@ func ParseSize(s string) (int64, error) {
 	if !ok {
 		return 0, fmt.Errorf("%q has an unknown unit %q; use B, KB, MB, GB, KiB, MiB or GiB", s, m[2])
 	}
-	n, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a size: %v", s, err)
+	// Exact decimal arithmetic: in float64, "8.2MB" would be one byte short
+	// and the bound below would let 2^62 through.
+	n, ok := new(big.Rat).SetString(m[1])
+	if !ok {
+		return 0, fmt.Errorf("%q is not a size", s)
 	}
-	v := n * mult
-	if v > math.MaxInt64/2 {
+	n.Mul(n, new(big.Rat).SetFloat64(mult))
+	v := new(big.Int).Quo(n.Num(), n.Denom())
+	if !v.IsInt64() || v.Int64() > math.MaxInt64/2 {
 		return 0, fmt.Errorf("%q is too large", s)
 	}
-	return int64(v), nil
+	return v.Int64(), nil
 }
 
 // parseDuration parses a Go duration string and requires it to be positive.

@@ -107,7 +107,7 @@ func (st *State) authenticate(username, password string) (*Client, error) {
 	return c, nil
 }
 
-// SMTP replies of the relay (README "Replies").
+// SMTP replies of the relay (README "Replies"; enhanced codes of RFC 3463).
 var (
 	errAuthRequired        = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	errBadCredentials      = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}

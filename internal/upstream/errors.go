@@ -124,8 +124,8 @@ func enhanced(r *smtp.SMTPError, subject, detail int) bool {
 }
 
 // Diagnose turns a failed upstream AUTH into advice for the operator
-// (ARCHITECTURE.md §6: Gmail 5.7.8 after a 334 JSON challenge, Microsoft
-// 5.7.3 and 5.7.139).
+// (README "Setting up Google Workspace / Gmail" and "Setting up Microsoft
+// 365": Gmail 5.7.8 after a 334 JSON challenge, Microsoft 5.7.3 and 5.7.139).
 func Diagnose(e *Error) string {
 	if e == nil || e.Stage != StageAuth {
 		return ""

@@ -3,6 +3,8 @@ package upstream
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
+	"unicode"
 
 	"github.com/emersion/go-sasl"
 )
@@ -61,11 +63,26 @@ func (c *bearerClient) Start() (string, []byte, error) {
 func (c *bearerClient) Next(challenge []byte) ([]byte, error) {
 	ch := &Challenge{Raw: string(challenge)}
 	_ = json.Unmarshal(challenge, ch)
+	// The provider wrote these fields and they end up in log lines and in
+	// `account test` output: a CR, LF or escape sequence must not forge a
+	// line or repaint a terminal.
+	ch.Status, ch.Schemes, ch.Scope = printableLine(ch.Status), printableLine(ch.Schemes), printableLine(ch.Scope)
 	c.challenge = ch
 	if c.mech == "OAUTHBEARER" {
 		return []byte{0x01}, nil
 	}
 	return []byte{}, nil
+}
+
+// printableLine replaces what is not printable with spaces and collapses
+// runs of spaces, leaving one line of text.
+func printableLine(s string) string {
+	return oneLine(strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return ' '
+	}, s))
 }
 
 // saslName escapes ',' and '=' in an authzid (RFC 5801 §4).

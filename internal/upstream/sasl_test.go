@@ -13,7 +13,7 @@ func TestBearerInitialResponses(t *testing.T) {
 		port             int
 		want             string
 	}{
-		// ARCHITECTURE.md §6: user=<address>^Aauth=Bearer <token>^A^A.
+		// Google's XOAUTH2 protocol: user=<address>^Aauth=Bearer <token>^A^A.
 		{"XOAUTH2", "someone@example.com", "smtp.gmail.com", 587, "user=someone@example.com\x01auth=Bearer ya29.token\x01\x01"},
 		// RFC 7628 §3.1 with an escaped authzid (RFC 5801 §4).
 		{"OAUTHBEARER", "a,b=c@example.com", "smtp.office365.com", 587, "n,a=a=2Cb=3Dc@example.com,\x01host=smtp.office365.com\x01port=587\x01auth=Bearer ya29.token\x01\x01"},
