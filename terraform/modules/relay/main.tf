@@ -13,6 +13,13 @@ locals {
   config_files = { for f in fileset(var.config_dir, "*.hcl") : f => file("${var.config_dir}/${f}") }
 }
 
+# The load balancer's nodes live in these subnets, and its health checks
+# come from their addresses.
+data "aws_subnet" "lb" {
+  for_each = toset(var.subnet_ids)
+  id       = each.value
+}
+
 resource "aws_security_group" "relay" {
   name        = var.name
   description = "oauthrelay: SMTP submission from applications, metrics from monitoring"
@@ -26,12 +33,22 @@ resource "aws_security_group" "relay" {
     cidr_blocks = var.app_cidrs
   }
 
+  # Always open to the load balancer, whoever else may scrape: without it
+  # every target is unhealthy and the load balancer sends no mail anywhere.
+  ingress {
+    description = "Load balancer health checks (/health/ready)"
+    from_port   = var.health_port
+    to_port     = var.health_port
+    protocol    = "tcp"
+    cidr_blocks = [for s in data.aws_subnet.lb : s.cidr_block]
+  }
+
   dynamic "ingress" {
     for_each = length(var.monitoring_cidrs) > 0 ? [1] : []
     content {
       description = "Prometheus /metrics and /health"
-      from_port   = 9090
-      to_port     = 9090
+      from_port   = var.health_port
+      to_port     = var.health_port
       protocol    = "tcp"
       cidr_blocks = var.monitoring_cidrs
     }
@@ -86,7 +103,7 @@ resource "aws_lb_target_group" "smtp" {
 
   health_check {
     protocol = "HTTP"
-    port     = "9090"
+    port     = tostring(var.health_port)
     path     = "/health/ready"
   }
 }

@@ -35,8 +35,14 @@ variable "app_cidrs" {
 
 variable "monitoring_cidrs" {
   type        = list(string)
-  description = "Networks of Prometheus (port 9090: /metrics, /health)."
+  description = "Networks of Prometheus (health_port: /metrics, /health). The load balancer's health checks need nothing here."
   default     = []
+}
+
+variable "health_port" {
+  type        = number
+  description = "Port of the relay's telemetry listener (/health/ready, /metrics): the load balancer's health checks always reach it; monitoring_cidrs may too."
+  default     = 9090
 }
 
 variable "config_dir" {
