@@ -3,7 +3,7 @@
 #
 #   packer init .
 #   packer build -only='amazon-ebs.debian' -var 'aws_region=eu-west-1' .
-#   packer build -only='qemu.debian' .        # local image, no cloud account
+#   scripts/build-qemu.sh                     # local image, no cloud account
 #
 # The image holds the binary, the unit, a dedicated user and an example
 # configuration; the real configuration is written at boot (see
@@ -61,11 +61,10 @@ variable "debian_cloud_image_checksum" {
   default     = "file:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS"
 }
 
-variable "ssh_password" {
+variable "build_ssh_key" {
   type        = string
-  description = "Temporary password of the build user in the qemu build (set through cloud-init)."
-  default     = "packer-build-only"
-  sensitive   = true
+  description = "qemu build only: private key Packer logs in with; cloud-init authorizes <build_ssh_key>.pub. scripts/build-qemu.sh makes a fresh pair per build and deletes it afterwards."
+  default     = ""
 }
 
 locals {
@@ -106,12 +105,16 @@ source "qemu" "debian" {
   headless         = true
   accelerator      = "kvm"
   memory           = 1024
-  cd_files         = ["cloud-init/meta-data", "cloud-init/user-data"]
   cd_label         = "cidata"
-  ssh_username     = "debian"
-  ssh_password     = var.ssh_password
-  ssh_timeout      = "10m"
-  shutdown_command = "sudo shutdown -P now"
+  cd_content = {
+    "meta-data" = file("cloud-init/meta-data")
+    "user-data" = templatefile("cloud-init/user-data.pkrtpl", { ssh_public_key = file("${var.build_ssh_key}.pub") })
+  }
+  # Key only: the image never has a password to log in with.
+  ssh_username         = "debian"
+  ssh_private_key_file = var.build_ssh_key
+  ssh_timeout          = "10m"
+  shutdown_command     = "sudo shutdown -P now"
 }
 
 build {
@@ -136,5 +139,12 @@ build {
   provisioner "shell" {
     script          = "scripts/install.sh"
     execute_command = "chmod +x {{ .Path }}; sudo {{ .Vars }} {{ .Path }}"
+  }
+
+  # Last: nothing may run after the image is sealed.
+  provisioner "shell" {
+    script           = "scripts/seal.sh"
+    environment_vars = ["BUILD_USER=${build.User}"]
+    execute_command  = "chmod +x {{ .Path }}; sudo {{ .Vars }} {{ .Path }}"
   }
 }

@@ -185,10 +185,3 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
-
-func TestInstallScriptSyntax(t *testing.T) {
-	out, err := exec.Command("sh", "-n", filepath.Join(root, "packer/scripts/install.sh")).CombinedOutput()
-	if err != nil {
-		t.Errorf("install.sh: %v\n%s", err, out)
-	}
-}

@@ -1,5 +1,7 @@
-# Example root module: Vault policy and AppRole for the relay, and two relay
-# instances on AWS behind a load balancer.
+# Example root module: the relay's Vault policy and AWS IAM login, and relay
+# instances on AWS in an Auto Scaling group behind a load balancer. The
+# listener's certificate and key live in Vault (see README.md, "Provisioning
+# as code"), not in user data.
 
 terraform {
   required_version = ">= 1.5"
@@ -14,31 +16,32 @@ provider "aws" {
 }
 
 module "vault" {
-  source       = "../../modules/vault"
-  kv_mount     = "secret"
-  secrets_path = "oauthrelay"
-  role_name    = "oauthrelay"
+  source                     = "../../modules/vault"
+  kv_mount                   = "secret"
+  secrets_path               = "oauthrelay"
+  role_name                  = "oauthrelay"
+  relay_iam_role_arns        = [module.relay.iam_role_arn]
+  iam_server_id_header_value = var.vault_iam_server_id
+  sts_region                 = var.aws_region
+  sts_endpoint               = "https://sts.${var.aws_region}.amazonaws.com"
 }
 
 module "relay" {
-  source                   = "../../modules/relay"
-  ami_id                   = var.ami_id
-  instance_count           = var.instance_count
-  vpc_id                   = var.vpc_id
-  subnet_ids               = var.subnet_ids
-  app_cidrs                = var.app_cidrs
-  monitoring_cidrs         = var.monitoring_cidrs
-  config_dir               = "${path.root}/config"
-  tls_cert_pem             = file(var.tls_cert_file)
-  tls_key_pem              = file(var.tls_key_file)
-  vault_role_id            = module.vault.role_id
-  vault_wrapped_secret_ids = var.vault_wrapped_secret_ids
+  source           = "../../modules/relay"
+  ami_id           = var.ami_id
+  instance_count   = var.instance_count
+  vpc_id           = var.vpc_id
+  subnet_ids       = var.subnet_ids
+  app_cidrs        = var.app_cidrs
+  monitoring_cidrs = var.monitoring_cidrs
+  config_dir       = "${path.root}/config"
 }
 
 output "smtp_endpoint" {
   value = module.relay.smtp_endpoint
 }
 
-output "secret_id_command" {
-  value = module.vault.secret_id_command
+output "tls_secret_refs" {
+  description = "What config/10-relay.hcl's listener reads its certificate and key from."
+  value       = module.vault.tls_secret_refs
 }

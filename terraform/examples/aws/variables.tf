@@ -33,15 +33,8 @@ variable "monitoring_cidrs" {
   default = []
 }
 
-variable "tls_cert_file" {
-  type = string
-}
-
-variable "tls_key_file" {
-  type = string
-}
-
-variable "vault_wrapped_secret_ids" {
-  type      = list(string)
-  sensitive = true
+variable "vault_iam_server_id" {
+  type        = string
+  description = "X-Vault-AWS-IAM-Server-ID the relays sign; must equal header_value in config/10-relay.hcl."
+  default     = "vault.example.com"
 }

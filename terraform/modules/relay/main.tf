@@ -1,16 +1,25 @@
-# N relay instances from the Packer image behind a TCP load balancer (AWS).
+# Relay instances from the Packer image in an Auto Scaling group behind a
+# TCP load balancer (AWS). A new image or configuration rolls out instance
+# by instance; instances log in to Vault with their IAM role.
 
 terraform {
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = ">= 5.0"
+      version = ">= 5.40"
     }
   }
 }
 
 locals {
   config_files = { for f in fileset(var.config_dir, "*.hcl") : f => file("${var.config_dir}/${f}") }
+}
+
+# The load balancer's nodes live in these subnets, and its health checks
+# come from their addresses.
+data "aws_subnet" "lb" {
+  for_each = toset(var.subnet_ids)
+  id       = each.value
 }
 
 resource "aws_security_group" "relay" {
@@ -26,19 +35,29 @@ resource "aws_security_group" "relay" {
     cidr_blocks = var.app_cidrs
   }
 
+  # Always open to the load balancer, whoever else may scrape: without it
+  # every target is unhealthy and the load balancer sends no mail anywhere.
+  ingress {
+    description = "Load balancer health checks (/health/ready)"
+    from_port   = var.health_port
+    to_port     = var.health_port
+    protocol    = "tcp"
+    cidr_blocks = [for s in data.aws_subnet.lb : s.cidr_block]
+  }
+
   dynamic "ingress" {
     for_each = length(var.monitoring_cidrs) > 0 ? [1] : []
     content {
       description = "Prometheus /metrics and /health"
-      from_port   = 9090
-      to_port     = 9090
+      from_port   = var.health_port
+      to_port     = var.health_port
       protocol    = "tcp"
       cidr_blocks = var.monitoring_cidrs
     }
   }
 
   egress {
-    description = "Providers (SMTP 587, HTTPS token endpoints) and Vault"
+    description = "Providers (SMTP 587, HTTPS token endpoints), Vault and AWS STS"
     from_port   = 0
     to_port     = 0
     protocol    = "-1"
@@ -46,28 +65,92 @@ resource "aws_security_group" "relay" {
   }
 }
 
-resource "aws_instance" "relay" {
-  count                  = var.instance_count
-  ami                    = var.ami_id
+# The instances' identity for Vault's AWS auth method (auth "aws" in the
+# relay's vault block): Vault checks a signed sts:GetCallerIdentity request,
+# which needs no permission, so the role has no policy attached.
+data "aws_iam_policy_document" "assume_ec2" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "relay" {
+  name               = var.name
+  description        = "oauthrelay instances: logs in to Vault (aws auth method, iam)"
+  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
+}
+
+resource "aws_iam_instance_profile" "relay" {
+  name = var.name
+  role = aws_iam_role.relay.name
+}
+
+resource "aws_launch_template" "relay" {
+  name                   = var.name
+  image_id               = var.ami_id
   instance_type          = var.instance_type
-  subnet_id              = var.subnet_ids[count.index % length(var.subnet_ids)]
   vpc_security_group_ids = [aws_security_group.relay.id]
+  update_default_version = true
 
-  user_data = templatefile("${path.module}/cloud-init.yaml.tftpl", {
-    config_files = local.config_files
-    tls_cert     = var.tls_cert_pem
-    tls_key      = var.tls_key_pem
-    role_id      = var.vault_role_id
-    secret_id    = var.vault_wrapped_secret_ids[count.index]
-  })
-  user_data_replace_on_change = true
-
-  metadata_options {
-    http_tokens = "required"
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.relay.arn
   }
 
-  tags = {
-    Name = "${var.name}-${count.index}"
+  # Only the configuration kept in git: no secret is in user data. The
+  # relay logs in to Vault with the instance's IAM role and reads every
+  # secret, the listener's certificate and key included, from there.
+  user_data = base64encode(templatefile("${path.module}/cloud-init.yaml.tftpl", {
+    config_files = local.config_files
+  }))
+
+  metadata_options {
+    http_endpoint = "enabled"
+    http_tokens   = "required"
+    # The relay runs on the host, never in a container one hop further.
+    http_put_response_hop_limit = 1
+  }
+
+  tag_specifications {
+    resource_type = "instance"
+    tags = {
+      Name = var.name
+    }
+  }
+}
+
+resource "aws_autoscaling_group" "relay" {
+  name                = var.name
+  vpc_zone_identifier = var.subnet_ids
+  min_size            = var.instance_count
+  desired_capacity    = var.instance_count
+  # Room for the extra instances a refresh starts before it stops old ones.
+  max_size          = ceil(var.instance_count * var.refresh_max_healthy_percentage / 100)
+  target_group_arns = [aws_lb_target_group.smtp.arn]
+  # The load balancer's health check (/health/ready), not only EC2's: an
+  # instance that cannot relay is replaced.
+  health_check_type         = "ELB"
+  health_check_grace_period = var.health_check_grace_period
+
+  launch_template {
+    id      = aws_launch_template.relay.id
+    version = aws_launch_template.relay.latest_version
+  }
+
+  # A new launch template version (image or configuration) replaces the
+  # instances one at a time: a new one is started, must pass the load
+  # balancer's health check, then an old one is drained and stopped.
+  instance_refresh {
+    strategy = "Rolling"
+    preferences {
+      min_healthy_percentage = var.refresh_min_healthy_percentage
+      max_healthy_percentage = var.refresh_max_healthy_percentage
+      instance_warmup        = var.health_check_grace_period
+      auto_rollback          = true
+    }
   }
 }
 
@@ -83,11 +166,17 @@ resource "aws_lb_target_group" "smtp" {
   port     = 587
   protocol = "TCP"
   vpc_id   = var.vpc_id
+  # Sessions of a replaced instance finish first: the relay's shutdown
+  # drains for shutdown_timeout (30s by default).
+  deregistration_delay = var.deregistration_delay
 
   health_check {
-    protocol = "HTTP"
-    port     = "9090"
-    path     = "/health/ready"
+    protocol            = "HTTP"
+    port                = tostring(var.health_port)
+    path                = "/health/ready"
+    interval            = 10
+    healthy_threshold   = 2
+    unhealthy_threshold = 2
   }
 }
 
@@ -100,11 +189,4 @@ resource "aws_lb_listener" "smtp" {
     type             = "forward"
     target_group_arn = aws_lb_target_group.smtp.arn
   }
-}
-
-resource "aws_lb_target_group_attachment" "relay" {
-  count            = var.instance_count
-  target_group_arn = aws_lb_target_group.smtp.arn
-  target_id        = aws_instance.relay[count.index].id
-  port             = 587
 }

@@ -3,8 +3,14 @@ output "smtp_endpoint" {
   value       = aws_lb.smtp.dns_name
 }
 
-output "instance_ids" {
-  value = aws_instance.relay[*].id
+output "iam_role_arn" {
+  description = "IAM role of the instances: give it to modules/vault (relay_iam_role_arns) so they can log in."
+  value       = aws_iam_role.relay.arn
+}
+
+output "autoscaling_group_name" {
+  description = "Auto Scaling group of the instances (aws autoscaling start-instance-refresh to roll them by hand)."
+  value       = aws_autoscaling_group.relay.name
 }
 
 output "security_group_id" {

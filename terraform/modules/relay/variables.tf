@@ -1,6 +1,7 @@
 variable "name" {
-  type    = string
-  default = "oauthrelay"
+  type        = string
+  description = "Name of the load balancer, Auto Scaling group, IAM role and security group."
+  default     = "oauthrelay"
 }
 
 variable "ami_id" {
@@ -10,17 +11,19 @@ variable "ami_id" {
 
 variable "instance_count" {
   type        = number
-  description = "Relay instances; they are stateless (Vault holds the secrets), so any number works."
+  description = "Relay instances (the Auto Scaling group's size); they are stateless (Vault holds the secrets), so any number works."
   default     = 2
 }
 
 variable "instance_type" {
-  type    = string
-  default = "t3.small"
+  type        = string
+  description = "EC2 instance type of the relays."
+  default     = "t3.small"
 }
 
 variable "vpc_id" {
-  type = string
+  type        = string
+  description = "VPC of subnet_ids."
 }
 
 variable "subnet_ids" {
@@ -35,8 +38,14 @@ variable "app_cidrs" {
 
 variable "monitoring_cidrs" {
   type        = list(string)
-  description = "Networks of Prometheus (port 9090: /metrics, /health)."
+  description = "Networks of Prometheus (health_port: /metrics, /health). The load balancer's health checks need nothing here."
   default     = []
+}
+
+variable "health_port" {
+  type        = number
+  description = "Port of the relay's telemetry listener (/health/ready, /metrics): the load balancer's health checks always reach it; monitoring_cidrs may too."
+  default     = 9090
 }
 
 variable "config_dir" {
@@ -44,24 +53,36 @@ variable "config_dir" {
   description = "Directory (in git) with the relay's *.hcl configuration files."
 }
 
-variable "tls_cert_pem" {
-  type        = string
-  description = "Certificate chain of the submission listener."
+variable "health_check_grace_period" {
+  type        = number
+  description = "Seconds a new instance has to boot and become ready before health checks count (also the refresh's warm-up)."
+  default     = 180
 }
 
-variable "tls_key_pem" {
-  type        = string
-  description = "Private key of the submission listener."
-  sensitive   = true
+variable "refresh_min_healthy_percentage" {
+  type        = number
+  description = "Instance refresh: share of instance_count that stays in service while instances are replaced."
+  default     = 100
+
+  validation {
+    condition     = var.refresh_min_healthy_percentage >= 0 && var.refresh_min_healthy_percentage <= 100
+    error_message = "refresh_min_healthy_percentage is between 0 and 100."
+  }
 }
 
-variable "vault_role_id" {
-  type        = string
-  description = "AppRole role ID (output of modules/vault)."
+variable "refresh_max_healthy_percentage" {
+  type        = number
+  description = "Instance refresh: capacity allowed during a refresh, in percent of instance_count (above 100: new instances start before old ones stop)."
+  default     = 150
+
+  validation {
+    condition     = var.refresh_max_healthy_percentage >= 100 && var.refresh_max_healthy_percentage <= 200
+    error_message = "refresh_max_healthy_percentage is between 100 and 200 (and at most 100 above the minimum)."
+  }
 }
 
-variable "vault_wrapped_secret_ids" {
-  type        = list(string)
-  description = "One response-wrapped secret ID per instance (vault write -wrap-ttl=... -f auth/approle/role/oauthrelay/secret-id)."
-  sensitive   = true
+variable "deregistration_delay" {
+  type        = number
+  description = "Seconds the load balancer lets a leaving instance's connections finish (the relay's shutdown_timeout plus a margin)."
+  default     = 45
 }

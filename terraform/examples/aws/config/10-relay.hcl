@@ -1,7 +1,8 @@
 # The relay configuration that modules/relay's cloud-init writes to
-# /etc/oauthrelay on every instance. Secrets come from Vault through the
-# AppRole that modules/vault created (role-id and a response-wrapped
-# secret-id are written next to this file at boot).
+# /etc/oauthrelay on every instance. It holds no secret: the relay logs in
+# to Vault with the instance's IAM role (modules/vault's AWS auth role) and
+# reads every secret from there, the listener's certificate and key
+# included; they rotate without a restart.
 
 server {
   log_format = "json"
@@ -12,19 +13,21 @@ telemetry {
 }
 
 listener "submission" {
-  address       = "0.0.0.0:587"
-  tls_mode      = "starttls"
-  tls_cert_file = "/etc/oauthrelay/tls.crt"
-  tls_key_file  = "/etc/oauthrelay/tls.key"
+  address  = "0.0.0.0:587"
+  tls_mode = "starttls"
+  # Written with: vault kv put -mount=secret oauthrelay/tls cert=@tls.crt key=@tls.key
+  tls_cert = "vault://secret/oauthrelay/tls#cert"
+  tls_key  = "vault://secret/oauthrelay/tls#key"
 }
 
 vault {
   address = "https://vault.example.com:8200"
 
-  auth "approle" {
-    role_id                    = "file:///etc/oauthrelay/role-id"
-    secret_id                  = "file:///etc/oauthrelay/secret-id"
-    secret_id_response_wrapped = true
+  auth "aws" {
+    role         = "oauthrelay"        # modules/vault role_name
+    mount_path   = "aws"               # modules/vault aws_auth_path
+    region       = "eu-west-1"         # sign for the regional STS endpoint Vault checks with
+    header_value = "vault.example.com" # modules/vault iam_server_id_header_value
   }
 }
 
