@@ -23,6 +23,8 @@ type failureRecord struct {
 	count    int // failures since first
 	inFlight int // attempts being verified now
 	first    time.Time
+	changed  chan struct{} // closed when an attempt ends
+
 }
 
 // NewPerIP returns per-address limits (0 turns a limit off).
@@ -97,23 +99,57 @@ func (c *ipConn) Close() error {
 	return c.Conn.Close()
 }
 
-// AuthBegin admits one AUTH attempt from addr, or refuses it (false) when
-// the failures recorded within the window plus the attempts still being
-// verified reach the limit: counting attempts in flight keeps a burst of
-// parallel guesses from all being verified before the first failure is
-// recorded. done reports the attempt's result exactly once. A success does
-// not clear the address's failures: one valid password must not let its
-// owner guess other clients' passwords without limit.
+// authWait bounds how long an AUTH attempt waits for a verification slot.
+const authWait = 30 * time.Second
+
+// AuthBegin admits one AUTH attempt from addr, or refuses it (false) once
+// the failures recorded within the window reach the limit. At most as many
+// attempts as failures remain allowed are verified at once; the others wait
+// for a slot (up to authWait): so a burst of parallel guesses cannot all be
+// verified before the first failure is recorded, while a burst of good
+// logins (an application opening many connections) only queues briefly.
+// done reports the attempt's result exactly once. A success does not clear
+// the address's failures: one valid password must not let its owner guess
+// other clients' passwords without limit.
 func (p *PerIP) AuthBegin(addr string, now time.Time) (done func(ok bool), admitted bool) {
+	deadline := time.NewTimer(authWait)
+	defer deadline.Stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.maxFailures <= 0 {
 		return func(bool) {}, true
 	}
+	for {
+		r := p.recordLocked(addr, now)
+		if r.count >= p.maxFailures {
+			return nil, false
+		}
+		if r.count+r.inFlight < p.maxFailures {
+			r.inFlight++
+			return p.doneFunc(r), true
+		}
+		if r.changed == nil {
+			r.changed = make(chan struct{})
+		}
+		changed := r.changed
+		p.mu.Unlock()
+		select {
+		case <-changed:
+			p.mu.Lock()
+		case <-deadline.C:
+			p.mu.Lock()
+			return nil, false
+		}
+		now = time.Now()
+	}
+}
+
+// recordLocked returns addr's record, starting a new window when the last
+// one is over.
+func (p *PerIP) recordLocked(addr string, now time.Time) *failureRecord {
 	r := p.failures[addr]
 	if r != nil && now.Sub(r.first) > p.window && r.inFlight == 0 {
-		delete(p.failures, addr)
-		r = nil
+		r.count, r.first = 0, now
 	}
 	if r == nil {
 		if len(p.failures) > 100_000 {
@@ -122,10 +158,10 @@ func (p *PerIP) AuthBegin(addr string, now time.Time) (done func(ok bool), admit
 		r = &failureRecord{first: now}
 		p.failures[addr] = r
 	}
-	if r.count+r.inFlight >= p.maxFailures {
-		return nil, false
-	}
-	r.inFlight++
+	return r
+}
+
+func (p *PerIP) doneFunc(r *failureRecord) func(ok bool) {
 	var once sync.Once
 	return func(ok bool) {
 		once.Do(func() {
@@ -138,13 +174,17 @@ func (p *PerIP) AuthBegin(addr string, now time.Time) (done func(ok bool), admit
 				}
 				r.count++
 			}
+			if r.changed != nil {
+				close(r.changed) // wake the attempts waiting for a slot
+				r.changed = nil
+			}
 		})
-	}, true
+	}
 }
 
 func (p *PerIP) pruneLocked(now time.Time) {
 	for a, r := range p.failures {
-		if now.Sub(r.first) > p.window && r.inFlight == 0 {
+		if now.Sub(r.first) > p.window && r.inFlight == 0 && r.changed == nil {
 			delete(p.failures, a)
 		}
 	}
