@@ -217,8 +217,14 @@ func (tx *transaction) replay(c *upstream.Conn) error {
 			var ue *upstream.Error
 			if errors.As(err, &ue) && ue.Reply != nil && ue.Reply.Code != 421 {
 				// A recipient accepted before is refused now: the
-				// message cannot go out as the client sent it.
-				return &upstream.Error{Stage: upstream.StageRcpt, Err: errors.New("a recipient accepted earlier was refused on retry")}
+				// message cannot go out as the client sent it for now.
+				// It is the provider's answer about one recipient on a
+				// healthy connection: a reply (so neither retried nor
+				// counted by the circuits), not a lost connection.
+				return &upstream.Error{Stage: upstream.StageRcpt, Reply: &smtp.SMTPError{
+					Code: 451, EnhancedCode: smtp.EnhancedCode{4, 5, 0},
+					Message: "a recipient accepted earlier was refused on retry: " + ue.Reply.Message,
+				}}
 			}
 			return err
 		}
