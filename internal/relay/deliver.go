@@ -268,10 +268,18 @@ func (tx *transaction) switchConn() error {
 	old := tx.up
 	ctx := upstream.WithMessageID(tx.s.b.ctx, tx.id)
 	c, reused, err := tx.account.Upstream.TryGet(ctx)
-	if err != nil {
+	switch {
+	case err != nil:
 		c, reused = old, true
-	} else if old != nil {
-		tx.account.Upstream.Put(old)
+	case old != nil:
+		// A 4xx to the DATA command itself (before 354) leaves the
+		// transaction open: reset it before another message gets the
+		// connection.
+		if old.Reset() == nil {
+			tx.account.Upstream.Put(old)
+		} else {
+			tx.account.Upstream.Discard(old)
+		}
 	}
 	tx.up, tx.reused = c, reused
 	if err := tx.replay(c); err != nil {

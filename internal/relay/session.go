@@ -241,6 +241,20 @@ func (s *Session) authenticate(username, password string) error {
 	return nil
 }
 
+// currentState returns the configuration in force, counted as used until
+// the caller releases it: a reload swapping it in between cannot retire
+// the pools the caller is about to use.
+func (b *Backend) currentState() *State {
+	for {
+		st := b.state.Load()
+		st.acquire()
+		if b.state.Load() == st {
+			return st
+		}
+		st.release()
+	}
+}
+
 // refuseIfEnding answers 421 once the relay is shutting down, or once the
 // session's generation was retired by a reload and its grace is over; the
 // connection is then closed after the reply.
@@ -288,9 +302,10 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		// RFC 5321 §4.1.4: MAIL inside a transaction is a sequence error.
 		return errNestedMail
 	}
-	st := s.b.state.Load()
+	st := s.b.currentState()
 	client := s.currentClient(st)
 	if client == nil {
+		st.release()
 		s.log.Warn("client removed or its password changed by a reload; closing its session")
 		s.closeAfterReply()
 		return errCredentialsChanged
@@ -300,15 +315,16 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		err = nil // the null reverse-path: refused by the sender policy
 	}
 	if err != nil {
+		st.release()
 		s.log.Warn("malformed sender address refused", "from", printable(from), "reason", err.Error())
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax: " + err.Error()}
 	}
 	acct, ok := client.Allowed[strings.ToLower(from)]
 	if !ok {
+		st.release()
 		s.log.Warn("sender refused", "from", printable(from))
 		return errSenderNotAllowed
 	}
-	st.acquire()
 	tx := &transaction{s: s, st: st, id: newMessageID(), account: acct, from: path, started: time.Now()}
 	if opts != nil {
 		tx.opts = &smtp.MailOptions{Size: opts.Size, Body: opts.Body}

@@ -409,7 +409,11 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	r.metrics.reloadSucceeded(time.Now())
 	r.log.Info("configuration reloaded", "listeners_kept", kept, "listeners_added", added, "listeners_removed", removed,
 		"accounts", len(nb.state.Accounts), "clients", len(nb.state.Clients), "took", time.Since(began).Round(time.Millisecond))
-	go r.retireState(old, stale)
+	r.retireWG.Add(1)
+	go func() {
+		defer r.retireWG.Done()
+		r.retireState(old, stale)
+	}()
 	return nil
 }
 
@@ -460,15 +464,18 @@ func (r *Runtime) retire(g *generation) {
 func (r *Runtime) retireState(old *built, stale []*upstream.Pool) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	// At shutdown too: the registry no longer knows these pools.
+	defer func() {
+		for _, p := range stale {
+			p.Close()
+		}
+	}()
 	for old.state.ActiveSessions() > 0 {
 		select {
 		case <-t.C:
 		case <-r.workCtx.Done():
-			return // Shutdown closes every pool
+			return
 		}
-	}
-	for _, p := range stale {
-		p.Close()
 	}
 	r.log.Debug("previous configuration retired: its last session ended", "pools_closed", len(stale))
 }
