@@ -77,6 +77,14 @@ func (rc *rawConn) must(line, prefix string) string {
 	return got
 }
 
+// data sends a small message with the given subject and expects 250.
+func (rc *rawConn) data(subject string) {
+	rc.t.Helper()
+	rc.must("DATA", "354")
+	rc.c.Write([]byte("Subject: " + subject + "\r\n\r\nbody\r\n.\r\n"))
+	rc.expect("250")
+}
+
 func (h *harness) rawAuth(client string) *rawConn {
 	h.t.Helper()
 	rc := dialRaw(h.t, h.addr)
@@ -214,16 +222,12 @@ func TestSessionSequence(t *testing.T) {
 	rc.must("MAIL FROM:<alice@example.com>", "250")
 	rc.must("RCPT TO:<x@example.net>", "250")
 	rc.must("MAIL FROM:<alice@example.com>", "503 5.5.1")
-	rc.must("DATA", "354")
-	rc.c.Write([]byte("Subject: one\r\n\r\nbody\r\n.\r\n"))
-	rc.expect("250")
+	rc.data("one")
 	rc.must("MAIL FROM:<alice@example.com>", "250")
 	rc.must("RSET", "250")
 	rc.must("MAIL FROM:<alice@example.com>", "250")
 	rc.must("RCPT TO:<y@example.net>", "250")
-	rc.must("DATA", "354")
-	rc.c.Write([]byte("Subject: two\r\n\r\nbody\r\n.\r\n"))
-	rc.expect("250")
+	rc.data("two")
 	rc.must("QUIT", "221")
 	ehlos := h.sb.SMTP.Commands("EHLO", "HELO")
 	if len(ehlos) != 2 || ehlos[0] != "EHLO relay.test" || ehlos[1] != "EHLO relay.test" {
@@ -341,52 +345,19 @@ func TestBDATAbortedByRSET(t *testing.T) {
 // session of the earlier configuration finish its DATA.
 func TestShutdownWaitsForEarlierGenerations(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	c := dialAuth(t, h, appClient)
-	if err := c.Mail(alice, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Rcpt("x@example.net", nil); err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write([]byte("Subject: across a reload\r\n\r\nfirst half\r\n"))
+	c, w := inflightData(t, h, "across a reload")
 	if err := h.rt.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		done <- h.rt.Shutdown(ctx)
-	}()
-	testutil.WaitFor(t, 5*time.Second, "the listener to close", func() bool {
-		conn, err := net.DialTimeout("tcp", h.addr, time.Second)
-		if err != nil {
-			return true
-		}
-		conn.Close()
-		return false
-	})
+	done := shutdownAsync(t, h)
 	select {
 	case err := <-done:
 		t.Fatalf("Shutdown returned (%v) while a session of the earlier generation was in DATA", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	w.Write([]byte("second half\r\n"))
-	if err := w.Close(); err != nil {
-		t.Fatalf("in-flight message of the earlier generation: %v", err)
-	}
-	c.Quit()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Shutdown did not return after the session ended")
+	finishInflight(t, c, w, done)
+	if n := len(h.sb.SMTP.Messages()); n != 1 {
+		t.Errorf("the provider got %d messages, want 1", n)
 	}
 }
 
@@ -406,9 +377,7 @@ func TestRetiredSessionsHaveABoundedLife(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond) // past the timeout and a sweep
 	busy.must("RCPT TO:<x@example.net>", "250")
-	busy.must("DATA", "354")
-	busy.c.Write([]byte("Subject: late\r\n\r\nbody\r\n.\r\n"))
-	busy.expect("250")
+	busy.data("late")
 	busy.must("MAIL FROM:<alice@example.com>", "421 4.3.2")
 	if got := busy.reply(); !strings.HasPrefix(got, "EOF") {
 		t.Errorf("after 421 the connection stays open: %q", got)

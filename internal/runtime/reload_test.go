@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -229,8 +230,9 @@ func TestReloadRevokesSessionsOfRemovedClients(t *testing.T) {
 	}
 }
 
-func TestShutdownDrainsInflightData(t *testing.T) {
-	h := newHarness(t, harnessOptions{})
+// inflightData starts a message and leaves it in the middle of its DATA.
+func inflightData(t *testing.T, h *harness, subject string) (*smtp.Client, io.WriteCloser) {
+	t.Helper()
 	c := dialAuth(t, h, appClient)
 	if err := c.Mail(alice, nil); err != nil {
 		t.Fatal(err)
@@ -242,15 +244,20 @@ func TestShutdownDrainsInflightData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write([]byte("Subject: in flight\r\n\r\nfirst half\r\n"))
+	w.Write([]byte("Subject: " + subject + "\r\n\r\nfirst half\r\n"))
+	return c, w
+}
 
+// shutdownAsync starts a graceful shutdown and returns once the listener
+// refuses new connections; the channel gets Shutdown's result.
+func shutdownAsync(t *testing.T, h *harness) <-chan error {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		done <- h.rt.Shutdown(ctx)
 	}()
-	// New connections are refused once shutdown began.
 	testutil.WaitFor(t, 5*time.Second, "the listener to close", func() bool {
 		conn, err := net.DialTimeout("tcp", h.addr, time.Second)
 		if err != nil {
@@ -259,6 +266,13 @@ func TestShutdownDrainsInflightData(t *testing.T) {
 		conn.Close()
 		return false
 	})
+	return done
+}
+
+// finishInflight completes the DATA started by inflightData and waits for
+// Shutdown to return.
+func finishInflight(t *testing.T, c *smtp.Client, w io.WriteCloser, done <-chan error) {
+	t.Helper()
 	w.Write([]byte("second half\r\n"))
 	if err := w.Close(); err != nil {
 		t.Fatalf("in-flight message: %v", err)
@@ -272,6 +286,12 @@ func TestShutdownDrainsInflightData(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Shutdown did not return after the session ended")
 	}
+}
+
+func TestShutdownDrainsInflightData(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	c, w := inflightData(t, h, "in flight")
+	finishInflight(t, c, w, shutdownAsync(t, h))
 	msgs := h.sb.SMTP.Messages()
 	if len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "second half") {
 		t.Errorf("the in-flight message was not delivered whole: %+v", msgs)
