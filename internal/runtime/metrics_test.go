@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
 // TestMetricsAndHealth scrapes /metrics and /health around a message and a
@@ -18,6 +21,10 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	_, _ = h.send(appClient, "nobody@example.com")
 	_, _ = testSendWrongPassword(h)
+	// The relay ends a session after the client went away: await it.
+	testutil.WaitFor(t, 10*time.Second, "the sessions to end", func() bool {
+		return h.metric(`oauthrelay_active_sessions{listener="test"}`) == 0
+	})
 
 	for series, want := range map[string]float64{
 		`oauthrelay_messages_total{account="alice@example.com",group="delegated",provider="sandbox",result="delivered"}`: 1,
