@@ -257,7 +257,61 @@ func (m *Message) Reader() (io.Reader, error) {
 	// A copy of the chunk list: net.Buffers consumes its list, not the bytes.
 	bufs := make(net.Buffers, len(m.chunks))
 	copy(bufs, m.chunks)
-	return &bufs, nil
+	return &memReader{m: m, bufs: bufs}, nil
+}
+
+// memReader reads an in-memory message. Chunks are recycled once the
+// message is released, so every read checks, under the message's lock, that
+// it was not: a reader used too late fails instead of returning another
+// message's bytes.
+type memReader struct {
+	m    *Message
+	bufs net.Buffers
+}
+
+func (r *memReader) Read(p []byte) (int, error) {
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	if r.m.released {
+		return 0, ErrReleased
+	}
+	return r.bufs.Read(p)
+}
+
+// WriteTo writes the remaining chunks one at a time.
+func (r *memReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		r.m.mu.Lock()
+		if r.m.released {
+			r.m.mu.Unlock()
+			return total, ErrReleased
+		}
+		if len(r.bufs) == 0 {
+			r.m.mu.Unlock()
+			return total, nil
+		}
+		chunk := r.bufs[0]
+		r.bufs = r.bufs[1:]
+		n, err := w.Write(chunk)
+		r.m.mu.Unlock()
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// chunkPool recycles chunks: every message takes at least one, and a fresh
+// 64 KiB allocation for each small message keeps the garbage collector busy.
+var chunkPool = sync.Pool{New: func() any { return new([ChunkSize]byte) }}
+
+func newChunk() []byte { return chunkPool.Get().(*[ChunkSize]byte)[:0] }
+
+func freeChunk(c []byte) {
+	if cap(c) == ChunkSize {
+		chunkPool.Put((*[ChunkSize]byte)(c[:ChunkSize]))
+	}
 }
 
 // Release returns the message's memory to the budget and closes (and so
@@ -272,6 +326,9 @@ func (m *Message) Release() {
 	m.released = true
 	m.budget.release(m.reserved)
 	m.reserved = 0
+	for _, c := range m.chunks {
+		freeChunk(c)
+	}
 	m.chunks = nil
 	if m.spill != nil {
 		m.spill.close()
@@ -312,7 +369,7 @@ func (m *Message) space() ([]byte, error) {
 	}
 	if m.budget.reserve(ChunkSize) {
 		m.reserved += ChunkSize
-		m.chunks = append(m.chunks, make([]byte, 0, ChunkSize))
+		m.chunks = append(m.chunks, newChunk())
 		return m.chunks[len(m.chunks)-1][:ChunkSize], nil
 	}
 	if err := m.spillOut(); err != nil {
@@ -368,6 +425,7 @@ func (m *Message) spillOut() error {
 		if err := f.writeRecord(m.chunks[0]); err != nil {
 			return err
 		}
+		freeChunk(m.chunks[0])
 		m.chunks = m.chunks[1:]
 		m.budget.release(ChunkSize)
 		m.reserved -= ChunkSize

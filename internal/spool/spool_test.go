@@ -601,3 +601,31 @@ func BenchmarkWriteRead(b *testing.B) {
 		}
 	}
 }
+
+// TestReaderAfterReleaseInMemory: chunks are recycled, so a reader of an
+// in-memory message used after Release must fail rather than return
+// another message's bytes.
+func TestReaderAfterReleaseInMemory(t *testing.T) {
+	b := NewBudget(4*ChunkSize, "")
+	m := b.New()
+	if _, err := m.Write([]byte("first message")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Release()
+	other := b.New()
+	defer other.Release()
+	if _, err := other.Write([]byte("second message, which reuses the chunk")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := r.Read(buf); err != ErrReleased {
+		t.Fatalf("read after Release: %d bytes %q, %v; want ErrReleased", n, buf[:n], err)
+	}
+	if _, err := r.(io.WriterTo).WriteTo(io.Discard); err != ErrReleased {
+		t.Fatalf("WriteTo after Release: %v; want ErrReleased", err)
+	}
+}
