@@ -8,7 +8,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
-	"github.com/oauthrelay/oauthrelay/internal/runtime"
+	"github.com/oauthrelay/oauthrelay/internal/server"
 	"github.com/oauthrelay/oauthrelay/internal/secrets"
 )
 
@@ -43,7 +43,7 @@ func cmdAccountTest(ctx context.Context, args []string, stdio IO) int {
 		return 1
 	}
 	address := fs.Arg(0)
-	steps := runtime.ProbeAccount(ctx, cfg, address, nil)
+	steps := server.ProbeAccount(ctx, cfg, address, nil)
 	fmt.Fprintf(stdio.Stdout, "account %s\n", strings.ToLower(address))
 	ok := true
 	for _, s := range steps {
@@ -130,7 +130,7 @@ func cmdAccountAuthorize(ctx context.Context, args []string, stdio IO) int {
 	if g.ClientSecret.IsSet() {
 		clientSecret, _ = store.Get(g.ClientSecret)
 	}
-	roots, err := runtime.RootCAs(p.CAFile)
+	roots, err := server.RootCAs(p.CAFile)
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -14,7 +14,7 @@ import (
 	"syscall"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
-	"github.com/oauthrelay/oauthrelay/internal/runtime"
+	"github.com/oauthrelay/oauthrelay/internal/server"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 )
 
@@ -131,14 +131,14 @@ func cmdRun(ctx context.Context, args []string, stdio IO) int {
 	log := logging.Logger()
 	ctx, stop := signalContext(ctx, log.Warn)
 	defer stop()
-	opts := runtime.Options{
+	opts := server.Options{
 		Logging:    logging,
 		ConfigPath: *path,
 		Overrides:  config.Overrides{Host: *host, Port: *port, GlobalConcurrency: *conc, DryRun: *dryRun},
 		Version:    Version,
 		Reload:     hangups(ctx),
 	}
-	if err := runtime.Run(ctx, cfg, opts); err != nil {
+	if err := server.Run(ctx, cfg, opts); err != nil {
 		log.Error("cannot start", "error", err)
 		return 1
 	}

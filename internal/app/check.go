@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
-	"github.com/oauthrelay/oauthrelay/internal/runtime"
+	"github.com/oauthrelay/oauthrelay/internal/server"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 )
 
@@ -68,7 +68,7 @@ func checkHostFiles(cfg *config.Config, stdio IO) bool {
 // CA files, token sources, listener certificates — then releases it.
 func checkRuntime(ctx context.Context, cfg *config.Config, stdio IO) []error {
 	logging := telemetry.NewLogging(stdio.Stderr, "warn", cfg.Server.LogFormat)
-	r, err := runtime.New(ctx, cfg, runtime.Options{Logging: logging, Version: Version})
+	r, err := server.New(ctx, cfg, server.Options{Logging: logging, Version: Version})
 	if err != nil {
 		return placeVaultErrors(cfg, splitErrors(err))
 	}

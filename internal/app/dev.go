@@ -16,7 +16,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 	"github.com/oauthrelay/oauthrelay/internal/passwd"
-	"github.com/oauthrelay/oauthrelay/internal/runtime"
+	"github.com/oauthrelay/oauthrelay/internal/server"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 )
 
@@ -117,7 +117,7 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	}
 	ctx, stop := signalContext(ctx, log.Warn)
 	defer stop()
-	rt, err := runtime.New(ctx, cfg, runtime.Options{
+	rt, err := server.New(ctx, cfg, server.Options{
 		Logging:    logging,
 		ConfigPath: files.config,
 		Version:    Version,

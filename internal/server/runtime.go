@@ -2,7 +2,7 @@
 // builds the State, owns the SMTP listeners and the telemetry endpoint, and
 // runs the reload and shutdown lifecycles. It is the only package that
 // stops things.
-package runtime
+package server
 
 import (
 	"context"

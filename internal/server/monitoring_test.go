@@ -1,4 +1,4 @@
-package runtime_test
+package server_test
 
 import (
 	"context"

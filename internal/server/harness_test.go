@@ -1,4 +1,4 @@
-package runtime_test
+package server_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
-	"github.com/oauthrelay/oauthrelay/internal/runtime"
+	"github.com/oauthrelay/oauthrelay/internal/server"
 	"github.com/oauthrelay/oauthrelay/internal/telemetry"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
@@ -42,7 +42,7 @@ const (
 type harness struct {
 	t        *testing.T
 	sb       *devsandbox.Sandbox
-	rt       *runtime.Runtime
+	rt       *server.Runtime
 	logs     *testutil.LogBuffer
 	addr     string
 	password string
@@ -243,7 +243,7 @@ func (h *harness) start() {
 	if loaded.Diagnostics.HasErrors() {
 		h.t.Fatalf("config: %v", loaded.Diagnostics)
 	}
-	rt, err := runtime.New(context.Background(), loaded.Config, runtime.Options{Logger: h.logger, ConfigPath: h.cfgPath, Overrides: h.overrides})
+	rt, err := server.New(context.Background(), loaded.Config, server.Options{Logger: h.logger, ConfigPath: h.cfgPath, Overrides: h.overrides})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -376,16 +376,16 @@ func (h *harness) metric(prefix string) float64 {
 	return -1
 }
 
-func newRuntime(cfg *config.Config) (*runtime.Runtime, error) {
-	return runtime.New(context.Background(), cfg, runtime.Options{})
+func newRuntime(cfg *config.Config) (*server.Runtime, error) {
+	return server.New(context.Background(), cfg, server.Options{})
 }
 
 func newLogging(out *testutil.LogBuffer) *telemetry.Logging {
 	return telemetry.NewLogging(out, "trace", "text")
 }
 
-func newRuntimeWithLogging(cfg *config.Config, logging *telemetry.Logging) (*runtime.Runtime, error) {
-	return runtime.New(context.Background(), cfg, runtime.Options{Logging: logging})
+func newRuntimeWithLogging(cfg *config.Config, logging *telemetry.Logging) (*server.Runtime, error) {
+	return server.New(context.Background(), cfg, server.Options{Logging: logging})
 }
 
 // scrape returns the relay's /metrics page.
