@@ -8,8 +8,8 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
-	"github.com/oauthrelay/oauthrelay/internal/server"
 	"github.com/oauthrelay/oauthrelay/internal/secrets"
+	"github.com/oauthrelay/oauthrelay/internal/server"
 )
 
 func cmdAccount(ctx context.Context, args []string, stdio IO) int {
