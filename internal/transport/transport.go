@@ -1,0 +1,155 @@
+// Package transport is the delivery contract every way out of the relay
+// implements: the SMTP client (package upstream), the HTTP APIs, and the
+// durable queue, which is itself a transport that stores and later
+// delivers through the others. Relay sessions depend on this contract
+// only.
+//
+//	Transport.Begin(ctx, envelope) → Delivery
+//	Delivery: AddRcpt(ctx, rcpt) → Body(ctx, message) → Result; Abort()
+//
+// A Delivery is used by one goroutine at a time and ends with Body or
+// Abort; Abort after Body is a no-op.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Envelope starts a delivery.
+type Envelope struct {
+	// ID names the message in logs, history and the queue.
+	ID string
+	// Account is the mailbox the message is sent through (lower case).
+	Account string
+	// From is the reverse-path as an SMTP path (validated, quoted).
+	From string
+	// Listener and Client identify who submitted it (history).
+	Listener, Client string
+	// Mail holds the MAIL parameters the client gave that are passed on.
+	Mail MailOptions
+}
+
+// MailOptions are the MAIL FROM parameters a transport may pass on.
+type MailOptions struct {
+	Size int64
+	Body smtp.BodyType // "", 7BIT or 8BITMIME
+}
+
+// Message is a received message body, readable as often as needed.
+type Message interface {
+	// Reader returns a new reader over the whole message.
+	Reader() (io.Reader, error)
+	Size() int64
+}
+
+// Result is a successful Body's outcome.
+type Result struct {
+	// Reply is the provider's (or the queue's) text, for logs and for the
+	// client's 250 line.
+	Reply string
+	// Queued is set when the message was stored for later delivery (its
+	// queue ID is the envelope's ID).
+	Queued bool
+	// Failed lists recipients the transport refused at Body although
+	// AddRcpt had accepted them (transports that send at Body); nil for
+	// SMTP, where one DATA reply covers every accepted recipient.
+	Failed map[string]error
+}
+
+// Transport starts deliveries.
+type Transport interface {
+	Begin(ctx context.Context, env Envelope) (Delivery, error)
+}
+
+// Delivery is one message's way through a transport.
+type Delivery interface {
+	AddRcpt(ctx context.Context, rcpt string) error
+	Body(ctx context.Context, msg Message) (Result, error)
+	// Reset ends the transaction without sending (dry run); the
+	// transport must still have been able to send.
+	Reset(ctx context.Context) error
+	Abort()
+}
+
+// Kind says why a delivery failed, for metrics and scheduling; the reply
+// says what the client hears.
+type Kind int
+
+const (
+	KindProvider   Kind = iota // the provider answered (Reply is its answer)
+	KindLocal                  // the relay refused the request itself (malformed, internal)
+	KindToken                  // no access token
+	KindAuth                   // the provider refused the token
+	KindConnect                // the provider could not be reached or its TLS was refused
+	KindLost                   // the connection was lost before the message was accepted
+	KindAmbiguous              // the connection was lost after the final dot: state unknown
+	KindBusy                   // every connection of the account is in use
+	KindCircuit                // a circuit breaker is open: the provider was not contacted
+	KindLimit                  // an account limit refused it: the provider was not contacted
+	KindStorage                // the queue cannot store it now
+)
+
+// Error is a classified delivery failure. Reply is what the SMTP client
+// hears (4xx: may succeed later; 5xx: never as sent); Err is the cause for
+// the log, free of secrets and message content.
+type Error struct {
+	Kind  Kind
+	Reply *smtp.SMTPError
+	Err   error
+	// Limit names the limit (KindLimit) or the circuit's scope
+	// (KindCircuit: "account" or "provider").
+	Limit string
+	// RetryAt, when set, is the earliest time a new attempt can succeed
+	// (a rate limit's next token, a circuit's next probe).
+	RetryAt time.Time
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("%d %d.%d.%d %s", e.Reply.Code, e.Reply.EnhancedCode[0], e.Reply.EnhancedCode[1], e.Reply.EnhancedCode[2], e.Reply.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Temporary reports whether the same message may succeed later.
+func (e *Error) Temporary() bool { return e.Reply == nil || e.Reply.Code/100 != 5 }
+
+// Attempted reports whether the provider was contacted about the message
+// (an attempt that counts), as opposed to a refusal before any contact.
+func (e *Error) Attempted() bool {
+	switch e.Kind {
+	case KindCircuit, KindLimit, KindBusy, KindStorage, KindLocal:
+		return false
+	}
+	return true
+}
+
+// As returns err's *Error, or a generic temporary local error for
+// anything unclassified.
+func As(err error) *Error {
+	var te *Error
+	if errors.As(err, &te) {
+		return te
+	}
+	return &Error{Kind: KindLocal, Err: err, Reply: &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing"}}
+}
+
+// ReplyText formats a reply as one line: "451 4.7.0 text".
+func ReplyText(r *smtp.SMTPError) string {
+	if r == nil {
+		return ""
+	}
+	ec := r.EnhancedCode
+	if ec == smtp.NoEnhancedCode || ec == (smtp.EnhancedCode{}) {
+		return fmt.Sprintf("%d %s", r.Code, r.Message)
+	}
+	return fmt.Sprintf("%d %d.%d.%d %s", r.Code, ec[0], ec[1], ec[2], r.Message)
+}
