@@ -21,6 +21,11 @@ const (
 type LimitError struct {
 	Kind  string
 	Limit int
+	// RetryAt is the earliest time the same request can be admitted
+	// (the rate limit's next token, the oldest quarter-hour of a daily
+	// count leaving the window); zero when no wait helps (a message with
+	// more recipients than allowed).
+	RetryAt time.Time
 }
 
 func (e *LimitError) Error() string { return fmt.Sprintf("%s limit of %d reached", e.Kind, e.Limit) }
@@ -61,53 +66,6 @@ func NewAccountLimits(perMinute, burst, dailyMsgs, dailyRcpts, maxRcptsPerMessag
 		a.limiter = rate.NewLimiter(rate.Every(time.Minute/time.Duration(perMinute)), a.burst)
 	}
 	return a
-}
-
-// AllowMessage admits one more message now (consuming a rate token).
-func (a *AccountLimits) AllowMessage(now time.Time) error {
-	if a == nil {
-		return nil
-	}
-	a.mu.Lock()
-	used := a.msgs.sum(now)
-	a.mu.Unlock()
-	if a.dailyMsgs > 0 && used >= a.dailyMsgs {
-		return &LimitError{Kind: KindDailyMessages, Limit: a.dailyMsgs}
-	}
-	if a.limiter != nil && !a.limiter.AllowN(now, 1) {
-		return &LimitError{Kind: KindRate, Limit: a.perMinute}
-	}
-	return nil
-}
-
-// AllowRecipient admits the n-th recipient of a message (n counts from 1).
-func (a *AccountLimits) AllowRecipient(n int, now time.Time) error {
-	if a == nil {
-		return nil
-	}
-	if a.maxRcpts > 0 && n > a.maxRcpts {
-		return &LimitError{Kind: KindMessageRcpts, Limit: a.maxRcpts}
-	}
-	if a.dailyRcpts > 0 {
-		a.mu.Lock()
-		used := a.rcpts.sum(now)
-		a.mu.Unlock()
-		if used+n > a.dailyRcpts {
-			return &LimitError{Kind: KindDailyRcpts, Limit: a.dailyRcpts}
-		}
-	}
-	return nil
-}
-
-// Record counts a delivered message and its recipients.
-func (a *AccountLimits) Record(rcpts int, now time.Time) {
-	if a == nil {
-		return
-	}
-	a.mu.Lock()
-	a.msgs.add(now, 1)
-	a.rcpts.add(now, rcpts)
-	a.mu.Unlock()
 }
 
 // InheritUsage copies old's rolling counts, so that counters replaced by a

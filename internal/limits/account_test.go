@@ -1,35 +1,73 @@
 package limits
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// reserve is Reserve that fails the test on a refusal.
+func reserve(t *testing.T, a *AccountLimits, now time.Time, rcpts int) Reservation {
+	t.Helper()
+	r, err := a.Reserve(now)
+	if err != nil {
+		t.Fatalf("Reserve: %v", err)
+	}
+	for i := 0; i < rcpts; i++ {
+		if err := r.AddRcpt(now); err != nil {
+			t.Fatalf("AddRcpt %d: %v", i+1, err)
+		}
+	}
+	return r
+}
 
 func TestRollingDailyCounts(t *testing.T) {
 	a := NewAccountLimits(0, 0, 3, 5, 0)
 	start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	for i := 0; i < 3; i++ {
-		if err := a.AllowMessage(start); err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		a.Record(1, start)
+		reserve(t, a, start, 1).Commit()
 	}
-	if err := a.AllowMessage(start); err == nil {
-		t.Fatal("4th message of the day admitted")
+	_, err := a.Reserve(start)
+	le, ok := IsLimit(err)
+	if !ok || le.Kind != KindDailyMessages {
+		t.Fatalf("4th message of the day: %v", err)
 	}
-	if err := a.AllowRecipient(3, start); err == nil { // 3 used + 3 > 5
-		t.Error("recipients over the daily limit admitted")
-	}
-	if err := a.AllowRecipient(2, start); err != nil {
-		t.Errorf("recipients within the limit refused: %v", err)
+	if want := start.Add(24 * time.Hour); !le.RetryAt.Equal(want) {
+		t.Errorf("RetryAt = %v, want %v (when the first quarter-hour leaves the window)", le.RetryAt, want)
 	}
 	// 24 hours later the window has rolled past them.
 	later := start.Add(24*time.Hour + 15*time.Minute)
-	if err := a.AllowMessage(later); err != nil {
-		t.Errorf("next day: %v", err)
-	}
 	if u := a.Usage(later)[KindDailyMessages]; u != 0 {
 		t.Errorf("usage next day = %v", u)
+	}
+	r := reserve(t, a, later, 5)
+	if err := r.AddRcpt(later); err == nil {
+		t.Error("6th recipient of the day admitted")
+	}
+	r.Commit()
+}
+
+func TestDailyRecipients(t *testing.T) {
+	a := NewAccountLimits(0, 0, 0, 5, 0)
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	reserve(t, a, now, 3).Commit()
+	r := reserve(t, a, now, 2)
+	err := r.AddRcpt(now)
+	if le, ok := IsLimit(err); !ok || le.Kind != KindDailyRcpts {
+		t.Fatalf("recipients over the daily limit: %v", err)
+	}
+	r.Cancel(now)
+	reserve(t, a, now, 2).Commit() // the cancelled two came back
+}
+
+func TestRecipientsPerMessage(t *testing.T) {
+	a := NewAccountLimits(0, 0, 0, 0, 2)
+	now := time.Now()
+	r := reserve(t, a, now, 2)
+	err := r.AddRcpt(now)
+	if le, ok := IsLimit(err); !ok || le.Kind != KindMessageRcpts || !le.RetryAt.IsZero() {
+		t.Fatalf("3rd recipient: %v (no wait can help, so no RetryAt)", err)
 	}
 }
 
@@ -37,16 +75,65 @@ func TestRatePerMinute(t *testing.T) {
 	a := NewAccountLimits(30, 0, 0, 0, 0)
 	now := time.Now()
 	for i := 0; i < 30; i++ {
-		if err := a.AllowMessage(now); err != nil {
-			t.Fatalf("message %d of the burst: %v", i, err)
-		}
+		reserve(t, a, now, 0).Commit()
 	}
-	err := a.AllowMessage(now)
-	if le, ok := IsLimit(err); !ok || le.Kind != KindRate {
+	_, err := a.Reserve(now)
+	le, ok := IsLimit(err)
+	if !ok || le.Kind != KindRate {
 		t.Fatalf("31st message: %v", err)
 	}
-	if err := a.AllowMessage(now.Add(2 * time.Second)); err != nil {
-		t.Errorf("after 2s one token is back: %v", err)
+	if d := le.RetryAt.Sub(now); d <= 0 || d > 2*time.Second {
+		t.Errorf("RetryAt %v after now, want the next token (2s at 30/min)", d)
+	}
+	// A refused reservation took nothing: the next token is still 2s away.
+	reserve(t, a, now.Add(2*time.Second), 0).Commit()
+}
+
+// A message that was not sent gives its share back: the rate token and
+// the daily counts.
+func TestCancelReturnsTheShare(t *testing.T) {
+	a := NewAccountLimits(1, 1, 1, 1, 0)
+	now := time.Now()
+	r := reserve(t, a, now, 1)
+	if _, err := a.Reserve(now); err == nil {
+		t.Fatal("second message admitted over rate 1/min and 1/day")
+	}
+	r.Cancel(now)
+	r.Cancel(now) // idempotent
+	r2 := reserve(t, a, now, 1)
+	r2.Commit()
+	r2.Cancel(now) // after Commit: no effect
+	if _, err := a.Reserve(now); err == nil {
+		t.Error("Cancel after Commit gave the share back")
+	}
+}
+
+// Concurrent sessions cannot overshoot a daily quota together: each
+// reservation counts the moment it is made.
+func TestConcurrentReservationsNeverOvershoot(t *testing.T) {
+	const quota = 50
+	a := NewAccountLimits(0, 0, quota, 0, 0)
+	now := time.Now()
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			r, err := a.Reserve(now)
+			if err != nil {
+				return
+			}
+			admitted.Add(1)
+			r.Commit()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if got := admitted.Load(); got != quota {
+		t.Errorf("admitted %d messages against a quota of %d", got, quota)
 	}
 }
 
@@ -55,7 +142,15 @@ func TestNoLimitsNoObject(t *testing.T) {
 		t.Error("an account without limits should have none to check")
 	}
 	var a *AccountLimits
-	if a.AllowMessage(time.Now()) != nil || a.AllowRecipient(1000, time.Now()) != nil {
-		t.Error("nil limits refuse")
+	var l Limiter = a
+	r, err := l.Reserve(time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
+	for i := 0; i < 1000; i++ {
+		if err := r.AddRcpt(time.Now()); err != nil {
+			t.Fatal("nil limits refuse")
+		}
+	}
+	r.Cancel(time.Now())
 }

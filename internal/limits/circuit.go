@@ -265,3 +265,18 @@ func (c *Circuit) StateValue() float64 {
 	}
 	return 0
 }
+
+// RetryAt is when the circuit may admit an attempt again: the end of its
+// open period, or of the probe under way; now when it admits at once.
+func (c *Circuit) RetryAt(now time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.advanceLocked(now)
+	switch {
+	case c.state == StateOpen:
+		return c.openedUntil
+	case c.state == StateHalfOpen && now.Before(c.probeUntil):
+		return c.probeUntil
+	}
+	return now
+}

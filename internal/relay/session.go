@@ -21,7 +21,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/spool"
-	"github.com/oauthrelay/oauthrelay/internal/upstream"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // ListenerSettings are the per-listener rules a session applies.
@@ -37,6 +37,11 @@ type ListenerSettings struct {
 	PerIP *limits.PerIP
 	// Budget bounds the memory all messages in flight hold (process-wide).
 	Budget *spool.Budget
+	// Queue, when set, takes every message of the listener for store and
+	// forward (delivery = "queue"); nil delivers directly.
+	Queue transport.Transport
+	// History keeps the trail of directly delivered messages (nil: none).
+	History History
 }
 
 // Backend creates sessions for one listener generation. All generations
@@ -325,27 +330,21 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("sender refused", "from", printable(from))
 		return errSenderNotAllowed
 	}
-	tx := &transaction{s: s, st: st, id: newMessageID(), account: acct, from: path, started: time.Now()}
-	if opts != nil {
-		tx.opts = &smtp.MailOptions{Size: opts.Size, Body: opts.Body}
-	}
+	tx := &transaction{st: st, id: newMessageID(), account: acct, from: path, started: time.Now()}
 	tx.log = s.log.With("msgid", tx.id, "account", acct.Address)
-	release, err := tx.admit()
+	env := transport.Envelope{ID: tx.id, Account: acct.Address, From: path, Listener: s.b.lis.Name, Client: client.Name}
+	if opts != nil {
+		env.Mail = transport.MailOptions{Size: opts.Size, Body: opts.Body}
+	}
+	d, err := s.transportFor(acct).Begin(s.b.ctx, env)
 	if err != nil {
 		st.release()
-		return err
-	}
-	err = tx.withConn(func(c *upstream.Conn) error { return c.Mail(path, tx.opts) })
-	release() // the circuits' probe slots are for this step only
-	if err != nil {
-		tx.record(err, false)
-		reply := upstreamReply(err)
+		reply := s.refused(tx, err)
 		s.count(tx, reply.Code)
-		tx.log.Warn("upstream transaction not started", "error", err.Error(), "reply", reply.Code)
-		tx.release()
+		tx.log.Warn("transaction not started", "error", err.Error(), "reply", reply.Code)
 		return reply
 	}
-	tx.mailed = true
+	tx.d = d
 	s.tx = tx
 	s.inTx.Store(true)
 	return nil
@@ -368,16 +367,14 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		tx.log.Warn("malformed recipient address refused", "rcpt", printable(to), "reason", err.Error())
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax: " + err.Error()}
 	}
-	if err := tx.account.Limits.AllowRecipient(len(tx.rcpts)+1, time.Now()); err != nil {
-		le, _ := limits.IsLimit(err)
-		s.b.lis.Metrics.limitRejections.WithLabelValues(tx.account.Address, le.Kind).Inc()
-		tx.log.Warn("recipient refused by the account's limit", "limit", le.Kind, "max", le.Limit)
-		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients for this account (%s limit of %d); send the rest later", le.Kind, le.Limit)}
+	if max := tx.account.MaxRecipients; max > 0 && len(tx.rcpts) >= max {
+		s.b.lis.Metrics.limitRejections.WithLabelValues(tx.account.Address, limits.KindMessageRcpts).Inc()
+		tx.log.Warn("recipient refused by the account's limit", "limit", limits.KindMessageRcpts, "max", max)
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients for this account (%s limit of %d); send the rest later", limits.KindMessageRcpts, max)}
 	}
-	if err := tx.withConn(func(c *upstream.Conn) error { return c.Rcpt(path, nil) }); err != nil {
-		tx.record(err, false)
-		reply := upstreamReply(err)
-		tx.log.Info("upstream refused a recipient", "rcpt", printable(to), "reply", reply.Code)
+	if err := tx.d.AddRcpt(s.b.ctx, path); err != nil {
+		reply := s.refused(tx, err)
+		tx.log.Info("recipient refused", "rcpt", printable(to), "reply", reply.Code)
 		return reply
 	}
 	tx.rcpts = append(tx.rcpts, path)
@@ -408,34 +405,38 @@ func (s *Session) Data(r io.Reader) error {
 	defer msg.Release()
 	log := tx.log.With("from", tx.from, "rcpts", len(tx.rcpts), "size", msg.Size())
 	if tx.st.DryRun {
-		if err := tx.withConn(func(c *upstream.Conn) error { return c.Reset() }); err != nil {
-			return upstreamReply(err)
+		if err := tx.d.Reset(s.b.ctx); err != nil {
+			return s.refused(tx, err)
 		}
-		tx.reset = true
 		s.b.lis.Metrics.messages.WithLabelValues(tx.account.Group, tx.account.Address, tx.account.Provider, "dry_run").Inc()
 		log.Warn("DRY RUN: message authenticated upstream and reset; NOT sent", "duration", time.Since(tx.started).Round(time.Millisecond))
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("dry run: message %s was not sent", tx.id)}
 	}
-	text, err := tx.send(msg.Reader)
+	res, err := tx.d.Body(s.b.ctx, msg)
 	elapsed := time.Since(tx.started)
-	s.b.lis.Metrics.duration.WithLabelValues(tx.account.Provider).Observe(elapsed.Seconds())
 	dur := elapsed.Round(time.Millisecond)
-	tx.record(err, true)
+	if !res.Queued {
+		s.b.lis.Metrics.duration.WithLabelValues(tx.account.Provider).Observe(elapsed.Seconds())
+	}
 	if err != nil {
-		reply := upstreamReply(err)
+		reply := s.refused(tx, err)
 		s.count(tx, reply.Code)
-		var ue *upstream.Error
-		if errors.As(err, &ue) && ue.Ambiguous {
+		s.history(tx, msg, reply, "")
+		if transport.As(err).Kind == transport.KindAmbiguous {
 			log.Error("connection lost after the message was sent: delivery state unknown; answering 451 rather than resending", "error", err.Error(), "duration", dur)
 		} else {
 			log.Warn("message not delivered", "error", err.Error(), "reply", reply.Code, "duration", dur)
 		}
 		return reply
 	}
-	tx.delivered = true
-	tx.account.Limits.Record(len(tx.rcpts), time.Now())
+	if res.Queued {
+		s.b.lis.Metrics.messages.WithLabelValues(tx.account.Group, tx.account.Address, tx.account.Provider, "queued").Inc()
+		log.Info("message queued", "duration", dur)
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("OK: queued as %s", tx.id)}
+	}
 	s.count(tx, 250)
-	log.Info("message relayed", "upstream_reply", printable(text), "duration", dur)
+	s.history(tx, msg, nil, res.Reply)
+	log.Info("message relayed", "upstream_reply", printable(res.Reply), "duration", dur)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("OK: message %s accepted by the provider", tx.id)}
 }
 
@@ -531,40 +532,30 @@ func (s *Session) count(tx *transaction, code int) {
 	s.b.lis.Metrics.messages.WithLabelValues(tx.account.Group, tx.account.Address, tx.account.Provider, resultOf(code)).Inc()
 }
 
-// upstreamReply maps an upstream failure to the client's reply, keeping
-// the class (4xx/5xx) of the provider's own answers.
-func upstreamReply(err error) *smtp.SMTPError {
-	var ue *upstream.Error
-	if !errors.As(err, &ue) {
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing"}
+// refused returns the reply for a failed delivery step and counts the
+// refusals the relay made without contacting the provider.
+func (s *Session) refused(tx *transaction, err error) *smtp.SMTPError {
+	te := transport.As(err)
+	m := s.b.lis.Metrics
+	switch te.Kind {
+	case transport.KindCircuit:
+		m.circuitRejections.WithLabelValues(te.Limit).Inc()
+	case transport.KindLimit:
+		m.limitRejections.WithLabelValues(tx.account.Address, te.Limit).Inc()
+	case transport.KindStorage:
+		m.refused.WithLabelValues(s.b.lis.Name, "storage_full").Inc()
 	}
-	switch {
-	case ue.Local && (ue.Stage == upstream.StageMail || ue.Stage == upstream.StageRcpt):
-		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Invalid address for the provider"}
-	case ue.Local:
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing"}
-	case ue.Stage == upstream.StageToken:
-		return errTokenUnavailable
-	case ue.Stage == upstream.StageAuth:
-		return errUpstreamAuth
-	case ue.Reply != nil && (ue.Reply.Code/100 == 4 || ue.Reply.Code/100 == 5):
-		code, ec := ue.Reply.Code, ue.Reply.EnhancedCode
-		if code == 421 {
-			// 421 would tell the client we are closing; we are not.
-			code = 451
-		}
-		if ec == smtp.NoEnhancedCode || ec == (smtp.EnhancedCode{}) || ec[0] != code/100 {
-			ec = smtp.EnhancedCode{code / 100, 0, 0}
-		}
-		return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: "Provider: " + printable(ue.Reply.Message)}
-	case ue.Ambiguous:
-		return errAmbiguous
-	case ue.Stage == upstream.StagePool:
-		return errPoolBusy
-	case ue.Stage == upstream.StageConnect:
-		return errUpstreamUnreachable
+	return te.Reply
+}
+
+// transportFor is the way out for an account's messages on this
+// listener: the queue when it stores and forwards, the account's own
+// transport otherwise.
+func (s *Session) transportFor(a *Account) transport.Transport {
+	if s.b.lis.Queue != nil {
+		return s.b.lis.Queue
 	}
-	return errUpstreamLost
+	return a.Transport
 }
 
 var idEncoding = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)

@@ -1,13 +1,8 @@
 package relay
 
 import (
-	"errors"
 	"testing"
 	"time"
-
-	"github.com/emersion/go-smtp"
-
-	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
 
 func TestPlaintextAuthRule(t *testing.T) {
@@ -26,34 +21,6 @@ func TestPlaintextAuthRule(t *testing.T) {
 	for _, tc := range tests {
 		if got := plaintextAuthAllowed(tc.tls, tc.allowInsecure, tc.remote); got != tc.want {
 			t.Errorf("plaintextAuthAllowed(tls=%v, insecure=%v, %s) = %v, want %v", tc.tls, tc.allowInsecure, tc.remote, got, tc.want)
-		}
-	}
-}
-
-func TestUpstreamReplyMapping(t *testing.T) {
-	reply := func(code int, ec smtp.EnhancedCode) *smtp.SMTPError {
-		return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: "provider says"}
-	}
-	tests := []struct {
-		name string
-		err  error
-		code int
-		ec   smtp.EnhancedCode
-	}{
-		{"token", &upstream.Error{Stage: upstream.StageToken, Err: errors.New("x")}, 454, smtp.EnhancedCode{4, 7, 0}},
-		{"auth", &upstream.Error{Stage: upstream.StageAuth, Reply: reply(535, smtp.EnhancedCode{5, 7, 8})}, 454, smtp.EnhancedCode{4, 7, 0}},
-		{"connect", &upstream.Error{Stage: upstream.StageConnect, Err: errors.New("refused")}, 451, smtp.EnhancedCode{4, 4, 1}},
-		{"rcpt 550", &upstream.Error{Stage: upstream.StageRcpt, Reply: reply(550, smtp.EnhancedCode{5, 1, 1})}, 550, smtp.EnhancedCode{5, 1, 1}},
-		{"data 452 without enhanced code", &upstream.Error{Stage: upstream.StageData, Reply: reply(452, smtp.NoEnhancedCode)}, 452, smtp.EnhancedCode{4, 0, 0}},
-		{"mail 421", &upstream.Error{Stage: upstream.StageMail, Reply: reply(421, smtp.EnhancedCode{4, 4, 2})}, 451, smtp.EnhancedCode{4, 4, 2}},
-		{"ambiguous", &upstream.Error{Stage: upstream.StageData, Ambiguous: true, Err: errors.New("EOF")}, 451, smtp.EnhancedCode{4, 4, 2}},
-		{"lost mid-transaction", &upstream.Error{Stage: upstream.StageRcpt, Err: errors.New("reset")}, 451, smtp.EnhancedCode{4, 4, 2}},
-		{"not an upstream error", errors.New("boom"), 451, smtp.EnhancedCode{4, 3, 0}},
-	}
-	for _, tc := range tests {
-		got := upstreamReply(tc.err)
-		if got.Code != tc.code || got.EnhancedCode != tc.ec {
-			t.Errorf("%s: %d %v, want %d %v", tc.name, got.Code, got.EnhancedCode, tc.code, tc.ec)
 		}
 	}
 }

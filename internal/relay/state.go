@@ -6,32 +6,24 @@
 package relay
 
 import (
-	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/oauthrelay/oauthrelay/internal/limits"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
-
-// errLimited is the reply for a message refused by an account's limit: a
-// temporary failure, never a silent drop.
-func errLimited(le *limits.LimitError) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: fmt.Sprintf("Sending limit reached for this account (%s limit of %d); try again later", le.Kind, le.Limit)}
-}
 
 // Account is an upstream mailbox the relay can send as.
 type Account struct {
 	Address  string
 	Group    string
 	Provider string
-	Upstream Upstream
-	// Limits are the account's sending limits (nil: none).
-	Limits *limits.AccountLimits
-	// Circuit guards the account, ProviderCircuit its provider (shared by
-	// the provider's accounts); nil disables one.
-	Circuit, ProviderCircuit *limits.Circuit
+	// Transport delivers the account's messages directly.
+	Transport transport.Transport
+	// MaxRecipients caps the recipients of one message (0: none); checked
+	// by the session so that a queued message never exceeds it.
+	MaxRecipients int
 }
 
 // Client is a local SMTP AUTH identity.
@@ -109,25 +101,18 @@ func (st *State) authenticate(username, password string) (*Client, error) {
 
 // SMTP replies of the relay (README "Replies"; enhanced codes of RFC 3463).
 var (
-	errAuthRequired        = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
-	errBadCredentials      = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
-	errEncryptionRequired  = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism; use STARTTLS"}
-	errSenderNotAllowed    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this client"}
-	errUnknownMechanism    = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
-	errNoTransaction       = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Bad sequence of commands"}
-	errNestedMail          = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command: a transaction is in progress; send RSET first"}
-	errNoRecipients        = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
-	errCredentialsChanged  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Your client's credentials or permissions changed; reconnect and authenticate again"}
-	errReconnect           = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "The relay's configuration changed; reconnect"}
-	errStorageFull         = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage for the message now; try again later"}
-	errLineTooLong         = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message has a line longer than this relay accepts; wrap long lines or use quoted-printable or base64"}
-	errUpstreamUnreachable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail provider; try again later"}
-	errUpstreamLost        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost; try again later"}
-	errAmbiguous           = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost after the message was sent; it may have been delivered, check before resending"}
-	errCircuitOpen         = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "The mail provider is failing for this account; not trying for a while (circuit open), try again later"}
-	errPoolBusy            = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "All connections to the mail provider for this account are busy; try again later"}
-	errAuthThrottled       = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications from your address; try again later"}
-	errShuttingDown        = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
-	errTokenUnavailable    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: cannot obtain an access token for the sending account"}
-	errUpstreamAuth        = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: the mail provider refused the relay's credentials for the sending account"}
+	errAuthRequired       = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errBadCredentials     = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+	errEncryptionRequired = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism; use STARTTLS"}
+	errSenderNotAllowed   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this client"}
+	errUnknownMechanism   = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
+	errNoTransaction      = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Bad sequence of commands"}
+	errNestedMail         = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command: a transaction is in progress; send RSET first"}
+	errNoRecipients       = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
+	errCredentialsChanged = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Your client's credentials or permissions changed; reconnect and authenticate again"}
+	errReconnect          = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "The relay's configuration changed; reconnect"}
+	errStorageFull        = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage for the message now; try again later"}
+	errLineTooLong        = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message has a line longer than this relay accepts; wrap long lines or use quoted-printable or base64"}
+	errAuthThrottled      = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications from your address; try again later"}
+	errShuttingDown       = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 )

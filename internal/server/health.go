@@ -54,12 +54,14 @@ func (r *Runtime) ready() (bool, any) {
 				as.TokenState, as.LastError = "failing", st.LastError
 			}
 		}
-		if ra := b.state.Accounts[a.Address]; ra != nil {
-			if ra.Circuit != nil {
-				as.Circuit = ra.Circuit.State()
+		if t := b.transports[a.Address]; t != nil {
+			if t.Circuit != nil {
+				as.Circuit = t.Circuit.State()
 			}
-			if u := ra.Limits.Usage(time.Now()); len(u) > 0 {
-				as.QuotaUsed = u
+			if t.Limits != nil {
+				if u := t.Limits.Usage(time.Now()); len(u) > 0 {
+					as.QuotaUsed = u
+				}
 			}
 		}
 		if as.TokenState == "failing" || as.Circuit == "open" || as.Circuit == "half-open" {

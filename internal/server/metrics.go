@@ -168,8 +168,11 @@ func (m *runtimeMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.circuit, prometheus.GaugeValue, br.StateValue(), scope, name)
 	}
 	now := time.Now()
-	for addr, a := range b.state.Accounts {
-		for kind, used := range a.Limits.Usage(now) {
+	for addr, t := range b.transports {
+		if t.Limits == nil {
+			continue
+		}
+		for kind, used := range t.Limits.Usage(now) {
 			ch <- prometheus.MustNewConstMetric(m.quota, prometheus.GaugeValue, used, addr, kind)
 		}
 	}

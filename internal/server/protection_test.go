@@ -266,6 +266,17 @@ func TestAccountLimits(t *testing.T) {
 		}
 		wantCode(t, c.Rcpt("4@x.net", nil), "452 4.5.3")
 	})
+	t.Run("a refused message gives its share back", func(t *testing.T) {
+		// Reservations: the message the provider refused does not count
+		// against the daily quota of one, so the next one goes out.
+		h := newHarness(t, harnessOptions{aliceExtra: "daily_message_limit = 1\n  daily_recipient_limit = 1"})
+		h.sb.SMTP.FailNextData(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Message rejected as spam."})
+		_, err := h.send(appClient, alice)
+		wantCode(t, err, "550 5.7.1")
+		h.mustSend(appClient, alice)
+		_, err = h.send(appClient, alice)
+		wantCode(t, err, "451 4.7.0")
+	})
 	t.Run("limits survive a reload", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{aliceExtra: "daily_message_limit = 1"})
 		h.mustSend(appClient, alice)

@@ -52,6 +52,8 @@ type built struct {
 	pools     map[string]*upstream.Pool   // by account
 	refPools  map[string][]*upstream.Pool // secret reference -> pools of accounts using it
 	breakers  map[string]*limits.Circuit  // "scope:name"
+	// transports are the accounts' direct transports, by address.
+	transports map[string]*upstream.Transport
 }
 
 // providerRuntime is how one provider is reached.
@@ -68,13 +70,14 @@ type providerRuntime struct {
 // reload) it reuses prev's Vault client and Vault reads.
 func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built, error) {
 	b := &built{
-		cfg:      cfg,
-		plan:     d.registry.newPlan(),
-		users:    map[string][]*oauth.Source{},
-		sources:  map[string]*oauth.Source{},
-		pools:    map[string]*upstream.Pool{},
-		refPools: map[string][]*upstream.Pool{},
-		breakers: map[string]*limits.Circuit{},
+		cfg:        cfg,
+		plan:       d.registry.newPlan(),
+		users:      map[string][]*oauth.Source{},
+		sources:    map[string]*oauth.Source{},
+		pools:      map[string]*upstream.Pool{},
+		refPools:   map[string][]*upstream.Pool{},
+		breakers:   map[string]*limits.Circuit{},
+		transports: map[string]*upstream.Transport{},
 		state: &relay.State{
 			Hostname:          cfg.Server.Hostname,
 			DryRun:            cfg.Server.DryRun,
@@ -226,14 +229,25 @@ func (b *built) buildAccount(g *config.AccountGroup, a *config.Account, pr provi
 	acctCircuit := b.plan.circuit(circuitKey{scope: "account", name: a.Address, settings: p.Circuit})
 	provCircuit := b.plan.circuit(circuitKey{scope: "provider", name: g.ProviderName, settings: p.Circuit})
 	b.breakers["account:"+a.Address], b.breakers["provider:"+g.ProviderName] = acctCircuit, provCircuit
-	b.state.Accounts[a.Address] = &relay.Account{
-		Address:         a.Address,
-		Group:           g.Name,
+	lim := b.plan.accountLimits(limitsKey{account: a.Address, limits: a.Limits})
+	t := &upstream.Transport{
+		Account:         a.Address,
 		Provider:        g.ProviderName,
-		Upstream:        pool,
-		Limits:          b.plan.accountLimits(limitsKey{account: a.Address, limits: a.Limits}),
+		Pool:            pool,
 		Circuit:         acctCircuit,
 		ProviderCircuit: provCircuit,
+		Log:             d.log.Named("upstream").With("provider", g.ProviderName),
+	}
+	if lim != nil {
+		t.Limits = lim // a nil *AccountLimits would be a non-nil interface
+	}
+	b.transports[a.Address] = t
+	b.state.Accounts[a.Address] = &relay.Account{
+		Address:       a.Address,
+		Group:         g.Name,
+		Provider:      g.ProviderName,
+		Transport:     t,
+		MaxRecipients: a.Limits.MaxRecipientsPerMessage,
 	}
 }
 

@@ -82,17 +82,17 @@ type Delivery interface {
 type Kind int
 
 const (
-	KindProvider   Kind = iota // the provider answered (Reply is its answer)
-	KindLocal                  // the relay refused the request itself (malformed, internal)
-	KindToken                  // no access token
-	KindAuth                   // the provider refused the token
-	KindConnect                // the provider could not be reached or its TLS was refused
-	KindLost                   // the connection was lost before the message was accepted
-	KindAmbiguous              // the connection was lost after the final dot: state unknown
-	KindBusy                   // every connection of the account is in use
-	KindCircuit                // a circuit breaker is open: the provider was not contacted
-	KindLimit                  // an account limit refused it: the provider was not contacted
-	KindStorage                // the queue cannot store it now
+	KindProvider  Kind = iota // the provider answered (Reply is its answer)
+	KindLocal                 // the relay refused the request itself (malformed, internal)
+	KindToken                 // no access token
+	KindAuth                  // the provider refused the token
+	KindConnect               // the provider could not be reached or its TLS was refused
+	KindLost                  // the connection was lost before the message was accepted
+	KindAmbiguous             // the connection was lost after the final dot: state unknown
+	KindBusy                  // every connection of the account is in use
+	KindCircuit               // a circuit breaker is open: the provider was not contacted
+	KindLimit                 // an account limit refused it: the provider was not contacted
+	KindStorage               // the queue cannot store it now
 )
 
 // Error is a classified delivery failure. Reply is what the SMTP client

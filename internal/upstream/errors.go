@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // Stage is the step of an upstream session that failed.
@@ -148,4 +150,94 @@ func Diagnose(e *Error) string {
 		return "the upstream does not offer this SASL mechanism; check auth_mechanism"
 	}
 	return ""
+}
+
+// Replies for failures that are not the provider's own answer (README
+// "Replies"; enhanced codes of RFC 3463).
+var (
+	errLocalReply          = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing"}
+	errBadAddress          = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Invalid address for the provider"}
+	errUpstreamUnreachable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "Cannot reach the mail provider; try again later"}
+	errUpstreamLost        = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost; try again later"}
+	errAmbiguous           = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to the mail provider was lost after the message was sent; it may have been delivered, check before resending"}
+	errCircuitOpen         = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "The mail provider is failing for this account; not trying for a while (circuit open), try again later"}
+	errPoolBusy            = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "All connections to the mail provider for this account are busy; try again later"}
+	errTokenUnavailable    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: cannot obtain an access token for the sending account"}
+	errUpstreamAuth        = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: the mail provider refused the relay's credentials for the sending account"}
+)
+
+// Kind classifies the failure for the delivery contract.
+func (e *Error) Kind() transport.Kind {
+	switch {
+	case e.Local:
+		return transport.KindLocal
+	case e.Stage == StageToken:
+		return transport.KindToken
+	case e.Stage == StageAuth:
+		return transport.KindAuth
+	case e.Reply != nil && e.Reply.Code != 421:
+		return transport.KindProvider
+	case e.Ambiguous:
+		return transport.KindAmbiguous
+	case e.Stage == StagePool:
+		return transport.KindBusy
+	case e.Stage == StageConnect:
+		return transport.KindConnect
+	}
+	return transport.KindLost
+}
+
+// ClientReply is the reply a relay client hears for the failure, keeping
+// the class (4xx/5xx) of the provider's own answers.
+func (e *Error) ClientReply() *smtp.SMTPError {
+	switch {
+	case e.Local && (e.Stage == StageMail || e.Stage == StageRcpt):
+		return errBadAddress
+	case e.Local:
+		return errLocalReply
+	case e.Stage == StageToken:
+		return errTokenUnavailable
+	case e.Stage == StageAuth:
+		return errUpstreamAuth
+	case e.Reply != nil && (e.Reply.Code/100 == 4 || e.Reply.Code/100 == 5):
+		code, ec := e.Reply.Code, e.Reply.EnhancedCode
+		if code == 421 {
+			// 421 would tell the client we are closing; we are not.
+			code = 451
+		}
+		if ec == smtp.NoEnhancedCode || ec == (smtp.EnhancedCode{}) || ec[0] != code/100 {
+			ec = smtp.EnhancedCode{code / 100, 0, 0}
+		}
+		return &smtp.SMTPError{Code: code, EnhancedCode: ec, Message: "Provider: " + printable(e.Reply.Message)}
+	case e.Ambiguous:
+		return errAmbiguous
+	case e.Stage == StagePool:
+		return errPoolBusy
+	case e.Stage == StageConnect:
+		return errUpstreamUnreachable
+	}
+	return errUpstreamLost
+}
+
+// classify turns a failure into the delivery contract's error.
+func classify(err error) error {
+	var ue *Error
+	if !errors.As(err, &ue) {
+		return &transport.Error{Kind: transport.KindLocal, Reply: errLocalReply, Err: err}
+	}
+	return &transport.Error{Kind: ue.Kind(), Reply: ue.ClientReply(), Err: ue}
+}
+
+// printable makes provider-supplied text safe for one reply line.
+func printable(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return strings.TrimSpace(s)
 }

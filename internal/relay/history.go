@@ -1,0 +1,68 @@
+package relay
+
+import (
+	"bufio"
+	"io"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
+)
+
+// History keeps the delivery history of directly delivered messages. It
+// must not block the session: an implementation buffers and writes in
+// batches, and may drop (and count) entries when the store falls behind.
+type History interface {
+	Record(rec *store.Record, events ...*store.Event)
+}
+
+// history records a direct-mode message's trail: accepted, the provider's
+// answer, and its final state. reply is nil when the provider accepted it
+// (text is then its reply).
+func (s *Session) history(tx *transaction, msg *message, reply *smtp.SMTPError, text string) {
+	h := s.b.lis.History
+	if h == nil {
+		return
+	}
+	now := time.Now()
+	rec := &store.Record{
+		ID: tx.id, Mode: "direct", Listener: s.b.lis.Name, Client: s.clientName, Account: tx.account.Address,
+		From: tx.from, Rcpts: tx.rcpts, Size: msg.Size(), HeaderID: messageIDOf(msg), Received: tx.started, Updated: now,
+	}
+	events := []*store.Event{{ID: tx.id, At: tx.started, Type: store.EventAccepted}}
+	if reply == nil {
+		rec.State = store.StateSent
+		events = append(events, &store.Event{ID: tx.id, At: now, Type: store.EventDelivered, Reply: printable(text)})
+	} else {
+		rec.State = store.StateRefused
+		events = append(events, &store.Event{ID: tx.id, At: now, Type: store.EventRefused, Reply: transport.ReplyText(reply)})
+	}
+	h.Record(rec, events...)
+}
+
+// maxHeaderScan bounds how much of a message is read to find its
+// Message-ID.
+const maxHeaderScan = 64 << 10
+
+// messageIDOf returns the message's Message-ID header field (RFC 5322
+// §3.6.4), "" when it has none in its first maxHeaderScan bytes.
+func messageIDOf(msg transport.Message) string {
+	r, err := msg.Reader()
+	if err != nil {
+		return ""
+	}
+	return HeaderID(r)
+}
+
+// HeaderID reads a message's header section (at most maxHeaderScan bytes)
+// and returns its Message-ID, "" when there is none.
+func HeaderID(r io.Reader) string {
+	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(r, maxHeaderScan)))
+	h, _ := tp.ReadMIMEHeader()
+	id := strings.TrimSpace(h.Get("Message-Id"))
+	return printable(id)
+}
