@@ -114,7 +114,7 @@ func (e *Error) Error() string {
 	if e.Err != nil {
 		return e.Err.Error()
 	}
-	return fmt.Sprintf("%d %d.%d.%d %s", e.Reply.Code, e.Reply.EnhancedCode[0], e.Reply.EnhancedCode[1], e.Reply.EnhancedCode[2], e.Reply.Message)
+	return ReplyText(e.Reply)
 }
 
 func (e *Error) Unwrap() error { return e.Err }
