@@ -2,6 +2,7 @@ package seal_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -40,8 +41,12 @@ func TestLocalUnwrapRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	altered := bytes.Clone(wrapped)
-	altered[len(altered)-1] ^= 'A' ^ 'B'
+	sealed, err := base64.RawStdEncoding.DecodeString(strings.TrimPrefix(string(wrapped), "local:v1:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed[len(sealed)-1] ^= 1
+	altered := []byte("local:v1:" + base64.RawStdEncoding.EncodeToString(sealed))
 	tests := []struct {
 		name    string
 		sealer  *seal.Local
