@@ -17,8 +17,8 @@ const localPrefix = "local:v1:"
 var localAAD = []byte("oauthrelay seal data key")
 
 // ErrLocalKeyGone is returned by Local.Unwrap for a key another process
-// (or another Local) wrapped.
-var ErrLocalKeyGone = errors.New("local seal: the key was wrapped by another process; the local sealer's master key lives only as long as the process, so bodies sealed before a restart cannot be read")
+// (or another Local) wrapped, or that was altered: GCM cannot tell which.
+var ErrLocalKeyGone = errors.New("local seal: the key was wrapped by another process (or altered); the local sealer's master key lives only as long as the process, so bodies sealed before a restart cannot be read")
 
 // Local is a store.Sealer without Vault: a random master key, made by
 // NewLocal and held in memory only, wraps each data key with AES-256-GCM.
