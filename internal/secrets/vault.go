@@ -85,6 +85,13 @@ func NewVault(cfg *config.Vault, resolve func(config.SecretRef) (string, error),
 	return &Vault{cfg: cfg, client: c, log: log, resolve: resolve, metrics: m}, nil
 }
 
+// Client returns the Vault API client, for callers that use another
+// secrets engine through the relay's login (the seal package's Transit
+// sealer). Login sets its token and KeepAlive renews or replaces that
+// token in place: call Client, or hold the method value, at each use
+// instead of keeping a token.
+func (v *Vault) Client() *vault.Client { return v.client }
+
 // newClient builds an API client from the vault block alone.
 // vault.DefaultConfig reads VAULT_ADDR, VAULT_AGENT_ADDR, VAULT_SKIP_VERIFY,
 // VAULT_CACERT, VAULT_CLIENT_CERT, VAULT_TLS_SERVER_NAME and more from the

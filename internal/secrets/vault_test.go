@@ -107,6 +107,41 @@ func TestVaultForbiddenPath(t *testing.T) {
 	}
 }
 
+// TestVaultClientFollowsLogins: Client is the one client every login puts
+// its token into, so other engines (Transit) use the current token.
+func TestVaultClientFollowsLogins(t *testing.T) {
+	vs := testutil.StartVault(t)
+	vs.Put("oauthrelay/app", map[string]any{"client_secret": "x"})
+	vs.PutPolicy("oauthrelay", relayPolicy)
+	roleID, secretID := vs.EnableAppRole("relay", "oauthrelay", time.Hour, time.Hour)
+	cfg := vaultConfig(vs.Addr, config.VaultAuth{Method: "approle", RoleID: config.NewLiteralSecret(roleID), SecretID: config.NewLiteralSecret(secretID), MountPath: "approle"})
+	v, err := secrets.NewVault(cfg, secrets.ResolveLocal, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := v.Client
+	if tok := client().Token(); tok != "" {
+		t.Fatalf("token before login: %d chars, want none", len(tok))
+	}
+	ctx := context.Background()
+	var tokens []string
+	for range 2 {
+		if err := v.Login(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, client().Token())
+		if _, err := client().KVv2("secret").Get(ctx, "oauthrelay/app"); err != nil {
+			t.Fatalf("read with the logged-in client: %v", err)
+		}
+	}
+	if tokens[0] == "" || tokens[0] == tokens[1] {
+		t.Fatal("a second login did not put a new token into the client")
+	}
+	if client() != v.Client() {
+		t.Fatal("Client returned another client")
+	}
+}
+
 func TestVaultRotationIsPolled(t *testing.T) {
 	vs := testutil.StartVault(t)
 	vs.Put("oauthrelay/acct", map[string]any{"refresh_token": "rt-1"})
