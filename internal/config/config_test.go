@@ -118,7 +118,7 @@ func TestDiagnosticFormat(t *testing.T) {
 		t.Fatalf("diagnostics = %v", loaded.Diagnostics)
 	}
 	got := config.FormatDiagnostic(loaded.Diagnostics[0])
-	want := path + `:2:22: Invalid duration: shutdown_timeout: "30" is not a duration; use a number with a unit such as "30s", "5m" or "1h"`
+	want := path + `:2:22: Invalid duration: shutdown_timeout: "30" is not a duration; use a number with a unit such as "30s", "5m", "1h" or "30d"`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
