@@ -31,10 +31,10 @@ type hostFile struct {
 // listener certificates with their keys — and reports each one that is
 // missing, unreadable or invalid. It creates the store directory (mode
 // 0700) when missing and checks that a file can be created and removed in
-// it, as the database's journal files are. Load reads no file but the configuration
-// itself, so that `validate` works on a checkout without the host's files;
-// `run` and `check` call CheckHost after Load (README "validate and check").
-// Secrets are resolved later, by the runtime.
+// it, as the database's journal files are. Load reads no file but the
+// configuration itself, so that `validate` works on a checkout without the
+// host's files; `run` and `check` call CheckHost after Load (README
+// "validate and check"). Secrets are resolved later, by the runtime.
 func CheckHost(cfg *Config) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for _, f := range cfg.hostFiles {
