@@ -278,6 +278,7 @@ type rawListener struct {
 	MaxLineLength     hcl.Expression `hcl:"max_line_length,optional"`
 	MaxAuthFailures   *int           `hcl:"max_auth_failures,optional"`
 	AuthFailureWindow string         `hcl:"auth_failure_window,optional"`
+	Delivery          string         `hcl:"delivery,optional"`
 }
 
 func (d *decoder) listener(b *hcl.Block) *Listener {
@@ -322,6 +323,11 @@ func (d *decoder) listener(b *hcl.Block) *Listener {
 	if l.TLSMode == "" {
 		l.TLSMode = TLSStartTLS
 	}
+	l.Delivery = strings.ToLower(raw.Delivery)
+	if l.Delivery == "" {
+		l.Delivery = DeliveryDirect
+	}
+	d.oneOf(b.Body, "delivery", l.Delivery, b.DefRange, DeliveryDirect, DeliveryQueue)
 	l.body = b.Body
 	return l
 }

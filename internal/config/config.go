@@ -16,7 +16,13 @@ type Config struct {
 	Server    Server
 	Telemetry Telemetry
 	// Vault is nil when the configuration has no vault block.
-	Vault     *Vault
+	Vault *Vault
+	// Store is nil when the configuration has no store block: nothing is
+	// kept durably and every listener delivers directly.
+	Store *Store
+	// Queue always holds the queue settings, defaulted when the
+	// configuration has no queue block.
+	Queue     Queue
 	Listeners []*Listener
 	Providers map[string]*Provider
 	Groups    []*AccountGroup
@@ -66,11 +72,23 @@ const (
 	TLSImplicit = "implicit"
 )
 
+// Delivery modes of a listener (README "listener").
+const (
+	// DeliveryDirect answers 250 only once the provider accepted the
+	// message.
+	DeliveryDirect = "direct"
+	// DeliveryQueue answers 250 once the message is stored durably, then
+	// delivers it in the background with retries (needs a store block).
+	DeliveryQueue = "queue"
+)
+
 // Listener is one local SMTP submission endpoint.
 type Listener struct {
 	Name    string
 	Address string
 	TLSMode string
+	// Delivery is DeliveryDirect or DeliveryQueue.
+	Delivery string
 	// TLSCertFile and TLSKeyFile are PEM files read at start and reload;
 	// TLSCert and TLSKey are the same as secret references instead, served
 	// as their current value (rotations apply without restart). One pair
@@ -127,6 +145,47 @@ type VaultAuth struct {
 	// aws (IAM): the STS region signed for, and the
 	// X-Vault-AWS-IAM-Server-ID header value.
 	Region, HeaderValue string
+}
+
+// Store configures durable state: the embedded SQLite database, delivery
+// history and the queue.
+type Store struct {
+	// Path is the absolute, cleaned directory of the embedded database.
+	Path string
+	// HistoryRetention is how long delivery history is kept.
+	HistoryRetention time.Duration
+	// Transit is nil when queued bodies are stored as they are.
+	Transit  *Transit
+	DefRange hcl.Range
+	// PathRange is where path was written, for diagnostics.
+	PathRange hcl.Range
+}
+
+// Transit encrypts queued message bodies with a key of Vault's Transit
+// secrets engine (needs the vault block).
+type Transit struct {
+	Mount    string // without leading or trailing slashes
+	Key      string
+	DefRange hcl.Range
+}
+
+// Queue configures store-and-forward delivery: the retries of a queued
+// message and the bounce (RFC 3464 delivery status notification) that ends
+// them.
+type Queue struct {
+	// MaxLifetime is how long a message may wait; then its pending
+	// recipients bounce.
+	MaxLifetime time.Duration
+	// RetrySchedule is the wait before each retry, in order; the last
+	// step repeats. Non-empty and non-decreasing.
+	RetrySchedule []time.Duration
+	// Workers is the number of concurrent deliveries.
+	Workers int
+	// MaxBouncesPerHour caps the delivery status notifications sent to
+	// one sender address per hour.
+	MaxBouncesPerHour int
+	// DefRange is the queue block's, zero when the block is omitted.
+	DefRange hcl.Range
 }
 
 // Presets of a provider.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
@@ -118,7 +119,7 @@ func TestDiagnosticFormat(t *testing.T) {
 		t.Fatalf("diagnostics = %v", loaded.Diagnostics)
 	}
 	got := config.FormatDiagnostic(loaded.Diagnostics[0])
-	want := path + `:2:22: Invalid duration: shutdown_timeout: "30" is not a duration; use a number with a unit such as "30s", "5m" or "1h"`
+	want := path + `:2:22: Invalid duration: shutdown_timeout: "30" is not a duration; use a number with a unit such as "30s", "5m", "1h" or "30d"`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
@@ -142,6 +143,17 @@ func TestFullConfig(t *testing.T) {
 	}
 	if lan.MaxMessageSize != 25<<20 || lan.MaxRecipients != config.DefaultMaxRecipients || !lan.AllowInsecureAuth {
 		t.Errorf("lan listener = %+v", lan)
+	}
+	if local.Delivery != config.DeliveryDirect || lan.Delivery != config.DeliveryQueue {
+		t.Errorf("delivery: local %q, lan %q", local.Delivery, lan.Delivery)
+	}
+	wantStore := &config.Store{Path: "/var/lib/oauthrelay", HistoryRetention: 14 * 24 * time.Hour, Transit: &config.Transit{Mount: "transit", Key: "oauthrelay-queue"}}
+	if diff := cmp.Diff(wantStore, cfg.Store, cmpopts.IgnoreTypes(hcl.Range{})); diff != "" {
+		t.Errorf("store (-want +got):\n%s", diff)
+	}
+	wantQueue := config.Queue{MaxLifetime: 3 * 24 * time.Hour, RetrySchedule: []time.Duration{30 * time.Second, 2 * time.Minute, 10 * time.Minute, time.Hour}, Workers: 8, MaxBouncesPerHour: 20}
+	if diff := cmp.Diff(wantQueue, cfg.Queue, cmpopts.IgnoreTypes(hcl.Range{})); diff != "" {
+		t.Errorf("queue (-want +got):\n%s", diff)
 	}
 
 	type providerView struct {

@@ -14,7 +14,8 @@ import (
 // Terraform example's) twice: `validate` must pass on a fresh clone, where
 // no file the examples name exists, and CheckHost must pass on a
 // provisioned host, simulated by moving /etc/oauthrelay into a temporary
-// directory that holds a real certificate.
+// directory that holds a real certificate, and /var/lib/oauthrelay (the
+// store, which CheckHost creates) into a temporary directory.
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob("../../examples/*/*.hcl")
 	tfConfigs, _ := filepath.Glob("../../terraform/examples/*/config/*.hcl")
@@ -44,7 +45,8 @@ func TestExamples(t *testing.T) {
 }
 
 // provisioned loads a copy of the example whose /etc/oauthrelay/ paths
-// point into a temporary directory holding a certificate and key.
+// point into a temporary directory holding a certificate and key, and whose
+// /var/lib/oauthrelay into one that does not exist yet.
 func provisioned(t *testing.T, ca *devsandbox.CA, path string) *config.Config {
 	t.Helper()
 	root := t.TempDir()
@@ -60,6 +62,7 @@ func provisioned(t *testing.T, ca *devsandbox.CA, path string) *config.Config {
 		t.Fatal(err)
 	}
 	moved := strings.ReplaceAll(string(src), "/etc/oauthrelay/", etc+"/")
+	moved = strings.ReplaceAll(moved, "/var/lib/oauthrelay", filepath.Join(root, "var", "lib", "oauthrelay"))
 	p := filepath.Join(root, filepath.Base(path))
 	if err := os.WriteFile(p, []byte(moved), 0o600); err != nil {
 		t.Fatal(err)

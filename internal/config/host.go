@@ -12,8 +12,9 @@ import (
 type hostFileKind int
 
 const (
-	caBundleFile hostFileKind = iota // PEM certificates to trust
-	keyPairFile                      // a certificate file and its key file
+	caBundleFile   hostFileKind = iota // PEM certificates to trust
+	keyPairFile                        // a certificate file and its key file
+	storeDirectory                     // a directory the relay writes its database in
 )
 
 // hostFile is a file the configuration names, remembered by Load with the
@@ -28,10 +29,12 @@ type hostFile struct {
 
 // CheckHost reads the files the configuration names — CA bundles and
 // listener certificates with their keys — and reports each one that is
-// missing, unreadable or invalid. Load reads no file but the configuration
-// itself, so that `validate` works on a checkout without the host's files;
-// `run` and `check` call CheckHost after Load (README "validate and check").
-// Secrets are resolved later, by the runtime.
+// missing, unreadable or invalid. It creates the store directory (mode
+// 0700) when missing and checks that a file can be created and removed in
+// it, as the database's journal files are. Load reads no file but the
+// configuration itself, so that `validate` works on a checkout without the
+// host's files; `run` and `check` call CheckHost after Load (README
+// "validate and check"). Secrets are resolved later, by the runtime.
 func CheckHost(cfg *Config) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for _, f := range cfg.hostFiles {
@@ -62,6 +65,29 @@ func (f hostFile) check() *hcl.Diagnostic {
 		if _, err := tls.LoadX509KeyPair(f.path, f.keyPath); err != nil {
 			return fail("Cannot load TLS certificate", f.owner+": "+err.Error()+".")
 		}
+	case storeDirectory:
+		return f.checkWritableDir(fail)
+	}
+	return nil
+}
+
+// checkWritableDir creates the directory if needed, then a file in it,
+// and removes the file again.
+func (f hostFile) checkWritableDir(fail func(summary, detail string) *hcl.Diagnostic) *hcl.Diagnostic {
+	// 0700: the database holds queued messages and delivery history.
+	if err := os.MkdirAll(f.path, 0o700); err != nil {
+		return fail("Cannot create store directory", f.owner+": "+err.Error()+".")
+	}
+	probe, err := os.CreateTemp(f.path, ".oauthrelay-check-*")
+	if err != nil {
+		return fail("Store directory not writable", f.owner+": "+err.Error()+".")
+	}
+	closeErr := probe.Close()
+	if err := os.Remove(probe.Name()); err != nil {
+		return fail("Store directory not writable", f.owner+": "+err.Error()+".")
+	}
+	if closeErr != nil {
+		return fail("Store directory not writable", f.owner+": "+closeErr.Error()+".")
 	}
 	return nil
 }

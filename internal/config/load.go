@@ -117,6 +117,8 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "server"},
 		{Type: "telemetry"},
 		{Type: "vault"},
+		{Type: "store"},
+		{Type: "queue"},
 		{Type: "listener", LabelNames: []string{"name"}},
 		{Type: "provider", LabelNames: []string{"name"}},
 		{Type: "account_group", LabelNames: []string{"name"}},
@@ -137,11 +139,17 @@ func (d *decoder) errorf(rng hcl.Range, summary, format string, args ...any) {
 	d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: &r})
 }
 
+func (d *decoder) warnf(rng hcl.Range, summary, format string, args ...any) {
+	r := rng
+	d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: &r})
+}
+
 func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 	d := &decoder{}
 	cfg := &Config{Providers: map[string]*Provider{}}
 	var (
 		server, telemetry, vault *hcl.Block
+		store, queue             *hcl.Block
 		groupBlocks              []*hcl.Block
 		seenListener             = map[string]hcl.Range{}
 		seenProvider             = map[string]hcl.Range{}
@@ -178,6 +186,10 @@ func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 				single(&telemetry, b)
 			case "vault":
 				single(&vault, b)
+			case "store":
+				single(&store, b)
+			case "queue":
+				single(&queue, b)
 			case "listener":
 				if unique(seenListener, b) {
 					if l := d.listener(b); l != nil {
@@ -202,8 +214,13 @@ func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 	if vault != nil {
 		cfg.Vault = d.vault(vault)
 	}
+	if store != nil {
+		cfg.Store = d.store(store, vault != nil)
+	}
+	cfg.Queue = d.queue(queue, store != nil)
 	d.applyListenerOverrides(cfg, ov)
 	d.checkListeners(cfg.Listeners)
+	d.checkDelivery(cfg.Listeners, store != nil)
 	accountsSeen := map[string]hcl.Range{}
 	clientsSeen := map[string]hcl.Range{}
 	for _, b := range groupBlocks {

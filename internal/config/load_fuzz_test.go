@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -35,6 +36,8 @@ func FuzzLoad(f *testing.F) {
 		"server { log_level = \"trace\" }\nserver { log_level = \"debug\" }\n",
 		"account_group \"g\" { client_secret = \"valut://hunter2\" }\n",
 		"vault {\n  address = \"https://127.0.0.1:8200\"\n  auth \"token\" { token = \"env://VAULT_TOKEN\" }\n}\n",
+		"store {\n  path = \"/var/lib/oauthrelay\"\n  history_retention = \"30d\"\n  transit {\n    key = \"q\"\n  }\n}\nqueue {\n  max_lifetime = \"5d\"\n  retry_schedule = [\"1m\", \"5m\", \"1h\"]\n  workers = 16\n  max_bounces_per_hour = 100\n}\nlistener \"l\" {\n  address = \"127.0.0.1:2525\"\n  tls_mode = \"none\"\n  delivery = \"queue\"\n}\n",
+		"store {\n  postgres {\n    dsn = \"vault://secret/db#dsn\"\n  }\n}\nqueue {\n  retry_schedule = [\"1d\", upper(\"1m\"), [\"5m\"], {a = 1}]\n}\n",
 		strings.Repeat("{", 500), strings.Repeat("listener \"l\" {\n", 50), "\xff\xfe\x00",
 	} {
 		f.Add(s)
@@ -128,9 +131,39 @@ func checkLoadedConfig(t *testing.T, path string, cfg *config.Config) {
 	if cfg.Server.ShutdownTimeout <= 0 {
 		t.Fatalf("shutdown_timeout = %v", cfg.Server.ShutdownTimeout)
 	}
+	checkLoadedStore(t, cfg)
 	for _, g := range cfg.Groups {
 		if g.Provider == nil || cfg.Providers[g.ProviderName] != g.Provider {
 			t.Fatalf("group %q refers to provider %q, which is not the loaded one", g.Name, g.ProviderName)
+		}
+	}
+}
+
+// checkLoadedStore: delivery is one of the two modes and queues only with
+// a store; the store and queue hold the documented bounds (README "store",
+// "queue").
+func checkLoadedStore(t *testing.T, cfg *config.Config) {
+	t.Helper()
+	for _, l := range cfg.Listeners {
+		if l.Delivery != config.DeliveryDirect && (l.Delivery != config.DeliveryQueue || cfg.Store == nil) {
+			t.Fatalf("listener %q loaded with delivery %q (store: %v)", l.Name, l.Delivery, cfg.Store != nil)
+		}
+	}
+	if s := cfg.Store; s != nil {
+		if !filepath.IsAbs(s.Path) || s.Path != filepath.Clean(s.Path) || s.HistoryRetention < time.Hour {
+			t.Fatalf("store loaded outside its bounds: %+v", s)
+		}
+		if s.Transit != nil && (cfg.Vault == nil || s.Transit.Key == "" || s.Transit.Mount == "") {
+			t.Fatalf("transit loaded without vault, key or mount: %+v", s.Transit)
+		}
+	}
+	q := cfg.Queue
+	if q.MaxLifetime < time.Minute || q.MaxLifetime > 30*24*time.Hour || q.Workers < 1 || q.Workers > 1024 || q.MaxBouncesPerHour < 1 || len(q.RetrySchedule) == 0 || q.RetrySchedule[0] > q.MaxLifetime {
+		t.Fatalf("queue loaded outside its bounds: %+v", q)
+	}
+	for i, step := range q.RetrySchedule {
+		if step < time.Second || i > 0 && step < q.RetrySchedule[i-1] {
+			t.Fatalf("retry_schedule loaded with step %d = %v: %v", i, step, q.RetrySchedule)
 		}
 	}
 }

@@ -44,14 +44,39 @@ func ParseSize(s string) (int64, error) {
 	return v.Int64(), nil
 }
 
-// parseDuration parses a Go duration string and requires it to be positive.
+// daysPrefix matches a leading number of days, the unit time.ParseDuration
+// lacks and retention settings need ("30d", "1.5d", "1d12h").
+var daysPrefix = regexp.MustCompile(`^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)d`)
+
+// parseDuration parses a Go duration string, optionally led by a number of
+// days (24 hours each), and requires it to be positive.
 func parseDuration(s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
+	d, err := time.ParseDuration(daysToHours(s))
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration; use a number with a unit such as \"30s\", \"5m\" or \"1h\"", s)
+		return 0, fmt.Errorf("%q is not a duration; use a number with a unit such as \"30s\", \"5m\", \"1h\" or \"30d\"", s)
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("%q must be greater than zero", s)
 	}
 	return d, nil
+}
+
+// daysToHours rewrites a leading number of days as hours, exactly
+// ("1.5d12h" becomes "36.0h12h", which time.ParseDuration sums), and
+// returns any other string unchanged.
+func daysToHours(s string) string {
+	m := daysPrefix.FindStringSubmatch(s)
+	if m == nil {
+		return s
+	}
+	days, ok := new(big.Rat).SetString(m[1])
+	if !ok {
+		return s
+	}
+	fraction := 0
+	if _, frac, found := strings.Cut(m[1], "."); found {
+		fraction = len(frac)
+	}
+	hours := days.Mul(days, big.NewRat(24, 1)).FloatString(fraction)
+	return hours + "h" + s[len(m[0]):]
 }

@@ -110,19 +110,26 @@ func checkSizeUnitsOrdered(t *testing.T, number string) {
 	}
 }
 
-var durationUnitsInOrder = []string{"ns", "us", "ms", "s", "m", "h"}
+var durationUnitsInOrder = []string{"ns", "us", "ms", "s", "m", "h", "d"}
 
 var durationNumber = regexp.MustCompile(`^[0-9]*(?:\.[0-9]*)?`)
 
+// leadingDays splits a duration into a leading number of days and the
+// rest, as the README describes the "d" unit ("30d", "1d12h").
+var leadingDays = regexp.MustCompile(`^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)d(.*)$`)
+
 // FuzzParseDuration checks the duration parser: no panic; a duration is
-// always positive and exactly what time.ParseDuration reads; "us" and "µs"
-// agree; a bigger unit never gives a smaller duration.
+// always positive; without days it is exactly what time.ParseDuration
+// reads, and a whole number of days adds exactly that many 24 hours; "us"
+// and "µs" agree; a bigger unit never gives a smaller duration.
 func FuzzParseDuration(f *testing.F) {
 	for _, s := range []string{
 		"30s", "5m", "1h", "1h30m", "300ms", "1.5h", "1µs", "1μs", "1us", "1ns", ".5s", "5.s",
 		"9223372036854775807ns", "9223372036854775808ns", "2562047h", "2562048h", "2562047h47m16.854775807s",
 		"0", "0s", "-5s", "-0s", "+5s", "", " 5s", "5 s", "5", "1d", "30d", "1e3s", "5S", "\x00", "1h\x00",
 		"0.0000000001s", "1" + strings.Repeat("0", 40) + "ns",
+		"1d12h", "1.5d", ".5d", "5.d", "0d", "0d1s", "1d0", "1d-5s", "1d+5s", "1d1d", "-1d", "1D", "d", ".d",
+		"106751d", "106752d", "106751d23h47m16.854775807s", "106751d23h47m16.854775808s", "1" + strings.Repeat("0", 400) + "d",
 	} {
 		f.Add(s)
 	}
@@ -134,15 +141,62 @@ func FuzzParseDuration(f *testing.F) {
 			}
 		} else if d <= 0 {
 			t.Fatalf("parseDuration(%q) = %v, not positive", s, d)
-		} else if std, stdErr := time.ParseDuration(s); stdErr != nil || std != d {
-			t.Fatalf("parseDuration(%q) = %v, time.ParseDuration says %v, %v", s, d, std, stdErr)
 		}
+		checkDurationOracle(t, s, d, err)
 		number := durationNumber.FindString(s)
 		if strings.Trim(number, ".") == "" {
 			return
 		}
 		checkDurationUnitsOrdered(t, number)
 	})
+}
+
+// checkDurationOracle compares parseDuration with time.ParseDuration: the
+// same result without days; with a whole number of days, that many times
+// 24 hours plus the rest; with a fraction of a day, within the day after
+// the whole part.
+func checkDurationOracle(t *testing.T, s string, d time.Duration, err error) {
+	t.Helper()
+	m := leadingDays.FindStringSubmatch(s)
+	if m == nil {
+		if std, stdErr := time.ParseDuration(s); (err == nil) != (stdErr == nil && std > 0) || err == nil && std != d {
+			t.Fatalf("parseDuration(%q) = %v, %v; time.ParseDuration says %v, %v", s, d, err, std, stdErr)
+		}
+		return
+	}
+	whole, frac, _ := strings.Cut(m[1], ".")
+	want, ok := wholeDays(whole, m[2])
+	if strings.Trim(frac, "0") == "" {
+		if (err == nil) != (ok && want > 0) || err == nil && d != want {
+			t.Fatalf("parseDuration(%q) = %v, %v; want %v (valid: %v)", s, d, err, want, ok)
+		}
+		return
+	}
+	if err == nil && ok && (d < want || d-want > 24*time.Hour) {
+		t.Fatalf("parseDuration(%q) = %v, not within a day after %v", s, d, want)
+	}
+}
+
+// wholeDays is days×24h plus the rest of the string as time.ParseDuration
+// reads it after a number of hours: a sign or a bare "0" is invalid there.
+func wholeDays(days, rest string) (time.Duration, bool) {
+	n, ok := new(big.Int).SetString("0"+days, 10)
+	limit := big.NewInt(math.MaxInt64 / int64(24*time.Hour))
+	if !ok || n.Cmp(limit) > 0 {
+		return 0, false
+	}
+	total := time.Duration(n.Int64()) * 24 * time.Hour
+	if rest == "" {
+		return total, true
+	}
+	if rest == "0" || rest[0] == '+' || rest[0] == '-' {
+		return 0, false
+	}
+	r, err := time.ParseDuration(rest)
+	if err != nil || r > math.MaxInt64-total {
+		return 0, false
+	}
+	return total + r, true
 }
 
 func checkDurationUnitsOrdered(t *testing.T, number string) {

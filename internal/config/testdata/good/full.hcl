@@ -28,6 +28,23 @@ listener "lan" {
   tls_mode            = "none"
   allow_insecure_auth = true
   max_message_size    = "25MiB"
+  delivery            = "queue"
+}
+
+store {
+  path              = "/var/lib/oauthrelay"
+  history_retention = "14d"
+  transit {
+    mount = "transit"
+    key   = "oauthrelay-queue"
+  }
+}
+
+queue {
+  max_lifetime         = "3d"
+  retry_schedule       = ["30s", "2m", "10m", "1h"]
+  workers              = 8
+  max_bounces_per_hour = 20
 }
 
 provider "workspace" {
