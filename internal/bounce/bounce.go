@@ -105,8 +105,10 @@ const displayName = "Mail Delivery System"
 // Build returns a complete notification about failures of orig: an RFC
 // 5322 message with CRLF line endings, every line within 998 octets, in
 // 7-bit MIME (quoted-printable where a part has 8-bit text), ready to send
-// from and through opts.Account to orig.From. It reads nothing but the
-// header section orig.Header already holds. Build refuses (with an error)
+// from and through opts.Account to orig.From. The one exception to 7 bits
+// is a sender address in UTF-8, written as is in To (RFC 6532): mail to
+// such an address needs SMTPUTF8 anyway. Build uses nothing of the
+// original but the header section orig.Header holds. Build refuses (with an error)
 // options it cannot write, a sender it cannot address and an empty list
 // of failures; whether a notification should be sent at all is
 // Eligible's question.

@@ -9,8 +9,8 @@ import (
 )
 
 // readLimit bounds how much of a message ReadHeader reads: a header
-// section longer than this is cut at the last complete field before it and
-// the rest of the message is never read. It is far above what any mail
+// section longer than this is cut before the field the limit falls in, and
+// the rest of the message is not read. It is far above what any mail
 // system sends (Postfix's header_size_limit is 100 KiB), so eligibility
 // sees every field of a real message.
 const readLimit = 1 << 20
@@ -29,13 +29,17 @@ type field struct {
 	raw  []byte // the field's lines, each ending in CRLF
 }
 
-// ReadHeader reads the header section of a message from r and nothing
-// after it. The section ends at the first empty line (RFC 5322 §2.1), at
-// the end of the input, or at the first line that is neither a header
-// field nor the continuation of one: like Postfix, such a line is taken as
-// the start of the body, so a message without a header/body separator can
-// never have body lines returned as its header. Bare LF line endings are
-// accepted and written back as CRLF.
+// ReadHeader reads the header section of a message from r. The section
+// ends at the first empty line (RFC 5322 §2.1), at the end of the input,
+// or at the first line that is neither a header field nor the
+// continuation of one: like Postfix, such a line is taken as the start
+// of the body, so a message without a header/body separator
+// does not have its text returned as header (unless that text begins with
+// lines of the form "Name: value", which nothing can tell from fields).
+// Bare LF line endings are accepted and kept as CRLF. ReadHeader may read
+// up to 4 KiB beyond the section (buffering) but returns none of it. A
+// section beyond 1 MiB is cut before the field the limit falls in. Errors
+// are the reader's.
 func ReadHeader(r io.Reader) (*Header, error) {
 	br := bufio.NewReaderSize(r, 4096)
 	h := &Header{}
@@ -43,10 +47,9 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	for {
 		line, err := readLine(br, readLimit-total)
 		if errors.Is(err, errLineTooLong) {
-			// The last field may have gone on in the line not read.
 			h.cut = true
-			if len(h.fields) > 0 {
-				h.fields = h.fields[:len(h.fields)-1]
+			if continues(line) && len(h.fields) > 0 {
+				h.fields = h.fields[:len(h.fields)-1] // incomplete
 			}
 			return h, nil
 		}
@@ -58,7 +61,7 @@ func ReadHeader(r io.Reader) (*Header, error) {
 		done := len(content) == 0
 		switch {
 		case done:
-		case content[0] == ' ' || content[0] == '\t':
+		case continues(content):
 			done = len(h.fields) == 0 // a continuation line needs a field to continue
 			if !done {
 				last := &h.fields[len(h.fields)-1]
@@ -80,13 +83,14 @@ func ReadHeader(r io.Reader) (*Header, error) {
 var errLineTooLong = errors.New("line beyond the read limit")
 
 // readLine returns the next line including its LF, or what is left at the
-// end of the input; errLineTooLong when it would take more than max bytes.
+// end of the input; errLineTooLong and the line's start when it would take
+// more than max bytes.
 func readLine(br *bufio.Reader, max int) ([]byte, error) {
 	var line []byte
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(line)+len(chunk) > max {
-			return nil, errLineTooLong
+			return append(line, chunk[:min(len(chunk), 1)]...), errLineTooLong
 		}
 		line = append(line, chunk...)
 		if err == bufio.ErrBufferFull {
@@ -97,6 +101,11 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 		}
 		return line, err
 	}
+}
+
+// continues reports whether a line continues the field before it.
+func continues(line []byte) bool {
+	return len(line) > 0 && (line[0] == ' ' || line[0] == '\t')
 }
 
 // trimEOL removes a trailing LF or CRLF.

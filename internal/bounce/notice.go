@@ -21,6 +21,10 @@ type attachment struct {
 // labelWidth aligns the values of "Label: value" lines.
 const labelWidth = 15
 
+// textWidth is where the notice wraps: within quoted-printable's 76
+// characters (RFC 2045 §6.7), so that ASCII lines need no soft breaks.
+const textWidth = 72
+
 // noticePart is the human-readable first part (RFC 6522 §3): who reports,
 // what failed and why, in plain words for the sender and for the
 // operator the sender may forward it to.
@@ -113,13 +117,13 @@ func labelled(b *strings.Builder, indent, label, value string) {
 	para(b, first, indent+strings.Repeat(" ", labelWidth), value)
 }
 
-// para writes text wrapped at softLine columns: the first line starts
+// para writes text wrapped at textWidth characters: the first line starts
 // with first, the others with rest. A word too long for any line is split
 // at a character boundary so that no line exceeds maxLine octets.
 func para(b *strings.Builder, first, rest, text string) {
 	line, empty := first, true
 	for _, word := range splitLong(strings.Fields(text), maxLine-len(rest)-1) {
-		if !empty && utf8.RuneCountInString(line)+1+utf8.RuneCountInString(word) > softLine-2 {
+		if !empty && utf8.RuneCountInString(line)+1+utf8.RuneCountInString(word) > textWidth {
 			b.WriteString(line + "\r\n")
 			line, empty = rest, true
 		}
@@ -174,11 +178,21 @@ func isASCII(s string) bool {
 	return true
 }
 
-// quotedPrintable encodes text whose lines end in CRLF.
+// quotedPrintable encodes text whose lines end in CRLF line by line: the
+// line breaks stay hard breaks, and a CR or LF inside a line (possible in
+// a broken original header) is encoded as such rather than taken for a
+// line break, so the part decodes to exactly text.
 func quotedPrintable(text []byte) []byte {
 	var buf bytes.Buffer
-	w := quotedprintable.NewWriter(&buf)
-	w.Write(text) // writes to a bytes.Buffer do not fail
-	w.Close()
+	for _, line := range bytes.SplitAfter(text, []byte("\r\n")) {
+		content, ok := bytes.CutSuffix(line, []byte("\r\n"))
+		w := quotedprintable.NewWriter(&buf)
+		w.Binary = true
+		w.Write(content) // writes to a bytes.Buffer do not fail
+		w.Close()
+		if ok {
+			buf.WriteString("\r\n")
+		}
+	}
 	return buf.Bytes()
 }
