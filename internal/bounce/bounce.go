@@ -44,8 +44,9 @@ type Failure struct {
 	// Status is the enhanced status code (RFC 3463): "4.4.7" when the
 	// message expired; "" takes the code of Reply (5.0.0 without one).
 	Status string
-	// Reply is the provider's last reply about this recipient, such as
-	// "550 5.1.1 No such user"; "" when the provider never answered. It
+	// Reply is the provider's last reply about this recipient, one line
+	// as transport.ReplyText writes it ("550 5.1.1 No such user"); ""
+	// when the provider never answered. It
 	// becomes the Diagnostic-Code (RFC 3464 §2.3.6), which carries
 	// replies of the remote system only.
 	Reply string
@@ -108,10 +109,11 @@ const displayName = "Mail Delivery System"
 // from and through opts.Account to orig.From. The one exception to 7 bits
 // is a sender address in UTF-8, written as is in To (RFC 6532): mail to
 // such an address needs SMTPUTF8 anyway. Build uses nothing of the
-// original but the header section orig.Header holds. Build refuses (with an error)
-// options it cannot write, a sender it cannot address and an empty list
-// of failures; whether a notification should be sent at all is
-// Eligible's question.
+// original but the header section orig.Header holds.
+//
+// Build returns an error for options it cannot write, a sender it cannot
+// address and an empty list of failures; whether a notification should
+// be sent at all is Eligible's question.
 func Build(orig Original, failures []Failure, opts Options) ([]byte, error) {
 	o, err := opts.resolve()
 	if err != nil {
@@ -135,7 +137,7 @@ func Build(orig Original, failures []Failure, opts Options) ([]byte, error) {
 		headers, cut = orig.Header.section(o.MaxHeaderBytes)
 	}
 	parts := []part{
-		noticePart(orig, failures, o, attachment{size: len(headers), cut: cut, max: o.MaxHeaderBytes}),
+		noticePart(orig, failures, o, attachment{size: len(headers), cut: cut}),
 		reportPart(orig, failures, o),
 	}
 	if len(headers) > 0 {

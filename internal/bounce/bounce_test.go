@@ -354,6 +354,9 @@ func TestBuild(t *testing.T) {
 					t.Errorf("%d parts", len(d.parts))
 				}
 				checkFields(t, "per-message", d.message, map[string]string{"Reporting-Mta": "dns; relay.example.com"})
+				if strings.Contains(d.text, "Queue ID") || strings.Contains(d.text, " \r\n") {
+					t.Errorf("empty details or trailing space in the notice:\n%q", d.text)
+				}
 			},
 		},
 		{

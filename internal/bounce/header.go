@@ -33,9 +33,9 @@ type field struct {
 // ends at the first empty line (RFC 5322 §2.1), at the end of the input,
 // or at the first line that is neither a header field nor the
 // continuation of one: like Postfix, such a line is taken as the start
-// of the body, so a message without a header/body separator
-// does not have its text returned as header (unless that text begins with
-// lines of the form "Name: value", which nothing can tell from fields).
+// of the body, so a message without a header/body separator does not
+// have its text returned as header (unless that text begins with lines
+// of the form "Name: value", which nothing can tell from fields).
 // Bare LF line endings are accepted and kept as CRLF. ReadHeader may read
 // up to 4 KiB beyond the section (buffering) but returns none of it. A
 // section beyond 1 MiB is cut before the field the limit falls in. Errors

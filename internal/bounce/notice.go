@@ -15,7 +15,6 @@ import (
 type attachment struct {
 	size int  // bytes attached; 0 for none
 	cut  bool // fields were left out
-	max  int  // the cap that left them out
 }
 
 // labelWidth aligns the values of "Label: value" lines.
@@ -52,7 +51,9 @@ func count(n int) string {
 }
 
 func writeMessageDetails(b *strings.Builder, orig Original, o Options) {
-	labelled(b, "    ", "Queue ID:", cleanText(orig.QueueID, 256))
+	if id := cleanText(orig.QueueID, 256); id != "" {
+		labelled(b, "    ", "Queue ID:", id)
+	}
 	labelled(b, "    ", "Account:", strings.Trim(o.Account, "<>"))
 	if !orig.Arrival.IsZero() {
 		labelled(b, "    ", "Received:", orig.Arrival.Format(time.RFC1123Z))
