@@ -143,9 +143,11 @@ func checkEnvelopeHeader(t *testing.T, d *dsn, orig Original, o Options) {
 	}
 }
 
-// parsedAddress is an SMTP path as net/mail parses it (quotes removed).
+// parsedAddress is an SMTP path (as Build takes it: white space around
+// it and angle brackets optional) as net/mail parses it, quotes removed.
 func parsedAddress(t *testing.T, path string) string {
 	t.Helper()
+	path = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(path), "<"), ">")
 	a, err := mail.ParseAddress("<" + path + ">")
 	if err != nil {
 		t.Fatalf("ParseAddress(%q): %v", path, err)
