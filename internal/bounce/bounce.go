@@ -246,7 +246,7 @@ func assemble(orig Original, to string, parts []part, o Options) ([]byte, error)
 	fmt.Fprintf(&b, "Date: %s\r\n", o.Now.Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Message-ID: <%s@%s>\r\n", id, o.MessageIDDomain)
 	if ref := messageID(orig.Header.Get("Message-ID")); ref != "" {
-		// RFC 3834 §3.1.5: an automatic response refers to its subject.
+		// RFC 3834 §3.1: an automatic response refers to its subject.
 		fmt.Fprintf(&b, "In-Reply-To: %s\r\nReferences: %s\r\n", ref, ref)
 	}
 	b.WriteString("MIME-Version: 1.0\r\n")

@@ -11,9 +11,8 @@ import (
 // not, why (for logs and history; the reason quotes no body and at most a
 // short, sanitised header value). A notification is never sent:
 //
-//   - to the null reverse-path ("" or "<>"): RFC 5321 §4.5.5 and RFC 3461
-//     §6.2 — notifications are themselves sent from it and must never be
-//     answered;
+//   - to the null reverse-path ("" or "<>"): RFC 5321 §4.5.5 and §6.1 —
+//     notifications are themselves sent from it and are never answered;
 //   - to a MAILER-DAEMON address: the conventional sender of bounces by
 //     systems that do not use the null reverse-path, so answering it
 //     starts a loop between two mail systems;

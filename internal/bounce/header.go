@@ -116,7 +116,7 @@ func trimEOL(line []byte) []byte {
 
 // fieldName returns the name of a header field line: printable ASCII but
 // ':' (RFC 5322 §3.6.8), optionally followed by white space before the
-// colon (the obsolete syntax of §4.5.8).
+// colon (the obsolete syntax of §4.5).
 func fieldName(line []byte) (string, bool) {
 	i := 0
 	for i < len(line) && line[i] > ' ' && line[i] < 0x7f && line[i] != ':' {

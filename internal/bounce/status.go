@@ -10,7 +10,7 @@ import (
 var statusCode = regexp.MustCompile(`^[45]\.[0-9]{1,3}\.[0-9]{1,3}$`)
 
 // replyCode matches the start of an SMTP reply (RFC 5321 §4.2) with an
-// optional enhanced status code (RFC 2034 §4).
+// optional enhanced status code (RFC 2034).
 var replyCode = regexp.MustCompile(`^([245])[0-9][0-9](?:[ -]([245]\.[0-9]{1,3}\.[0-9]{1,3}))?(?:[ -]|$)`)
 
 // status returns the Status field of a failure: the caller's code when it
