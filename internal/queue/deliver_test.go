@@ -139,7 +139,7 @@ func TestPermanentFailureBouncesOncePerAttempt(t *testing.T) {
 	n := notices[0]
 	want := store.Envelope{ID: n.ID, Account: acct, Listener: "printers", Client: "dsn:" + id, From: acct,
 		Rcpts: []store.Recipient{{Addr: "<Sender@Example.com>", State: store.RcptPending}},
-		Size: n.Size, HeaderID: "<dsn-1@relay.test>", Received: t0, Expires: t0.Add(24 * time.Hour), NextAttempt: t0,
+		Size:  n.Size, HeaderID: "<dsn-1@relay.test>", Received: t0, Expires: t0.Add(24 * time.Hour), NextAttempt: t0,
 		State: store.StateQueued, Bounce: true}
 	if diff := cmp.Diff(want, n); diff != "" {
 		t.Errorf("notification envelope (-want +got):\n%s", diff)

@@ -290,7 +290,12 @@ func (h *harness) start(q *Queue) {
 	h.t.Helper()
 	q.Start(h.ctx)
 	h.t.Cleanup(func() {
-		if err := q.Stop(context.Background()); err != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if h.t.Failed() {
+			cancel() // deliveries a failed test left blocked are abandoned
+		}
+		if err := q.Stop(ctx); err != nil && !h.t.Failed() {
 			h.t.Errorf("Stop: %v", err)
 		}
 	})
