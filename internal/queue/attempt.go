@@ -154,9 +154,11 @@ func (q *Queue) attempt(ctx context.Context, c *store.Claimed, route Route, ok b
 	msg := &storedMessage{ctx: ctx, st: q.st, id: c.ID, size: c.Size}
 	defer msg.close()
 	res, err := d.Body(ctx, msg)
-	if msg.failed() {
+	if rerr := msg.failure(); err != nil && rerr != nil {
+		// The queue could not read its own copy: not the provider's
+		// verdict on the message.
 		q.storeError("body")
-		err = &transport.Error{Kind: transport.KindLocal, Err: fmt.Errorf("reading the queued message: %w", msg.err),
+		err = &transport.Error{Kind: transport.KindLocal, Err: fmt.Errorf("reading the queued message: %w", rerr),
 			Reply: &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "the queue could not read the stored message"}}
 	}
 	if err != nil {
@@ -249,10 +251,10 @@ func (r *storedReader) Read(p []byte) (int, error) {
 
 func (m *storedMessage) Size() int64 { return m.size }
 
-func (m *storedMessage) failed() bool {
+func (m *storedMessage) failure() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.err != nil
+	return m.err
 }
 
 func (m *storedMessage) close() {

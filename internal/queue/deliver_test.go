@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -433,5 +434,95 @@ func TestBounceRateCap(t *testing.T) {
 	h.step()
 	if got := len(h.st.bounces()); got != 4 {
 		t.Errorf("%d notifications after an hour, want 4", got)
+	}
+}
+
+func TestUnreadableStoredBodyIsDeferred(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.manual()
+	id := h.submit("<s@example.com>", "r@example.net")
+	h.st.mu.Lock()
+	h.st.bodyErr = fmt.Errorf("sqlite: %w", store.ErrUnavailable)
+	h.st.mu.Unlock()
+	h.step()
+	env := h.env(id)
+	want := "451 4.3.0 the queue could not read the stored message"
+	if env.State != store.StateQueued || env.Attempts != 1 || rcptOf(env, "r@example.net").LastReply != want {
+		t.Errorf("after an unreadable body: state %s attempts %d rcpt %+v", env.State, env.Attempts, env.Rcpts)
+	}
+	if got := h.metric("oauthrelay_queue_store_errors_total", "op", "body"); got != 1 {
+		t.Errorf("store_errors_total{op=body} = %v, want 1", got)
+	}
+}
+
+func TestPostponementGivesBackTheAccountsWaitingMessages(t *testing.T) {
+	h := newHarness(t, testConfig()) // Workers 4
+	h.routes.set(acct, h.tr, 1)
+	h.manual()
+	retryAt := t0.Add(time.Minute)
+	h.tr.begin = func(transport.Envelope) error {
+		return &transport.Error{Kind: transport.KindCircuit, Limit: "account", RetryAt: retryAt,
+			Reply: &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1}, Message: "circuit open"}}
+	}
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, h.submit("<s@example.com>", "r@example.net"))
+		h.clock.Advance(time.Millisecond)
+	}
+	h.step() // one runs (cap 1), two wait; the circuit postpones all three
+	if begins, _, _ := h.tr.snapshot(); begins != 1 {
+		t.Fatalf("%d deliveries began; the account's cap is 1", begins)
+	}
+	for _, id := range ids {
+		env := h.env(id)
+		owner, _ := h.st.lease(id)
+		if env.Attempts != 0 || !env.NextAttempt.Equal(retryAt) || owner != "" {
+			t.Errorf("%s: attempts %d next %s lease %q; want 0, RetryAt, none", id, env.Attempts, env.NextAttempt.Sub(t0), owner)
+		}
+	}
+	if got := h.metric("oauthrelay_queue_postponed_total", "reason", "circuit"); got != 3 {
+		t.Errorf("postponed_total{circuit} = %v, want 3", got)
+	}
+}
+
+func TestBusyPoolBacksOff(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.manual()
+	h.tr.begin = func(transport.Envelope) error {
+		return &transport.Error{Kind: transport.KindBusy, Reply: &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "all connections busy"}}
+	}
+	id := h.submit("<s@example.com>", "r@example.net")
+	for _, wait := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 30 * time.Second, 30 * time.Second} {
+		h.step()
+		env := h.env(id)
+		if env.Attempts != 0 || !env.NextAttempt.Equal(h.clock.Now().Add(wait)) {
+			t.Fatalf("postponed until +%s, want +%s (attempts %d)", env.NextAttempt.Sub(h.clock.Now()), wait, env.Attempts)
+		}
+		h.clock.Advance(wait)
+	}
+	if got := h.metric("oauthrelay_queue_postponed_total", "reason", "busy"); got != 5 {
+		t.Errorf("postponed_total{busy} = %v, want 5", got)
+	}
+}
+
+func TestNotifyNeverSuppressesTheNotification(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.manual()
+	h.tr.rcpt = func(transport.Envelope, string) error { return reply(550, smtp.EnhancedCode{5, 1, 1}, "no such user") }
+	env := store.Envelope{ID: "N1", Account: acct, From: "<s@example.com>", State: store.StateQueued,
+		Received: t0, Expires: t0.Add(time.Hour), NextAttempt: t0, Size: 4,
+		Rcpts: []store.Recipient{{Addr: "x@example.net", State: store.RcptPending, Notify: "NEVER"}, {Addr: "y@example.net", State: store.RcptPending, Notify: "SUCCESS,DELAY"}}}
+	if err := h.st.Enqueue(context.Background(), &store.NewMessage{Envelope: env, Body: strings.NewReader("x\r\n\r\n")}); err != nil {
+		t.Fatal(err)
+	}
+	h.step()
+	if len(h.notes.snapshot()) != 0 || len(h.st.bounces()) != 0 {
+		t.Error("a notification was sent although NOTIFY excludes failures")
+	}
+	if got := h.metric("oauthrelay_queue_bounces_suppressed_total", "reason", "notify"); got != 1 {
+		t.Errorf("suppressed{notify} = %v, want 1", got)
+	}
+	if !wantsFailureNotice("success, Failure") || wantsFailureNotice("NEVER") || !wantsFailureNotice("") {
+		t.Error("wantsFailureNotice misreads NOTIFY")
 	}
 }

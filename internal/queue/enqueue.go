@@ -88,8 +88,12 @@ func (e *enqueuer) Body(ctx context.Context, msg transport.Message) (transport.R
 		if rerr := body.failure(); rerr != nil {
 			return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", rerr)}
 		}
-		q.storeError("enqueue")
-		q.log.Error("could not store a message; the client is told to retry", "id", e.env.ID, "account", e.env.Account, "error", err)
+		if ctx.Err() != nil {
+			q.log.Info("message not stored: the session ended first", "id", e.env.ID, "account", e.env.Account)
+		} else {
+			q.storeError("enqueue")
+			q.log.Error("could not store a message; the client is told to retry", "id", e.env.ID, "account", e.env.Account, "error", err)
+		}
 		return transport.Result{}, &transport.Error{Kind: transport.KindStorage, Reply: errStorage, Err: fmt.Errorf("queue: storing the message: %w", err)}
 	}
 	q.m.enqueued.WithLabelValues(e.env.Account).Inc()

@@ -28,6 +28,7 @@ type fakeStore struct {
 	enqueueErr func(m *store.NewMessage) error
 	claimErr   func() error
 	finishErr  func(id string) error
+	bodyErr    error
 	pingErr    error
 
 	extends  map[string]int
@@ -99,6 +100,9 @@ func (s *fakeStore) Enqueue(_ context.Context, msgs ...*store.NewMessage) error 
 func (s *fakeStore) Body(_ context.Context, id string) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.bodyErr != nil {
+		return nil, s.bodyErr
+	}
 	m := s.msgs[id]
 	if m == nil || m.body == nil {
 		return nil, store.ErrNotFound

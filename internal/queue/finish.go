@@ -168,8 +168,12 @@ func (q *Queue) conclude(l *lease, o *outcome) {
 }
 
 func (q *Queue) finishFailed(c *store.Claimed, err error) {
-	if errors.Is(err, store.ErrLeaseLost) {
+	switch {
+	case errors.Is(err, store.ErrLeaseLost):
 		q.log.Warn("attempt not recorded: the lease was lost to another worker", "id", c.ID, "account", c.Account)
+		return
+	case errors.Is(err, store.ErrNotFound):
+		q.log.Info("attempt not recorded: the message was deleted during its delivery", "id", c.ID, "account", c.Account)
 		return
 	}
 	q.storeError("finish")

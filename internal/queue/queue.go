@@ -306,8 +306,4 @@ func (q *Queue) returnBacklog(ctx context.Context, clean bool) {
 	}
 }
 
-// abandoned reports whether Stop (or Start's context) gave up on the
-// deliveries in flight.
-func (q *Queue) abandoned() bool { return q.workCtx.Err() != nil }
-
 func (q *Queue) storeError(op string) { q.m.storeErrors.WithLabelValues(op).Inc() }
