@@ -214,7 +214,9 @@ func TestLostLeaseAbandonsTheDelivery(t *testing.T) {
 		t.Fatalf("takeover claim = %d, %v", len(got), err)
 	}
 	eventually(t, "the delivery cancelled", func() bool { return h.tr.inFlight() == 0 })
-	eventually(t, "the loss logged", func() bool { return containsAll(h.logs.String(), "lease on a queued message lost", "attempt not recorded") })
+	eventually(t, "the loss logged", func() bool {
+		return containsAll(h.logs.String(), "lease on a queued message lost", "attempt not recorded")
+	})
 	if n := h.st.count(h.st.finishes, id); n != 0 {
 		t.Errorf("%d Finish calls for a message whose lease was lost", n)
 	}
