@@ -1,0 +1,287 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
+)
+
+// class is what a refusal means for the queue.
+type class int
+
+const (
+	deferred class = iota // try again on the retry schedule (counts as an attempt)
+	failed                // permanent: the recipient fails (5xx)
+	notNow                // the provider was not contacted (limit, circuit, busy): no attempt
+)
+
+// classify decides what a transport error does to a queued message.
+func classify(te *transport.Error) class {
+	switch te.Kind {
+	case transport.KindAuth, transport.KindToken:
+		// A refused or missing token is the relay's problem, not the
+		// message's: defer like Postfix's smtp_sasl_auth_soft_bounce.
+		return deferred
+	case transport.KindAmbiguous, transport.KindLost, transport.KindConnect:
+		// The message may or may not have gone out, or the provider was
+		// unreachable: never a reason to give up on it.
+		return deferred
+	}
+	if !te.Temporary() {
+		return failed
+	}
+	if !te.Attempted() && te.Kind != transport.KindLocal {
+		return notNow
+	}
+	return deferred
+}
+
+func postponeReason(te *transport.Error) string {
+	switch te.Kind {
+	case transport.KindLimit:
+		return "limit"
+	case transport.KindCircuit:
+		return "circuit"
+	case transport.KindBusy:
+		return "busy"
+	}
+	return "other"
+}
+
+// replyOf is the one-line reply a transport error stands for.
+func replyOf(te *transport.Error) string {
+	if te.Reply != nil {
+		return printable(transport.ReplyText(te.Reply))
+	}
+	cause := "unknown error"
+	if te.Err != nil {
+		cause = te.Err.Error()
+	}
+	return printable("451 4.4.0 " + cause)
+}
+
+// outcome is what one attempt did.
+type outcome struct {
+	rcpts  map[string]store.Recipient // recipients whose state or reply changed
+	reply  string                     // the attempt's overall reply
+	notNow *transport.Error           // a limit, circuit or busy pool refused (part of) it
+}
+
+// changed reports whether the attempt got an answer about any recipient.
+func (o *outcome) changed() bool { return len(o.rcpts) > 0 }
+
+// counted reports whether the attempt counts (it reached the provider or
+// decided something); a pure "not now" does not.
+func (o *outcome) counted() bool { return o.notNow == nil || o.changed() }
+
+func (o *outcome) set(r store.Recipient, state, reply string) {
+	r.State, r.LastReply = state, reply
+	o.rcpts[r.Addr] = r
+	o.reply = reply
+}
+
+// refused applies a transport error to recipients.
+func (o *outcome) refused(err error, rcpts []store.Recipient) {
+	te := transport.As(err)
+	reply := replyOf(te)
+	switch classify(te) {
+	case notNow:
+		o.notNow, o.reply = te, reply
+	case failed:
+		for _, r := range rcpts {
+			o.set(r, store.RcptFailed, reply)
+		}
+	default:
+		for _, r := range rcpts {
+			o.set(r, store.RcptPending, reply)
+		}
+	}
+	if len(rcpts) == 0 {
+		o.reply = reply
+	}
+}
+
+// pendingRcpts returns the recipients still to deliver, in envelope order.
+func pendingRcpts(env *store.Envelope) []store.Recipient {
+	var out []store.Recipient
+	for _, r := range env.Rcpts {
+		if r.State == store.RcptPending {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// attempt delivers a claimed message to its pending recipients once.
+func (q *Queue) attempt(ctx context.Context, c *store.Claimed, route Route, ok bool) *outcome {
+	o := &outcome{rcpts: map[string]store.Recipient{}}
+	pending := pendingRcpts(&c.Envelope)
+	if !ok {
+		reply := fmt.Sprintf("451 4.3.5 account %s is not configured", c.Account)
+		for _, r := range pending {
+			o.set(r, store.RcptPending, reply)
+		}
+		return o
+	}
+	d, err := route.Transport.Begin(ctx, deliveryEnvelope(&c.Envelope))
+	if err != nil {
+		o.refused(err, pending)
+		return o
+	}
+	defer d.Abort()
+	var accepted []store.Recipient
+	for _, r := range pending {
+		if err := d.AddRcpt(ctx, r.Addr); err != nil {
+			o.refused(err, []store.Recipient{r})
+			if o.notNow != nil {
+				break // the rest would be refused alike; they wait with the message
+			}
+			continue
+		}
+		accepted = append(accepted, r)
+	}
+	if len(accepted) == 0 {
+		return o
+	}
+	msg := &storedMessage{ctx: ctx, st: q.st, id: c.ID, size: c.Size}
+	defer msg.close()
+	res, err := d.Body(ctx, msg)
+	if rerr := msg.failure(); err != nil && rerr != nil {
+		// The queue could not read its own copy: not the provider's
+		// verdict on the message.
+		q.storeError("body")
+		err = &transport.Error{Kind: transport.KindLocal, Err: fmt.Errorf("reading the queued message: %w", rerr),
+			Reply: &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "the queue could not read the stored message"}}
+	}
+	if err != nil {
+		o.refused(err, accepted)
+		return o
+	}
+	o.delivered(res, accepted)
+	return o
+}
+
+// delivered records a successful Body: every accepted recipient but those
+// the transport refused at Body (Result.Failed).
+func (o *outcome) delivered(res transport.Result, accepted []store.Recipient) {
+	reply := printable(res.Reply)
+	if reply == "" {
+		reply = "250 2.0.0 accepted"
+	}
+	for _, r := range accepted {
+		err, refused := res.Failed[r.Addr]
+		if !refused {
+			o.set(r, store.RcptDelivered, reply)
+			continue
+		}
+		te := transport.As(err)
+		if classify(te) == failed {
+			o.set(r, store.RcptFailed, replyOf(te))
+		} else {
+			o.set(r, store.RcptPending, replyOf(te))
+		}
+	}
+	o.reply = reply
+}
+
+// deliveryEnvelope is the transport envelope of a queued message.
+func deliveryEnvelope(env *store.Envelope) transport.Envelope {
+	te := transport.Envelope{
+		ID: env.ID, Account: env.Account, From: env.From,
+		Listener: env.Listener, Client: env.Client,
+		Mail: transport.MailOptions{Size: env.Size},
+	}
+	for _, p := range env.MailParams {
+		if k, v, ok := strings.Cut(p, "="); ok && strings.EqualFold(k, "BODY") {
+			te.Mail.Body = smtp.BodyType(strings.ToUpper(v))
+		}
+	}
+	return te
+}
+
+// storedMessage is a queued message's body as a transport.Message: every
+// Reader opens the stored body anew.
+type storedMessage struct {
+	ctx  context.Context
+	st   store.Store
+	id   string
+	size int64
+
+	mu   sync.Mutex
+	open []io.Closer
+	err  error
+}
+
+func (m *storedMessage) Reader() (io.Reader, error) {
+	rc, err := m.st.Body(m.ctx, m.id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.err = err
+		return nil, err
+	}
+	m.open = append(m.open, rc)
+	return &storedReader{rc, m}, nil
+}
+
+// storedReader notes a failure to read the stored body, which is the
+// queue's problem rather than the provider's.
+type storedReader struct {
+	r io.Reader
+	m *storedMessage
+}
+
+func (r *storedReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.m.mu.Lock()
+		r.m.err = err
+		r.m.mu.Unlock()
+	}
+	return n, err
+}
+
+func (m *storedMessage) Size() int64 { return m.size }
+
+func (m *storedMessage) failure() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+func (m *storedMessage) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.open {
+		_ = c.Close()
+	}
+	m.open = nil
+}
+
+// printable makes provider- or client-supplied text safe for one log or
+// reply line, and bounded.
+func printable(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	const maxLen = 512
+	if len(s) > maxLen {
+		cut := maxLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strings.TrimSpace(s)
+}

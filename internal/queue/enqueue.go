@@ -1,0 +1,166 @@
+package queue
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
+)
+
+// Transport returns the transport of `delivery = "queue"` listeners: it
+// answers for the store, 250 once the message is durable.
+func (q *Queue) Transport() transport.Transport { return queueTransport{q} }
+
+type queueTransport struct{ q *Queue }
+
+// Begin implements transport.Transport. Nothing is stored before Body.
+func (t queueTransport) Begin(_ context.Context, env transport.Envelope) (transport.Delivery, error) {
+	if env.ID == "" {
+		env.ID = newID()
+	}
+	return &enqueuer{q: t.q, env: env, seen: map[string]bool{}}, nil
+}
+
+var (
+	errStorage = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system storage: the queue cannot store the message now; try again later"}
+	errNoRcpts = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
+	errEnded   = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Bad sequence of commands"}
+	errReading = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing"}
+)
+
+// enqueuer is one message on its way into the queue.
+type enqueuer struct {
+	q     *Queue
+	env   transport.Envelope
+	rcpts []store.Recipient
+	seen  map[string]bool
+	ended bool
+}
+
+// AddRcpt implements transport.Delivery. The session validated the
+// address and applied the account's limits; a repeated recipient is
+// accepted once (the store keys recipients by address).
+func (e *enqueuer) AddRcpt(_ context.Context, rcpt string) error {
+	if e.ended {
+		return &transport.Error{Kind: transport.KindLocal, Reply: errEnded, Err: errors.New("queue: recipient after the end of the delivery")}
+	}
+	if !e.seen[rcpt] {
+		e.seen[rcpt] = true
+		e.rcpts = append(e.rcpts, store.Recipient{Addr: rcpt, State: store.RcptPending})
+	}
+	return nil
+}
+
+// Body implements transport.Delivery: the message is stored, and the
+// reply is a success only once the store has committed it.
+func (e *enqueuer) Body(ctx context.Context, msg transport.Message) (transport.Result, error) {
+	if e.ended {
+		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errEnded, Err: errors.New("queue: message after the end of the delivery")}
+	}
+	e.ended = true
+	if len(e.rcpts) == 0 {
+		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errNoRcpts, Err: errors.New("queue: message without recipients")}
+	}
+	q := e.q
+	r, err := msg.Reader()
+	if err != nil {
+		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", err)}
+	}
+	// The Message-ID comes from a bounded read of the header section,
+	// which is then passed on in front of the rest: the body is read once.
+	br := bufio.NewReader(r)
+	consumed, header, err := readHeader(br, maxHeader)
+	if err != nil {
+		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", err)}
+	}
+	body := &sourceReader{r: io.MultiReader(bytes.NewReader(consumed), br)}
+	nm := &store.NewMessage{Envelope: e.envelope(msg.Size(), messageID(header)), Body: body}
+	if err := q.st.Enqueue(ctx, nm); err != nil {
+		if rerr := body.failure(); rerr != nil {
+			return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", rerr)}
+		}
+		if ctx.Err() != nil {
+			q.log.Info("message not stored: the session ended first", "id", e.env.ID, "account", e.env.Account)
+		} else {
+			q.storeError("enqueue")
+			q.log.Error("could not store a message; the client is told to retry", "id", e.env.ID, "account", e.env.Account, "error", err)
+		}
+		return transport.Result{}, &transport.Error{Kind: transport.KindStorage, Reply: errStorage, Err: fmt.Errorf("queue: storing the message: %w", err)}
+	}
+	q.m.enqueued.WithLabelValues(e.env.Account).Inc()
+	q.log.Debug("message queued", "id", e.env.ID, "account", e.env.Account, "rcpts", len(e.rcpts), "size", nm.Size)
+	q.changed()
+	q.Kick()
+	return transport.Result{Queued: true, Reply: "queued as " + e.env.ID}, nil
+}
+
+// envelope is the stored envelope of the message.
+func (e *enqueuer) envelope(size int64, headerID string) store.Envelope {
+	now := e.q.now()
+	cfg := e.q.config()
+	env := store.Envelope{
+		ID:          e.env.ID,
+		Account:     e.env.Account,
+		Listener:    e.env.Listener,
+		Client:      e.env.Client,
+		From:        e.env.From,
+		Rcpts:       e.rcpts,
+		Size:        size,
+		HeaderID:    headerID,
+		Received:    now,
+		Expires:     now.Add(cfg.MaxLifetime),
+		NextAttempt: now,
+		State:       store.StateQueued,
+	}
+	if b := e.env.Mail.Body; b != "" {
+		env.MailParams = append(env.MailParams, "BODY="+string(b))
+	}
+	return env
+}
+
+// Reset implements transport.Delivery: a dry run stores nothing, but the
+// store must have been able to take the message.
+func (e *enqueuer) Reset(ctx context.Context) error {
+	e.ended = true
+	if err := e.q.st.Ping(ctx); err != nil {
+		e.q.storeError("ping")
+		return &transport.Error{Kind: transport.KindStorage, Reply: errStorage, Err: fmt.Errorf("queue: store unavailable: %w", err)}
+	}
+	return nil
+}
+
+// Abort implements transport.Delivery: nothing was stored.
+func (e *enqueuer) Abort() { e.ended = true }
+
+// sourceReader remembers a failure to read the received message, so that
+// it is not mistaken for the store's.
+type sourceReader struct {
+	r   io.Reader
+	mu  sync.Mutex
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.mu.Lock()
+		s.err = err
+		s.mu.Unlock()
+	}
+	return n, err
+}
+
+func (s *sourceReader) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}

@@ -1,0 +1,309 @@
+// Package queue is the relay's store-and-forward queue: a transport that
+// stores (a `delivery = "queue"` listener answers 250 once the message is
+// durable in the store) and workers that deliver later through the
+// account's direct transport. The semantics are Postfix's: retries on a
+// schedule, per-recipient deferral, a delivery-status notification (RFC
+// 3464) after the queue's max_lifetime or on a 5xx, never one to the null
+// reverse-path and never one about a notification (no loops).
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultWorkers = 8
+	DefaultLease   = 5 * time.Minute
+	DefaultPoll    = time.Second
+)
+
+// storeTimeout bounds the store writes that record an attempt: they run
+// even while Stop abandons deliveries, so that a finished delivery is not
+// repeated after a restart.
+const storeTimeout = 30 * time.Second
+
+// Route is how the queue reaches an account now (from the current
+// configuration).
+type Route struct {
+	Transport   transport.Transport // the account's direct transport (SMTP today)
+	Concurrency int                 // max deliveries in flight for the account (its pool cap); 0 = no cap
+	Release     func()              // called when the delivery is done (lets go of the configuration); may be nil
+}
+
+// Resolver returns the route to an account; false when the account is not
+// configured (removed by a reload).
+type Resolver func(account string) (Route, bool)
+
+// Notifier builds a delivery-status notification for failed recipients.
+// ok false: no notification is wanted (nothing is queued, no error).
+type Notifier func(orig *store.Envelope, header []byte, failed []Failure, now time.Time) (msg []byte, ok bool, err error)
+
+// Failure is one recipient a delivery-status notification reports.
+type Failure struct {
+	Rcpt        string // the recipient as sent (SMTP path)
+	ORcpt       string // its ORCPT parameter (RFC 3461), "" when none
+	Status      string // RFC 3463 status code, e.g. "5.1.1" or "4.4.7"
+	Diagnostic  string // the provider's reply line, or why the queue gave up
+	LastAttempt time.Time
+}
+
+// Config is the queue's reloadable configuration.
+type Config struct {
+	// RetrySchedule is the wait after each failed attempt: the first
+	// failure waits RetrySchedule[0], and so on; the last step repeats.
+	RetrySchedule []time.Duration
+	// MaxLifetime is how long a message may stay queued; pending
+	// recipients then fail with 4.4.7. It applies to messages queued
+	// after it is set (each message keeps its Expires).
+	MaxLifetime time.Duration
+	// Workers is the number of deliveries in flight at most (0: DefaultWorkers).
+	Workers int
+	// MaxBouncesPerHour caps notifications per envelope sender over the
+	// last hour, counted by this instance (0: no cap).
+	MaxBouncesPerHour int
+	// Owner names this instance's leases; it is fixed at New.
+	Owner string
+	// Lease is how long a claim lasts; it is renewed every Lease/3 while
+	// a delivery runs (0: DefaultLease).
+	Lease time.Duration
+	// Poll is the longest wait between claims when idle (0: DefaultPoll);
+	// Kick claims at once.
+	Poll time.Duration
+}
+
+// Validate reports the first setting the queue cannot work with.
+func (c Config) Validate() error {
+	switch {
+	case c.Owner == "":
+		return errors.New("queue: Owner (the lease owner) is empty")
+	case len(c.RetrySchedule) == 0:
+		return errors.New("queue: the retry schedule is empty")
+	case c.MaxLifetime <= 0:
+		return errors.New("queue: max_lifetime must be positive")
+	case c.Workers < 0, c.MaxBouncesPerHour < 0, c.Lease < 0, c.Poll < 0:
+		return errors.New("queue: workers, bounce cap, lease and poll must not be negative")
+	}
+	for i, d := range c.RetrySchedule {
+		if d <= 0 {
+			return fmt.Errorf("queue: retry schedule step %d is %s; steps must be positive", i+1, d)
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.Poll == 0 {
+		c.Poll = DefaultPoll
+	}
+	c.RetrySchedule = append([]time.Duration(nil), c.RetrySchedule...)
+	return c
+}
+
+// retryAfter is the wait after a failed attempt when attempts attempts
+// had been made before it.
+func (c Config) retryAfter(attempts int) time.Duration {
+	return c.RetrySchedule[min(max(attempts, 0), len(c.RetrySchedule)-1)]
+}
+
+// Queue stores messages and delivers them.
+type Queue struct {
+	st      store.Store
+	resolve Resolver
+	notify  Notifier
+	log     hclog.Logger
+	m       *metrics
+	now     func() time.Time // the clock (tests replace it before Start)
+	kick    chan struct{}
+	dirty   chan struct{}
+	bounces *bounceRate
+
+	mu       sync.Mutex
+	cfg      Config
+	running  int
+	accounts map[string]*account
+	backlog  []*lease // claimed, waiting for a free slot of their account
+	started  bool
+	stopping bool
+	// claimFailing is set while Claim fails (logged once per outage).
+	claimFailing bool
+
+	workCtx     context.Context // deliveries; cancelled when Stop abandons them
+	workCancel  context.CancelFunc
+	schedCancel context.CancelFunc
+	schedDone   chan struct{}
+	statsDone   chan struct{}
+	workers     sync.WaitGroup
+}
+
+// New returns a stopped queue. notify may be nil (no notifications are
+// sent; failures are still recorded); reg may be nil.
+func New(st store.Store, resolve Resolver, notify Notifier, cfg Config, log hclog.Logger, reg prometheus.Registerer) (*Queue, error) {
+	if st == nil || resolve == nil {
+		return nil, errors.New("queue: a store and a resolver are required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	q := &Queue{
+		st:       st,
+		resolve:  resolve,
+		notify:   notify,
+		log:      log,
+		now:      time.Now,
+		kick:     make(chan struct{}, 1),
+		dirty:    make(chan struct{}, 1),
+		bounces:  newBounceRate(),
+		cfg:      cfg.withDefaults(),
+		accounts: map[string]*account{},
+	}
+	q.m = newMetrics(reg, q)
+	return q, nil
+}
+
+// SetConfig applies a reloaded configuration to later claims and attempts.
+// An invalid configuration is logged and ignored; Owner cannot change.
+func (q *Queue) SetConfig(cfg Config) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if cfg.Owner != q.cfg.Owner {
+		if cfg.Owner != "" {
+			q.log.Warn("the queue's lease owner cannot change while it runs; keeping the old one", "owner", q.cfg.Owner)
+		}
+		cfg.Owner = q.cfg.Owner
+	}
+	if err := cfg.Validate(); err != nil {
+		q.log.Error("queue configuration refused; keeping the previous one", "error", err)
+		return
+	}
+	q.cfg = cfg.withDefaults()
+	q.Kick()
+}
+
+func (q *Queue) config() Config {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.cfg
+}
+
+// Kick makes the scheduler claim due messages now (a new message, an
+// operator's retry, a reload).
+func (q *Queue) Kick() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// changed asks for the queue metrics to be refreshed soon.
+func (q *Queue) changed() {
+	select {
+	case q.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Start releases the leases a previous run of this instance left behind
+// and starts the scheduler. ctx bounds the queue's whole life: when it is
+// cancelled, deliveries in flight are abandoned as by Stop. Start works
+// once; later calls do nothing.
+func (q *Queue) Start(ctx context.Context) {
+	q.mu.Lock()
+	if q.started {
+		q.mu.Unlock()
+		return
+	}
+	q.started = true
+	owner := q.cfg.Owner
+	q.workCtx, q.workCancel = context.WithCancel(ctx)
+	var schedCtx context.Context
+	schedCtx, q.schedCancel = context.WithCancel(q.workCtx)
+	q.schedDone = make(chan struct{})
+	q.statsDone = make(chan struct{})
+	q.mu.Unlock()
+
+	if err := q.st.ReleaseLeases(ctx, owner); err != nil {
+		q.storeError("release_leases")
+		q.log.Warn("could not release the leases of the previous run; they expire instead", "error", err)
+	}
+	go q.schedule(schedCtx)
+	go q.refreshStats(schedCtx)
+}
+
+// Stop stops claiming and waits for the deliveries in flight until ctx is
+// done; then it abandons them (their transports see their context
+// cancelled, nothing is recorded, and their leases expire or are released
+// by the next Start) and returns ctx's error. Stored messages are never
+// lost: a message is removed only by the Finish of a completed attempt.
+func (q *Queue) Stop(ctx context.Context) error {
+	q.mu.Lock()
+	if !q.started || q.stopping {
+		q.mu.Unlock()
+		return nil
+	}
+	q.stopping = true
+	q.mu.Unlock()
+
+	q.schedCancel()
+	<-q.schedDone
+	<-q.statsDone
+
+	done := make(chan struct{})
+	go func() {
+		q.workers.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		q.log.Warn("stop deadline reached: abandoning deliveries in flight; they will be retried")
+	}
+	q.workCancel()
+	q.returnBacklog(ctx, err == nil)
+	return err
+}
+
+// returnBacklog gives the claimed messages no worker took back to the
+// store. Only when no delivery was abandoned may every lease of this
+// owner be released; otherwise they expire (or the next Start releases
+// them).
+func (q *Queue) returnBacklog(ctx context.Context, clean bool) {
+	q.mu.Lock()
+	held := q.backlog
+	q.backlog = nil
+	owner := q.cfg.Owner
+	q.mu.Unlock()
+	for _, l := range held {
+		l.end()
+	}
+	if len(held) == 0 || !clean {
+		return
+	}
+	if err := q.st.ReleaseLeases(ctx, owner); err != nil {
+		q.storeError("release_leases")
+		q.log.Warn("could not release the leases of messages not yet started; they expire instead", "count", len(held), "error", err)
+	}
+}
+
+func (q *Queue) storeError(op string) { q.m.storeErrors.WithLabelValues(op).Inc() }
