@@ -71,7 +71,7 @@ func (q *Queue) noticeFor(c *store.Claimed, failed []failedRcpt, now time.Time) 
 		if !wantsFailureNotice(f.rcpt.Notify) {
 			continue
 		}
-		out = append(out, Failure{Rcpt: f.rcpt.Addr, ORcpt: f.rcpt.ORcpt, Status: f.status, Diagnostic: f.diag, LastAttempt: now})
+		out = append(out, Failure{Rcpt: f.rcpt.Addr, ORcpt: f.rcpt.ORcpt, Status: f.status, Reply: f.reply, Reason: f.reason, LastAttempt: now})
 	}
 	if len(out) == 0 {
 		return nil, "notify"

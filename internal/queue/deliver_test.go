@@ -150,8 +150,8 @@ func TestPermanentFailureBouncesOncePerAttempt(t *testing.T) {
 		t.Fatalf("notifier calls = %+v; want one with the original's header section only", calls)
 	}
 	wantFailed := []Failure{
-		{Rcpt: "x@example.net", Status: "5.1.1", Diagnostic: "550 5.1.1 no such user", LastAttempt: t0},
-		{Rcpt: "y@example.net", Status: "5.1.1", Diagnostic: "550 5.1.1 no such user", LastAttempt: t0},
+		{Rcpt: "x@example.net", Status: "5.1.1", Reply: "550 5.1.1 no such user", LastAttempt: t0},
+		{Rcpt: "y@example.net", Status: "5.1.1", Reply: "550 5.1.1 no such user", LastAttempt: t0},
 	}
 	if diff := cmp.Diff(wantFailed, calls[0].failed); diff != "" {
 		t.Errorf("failures (-want +got):\n%s", diff)
@@ -244,7 +244,7 @@ func TestExpiryBouncesWith447(t *testing.T) {
 	if len(calls) != 1 {
 		t.Fatalf("%d notifications, want 1", len(calls))
 	}
-	want := []Failure{{Rcpt: "r@example.net", Status: "4.4.7", Diagnostic: wantDiag, LastAttempt: t0.Add(time.Hour)}}
+	want := []Failure{{Rcpt: "r@example.net", Status: "4.4.7", Reply: "451 4.7.0 temporarily deferred", Reason: "delivery time expired after 1h in the queue", LastAttempt: t0.Add(time.Hour)}}
 	if diff := cmp.Diff(want, calls[0].failed); diff != "" {
 		t.Errorf("failures (-want +got):\n%s", diff)
 	}

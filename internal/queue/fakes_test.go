@@ -219,7 +219,7 @@ func (n *notifier) notify(orig *store.Envelope, header []byte, failed []Failure,
 	var b strings.Builder
 	fmt.Fprintf(&b, "From: Mail Delivery System <%s>\r\nTo: %s\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-%d@relay.test>\r\n\r\n", orig.Account, orig.From, n.n)
 	for _, f := range failed {
-		fmt.Fprintf(&b, "%s: %s %s\r\n", f.Rcpt, f.Status, f.Diagnostic)
+		fmt.Fprintf(&b, "%s: %s %s %s\r\n", f.Rcpt, f.Status, f.Reply, f.Reason)
 	}
 	return []byte(b.String()), true, nil
 }

@@ -15,7 +15,9 @@ import (
 type failedRcpt struct {
 	rcpt   store.Recipient
 	status string // RFC 3463 status
-	diag   string
+	diag   string // what the recipient's record and the history say
+	reply  string // the provider's last reply, "" when none
+	reason string // the queue's own reason (expiry), "" when the reply says it
 }
 
 // summary counts what an attempt left of the message's recipients.
@@ -37,7 +39,7 @@ func result(c *store.Claimed, o *outcome, now, until time.Time, cfg Config) (sto
 		case r.State == store.RcptDelivered:
 			sum.delivered++
 		case r.State == store.RcptFailed:
-			sum.failed = append(sum.failed, failedRcpt{rcpt: r, status: statusOf(r.LastReply), diag: r.LastReply})
+			sum.failed = append(sum.failed, failedRcpt{rcpt: r, status: statusOf(r.LastReply), diag: r.LastReply, reply: r.LastReply})
 		case expired:
 			f := expire(c, r, o)
 			res.Rcpts[r.Addr] = f.rcpt
@@ -71,12 +73,14 @@ func expire(c *store.Claimed, r store.Recipient, o *outcome) failedRcpt {
 	if last == "" {
 		last = c.LastReply
 	}
-	if last == "" {
-		last = "none"
+	reason := fmt.Sprintf("delivery time expired after %s in the queue", lifetime(c.Expires.Sub(c.Received)))
+	shown := last
+	if shown == "" {
+		shown = "none"
 	}
-	diag := fmt.Sprintf("delivery time expired after %s in the queue; last reply: %s", lifetime(c.Expires.Sub(c.Received)), last)
+	diag := reason + "; last reply: " + shown
 	r.State, r.LastReply = store.RcptFailed, diag
-	return failedRcpt{rcpt: r, status: "4.4.7", diag: diag}
+	return failedRcpt{rcpt: r, status: "4.4.7", diag: diag, reply: last, reason: reason}
 }
 
 // lifetime writes a duration the way the configuration does ("5d", "36h").

@@ -54,7 +54,8 @@ type Failure struct {
 	Rcpt        string // the recipient as sent (SMTP path)
 	ORcpt       string // its ORCPT parameter (RFC 3461), "" when none
 	Status      string // RFC 3463 status code, e.g. "5.1.1" or "4.4.7"
-	Diagnostic  string // the provider's reply line, or why the queue gave up
+	Reply       string // the provider's last reply line, "" when there was none
+	Reason      string // the queue's own reason (expiry), "" when Reply says it all
 	LastAttempt time.Time
 }
 
