@@ -38,6 +38,7 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 	return s.submit(ctx, &request{
 		messages: len(msgs),
 		sealed:   true,
+		rewind:   rewinder(msgs),
 		run: func(b *batch) error {
 			for i, m := range msgs {
 				if err := b.enqueue(ctx, &envs[i], m.Body); err != nil {
@@ -47,6 +48,40 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 			return nil
 		},
 	})
+}
+
+// rewinder returns a function that rewinds the bodies to where they are
+// now, when all of them are io.Seekers (bytes.Reader, os.File), else one
+// that reports it cannot.
+func rewinder(msgs []*store.NewMessage) func() bool {
+	type mark struct {
+		body io.Seeker
+		at   int64
+	}
+	cannot := func() bool { return false }
+	var marks []mark
+	for _, m := range msgs {
+		if m.Body == nil {
+			continue
+		}
+		body, ok := m.Body.(io.Seeker)
+		if !ok {
+			return cannot
+		}
+		at, err := body.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return cannot
+		}
+		marks = append(marks, mark{body, at})
+	}
+	return func() bool {
+		for _, mk := range marks {
+			if _, err := mk.body.Seek(mk.at, io.SeekStart); err != nil {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 // normalizeNew checks a new message and returns its envelope with the

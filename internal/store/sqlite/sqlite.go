@@ -111,7 +111,7 @@ func newStore(path string, opts Options) *Store {
 		sealer:     opts.Sealer,
 		keys:       newKeyCache(opts.Sealer),
 		maxBatch:   maxBatch,
-		requests:   make(chan *request, maxBatch),
+		requests:   make(chan *request, 4*maxBatch),
 		closing:    make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}

@@ -26,6 +26,9 @@ type request struct {
 	items    int  // other rows it writes (history), for MaxBatch
 	sealed   bool // it writes bodies: it needs the batch's data key
 	run      func(b *batch) error
+	// rewind, for a request that reads bodies, makes them readable from
+	// their start again; nil when it reads none, false when it cannot.
+	rewind func() bool
 	state    atomic.Int32
 	done     chan error // buffered: the writer never waits for the caller
 }
@@ -129,26 +132,20 @@ func (s *Store) collect(batch []*request) []*request {
 	return batch
 }
 
+// maxRounds bounds the transactions one batch may take: a request that
+// makes SQLite roll the whole transaction back is left out of the next.
+const maxRounds = 4
+
 // commit runs the live requests of batch in one transaction and answers
-// each of them.
+// each of them. Most failures stay inside their request's savepoint; but
+// on some (disk full, I/O error) SQLite rolls the whole transaction back.
+// Then the request that hit it fails, and the others run again in a new
+// transaction: those not yet run, those that read no body, and those
+// whose bodies can be rewound (io.Seeker).
 func (w *writer) commit(batch []*request) {
-	live := takeLive(batch)
-	if len(live) == 0 {
-		return
-	}
-	results := make([]error, len(live))
-	if err := w.run(live, results); err != nil {
-		for i := range results {
-			if results[i] == nil {
-				results[i] = err
-			}
-		}
-	} else {
-		w.s.commits.Add(1)
-		w.s.enqueued.Add(enqueuedBy(live, results))
-	}
-	for i, r := range live {
-		r.done <- results[i]
+	reqs := takeLive(batch)
+	for round := 1; len(reqs) > 0; round++ {
+		reqs = w.runRound(reqs, round < maxRounds)
 	}
 }
 
@@ -169,6 +166,39 @@ func takeLive(batch []*request) []*request {
 	return live
 }
 
+// runRound runs reqs in one transaction and answers them, but for those
+// to run again, which it returns.
+func (w *writer) runRound(reqs []*request, mayRetry bool) []*request {
+	results := make([]error, len(reqs))
+	culprit, err := w.run(reqs, results)
+	if err == nil {
+		w.s.commits.Add(1)
+		w.s.enqueued.Add(enqueuedBy(reqs, results))
+		for i, r := range reqs {
+			r.done <- results[i]
+		}
+		return nil
+	}
+	var again []*request
+	for i, r := range reqs {
+		switch {
+		case i == culprit || (i < culprit && results[i] != nil):
+			r.done <- results[i] // its own error
+		case mayRetry && culprit >= 0 && (i > culprit || r.rerunnable()):
+			again = append(again, r)
+		default:
+			r.done <- err
+		}
+	}
+	return again
+}
+
+// rerunnable prepares a request that ran in a transaction rolled back
+// to run again, and reports whether it can.
+func (r *request) rerunnable() bool {
+	return r.rewind == nil || r.rewind()
+}
+
 func enqueuedBy(live []*request, results []error) uint64 {
 	var n uint64
 	for i, r := range live {
@@ -180,24 +210,26 @@ func enqueuedBy(live []*request, results []error) uint64 {
 }
 
 // run executes the requests in one transaction, each inside a savepoint,
-// filling results; it returns the error that failed the whole batch.
-func (w *writer) run(live []*request, results []error) error {
+// filling results. It returns the error that failed the whole
+// transaction, and the index of the request that hit it (-1 for none:
+// BEGIN or COMMIT failed).
+func (w *writer) run(reqs []*request, results []error) (int, error) {
 	tx, err := w.s.wdb.BeginTx(context.Background(), nil)
 	if err != nil {
-		return mapErr("beginning a transaction", err)
+		return -1, mapErr("beginning a transaction", err)
 	}
 	b := &batch{tx: tx, w: w}
-	for i, r := range live {
+	for i, r := range reqs {
 		results[i] = b.runOne(r)
 		if b.broken != nil {
 			_ = tx.Rollback()
-			return b.broken
+			return i, b.broken
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return mapErr("committing", err)
+		return -1, mapErr("committing", err)
 	}
-	return nil
+	return -1, nil
 }
 
 // runOne runs r inside a savepoint: when r fails, only its own changes

@@ -87,7 +87,9 @@ func withState(s string) msgOpt   { return func(m *store.NewMessage) { m.State =
 func withReceived(t time.Time) msgOpt {
 	return func(m *store.NewMessage) { m.Received = t }
 }
-func withBody(b []byte) msgOpt { return func(m *store.NewMessage) { m.Body, m.Size = bytes.NewReader(b), int64(len(b)) } }
+func withBody(b []byte) msgOpt {
+	return func(m *store.NewMessage) { m.Body, m.Size = bytes.NewReader(b), int64(len(b)) }
+}
 
 // withRcpts sets pending recipients with these addresses.
 func withRcpts(addrs ...string) msgOpt {
