@@ -162,7 +162,7 @@ func (b *batch) insertMessage(e *store.Envelope) error {
 	if err != nil {
 		return err
 	}
-	_, err = b.tx.Exec(`INSERT INTO messages (id, account, listener, client, mail_from, mail_params,
+	_, err = b.execResult(`INSERT INTO messages (id, account, listener, client, mail_from, mail_params,
 		rcpts, pending, size, chunks, header_id, received, expires, next_attempt, attempts,
 		last_reply, state, bounce) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.Account, e.Listener, e.Client, e.From, encodeStrings(e.MailParams),
@@ -261,10 +261,4 @@ func (b *batch) insertChunk(id string, seq int64, plain []byte, last bool) error
 		data = []byte{}
 	}
 	return b.execOp("enqueue", `INSERT INTO chunks (msg_id, seq, key_id, data) VALUES (?, ?, ?, ?)`, id, seq, keyID, data)
-}
-
-// execOp executes a statement of the batch, classifying its error.
-func (b *batch) execOp(op, query string, args ...any) error {
-	_, err := b.tx.Exec(query, args...)
-	return mapErr(op, err)
 }

@@ -25,7 +25,7 @@ func historyArgs(r *store.Record) []any {
 
 // insertHistory adds a new record; a record with its ID is an error.
 func (b *batch) insertHistory(r *store.Record) error {
-	_, err := b.tx.Exec(`INSERT INTO history (`+historyColumns+`)
+	_, err := b.execResult(`INSERT INTO history (`+historyColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, historyArgs(r)...)
 	if isConstraint(err) {
 		return fmt.Errorf("%w: history record %s", errDuplicate, r.ID)
@@ -223,7 +223,7 @@ func (b *batch) pruneSome(before int64, limit int) (int, error) {
 // prunable lists records updated before before whose message is not in
 // the queue (by state and, should the two disagree, by the queue itself).
 func (b *batch) prunable(before int64, limit int) ([]string, error) {
-	rows, err := b.tx.Query(`SELECT id FROM history
+	rows, err := b.query(`SELECT id FROM history
 		WHERE updated < ? AND state NOT IN ('queued', 'held')
 		AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = history.id)
 		LIMIT ?`, before, limit)

@@ -37,7 +37,7 @@ func (s *Store) Claim(ctx context.Context, owner string, now time.Time, limit in
 }
 
 func (b *batch) claim(owner string, now, until time.Time, limit int, skip []string) ([]*store.Claimed, error) {
-	rows, err := b.tx.Query(`UPDATE messages SET lease_owner = ?1, lease_until = ?2
+	rows, err := b.query(`UPDATE messages SET lease_owner = ?1, lease_until = ?2
 		WHERE id IN (SELECT id FROM messages
 			WHERE state = 'queued' AND next_attempt <= ?3 AND pending > 0 AND lease_until <= ?3
 			AND account NOT IN (SELECT value FROM json_each(?4))
@@ -84,7 +84,7 @@ func (s *Store) Extend(ctx context.Context, id, owner string, until time.Time) e
 		return err
 	}
 	return s.submit(ctx, &request{run: func(b *batch) error {
-		res, err := b.tx.Exec(`UPDATE messages SET lease_until = ? WHERE id = ? AND lease_owner = ?`,
+		res, err := b.execResult(`UPDATE messages SET lease_until = ? WHERE id = ? AND lease_owner = ?`,
 			unixNano(until), id, owner)
 		if err != nil {
 			return mapErr("extending a lease", err)
@@ -112,7 +112,7 @@ func (b *batch) leaseLost(id string) error {
 
 func (b *batch) exists(id string) (bool, error) {
 	var one int
-	err := b.tx.QueryRow(`SELECT 1 FROM messages WHERE id = ?`, id).Scan(&one)
+	err := b.queryRow(`SELECT 1 FROM messages WHERE id = ?`, id).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -167,7 +167,7 @@ func (b *batch) finish(id, owner string, res *store.Result) error {
 
 // leased reads the envelope of id if owner holds its lease.
 func (b *batch) leased(id, owner string) (*store.Envelope, error) {
-	e, err := scanEnvelope(b.tx.QueryRow(`SELECT `+envelopeColumns+` FROM messages
+	e, err := scanEnvelope(b.queryRow(`SELECT `+envelopeColumns+` FROM messages
 		WHERE id = ? AND lease_owner = ?`, id, owner))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, b.leaseLost(id)
@@ -273,7 +273,7 @@ func (b *batch) removeMessage(id string) error {
 
 // chunkKeys lists the data keys of a message's chunks.
 func (b *batch) chunkKeys(id string) ([]int64, error) {
-	rows, err := b.tx.Query(`SELECT DISTINCT key_id FROM chunks WHERE msg_id = ? AND key_id IS NOT NULL`, id)
+	rows, err := b.query(`SELECT DISTINCT key_id FROM chunks WHERE msg_id = ? AND key_id IS NOT NULL`, id)
 	if err != nil {
 		return nil, mapErr("removing a message", err)
 	}

@@ -107,7 +107,7 @@ func (s *Store) setState(ctx context.Context, id, from, to, event string) error 
 // changeOne runs an UPDATE of one message; no change is ErrNotFound when
 // the message is not in the queue, else (already so) no error.
 func (b *batch) changeOne(id, query string, args ...any) (bool, error) {
-	res, err := b.tx.Exec(query, args...)
+	res, err := b.execResult(query, args...)
 	if err != nil {
 		return false, mapErr("updating the queue", err)
 	}

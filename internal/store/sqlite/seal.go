@@ -58,7 +58,7 @@ func (b *batch) ensureKey() error {
 		b.keyErr = err
 		return err
 	}
-	err = b.tx.QueryRow(`INSERT INTO data_keys (wrapped) VALUES (?) RETURNING id`, key.wrapped).Scan(&key.id)
+	err = b.queryRow(`INSERT INTO data_keys (wrapped) VALUES (?) RETURNING id`, key.wrapped).Scan(&key.id)
 	if err != nil {
 		return b.fail(err)
 	}

@@ -90,7 +90,7 @@ func rawDB(t *testing.T, dir string) *sql.DB {
 	return db
 }
 
-func exec(t *testing.T, db *sql.DB, query string, args ...any) {
+func rawExec(t *testing.T, db *sql.DB, query string, args ...any) {
 	t.Helper()
 	if _, err := db.Exec(query, args...); err != nil {
 		t.Fatalf("%s: %v", query, err)
@@ -166,23 +166,23 @@ func TestSealedChunksResistTampering(t *testing.T) {
 		tamper func(t *testing.T, db *sql.DB)
 	}{
 		{"flipped byte", func(t *testing.T, db *sql.DB) {
-			exec(t, db, `UPDATE chunks SET data = CAST(substr(data, 1, 100) || x'00' || substr(data, 102) AS BLOB) WHERE msg_id = 'a' AND seq = 1`)
+			rawExec(t, db, `UPDATE chunks SET data = CAST(substr(data, 1, 100) || x'00' || substr(data, 102) AS BLOB) WHERE msg_id = 'a' AND seq = 1`)
 		}},
 		{"chunks swapped within a message", func(t *testing.T, db *sql.DB) {
-			exec(t, db, `UPDATE chunks SET seq = 9 WHERE msg_id = 'a' AND seq = 0`)
-			exec(t, db, `UPDATE chunks SET seq = 0 WHERE msg_id = 'a' AND seq = 1`)
-			exec(t, db, `UPDATE chunks SET seq = 1 WHERE msg_id = 'a' AND seq = 9`)
+			rawExec(t, db, `UPDATE chunks SET seq = 9 WHERE msg_id = 'a' AND seq = 0`)
+			rawExec(t, db, `UPDATE chunks SET seq = 0 WHERE msg_id = 'a' AND seq = 1`)
+			rawExec(t, db, `UPDATE chunks SET seq = 1 WHERE msg_id = 'a' AND seq = 9`)
 		}},
 		{"chunk from another message of the batch", func(t *testing.T, db *sql.DB) {
-			exec(t, db, `UPDATE chunks SET data = (SELECT data FROM chunks WHERE msg_id = 'b' AND seq = 0)
+			rawExec(t, db, `UPDATE chunks SET data = (SELECT data FROM chunks WHERE msg_id = 'b' AND seq = 0)
 				WHERE msg_id = 'a' AND seq = 0`)
 		}},
 		{"cut short", func(t *testing.T, db *sql.DB) {
-			exec(t, db, `DELETE FROM chunks WHERE msg_id = 'a' AND seq = 2`)
-			exec(t, db, `UPDATE messages SET chunks = 2, size = ? WHERE id = 'a'`, 2*chunkSize)
+			rawExec(t, db, `DELETE FROM chunks WHERE msg_id = 'a' AND seq = 2`)
+			rawExec(t, db, `UPDATE messages SET chunks = 2, size = ? WHERE id = 'a'`, 2*chunkSize)
 		}},
 		{"wrapped key replaced", func(t *testing.T, db *sql.DB) {
-			exec(t, db, `UPDATE data_keys SET wrapped = x'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'`)
+			rawExec(t, db, `UPDATE data_keys SET wrapped = x'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'`)
 		}},
 	}
 	for _, tc := range cases {

@@ -38,7 +38,6 @@ func (r *request) weight() int { return max(1, r.messages, r.items) }
 
 // batch is one write transaction of the writer and what its requests share.
 type batch struct {
-	tx     *sql.Tx
 	w      *writer
 	key    *sealKey // the batch's data key, drawn when first needed
 	keyErr error
@@ -48,7 +47,9 @@ type batch struct {
 // writer is the state of the writer goroutine.
 type writer struct {
 	s     *Store
-	chunk []byte        // a body chunk as read from the message
+	conn  *sql.Conn            // its own connection; nil until needed
+	stmts map[string]*sql.Stmt // statements prepared on conn
+	chunk []byte               // a body chunk as read from the message
 	out   []byte        // the same chunk sealed
 	ad    []byte        // its additional data
 	br    *bufio.Reader // the body being read, to peek for its end
@@ -99,6 +100,7 @@ func (s *Store) lastAnswer(r *request) error {
 func (s *Store) writeLoop() {
 	defer close(s.writerDone)
 	w := &writer{s: s}
+	defer w.closeConn()
 	for {
 		select {
 		case r := <-s.requests:
@@ -214,22 +216,18 @@ func enqueuedBy(live []*request, results []error) uint64 {
 // transaction, and the index of the request that hit it (-1 for none:
 // BEGIN or COMMIT failed).
 func (w *writer) run(reqs []*request, results []error) (int, error) {
-	tx, err := w.s.wdb.BeginTx(context.Background(), nil)
-	if err != nil {
-		return -1, mapErr("beginning a transaction", err)
+	if err := w.begin(); err != nil {
+		return -1, err
 	}
-	b := &batch{tx: tx, w: w}
+	b := &batch{w: w}
 	for i, r := range reqs {
 		results[i] = b.runOne(r)
 		if b.broken != nil {
-			_ = tx.Rollback()
+			w.rollback()
 			return i, b.broken
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return -1, mapErr("committing", err)
-	}
-	return -1, nil
+	return -1, w.commitTx()
 }
 
 // runOne runs r inside a savepoint: when r fails, only its own changes
@@ -271,7 +269,3 @@ func (b *batch) fail(err error) error {
 	return err
 }
 
-func (b *batch) exec(query string, args ...any) error {
-	_, err := b.tx.Exec(query, args...)
-	return err
-}
