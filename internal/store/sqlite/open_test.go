@@ -29,7 +29,7 @@ func TestOpenSetsPragmas(t *testing.T) {
 		if err != nil || writer != want {
 			t.Errorf("writer: PRAGMA %s = %q (%v), want %q", pragma, writer, err, want)
 		}
-		if err := s.rdb.QueryRow("PRAGMA "+pragma).Scan(&reader); err != nil || reader != want {
+		if err := s.rdb.QueryRow("PRAGMA " + pragma).Scan(&reader); err != nil || reader != want {
 			t.Errorf("readers: PRAGMA %s = %q (%v), want %q", pragma, reader, err, want)
 		}
 	}

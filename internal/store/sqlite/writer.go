@@ -29,8 +29,8 @@ type request struct {
 	// rewind, for a request that reads bodies, makes them readable from
 	// their start again; nil when it reads none, false when it cannot.
 	rewind func() bool
-	state    atomic.Int32
-	done     chan error // buffered: the writer never waits for the caller
+	state  atomic.Int32
+	done   chan error // buffered: the writer never waits for the caller
 }
 
 // weight is the request's share of Options.MaxBatch.
@@ -50,9 +50,9 @@ type writer struct {
 	conn  *sql.Conn            // its own connection; nil until needed
 	stmts map[string]*sql.Stmt // statements prepared on conn
 	chunk []byte               // a body chunk as read from the message
-	out   []byte        // the same chunk sealed
-	ad    []byte        // its additional data
-	br    *bufio.Reader // the body being read, to peek for its end
+	out   []byte               // the same chunk sealed
+	ad    []byte               // its additional data
+	br    *bufio.Reader        // the body being read, to peek for its end
 }
 
 // submit hands r to the writer and waits for its answer. A caller whose
@@ -268,4 +268,3 @@ func (b *batch) fail(err error) error {
 	b.broken = err
 	return err
 }
-

@@ -20,8 +20,8 @@ func testMsg(id string) *store.NewMessage {
 	return &store.NewMessage{
 		Envelope: store.Envelope{
 			ID: id, Account: "sender@example.com", Listener: "printers", Client: "10.0.0.7",
-			From:  "<sender@example.com>",
-			Rcpts: []store.Recipient{{Addr: "<rcpt@example.net>", State: store.RcptPending}},
+			From:     "<sender@example.com>",
+			Rcpts:    []store.Recipient{{Addr: "<rcpt@example.net>", State: store.RcptPending}},
 			Received: now, Expires: now.Add(time.Hour), NextAttempt: now,
 		},
 		Body: bytes.NewReader(bodyOf(id)),
