@@ -11,9 +11,10 @@ import (
 )
 
 // Body opens a queued message's body. The reader fetches one chunk at a
-// time under ctx; when the message leaves the queue while it is read, the
-// next chunk fails with store.ErrNotFound instead of the body ending
-// early.
+// time under ctx, each in a read transaction of its own, so that a slow
+// delivery holds no snapshot that would keep WAL checkpoints waiting.
+// When the message leaves the queue while it is read, the next chunk
+// fails with store.ErrNotFound instead of the body ending early.
 func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err := s.readable(); err != nil {
 		return nil, err

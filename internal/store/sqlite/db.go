@@ -13,6 +13,9 @@ import (
 // (another process's writer, a checkpoint) before SQLITE_BUSY.
 const busyTimeoutMillis = 10000
 
+// walSizeLimit is the size the WAL file is cut back to after a checkpoint.
+const walSizeLimit = 64 << 20
+
 // readConns bounds the read-only connections.
 const readConns = 8
 
@@ -28,6 +31,9 @@ func dsn(file, txlock string, extra ...string) string {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(ON)")
+	// A large message grows the WAL file; after a checkpoint SQLite
+	// truncates it back to this size instead of keeping it at its peak.
+	q.Add("_pragma", "journal_size_limit("+strconv.Itoa(walSizeLimit)+")")
 	for _, p := range extra {
 		q.Add("_pragma", p)
 	}

@@ -37,7 +37,7 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 	}
 	return s.submit(ctx, &request{
 		messages: len(msgs),
-		sealed:   true,
+		bodies:   true,
 		rewind:   rewinder(msgs),
 		run: func(b *batch) error {
 			for i, m := range msgs {

@@ -83,6 +83,9 @@ func (s *Store) Extend(ctx context.Context, id, owner string, until time.Time) e
 	if err := s.readable(); err != nil {
 		return err
 	}
+	if owner == "" {
+		return fmt.Errorf("%w: %s: no owner", store.ErrLeaseLost, id)
+	}
 	return s.submit(ctx, &request{run: func(b *batch) error {
 		res, err := b.execResult(`UPDATE messages SET lease_until = ? WHERE id = ? AND lease_owner = ?`,
 			unixNano(until), id, owner)
@@ -121,7 +124,7 @@ func (b *batch) exists(id string) (bool, error) {
 
 // ReleaseLeases drops every lease owner holds.
 func (s *Store) ReleaseLeases(ctx context.Context, owner string) error {
-	if err := s.readable(); err != nil {
+	if err := s.readable(); err != nil || owner == "" {
 		return err
 	}
 	return s.submit(ctx, &request{run: func(b *batch) error {
@@ -136,6 +139,9 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string) error {
 func (s *Store) Finish(ctx context.Context, id, owner string, res store.Result) error {
 	if err := s.readable(); err != nil {
 		return err
+	}
+	if owner == "" {
+		return fmt.Errorf("%w: %s: no owner", store.ErrLeaseLost, id)
 	}
 	if res.At.IsZero() {
 		res.At = time.Now()

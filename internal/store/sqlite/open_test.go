@@ -20,7 +20,7 @@ import (
 func TestOpenSetsPragmas(t *testing.T) {
 	s := openTest(t, t.TempDir(), Options{})
 	want := map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1",
-		"busy_timeout": fmt.Sprint(busyTimeoutMillis)}
+		"busy_timeout": fmt.Sprint(busyTimeoutMillis), "journal_size_limit": fmt.Sprint(walSizeLimit)}
 	for pragma, want := range want {
 		var writer, reader string
 		err := s.submit(t.Context(), &request{run: func(b *batch) error {

@@ -55,6 +55,7 @@ func (b *batch) ensureKey() error {
 	}
 	key, err := drawKey(sealer)
 	if err != nil {
+		b.w.s.log.Error("cannot seal bodies: messages are refused", "error", err)
 		b.keyErr = err
 		return err
 	}

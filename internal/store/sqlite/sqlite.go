@@ -88,6 +88,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := newStore(path, opts)
+	s.warnIfReadable(file)
 	if err := s.openDatabases(ctx, file, opts.maxPageCount); err != nil {
 		s.closeDatabases()
 		return nil, err
@@ -134,6 +135,15 @@ func prepareFile(dir string) (string, error) {
 		return "", fmt.Errorf("store: opening %s: %w", file, err)
 	}
 	return file, f.Close()
+}
+
+// warnIfReadable warns about a database file that other users may read:
+// it holds envelopes and, without a Sealer, bodies. An existing file's
+// mode is the operator's; only new files are made private.
+func (s *Store) warnIfReadable(file string) {
+	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		s.log.Warn("the database file is accessible to other users", "path", file, "mode", fi.Mode().Perm())
+	}
 }
 
 func (s *Store) openDatabases(ctx context.Context, file string, maxPageCount int) error {

@@ -24,7 +24,7 @@ type request struct {
 	ctx      context.Context
 	messages int  // messages it enqueues (CommitStats)
 	items    int  // other rows it writes (history), for MaxBatch
-	sealed   bool // it writes bodies: it needs the batch's data key
+	bodies   bool // it writes bodies: it needs the batch's data key
 	run      func(b *batch) error
 	// rewind, for a request that reads bodies, makes them readable from
 	// their start again; nil when it reads none, false when it cannot.
@@ -181,6 +181,7 @@ func (w *writer) runRound(reqs []*request, mayRetry bool) []*request {
 		}
 		return nil
 	}
+	w.s.log.Warn("write transaction rolled back", "requests", len(reqs), "error", err)
 	var again []*request
 	for i, r := range reqs {
 		switch {
@@ -233,7 +234,7 @@ func (w *writer) run(reqs []*request, results []error) (int, error) {
 // runOne runs r inside a savepoint: when r fails, only its own changes
 // are rolled back. Requests classify their own errors (mapErr).
 func (b *batch) runOne(r *request) error {
-	if r.sealed {
+	if r.bodies {
 		if err := b.ensureKey(); err != nil {
 			return err
 		}

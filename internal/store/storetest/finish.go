@@ -159,6 +159,9 @@ func testFinishWithoutLease(t *testing.T, e *env) {
 		Rcpts: map[string]store.Recipient{"<rcpt@example.net>": rcptResult(store.RcptDelivered, "250 OK")}}
 	err := e.s.Finish(e.ctx, "m1", "w1", res)
 	wantErr(t, "Finish of a message never claimed", err, store.ErrLeaseLost)
+	// An unleased message has no owner; "" is no one's lease either.
+	wantErr(t, "Finish without an owner", e.s.Finish(e.ctx, "m1", "", res), store.ErrLeaseLost)
+	wantErr(t, "Extend without an owner", e.s.Extend(e.ctx, "m1", "", e.at(time.Hour)), store.ErrLeaseLost)
 	if diff := envelopeDiff(*before, *e.get("m1")); diff != "" {
 		t.Errorf("a refused Finish changed the message (-before +after):\n%s", diff)
 	}

@@ -7,10 +7,23 @@
 //
 // The suite is the executable form of the doc comments of store.Store,
 // plus what they leave to judgement and every engine must answer alike:
-// List is oldest received first; Hold and Release of a message already in
-// that state change nothing; Retry does not lift a hold; a message held
-// during an attempt stays held after Finish; the messages of one Enqueue
-// are stored all or none; times keep at least microsecond precision.
+//
+//   - the messages of one Enqueue are stored all or none; an existing ID,
+//     an empty reverse-path, no recipients or a body that fails to read
+//     refuse the call (the reader's error is wrapped);
+//   - List is oldest received first;
+//   - Hold and Release of a message already in that state change nothing
+//     and add no event; Retry does not lift a hold; a message held during
+//     an attempt stays held after Finish;
+//   - a lease that expired but was not taken over is still its owner's;
+//     the empty owner holds no lease;
+//   - Finish adds one event per recipient it reports on (delivered,
+//     bounced or attempt, with the recipient's reply) in envelope order,
+//     or one attempt event with the overall reply when it reports on
+//     none; an attempt that did not count adds a deferred event first;
+//     naming a recipient the message lacks is refused and changes nothing;
+//   - events come back ordered by time, equal times in write order;
+//   - times keep at least microsecond precision.
 package storetest
 
 import (
