@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"time"
 )
 
 // The writer runs its transactions by hand on a connection of its own
@@ -14,18 +15,55 @@ import (
 // time.
 
 // begin starts a write transaction, taking the write lock at once so that
-// it never fails half-way for another process's write (busy_timeout
-// applies while it waits).
+// it never fails half-way for another process's write. It lets a writer
+// of another process that waits go first, and when it has to wait itself
+// it says so and polls (see turn.go), up to the busy timeout.
 func (w *writer) begin() error {
-	if w.conn == nil {
-		conn, err := w.s.wdb.Conn(context.Background())
-		if err != nil {
-			return mapErr("connecting", err)
-		}
-		w.conn, w.stmts = conn, map[string]*sql.Stmt{}
+	if err := w.connect(); err != nil {
+		return err
 	}
-	_, err := w.conn.ExecContext(context.Background(), "BEGIN IMMEDIATE")
+	w.s.turn.yield()
+	err := w.tryBegin()
+	if isBusy(err) {
+		err = w.waitBegin()
+	}
 	return w.connErr("beginning a transaction", err)
+}
+
+func (w *writer) tryBegin() error {
+	_, err := w.conn.ExecContext(context.Background(), "BEGIN IMMEDIATE")
+	return err
+}
+
+func (w *writer) waitBegin() error {
+	defer w.s.turn.announce()()
+	deadline := time.Now().Add(busyTimeoutMillis * time.Millisecond)
+	for pause := 100 * time.Microsecond; ; pause = min(2*pause, beginPollMax) {
+		time.Sleep(pause)
+		err := w.tryBegin()
+		if !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
+// connect takes the writer's connection when it has none. The writer
+// polls for the write lock itself (waitBegin): SQLite's busy handler,
+// which sleeps up to 100 ms between attempts, is turned off for it.
+func (w *writer) connect() error {
+	if w.conn != nil {
+		return nil
+	}
+	conn, err := w.s.wdb.Conn(context.Background())
+	if err != nil {
+		return mapErr("connecting", err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "PRAGMA busy_timeout = 0"); err != nil {
+		conn.Close()
+		return mapErr("connecting", err)
+	}
+	w.conn, w.stmts = conn, map[string]*sql.Stmt{}
+	return nil
 }
 
 // commitTx commits; when COMMIT fails, the transaction is rolled back.

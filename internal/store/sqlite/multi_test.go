@@ -37,11 +37,18 @@ func TestTwoStoresOnOneDatabase(t *testing.T) {
 	for g := range relayErrs {
 		wg.Go(func() { relayErrs[g] = relayTraffic(relay, g, stop, &last) })
 	}
+	c0, m0 := relay.CommitStats()
 	cliErr := operatorTraffic(t, relay, cli, ids, &last)
+	c1, m1 := relay.CommitStats()
 	close(stop)
 	wg.Wait()
 	if err := errors.Join(append(relayErrs, cliErr)...); err != nil {
 		t.Fatal(err)
+	}
+	// Both took turns: the relay kept committing while the commands ran.
+	t.Logf("the relay committed %d times (%d messages) during the commands", c1-c0, m1-m0)
+	if c1 == c0 {
+		t.Error("the relay made no commit while the commands ran")
 	}
 	st, err := cli.Stats(ctx)
 	if err != nil {

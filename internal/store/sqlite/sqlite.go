@@ -62,8 +62,9 @@ type Store struct {
 	sealer store.Sealer
 	keys   *keyCache
 
-	wdb *sql.DB // the writer's single connection
-	rdb *sql.DB // read-only connections
+	wdb  *sql.DB // the writer's single connection
+	rdb  *sql.DB // read-only connections
+	turn *turnstile
 
 	maxBatch   int
 	requests   chan *request
@@ -148,6 +149,9 @@ func (s *Store) warnIfReadable(file string) {
 
 func (s *Store) openDatabases(ctx context.Context, file string, maxPageCount int) error {
 	var err error
+	if s.turn, err = openTurnstile(filepath.Join(s.path, TurnFileName)); err != nil {
+		return err
+	}
 	if s.wdb, err = openWriter(ctx, file, maxPageCount); err != nil {
 		return err
 	}
@@ -164,6 +168,9 @@ func (s *Store) closeDatabases() error {
 		if db != nil {
 			errs = append(errs, db.Close())
 		}
+	}
+	if s.turn != nil {
+		errs = append(errs, s.turn.close())
 	}
 	return errors.Join(errs...)
 }
