@@ -102,8 +102,10 @@ func crashBody(id string) []byte {
 }
 
 // crashChild enqueues from 8 goroutines until it is killed, printing
-// each ID after its Enqueue returned.
+// each ID after its Enqueue returned. Should the parent die first, it
+// gives up on its own after a minute.
 func crashChild(dir string) {
+	time.AfterFunc(time.Minute, func() { os.Exit(4) })
 	s, err := Open(context.Background(), dir, Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)

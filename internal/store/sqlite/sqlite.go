@@ -7,8 +7,8 @@
 // one transaction and so one fsync; each runs inside its own SAVEPOINT, so a
 // request that fails leaves the others of its batch alone. Reads use a
 // separate pool of read-only connections, which WAL lets run beside the
-// writer, and beside another process's writer: the `oauthrelay queue`
-// commands open the same database while the relay runs.
+// writer. The `oauthrelay queue` commands open the same database while the
+// relay runs: the writers of the two processes take turns (turn.go).
 //
 // Bodies are stored in chunks of chunkSize bytes, read from the message
 // inside the commit and back chunk by chunk, so no message is ever held in
@@ -113,7 +113,7 @@ func newStore(path string, opts Options) *Store {
 		sealer:     opts.Sealer,
 		keys:       newKeyCache(opts.Sealer),
 		maxBatch:   maxBatch,
-		requests:   make(chan *request, 4*maxBatch),
+		requests:   make(chan *request, 4*maxBatch), // a few batches: callers seldom block sending
 		closing:    make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
@@ -195,9 +195,6 @@ func (s *Store) Close() error {
 func (s *Store) CommitStats() (commits, messages uint64) {
 	return s.commits.Load(), s.enqueued.Load()
 }
-
-// Path returns the store directory.
-func (s *Store) Path() string { return s.path }
 
 // readable fails once the store is closed.
 func (s *Store) readable() error {
