@@ -1,0 +1,132 @@
+package sqlite
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// unixNano is how times are stored: Unix nanoseconds, 0 for the zero
+// time, clamped to the range an int64 holds (years 1678 to 2262).
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.IsZero():
+		return 0
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// fromUnixNano reverses unixNano.
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// rcptJSON is a recipient as stored in messages.rcpts, with names of its
+// own: the stored form must not change when a Go field is renamed.
+type rcptJSON struct {
+	Addr      string `json:"addr"`
+	State     string `json:"state"`
+	LastReply string `json:"last_reply,omitempty"`
+	Notify    string `json:"notify,omitempty"`
+	ORcpt     string `json:"orcpt,omitempty"`
+}
+
+func encodeRcpts(rcpts []store.Recipient) (string, error) {
+	rows := make([]rcptJSON, len(rcpts))
+	for i, r := range rcpts {
+		rows[i] = rcptJSON(r)
+	}
+	b, err := json.Marshal(rows)
+	return string(b), err
+}
+
+func decodeRcpts(text string) ([]store.Recipient, error) {
+	var rows []rcptJSON
+	if err := json.Unmarshal([]byte(text), &rows); err != nil {
+		return nil, fmt.Errorf("store: stored recipients: %w", err)
+	}
+	rcpts := make([]store.Recipient, len(rows))
+	for i, r := range rows {
+		rcpts[i] = store.Recipient(r)
+	}
+	return rcpts, nil
+}
+
+// encodeStrings stores a list of strings (MAIL parameters, history
+// recipients) as a JSON array; nil is stored as [].
+func encodeStrings(list []string) string {
+	if list == nil {
+		list = []string{}
+	}
+	b, _ := json.Marshal(list) // a []string always marshals
+	return string(b)
+}
+
+// decodeStrings reverses encodeStrings; an empty list is nil.
+func decodeStrings(text string) ([]string, error) {
+	var list []string
+	if err := json.Unmarshal([]byte(text), &list); err != nil {
+		return nil, fmt.Errorf("store: stored list: %w", err)
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	return list, nil
+}
+
+// pendingCount counts the recipients still pending.
+func pendingCount(rcpts []store.Recipient) int {
+	n := 0
+	for _, r := range rcpts {
+		if r.State == store.RcptPending {
+			n++
+		}
+	}
+	return n
+}
+
+// envelopeColumns are the columns scanEnvelope reads, in its order.
+const envelopeColumns = `id, account, listener, client, mail_from, mail_params, rcpts,
+	size, header_id, received, expires, next_attempt, attempts, last_reply, state, bounce`
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// scanEnvelope reads envelopeColumns, then extra destinations.
+func scanEnvelope(sc scanner, extra ...any) (*store.Envelope, error) {
+	var (
+		e                                        store.Envelope
+		params, rcpts                            string
+		received, expires, nextAttempt, attempts int64
+	)
+	dest := []any{&e.ID, &e.Account, &e.Listener, &e.Client, &e.From, &params, &rcpts,
+		&e.Size, &e.HeaderID, &received, &expires, &nextAttempt, &attempts, &e.LastReply, &e.State, &e.Bounce}
+	if err := sc.Scan(append(dest, extra...)...); err != nil {
+		return nil, err
+	}
+	var err error
+	if e.MailParams, err = decodeStrings(params); err != nil {
+		return nil, err
+	}
+	if e.Rcpts, err = decodeRcpts(rcpts); err != nil {
+		return nil, err
+	}
+	e.Received, e.Expires, e.NextAttempt = fromUnixNano(received), fromUnixNano(expires), fromUnixNano(nextAttempt)
+	e.Attempts = int(attempts)
+	return &e, nil
+}

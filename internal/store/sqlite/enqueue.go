@@ -1,0 +1,264 @@
+package sqlite
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// chunkSize is the size of a stored body chunk: a large message takes few
+// rows, and neither the writer nor a reader holds more than one chunk of
+// it in memory.
+const chunkSize = 256 << 10
+
+// Enqueue stores the messages in one commit shared with the other writes
+// waiting at the time; it returns once that commit is fsync'd. The
+// messages of one call are stored all or none. Envelope.Size is set to
+// the bytes actually read from the body.
+func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	envs := make([]store.Envelope, len(msgs))
+	for i, m := range msgs {
+		e, err := normalizeNew(m)
+		if err != nil {
+			return err
+		}
+		envs[i] = e
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return s.submit(ctx, &request{
+		messages: len(msgs),
+		bodies:   true,
+		rewind:   rewinder(msgs),
+		run: func(b *batch) error {
+			for i, m := range msgs {
+				if err := b.enqueue(ctx, &envs[i], m.Body); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+}
+
+// rewinder returns a function that rewinds the bodies to where they are
+// now, when all of them are io.Seekers (bytes.Reader, os.File), else one
+// that reports it cannot.
+func rewinder(msgs []*store.NewMessage) func() bool {
+	type mark struct {
+		body io.Seeker
+		at   int64
+	}
+	cannot := func() bool { return false }
+	var marks []mark
+	for _, m := range msgs {
+		if m.Body == nil {
+			continue
+		}
+		body, ok := m.Body.(io.Seeker)
+		if !ok {
+			return cannot
+		}
+		at, err := body.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return cannot
+		}
+		marks = append(marks, mark{body, at})
+	}
+	return func() bool {
+		for _, mk := range marks {
+			if _, err := mk.body.Seek(mk.at, io.SeekStart); err != nil {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// normalizeNew checks a new message and returns its envelope with the
+// defaults filled in: state queued, recipients pending, received now.
+func normalizeNew(m *store.NewMessage) (store.Envelope, error) {
+	if m == nil {
+		return store.Envelope{}, errors.New("store: enqueue: nil message")
+	}
+	e := m.Envelope
+	e.Rcpts = append([]store.Recipient(nil), e.Rcpts...)
+	switch {
+	case e.ID == "":
+		return e, errors.New("store: enqueue: message without an ID")
+	case e.From == "":
+		return e, fmt.Errorf("store: enqueue %s: empty reverse-path", e.ID)
+	case len(e.Rcpts) == 0:
+		return e, fmt.Errorf("store: enqueue %s: no recipients", e.ID)
+	}
+	if e.State == "" {
+		e.State = store.StateQueued
+	}
+	if e.State != store.StateQueued && e.State != store.StateHeld {
+		return e, fmt.Errorf("store: enqueue %s: state %q is not queued or held", e.ID, e.State)
+	}
+	for i := range e.Rcpts {
+		if err := normalizeRcpt(&e.Rcpts[i]); err != nil {
+			return e, fmt.Errorf("store: enqueue %s: %w", e.ID, err)
+		}
+	}
+	if e.Received.IsZero() {
+		e.Received = time.Now()
+	}
+	return e, nil
+}
+
+func normalizeRcpt(r *store.Recipient) error {
+	if r.Addr == "" {
+		return errors.New("empty recipient")
+	}
+	return normalizeRcptState(&r.State)
+}
+
+// normalizeRcptState checks a recipient state; "" means pending.
+func normalizeRcptState(state *string) error {
+	switch *state {
+	case "":
+		*state = store.RcptPending
+	case store.RcptPending, store.RcptDelivered, store.RcptFailed:
+	default:
+		return fmt.Errorf("recipient state %q", *state)
+	}
+	return nil
+}
+
+// enqueue writes one message: its queue row, its body, its history record
+// and EventAccepted.
+func (b *batch) enqueue(ctx context.Context, e *store.Envelope, body io.Reader) error {
+	if err := b.insertMessage(e); err != nil {
+		return err
+	}
+	size, chunks, err := b.writeBody(ctx, e.ID, body)
+	if err != nil {
+		return err
+	}
+	e.Size = size
+	err = b.execOp("enqueue", `UPDATE messages SET size = ?, chunks = ? WHERE id = ?`, size, chunks, e.ID)
+	if err != nil {
+		return err
+	}
+	if err := b.insertHistory(queueRecord(e)); err != nil {
+		return err
+	}
+	return b.insertEvent(&store.Event{ID: e.ID, At: e.Received, Type: store.EventAccepted})
+}
+
+func (b *batch) insertMessage(e *store.Envelope) error {
+	rcpts, err := encodeRcpts(e.Rcpts)
+	if err != nil {
+		return err
+	}
+	_, err = b.execResult(`INSERT INTO messages (id, account, listener, client, mail_from, mail_params,
+		rcpts, pending, size, chunks, header_id, received, expires, next_attempt, attempts,
+		last_reply, state, bounce) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, e.Account, e.Listener, e.Client, e.From, encodeStrings(e.MailParams),
+		rcpts, pendingCount(e.Rcpts), e.HeaderID, unixNano(e.Received), unixNano(e.Expires),
+		unixNano(e.NextAttempt), e.Attempts, e.LastReply, e.State, e.Bounce)
+	if isConstraint(err) {
+		return fmt.Errorf("%w: %s", errDuplicate, e.ID)
+	}
+	return mapErr("enqueue", err)
+}
+
+// queueRecord is the history record of a message entering the queue.
+func queueRecord(e *store.Envelope) *store.Record {
+	addrs := make([]string, len(e.Rcpts))
+	for i, r := range e.Rcpts {
+		addrs[i] = r.Addr
+	}
+	return &store.Record{
+		ID: e.ID, Mode: "queue", Listener: e.Listener, Client: e.Client, Account: e.Account,
+		From: e.From, Rcpts: addrs, Size: e.Size, HeaderID: e.HeaderID,
+		Received: e.Received, State: e.State, Updated: e.Received,
+	}
+}
+
+// writeBody stores body in chunks, read one at a time into the writer's
+// buffer. There is always at least one chunk, so that the last one, even
+// of an empty body, carries the "last" mark when sealed.
+func (b *batch) writeBody(ctx context.Context, id string, body io.Reader) (size, chunks int64, err error) {
+	w := b.w
+	if body == nil {
+		body = eofReader{}
+	}
+	w.readFrom(body)
+	defer w.br.Reset(eofReader{}) // drop the caller's reader
+	for seq := int64(0); ; seq++ {
+		if err := ctx.Err(); err != nil {
+			return 0, 0, err
+		}
+		n, last, err := w.readChunk()
+		if err != nil {
+			return 0, 0, fmt.Errorf("store: enqueue %s: reading the body: %w", id, err)
+		}
+		if err := b.insertChunk(id, seq, w.chunk[:n], last); err != nil {
+			return 0, 0, err
+		}
+		size += int64(n)
+		if last {
+			return size, seq + 1, nil
+		}
+	}
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// readFrom starts reading a body.
+func (w *writer) readFrom(body io.Reader) {
+	if w.chunk == nil {
+		w.chunk = make([]byte, chunkSize)
+		w.br = bufio.NewReaderSize(body, 4096)
+		return
+	}
+	w.br.Reset(body)
+}
+
+// readChunk fills the chunk buffer and reports whether the body ends
+// there (a full chunk peeks one byte ahead).
+func (w *writer) readChunk() (n int, last bool, err error) {
+	n, err = io.ReadFull(w.br, w.chunk)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return n, true, nil
+	case err != nil:
+		return 0, false, err
+	}
+	if _, err := w.br.Peek(1); err == io.EOF {
+		return n, true, nil
+	} else if err != nil {
+		return 0, false, err
+	}
+	return n, false, nil
+}
+
+func (b *batch) insertChunk(id string, seq int64, plain []byte, last bool) error {
+	var keyID any
+	data := plain
+	if b.key != nil {
+		var err error
+		if data, err = b.w.seal(b.key, id, seq, last, plain); err != nil {
+			return fmt.Errorf("%w: sealing: %w", store.ErrUnavailable, err)
+		}
+		keyID = b.key.id
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return b.execOp("enqueue", `INSERT INTO chunks (msg_id, seq, key_id, data) VALUES (?, ?, ?, ?)`, id, seq, keyID, data)
+}

@@ -1,0 +1,243 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// pruneBatch bounds the history records one Prune transaction deletes, so
+// that a large prune never holds the writer for long.
+const pruneBatch = 500
+
+const historyColumns = `id, mode, listener, client, account, mail_from, rcpts, size,
+	header_id, received, state, updated`
+
+func historyArgs(r *store.Record) []any {
+	return []any{r.ID, r.Mode, r.Listener, r.Client, r.Account, r.From, encodeStrings(r.Rcpts),
+		r.Size, r.HeaderID, unixNano(r.Received), r.State, unixNano(r.Updated)}
+}
+
+// insertHistory adds a new record; a record with its ID is an error.
+func (b *batch) insertHistory(r *store.Record) error {
+	_, err := b.execResult(`INSERT INTO history (`+historyColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, historyArgs(r)...)
+	if isConstraint(err) {
+		return fmt.Errorf("%w: history record %s", errDuplicate, r.ID)
+	}
+	return mapErr("writing history", err)
+}
+
+// upsertHistory adds a record or replaces the one with its ID.
+func (b *batch) upsertHistory(r *store.Record) error {
+	return b.execOp("writing history", `INSERT INTO history (`+historyColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, listener = excluded.listener,
+			client = excluded.client, account = excluded.account, mail_from = excluded.mail_from,
+			rcpts = excluded.rcpts, size = excluded.size, header_id = excluded.header_id,
+			received = excluded.received, state = excluded.state, updated = excluded.updated`,
+		historyArgs(r)...)
+}
+
+// setHistoryState moves a queued message's record to state.
+func (b *batch) setHistoryState(id, state string, at time.Time) error {
+	return b.execOp("writing history", `UPDATE history SET state = ?, updated = ? WHERE id = ?`,
+		state, unixNano(at), id)
+}
+
+func (b *batch) insertEvent(e *store.Event) error {
+	return b.execOp("writing history", `INSERT INTO events (msg_id, at, type, rcpt, reply)
+		VALUES (?, ?, ?, ?, ?)`, e.ID, unixNano(e.At), e.Type, e.Rcpt, e.Reply)
+}
+
+// Record adds or replaces history records and appends events in one
+// commit; records and events without a time get the current one.
+func (s *Store) Record(ctx context.Context, recs []*store.Record, events []*store.Event) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	recs, events, err := normalizeHistory(recs, events, time.Now())
+	if err != nil {
+		return err
+	}
+	if len(recs)+len(events) == 0 {
+		return nil
+	}
+	return s.submit(ctx, &request{
+		items: len(recs) + len(events),
+		run: func(b *batch) error {
+			for _, r := range recs {
+				if err := b.upsertHistory(r); err != nil {
+					return err
+				}
+			}
+			for _, e := range events {
+				if err := b.insertEvent(e); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+}
+
+// normalizeHistory checks records and events and returns copies with the
+// missing times set to now.
+func normalizeHistory(recs []*store.Record, events []*store.Event, now time.Time) ([]*store.Record, []*store.Event, error) {
+	outRecs := make([]*store.Record, len(recs))
+	for i, r := range recs {
+		if r == nil || r.ID == "" || r.State == "" {
+			return nil, nil, errors.New("store: record: a record needs an ID and a state")
+		}
+		c := *r
+		if c.Updated.IsZero() {
+			c.Updated = now
+		}
+		outRecs[i] = &c
+	}
+	outEvents := make([]*store.Event, len(events))
+	for i, e := range events {
+		if e == nil || e.ID == "" || e.Type == "" {
+			return nil, nil, errors.New("store: record: an event needs an ID and a type")
+		}
+		c := *e
+		if c.At.IsZero() {
+			c.At = now
+		}
+		outEvents[i] = &c
+	}
+	return outRecs, outEvents, nil
+}
+
+// History returns a message's record and its events, oldest first (equal
+// times in the order they were written).
+func (s *Store) History(ctx context.Context, id string) (*store.Record, []*store.Event, error) {
+	if err := s.readable(); err != nil {
+		return nil, nil, err
+	}
+	rec, err := s.readRecord(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	events, err := s.readEvents(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, events, nil
+}
+
+func (s *Store) readRecord(ctx context.Context, id string) (*store.Record, error) {
+	var (
+		r                 store.Record
+		rcpts             string
+		received, updated int64
+	)
+	err := s.rdb.QueryRowContext(ctx, `SELECT `+historyColumns+` FROM history WHERE id = ?`, id).Scan(
+		&r.ID, &r.Mode, &r.Listener, &r.Client, &r.Account, &r.From, &rcpts, &r.Size,
+		&r.HeaderID, &received, &r.State, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", store.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, readErr(ctx, "reading history", err)
+	}
+	if r.Rcpts, err = decodeStrings(rcpts); err != nil {
+		return nil, err
+	}
+	r.Received, r.Updated = fromUnixNano(received), fromUnixNano(updated)
+	return &r, nil
+}
+
+func (s *Store) readEvents(ctx context.Context, id string) ([]*store.Event, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT at, type, rcpt, reply FROM events
+		WHERE msg_id = ? ORDER BY at, seq`, id)
+	if err != nil {
+		return nil, readErr(ctx, "reading history", err)
+	}
+	defer rows.Close()
+	var events []*store.Event
+	for rows.Next() {
+		e := &store.Event{ID: id}
+		var at int64
+		if err := rows.Scan(&at, &e.Type, &e.Rcpt, &e.Reply); err != nil {
+			return nil, readErr(ctx, "reading history", err)
+		}
+		e.At = fromUnixNano(at)
+		events = append(events, e)
+	}
+	return events, readErr(ctx, "reading history", rows.Err())
+}
+
+// Prune deletes the history of messages no longer queued and last updated
+// before before, pruneBatch records per transaction, then the wrapped keys
+// no chunk refers to any more (those of batches whose messages all
+// failed).
+func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
+	total := 0
+	for {
+		var n int
+		err := s.submit(ctx, &request{run: func(b *batch) error {
+			var err error
+			n, err = b.pruneSome(unixNano(before), pruneBatch)
+			return err
+		}})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < pruneBatch {
+			break
+		}
+	}
+	err := s.submit(ctx, &request{run: func(b *batch) error {
+		return b.execOp("pruning keys", `DELETE FROM data_keys
+			WHERE id NOT IN (SELECT key_id FROM chunks WHERE key_id IS NOT NULL)`)
+	}})
+	return total, err
+}
+
+// pruneSome deletes up to limit prunable records with their events.
+func (b *batch) pruneSome(before int64, limit int) (int, error) {
+	ids, err := b.prunable(before, limit)
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return 0, err
+	}
+	if err := b.execOp("pruning", `DELETE FROM events WHERE msg_id IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+		return 0, err
+	}
+	if err := b.execOp("pruning", `DELETE FROM history WHERE id IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+		return 0, err
+	}
+	return len(ids), nil
+}
+
+// prunable lists records updated before before whose message is not in
+// the queue (by state and, should the two disagree, by the queue itself).
+func (b *batch) prunable(before int64, limit int) ([]string, error) {
+	rows, err := b.query(`SELECT id FROM history
+		WHERE updated < ? AND state NOT IN ('queued', 'held')
+		AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = history.id)
+		LIMIT ?`, before, limit)
+	if err != nil {
+		return nil, mapErr("pruning", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, mapErr("pruning", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, mapErr("pruning", rows.Err())
+}

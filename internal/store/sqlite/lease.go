@@ -1,0 +1,296 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// Claim leases up to limit due messages to owner until now+lease, oldest
+// next attempt first. It runs in the writer, so claims never overlap.
+func (s *Store) Claim(ctx context.Context, owner string, now time.Time, limit int, lease time.Duration, skip []string) ([]*store.Claimed, error) {
+	if err := s.readable(); err != nil {
+		return nil, err
+	}
+	if owner == "" || lease <= 0 {
+		return nil, errors.New("store: claim needs an owner and a positive lease")
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	var claimed []*store.Claimed
+	err := s.submit(ctx, &request{items: limit, run: func(b *batch) error {
+		var err error
+		claimed, err = b.claim(owner, now, now.Add(lease), limit, skip)
+		return err
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return claimed, nil
+}
+
+func (b *batch) claim(owner string, now, until time.Time, limit int, skip []string) ([]*store.Claimed, error) {
+	rows, err := b.query(`UPDATE messages SET lease_owner = ?1, lease_until = ?2
+		WHERE id IN (SELECT id FROM messages
+			WHERE state = 'queued' AND next_attempt <= ?3 AND pending > 0 AND lease_until <= ?3
+			AND account NOT IN (SELECT value FROM json_each(?4))
+			ORDER BY next_attempt, received, id LIMIT ?5)
+		RETURNING `+envelopeColumns,
+		owner, unixNano(until), unixNano(now), encodeStrings(skip), limit)
+	if err != nil {
+		return nil, mapErr("claiming", err)
+	}
+	defer rows.Close()
+	var claimed []*store.Claimed
+	for rows.Next() {
+		e, err := scanEnvelope(rows)
+		if err != nil {
+			return nil, mapErr("claiming", err)
+		}
+		claimed = append(claimed, &store.Claimed{Envelope: *e, Owner: owner, LeaseUntil: until})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("claiming", err)
+	}
+	sortClaimed(claimed)
+	return claimed, nil
+}
+
+// sortClaimed orders claims as Claim promises; RETURNING does not.
+func sortClaimed(c []*store.Claimed) {
+	sort.Slice(c, func(i, j int) bool {
+		a, b := c[i], c[j]
+		if !a.NextAttempt.Equal(b.NextAttempt) {
+			return a.NextAttempt.Before(b.NextAttempt)
+		}
+		if !a.Received.Equal(b.Received) {
+			return a.Received.Before(b.Received)
+		}
+		return a.ID < b.ID
+	})
+}
+
+// Extend renews owner's lease on id until until. A lease that expired but
+// was not taken over is still the owner's.
+func (s *Store) Extend(ctx context.Context, id, owner string, until time.Time) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	if owner == "" {
+		return fmt.Errorf("%w: %s: no owner", store.ErrLeaseLost, id)
+	}
+	return s.submit(ctx, &request{run: func(b *batch) error {
+		res, err := b.execResult(`UPDATE messages SET lease_until = ? WHERE id = ? AND lease_owner = ?`,
+			unixNano(until), id, owner)
+		if err != nil {
+			return mapErr("extending a lease", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return b.leaseLost(id)
+		}
+		return nil
+	}})
+}
+
+// leaseLost is the error for a lease on id the caller does not hold; it
+// also matches store.ErrNotFound when the message is gone altogether
+// (delivered or deleted by an operator).
+func (b *batch) leaseLost(id string) error {
+	exists, err := b.exists(id)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		return fmt.Errorf("%w: %w: %s", store.ErrLeaseLost, store.ErrNotFound, id)
+	}
+	return fmt.Errorf("%w: %s", store.ErrLeaseLost, id)
+}
+
+func (b *batch) exists(id string) (bool, error) {
+	var one int
+	err := b.queryRow(`SELECT 1 FROM messages WHERE id = ?`, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, mapErr("reading the queue", err)
+}
+
+// ReleaseLeases drops every lease owner holds.
+func (s *Store) ReleaseLeases(ctx context.Context, owner string) error {
+	if err := s.readable(); err != nil || owner == "" {
+		return err
+	}
+	return s.submit(ctx, &request{run: func(b *batch) error {
+		return b.execOp("releasing leases", `UPDATE messages SET lease_owner = '', lease_until = 0
+			WHERE lease_owner = ?`, owner)
+	}})
+}
+
+// Finish records an attempt and releases owner's lease on id. The
+// message keeps its state (a message held during the attempt stays held)
+// unless no recipient is pending any more: then it leaves the queue.
+func (s *Store) Finish(ctx context.Context, id, owner string, res store.Result) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	if owner == "" {
+		return fmt.Errorf("%w: %s: no owner", store.ErrLeaseLost, id)
+	}
+	if res.At.IsZero() {
+		res.At = time.Now()
+	}
+	return s.submit(ctx, &request{run: func(b *batch) error {
+		return b.finish(id, owner, &res)
+	}})
+}
+
+func (b *batch) finish(id, owner string, res *store.Result) error {
+	e, err := b.leased(id, owner)
+	if err != nil {
+		return err
+	}
+	events, err := applyResult(e, res)
+	if err != nil {
+		return err
+	}
+	for _, ev := range events {
+		if err := b.insertEvent(ev); err != nil {
+			return err
+		}
+	}
+	if pendingCount(e.Rcpts) == 0 {
+		return b.finalize(e, res.At)
+	}
+	return b.requeue(e, res)
+}
+
+// leased reads the envelope of id if owner holds its lease.
+func (b *batch) leased(id, owner string) (*store.Envelope, error) {
+	e, err := scanEnvelope(b.queryRow(`SELECT `+envelopeColumns+` FROM messages
+		WHERE id = ? AND lease_owner = ?`, id, owner))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, b.leaseLost(id)
+	}
+	return e, mapErr("finishing", err)
+}
+
+// applyResult applies res to e and returns the events that record it:
+// one per recipient the attempt reports on (delivered, bounced or
+// attempt), else one for the whole message; EventDeferred first for an
+// attempt that did not count.
+func applyResult(e *store.Envelope, res *store.Result) ([]*store.Event, error) {
+	var events []*store.Event
+	if !res.Counted {
+		events = append(events, &store.Event{ID: e.ID, At: res.At, Type: store.EventDeferred, Reply: res.Reply})
+	}
+	matched := map[string]bool{}
+	for i := range e.Rcpts {
+		r := &e.Rcpts[i]
+		got, ok := res.Rcpts[r.Addr]
+		if !ok {
+			continue
+		}
+		if err := normalizeRcptState(&got.State); err != nil {
+			return nil, fmt.Errorf("store: finish %s: %w", e.ID, err)
+		}
+		r.State, r.LastReply = got.State, got.LastReply
+		matched[r.Addr] = true
+		events = append(events, &store.Event{ID: e.ID, At: res.At, Type: rcptEvent(r.State), Rcpt: r.Addr, Reply: r.LastReply})
+	}
+	if len(matched) != len(res.Rcpts) {
+		return nil, fmt.Errorf("store: finish %s: the result names a recipient the message does not have", e.ID)
+	}
+	if res.Counted {
+		e.Attempts++
+		if len(matched) == 0 {
+			events = append(events, &store.Event{ID: e.ID, At: res.At, Type: store.EventAttempt, Reply: res.Reply})
+		}
+	}
+	if res.Reply != "" {
+		e.LastReply = res.Reply
+	}
+	return events, nil
+}
+
+// rcptEvent is the event type recording a recipient's new state.
+func rcptEvent(state string) string {
+	switch state {
+	case store.RcptDelivered:
+		return store.EventDelivered
+	case store.RcptFailed:
+		return store.EventBounced
+	}
+	return store.EventAttempt
+}
+
+// requeue stores the new recipient states of a message still pending and
+// releases the lease.
+func (b *batch) requeue(e *store.Envelope, res *store.Result) error {
+	rcpts, err := encodeRcpts(e.Rcpts)
+	if err != nil {
+		return err
+	}
+	err = b.execOp("finishing", `UPDATE messages SET rcpts = ?, pending = ?, attempts = ?,
+		last_reply = ?, next_attempt = ?, lease_owner = '', lease_until = 0 WHERE id = ?`,
+		rcpts, pendingCount(e.Rcpts), e.Attempts, e.LastReply, unixNano(res.NextAttempt), e.ID)
+	if err != nil {
+		return err
+	}
+	return b.execOp("writing history", `UPDATE history SET updated = ? WHERE id = ?`, unixNano(res.At), e.ID)
+}
+
+// finalize takes a message with nothing pending out of the queue:
+// delivered when no recipient failed, else bounced.
+func (b *batch) finalize(e *store.Envelope, at time.Time) error {
+	state := store.StateDelivered
+	for _, r := range e.Rcpts {
+		if r.State == store.RcptFailed {
+			state = store.StateBounced
+		}
+	}
+	if err := b.removeMessage(e.ID); err != nil {
+		return err
+	}
+	return b.setHistoryState(e.ID, state, at)
+}
+
+// removeMessage deletes a message and its body (the chunks go with it by
+// foreign key), then the wrapped keys no chunk refers to any more.
+func (b *batch) removeMessage(id string) error {
+	keys, err := b.chunkKeys(id)
+	if err != nil {
+		return err
+	}
+	if err := b.execOp("removing a message", `DELETE FROM messages WHERE id = ?`, id); err != nil {
+		return err
+	}
+	list, _ := json.Marshal(keys) // []int64 always marshals
+	return b.execOp("removing a message", `DELETE FROM data_keys
+		WHERE id IN (SELECT value FROM json_each(?))
+		AND NOT EXISTS (SELECT 1 FROM chunks WHERE chunks.key_id = data_keys.id)`, string(list))
+}
+
+// chunkKeys lists the data keys of a message's chunks.
+func (b *batch) chunkKeys(id string) ([]int64, error) {
+	rows, err := b.query(`SELECT DISTINCT key_id FROM chunks WHERE msg_id = ? AND key_id IS NOT NULL`, id)
+	if err != nil {
+		return nil, mapErr("removing a message", err)
+	}
+	defer rows.Close()
+	keys := []int64{}
+	for rows.Next() {
+		var k int64
+		if err := rows.Scan(&k); err != nil {
+			return nil, mapErr("removing a message", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, mapErr("removing a message", rows.Err())
+}

@@ -1,0 +1,84 @@
+-- The store-and-forward queue and the delivery history.
+-- Times are Unix nanoseconds (0: none). Recipients and MAIL parameters are
+-- JSON arrays: they are always read and written with their message, so a
+-- delivery result is one UPDATE of one row.
+
+CREATE TABLE messages (
+	id           TEXT    NOT NULL PRIMARY KEY,
+	account      TEXT    NOT NULL,
+	listener     TEXT    NOT NULL,
+	client       TEXT    NOT NULL,
+	mail_from    TEXT    NOT NULL,
+	mail_params  TEXT    NOT NULL,
+	rcpts        TEXT    NOT NULL,
+	pending      INTEGER NOT NULL, -- recipients still pending (Claim skips 0)
+	size         INTEGER NOT NULL,
+	chunks       INTEGER NOT NULL, -- body chunks: a reader knows when one is missing
+	header_id    TEXT    NOT NULL,
+	received     INTEGER NOT NULL,
+	expires      INTEGER NOT NULL,
+	next_attempt INTEGER NOT NULL,
+	attempts     INTEGER NOT NULL,
+	last_reply   TEXT    NOT NULL,
+	state        TEXT    NOT NULL CHECK (state IN ('queued', 'held')),
+	bounce       INTEGER NOT NULL,
+	lease_owner  TEXT    NOT NULL DEFAULT '',
+	lease_until  INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE INDEX messages_due ON messages (state, next_attempt);
+CREATE INDEX messages_state_received ON messages (state, received);
+CREATE INDEX messages_account ON messages (account, received);
+CREATE INDEX messages_received ON messages (received);
+CREATE INDEX messages_lease ON messages (lease_owner) WHERE lease_owner <> '';
+
+-- Wrapped data keys (envelope encryption). AUTOINCREMENT: an ID is never
+-- reused, so a key cached in memory by ID can never be the wrong one.
+CREATE TABLE data_keys (
+	id      INTEGER PRIMARY KEY AUTOINCREMENT,
+	wrapped BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE chunks (
+	msg_id TEXT    NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+	seq    INTEGER NOT NULL,
+	key_id INTEGER REFERENCES data_keys (id), -- NULL: stored in clear
+	data   BLOB    NOT NULL,                  -- sealed: nonce || ciphertext || tag
+	PRIMARY KEY (msg_id, seq)
+) STRICT;
+
+CREATE INDEX chunks_key ON chunks (key_id) WHERE key_id IS NOT NULL;
+
+CREATE TABLE history (
+	id        TEXT    NOT NULL PRIMARY KEY,
+	mode      TEXT    NOT NULL,
+	listener  TEXT    NOT NULL,
+	client    TEXT    NOT NULL,
+	account   TEXT    NOT NULL,
+	mail_from TEXT    NOT NULL,
+	rcpts     TEXT    NOT NULL,
+	size      INTEGER NOT NULL,
+	header_id TEXT    NOT NULL,
+	received  INTEGER NOT NULL,
+	state     TEXT    NOT NULL,
+	updated   INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX history_updated ON history (updated);
+
+CREATE TABLE events (
+	seq    INTEGER PRIMARY KEY, -- insertion order breaks ties between equal times
+	msg_id TEXT    NOT NULL,
+	at     INTEGER NOT NULL,
+	type   TEXT    NOT NULL,
+	rcpt   TEXT    NOT NULL,
+	reply  TEXT    NOT NULL
+) STRICT;
+
+CREATE INDEX events_msg ON events (msg_id, at, seq);
+
+-- Ping writes here: it proves that a write can be committed.
+CREATE TABLE heartbeat (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	at INTEGER NOT NULL
+) STRICT;

@@ -1,0 +1,207 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// Get returns a queued (or held) message's envelope.
+func (s *Store) Get(ctx context.Context, id string) (*store.Envelope, error) {
+	if err := s.readable(); err != nil {
+		return nil, err
+	}
+	e, err := scanEnvelope(s.rdb.QueryRowContext(ctx, `SELECT `+envelopeColumns+` FROM messages WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", store.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, readErr(ctx, "reading the queue", err)
+	}
+	return e, nil
+}
+
+// List returns the queued messages f selects, oldest received first.
+func (s *Store) List(ctx context.Context, f store.Filter) ([]*store.Envelope, error) {
+	if err := s.readable(); err != nil {
+		return nil, err
+	}
+	query, args, err := listQuery(f)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.rdb.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, readErr(ctx, "listing the queue", err)
+	}
+	defer rows.Close()
+	var list []*store.Envelope
+	for rows.Next() {
+		e, err := scanEnvelope(rows)
+		if err != nil {
+			return nil, readErr(ctx, "listing the queue", err)
+		}
+		list = append(list, e)
+	}
+	return list, readErr(ctx, "listing the queue", rows.Err())
+}
+
+func listQuery(f store.Filter) (string, []any, error) {
+	var where []string
+	var args []any
+	switch f.State {
+	case "":
+	case store.StateQueued, store.StateHeld:
+		where, args = append(where, "state = ?"), append(args, f.State)
+	default:
+		return "", nil, fmt.Errorf("store: list: state %q is not queued or held", f.State)
+	}
+	if f.Account != "" {
+		where, args = append(where, "account = ?"), append(args, f.Account)
+	}
+	query := `SELECT ` + envelopeColumns + ` FROM messages`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	query += ` ORDER BY received, id`
+	if f.Limit > 0 {
+		query, args = query+` LIMIT ?`, append(args, f.Limit)
+	}
+	return query, args, nil
+}
+
+// Hold stops attempts on a message until Release. Holding a held
+// message changes nothing and adds no event. A lease in progress is kept:
+// the attempt under way may still finish.
+func (s *Store) Hold(ctx context.Context, id string) error {
+	return s.setState(ctx, id, store.StateQueued, store.StateHeld, store.EventHeld)
+}
+
+// Release makes a held message queued again.
+func (s *Store) Release(ctx context.Context, id string) error {
+	return s.setState(ctx, id, store.StateHeld, store.StateQueued, store.EventReleased)
+}
+
+func (s *Store) setState(ctx context.Context, id, from, to, event string) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	now := time.Now()
+	return s.submit(ctx, &request{run: func(b *batch) error {
+		changed, err := b.changeOne(id, `UPDATE messages SET state = ? WHERE id = ? AND state = ?`, to, id, from)
+		if err != nil || !changed {
+			return err
+		}
+		if err := b.setHistoryState(id, to, now); err != nil {
+			return err
+		}
+		return b.insertEvent(&store.Event{ID: id, At: now, Type: event})
+	}})
+}
+
+// changeOne runs an UPDATE of one message; no change is ErrNotFound when
+// the message is not in the queue, else (already so) no error.
+func (b *batch) changeOne(id, query string, args ...any) (bool, error) {
+	res, err := b.execResult(query, args...)
+	if err != nil {
+		return false, mapErr("updating the queue", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return true, nil
+	}
+	exists, err := b.exists(id)
+	if err == nil && !exists {
+		err = fmt.Errorf("%w: %s", store.ErrNotFound, id)
+	}
+	return false, err
+}
+
+// Retry makes a message due at now. A held message stays held: an
+// operator's hold is lifted by Release only.
+func (s *Store) Retry(ctx context.Context, id string, now time.Time) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	return s.submit(ctx, &request{run: func(b *batch) error {
+		if _, err := b.changeOne(id, `UPDATE messages SET next_attempt = ? WHERE id = ?`, unixNano(now), id); err != nil {
+			return err
+		}
+		if err := b.execOp("writing history", `UPDATE history SET updated = ? WHERE id = ?`, unixNano(now), id); err != nil {
+			return err
+		}
+		return b.insertEvent(&store.Event{ID: id, At: now, Type: store.EventRetry})
+	}})
+}
+
+// Delete removes a message and its body from the queue; its history
+// stays, in state deleted. A worker holding its lease gets ErrLeaseLost.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	now := time.Now()
+	return s.submit(ctx, &request{run: func(b *batch) error {
+		exists, err := b.exists(id)
+		if err != nil {
+			return err
+		}
+		if !exists {
+			return fmt.Errorf("%w: %s", store.ErrNotFound, id)
+		}
+		if err := b.removeMessage(id); err != nil {
+			return err
+		}
+		if err := b.setHistoryState(id, store.StateDeleted, now); err != nil {
+			return err
+		}
+		return b.insertEvent(&store.Event{ID: id, At: now, Type: store.EventDeleted})
+	}})
+}
+
+// Stats counts the queue by state and account.
+func (s *Store) Stats(ctx context.Context) (*store.Stats, error) {
+	if err := s.readable(); err != nil {
+		return nil, err
+	}
+	st := &store.Stats{Depth: map[store.DepthKey]int{}}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT state, account, COUNT(*) FROM messages GROUP BY state, account`)
+	if err != nil {
+		return nil, readErr(ctx, "queue stats", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k store.DepthKey
+		var n int
+		if err := rows.Scan(&k.State, &k.Account, &n); err != nil {
+			return nil, readErr(ctx, "queue stats", err)
+		}
+		st.Depth[k] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, readErr(ctx, "queue stats", err)
+	}
+	var oldest sql.NullInt64
+	err = s.rdb.QueryRowContext(ctx, `SELECT MIN(received) FROM messages WHERE state = 'queued'`).Scan(&oldest)
+	if err != nil {
+		return nil, readErr(ctx, "queue stats", err)
+	}
+	st.Oldest = fromUnixNano(oldest.Int64)
+	return st, nil
+}
+
+// Ping commits a write (the heartbeat row): it proves the writer runs and
+// the database takes writes.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	return s.submit(ctx, &request{run: func(b *batch) error {
+		return b.execOp("ping", `INSERT INTO heartbeat (id, at) VALUES (1, ?)
+			ON CONFLICT (id) DO UPDATE SET at = excluded.at`, time.Now().UnixNano())
+	}})
+}

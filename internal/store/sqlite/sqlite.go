@@ -1,0 +1,205 @@
+// Package sqlite is the embedded store engine: one SQLite database file in
+// WAL mode with synchronous=FULL, opened through the pure-Go driver
+// modernc.org/sqlite.
+//
+// One writer goroutine owns every write transaction (group commit): the
+// requests waiting when it is ready, up to Options.MaxBatch messages, share
+// one transaction and so one fsync; each runs inside its own SAVEPOINT, so a
+// request that fails leaves the others of its batch alone. Reads use a
+// separate pool of read-only connections, which WAL lets run beside the
+// writer. The `oauthrelay queue` commands open the same database while the
+// relay runs: the writers of the two processes take turns (turn.go).
+//
+// Bodies are stored in chunks of chunkSize bytes, read from the message
+// inside the commit and back chunk by chunk, so no message is ever held in
+// memory whole. With a Sealer, every chunk is encrypted with AES-256-GCM
+// under a data key drawn once per batch (see seal.go).
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// FileName is the database file inside the store directory. SQLite keeps
+// its -wal and -shm files beside it.
+const FileName = "oauthrelay.db"
+
+// DefaultMaxBatch is the default of Options.MaxBatch.
+const DefaultMaxBatch = 256
+
+// Options configure Open.
+type Options struct {
+	// Sealer encrypts bodies at rest; nil stores them in clear.
+	Sealer store.Sealer
+	// Logger receives the store's own log lines (never bodies); nil
+	// discards them.
+	Logger hclog.Logger
+	// MaxBatch bounds the messages (or other requests) committed in one
+	// transaction; 0 means DefaultMaxBatch.
+	MaxBatch int
+
+	// maxPageCount, when set, caps the database size (PRAGMA
+	// max_page_count) so that tests can fill it up.
+	maxPageCount int
+}
+
+// Store is the SQLite engine of store.Store.
+type Store struct {
+	path   string
+	log    hclog.Logger
+	sealer store.Sealer
+	keys   *keyCache
+
+	wdb  *sql.DB // the writer's single connection
+	rdb  *sql.DB // read-only connections
+	turn *turnstile
+
+	maxBatch   int
+	requests   chan *request
+	closing    chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
+	closed     atomic.Bool
+
+	commits  atomic.Uint64
+	enqueued atomic.Uint64
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating when missing) the store in the directory path: the
+// directory is created with mode 0700, the database file with 0600. It
+// applies the embedded migrations and refuses a database whose schema is
+// newer than this code.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	file, err := prepareFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s := newStore(path, opts)
+	s.warnIfReadable(file)
+	if err := s.openDatabases(ctx, file, opts.maxPageCount); err != nil {
+		s.closeDatabases()
+		return nil, err
+	}
+	go s.writeLoop()
+	return s, nil
+}
+
+func newStore(path string, opts Options) *Store {
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	maxBatch := opts.MaxBatch
+	if maxBatch <= 0 {
+		maxBatch = DefaultMaxBatch
+	}
+	return &Store{
+		path:       path,
+		log:        log.Named("store"),
+		sealer:     opts.Sealer,
+		keys:       newKeyCache(opts.Sealer),
+		maxBatch:   maxBatch,
+		requests:   make(chan *request, 4*maxBatch), // a few batches: callers seldom block sending
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+}
+
+// prepareFile creates the directory (0700) and the database file (0600)
+// when missing, so that SQLite, which creates files with the process's
+// umask, never makes a readable one; its -wal and -shm files take the
+// database file's mode.
+func prepareFile(dir string) (string, error) {
+	if dir == "" {
+		return "", errors.New("store: no path")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("store: creating %s: %w", dir, err)
+	}
+	file := filepath.Join(dir, FileName)
+	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("store: opening %s: %w", file, err)
+	}
+	return file, f.Close()
+}
+
+// warnIfReadable warns about a database file that other users may read:
+// it holds envelopes and, without a Sealer, bodies. An existing file's
+// mode is the operator's; only new files are made private.
+func (s *Store) warnIfReadable(file string) {
+	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		s.log.Warn("the database file is accessible to other users", "path", file, "mode", fi.Mode().Perm())
+	}
+}
+
+func (s *Store) openDatabases(ctx context.Context, file string, maxPageCount int) error {
+	var err error
+	if s.turn, err = openTurnstile(filepath.Join(s.path, TurnFileName)); err != nil {
+		return err
+	}
+	if s.wdb, err = openWriter(ctx, file, maxPageCount); err != nil {
+		return err
+	}
+	if err := migrate(ctx, s.wdb, s.log); err != nil {
+		return err
+	}
+	s.rdb, err = openReaders(ctx, file)
+	return err
+}
+
+func (s *Store) closeDatabases() error {
+	var errs []error
+	for _, db := range []*sql.DB{s.rdb, s.wdb} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
+	}
+	if s.turn != nil {
+		errs = append(errs, s.turn.close())
+	}
+	return errors.Join(errs...)
+}
+
+// Close commits what the writer has already taken, stops it and closes the
+// database. Every later call returns store.ErrUnavailable. Body readers
+// still open fail on their next chunk.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.closing)
+		<-s.writerDone
+		err = s.closeDatabases()
+	})
+	return err
+}
+
+// CommitStats returns how many write transactions were committed and how
+// many messages they enqueued: messages/commits is the group commit's
+// messages per fsync.
+func (s *Store) CommitStats() (commits, messages uint64) {
+	return s.commits.Load(), s.enqueued.Load()
+}
+
+// readable fails once the store is closed.
+func (s *Store) readable() error {
+	if s.closed.Load() {
+		return fmt.Errorf("%w: closed", store.ErrUnavailable)
+	}
+	return nil
+}

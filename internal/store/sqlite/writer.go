@@ -1,0 +1,271 @@
+package sqlite
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// Request states: the writer takes a request or its caller, whose context
+// ended first, abandons it; never both.
+const (
+	requestPending int32 = iota
+	requestTaken
+	requestAbandoned
+)
+
+// request is one write waiting for the writer goroutine.
+type request struct {
+	ctx      context.Context
+	messages int  // messages it enqueues (CommitStats)
+	items    int  // other rows it writes (history), for MaxBatch
+	bodies   bool // it writes bodies: it needs the batch's data key
+	run      func(b *batch) error
+	// rewind, for a request that reads bodies, makes them readable from
+	// their start again; nil when it reads none, false when it cannot.
+	rewind func() bool
+	state  atomic.Int32
+	done   chan error // buffered: the writer never waits for the caller
+}
+
+// weight is the request's share of Options.MaxBatch.
+func (r *request) weight() int { return max(1, r.messages, r.items) }
+
+// batch is one write transaction of the writer and what its requests share.
+type batch struct {
+	w      *writer
+	key    *sealKey // the batch's data key, drawn when first needed
+	keyErr error
+	broken error // set when SQLite rolled the whole transaction back
+}
+
+// writer is the state of the writer goroutine.
+type writer struct {
+	s     *Store
+	conn  *sql.Conn            // its own connection; nil until needed
+	stmts map[string]*sql.Stmt // statements prepared on conn
+	chunk []byte               // a body chunk as read from the message
+	out   []byte               // the same chunk sealed
+	ad    []byte               // its additional data
+	br    *bufio.Reader        // the body being read, to peek for its end
+}
+
+// submit hands r to the writer and waits for its answer. A caller whose
+// context ends before the writer takes the request gets the context's
+// error and the request is dropped; once taken, the caller waits for the
+// commit (the writer may be reading the caller's body).
+func (s *Store) submit(ctx context.Context, r *request) error {
+	if err := s.readable(); err != nil {
+		return err
+	}
+	r.ctx, r.done = ctx, make(chan error, 1)
+	select {
+	case s.requests <- r:
+	case <-s.closing:
+		return fmt.Errorf("%w: closed", store.ErrUnavailable)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(requestPending, requestAbandoned) {
+			return ctx.Err()
+		}
+		return <-r.done
+	case <-s.writerDone:
+		return s.lastAnswer(r)
+	}
+}
+
+// lastAnswer is r's answer once the writer has stopped: every request it
+// took was answered before it stopped; one left in the channel was not.
+func (s *Store) lastAnswer(r *request) error {
+	select {
+	case err := <-r.done:
+		return err
+	default:
+		return fmt.Errorf("%w: closed", store.ErrUnavailable)
+	}
+}
+
+// writeLoop is the writer goroutine: it commits the requests waiting, in
+// batches, until Close; then it commits what is left in the channel.
+func (s *Store) writeLoop() {
+	defer close(s.writerDone)
+	w := &writer{s: s}
+	defer w.closeConn()
+	for {
+		select {
+		case r := <-s.requests:
+			w.commit(s.collect([]*request{r}))
+		case <-s.closing:
+			for batch := s.collect(nil); len(batch) > 0; batch = s.collect(nil) {
+				w.commit(batch)
+			}
+			return
+		}
+	}
+}
+
+// collect adds the requests waiting in the channel to batch, up to
+// MaxBatch messages, without waiting for more: the batch is whatever
+// accumulated while the previous commit ran.
+func (s *Store) collect(batch []*request) []*request {
+	n := 0
+	for _, r := range batch {
+		n += r.weight()
+	}
+	for n < s.maxBatch {
+		select {
+		case r := <-s.requests:
+			batch = append(batch, r)
+			n += r.weight()
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// maxRounds bounds the transactions one batch may take: a request that
+// makes SQLite roll the whole transaction back is left out of the next.
+const maxRounds = 4
+
+// commit runs the live requests of batch in one transaction and answers
+// each of them. Most failures stay inside their request's savepoint; but
+// on some (disk full, I/O error) SQLite rolls the whole transaction back.
+// Then the request that hit it fails, and the others run again in a new
+// transaction: those not yet run, those that read no body, and those
+// whose bodies can be rewound (io.Seeker).
+func (w *writer) commit(batch []*request) {
+	reqs := takeLive(batch)
+	for round := 1; len(reqs) > 0; round++ {
+		reqs = w.runRound(reqs, round < maxRounds)
+	}
+}
+
+// takeLive marks the requests as taken, leaving out those their callers
+// abandoned and answering those whose context has ended.
+func takeLive(batch []*request) []*request {
+	var live []*request
+	for _, r := range batch {
+		if !r.state.CompareAndSwap(requestPending, requestTaken) {
+			continue
+		}
+		if err := r.ctx.Err(); err != nil {
+			r.done <- err
+			continue
+		}
+		live = append(live, r)
+	}
+	return live
+}
+
+// runRound runs reqs in one transaction and answers them, but for those
+// to run again, which it returns.
+func (w *writer) runRound(reqs []*request, mayRetry bool) []*request {
+	results := make([]error, len(reqs))
+	culprit, err := w.run(reqs, results)
+	if err == nil {
+		w.s.commits.Add(1)
+		w.s.enqueued.Add(enqueuedBy(reqs, results))
+		for i, r := range reqs {
+			r.done <- results[i]
+		}
+		return nil
+	}
+	w.s.log.Warn("write transaction rolled back", "requests", len(reqs), "error", err)
+	var again []*request
+	for i, r := range reqs {
+		switch {
+		case i == culprit || (i < culprit && results[i] != nil):
+			r.done <- results[i] // its own error
+		case mayRetry && culprit >= 0 && (i > culprit || r.rerunnable()):
+			again = append(again, r)
+		default:
+			r.done <- err
+		}
+	}
+	return again
+}
+
+// rerunnable prepares a request that ran in a transaction rolled back
+// to run again, and reports whether it can.
+func (r *request) rerunnable() bool {
+	return r.rewind == nil || r.rewind()
+}
+
+func enqueuedBy(live []*request, results []error) uint64 {
+	var n uint64
+	for i, r := range live {
+		if results[i] == nil {
+			n += uint64(r.messages)
+		}
+	}
+	return n
+}
+
+// run executes the requests in one transaction, each inside a savepoint,
+// filling results. It returns the error that failed the whole
+// transaction, and the index of the request that hit it (-1 for none:
+// BEGIN or COMMIT failed).
+func (w *writer) run(reqs []*request, results []error) (int, error) {
+	if err := w.begin(); err != nil {
+		return -1, err
+	}
+	b := &batch{w: w}
+	for i, r := range reqs {
+		results[i] = b.runOne(r)
+		if b.broken != nil {
+			w.rollback()
+			return i, b.broken
+		}
+	}
+	return -1, w.commitTx()
+}
+
+// runOne runs r inside a savepoint: when r fails, only its own changes
+// are rolled back. Requests classify their own errors (mapErr).
+func (b *batch) runOne(r *request) error {
+	if r.bodies {
+		if err := b.ensureKey(); err != nil {
+			return err
+		}
+	}
+	if err := b.exec("SAVEPOINT request"); err != nil {
+		return b.fail(err)
+	}
+	err := r.run(b)
+	if err == nil {
+		if err := b.exec("RELEASE request"); err != nil {
+			return b.fail(err)
+		}
+		return nil
+	}
+	// SQLite rolls the whole transaction back on some errors (disk
+	// full, I/O error); then the savepoint is gone with it.
+	if rerr := b.exec("ROLLBACK TO request"); rerr != nil {
+		return b.fail(err)
+	}
+	if rerr := b.exec("RELEASE request"); rerr != nil {
+		return b.fail(rerr)
+	}
+	return err
+}
+
+// fail marks the batch as broken by err.
+func (b *batch) fail(err error) error {
+	err = mapErr("transaction aborted", err)
+	if !errors.Is(err, store.ErrUnavailable) {
+		err = fmt.Errorf("%w: transaction aborted: %w", store.ErrUnavailable, err)
+	}
+	b.broken = err
+	return err
+}
