@@ -1,6 +1,6 @@
 // Package app implements oauthrelay's command line (README "Running it"):
-// run, validate, check, dev, hash-password, account, import-legacy and
-// version. cmd/oauthrelay only calls
+// run, validate, check, dev, hash-password, account, import-legacy, queue
+// and version. cmd/oauthrelay only calls
 // Main, so every command can be tested in-process.
 package app
 
@@ -41,6 +41,7 @@ Usage:
   oauthrelay account test -config PATH ADDRESS
   oauthrelay account authorize -config PATH [-method device|browser] ADDRESS
   oauthrelay import-legacy [-vault-prefix MOUNT/PATH] [-out FILE] accounts.json
+  oauthrelay queue list|show|retry|hold|release|delete -config PATH [-json] [ID...|-all]
   oauthrelay version
 
 PATH is an HCL file or a directory of *.hcl files.
@@ -68,6 +69,8 @@ func Main(ctx context.Context, args []string, stdio IO) int {
 		return cmdAccount(ctx, rest, stdio)
 	case "import-legacy":
 		return cmdImportLegacy(ctx, rest, stdio)
+	case "queue":
+		return cmdQueue(ctx, rest, stdio)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdio.Stdout, "oauthrelay %s\n", Version)
 		return 0

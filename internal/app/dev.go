@@ -49,6 +49,25 @@ listener "dev" {
   tls_key_file  = %q
 }
 
+# The same, storing and forwarding: 250 once the message is durably in the
+# store below; the queue then delivers it (see "oauthrelay queue list").
+listener "queued" {
+  address       = %q
+  tls_mode      = "starttls"
+  tls_cert_file = %q
+  tls_key_file  = %q
+  delivery      = "queue"
+}
+
+# The queue and the delivery history, in this temporary directory.
+store {
+  path = %q
+}
+
+queue {
+  retry_schedule = ["10s", "30s", "1m", "5m"]
+}
+
 provider "sandbox" {
   preset       = "custom"
   token_url    = %q
@@ -77,6 +96,7 @@ account_group "dev" {
 func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	fs := newFlagSet("dev", stdio)
 	listen := fs.String("listen", "127.0.0.1:2525", "SMTP address of the relay (loopback)")
+	queueListen := fs.String("queue-listen", "127.0.0.1:2526", "SMTP address of the relay's store-and-forward listener (loopback)")
 	telemetryAddr := fs.String("telemetry", "127.0.0.1:8025", "address of /metrics, /health and the sandbox inbox (/dev/)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -87,7 +107,7 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintf(stdio.Stderr, "oauthrelay dev: "+format+"\n", a...)
 		return 1
 	}
-	for _, a := range []string{*listen, *telemetryAddr} {
+	for _, a := range []string{*listen, *queueListen, *telemetryAddr} {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil || !config.IsLoopbackHost(host) {
 			return fail("%q must be a loopback host:port: dev mode accepts plaintext passwords", a)
@@ -105,9 +125,10 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	}
 	defer os.RemoveAll(dir)
 	smtpAddr, note := freeOr(*listen)
+	queueAddr, qnote := freeOr(*queueListen)
 	httpAddr, _ := freeOr(*telemetryAddr)
 	password := randomWord(12)
-	files, err := writeDevFiles(sb, dir, smtpAddr, httpAddr, password)
+	files, err := writeDevFiles(sb, dir, devAddrs{smtp: smtpAddr, queue: queueAddr, http: httpAddr}, password)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -130,8 +151,9 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 		return fail("%v", err)
 	}
 	printDevBanner(stdio.Stdout, devBanner{
-		Note:      note,
+		Note:      note + qnote,
 		SMTP:      rt.ListenerAddr("dev").String(),
+		Queued:    rt.ListenerAddr("queued").String(),
 		Password:  password,
 		Telemetry: rt.TelemetryAddr().String(),
 		CAFile:    files.ca,
@@ -144,6 +166,9 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	return 0
 }
 
+// devAddrs are the addresses `oauthrelay dev` serves on.
+type devAddrs struct{ smtp, queue, http string }
+
 // devFiles are the paths of what `oauthrelay dev` writes to its directory.
 type devFiles struct {
 	ca, config string
@@ -152,7 +177,7 @@ type devFiles struct {
 // writeDevFiles registers the dev client and account with the sandbox and
 // writes the configuration that uses them, with its secrets in files next
 // to it and the listener's certificate issued by the sandbox CA.
-func writeDevFiles(sb *devsandbox.Sandbox, dir, smtpAddr, httpAddr, password string) (devFiles, error) {
+func writeDevFiles(sb *devsandbox.Sandbox, dir string, addrs devAddrs, password string) (devFiles, error) {
 	clientSecret := randomWord(20)
 	sb.Tokens.AddClient(devClientID, clientSecret)
 	refreshToken := sb.Tokens.IssueRefreshToken(devClientID, devAccount, config.GoogleScope)
@@ -176,7 +201,8 @@ func writeDevFiles(sb *devsandbox.Sandbox, dir, smtpAddr, httpAddr, password str
 	if err := sb.CA.WriteFiles(path("listener-cert.pem"), path("listener-key.pem"), "127.0.0.1", "localhost", "::1"); err != nil {
 		return devFiles{}, err
 	}
-	cfgText := fmt.Sprintf(devConfigTemplate, httpAddr, smtpAddr, path("listener-cert.pem"), path("listener-key.pem"),
+	cfgText := fmt.Sprintf(devConfigTemplate, addrs.http, addrs.smtp, path("listener-cert.pem"), path("listener-key.pem"),
+		addrs.queue, path("listener-cert.pem"), path("listener-key.pem"), path("store"),
 		sb.Tokens.URL, sb.SMTP.Addr, path("sandbox-ca.pem"), devClientID, path("client-secret"),
 		devAccount, path("refresh-token"), devUser, hash)
 	if err := os.WriteFile(path("oauthrelay.hcl"), []byte(cfgText), 0o600); err != nil {
@@ -187,7 +213,7 @@ func writeDevFiles(sb *devsandbox.Sandbox, dir, smtpAddr, httpAddr, password str
 
 // devBanner is what `oauthrelay dev` tells the user once it is running.
 type devBanner struct {
-	Note, SMTP, Password, Telemetry, CAFile, Config string
+	Note, SMTP, Queued, Password, Telemetry, CAFile, Config string
 }
 
 // printDevBanner prints the addresses, the dev credentials (dev mode only:
@@ -204,6 +230,7 @@ oauthrelay dev is running: your mail goes relay -> OAuth2 token -> XOAUTH2 over 
 to an embedded sandbox provider (nothing leaves this machine).%s
 
   SMTP          %s   (AUTH PLAIN/LOGIN; STARTTLS offered, plaintext accepted on loopback)
+  SMTP, queued  %s   (the same, store and forward: 250 once stored; then see the queue below)
   username      %s
   password      %s
   sends as      %s
@@ -212,6 +239,7 @@ to an embedded sandbox provider (nothing leaves this machine).%s
   messages      http://%s/dev/messages
   metrics       http://%s/metrics
   config        %s
+  queue         oauthrelay queue list -config %s
 
 Try it:
   printf 'Subject: hello\r\n\r\nIt works.\r\n' | curl -sS smtp://%s:%s --mail-from %s --mail-rcpt you@example.com --user '%s:%s' -T -
@@ -219,7 +247,7 @@ Try it:
   swaks --server %s --tls --tls-verify --tls-ca-path %s --auth-user %s --auth-password '%s' --from %s --to you@example.com
 
 Press Ctrl-C to stop.
-`, b.Note, b.SMTP, devUser, b.Password, devAccount, b.CAFile, b.Telemetry, b.Telemetry, b.Telemetry, b.Config,
+`, b.Note, b.SMTP, b.Queued, devUser, b.Password, devAccount, b.CAFile, b.Telemetry, b.Telemetry, b.Telemetry, b.Config, b.Config,
 		urlHost, port, devAccount, devUser, b.Password,
 		host, port, b.CAFile, devUser, b.Password, devAccount,
 		b.SMTP, b.CAFile, devUser, b.Password, devAccount)

@@ -66,6 +66,13 @@ func (st *State) SetAuthCache(prev *State) {
 func (st *State) acquire() { st.active.Add(1) }
 func (st *State) release() { st.active.Add(-1) }
 
+// Acquire counts a user of the State besides sessions (a queue delivery):
+// its pools stay open until the matching Release.
+func (st *State) Acquire() { st.acquire() }
+
+// Release ends a use counted by Acquire.
+func (st *State) Release() { st.release() }
+
 // ActiveSessions returns how many sessions still use this State; a retired
 // State's resources are released when it reaches zero.
 func (st *State) ActiveSessions() int64 { return st.active.Load() }

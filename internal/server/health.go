@@ -76,6 +76,10 @@ func (r *Runtime) ready() (bool, any) {
 		}
 	}
 	ready := listening > 0 && listening == len(b.cfg.Listeners) && !r.closing.Load()
+	storeStatus, storeUp := r.durable.health()
+	if !storeUp && queueListeners(b.cfg) > 0 {
+		ready = false // its listeners answer 452 4.3.1 to every message
+	}
 	if b.cfg.Telemetry.ReadyRequiresAllAccounts && degraded > 0 {
 		ready = false
 	}
@@ -95,6 +99,12 @@ func (r *Runtime) ready() (bool, any) {
 		"config_files":      b.cfg.Files,
 		"config":            r.metrics.reloadStatus(),
 	}
+	if storeStatus != nil {
+		body["store"] = storeStatus
+		if !storeUp && status == "ready" {
+			body["status"] = "degraded"
+		}
+	}
 	if configured, up, expiry := b.store.VaultStatus(); configured {
 		v := map[string]any{"up": up}
 		if !expiry.IsZero() {
@@ -103,4 +113,15 @@ func (r *Runtime) ready() (bool, any) {
 		body["vault"] = v
 	}
 	return ready, body
+}
+
+// queueListeners counts the listeners that store and forward.
+func queueListeners(cfg *config.Config) int {
+	n := 0
+	for _, l := range cfg.Listeners {
+		if l.Delivery == config.DeliveryQueue {
+			n++
+		}
+	}
+	return n
 }

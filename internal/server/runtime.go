@@ -83,6 +83,10 @@ type Runtime struct {
 	stopped    bool
 	retireWG   sync.WaitGroup
 	retiringMu sync.Mutex
+
+	// durable is the store, the queue and the history writer (nil
+	// without a store block).
+	durable *durable
 }
 
 // New builds the relay from cfg (logging in to Vault, resolving secrets,
@@ -130,6 +134,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 	r.registerSecrets(b)
 	r.current.Store(b)
 	r.state.Store(b.state)
+	if r.durable, err = r.openDurable(ctx, b); err != nil {
+		b.stopBackground()
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -219,6 +227,9 @@ func (r *Runtime) Start() error {
 	}
 	r.listening.Store(int32(len(r.listeners)))
 	b.startBackground(nil)
+	if r.durable != nil {
+		r.durable.start()
+	}
 	r.setWatch(cfg.Server.WatchConfig)
 	r.started = true
 	r.metrics.loaded(time.Now())
@@ -250,14 +261,23 @@ func (r *Runtime) newGeneration(b *built, lc *config.Listener, perIP *limits.Per
 		return nil, err
 	}
 	log := r.log.Named("smtp")
-	be := relay.NewBackend(r.workCtx, &r.state, relay.ListenerSettings{
+	set := relay.ListenerSettings{
 		Name:              lc.Name,
 		AllowInsecureAuth: lc.AllowInsecureAuth,
 		Metrics:           r.relayMetrics,
 		Closing:           &r.closing,
 		PerIP:             perIP,
 		Budget:            r.budget,
-	}, log)
+	}
+	if r.durable != nil {
+		set.History = r.durable.history
+		if lc.Delivery == config.DeliveryQueue {
+			set.Queue = r.durable.queue.Transport()
+		}
+	} else if lc.Delivery == config.DeliveryQueue {
+		return nil, fmt.Errorf("listener %q: delivery = \"queue\" needs a store block", lc.Name)
+	}
+	be := relay.NewBackend(r.workCtx, &r.state, set, log)
 	srv := smtp.NewServer(be)
 	srv.Domain = b.cfg.Server.Hostname
 	srv.MaxMessageBytes = lc.MaxMessageSize
@@ -305,6 +325,9 @@ func (r *Runtime) Reload(ctx context.Context) error {
 			r.log.Error("configuration error", "diagnostic", config.FormatDiagnostic(d))
 		}
 		return fail(fmt.Errorf("configuration has %d error(s) on this host", len(diags.Errs())))
+	}
+	if err := r.durable.checkReload(cfg); err != nil {
+		return fail(err)
 	}
 	old := r.current.Load()
 	nb, err := build(ctx, cfg, r.deps, old)
@@ -366,6 +389,7 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	old.stopBackground()
 	r.sessions.SetMax(cfg.Server.GlobalConcurrency)
 	r.setBudget(cfg.Server)
+	r.durable.apply(cfg)
 	if r.opts.Logging != nil {
 		r.opts.Logging.Configure(cfg.Server.LogLevel, cfg.Server.LogFormat)
 	}
@@ -552,6 +576,12 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 			<-done
 			err = errors.New("sessions were still open at the shutdown deadline; they were closed")
 		}
+	}
+	// The queue's deliveries in flight get what is left of the deadline;
+	// a message they could not finish stays stored and goes out after the
+	// restart.
+	if derr := r.durable.stop(ctx); derr != nil {
+		r.log.Warn("queue stopped with deliveries unfinished; they stay queued", "error", derr.Error())
 	}
 	r.cancelWork()
 	r.retireWG.Wait()

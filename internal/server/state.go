@@ -54,6 +54,9 @@ type built struct {
 	breakers  map[string]*limits.Circuit  // "scope:name"
 	// transports are the accounts' direct transports, by address.
 	transports map[string]*upstream.Transport
+	// maxConns caps each account's concurrent queue deliveries (its
+	// pool's max_connections; 0: none).
+	maxConns map[string]int
 }
 
 // providerRuntime is how one provider is reached.
@@ -78,6 +81,7 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 		refPools:   map[string][]*upstream.Pool{},
 		breakers:   map[string]*limits.Circuit{},
 		transports: map[string]*upstream.Transport{},
+		maxConns:   map[string]int{},
 		state: &relay.State{
 			Hostname:          cfg.Server.Hostname,
 			DryRun:            cfg.Server.DryRun,
@@ -242,6 +246,7 @@ func (b *built) buildAccount(g *config.AccountGroup, a *config.Account, pr provi
 		t.Limits = lim // a nil *AccountLimits would be a non-nil interface
 	}
 	b.transports[a.Address] = t
+	b.maxConns[a.Address] = a.MaxConnections
 	b.state.Accounts[a.Address] = &relay.Account{
 		Address:       a.Address,
 		Group:         g.Name,

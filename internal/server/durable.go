@@ -1,0 +1,228 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/oauthrelay/oauthrelay/internal/bounce"
+	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/queue"
+	"github.com/oauthrelay/oauthrelay/internal/seal"
+	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/sqlite"
+)
+
+// durable is the relay's durable state: the store, the queue that
+// delivers from it and the writer of direct-mode history. It is opened
+// once and kept across reloads; the store block itself changes only with a
+// restart (a reload that changes it is refused and changes nothing).
+type durable struct {
+	settings storeSettings
+	store    store.Store
+	queue    *queue.Queue
+	history  *historyWriter
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// storeSettings are the store block's settings that need a restart.
+type storeSettings struct {
+	path, transitMount, transitKey string
+}
+
+func storeSettingsOf(s *config.Store) storeSettings {
+	if s == nil {
+		return storeSettings{}
+	}
+	ss := storeSettings{path: s.Path}
+	if s.Transit != nil {
+		ss.transitMount, ss.transitKey = s.Transit.Mount, s.Transit.Key
+	}
+	return ss
+}
+
+// instanceID names this instance as the owner of queue leases; stable
+// across restarts on one host, so a restarted relay takes its own leases
+// back at once.
+func instanceID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "oauthrelay"
+	}
+	return h
+}
+
+// openDurable opens the store of b's configuration (none: nil) and the
+// queue over it; the queue starts with Start.
+func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
+	sc := b.cfg.Store
+	if sc == nil {
+		return nil, nil
+	}
+	opts := sqlite.Options{Logger: r.log.Named("store")}
+	if t := sc.Transit; t != nil {
+		if b.vault == nil {
+			return nil, errors.New("store transit encryption needs the vault block")
+		}
+		client := func() *vault.Client { return r.current.Load().vault.Client() }
+		if err := seal.CheckTransit(ctx, client(), t.Mount, t.Key); err != nil {
+			return nil, fmt.Errorf("store transit: %w", err)
+		}
+		opts.Sealer = seal.NewTransit(client, t.Mount, t.Key, seal.TransitOptions{Log: r.log.Named("seal")})
+	}
+	st, err := sqlite.Open(ctx, sc.Path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", sc.Path, err)
+	}
+	d := &durable{settings: storeSettingsOf(sc), store: st}
+	d.history = newHistoryWriter(st, sc.HistoryRetention, r.log.Named("history"), r.registry)
+	q, err := queue.New(st, r.route, r.notifier(), queueConfig(b.cfg), r.log.Named("queue"), r.registry)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	d.queue = q
+	return d, nil
+}
+
+func queueConfig(cfg *config.Config) queue.Config {
+	q := cfg.Queue
+	return queue.Config{
+		RetrySchedule:     q.RetrySchedule,
+		MaxLifetime:       q.MaxLifetime,
+		Workers:           q.Workers,
+		MaxBouncesPerHour: q.MaxBouncesPerHour,
+		Owner:             instanceID(),
+	}
+}
+
+// start runs the queue's workers and the history writer.
+func (d *durable) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	d.queue.Start(ctx)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.history.run(ctx)
+	}()
+}
+
+// checkReload refuses a configuration whose store block differs from the
+// running one: the store is opened once.
+func (d *durable) checkReload(cfg *config.Config) error {
+	var running storeSettings
+	if d != nil {
+		running = d.settings
+	}
+	if storeSettingsOf(cfg.Store) != running || (d == nil) != (cfg.Store == nil) {
+		return errors.New("the store block changed: restart the relay to apply it (the queue is opened once)")
+	}
+	return nil
+}
+
+// apply takes a reloaded configuration's queue and history settings.
+func (d *durable) apply(cfg *config.Config) {
+	if d == nil {
+		return
+	}
+	d.queue.SetConfig(queueConfig(cfg))
+	d.history.setRetention(cfg.Store.HistoryRetention)
+}
+
+// stop lets the queue's deliveries in flight finish until ctx ends,
+// writes the buffered history and closes the store.
+func (d *durable) stop(ctx context.Context) error {
+	if d == nil {
+		return nil
+	}
+	err := d.queue.Stop(ctx)
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.wg.Wait()
+	if cerr := d.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// route is how the queue reaches an account under the configuration in
+// force: its direct transport, held until the delivery ends so that a
+// reload cannot close the pool under it.
+func (r *Runtime) route(account string) (queue.Route, bool) {
+	b := r.acquireCurrent()
+	a := b.state.Accounts[account]
+	if a == nil {
+		b.state.Release()
+		return queue.Route{}, false
+	}
+	return queue.Route{Transport: a.Transport, Concurrency: b.maxConns[account], Release: b.state.Release}, true
+}
+
+// acquireCurrent returns the configuration in force, counted as used.
+func (r *Runtime) acquireCurrent() *built {
+	for {
+		b := r.current.Load()
+		b.state.Acquire()
+		if r.current.Load() == b {
+			return b
+		}
+		b.state.Release()
+	}
+}
+
+// notifier builds the queue's delivery-status notifications (RFC 3464)
+// from the account that tried to deliver the message.
+func (r *Runtime) notifier() queue.Notifier {
+	return func(orig *store.Envelope, header []byte, failed []queue.Failure, now time.Time) ([]byte, bool, error) {
+		h, err := bounce.ReadHeader(bytes.NewReader(header))
+		if err != nil {
+			return nil, false, err
+		}
+		if ok, why := bounce.Eligible(orig.From, h); !ok {
+			r.log.Named("queue").Info("no delivery-status notification", "msgid", orig.ID, "reason", why)
+			return nil, false, nil
+		}
+		fs := make([]bounce.Failure, len(failed))
+		for i, f := range failed {
+			fs[i] = bounce.Failure{Rcpt: f.Rcpt, ORcpt: f.ORcpt, Status: f.Status, Reply: f.Reply, Reason: f.Reason, LastAttempt: f.LastAttempt}
+		}
+		msg, err := bounce.Build(bounce.Original{QueueID: orig.ID, From: orig.From, Arrival: orig.Received, Header: h},
+			fs, bounce.Options{ReportingMTA: r.current.Load().cfg.Server.Hostname, Account: orig.Account, Now: now})
+		return msg, err == nil, err
+	}
+}
+
+// health reports the store for /health/ready: whether it takes writes,
+// and the queue's depth and oldest message. nil without a store.
+func (d *durable) health() (status map[string]any, up bool) {
+	if d == nil {
+		return nil, true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	status = map[string]any{"up": true}
+	if err := d.store.Ping(ctx); err != nil {
+		status["up"], status["error"] = false, err.Error()
+		return status, false
+	}
+	if st, err := d.store.Stats(ctx); err == nil {
+		depth := map[string]int{}
+		for k, n := range st.Depth {
+			depth[k.State] += n
+		}
+		status["queued"], status["held"] = depth[store.StateQueued], depth[store.StateHeld]
+		if !st.Oldest.IsZero() {
+			status["oldest_queued_seconds"] = int(time.Since(st.Oldest).Seconds())
+		}
+	}
+	return status, true
+}
