@@ -10,6 +10,7 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oauthrelay/oauthrelay/internal/bounce"
 	"github.com/oauthrelay/oauthrelay/internal/config"
@@ -82,6 +83,15 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 		return nil, fmt.Errorf("store %s: %w", sc.Path, err)
 	}
 	d := &durable{settings: storeSettingsOf(sc), store: st}
+	r.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "oauthrelay_store_commits_total",
+			Help: "Write transactions the store committed (each one fsync).",
+		}, func() float64 { c, _ := st.CommitStats(); return float64(c) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "oauthrelay_store_enqueued_messages_total",
+			Help: "Messages durably stored in the queue. Divided by oauthrelay_store_commits_total: messages per fsync (a lower bound: commits also record attempts and history).",
+		}, func() float64 { _, m := st.CommitStats(); return float64(m) }))
 	d.history = newHistoryWriter(st, sc.HistoryRetention, r.log.Named("history"), r.registry)
 	q, err := queue.New(st, r.route, r.notifier(), queueConfig(b.cfg), r.log.Named("queue"), r.registry)
 	if err != nil {
