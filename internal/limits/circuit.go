@@ -267,7 +267,9 @@ func (c *Circuit) StateValue() float64 {
 }
 
 // RetryAt is when the circuit may admit an attempt again: the end of its
-// open period, or of the probe under way; now when it admits at once.
+// open period; soon when a half-open probe is under way (the probe holds
+// its slot for one step only, and its result decides); now when it admits
+// at once.
 func (c *Circuit) RetryAt(now time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -276,7 +278,18 @@ func (c *Circuit) RetryAt(now time.Time) time.Time {
 	case c.state == StateOpen:
 		return c.openedUntil
 	case c.state == StateHalfOpen && now.Before(c.probeUntil):
-		return c.probeUntil
+		return minTime(c.probeUntil, now.Add(probeRecheck))
 	}
 	return now
+}
+
+// probeRecheck is how soon a refused caller may look again while a
+// half-open probe is under way.
+const probeRecheck = time.Second
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

@@ -120,3 +120,22 @@ func (c *Circuit) stateAt(now time.Time) string {
 	c.advanceLocked(now)
 	return c.state
 }
+
+func TestCircuitRetryAt(t *testing.T) {
+	now := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	c := NewCircuit(CircuitSettings{OpenTimeout: 30 * time.Second, ConsecutiveFailures: 1})
+	if got := c.RetryAt(now); !got.Equal(now) {
+		t.Errorf("closed: RetryAt = %v, want now", got)
+	}
+	c.Record(now, "a", Failure)
+	if got := c.RetryAt(now); !got.Equal(now.Add(30 * time.Second)) {
+		t.Errorf("open: RetryAt = %v, want the end of the open period", got)
+	}
+	later := now.Add(30 * time.Second)
+	if _, err := c.Allow(later); err != nil { // takes the half-open probe
+		t.Fatal(err)
+	}
+	if got := c.RetryAt(later); !got.Equal(later.Add(probeRecheck)) {
+		t.Errorf("probe under way: RetryAt = %v, want a recheck in %v (not the probe's whole timeout)", got, probeRecheck)
+	}
+}
