@@ -254,11 +254,15 @@ Press Ctrl-C to stop.
 }
 
 // freeOr returns addr if it can be bound now, else a free port on the same
-// host, with a note saying so.
+// host, with a note saying so. Port 0 becomes a concrete free port: two
+// listeners cannot share the address "host:0" in one configuration.
 func freeOr(addr string) (string, string) {
 	ln, err := net.Listen("tcp", addr)
 	if err == nil {
-		ln.Close()
+		defer ln.Close()
+		if _, port, _ := net.SplitHostPort(addr); port == "0" {
+			return ln.Addr().String(), ""
+		}
 		return addr, ""
 	}
 	host, _, _ := net.SplitHostPort(addr)

@@ -24,13 +24,14 @@ import (
 
 // devSession is a running `oauthrelay dev` and what its banner said.
 type devSession struct {
-	smtpAddr, password, caFile, inboxURL, messagesURL, configPath string
+	smtpAddr, queuedAddr, password, caFile, inboxURL, messagesURL, configPath string
 	msmtpLine, swaksLine                                          string
 	stdout, stderr                                                *testutil.LogBuffer
 }
 
 var devBannerFields = map[string]*regexp.Regexp{
 	"smtp":     regexp.MustCompile(`(?m)^  SMTP +(\S+)`),
+	"queued":   regexp.MustCompile(`(?m)^  SMTP, queued +(\S+)`),
 	"password": regexp.MustCompile(`(?m)^  password +(\S+)`),
 	"ca":       regexp.MustCompile(`(?m)^  CA file +(\S+)`),
 	"inbox":    regexp.MustCompile(`(?m)^  inbox +(\S+)`),
@@ -51,7 +52,7 @@ func startDev(t *testing.T) *devSession {
 	exited, code := make(chan struct{}), 0
 	go func() {
 		defer close(exited)
-		code = Main(ctx, []string{"dev", "-listen", "127.0.0.1:0", "-telemetry", "127.0.0.1:0"}, IO{Stdout: s.stdout, Stderr: s.stderr})
+		code = Main(ctx, []string{"dev", "-listen", "127.0.0.1:0", "-queue-listen", "127.0.0.1:0", "-telemetry", "127.0.0.1:0"}, IO{Stdout: s.stdout, Stderr: s.stderr})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -82,7 +83,7 @@ func startDev(t *testing.T) *devSession {
 		}
 		return m[1]
 	}
-	s.smtpAddr, s.password, s.caFile = field("smtp"), field("password"), field("ca")
+	s.smtpAddr, s.queuedAddr, s.password, s.caFile = field("smtp"), field("queued"), field("password"), field("ca")
 	s.inboxURL, s.messagesURL, s.configPath = field("inbox"), field("messages"), field("config")
 	s.msmtpLine, s.swaksLine = field("msmtp"), field("swaks")
 	secrets := s.secrets(t)
@@ -192,6 +193,48 @@ func TestDevSubmission(t *testing.T) {
 			s.awaitMessage(t, subject)
 		})
 	}
+}
+
+// TestDevQueuedListener sends through dev mode's store-and-forward
+// listener: the 250 names the queue ID, the queue delivers the message, and
+// `oauthrelay queue show` (the command the banner prints) finds its trail.
+func TestDevQueuedListener(t *testing.T) {
+	s := startDev(t)
+	c, err := smtp.Dial(s.queuedAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", devUser, s.password)); err != nil {
+		t.Fatalf("AUTH: %v", err)
+	}
+	if err := c.Mail(devAccount, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("you@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(w, "Subject: queued in dev\r\n\r\nStored, then delivered.\r\n")
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		t.Fatalf("DATA: %v", err)
+	}
+	_, id, ok := strings.Cut(resp.StatusText, "queued as ")
+	if !ok {
+		t.Fatalf("250 %q does not name a queue ID", resp.StatusText)
+	}
+	s.awaitMessage(t, "queued in dev")
+	testutil.WaitFor(t, 30*time.Second, "the delivered state in the trail", func() bool {
+		var out, errOut testutil.LogBuffer
+		if Main(context.Background(), []string{"queue", "show", "-config", s.configPath, id}, IO{Stdout: &out, Stderr: &errOut}) != 0 {
+			return false
+		}
+		return strings.Contains(out.String(), "delivered")
+	})
 }
 
 // TestDevCertificateNeedsTheCAFile shows the STARTTLS certificate is really
