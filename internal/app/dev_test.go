@@ -25,8 +25,8 @@ import (
 // devSession is a running `oauthrelay dev` and what its banner said.
 type devSession struct {
 	smtpAddr, queuedAddr, password, caFile, inboxURL, messagesURL, configPath string
-	msmtpLine, swaksLine                                          string
-	stdout, stderr                                                *testutil.LogBuffer
+	msmtpLine, swaksLine                                                      string
+	stdout, stderr                                                            *testutil.LogBuffer
 }
 
 var devBannerFields = map[string]*regexp.Regexp{
