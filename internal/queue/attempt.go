@@ -6,7 +6,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
@@ -268,20 +267,4 @@ func (m *storedMessage) close() {
 
 // printable makes provider- or client-supplied text safe for one log or
 // reply line, and bounded.
-func printable(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	const maxLen = 512
-	if len(s) > maxLen {
-		cut := maxLen
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return strings.TrimSpace(s)
-}
+func printable(s string) string { return transport.Printable(s, 512) }

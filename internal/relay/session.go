@@ -570,18 +570,7 @@ func newMessageID() string {
 
 // printable makes client- or provider-supplied text safe for one log line
 // or reply line.
-func printable(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return strings.TrimSpace(s)
-}
+func printable(s string) string { return transport.Printable(s, 200) }
 
 // loginServer is the server side of the obsolete but widespread LOGIN
 // mechanism (draft-murchison-sasl-login), which go-sasl does not provide.

@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 )
@@ -152,4 +154,24 @@ func ReplyText(r *smtp.SMTPError) string {
 		return fmt.Sprintf("%d %s", r.Code, r.Message)
 	}
 	return fmt.Sprintf("%d %d.%d.%d %s", r.Code, ec[0], ec[1], ec[2], r.Message)
+}
+
+// Printable makes provider- or client-supplied text safe for one log or
+// reply line: control characters become spaces, and it is cut (on a rune
+// boundary) after max bytes.
+func Printable(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strings.TrimSpace(s)
 }

@@ -229,15 +229,4 @@ func classify(err error) error {
 }
 
 // printable makes provider-supplied text safe for one reply line.
-func printable(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return strings.TrimSpace(s)
-}
+func printable(s string) string { return transport.Printable(s, 200) }
