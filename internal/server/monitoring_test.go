@@ -83,6 +83,43 @@ func TestMonitoringExamplesUseExportedMetrics(t *testing.T) {
 	}
 }
 
+// TestMonitoringDashboardQueriesParse has promtool check every query of
+// the dashboard as PromQL (Grafana's $__rate_interval stands for 5m).
+func TestMonitoringDashboardQueriesParse(t *testing.T) {
+	promtool, _ := promtoolAndRules(t)
+	raw, err := os.ReadFile("../../examples/monitoring/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	n := 0
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			n++
+			fmt.Fprintf(&b, "      - record: dashboard_query_%d\n        expr: %q\n", n, strings.ReplaceAll(tg.Expr, "$__rate_interval", "5m"))
+		}
+	}
+	file := testutil.WriteFile(t, t.TempDir(), "dashboard_rules.yml", b.String())
+	if out, err := exec.Command(promtool, "check", "rules", file).CombinedOutput(); err != nil {
+		t.Errorf("the dashboard's queries (%d) do not all parse: %v\n%s", n, err, out)
+	}
+}
+
 // queueOptions makes the harness's listener store and forward, with the
 // store in dir.
 func queueOptions(dir string, o harnessOptions) harnessOptions {
@@ -171,8 +208,9 @@ func TestMetricsStartupIsNotAReload(t *testing.T) {
 // TestMonitoringAlertRulesOnScrapedMetrics evaluates the shipped alert
 // rules with `promtool test rules` over what real relays export: a
 // healthy relay without Vault fires nothing (no "Vault down" for an
-// install without Vault), a failed reload fires ConfigReloadFailed, and a
-// relay whose Vault went away fires VaultDown.
+// install without Vault, no queue alert without a store), a failed reload
+// fires ConfigReloadFailed, and a relay whose Vault went away fires
+// VaultDown.
 func TestMonitoringAlertRulesOnScrapedMetrics(t *testing.T) {
 	promtool, rules := promtoolAndRules(t)
 	tests := []struct {
@@ -221,12 +259,12 @@ func TestMonitoringAlertRulesOnScrapedMetrics(t *testing.T) {
 	}
 }
 
-// TestMonitoringQueueAlerts evaluates the queue, store
-// and history alerts over what relays with a store and a queue listener
-// export while something happens to them: each case scrapes the relay at
-// steps of what it does and places the scrapes minutes apart on
-// promtool's clock, so that rates and `for` durations see mail arrive,
-// wait, bounce or fail to be stored.
+// TestMonitoringQueueAlerts evaluates the queue, store and history alerts
+// over what relays with a store and a queue listener export while
+// something happens to them: each case scrapes the relay at steps of what
+// it does and places the scrapes minutes apart on promtool's clock, so
+// that rates and `for` durations see mail arrive, wait, bounce or fail to
+// be stored.
 func TestMonitoringQueueAlerts(t *testing.T) {
 	promtool, rules := promtoolAndRules(t)
 	tests := []struct {
@@ -242,6 +280,9 @@ func TestMonitoringQueueAlerts(t *testing.T) {
 		firing []string
 	}{
 		{name: "healthy", run: healthyQueue},
+		// Mail waits for one recipient the provider defers while the
+		// rest is delivered: the queue moves, nothing fires.
+		{name: "moving", run: movingQueue},
 		{
 			// The provider refuses every message with 451: the account's
 			// circuit opens (and stays open) and the queue postpones the
@@ -341,6 +382,26 @@ func healthyQueue(t *testing.T, q *queueHarness) ([]snapshot, int) {
 		t.Errorf("/health/ready of an empty queue = %d, store %+v", code, st)
 	}
 	return snaps, 30
+}
+
+// movingQueue: every 5 minutes for 35 minutes one message for a recipient
+// the provider defers (451 at RCPT) joins the queue and five others are
+// delivered. Evaluated at minute 47 like stuckQueue: mail has waited all
+// along, but deliveries keep OAuthRelayQueueStuck silent.
+func movingQueue(t *testing.T, q *queueHarness) ([]snapshot, int) {
+	const deferred = "deferred@example.net"
+	q.sb.SMTP.SetRcptReply(deferred, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Mailbox temporarily unavailable."})
+	var snaps []snapshot
+	for step := range 8 {
+		q.mustSend(appClient, alice, deferred)
+		q.queue(5)
+		want := float64(5 * (step + 1))
+		q.settle(fmt.Sprintf("%d messages to wait in the queue", step+1), float64(step+1), func() bool {
+			return q.metric(`oauthrelay_queue_attempts_total{result="delivered"}`) == want
+		})
+		snaps = append(snaps, snapshot{5 * step, q.scrape()})
+	}
+	return snaps, 47
 }
 
 // stuckQueue: the provider refuses every message with 451 4.3.0 while 6
