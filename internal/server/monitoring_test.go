@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -523,28 +524,37 @@ func lockedStore(t *testing.T, q *queueHarness) ([]snapshot, int) {
 }
 
 // lockStore takes the write lock of the store's database in dir, as
-// another process would, until the returned function is called.
+// another process would, until the returned function is called (or the
+// test ends).
 func lockStore(t *testing.T, dir string) func() {
 	t.Helper()
 	db, err := sql.Open("sqlite", filepath.Join(dir, sqlite.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
 	ctx := context.Background()
 	conn, err := db.Conn(ctx)
 	if err != nil {
+		db.Close()
 		t.Fatal(err)
 	}
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		conn.Close()
+		db.Close()
 		t.Fatal(err)
 	}
-	return func() {
-		if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
-			t.Error(err)
-		}
-		conn.Close()
+	var once sync.Once
+	unlock := func() {
+		once.Do(func() {
+			if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+				t.Error(err)
+			}
+			conn.Close()
+			db.Close()
+		})
 	}
+	t.Cleanup(unlock)
+	return unlock
 }
 
 // promtoolAndRules returns the promtool binary and the rules file, after
@@ -705,8 +715,7 @@ type sample struct{ series, value string }
 
 // scrapeSeries turns a /metrics page into promtool input series, with the
 // instance and job labels Prometheus adds. Samples that are not finite
-// numbers (NaN quantiles of an empty summary) are left out; values are
-// written without exponents, which promtool's notation would misread.
+// numbers (NaN quantiles of an empty summary) are left out.
 func scrapeSeries(scrape string) []sample {
 	var out []sample
 	for _, line := range strings.Split(scrape, "\n") {
@@ -715,8 +724,7 @@ func scrapeSeries(scrape string) []sample {
 		}
 		i := strings.LastIndexByte(line, ' ')
 		series, value := line[:i], line[i+1:]
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		if v, err := strconv.ParseFloat(value, 64); err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 			continue
 		}
 		const target = `instance="relay:9100",job="oauthrelay"`
@@ -725,7 +733,7 @@ func scrapeSeries(scrape string) []sample {
 		} else {
 			series += "{" + target + "}"
 		}
-		out = append(out, sample{series, strconv.FormatFloat(v, 'f', -1, 64)})
+		out = append(out, sample{series, value})
 	}
 	return out
 }
