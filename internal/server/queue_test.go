@@ -21,9 +21,9 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
-// queueHarness runs the harness relay with its listener in queue mode, a
+// queueingHarness runs the harness relay with its listener in queue mode, a
 // store in the test's directory and a one-second retry schedule.
-func queueHarness(t *testing.T, o harnessOptions) (*harness, string) {
+func queueingHarness(t *testing.T, o harnessOptions) (*harness, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "store")
 	o.listenerExtra += "\n  delivery = \"queue\""
@@ -84,7 +84,7 @@ func queueID(t *testing.T, reply string) string {
 }
 
 func TestQueueModeStoresThenDelivers(t *testing.T) {
-	h, dir := queueHarness(t, harnessOptions{telemetry: true})
+	h, dir := queueingHarness(t, harnessOptions{telemetry: true})
 	reply, err := sendSubject(h, alice, "q-1", "a@example.net", "b@example.net")
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestQueueModeStoresThenDelivers(t *testing.T) {
 func TestQueueRidesOutAnOutage(t *testing.T) {
 	// The account's circuit opens after a few failures; the queue then
 	// postpones instead of trying. A short open period keeps the test fast.
-	h, dir := queueHarness(t, harnessOptions{telemetry: true, providerExtra: `circuit_open_timeout = "1s"`})
+	h, dir := queueingHarness(t, harnessOptions{telemetry: true, providerExtra: `circuit_open_timeout = "1s"`})
 	h.sb.SMTP.FailEveryNthData(1, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
 	const n = 10
 	for i := 0; i < n; i++ {
@@ -161,7 +161,7 @@ func TestQueueRidesOutAnOutage(t *testing.T) {
 // a reload points the provider at a working address.
 func TestQueueRidesOutAnUnreachableProvider(t *testing.T) {
 	down := testutil.FreeAddr(t)
-	h, dir := queueHarness(t, harnessOptions{smtpAddress: down})
+	h, dir := queueingHarness(t, harnessOptions{smtpAddress: down})
 	for i := 0; i < 3; i++ {
 		if _, err := sendSubject(h, alice, fmt.Sprintf("down-%d", i)); err != nil {
 			t.Fatal(err)
@@ -186,7 +186,7 @@ func TestQueueRidesOutAnUnreachableProvider(t *testing.T) {
 // notification, sent through the same account; the other recipient is
 // delivered.
 func TestQueueBouncesPermanentFailures(t *testing.T) {
-	h, dir := queueHarness(t, harnessOptions{})
+	h, dir := queueingHarness(t, harnessOptions{})
 	h.sb.SMTP.FailNextData(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Message rejected as spam."})
 	reply, err := sendSubject(h, alice, "spam-1", "x@example.net")
 	if err != nil {
@@ -251,7 +251,7 @@ func TestQueueBouncesPermanentFailures(t *testing.T) {
 // A burst over the account's rate limit is accepted at once and delivered
 // at the allowed pace, instead of being refused with 451.
 func TestQueueSmoothsABurstUnderARateLimit(t *testing.T) {
-	h, _ := queueHarness(t, harnessOptions{telemetry: true, aliceExtra: "rate_limit_per_minute = 120\n    rate_limit_burst = 2"})
+	h, _ := queueingHarness(t, harnessOptions{telemetry: true, aliceExtra: "rate_limit_per_minute = 120\n    rate_limit_burst = 2"})
 	const n = 8
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -294,7 +294,7 @@ func readAll(t *testing.T, r io.Reader) string {
 // with 454 and are retried, never bounced), and goes out once the account
 // is re-authorised.
 func TestQueueRecoversFromATokenRevocation(t *testing.T) {
-	h, dir := queueHarness(t, harnessOptions{providerExtra: `circuit_open_timeout = "1s"`})
+	h, dir := queueingHarness(t, harnessOptions{providerExtra: `circuit_open_timeout = "1s"`})
 	h.sb.Tokens.RevokeRefreshToken(h.rts[alice])
 	for i := 0; i < 3; i++ {
 		if _, err := sendSubject(h, alice, fmt.Sprintf("revoked-%d", i)); err != nil {
