@@ -68,6 +68,14 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 				"Age of the oldest queued (not held) message; 0 when the queue is empty.", nil, nil),
 		},
 	}
+	// The known label values exist from the start at 0, so that
+	// increase() in alert rules sees their first event.
+	for _, r := range []string{"delivered", "deferred", "failed"} {
+		m.attempts.WithLabelValues(r)
+	}
+	for _, r := range []string{"limit", "circuit", "busy"} {
+		m.postponed.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.attempts, m.postponed, m.bounces, m.suppressed, m.storeErrors, m.inFlight, m.enqueued, m.depth)
 	}

@@ -422,7 +422,7 @@ func stuckQueue(t *testing.T, q *queueHarness) ([]snapshot, int) {
 	if got := len(q.sb.SMTP.Messages()); got != 0 {
 		t.Errorf("the provider accepted %d messages while refusing every one", got)
 	}
-	if v := q.metric(`oauthrelay_queue_attempts_total{result="delivered"}`); v != -1 {
+	if v := q.metric(`oauthrelay_queue_attempts_total{result="delivered"}`); v > 0 {
 		t.Errorf("delivered attempts = %v, want none", v)
 	}
 	code, st := q.storeHealth()
