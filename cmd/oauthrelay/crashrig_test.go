@@ -369,8 +369,6 @@ func (l *load) acceptedNow() map[string]string {
 	return out
 }
 
-func (l *load) count() int { l.mu.Lock(); defer l.mu.Unlock(); return len(l.accepted) }
-
 func (l *load) errs() []error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -1,10 +1,10 @@
 package main_test
 
-// The queue's durability promise, with the binary (README "store and
-// forward"): a message that got 250 survives kill -9 at any moment and is
-// delivered after the restart; only a message in flight at the kill may
-// go out twice. SIGTERM stops promptly and leaves the queue to the next
-// run.
+// The queue's durability promise, with the binary (README `store`,
+// `queue` and "Shutdown"): a message that got 250 survives kill -9 at any
+// moment and is delivered after the restart; only a message in flight at
+// the kill may go out twice. SIGTERM stops within shutdown_timeout and
+// leaves the queue to the next run.
 
 import (
 	"strings"
