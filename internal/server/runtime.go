@@ -585,9 +585,7 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	}
 	r.cancelWork()
 	r.retireWG.Wait()
-	for _, p := range r.deps.registry.allPools() {
-		p.Close() // QUIT to every idle upstream connection
-	}
+	r.closePools(ctx)
 	r.current.Load().stopBackground()
 	if ts != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -595,6 +593,32 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 		_ = ts.Shutdown(sctx)
 	}
 	return err
+}
+
+// closePools says QUIT to every idle upstream connection, the pools side
+// by side, until ctx's deadline: each QUIT waits for the provider's reply
+// (up to its own timeout), and a provider that no longer answers must not
+// hold the stop past shutdown_timeout. The goodbyes still under way then
+// end on their own within that timeout.
+func (r *Runtime) closePools(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range r.deps.registry.allPools() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Close()
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.log.Warn("shutdown deadline reached while saying QUIT to idle provider connections; not waiting for their replies")
+	}
 }
 
 // MetricNames lists every metric the relay exports.
