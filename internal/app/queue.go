@@ -70,7 +70,9 @@ func cmdQueue(ctx context.Context, args []string, stdio IO) int {
 	}
 	defer st.Close()
 	if err := c.run(ctx, st, stdio); err != nil {
-		fmt.Fprintf(stdio.Stderr, "oauthrelay queue %s: %v\n", c.verb, err)
+		if !errors.Is(err, errReported) {
+			fmt.Fprintf(stdio.Stderr, "oauthrelay queue %s: %v\n", c.verb, err)
+		}
 		return 1
 	}
 	return 0
@@ -181,13 +183,22 @@ func openQueueStore(ctx context.Context, dir string) (*sqlite.Store, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no store at %s: the relay creates it when it first starts with this configuration", dir)
 		}
-		return nil, fmt.Errorf("opening the store at %s: %w", dir, err)
+		return nil, storeOpenError(dir, err)
 	}
 	st, err := sqlite.Open(ctx, dir, sqlite.Options{})
 	if err != nil {
-		return nil, fmt.Errorf("opening the store at %s: %w", dir, err)
+		return nil, storeOpenError(dir, err)
 	}
 	return st, nil
+}
+
+// storeOpenError explains the usual cause of a store the command cannot
+// open: the store is private to the relay's user (README "store").
+func storeOpenError(dir string, err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("opening the store at %s: %w (the store is private to the relay's user: run the command as that user)", dir, err)
+	}
+	return fmt.Errorf("opening the store at %s: %w", dir, err)
 }
 
 func (c *queueCmd) run(ctx context.Context, st store.Store, stdio IO) error {

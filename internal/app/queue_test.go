@@ -414,7 +414,7 @@ func TestQueueCommandsWhileRelaying(t *testing.T) {
 	t.Run("unknown ID", func(t *testing.T) {
 		for _, verb := range []string{"show", "retry", "hold", "release", "delete"} {
 			code, out, errOut := r.queue(verb, "NOSUCHMESSAGE123")
-			if code != 1 || !strings.Contains(errOut, "NOSUCHMESSAGE123: no such message in the queue or its history") {
+			if code != 1 || strings.TrimSpace(errOut) != "oauthrelay queue "+verb+": NOSUCHMESSAGE123: no such message in the queue or its history" {
 				t.Errorf("%s of an unknown ID: exit %d\nstdout: %s\nstderr: %s", verb, code, out, errOut)
 			}
 		}
