@@ -23,11 +23,12 @@ type historyWriter struct {
 	entries chan historyEntry
 	dropped prometheus.Counter
 	failed  prometheus.Counter
-
-	mu         sync.Mutex
-	retention  time.Duration
+	// pruneEvery is historyPruneEvery when the writer was made.
 	pruneEvery time.Duration
-	done       chan struct{}
+
+	mu        sync.Mutex
+	retention time.Duration
+	done      chan struct{}
 }
 
 type historyEntry struct {
