@@ -23,6 +23,8 @@ type historyWriter struct {
 	entries chan historyEntry
 	dropped prometheus.Counter
 	failed  prometheus.Counter
+	// pruneEvery is historyPruneEvery when the writer was made.
+	pruneEvery time.Duration
 
 	mu        sync.Mutex
 	retention time.Duration
@@ -37,12 +39,16 @@ type historyEntry struct {
 const (
 	historyBuffer = 8192
 	historyBatch  = 512
-	pruneEvery    = time.Hour
 )
+
+// historyPruneEvery is how often the writer prunes after its first pass
+// at start. A variable only so that tests can shorten it (export_test.go);
+// each writer reads it once, when it is made.
+var historyPruneEvery = time.Hour
 
 func newHistoryWriter(st store.Store, retention time.Duration, log hclog.Logger, reg prometheus.Registerer) *historyWriter {
 	h := &historyWriter{
-		st: st, log: log, retention: retention,
+		st: st, log: log, retention: retention, pruneEvery: historyPruneEvery,
 		entries: make(chan historyEntry, historyBuffer),
 		done:    make(chan struct{}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
@@ -79,7 +85,7 @@ func (h *historyWriter) setRetention(d time.Duration) {
 // run writes batches until ctx ends, then writes what is buffered.
 func (h *historyWriter) run(ctx context.Context) {
 	defer close(h.done)
-	prune := time.NewTicker(pruneEvery)
+	prune := time.NewTicker(h.pruneEvery)
 	defer prune.Stop()
 	h.prune()
 	for {

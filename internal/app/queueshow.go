@@ -1,0 +1,305 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// The list is laid out like Postfix's mailq: a line per message with its
+// ID ("!" when held), size, arrival and sender, then, indented, what the
+// relay knows about it: its account and schedule, each reason in
+// parentheses followed by the pending recipients it applies to.
+const (
+	mailqIndent  = "                                                " // under the sender column
+	maxReasonLen = 120
+)
+
+var mailqHeader = fmt.Sprintf("%-17s %8s %-19s  %s", "-Queue ID-", "--Size--", "---Arrival Time----", "-Sender/Recipient-------")
+
+func queueList(ctx context.Context, st store.Store, f store.Filter, asJSON bool, out io.Writer) error {
+	msgs, err := st.List(ctx, f)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		entries := make([]queueEntry, 0, len(msgs))
+		for _, m := range msgs {
+			entries = append(entries, entryOf(m))
+		}
+		return writeJSON(out, entries)
+	}
+	if len(msgs) == 0 {
+		if f.State == "" && f.Account == "" {
+			fmt.Fprintln(out, "Queue is empty")
+		} else {
+			fmt.Fprintf(out, "No message in the queue matches%s\n", filterText(f))
+		}
+		return nil
+	}
+	fmt.Fprintln(out, mailqHeader)
+	now := time.Now()
+	var size int64
+	held := 0
+	for _, m := range msgs {
+		writeMailqEntry(out, m, now)
+		size += m.Size
+		if m.State == store.StateHeld {
+			held++
+		}
+	}
+	tail := ""
+	if held > 0 {
+		tail = fmt.Sprintf(", %d held", held)
+	}
+	fmt.Fprintf(out, "-- %d KiB in %s%s%s.\n", (size+1023)/1024, plural(len(msgs), "message"), tail, filterText(f))
+	return nil
+}
+
+func filterText(f store.Filter) string {
+	var parts []string
+	if f.State != "" {
+		parts = append(parts, "-state "+f.State)
+	}
+	if f.Account != "" {
+		parts = append(parts, "-account "+f.Account)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, " ") + ")"
+}
+
+func writeMailqEntry(out io.Writer, m *store.Envelope, now time.Time) {
+	id := m.ID
+	if m.State == store.StateHeld {
+		id += "!"
+	}
+	fmt.Fprintf(out, "%-17s %8d %-19s  %s\n", id, m.Size, stamp(m.Received), m.From)
+	fmt.Fprintf(out, "%s%s\n", mailqIndent, statusLine(m, now))
+	for _, g := range pendingByReason(m) {
+		if g.reason != "" {
+			fmt.Fprintf(out, "%s(%s)\n", mailqIndent, clip(g.reason, maxReasonLen))
+		}
+		for _, r := range g.rcpts {
+			fmt.Fprintf(out, "%s%s\n", mailqIndent, r)
+		}
+	}
+	fmt.Fprintln(out)
+}
+
+// statusLine says through which account a message goes, how often it was
+// tried and when it is tried next.
+func statusLine(m *store.Envelope, now time.Time) string {
+	parts := []string{"account " + m.Account}
+	if m.Bounce {
+		parts = append(parts, "delivery-status notification")
+	}
+	if m.Attempts == 0 {
+		parts = append(parts, "not attempted yet")
+	} else {
+		parts = append(parts, plural(m.Attempts, "attempt"))
+	}
+	if m.State == store.StateHeld {
+		parts = append(parts, "held: no attempts until released")
+	} else {
+		parts = append(parts, "next attempt "+when(m.NextAttempt, now))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// reasonGroup is a reason and the pending recipients it applies to.
+type reasonGroup struct {
+	reason string
+	rcpts  []string
+}
+
+// pendingByReason groups the pending recipients by their last reply, in
+// order of first appearance, as mailq does; a recipient without a reply
+// of its own takes the message's (a connection that failed, say).
+func pendingByReason(m *store.Envelope) []reasonGroup {
+	var groups []reasonGroup
+	index := map[string]int{}
+	for _, r := range m.Rcpts {
+		if r.State != store.RcptPending {
+			continue
+		}
+		reason := r.LastReply
+		if reason == "" {
+			reason = m.LastReply
+		}
+		i, ok := index[reason]
+		if !ok {
+			i = len(groups)
+			index[reason] = i
+			groups = append(groups, reasonGroup{reason: reason})
+		}
+		groups[i].rcpts = append(groups[i].rcpts, r.Addr)
+	}
+	return groups
+}
+
+// queueShow prints a message's envelope, its recipients' states and its
+// trail (README "Delivery history"); never its body. A message no longer
+// queued, or delivered directly, is shown from its history.
+func queueShow(ctx context.Context, st store.Store, id string, asJSON bool, out io.Writer) error {
+	env, err := st.Get(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	rec, events, err := st.History(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if env == nil && rec == nil {
+		return fmt.Errorf("%s: no such message in the queue or its history", id)
+	}
+	if asJSON {
+		v := struct {
+			ID      string        `json:"id"`
+			Queue   *queueEntry   `json:"queue"`
+			History *historyEntry `json:"history"`
+			Events  []eventEntry  `json:"events"`
+		}{ID: id, History: historyOf(rec), Events: eventsOf(events)}
+		if env != nil {
+			e := entryOf(env)
+			v.Queue = &e
+		}
+		return writeJSON(out, v)
+	}
+	now := time.Now()
+	if env != nil {
+		writeQueued(out, env, now)
+	} else {
+		writeRecord(out, rec)
+	}
+	writeTrail(out, events)
+	return nil
+}
+
+func writeQueued(out io.Writer, e *store.Envelope, now time.Time) {
+	status := e.State + ", " + plural(e.Attempts, "attempt") + ", next attempt " + when(e.NextAttempt, now)
+	if e.State == store.StateHeld {
+		status = "held (no attempts until released), " + plural(e.Attempts, "attempt")
+	}
+	fmt.Fprintf(out, "Message %s: %s\n", e.ID, status)
+	field(out, "account", e.Account)
+	field(out, "from", "<"+e.From+">")
+	field(out, "size", plural(int(e.Size), "byte"))
+	field(out, "message-id", e.HeaderID)
+	field(out, "arrived", stamp(e.Received)+origin(e.Listener, e.Client))
+	field(out, "expires", when(e.Expires, now)+": then its pending recipients bounce")
+	field(out, "parameters", strings.Join(e.MailParams, " "))
+	if e.Bounce {
+		field(out, "kind", "delivery-status notification (never bounced itself)")
+	}
+	field(out, "last reply", e.LastReply)
+	fmt.Fprintln(out, "Recipients:")
+	for _, r := range e.Rcpts {
+		line := fmt.Sprintf("  %-9s  <%s>", r.State, r.Addr)
+		if r.LastReply != "" {
+			line += "  " + r.LastReply
+		}
+		fmt.Fprintln(out, line)
+	}
+}
+
+func writeRecord(out io.Writer, r *store.Record) {
+	fmt.Fprintf(out, "Message %s: %s (%s mode; not in the queue)\n", r.ID, r.State, r.Mode)
+	field(out, "account", r.Account)
+	field(out, "from", "<"+r.From+">")
+	field(out, "to", strings.Join(r.Rcpts, ", "))
+	field(out, "size", plural(int(r.Size), "byte"))
+	field(out, "message-id", r.HeaderID)
+	field(out, "arrived", stamp(r.Received)+origin(r.Listener, r.Client))
+	field(out, "last change", stamp(r.Updated))
+}
+
+func writeTrail(out io.Writer, events []*store.Event) {
+	fmt.Fprintln(out, "Trail:")
+	if len(events) == 0 {
+		fmt.Fprintln(out, "  (nothing recorded)")
+	}
+	for _, e := range events {
+		line := fmt.Sprintf("  %s  %-9s", e.At.Local().Format("2006-01-02 15:04:05.000"), e.Type)
+		if e.Rcpt != "" {
+			line += "  <" + e.Rcpt + ">"
+		}
+		if e.Reply != "" {
+			line += "  " + e.Reply
+		}
+		fmt.Fprintln(out, strings.TrimRight(line, " "))
+	}
+}
+
+func field(out io.Writer, name, value string) {
+	if value != "" && value != "<>" {
+		fmt.Fprintf(out, "  %-11s %s\n", name, value)
+	}
+}
+
+func origin(listener, client string) string {
+	s := ""
+	if listener != "" {
+		s += fmt.Sprintf(" on listener %q", listener)
+	}
+	if client != "" {
+		s += fmt.Sprintf(" from client %q", client)
+	}
+	return s
+}
+
+// stamp writes a time as mailq does: local time, to the second.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.DateTime)
+}
+
+// when writes t with how far it is from now: "2026-11-26 11:00:00 (in
+// 59m)"; a time that has passed is due.
+func when(t, now time.Time) string {
+	d := t.Sub(now)
+	if d <= 0 {
+		return stamp(t) + " (due)"
+	}
+	return stamp(t) + " (in " + span(d) + ")"
+}
+
+// span writes a duration the way the configuration does, truncated to
+// its two largest units: "45s", "59m", "3h05m", "4d12h".
+func span(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		m := int(d / time.Minute)
+		return fmt.Sprintf("%dh%02dm", m/60, m%60)
+	}
+	h := int(d / time.Hour)
+	return fmt.Sprintf("%dd%02dh", h/24, h%24)
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// clip shortens s to n characters (not bytes: replies may be UTF-8).
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}
