@@ -17,7 +17,6 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 	"github.com/oauthrelay/oauthrelay/internal/store"
-	"github.com/oauthrelay/oauthrelay/internal/store/sqlite"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
@@ -29,18 +28,6 @@ func queueingHarness(t *testing.T, o harnessOptions) (*harness, string) {
 	o.listenerExtra += "\n  delivery = \"queue\""
 	o.extraConfig += fmt.Sprintf("\nstore {\n  path = %q\n}\nqueue {\n  retry_schedule = [\"1s\"]\n  max_lifetime = \"1h\"\n}\n", dir)
 	return newHarness(t, o), dir
-}
-
-// openStore opens the relay's store from the side, as `oauthrelay queue`
-// does while the relay runs.
-func openStore(t *testing.T, dir string) store.Store {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), dir, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
 }
 
 // await polls cond until it holds or the deadline passes.
@@ -225,7 +212,7 @@ func TestQueueBouncesPermanentFailures(t *testing.T) {
 			break
 		}
 		b := new(strings.Builder)
-		_, _ = fmt.Fprint(b, readAll(t, p))
+		_, _ = fmt.Fprint(b, readPart(t, p))
 		parts[strings.Split(p.Header.Get("Content-Type"), ";")[0]] = b.String()
 	}
 	status := parts["message/delivery-status"]
@@ -281,7 +268,7 @@ func TestQueueSmoothsABurstUnderARateLimit(t *testing.T) {
 	}
 }
 
-func readAll(t *testing.T, r io.Reader) string {
+func readPart(t *testing.T, r io.Reader) string {
 	t.Helper()
 	b, err := io.ReadAll(r)
 	if err != nil {
