@@ -31,6 +31,10 @@ func dsn(file, txlock string, extra ...string) string {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(ON)")
+	// Bodies are the most sensitive data the relay holds: a deleted one is
+	// overwritten with zeros, not left in free pages of the file
+	// (https://www.sqlite.org/pragma.html#pragma_secure_delete).
+	q.Add("_pragma", "secure_delete(ON)")
 	// A large message grows the WAL file; after a checkpoint SQLite
 	// truncates it back to this size instead of keeping it at its peak.
 	q.Add("_pragma", "journal_size_limit("+strconv.Itoa(walSizeLimit)+")")
@@ -87,6 +91,7 @@ func checkPragmas(ctx context.Context, db *sql.DB) error {
 		{"journal_mode", "wal"},
 		{"synchronous", "2"},
 		{"foreign_keys", "1"},
+		{"secure_delete", "1"},
 	}
 	for _, w := range want {
 		var got string

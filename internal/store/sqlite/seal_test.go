@@ -346,3 +346,23 @@ func TestDataKeysGoWithTheirBodies(t *testing.T) {
 		t.Errorf("%d keys once every body is gone, want 0", n)
 	}
 }
+
+// A deleted body does not linger in free pages: once the WAL is
+// checkpointed (at Close) the database file no longer holds it
+// (secure_delete).
+func TestDeletedBodiesAreOverwritten(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{})
+	m := testMsg("m1")
+	m.Body = bytes.NewReader(markedBody(600 << 10))
+	if err := s.Enqueue(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(t.Context(), "m1"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if filesContain(t, dir, []byte("PLAINTEXT-CANARY")) {
+		t.Error("the deleted body is still readable in the store's files")
+	}
+}
