@@ -357,7 +357,7 @@ func TestQueueCommandsWhileRelaying(t *testing.T) {
 		})
 		out := r.mustQueue("show", directID)
 		wantContains(t, "show direct", out, "Message "+directID+": sent (direct mode; not in the queue)",
-			"to          dee@example.net", `on listener "direct" from client "app"`, "accepted", "delivered  2.0.0 OK ")
+			"to          dee@example.net", `on listener "direct" from client "app"`, "accepted", "delivered  250 2.0.0 OK ")
 		if r.delivered(directMarker) == nil {
 			t.Error("the provider lacks the direct message")
 		}
@@ -450,7 +450,7 @@ func TestQueueCommandsWhileRelaying(t *testing.T) {
 			t.Fatalf("the provider's copy of %s: %+v", a, m)
 		}
 		out := r.mustQueue("show", a)
-		wantContains(t, "show delivered", out, "Message "+a+": delivered (queue mode; not in the queue)", "delivered  <x@example.net>  2.0.0 OK ")
+		wantContains(t, "show delivered", out, "Message "+a+": delivered (queue mode; not in the queue)", "delivered  <x@example.net>  250 2.0.0 OK ")
 	})
 	t.Run("delete -all", func(t *testing.T) {
 		wantContains(t, "delete -all", r.mustQueue("delete", "-all"), b+": deleted")

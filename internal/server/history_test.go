@@ -108,8 +108,8 @@ func TestHistoryRecordsDirectAndQueuedMessages(t *testing.T) {
 	tests := []struct {
 		name, id, state, mode, listener, from, rcpts, trail, reply string
 	}{
-		{"direct, sent", sent, store.StateSent, "direct", "test", alice, "direct@example.net", "accepted,delivered", "2.0.0 OK"},
-		{"queued, delivered", queued, store.StateDelivered, "queue", "queued", bob, "q1@example.net,q2@example.net", "accepted,delivered,delivered", "2.0.0 OK"},
+		{"direct, sent", sent, store.StateSent, "direct", "test", alice, "direct@example.net", "accepted,delivered", "250 2.0.0 OK"},
+		{"queued, delivered", queued, store.StateDelivered, "queue", "queued", bob, "q1@example.net,q2@example.net", "accepted,delivered,delivered", "250 2.0.0 OK"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

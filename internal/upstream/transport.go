@@ -173,7 +173,7 @@ func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.R
 	}
 	d.delivered = true
 	d.res.Commit()
-	return transport.Result{Reply: text}, nil
+	return transport.Result{Reply: "250 " + text}, nil
 }
 
 // Reset ends the transaction with RSET instead of sending (dry run).
