@@ -16,41 +16,44 @@ import (
 // bounce queues one delivery-status notification for the recipients an
 // attempt failed, to the original sender through the same account, and
 // returns its ID ("" when none was queued, with the reason counted).
-func (q *Queue) bounce(ctx context.Context, c *store.Claimed, failed []failedRcpt, now time.Time, cfg Config) string {
+// handled is false when a notification is due but could not be built or
+// stored: the caller keeps the failure for another try.
+func (q *Queue) bounce(ctx context.Context, c *store.Claimed, failed []failedRcpt, now time.Time, cfg Config) (id string, handled bool) {
 	failures, reason := q.noticeFor(c, failed, now)
 	if reason != "" {
 		q.suppressed(c, reason, len(failed))
-		return ""
+		return "", true
 	}
 	header := q.readHeader(ctx, c.ID)
 	sender := strings.ToLower(c.From)
 	if !q.bounces.take(sender, now, cfg.MaxBouncesPerHour) {
 		q.suppressed(c, "rate", len(failed))
-		return ""
+		q.log.Warn("no delivery-status notification: the sender's hourly cap is reached", "id", c.ID, "account", c.Account, "failed", len(failed))
+		return "", true
 	}
 	msg, ok, err := q.notify(&c.Envelope, header, failures, now)
 	switch {
 	case err != nil:
 		q.bounces.undo(sender, now)
 		q.m.suppressed.WithLabelValues("error").Inc()
-		q.log.Error("could not build a delivery-status notification", "id", c.ID, "account", c.Account, "error", err)
-		return ""
+		q.log.Error("could not build a delivery-status notification; trying again later", "id", c.ID, "account", c.Account, "error", err)
+		return "", false
 	case !ok:
 		q.bounces.undo(sender, now)
 		q.suppressed(c, "declined", len(failed))
-		return ""
+		return "", true
 	}
-	id, err := q.enqueueNotice(ctx, c, msg, now, cfg)
+	id, err = q.enqueueNotice(ctx, c, msg, now, cfg)
 	if err != nil {
 		q.bounces.undo(sender, now)
 		q.storeError("enqueue_notice")
-		q.log.Error("could not queue a delivery-status notification", "id", c.ID, "account", c.Account, "error", err)
-		return ""
+		q.log.Error("could not queue a delivery-status notification; the failure is kept and tried again", "id", c.ID, "account", c.Account, "error", err)
+		return "", false
 	}
 	q.m.bounces.Inc()
 	q.log.Info("delivery-status notification queued", "id", c.ID, "account", c.Account, "notice", id, "failed", len(failures))
 	q.Kick()
-	return id
+	return id, true
 }
 
 // noticeFor returns the failures to report, or why none is sent: never

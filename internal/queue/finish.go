@@ -157,10 +157,19 @@ func (q *Queue) conclude(l *lease, o *outcome) {
 		// Queued before Finish removes the original's body (the notice
 		// quotes its header); a lost lease may then cause a second
 		// notice, never none.
-		notice = q.bounce(ctx, c, sum.failed, now, cfg)
+		var queued bool
+		notice, queued = q.bounce(ctx, c, sum.failed, now, cfg)
+		if !queued {
+			// The sender must hear of the failure: keep the recipients
+			// (and the body) until a notification can be stored.
+			sum = keepForNotice(&res, sum, now, cfg)
+		}
 	}
+	// The lease is renewed until the result is recorded: a store that
+	// fails for a moment must not make a delivered message go out again.
+	err := q.finish(l, res, cfg)
 	l.end()
-	if err := q.st.Finish(ctx, c.ID, cfg.Owner, res); err != nil {
+	if err != nil {
 		q.finishFailed(c, err)
 		return
 	}
@@ -169,6 +178,52 @@ func (q *Queue) conclude(l *lease, o *outcome) {
 		q.recordNotice(ctx, c.ID, notice, now)
 	}
 	q.logAttempt(c, o, res, sum, notice)
+}
+
+// finish records res, retrying a store that is unavailable for a moment
+// (locked by an operator's command, a full disk) while the lease is still
+// this instance's, for up to one lease period.
+func (q *Queue) finish(l *lease, res store.Result, cfg Config) error {
+	deadline := time.Now().Add(cfg.Lease)
+	wait := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(l.ctx), storeTimeout)
+		err := q.st.Finish(ctx, l.c.ID, cfg.Owner, res)
+		cancel()
+		if err == nil || !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrLeaseLost) ||
+			l.lost.Load() || try >= maxFinishTries || time.Now().Add(wait).After(deadline) || q.workCtx.Err() != nil {
+			return err
+		}
+		q.storeError("finish")
+		q.log.Warn("could not record a delivery attempt; retrying", "id", l.c.ID, "error", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-q.workCtx.Done():
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// maxFinishTries bounds the tries of one Finish (about 1.5 s of waits):
+// beyond a passing lock the store is down, and the lease decides.
+const maxFinishTries = 6
+
+// keepForNotice turns the recipients that failed for good back into
+// pending ones (with their reply) when their notification could not be
+// stored, so that the next attempt fails them again and retries the
+// notification; the message stays queued with its body.
+func keepForNotice(res *store.Result, sum summary, now time.Time, cfg Config) summary {
+	for _, f := range sum.failed {
+		r := f.rcpt
+		r.State, r.LastReply = store.RcptPending, f.diag
+		res.Rcpts[r.Addr] = r
+		sum.pending++
+	}
+	sum.failed = nil
+	if next := now.Add(cfg.RetrySchedule[0]); res.NextAttempt.IsZero() || next.Before(res.NextAttempt) {
+		res.NextAttempt = next
+	}
+	return sum
 }
 
 func (q *Queue) finishFailed(c *store.Claimed, err error) {

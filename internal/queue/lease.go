@@ -22,12 +22,16 @@ type lease struct {
 	quitOnce sync.Once
 	quit     chan struct{}
 	exited   chan struct{}
+	// forget tells the queue the message is no longer held (once).
+	forget     func()
+	forgetOnce sync.Once
 }
 
 // hold starts renewing the lease of a message just claimed.
 func (q *Queue) hold(c *store.Claimed, owner string, d time.Duration) *lease {
 	ctx, cancel := context.WithCancel(q.workCtx)
-	l := &lease{c: c, ctx: ctx, cancel: cancel, quit: make(chan struct{}), exited: make(chan struct{})}
+	l := &lease{c: c, ctx: ctx, cancel: cancel, quit: make(chan struct{}), exited: make(chan struct{}),
+		forget: func() { q.dropHeld(c.ID) }}
 	go q.keep(l, owner, d)
 	return l
 }
@@ -71,4 +75,5 @@ func (l *lease) stop() {
 func (l *lease) end() {
 	l.stop()
 	l.cancel()
+	l.forgetOnce.Do(l.forget)
 }

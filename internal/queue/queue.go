@@ -140,6 +140,11 @@ type Queue struct {
 	running  int
 	accounts map[string]*account
 	backlog  []*lease // claimed, waiting for a free slot of their account
+	// held are the IDs this instance holds a lease on (running or in the
+	// backlog): a claim that returns one of them again (its lease ran out
+	// while the store could not renew it) is dropped, so that one
+	// instance never delivers a message twice at once.
+	held map[string]bool
 	started  bool
 	stopping bool
 	// claimFailing is set while Claim fails (logged once per outage).

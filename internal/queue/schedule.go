@@ -73,12 +73,37 @@ func (q *Queue) dispatch(ctx context.Context) {
 		}
 		q.claimWorked()
 		for _, c := range claimed {
+			if !q.takeHeld(c.ID) {
+				q.log.Warn("a message this instance is still delivering was claimed again (its lease could not be renewed); not delivering it twice", "id", c.ID, "account", c.Account)
+				continue
+			}
 			q.place(ctx, q.hold(c, cfg.Owner, cfg.Lease))
 		}
 		if len(claimed) < free {
 			return
 		}
 	}
+}
+
+// takeHeld marks id as held by this instance; false when it already is.
+func (q *Queue) takeHeld(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.held == nil {
+		q.held = map[string]bool{}
+	}
+	if q.held[id] {
+		return false
+	}
+	q.held[id] = true
+	return true
+}
+
+// dropHeld forgets id once its lease is finished or given back.
+func (q *Queue) dropHeld(id string) {
+	q.mu.Lock()
+	delete(q.held, id)
+	q.mu.Unlock()
 }
 
 // room returns how many messages to claim and which accounts to leave

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -78,14 +79,45 @@ func TestClaimFailuresAreLoggedOnceAndRecover(t *testing.T) {
 	}
 }
 
+// A store that fails for a moment after the provider accepted the
+// message must not make it go out twice: Finish is retried while the
+// lease is renewed.
+func TestTransientFinishFailureIsRetried(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.manual()
+	id := h.submit("<s@example.com>", "r@example.net")
+	fails := 1
+	h.st.finishErr = func(string) error {
+		if fails > 0 {
+			fails--
+			return fmt.Errorf("database is locked: %w", store.ErrUnavailable)
+		}
+		return nil
+	}
+	h.step()
+	if got := h.metric("oauthrelay_queue_store_errors_total", "op", "finish"); got != 1 {
+		t.Errorf("store_errors_total{finish} = %v, want 1", got)
+	}
+	if env, _, _ := h.st.msg(id); env.State != store.StateDelivered {
+		t.Errorf("state = %s, want delivered", env.State)
+	}
+	h.clock.Advance(DefaultLease)
+	h.step()
+	if _, _, out := h.tr.snapshot(); len(out) != 1 {
+		t.Errorf("%d deliveries after one transient store error, want 1", len(out))
+	}
+}
+
+// A store that stays down for longer: the attempt is not recorded, and
+// after the lease the message goes again (at least once).
 func TestUnrecordedAttemptIsRetriedAfterTheLease(t *testing.T) {
 	h := newHarness(t, testConfig())
 	h.manual()
 	id := h.submit("<s@example.com>", "r@example.net")
 	h.st.finishErr = func(string) error { return store.ErrUnavailable }
 	h.step()
-	if got := h.metric("oauthrelay_queue_store_errors_total", "op", "finish"); got != 1 {
-		t.Errorf("store_errors_total{finish} = %v, want 1", got)
+	if got := h.metric("oauthrelay_queue_store_errors_total", "op", "finish"); got != maxFinishTries {
+		t.Errorf("store_errors_total{finish} = %v, want %d (every try)", got, maxFinishTries)
 	}
 	if owner, _ := h.st.lease(id); owner != "instance-a" {
 		t.Fatalf("lease after a failed Finish = %q", owner)
@@ -97,7 +129,6 @@ func TestUnrecordedAttemptIsRetriedAfterTheLease(t *testing.T) {
 	if begins, _, _ := h.tr.snapshot(); begins != 1 {
 		t.Fatal("the message was tried again while its lease was live")
 	}
-	// At least once: after the lease, the message goes again.
 	h.clock.Advance(DefaultLease)
 	h.step()
 	if env, _, _ := h.st.msg(id); env.State != store.StateDelivered {
@@ -126,8 +157,11 @@ func TestNotificationStoreFailureDoesNotUseTheRate(t *testing.T) {
 	if got := h.metric("oauthrelay_queue_store_errors_total", "op", "enqueue_notice"); got != 1 {
 		t.Errorf("store_errors_total{enqueue_notice} = %v, want 1", got)
 	}
-	if env, _, _ := h.st.msg(first); env.State != store.StateBounced {
-		t.Errorf("the original is %s; its attempt is recorded anyway", env.State)
+	// The sender must still hear of it: the failure is kept, the
+	// original stays queued (with its body) for another try.
+	env, _, _ := h.st.msg(first)
+	if env.State != store.StateQueued || rcptOf(env, "x@example.net").State != store.RcptPending {
+		t.Errorf("the original is %s with recipient %+v; want it kept queued until its notice is stored", env.State, rcptOf(env, "x@example.net"))
 	}
 	h.st.mu.Lock()
 	failNotices = false
@@ -136,5 +170,35 @@ func TestNotificationStoreFailureDoesNotUseTheRate(t *testing.T) {
 	h.step()
 	if got := len(h.st.bounces()); got != 1 {
 		t.Errorf("%d notifications; a notice that was not stored must not count against the cap", got)
+	}
+}
+
+// A lease that ran out while its renewals failed is claimed again by the
+// same instance: the message is still being delivered here, so the claim
+// is dropped instead of starting a second delivery.
+func TestExpiredLeaseIsNotReclaimedWhileStillDelivering(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.manual()
+	release, entered := make(chan struct{}), make(chan struct{}, 2)
+	h.tr.body = func(ctx context.Context, _ transport.Envelope, _ []string) (transport.Result, error) {
+		entered <- struct{}{}
+		<-release
+		return transport.Result{Reply: "250 2.0.0 OK"}, nil
+	}
+	h.submit("<s@example.com>", "r@example.net")
+	h.q.dispatch(context.Background())
+	<-entered
+	h.clock.Advance(DefaultLease + time.Second) // no renewal got through
+	h.q.dispatch(context.Background())
+	h.q.mu.Lock()
+	running := h.q.running
+	h.q.mu.Unlock()
+	close(release)
+	h.q.workers.Wait()
+	if running != 1 {
+		t.Errorf("%d deliveries of one message in flight at once in one instance; want 1", running)
+	}
+	if _, _, out := h.tr.snapshot(); len(out) != 1 {
+		t.Errorf("%d deliveries, want 1", len(out))
 	}
 }
