@@ -270,7 +270,13 @@ func (c *smtpClient) data(msg io.Reader) (string, error) {
 		return "", err
 	}
 	w := c.text.DotWriter()
-	if _, err := io.Copy(w, &deadlineReader{r: msg, c: c}); err != nil {
+	src := &deadlineReader{r: msg, c: c}
+	if _, err := io.Copy(w, src); err != nil {
+		if src.err != nil {
+			// The relay could not read its own copy of the message (a
+			// spool or store failure): not the provider's fault.
+			return "", &sourceError{src.err}
+		}
 		return "", err
 	}
 	c.deadline()
@@ -290,14 +296,27 @@ func (c *smtpClient) data(msg io.Reader) (string, error) {
 // deadlineReader extends the connection's deadline as the body flows, so a
 // large message is bounded per chunk rather than as a whole.
 type deadlineReader struct {
-	r io.Reader
-	c *smtpClient
+	r   io.Reader
+	c   *smtpClient
+	err error // the message's own read failure, if any
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
 	d.c.deadline()
-	return d.r.Read(p)
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF {
+		d.err = err
+	}
+	return n, err
 }
+
+// sourceError is a failure to read the message being sent: the DATA
+// transfer was cut off mid-body, so the connection cannot be reused, but
+// the provider did nothing wrong.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return "reading the message: " + e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
 
 func (c *smtpClient) reset() error {
 	_, err := c.cmd(250, "RSET")

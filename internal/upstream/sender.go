@@ -309,6 +309,11 @@ func (c *Conn) Rcpt(to string, _ *smtp.RcptOptions) error {
 // provider took the message cannot be known.
 func (c *Conn) Data(msg io.Reader) (string, error) {
 	text, err := c.c.data(msg)
+	var src *sourceError
+	if errors.As(err, &src) {
+		c.broken = true
+		return "", &Error{Stage: StageData, Local: true, Err: err}
+	}
 	if err != nil {
 		e := c.fail(StageData, err).(*Error)
 		var lost *lostAfterDot
