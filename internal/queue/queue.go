@@ -144,7 +144,7 @@ type Queue struct {
 	// backlog): a claim that returns one of them again (its lease ran out
 	// while the store could not renew it) is dropped, so that one
 	// instance never delivers a message twice at once.
-	held map[string]bool
+	held     map[string]bool
 	started  bool
 	stopping bool
 	// claimFailing is set while Claim fails (logged once per outage).
