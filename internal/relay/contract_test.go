@@ -375,3 +375,13 @@ func TestDryRunResetsInsteadOfSending(t *testing.T) {
 		t.Errorf("calls %q: want reset and no body", got)
 	}
 }
+
+// A transport error without a reply still gets a proper temporary reply.
+func TestErrorWithoutReplyIsATemporaryLocalError(t *testing.T) {
+	e := newContractEnv(t, false, false)
+	e.ft.begin = &transport.Error{Kind: transport.KindLost}
+	c := e.session()
+	if msg := e.expect(c, "MAIL FROM:<app@example.com>", 451); !strings.HasPrefix(msg, "4.3.0") {
+		t.Errorf("reply %q", msg)
+	}
+}

@@ -29,8 +29,12 @@ func (s *Session) history(tx *transaction, msg *message, reply *smtp.SMTPError, 
 		return
 	}
 	now := time.Now()
+	mode := "direct"
+	if s.b.lis.Queue != nil {
+		mode = "queue" // refused before it could be stored
+	}
 	rec := &store.Record{
-		ID: tx.id, Mode: "direct", Listener: s.b.lis.Name, Client: s.clientName, Account: tx.account.Address,
+		ID: tx.id, Mode: mode, Listener: s.b.lis.Name, Client: s.clientName, Account: tx.account.Address,
 		From: tx.from, Rcpts: tx.rcpts, Size: msg.Size(), HeaderID: messageIDOf(msg), Received: tx.started, Updated: now,
 	}
 	events := []*store.Event{{ID: tx.id, At: tx.started, Type: store.EventAccepted}}

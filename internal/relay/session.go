@@ -545,6 +545,11 @@ func (s *Session) refused(tx *transaction, err error) *smtp.SMTPError {
 	case transport.KindStorage:
 		m.refused.WithLabelValues(s.b.lis.Name, "storage_full").Inc()
 	}
+	if te.Reply == nil {
+		// A transport that classified a failure without a reply: a
+		// temporary local error, never a crash or a silent 250.
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing"}
+	}
 	return te.Reply
 }
 

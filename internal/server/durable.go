@@ -102,6 +102,21 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 	return d, nil
 }
 
+// checkTransit verifies, before a reloaded configuration is swapped in,
+// that its Vault login may still use the store's Transit key: the queue's
+// sealer follows the current Vault client, so a token without the policy
+// would make queued bodies unreadable.
+func checkTransit(ctx context.Context, cfg *config.Config, b *built) error {
+	if cfg.Store == nil || cfg.Store.Transit == nil || b.vault == nil {
+		return nil
+	}
+	t := cfg.Store.Transit
+	if err := seal.CheckTransit(ctx, b.vault.Client(), t.Mount, t.Key); err != nil {
+		return fmt.Errorf("store transit: %w", err)
+	}
+	return nil
+}
+
 func queueConfig(cfg *config.Config) queue.Config {
 	q := cfg.Queue
 	return queue.Config{

@@ -334,6 +334,10 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
+	if err := checkTransit(ctx, cfg, nb); err != nil {
+		nb.plan.abort()
+		return fail(err)
+	}
 
 	// Prepare every listener change; nothing is visible yet.
 	type change struct {

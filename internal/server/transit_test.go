@@ -220,3 +220,23 @@ func TestTransitRefusedAtStart(t *testing.T) {
 		})
 	}
 }
+
+// A reload whose Vault login may not use the store's Transit key is
+// refused and changes nothing: queued bodies stay readable.
+func TestReloadRefusesAVaultLoginWithoutTransit(t *testing.T) {
+	vs := transitVault(t)
+	tp := fmt.Sprintf("path \"transit/datakey/plaintext/%[1]s\" { capabilities = [\"update\"] }\npath \"transit/decrypt/%[1]s\" { capabilities = [\"update\"] }\n", transitKey)
+	with, without := vaultToken(t, vs, "relay", secretsPolicy+tp), vaultToken(t, vs, "relay-no-transit", secretsPolicy)
+	dir := filepath.Join(t.TempDir(), "store")
+	h := newHarness(t, harnessOptions{vault: vs, vaultAuth: fmt.Sprintf(`auth "token" { token = %q }`, with),
+		listenerExtra: "max_connections_per_ip = 0\n  delivery = \"queue\"",
+		extraConfig:   fmt.Sprintf("store {\n  path = %q\n  transit { key = %q }\n}\n", dir, transitKey)})
+	h.secrets = append(h.secrets, with, without)
+	h.mustSend(appClient, alice)
+	h.rewrite(strings.Replace(h.cfgText, with, without, 1))
+	err := h.rt.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "transit") {
+		t.Fatalf("reload with a token that may not use the Transit key: %v, want a refusal naming transit", err)
+	}
+	h.mustSend(appClient, alice) // the running configuration still stores and seals
+}
