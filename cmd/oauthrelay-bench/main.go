@@ -58,6 +58,9 @@ type scenario struct {
 	// Relay process cost over the scenario (relay scenarios only).
 	CPUSecondsPer1000 float64 `json:"relay_cpu_seconds_per_1000,omitempty"`
 	RelayRSSMB        float64 `json:"relay_rss_mb,omitempty"`
+
+	// start and end of the measured period (after the warm-up).
+	start, end time.Time
 }
 
 type idleResult struct {
@@ -75,6 +78,7 @@ type report struct {
 	Scenarios     []scenario   `json:"scenarios"`
 	TokenRequests int          `json:"token_requests_for_the_account"`
 	TokenTTL      string       `json:"access_token_lifetime"`
+	Queue         *queueResult `json:"queue,omitempty"`
 	Idle          []idleResult `json:"idle"`
 	Targets       []target     `json:"targets"`
 }
@@ -129,7 +133,7 @@ func run(relayBin string, clients int, duration time.Duration, out, idleCounts s
 	newDirect := measure("direct, new connection per message", clients, duration, nil, direct.perMessage)
 
 	relayRT := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
-	cfgPath, addr, tel := relayConfig(sb, caFile, relayRT, dir, 1, "warn")
+	cfgPath, addr, tel := relayConfig(sb, caFile, relayRT, dir, 1, "warn", "")
 	requestsBefore := sb.Tokens.Requests(account)
 	relay, err := startRelayAt(relayBin, cfgPath, addr)
 	if err != nil {
@@ -149,6 +153,15 @@ func run(relayBin string, clients int, duration time.Duration, out, idleCounts s
 	relay.stop()
 	rep.Scenarios = []scenario{reuseDirect, reuseRelay, newDirect, newRelay}
 	rep.TokenRequests = sb.Tokens.Requests(account) - requestsBefore
+
+	q, err := queueRun(relayBin, dir, sb, caFile, clients, duration)
+	if err != nil {
+		return err
+	}
+	q.Accept.RelayRatio = q.Accept.PerSecond / reuseDirect.PerSecond
+	q.EndToEnd.RelayRatio = q.EndToEnd.PerSecond / reuseDirect.PerSecond
+	rep.Scenarios = append(rep.Scenarios, q.Accept, q.EndToEnd)
+	rep.Queue = &q
 
 	for _, f := range strings.Split(idleCounts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -187,6 +200,12 @@ func (c *clientState) close() {
 }
 
 func measure(name string, clients int, d time.Duration, relay *relayProc, send sendFn) scenario {
+	return measureAfter(name, clients, d, relay, send, nil)
+}
+
+// measureAfter is measure with a step between the warm-up and the start
+// of the clock (nil: none).
+func measureAfter(name string, clients int, d time.Duration, relay *relayProc, send sendFn, warmedUp func()) scenario {
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
@@ -200,6 +219,9 @@ func measure(name string, clients int, d time.Duration, relay *relayProc, send s
 	for i := range states {
 		states[i] = &clientState{}
 		_ = send(states[i])
+	}
+	if warmedUp != nil {
+		warmedUp()
 	}
 	var cpuBefore float64
 	if relay != nil {
@@ -229,8 +251,9 @@ func measure(name string, clients int, d time.Duration, relay *relayProc, send s
 		}(states[i])
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	s := scenario{Name: name, Clients: clients, Messages: len(latencies), Errors: int(errCount.Load())}
+	end := time.Now()
+	elapsed := end.Sub(start)
+	s := scenario{Name: name, Clients: clients, Messages: len(latencies), Errors: int(errCount.Load()), start: start, end: end}
 	s.PerSecond = float64(len(latencies)) / elapsed.Seconds()
 	s.P50ms, s.P99ms = quantile(latencies, 0.50), quantile(latencies, 0.99)
 	if relay != nil && len(latencies) > 0 {
@@ -411,11 +434,18 @@ func freeAddr() string {
 // relayConfig writes a configuration with the benchmark account and
 // accounts-1 more. Throughput runs log at warn (a line per message would
 // measure the terminal); the idle runs at info, to read the reload time.
-func relayConfig(sb *devsandbox.Sandbox, caFile, rt, dir string, accounts int, logLevel string) (cfgPath, smtpAddr, telemetryAddr string) {
+// With a storeDir the listener stores and forwards (delivery = "queue")
+// through a store there, with the queue's default settings.
+func relayConfig(sb *devsandbox.Sandbox, caFile, rt, dir string, accounts int, logLevel, storeDir string) (cfgPath, smtpAddr, telemetryAddr string) {
 	hash, _ := passwd.Hash(passwd.Bcrypt, password, passwd.DefaultBcryptCost)
 	addr := freeAddr()
 	var b strings.Builder
 	tel := freeAddr()
+	delivery := "direct"
+	if storeDir != "" {
+		delivery = "queue"
+		fmt.Fprintf(&b, "store {\n  path = %q\n}\n", storeDir)
+	}
 	fmt.Fprintf(&b, `server {
   log_level  = %q
   log_format = "json"
@@ -425,6 +455,7 @@ listener "bench" {
   address                = %q
   tls_mode               = "none"
   max_connections_per_ip = 0
+  delivery               = %q
 }
 provider "sandbox" {
   preset          = "custom"
@@ -438,12 +469,12 @@ account_group "bench" {
   client_id     = %q
   client_secret = "bench-secret"
   account %q { refresh_token = %q }
-`, logLevel, tel, addr, sb.Tokens.URL, sb.SMTP.Addr, caFile, clientID, account, rt)
+`, logLevel, tel, addr, delivery, sb.Tokens.URL, sb.SMTP.Addr, caFile, clientID, account, rt)
 	for i := 1; i < accounts; i++ {
 		fmt.Fprintf(&b, "  account \"user%05d@example.com\" { refresh_token = \"rt-%05d\" }\n", i, i)
 	}
 	fmt.Fprintf(&b, "  client \"bench\" {\n    password_hash   = %q\n    allowed_senders = [%q]\n  }\n}\n", hash, account)
-	path := filepath.Join(dir, fmt.Sprintf("relay-%d.hcl", accounts))
+	path := filepath.Join(dir, fmt.Sprintf("relay-%s-%d.hcl", delivery, accounts))
 	_ = os.WriteFile(path, []byte(b.String()), 0o600)
 	return path, addr, tel
 }
@@ -516,7 +547,7 @@ func (p *relayProc) rssMB() float64 {
 // memory, then a reload.
 func idleRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, n int) (idleResult, error) {
 	rt := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
-	cfgPath, addr, _ := relayConfig(sb, caFile, rt, dir, n, "info")
+	cfgPath, addr, _ := relayConfig(sb, caFile, rt, dir, n, "info", "")
 	st, _ := os.Stat(cfgPath)
 	t0 := time.Now()
 	p, err := startRelayAt(bin, cfgPath, addr)
@@ -580,6 +611,9 @@ func targets(r report) []target {
 		{"1 token request per account per token lifetime", fmt.Sprintf("%d", r.TokenRequests), r.TokenRequests == 1},
 		{"no errors", fmt.Sprintf("%d", reuseD.Errors+reuseR.Errors+newD.Errors+newR.Errors), reuseD.Errors+reuseR.Errors+newD.Errors+newR.Errors == 0},
 	}
+	if r.Queue != nil {
+		out = append(out, queueTargets(*r.Queue, s[queueAcceptName], s[queueE2EName])...)
+	}
 	for _, i := range r.Idle {
 		if i.Accounts == 10000 {
 			out = append(out,
@@ -600,7 +634,14 @@ func print(r report) {
 			cpu = fmt.Sprintf("%.3f", s.CPUSecondsPer1000)
 			rss = fmt.Sprintf("%.1f", s.RelayRSSMB)
 		}
-		fmt.Printf("%-38s %10.0f %9.2f %9.2f %8s %12s %9s %7d\n", s.Name, s.PerSecond, s.P50ms, s.P99ms, ratio, cpu, rss, s.Errors)
+		p50, p99 := fmt.Sprintf("%.2f", s.P50ms), fmt.Sprintf("%.2f", s.P99ms)
+		if s.Messages > 0 && s.P50ms == 0 && s.P99ms == 0 {
+			p50, p99 = "", "" // a rate without per-message latencies
+		}
+		fmt.Printf("%-38s %10.0f %9s %9s %8s %12s %9s %7d\n", s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors)
+	}
+	if r.Queue != nil {
+		printQueue(*r.Queue)
 	}
 	fmt.Printf("\ntoken endpoint requests for the account over the run: %d (token lifetime %s)\n", r.TokenRequests, r.TokenTTL)
 	for _, i := range r.Idle {
