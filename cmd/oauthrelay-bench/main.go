@@ -58,6 +58,11 @@ type scenario struct {
 	// Relay process cost over the scenario (relay scenarios only).
 	CPUSecondsPer1000 float64 `json:"relay_cpu_seconds_per_1000,omitempty"`
 	RelayRSSMB        float64 `json:"relay_rss_mb,omitempty"`
+	// CPU cores kept busy over the scenario by the relay and by the bench
+	// process (its clients and the sandbox provider): on a small machine
+	// they compete for the same cores.
+	RelayCores float64 `json:"relay_cores,omitempty"`
+	BenchCores float64 `json:"bench_cores"`
 
 	// start and end of the measured period (after the warm-up).
 	start, end time.Time
@@ -72,9 +77,12 @@ type idleResult struct {
 }
 
 type report struct {
-	Date          string       `json:"date"`
-	Clients       int          `json:"clients"`
-	Duration      string       `json:"duration_per_scenario"`
+	Date     string `json:"date"`
+	Clients  int    `json:"clients"`
+	Duration string `json:"duration_per_scenario"`
+	// LoadAverage is /proc/loadavg when the run started: other work on
+	// the machine shows up in the numbers.
+	LoadAverage   string       `json:"load_average_at_start"`
 	Scenarios     []scenario   `json:"scenarios"`
 	TokenRequests int          `json:"token_requests_for_the_account"`
 	TokenTTL      string       `json:"access_token_lifetime"`
@@ -125,7 +133,7 @@ func run(relayBin string, clients int, duration time.Duration, out, idleCounts s
 		return err
 	}
 
-	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Clients: clients, Duration: duration.String(), TokenTTL: tokenTTL.String()}
+	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Clients: clients, Duration: duration.String(), TokenTTL: tokenTTL.String(), LoadAverage: loadAverage()}
 
 	// Direct: the provider itself, the limit for anything in front of it.
 	direct := directPath(sb, caFile, rt)
@@ -227,6 +235,7 @@ func measureAfter(name string, clients int, d time.Duration, relay *relayProc, s
 	if relay != nil {
 		cpuBefore = relay.cpuSeconds()
 	}
+	benchBefore := selfCPUSeconds()
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	for i := 0; i < clients; i++ {
@@ -256,8 +265,11 @@ func measureAfter(name string, clients int, d time.Duration, relay *relayProc, s
 	s := scenario{Name: name, Clients: clients, Messages: len(latencies), Errors: int(errCount.Load()), start: start, end: end}
 	s.PerSecond = float64(len(latencies)) / elapsed.Seconds()
 	s.P50ms, s.P99ms = quantile(latencies, 0.50), quantile(latencies, 0.99)
+	s.BenchCores = (selfCPUSeconds() - benchBefore) / elapsed.Seconds()
 	if relay != nil && len(latencies) > 0 {
-		s.CPUSecondsPer1000 = (relay.cpuSeconds() - cpuBefore) / float64(len(latencies)) * 1000
+		relayCPU := relay.cpuSeconds() - cpuBefore
+		s.CPUSecondsPer1000 = relayCPU / float64(len(latencies)) * 1000
+		s.RelayCores = relayCPU / elapsed.Seconds()
 		s.RelayRSSMB = relay.rssMB()
 	}
 	fmt.Fprintf(os.Stderr, "  %-40s %8.0f msgs/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", name, s.PerSecond, s.P50ms, s.P99ms, s.Errors)
@@ -514,6 +526,25 @@ func (p *relayProc) stop() {
 	}
 }
 
+// loadAverage is the 1, 5 and 15 minute load averages of the machine.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// selfCPUSeconds is the user+system CPU time of the bench process.
+func selfCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
 // cpuSeconds reads user+system CPU time of the relay from /proc.
 func (p *relayProc) cpuSeconds() float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
@@ -625,8 +656,8 @@ func targets(r report) []target {
 }
 
 func print(r report) {
-	fmt.Printf("\noauthrelay benchmark, %s, %d clients, %s per scenario\n\n", r.Date, r.Clients, r.Duration)
-	fmt.Printf("%-38s %10s %9s %9s %8s %12s %9s %7s\n", "scenario", "msgs/s", "p50 ms", "p99 ms", "ratio", "CPU s/1000", "RSS MB", "errors")
+	fmt.Printf("\noauthrelay benchmark, %s, %d clients, %s per scenario, load average at start %s\n\n", r.Date, r.Clients, r.Duration, r.LoadAverage)
+	fmt.Printf("%-38s %10s %9s %9s %8s %12s %9s %7s %12s\n", "scenario", "msgs/s", "p50 ms", "p99 ms", "ratio", "CPU s/1000", "RSS MB", "errors", "cores r+b")
 	for _, s := range r.Scenarios {
 		ratio, cpu, rss := "", "", ""
 		if s.RelayRatio > 0 {
@@ -638,7 +669,7 @@ func print(r report) {
 		if s.Messages > 0 && s.P50ms == 0 && s.P99ms == 0 {
 			p50, p99 = "", "" // a rate without per-message latencies
 		}
-		fmt.Printf("%-38s %10.0f %9s %9s %8s %12s %9s %7d\n", s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors)
+		fmt.Printf("%-38s %10.0f %9s %9s %8s %12s %9s %7d %5.2f+%.2f\n", s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors, s.RelayCores, s.BenchCores)
 	}
 	if r.Queue != nil {
 		printQueue(*r.Queue)

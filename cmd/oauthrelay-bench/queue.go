@@ -93,7 +93,7 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 		windowFsyncs *syscallCounter
 		fsyncErr     error
 		commits0     map[string]float64
-		cpu0         float64
+		cpu0, bench0 float64
 	)
 	warmedUp := func() {
 		// The warm-up's messages are delivered before the clock starts,
@@ -108,7 +108,12 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 			windowFsyncs, fsyncErr = countFsyncs(p.cmd.Process.Pid)
 		}
 		commits0, _ = scrapeCounters(tel, commitsMetric, committedMetric)
-		cpu0 = p.cpuSeconds()
+		cpu0, bench0 = p.cpuSeconds(), selfCPUSeconds()
+		if prof := os.Getenv("BENCH_QUEUE_CPU_PROFILE"); prof != "" {
+			// With OAUTHRELAY_PPROF=1 in the environment, profile the
+			// queue relay while it accepts (and delivers beside).
+			go profile(tel, prof, d-time.Second)
+		}
 	}
 	res.Accept = measureAfter(queueAcceptName, clients, d, p, send, warmedUp)
 	commits1, _ := scrapeCounters(tel, commitsMetric, committedMetric)
@@ -118,7 +123,7 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 	want := int(stored.Load()) - warm
 	msgs, drainErr := awaitDelivered(sb, warmed, want, drainTimeout)
 	windowFsyncsN, windowErr := windowFsyncs.stop()
-	res.EndToEnd = endToEnd(res.Accept, msgs, p, cpu0)
+	res.EndToEnd = endToEnd(res.Accept, msgs, p, cpu0, bench0)
 	res.Delivered = res.EndToEnd.Messages
 	res.Undelivered = max(0, want-res.Delivered)
 	res.EndToEnd.Errors = res.Undelivered
@@ -138,20 +143,22 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 // (msgs, in arrival order) from the start of the accept period — its
 // first MAIL, a little before its first 250 — until the last of them
 // arrived; with the relay's CPU over that window.
-func endToEnd(accept scenario, msgs []devsandbox.Message, p *relayProc, cpu0 float64) scenario {
+func endToEnd(accept scenario, msgs []devsandbox.Message, p *relayProc, cpu0, bench0 float64) scenario {
 	s := scenario{Name: queueE2EName, Clients: accept.Clients, Messages: len(msgs), start: accept.start, end: accept.start}
 	for _, m := range msgs {
 		if m.Received.After(s.end) {
 			s.end = m.Received
 		}
 	}
-	if window := s.end.Sub(s.start); window > 0 {
-		s.PerSecond = float64(len(msgs)) / window.Seconds()
+	window := s.end.Sub(s.start).Seconds()
+	if window <= 0 || len(msgs) == 0 {
+		return s
 	}
-	if len(msgs) > 0 {
-		s.CPUSecondsPer1000 = (p.cpuSeconds() - cpu0) / float64(len(msgs)) * 1000
-		s.RelayRSSMB = p.rssMB()
-	}
+	s.PerSecond = float64(len(msgs)) / window
+	relayCPU := p.cpuSeconds() - cpu0
+	s.CPUSecondsPer1000 = relayCPU / float64(len(msgs)) * 1000
+	s.RelayCores, s.BenchCores = relayCPU/window, (selfCPUSeconds()-bench0)/window
+	s.RelayRSSMB = p.rssMB()
 	return s
 }
 
