@@ -103,14 +103,15 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "length of each throughput scenario")
 	out := flag.String("out", "bench-results.json", "where to write the JSON report")
 	idle := flag.String("idle-accounts", "1000,10000", "account counts for the idle memory and reload measurements")
+	workers := flag.Int("queue-workers", 0, "queue { workers } of the store-and-forward relay (0: the relay's default)")
 	flag.Parse()
-	if err := run(*relayBin, *clients, *duration, *out, *idle); err != nil {
+	if err := run(*relayBin, *clients, *duration, *out, *idle, *workers); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(relayBin string, clients int, duration time.Duration, out, idleCounts string) error {
+func run(relayBin string, clients int, duration time.Duration, out, idleCounts string, queueWorkers int) error {
 	if _, err := os.Stat(relayBin); err != nil {
 		return fmt.Errorf("relay binary: %w (run make build)", err)
 	}
@@ -141,7 +142,7 @@ func run(relayBin string, clients int, duration time.Duration, out, idleCounts s
 	newDirect := measure("direct, new connection per message", clients, duration, nil, direct.perMessage)
 
 	relayRT := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
-	cfgPath, addr, tel := relayConfig(sb, caFile, relayRT, dir, 1, "warn", "")
+	cfgPath, addr, tel := relayConfig(sb, caFile, relayRT, dir, 1, "warn", nil)
 	requestsBefore := sb.Tokens.Requests(account)
 	relay, err := startRelayAt(relayBin, cfgPath, addr)
 	if err != nil {
@@ -162,7 +163,7 @@ func run(relayBin string, clients int, duration time.Duration, out, idleCounts s
 	rep.Scenarios = []scenario{reuseDirect, reuseRelay, newDirect, newRelay}
 	rep.TokenRequests = sb.Tokens.Requests(account) - requestsBefore
 
-	q, err := queueRun(relayBin, dir, sb, caFile, clients, duration)
+	q, err := queueRun(relayBin, dir, sb, caFile, clients, duration, queueWorkers)
 	if err != nil {
 		return err
 	}
@@ -446,17 +447,20 @@ func freeAddr() string {
 // relayConfig writes a configuration with the benchmark account and
 // accounts-1 more. Throughput runs log at warn (a line per message would
 // measure the terminal); the idle runs at info, to read the reload time.
-// With a storeDir the listener stores and forwards (delivery = "queue")
-// through a store there, with the queue's default settings.
-func relayConfig(sb *devsandbox.Sandbox, caFile, rt, dir string, accounts int, logLevel, storeDir string) (cfgPath, smtpAddr, telemetryAddr string) {
+// With queue settings the listener stores and forwards (delivery =
+// "queue"); nil: it delivers directly.
+func relayConfig(sb *devsandbox.Sandbox, caFile, rt, dir string, accounts int, logLevel string, q *queueSettings) (cfgPath, smtpAddr, telemetryAddr string) {
 	hash, _ := passwd.Hash(passwd.Bcrypt, password, passwd.DefaultBcryptCost)
 	addr := freeAddr()
 	var b strings.Builder
 	tel := freeAddr()
 	delivery := "direct"
-	if storeDir != "" {
+	if q != nil {
 		delivery = "queue"
-		fmt.Fprintf(&b, "store {\n  path = %q\n}\n", storeDir)
+		fmt.Fprintf(&b, "store {\n  path = %q\n}\n", q.storeDir)
+		if q.workers > 0 {
+			fmt.Fprintf(&b, "queue {\n  workers = %d\n}\n", q.workers)
+		}
 	}
 	fmt.Fprintf(&b, `server {
   log_level  = %q
@@ -578,7 +582,7 @@ func (p *relayProc) rssMB() float64 {
 // memory, then a reload.
 func idleRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, n int) (idleResult, error) {
 	rt := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
-	cfgPath, addr, _ := relayConfig(sb, caFile, rt, dir, n, "info", "")
+	cfgPath, addr, _ := relayConfig(sb, caFile, rt, dir, n, "info", nil)
 	st, _ := os.Stat(cfgPath)
 	t0 := time.Now()
 	p, err := startRelayAt(bin, cfgPath, addr)

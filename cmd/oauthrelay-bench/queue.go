@@ -23,10 +23,18 @@ const (
 // so the bench reports it as undelivered instead of waiting.
 const drainTimeout = 2 * time.Minute
 
+// queueSettings configure the store-and-forward relay.
+type queueSettings struct {
+	storeDir string
+	workers  int // queue { workers }; 0: the relay's default
+}
+
 // queueResult is what the store-and-forward scenarios measured besides
 // their rows: the group commit (messages per fsync) and how the queue
 // drained.
 type queueResult struct {
+	// Workers is queue { workers } in the relay's configuration.
+	Workers int `json:"queue_workers"`
 	// Accepted counts the 250s of the measured period; Delivered the
 	// messages the sandbox provider received from the first MAIL of that
 	// period until the last delivery (Window).
@@ -64,11 +72,13 @@ const (
 // account and pool as the direct relay: how fast it answers 250 with every
 // message committed and fsync'd first, while its workers deliver beside
 // it, and how fast the provider then receives the messages.
-func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients int, d time.Duration) (queueResult, error) {
-	var res queueResult
+func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients int, d time.Duration, workers int) (queueResult, error) {
+	res := queueResult{Workers: workers}
+	if workers == 0 {
+		res.Workers = config.DefaultQueueWorkers
+	}
 	rt := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
-	storeDir := filepath.Join(dir, "store")
-	cfgPath, addr, tel := relayConfig(sb, caFile, rt, dir, 1, "warn", storeDir)
+	cfgPath, addr, tel := relayConfig(sb, caFile, rt, dir, 1, "warn", &queueSettings{storeDir: filepath.Join(dir, "store"), workers: workers})
 	p, err := startRelayAt(bin, cfgPath, addr)
 	if err != nil {
 		return res, err
@@ -233,7 +243,7 @@ func queueTargets(q queueResult, accept, e2e scenario) []target {
 }
 
 func printQueue(q queueResult) {
-	fmt.Printf("\nqueue rows: ratio to \"direct, connection reuse\"; latency = MAIL to the 250 after DATA, as above;\n")
+	fmt.Printf("\nqueue rows (%d queue workers): ratio to \"direct, connection reuse\"; latency = MAIL to the 250 after DATA, as above\n", q.Workers)
 	fmt.Printf("end-to-end: %d delivered in %.2f s from the first MAIL to the last delivery (drained %.2f s after the last 250)\n",
 		q.Delivered, q.WindowSeconds, q.DrainSeconds)
 	if q.MsgsPerFsync > 0 {
