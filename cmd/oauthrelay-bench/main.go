@@ -46,6 +46,14 @@ const (
 	body     = "Subject: benchmark\r\nFrom: bench@example.com\r\n\r\nA short benchmark message body.\r\n"
 )
 
+// The rows of the direct scenarios.
+const (
+	directReuseName = "direct, connection reuse"
+	directNewName   = "direct, new connection per message"
+	relayReuseName  = "relay, connection reuse"
+	relayNewName    = "relay, new connection per message"
+)
+
 type scenario struct {
 	Name       string  `json:"name"`
 	Clients    int     `json:"clients"`
@@ -104,15 +112,37 @@ func main() {
 	out := flag.String("out", "bench-results.json", "where to write the JSON report")
 	idle := flag.String("idle-accounts", "1000,10000", "account counts for the idle memory and reload measurements")
 	workers := flag.Int("queue-workers", 0, "queue { workers } of the store-and-forward relay (0: the relay's default)")
+	queueOnly := flag.Bool("queue-only", false, "measure only the provider with connection reuse and the store-and-forward relay")
 	flag.Parse()
-	if err := run(*relayBin, *clients, *duration, *out, *idle, *workers); err != nil {
+	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly}
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(relayBin string, clients int, duration time.Duration, out, idleCounts string, queueWorkers int) error {
-	if _, err := os.Stat(relayBin); err != nil {
+// options are the command line's settings.
+type options struct {
+	relayBin     string
+	clients      int
+	duration     time.Duration
+	out          string
+	idleCounts   string
+	queueWorkers int
+	queueOnly    bool
+}
+
+// bench is one run: the sandbox provider and what the scenarios share.
+type bench struct {
+	options
+	sb     *devsandbox.Sandbox
+	dir    string
+	caFile string
+	rep    report
+}
+
+func run(o options) error {
+	if _, err := os.Stat(o.relayBin); err != nil {
 		return fmt.Errorf("relay binary: %w (run make build)", err)
 	}
 	sb, err := devsandbox.Start(devsandbox.Options{})
@@ -123,28 +153,58 @@ func run(relayBin string, clients int, duration time.Duration, out, idleCounts s
 	const tokenTTL = time.Hour
 	sb.Tokens.SetAccessTokenTTL(tokenTTL)
 	sb.Tokens.AddClient(clientID, "bench-secret")
-	rt := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
 	dir, err := os.MkdirTemp("", "oauthrelay-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, sb.CA.PEM, 0o600); err != nil {
+	b := &bench{options: o, sb: sb, dir: dir, caFile: filepath.Join(dir, "ca.pem")}
+	if err := os.WriteFile(b.caFile, sb.CA.PEM, 0o600); err != nil {
 		return err
 	}
+	b.rep = report{Date: time.Now().UTC().Format(time.RFC3339), Clients: o.clients, Duration: o.duration.String(), TokenTTL: tokenTTL.String(), LoadAverage: loadAverage()}
+	if err := b.scenarios(); err != nil {
+		return err
+	}
+	b.rep.Targets = targets(b.rep)
+	print(b.rep)
+	out, _ := json.MarshalIndent(b.rep, "", "  ")
+	return os.WriteFile(o.out, append(out, '\n'), 0o644)
+}
 
-	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Clients: clients, Duration: duration.String(), TokenTTL: tokenTTL.String(), LoadAverage: loadAverage()}
+// scenarios runs the measurements in order: the provider directly (the
+// limit for anything in front of it), the relay delivering directly, the
+// relay storing and forwarding, the idle relay.
+func (b *bench) scenarios() error {
+	direct := directPath(b.sb, b.caFile, b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope))
+	reuseDirect := measure(directReuseName, b.clients, b.duration, nil, direct.reuse)
+	b.rep.Scenarios = []scenario{reuseDirect}
+	if !b.queueOnly {
+		newDirect := measure(directNewName, b.clients, b.duration, nil, direct.perMessage)
+		if err := b.relayScenarios(reuseDirect, newDirect); err != nil {
+			return err
+		}
+	}
+	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers)
+	if err != nil {
+		return err
+	}
+	q.Accept.RelayRatio = q.Accept.PerSecond / reuseDirect.PerSecond
+	q.EndToEnd.RelayRatio = q.EndToEnd.PerSecond / reuseDirect.PerSecond
+	b.rep.Scenarios = append(b.rep.Scenarios, q.Accept, q.EndToEnd)
+	b.rep.Queue = &q
+	if b.queueOnly {
+		return nil
+	}
+	return b.idleScenarios()
+}
 
-	// Direct: the provider itself, the limit for anything in front of it.
-	direct := directPath(sb, caFile, rt)
-	reuseDirect := measure("direct, connection reuse", clients, duration, nil, direct.reuse)
-	newDirect := measure("direct, new connection per message", clients, duration, nil, direct.perMessage)
-
-	relayRT := sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
-	cfgPath, addr, tel := relayConfig(sb, caFile, relayRT, dir, 1, "warn", nil)
-	requestsBefore := sb.Tokens.Requests(account)
-	relay, err := startRelayAt(relayBin, cfgPath, addr)
+// relayScenarios measures the relay with delivery = "direct".
+func (b *bench) relayScenarios(reuseDirect, newDirect scenario) error {
+	relayRT := b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
+	cfgPath, addr, tel := relayConfig(b.sb, b.caFile, relayRT, b.dir, 1, "warn", nil)
+	requestsBefore := b.sb.Tokens.Requests(account)
+	relay, err := startRelayAt(b.relayBin, cfgPath, addr)
 	if err != nil {
 		return err
 	}
@@ -153,40 +213,31 @@ func run(relayBin string, clients int, duration time.Duration, out, idleCounts s
 	if prof := os.Getenv("BENCH_CPU_PROFILE"); prof != "" {
 		// With OAUTHRELAY_PPROF=1 in the environment, profile the relay
 		// during the connection-reuse scenario.
-		go profile(relay.telemetry, prof, duration-time.Second)
+		go profile(relay.telemetry, prof, b.duration-time.Second)
 	}
-	reuseRelay := measure("relay, connection reuse", clients, duration, relay, viaRelay.reuse)
-	newRelay := measure("relay, new connection per message", clients, duration, relay, viaRelay.perMessage)
+	reuseRelay := measure(relayReuseName, b.clients, b.duration, relay, viaRelay.reuse)
+	newRelay := measure(relayNewName, b.clients, b.duration, relay, viaRelay.perMessage)
 	reuseRelay.RelayRatio = reuseRelay.PerSecond / reuseDirect.PerSecond
 	newRelay.RelayRatio = newRelay.PerSecond / newDirect.PerSecond
 	relay.stop()
-	rep.Scenarios = []scenario{reuseDirect, reuseRelay, newDirect, newRelay}
-	rep.TokenRequests = sb.Tokens.Requests(account) - requestsBefore
+	b.rep.Scenarios = append(b.rep.Scenarios, reuseRelay, newDirect, newRelay)
+	b.rep.TokenRequests = b.sb.Tokens.Requests(account) - requestsBefore
+	return nil
+}
 
-	q, err := queueRun(relayBin, dir, sb, caFile, clients, duration, queueWorkers)
-	if err != nil {
-		return err
-	}
-	q.Accept.RelayRatio = q.Accept.PerSecond / reuseDirect.PerSecond
-	q.EndToEnd.RelayRatio = q.EndToEnd.PerSecond / reuseDirect.PerSecond
-	rep.Scenarios = append(rep.Scenarios, q.Accept, q.EndToEnd)
-	rep.Queue = &q
-
-	for _, f := range strings.Split(idleCounts, ",") {
+func (b *bench) idleScenarios() error {
+	for _, f := range strings.Split(b.idleCounts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
 			continue
 		}
-		res, err := idleRun(relayBin, dir, sb, caFile, n)
+		res, err := idleRun(b.relayBin, b.dir, b.sb, b.caFile, n)
 		if err != nil {
 			return err
 		}
-		rep.Idle = append(rep.Idle, res)
+		b.rep.Idle = append(b.rep.Idle, res)
 	}
-	rep.Targets = targets(rep)
-	print(rep)
-	b, _ := json.MarshalIndent(rep, "", "  ")
-	return os.WriteFile(out, append(b, '\n'), 0o644)
+	return nil
 }
 
 // ---- measuring ----
@@ -637,14 +688,9 @@ func targets(r report) []target {
 	for _, sc := range r.Scenarios {
 		s[sc.Name] = sc
 	}
-	reuseD, reuseR := s["direct, connection reuse"], s["relay, connection reuse"]
-	newD, newR := s["direct, new connection per message"], s["relay, new connection per message"]
-	out := []target{
-		{"(a) relay ≥ 40% of direct throughput, connection reuse", fmt.Sprintf("%.0f%%", 100*reuseR.RelayRatio), reuseR.RelayRatio >= 0.4},
-		{"(b) relay faster than direct with a new connection per message", fmt.Sprintf("%.2f×", newR.RelayRatio), newR.RelayRatio > 1},
-		{"p99 added latency < 2 ms at 16 clients (connection reuse)", fmt.Sprintf("%.2f ms", reuseR.P99ms-reuseD.P99ms), reuseR.P99ms-reuseD.P99ms < 2},
-		{"1 token request per account per token lifetime", fmt.Sprintf("%d", r.TokenRequests), r.TokenRequests == 1},
-		{"no errors", fmt.Sprintf("%d", reuseD.Errors+reuseR.Errors+newD.Errors+newR.Errors), reuseD.Errors+reuseR.Errors+newD.Errors+newR.Errors == 0},
+	var out []target
+	if _, ok := s[relayReuseName]; ok { // not with -queue-only
+		out = relayTargets(r, s)
 	}
 	if r.Queue != nil {
 		out = append(out, queueTargets(*r.Queue, s[queueAcceptName], s[queueE2EName])...)
@@ -657,6 +703,20 @@ func targets(r report) []target {
 		}
 	}
 	return out
+}
+
+// relayTargets are the goals for the relay with delivery = "direct".
+func relayTargets(r report, s map[string]scenario) []target {
+	reuseD, reuseR := s[directReuseName], s[relayReuseName]
+	newD, newR := s[directNewName], s[relayNewName]
+	errs := reuseD.Errors + reuseR.Errors + newD.Errors + newR.Errors
+	return []target{
+		{"(a) relay ≥ 40% of direct throughput, connection reuse", fmt.Sprintf("%.0f%%", 100*reuseR.RelayRatio), reuseR.RelayRatio >= 0.4},
+		{"(b) relay faster than direct with a new connection per message", fmt.Sprintf("%.2f×", newR.RelayRatio), newR.RelayRatio > 1},
+		{"p99 added latency < 2 ms at 16 clients (connection reuse)", fmt.Sprintf("%.2f ms", reuseR.P99ms-reuseD.P99ms), reuseR.P99ms-reuseD.P99ms < 2},
+		{"1 token request per account per token lifetime", fmt.Sprintf("%d", r.TokenRequests), r.TokenRequests == 1},
+		{"no errors", fmt.Sprintf("%d", errs), errs == 0},
+	}
 }
 
 func print(r report) {
@@ -678,7 +738,11 @@ func print(r report) {
 	if r.Queue != nil {
 		printQueue(*r.Queue)
 	}
-	fmt.Printf("\ntoken endpoint requests for the account over the run: %d (token lifetime %s)\n", r.TokenRequests, r.TokenTTL)
+	for _, s := range r.Scenarios {
+		if s.Name == relayReuseName { // the direct relay ran (not -queue-only)
+			fmt.Printf("\ntoken endpoint requests for the account over the run: %d (token lifetime %s)\n", r.TokenRequests, r.TokenTTL)
+		}
+	}
 	for _, i := range r.Idle {
 		fmt.Printf("idle with %5d accounts: RSS %6.1f MB, start-up %6.0f ms, reload %6.0f ms (config %.0f KiB)\n", i.Accounts, i.RSSMB, i.LoadMs, i.ReloadMs, i.ConfigKiB)
 	}
