@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,13 +96,9 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 		return err
 	}
 	var (
-		warm         int
-		warmed       sandboxMark
-		acceptFsyncs *syscallCounter
-		windowFsyncs *syscallCounter
-		fsyncErr     error
-		commits0     map[string]float64
-		cpu0, bench0 float64
+		warm   int
+		warmed sandboxMark
+		m      *queueMeters
 	)
 	warmedUp := func() {
 		// The warm-up's messages are delivered before the clock starts,
@@ -113,40 +108,81 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 			fmt.Fprintln(os.Stderr, "  queue warm-up:", err)
 		}
 		warmed = markSandbox(sb) // quiet again until the clients start
-		acceptFsyncs, fsyncErr = countFsyncs(p.cmd.Process.Pid)
-		if fsyncErr == nil {
-			windowFsyncs, fsyncErr = countFsyncs(p.cmd.Process.Pid)
-		}
-		commits0, _ = scrapeCounters(tel, commitsMetric, committedMetric)
-		cpu0, bench0 = p.cpuSeconds(), selfCPUSeconds()
-		if prof := os.Getenv("BENCH_QUEUE_CPU_PROFILE"); prof != "" {
-			// With OAUTHRELAY_PPROF=1 in the environment, profile the
-			// queue relay while it accepts (and delivers beside).
-			go profile(tel, prof, d-time.Second)
-		}
+		m = startMeters(p, d)
 	}
 	res.Accept = measureAfter(queueAcceptName, clients, d, p, send, warmedUp)
-	commits1, _ := scrapeCounters(tel, commitsMetric, committedMetric)
-	acceptFsyncsN, acceptErr := acceptFsyncs.stop()
-
 	res.Accepted = res.Accept.Messages
+	m.acceptDone(&res)
+
 	want := int(stored.Load()) - warm
 	msgs, drainErr := awaitDelivered(sb, warmed, want, drainTimeout)
-	windowFsyncsN, windowErr := windowFsyncs.stop()
-	res.EndToEnd = endToEnd(res.Accept, msgs, p, cpu0, bench0)
-	res.Delivered = res.EndToEnd.Messages
-	res.Undelivered = max(0, want-res.Delivered)
-	res.EndToEnd.Errors = res.Undelivered
 	if drainErr != nil {
 		fmt.Fprintln(os.Stderr, "  queue drain:", drainErr)
 	}
+	res.EndToEnd = endToEnd(res.Accept, msgs, p, m.cpu0, m.bench0)
+	res.Delivered = res.EndToEnd.Messages
+	res.Undelivered = max(0, want-res.Delivered)
+	res.EndToEnd.Errors = res.Undelivered
 	res.WindowSeconds = res.EndToEnd.end.Sub(res.Accept.start).Seconds()
 	res.DrainSeconds = max(0, res.EndToEnd.end.Sub(res.Accept.end).Seconds())
-	res.countedFsyncs(errors.Join(fsyncErr, acceptErr, windowErr), acceptFsyncsN, windowFsyncsN)
-	res.countedCommits(commits0, commits1)
+	m.windowDone(&res)
 	fmt.Fprintf(os.Stderr, "  %-40s %8.0f msgs/s  (%d delivered, %d undelivered, drained %.1f s after the last 250)\n",
 		queueE2EName, res.EndToEnd.PerSecond, res.Delivered, res.Undelivered, res.DrainSeconds)
 	return res, nil
+}
+
+// queueMeters count what the relay does from the start of the accept
+// period: fsyncs until its end and until the last delivery, store
+// commits, CPU.
+type queueMeters struct {
+	p              *relayProc
+	accept, window *syscallCounter
+	acceptFsyncs   int
+	err            error // why fsyncs are not counted
+	commits0       map[string]float64
+	cpu0, bench0   float64
+}
+
+func startMeters(p *relayProc, d time.Duration) *queueMeters {
+	m := &queueMeters{p: p}
+	m.accept, m.err = countFsyncs(p.cmd.Process.Pid)
+	if m.err == nil {
+		m.window, m.err = countFsyncs(p.cmd.Process.Pid)
+	}
+	m.commits0, _ = scrapeCounters(p.telemetry, commitsMetric, committedMetric)
+	m.cpu0, m.bench0 = p.cpuSeconds(), selfCPUSeconds()
+	if prof := os.Getenv("BENCH_QUEUE_CPU_PROFILE"); prof != "" {
+		// With OAUTHRELAY_PPROF=1 in the environment, profile the queue
+		// relay while it accepts (and delivers beside).
+		go profile(p.telemetry, prof, d-time.Second)
+	}
+	return m
+}
+
+// acceptDone ends the accept period's counts.
+func (m *queueMeters) acceptDone(res *queueResult) {
+	commits1, _ := scrapeCounters(m.p.telemetry, commitsMetric, committedMetric)
+	res.countedCommits(m.commits0, commits1)
+	if m.accept != nil {
+		n, err := m.accept.stop()
+		m.acceptFsyncs = n
+		if m.err == nil {
+			m.err = err
+		}
+	}
+}
+
+// windowDone ends the counts of the whole window, after the last delivery.
+func (m *queueMeters) windowDone(res *queueResult) {
+	n, err := 0, m.err
+	if m.window != nil {
+		var werr error
+		n, werr = m.window.stop()
+		if err == nil {
+			err = werr
+		}
+	}
+	res.countedFsyncs(err, m.acceptFsyncs, n)
 }
 
 // endToEnd is the delivered rate: the messages the provider received
