@@ -64,7 +64,7 @@ type queueResult struct {
 // of the SQLite store (WAL, synchronous=FULL) is one fsync of the WAL.
 const (
 	commitsMetric   = "oauthrelay_store_commits_total"
-	committedMetric = "oauthrelay_store_committed_messages_total"
+	committedMetric = "oauthrelay_store_enqueued_messages_total"
 )
 
 // queueRun measures a `delivery = "queue"` listener in front of the same

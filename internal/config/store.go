@@ -19,7 +19,7 @@ const (
 	DefaultTransitMount     = "transit"
 	// DefaultQueueMaxLifetime is Postfix's maximal_queue_lifetime.
 	DefaultQueueMaxLifetime  = 5 * 24 * time.Hour
-	DefaultQueueWorkers      = 16
+	DefaultQueueWorkers      = 64
 	DefaultMaxBouncesPerHour = 100
 )
 

@@ -307,7 +307,7 @@ func TestStoreAndQueueModel(t *testing.T) {
 	defaults := config.Queue{
 		MaxLifetime:       5 * 24 * time.Hour,
 		RetrySchedule:     []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute, time.Hour},
-		Workers:           16,
+		Workers:           64,
 		MaxBouncesPerHour: 100,
 	}
 	for _, tc := range []struct {

@@ -35,6 +35,10 @@ func dsn(file, txlock string, extra ...string) string {
 	// overwritten with zeros, not left in free pages of the file
 	// (https://www.sqlite.org/pragma.html#pragma_secure_delete).
 	q.Add("_pragma", "secure_delete(ON)")
+	// Savepoints' statement journals in memory, not in temporary files:
+	// each request of a batch runs in its own savepoint (bench: the
+	// store's write syscalls per message fell from 38 to 17).
+	q.Add("_pragma", "temp_store(MEMORY)")
 	// A large message grows the WAL file; after a checkpoint SQLite
 	// truncates it back to this size instead of keeping it at its peak.
 	q.Add("_pragma", "journal_size_limit("+strconv.Itoa(walSizeLimit)+")")
