@@ -53,7 +53,13 @@ func (b *batch) ensureKey() error {
 	if b.keyErr != nil {
 		return b.keyErr
 	}
-	key, err := drawKey(sealer)
+	var key drawnKey
+	var err error
+	if b.drawn != nil {
+		key = *b.drawn
+	} else {
+		key, err = drawKey(sealer)
+	}
 	if err != nil {
 		b.w.s.log.Error("cannot seal bodies: messages are refused", "error", err)
 		b.keyErr = err
@@ -65,6 +71,28 @@ func (b *batch) ensureKey() error {
 	}
 	b.key = &key.sealKey
 	return nil
+}
+
+// predraw draws the batch's data key before its transaction begins when
+// a request of the batch stores a body: drawing may wait on Vault, and
+// the write lock (other writers, `oauthrelay queue`, the health check's
+// Ping) must not wait with it.
+func (b *batch) predraw(reqs []*request) {
+	if b.w.s.sealer == nil {
+		return
+	}
+	for _, r := range reqs {
+		if r.bodies {
+			key, err := drawKey(b.w.s.sealer)
+			if err != nil {
+				b.w.s.log.Error("cannot seal bodies: messages are refused", "error", err)
+				b.keyErr = err
+				return
+			}
+			b.drawn = &key
+			return
+		}
+	}
 }
 
 type drawnKey struct {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -364,5 +365,51 @@ func TestDeletedBodiesAreOverwritten(t *testing.T) {
 	s.Close()
 	if filesContain(t, dir, []byte("PLAINTEXT-CANARY")) {
 		t.Error("the deleted body is still readable in the store's files")
+	}
+}
+
+// hangingSealer blocks DataKey until released, like a Vault that stopped
+// answering.
+type hangingSealer struct {
+	*testSealer
+	entered, release chan struct{}
+}
+
+func (h *hangingSealer) DataKey(ctx context.Context) ([]byte, []byte, error) {
+	h.entered <- struct{}{}
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+	}
+	return h.testSealer.DataKey(context.Background())
+}
+
+// Drawing a data key happens before the write transaction: a slow Vault
+// does not hold the write lock, so writes without bodies (Ping, Finish,
+// the operator's commands from another process) go on.
+func TestSlowSealerDoesNotHoldTheWriteLock(t *testing.T) {
+	hs := &hangingSealer{testSealer: newTestSealer(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(hs.release) }) }
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{Sealer: hs})
+	t.Cleanup(unblock) // before Close, which waits for the writer
+	enq := make(chan error, 1)
+	go func() { enq <- s.Enqueue(context.Background(), benchMsg("slow", []byte("hello"))) }()
+	<-hs.entered
+	other := openTest(t, dir, Options{})
+	pinged := make(chan error, 1)
+	go func() { pinged <- other.Ping(context.Background()) }()
+	select {
+	case err := <-pinged:
+		if err != nil {
+			t.Errorf("Ping from another store while a data key is drawn: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a write from another process waited for the data key")
+	}
+	unblock()
+	if err := <-enq; err != nil {
+		t.Errorf("Enqueue: %v", err)
 	}
 }

@@ -41,6 +41,9 @@ type batch struct {
 	w      *writer
 	key    *sealKey // the batch's data key, drawn when first needed
 	keyErr error
+	// drawn is the data key drawn before the transaction began (a sealer
+	// that waits on Vault must not hold the write lock meanwhile).
+	drawn *drawnKey
 	broken error // set when SQLite rolled the whole transaction back
 }
 
@@ -217,10 +220,11 @@ func enqueuedBy(live []*request, results []error) uint64 {
 // transaction, and the index of the request that hit it (-1 for none:
 // BEGIN or COMMIT failed).
 func (w *writer) run(reqs []*request, results []error) (int, error) {
+	b := &batch{w: w}
+	b.predraw(reqs)
 	if err := w.begin(); err != nil {
 		return -1, err
 	}
-	b := &batch{w: w}
 	for i, r := range reqs {
 		results[i] = b.runOne(r)
 		if b.broken != nil {
