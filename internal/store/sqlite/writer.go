@@ -43,7 +43,7 @@ type batch struct {
 	keyErr error
 	// drawn is the data key drawn before the transaction began (a sealer
 	// that waits on Vault must not hold the write lock meanwhile).
-	drawn *drawnKey
+	drawn  *drawnKey
 	broken error // set when SQLite rolled the whole transaction back
 }
 
