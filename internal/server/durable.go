@@ -31,6 +31,8 @@ type durable struct {
 	history  *historyWriter
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	// queueStopped reports the queue's Stop (set by stopQueue).
+	queueStopped chan error
 }
 
 // storeSettings are the store block's settings that need a restart.
@@ -162,13 +164,28 @@ func (d *durable) apply(cfg *config.Config) {
 	d.history.setRetention(cfg.Store.HistoryRetention)
 }
 
-// stop lets the queue's deliveries in flight finish until ctx ends,
-// writes the buffered history and closes the store.
-func (d *durable) stop(ctx context.Context) error {
+// stopQueue stops the queue's claiming at once and lets its deliveries in
+// flight finish until ctx ends, in the background; close waits for it.
+// Sessions still draining may store messages meanwhile: they wait for the
+// next start.
+func (d *durable) stopQueue(ctx context.Context) {
+	if d == nil {
+		return
+	}
+	d.queueStopped = make(chan error, 1)
+	go func() { d.queueStopped <- d.queue.Stop(ctx) }()
+}
+
+// close waits for the queue to stop, writes the buffered history and
+// closes the store.
+func (d *durable) close() error {
 	if d == nil {
 		return nil
 	}
-	err := d.queue.Stop(ctx)
+	var err error
+	if d.queueStopped != nil {
+		err = <-d.queueStopped
+	}
 	if d.cancel != nil {
 		d.cancel()
 	}

@@ -555,6 +555,9 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	r.retiringMu.Lock()
 	gens = append(gens, r.retiring...)
 	r.retiringMu.Unlock()
+	// The queue stops claiming now; its deliveries in flight share the
+	// deadline with the sessions.
+	r.durable.stopQueue(ctx)
 
 	// Wait for the sessions of every generation, the retired ones included:
 	// a session opened before a reload is as much in flight as a new one.
@@ -581,10 +584,9 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 			err = errors.New("sessions were still open at the shutdown deadline; they were closed")
 		}
 	}
-	// The queue's deliveries in flight get what is left of the deadline;
-	// a message they could not finish stays stored and goes out after the
-	// restart.
-	if derr := r.durable.stop(ctx); derr != nil {
+	// A queue delivery that did not finish by the deadline was abandoned:
+	// its message stays stored and goes out after the restart.
+	if derr := r.durable.close(); derr != nil {
 		r.log.Warn("queue stopped with deliveries unfinished; they stay queued", "error", derr.Error())
 	}
 	r.cancelWork()
