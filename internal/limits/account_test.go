@@ -154,3 +154,17 @@ func TestNoLimitsNoObject(t *testing.T) {
 	}
 	r.Cancel(time.Now())
 }
+
+// A recipient the provider refused gives its share of the daily quota
+// back, while the message's other recipients keep theirs.
+func TestDroppedRecipientCostsNoQuota(t *testing.T) {
+	a := NewAccountLimits(0, 0, 0, 2, 0)
+	now := time.Now()
+	r := reserve(t, a, now, 2)
+	r.DropRcpt()
+	r.Commit()
+	r2 := reserve(t, a, now, 1) // 1 kept + 1 = the quota of 2
+	if err := r2.AddRcpt(now); err == nil {
+		t.Error("the quota was exceeded: the dropped recipient's share came back twice")
+	}
+}

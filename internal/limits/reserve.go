@@ -25,6 +25,9 @@ type Limiter interface {
 type Reservation interface {
 	// AddRcpt takes one more recipient's share.
 	AddRcpt(now time.Time) error
+	// DropRcpt gives one recipient's share back (the provider refused
+	// that recipient).
+	DropRcpt()
 	// Commit keeps the shares: the provider accepted the message.
 	Commit()
 	// Cancel gives every share back: the message was not sent.
@@ -81,6 +84,18 @@ func (r *reservation) AddRcpt(now time.Time) error {
 	return nil
 }
 
+func (r *reservation) DropRcpt() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done || r.rcpts == 0 {
+		return
+	}
+	r.rcpts--
+	r.a.mu.Lock()
+	r.a.rcpts.remove(r.at, 1)
+	r.a.mu.Unlock()
+}
+
 func (r *reservation) Commit() {
 	r.mu.Lock()
 	r.done = true
@@ -108,6 +123,7 @@ func (r *reservation) Cancel(now time.Time) {
 type noReservation struct{}
 
 func (noReservation) AddRcpt(time.Time) error { return nil }
+func (noReservation) DropRcpt()               {}
 func (noReservation) Commit()                 {}
 func (noReservation) Cancel(time.Time)        {}
 

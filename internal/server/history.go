@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -23,6 +24,8 @@ type historyWriter struct {
 	entries chan historyEntry
 	dropped prometheus.Counter
 	failed  prometheus.Counter
+	// lastDropLog is when a drop was last logged (unix nanoseconds).
+	lastDropLog atomic.Int64
 	// pruneEvery is historyPruneEvery when the writer was made.
 	pruneEvery time.Duration
 
@@ -72,6 +75,11 @@ func (h *historyWriter) Record(rec *store.Record, events ...*store.Event) {
 	case h.entries <- historyEntry{rec, events}:
 	default:
 		h.dropped.Inc()
+		// Logged at most once a minute: the store is falling behind.
+		now := time.Now().UnixNano()
+		if last := h.lastDropLog.Load(); now-last > int64(time.Minute) && h.lastDropLog.CompareAndSwap(last, now) {
+			h.log.Warn("delivery history entries dropped: the store is falling behind (the messages are not affected)", "dropped_total_metric", "oauthrelay_history_dropped_total")
+		}
 	}
 }
 

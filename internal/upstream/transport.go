@@ -155,6 +155,7 @@ func (d *delivery) AddRcpt(ctx context.Context, rcpt string) error {
 		return limitError(err, d.log)
 	}
 	if err := d.withConn(ctx, func(c *Conn) error { return c.Rcpt(rcpt, nil) }); err != nil {
+		d.res.DropRcpt() // a refused recipient costs no quota
 		d.record(err, false)
 		return classify(err)
 	}
@@ -436,5 +437,6 @@ func backoff(ctx context.Context, attempt int) {
 type noReservation struct{}
 
 func (noReservation) AddRcpt(time.Time) error { return nil }
+func (noReservation) DropRcpt()               {}
 func (noReservation) Commit()                 {}
 func (noReservation) Cancel(time.Time)        {}
