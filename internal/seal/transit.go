@@ -68,9 +68,10 @@ type Transit struct {
 	unwrapped *lru.Cache[string, []byte] // Transit ciphertext → data key
 	flights   singleflight.Group
 
-	mu      sync.Mutex
-	current *dataKey
-	retryAt time.Time // after a failed renewal: when to ask Transit again
+	mu       sync.Mutex
+	current  *dataKey
+	retryAt  time.Time // after a failed renewal: when to ask Transit again
+	renewing bool      // a request for a new data key is under way
 }
 
 // dataKey is a data key being handed out.
@@ -125,7 +126,7 @@ func (t *Transit) DataKey(ctx context.Context) (key, wrapped []byte, err error) 
 	for {
 		dk := t.usable()
 		if dk == nil {
-			if dk, err = shared(ctx, &t.flights, "datakey", t.renew); err != nil {
+			if dk, err = t.next(ctx); err != nil {
 				return nil, nil, t.names.wrap(stepDataKey, err)
 			}
 		}
@@ -166,12 +167,55 @@ func (t *Transit) use(dk *dataKey) (key, wrapped []byte, ok bool) {
 	return clone(dk.key), clone(dk.wrapped), true
 }
 
+// renewWait bounds how long a caller waits for Transit while the current
+// key could still serve: a Vault that hangs instead of refusing must not
+// stall the store's writer (and every queue operation behind it) for the
+// whole request timeout.
+const renewWait = 2 * time.Second
+
+// next returns a new data key from Transit. While the current key has
+// uses left, a caller waits at most renewWait and then (or at once, when
+// a renewal is already under way) serves on with the current key, as in an
+// outage; the renewal goes on in the background.
+func (t *Transit) next(ctx context.Context) (*dataKey, error) {
+	t.mu.Lock()
+	fb := t.current
+	if fb != nil && fb.uses >= t.maxUses {
+		fb = nil
+	}
+	busy := t.renewing
+	t.mu.Unlock()
+	if fb == nil {
+		return shared(ctx, &t.flights, "datakey", t.renew)
+	}
+	if busy {
+		return fb, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, renewWait)
+	defer cancel()
+	dk, err := shared(wctx, &t.flights, "datakey", t.renew)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		t.log.Warn("Transit is slow to make a new data key; the current one serves on meanwhile",
+			"mount", t.names.mount, "key", t.names.key, "waited", renewWait)
+		return fb, nil
+	}
+	return dk, err
+}
+
 // renew makes a new current data key, unless a caller that started just
 // before made one already.
 func (t *Transit) renew(ctx context.Context) (*dataKey, error) {
 	if dk := t.usable(); dk != nil {
 		return dk, nil
 	}
+	t.mu.Lock()
+	t.renewing = true
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.renewing = false
+		t.mu.Unlock()
+	}()
 	key, wrapped, err := requestDataKey(ctx, t.client(), t.names)
 	if err != nil {
 		return t.fallback(err)
