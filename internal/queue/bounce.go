@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // bounce queues one delivery-status notification for the recipients an
@@ -102,7 +103,7 @@ func (q *Queue) suppressed(c *store.Claimed, reason string, n int) {
 }
 
 // readHeader returns the header section of a queued message (at most
-// maxHeader bytes), for the notification to quote; nil when the body
+// transport.MaxHeader bytes), for the notification to quote; nil when the body
 // cannot be read.
 func (q *Queue) readHeader(ctx context.Context, id string) []byte {
 	rc, err := q.st.Body(ctx, id)
@@ -112,7 +113,7 @@ func (q *Queue) readHeader(ctx context.Context, id string) []byte {
 		return nil
 	}
 	defer rc.Close()
-	_, header, err := readHeader(bufio.NewReader(rc), maxHeader)
+	_, header, err := transport.ReadHeader(bufio.NewReader(rc), transport.MaxHeader)
 	if err != nil {
 		q.storeError("body")
 		q.log.Warn("could not read a queued message's header for its notification", "id", id, "error", err)
@@ -124,7 +125,7 @@ func (q *Queue) readHeader(ctx context.Context, id string) []byte {
 // to the original sender. It is marked Bounce: if it fails in turn, no
 // notification is sent about it.
 func (q *Queue) enqueueNotice(ctx context.Context, c *store.Claimed, msg []byte, now time.Time, cfg Config) (string, error) {
-	_, header, _ := readHeader(bufio.NewReader(bytes.NewReader(msg)), maxHeader)
+	_, header, _ := transport.ReadHeader(bufio.NewReader(bytes.NewReader(msg)), transport.MaxHeader)
 	env := store.Envelope{
 		ID:          newID(),
 		Account:     c.Account,
@@ -133,7 +134,7 @@ func (q *Queue) enqueueNotice(ctx context.Context, c *store.Claimed, msg []byte,
 		From:        c.Account,
 		Rcpts:       []store.Recipient{{Addr: c.From, State: store.RcptPending}},
 		Size:        int64(len(msg)),
-		HeaderID:    messageID(header),
+		HeaderID:    transport.MessageID(header),
 		Received:    now,
 		Expires:     now.Add(cfg.MaxLifetime),
 		NextAttempt: now,

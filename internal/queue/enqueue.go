@@ -78,12 +78,12 @@ func (e *enqueuer) Body(ctx context.Context, msg transport.Message) (transport.R
 	// The Message-ID comes from a bounded read of the header section,
 	// which is then passed on in front of the rest: the body is read once.
 	br := bufio.NewReader(r)
-	consumed, header, err := readHeader(br, maxHeader)
+	consumed, header, err := transport.ReadHeader(br, transport.MaxHeader)
 	if err != nil {
 		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", err)}
 	}
 	body := &sourceReader{r: io.MultiReader(bytes.NewReader(consumed), br)}
-	nm := &store.NewMessage{Envelope: e.envelope(msg.Size(), messageID(header)), Body: body}
+	nm := &store.NewMessage{Envelope: e.envelope(msg.Size(), transport.MessageID(header)), Body: body}
 	if err := q.st.Enqueue(ctx, nm); err != nil {
 		if rerr := body.failure(); rerr != nil {
 			return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", rerr)}

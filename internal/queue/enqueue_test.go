@@ -169,7 +169,7 @@ func TestTransportResetAndAbortStoreNothing(t *testing.T) {
 func TestTransportLargeHeaderIsStoredWhole(t *testing.T) {
 	h := newHarness(t, testConfig())
 	var b strings.Builder
-	for b.Len() < 2*maxHeader {
+	for b.Len() < 2*transport.MaxHeader {
 		b.WriteString("X-Filler: " + strings.Repeat("x", 70) + "\r\n")
 	}
 	b.WriteString("Message-ID: <late@client.test>\r\n\r\nbody\r\n")
@@ -177,7 +177,7 @@ func TestTransportLargeHeaderIsStoredWhole(t *testing.T) {
 	id := h.submitMessage("<s@example.com>", data, "r@example.net")
 	env := h.env(id)
 	if env.HeaderID != "" {
-		t.Errorf("HeaderID = %q; a Message-ID beyond %d bytes is not looked for", env.HeaderID, maxHeader)
+		t.Errorf("HeaderID = %q; a Message-ID beyond %d bytes is not looked for", env.HeaderID, transport.MaxHeader)
 	}
 	if string(h.st.body(id)) != data {
 		t.Error("the stored body differs from the message")

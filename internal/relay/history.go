@@ -2,9 +2,6 @@ package relay
 
 import (
 	"bufio"
-	"io"
-	"net/textproto"
-	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -48,25 +45,14 @@ func (s *Session) history(tx *transaction, msg *message, reply *smtp.SMTPError, 
 	h.Record(rec, events...)
 }
 
-// maxHeaderScan bounds how much of a message is read to find its
-// Message-ID.
-const maxHeaderScan = 64 << 10
-
-// messageIDOf returns the message's Message-ID header field (RFC 5322
-// §3.6.4), "" when it has none in its first maxHeaderScan bytes.
+// messageIDOf returns the message's Message-ID (RFC 5322 §3.6.4), read
+// the same way as the queue reads it, "" when it has none in its header
+// section's first transport.MaxHeader bytes.
 func messageIDOf(msg transport.Message) string {
 	r, err := msg.Reader()
 	if err != nil {
 		return ""
 	}
-	return HeaderID(r)
-}
-
-// HeaderID reads a message's header section (at most maxHeaderScan bytes)
-// and returns its Message-ID, "" when there is none.
-func HeaderID(r io.Reader) string {
-	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(r, maxHeaderScan)))
-	h, _ := tp.ReadMIMEHeader()
-	id := strings.TrimSpace(h.Get("Message-Id"))
-	return printable(id)
+	_, header, _ := transport.ReadHeader(bufio.NewReader(r), transport.MaxHeader)
+	return transport.MessageID(header)
 }

@@ -1,4 +1,4 @@
-package queue
+package transport
 
 import (
 	"bufio"
@@ -8,20 +8,20 @@ import (
 	"unicode/utf8"
 )
 
-// maxHeader bounds how much of a message's header section the queue reads
-// (for its Message-ID and for notifications).
-const maxHeader = 64 << 10
+// MaxHeader bounds how much of a message's header section the relay reads
+// (for its Message-ID in the history, and for notifications).
+const MaxHeader = 64 << 10
 
 // maxMessageID bounds a stored Message-ID: a header line is at most 998
 // characters (RFC 5322 §2.1.1).
 const maxMessageID = 998
 
-// readHeader reads the header section of a message (RFC 5322 §2.1: the
+// ReadHeader reads the header section of a message (RFC 5322 §2.1: the
 // lines up to and including the first empty one) from br, stopping after
 // about limit bytes. consumed is everything read from br (a caller that
 // passes the message on must send it first); header is the part of it
 // made of whole lines within limit.
-func readHeader(br *bufio.Reader, limit int) (consumed, header []byte, err error) {
+func ReadHeader(br *bufio.Reader, limit int) (consumed, header []byte, err error) {
 	var buf []byte
 	lineStart, whole := 0, 0
 	for len(buf) < limit {
@@ -76,10 +76,10 @@ func headerField(header []byte, name string) (string, bool) {
 	return "", false
 }
 
-// messageID returns the Message-ID of a header section (RFC 5322 §3.6.4),
+// MessageID returns the Message-ID of a header section (RFC 5322 §3.6.4),
 // its angle brackets included, for history search; "" when there is none.
 // Malformed values are kept as far as they are printable.
-func messageID(header []byte) string {
+func MessageID(header []byte) string {
 	v, ok := headerField(header, "Message-ID")
 	if !ok {
 		return ""

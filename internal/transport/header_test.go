@@ -1,4 +1,4 @@
-package queue
+package transport
 
 import (
 	"bufio"
@@ -29,8 +29,8 @@ func TestMessageID(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := messageID([]byte(tt.header)); got != tt.want {
-				t.Errorf("messageID(%q) = %q, want %q", tt.header, got, tt.want)
+			if got := MessageID([]byte(tt.header)); got != tt.want {
+				t.Errorf("MessageID(%q) = %q, want %q", tt.header, got, tt.want)
 			}
 		})
 	}
@@ -38,7 +38,7 @@ func TestMessageID(t *testing.T) {
 
 func TestMessageIDIsBounded(t *testing.T) {
 	long := "Message-ID: <" + strings.Repeat("é", 2000) + "@x>\r\n\r\n"
-	got := messageID([]byte(long))
+	got := MessageID([]byte(long))
 	if len(got) > maxMessageID || !utf8.ValidString(got) {
 		t.Errorf("a long Message-ID became %d bytes (valid UTF-8: %v)", len(got), utf8.ValidString(got))
 	}
@@ -60,7 +60,7 @@ func TestReadHeader(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			br := bufio.NewReaderSize(strings.NewReader(tt.msg), 16)
-			consumed, header, err := readHeader(br, tt.limit)
+			consumed, header, err := ReadHeader(br, tt.limit)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,7 +88,7 @@ func FuzzReadHeader(f *testing.F) {
 			return
 		}
 		br := bufio.NewReaderSize(bytes.NewReader(msg), 16)
-		consumed, header, err := readHeader(br, limit)
+		consumed, header, err := ReadHeader(br, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,9 +99,9 @@ func FuzzReadHeader(f *testing.F) {
 		if !bytes.HasPrefix(consumed, header) || len(header) > limit {
 			t.Fatalf("header (%d bytes) is not a prefix of what was read within the limit %d", len(header), limit)
 		}
-		id := messageID(header)
+		id := MessageID(header)
 		if len(id) > maxMessageID || strings.ContainsAny(id, " \t\r\n\x00") || !utf8.ValidString(id) {
-			t.Fatalf("messageID = %q", id)
+			t.Fatalf("MessageID = %q", id)
 		}
 	})
 }
