@@ -12,15 +12,15 @@ import (
 // an operator what to do in every other case.
 func TestCheckTransit(t *testing.T) {
 	vs := transitVault(t)
-	revoked := token(t, vs, "relay", relayPolicy)
+	revoked := vs.PolicyToken("relay", relayPolicy)
 	if err := vs.Client.Auth().Token().RevokeTree(revoked); err != nil {
 		t.Fatal(err)
 	}
 	tokens := map[string]string{
 		"root":         testutil.VaultRootToken,
-		"relay":        token(t, vs, "relay", relayPolicy),
-		"datakey-only": token(t, vs, "datakey-only", `path "transit/datakey/plaintext/oauthrelay-queue" { capabilities = ["update"] }`),
-		"decrypt-only": token(t, vs, "decrypt-only", `path "transit/decrypt/oauthrelay-queue" { capabilities = ["update"] }`),
+		"relay":        vs.PolicyToken("relay", relayPolicy),
+		"datakey-only": vs.PolicyToken("datakey-only", `path "transit/datakey/plaintext/oauthrelay-queue" { capabilities = ["update"] }`),
+		"decrypt-only": vs.PolicyToken("decrypt-only", `path "transit/decrypt/oauthrelay-queue" { capabilities = ["update"] }`),
 		"revoked":      revoked,
 	}
 	both := `must grant "update" on transit/datakey/plaintext/oauthrelay-queue and transit/decrypt/oauthrelay-queue`

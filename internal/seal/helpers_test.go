@@ -49,17 +49,6 @@ func enableTransit(t *testing.T, vs *testutil.VaultServer) {
 	}
 }
 
-// token creates a token with the given policy (written under name).
-func token(t *testing.T, vs *testutil.VaultServer, name, policy string) string {
-	t.Helper()
-	vs.PutPolicy(name, policy)
-	s, err := vs.Client.Auth().Token().Create(&vault.TokenCreateRequest{Policies: []string{name}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Auth.ClientToken
-}
-
 // counter is an http.RoundTripper that counts Vault requests by path and
 // by token, and can hold data key requests until released.
 type counter struct {

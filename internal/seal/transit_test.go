@@ -261,7 +261,7 @@ func TestTransitFollowsTokenRotation(t *testing.T) {
 	vs := transitVault(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tokA, tokB := token(t, vs, "relay", relayPolicy), token(t, vs, "relay", relayPolicy)
+			tokA, tokB := vs.PolicyToken("relay", relayPolicy), vs.PolicyToken("relay", relayPolicy)
 			cnt, clk := newCounter(), newClock()
 			var cur atomic.Pointer[vault.Client]
 			cur.Store(cnt.client(t, vs, tokA))
@@ -299,7 +299,7 @@ func TestTransitFollowsTokenRotation(t *testing.T) {
 // are needed.
 func TestTransitWithoutDecryptPolicy(t *testing.T) {
 	vs := transitVault(t)
-	tok := token(t, vs, "datakey-only", `path "transit/datakey/plaintext/oauthrelay-queue" { capabilities = ["update"] }`)
+	tok := vs.PolicyToken("datakey-only", `path "transit/datakey/plaintext/oauthrelay-queue" { capabilities = ["update"] }`)
 	vc := newCounter().client(t, vs, tok)
 	tr := seal.NewTransit(fixed(vc), "transit", keyName, seal.TransitOptions{})
 	key, wrapped, err := tr.DataKey(t.Context())
@@ -326,7 +326,7 @@ func TestTransitWithoutDecryptPolicy(t *testing.T) {
 // what to do where it can, and holds no key, ciphertext or token.
 func TestTransitErrors(t *testing.T) {
 	vs := transitVault(t)
-	tok := token(t, vs, "any-key", `
+	tok := vs.PolicyToken("any-key", `
 path "+/datakey/plaintext/*" { capabilities = ["update"] }
 path "+/decrypt/*"           { capabilities = ["update"] }
 `)
@@ -453,7 +453,7 @@ func TestTransitServesOnThroughAnOutage(t *testing.T) {
 // an outage: the expired key is not handed out.
 func TestTransitRefusalEndsTheKey(t *testing.T) {
 	vs := transitVault(t)
-	tok := token(t, vs, "relay", relayPolicy)
+	tok := vs.PolicyToken("relay", relayPolicy)
 	clk := newClock()
 	tr := seal.NewTransit(fixed(newCounter().client(t, vs, tok)), "transit", keyName, seal.TransitOptions{Now: clk.Now})
 	k1, _, err := tr.DataKey(t.Context())

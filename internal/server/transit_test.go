@@ -40,17 +40,6 @@ func transitVault(t *testing.T) *testutil.VaultServer {
 	return vs
 }
 
-// vaultToken creates a token with the policy (written under name).
-func vaultToken(t *testing.T, vs *testutil.VaultServer, name, policy string) string {
-	t.Helper()
-	vs.PutPolicy(name, policy)
-	s, err := vs.Client.Auth().Token().Create(&vault.TokenCreateRequest{Policies: []string{name}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Auth.ClientToken
-}
-
 // filesContaining returns the files under dir (the database, its -wal and
 // -shm files, …) whose bytes contain s.
 func filesContaining(t *testing.T, dir, s string) []string {
@@ -83,7 +72,7 @@ func filesContaining(t *testing.T, dir, s string) []string {
 // the policy paths the README names.
 func TestTransitSealsQueuedBodies(t *testing.T) {
 	vs := transitVault(t)
-	token := vaultToken(t, vs, "relay", secretsPolicy+fmt.Sprintf(`
+	token := vs.PolicyToken("relay", secretsPolicy+fmt.Sprintf(`
 path "transit/datakey/plaintext/%[1]s" { capabilities = ["update"] }
 path "transit/decrypt/%[1]s"           { capabilities = ["update"] }
 `, transitKey))
@@ -181,8 +170,8 @@ func TestTransitRefusedAtStart(t *testing.T) {
 	// The harness's relay runs without a store; each case starts another
 	// one from its configuration with a store block and another token.
 	h := newHarness(t, harnessOptions{vault: vs})
-	noTransit := vaultToken(t, vs, "no-transit", secretsPolicy)
-	dataKeyOnly := vaultToken(t, vs, "datakey-only", secretsPolicy+`path "transit/datakey/plaintext/`+transitKey+`" { capabilities = ["update"] }`)
+	noTransit := vs.PolicyToken("no-transit", secretsPolicy)
+	dataKeyOnly := vs.PolicyToken("datakey-only", secretsPolicy+`path "transit/datakey/plaintext/`+transitKey+`" { capabilities = ["update"] }`)
 	paths := []string{`"update"`, "transit/datakey/plaintext/" + transitKey, "transit/decrypt/" + transitKey}
 	tests := []struct {
 		name, token, mount, key string
@@ -226,7 +215,7 @@ func TestTransitRefusedAtStart(t *testing.T) {
 func TestReloadRefusesAVaultLoginWithoutTransit(t *testing.T) {
 	vs := transitVault(t)
 	tp := fmt.Sprintf("path \"transit/datakey/plaintext/%[1]s\" { capabilities = [\"update\"] }\npath \"transit/decrypt/%[1]s\" { capabilities = [\"update\"] }\n", transitKey)
-	with, without := vaultToken(t, vs, "relay", secretsPolicy+tp), vaultToken(t, vs, "relay-no-transit", secretsPolicy)
+	with, without := vs.PolicyToken("relay", secretsPolicy+tp), vs.PolicyToken("relay-no-transit", secretsPolicy)
 	dir := filepath.Join(t.TempDir(), "store")
 	h := newHarness(t, harnessOptions{vault: vs, vaultAuth: fmt.Sprintf(`auth "token" { token = %q }`, with),
 		listenerExtra: "max_connections_per_ip = 0\n  delivery = \"queue\"",

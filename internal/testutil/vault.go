@@ -164,3 +164,15 @@ func (v *VaultServer) PutPolicy(name, hcl string) {
 		v.t.Fatal(err)
 	}
 }
+
+// PolicyToken writes the ACL policy under name and returns a new token
+// that has only it.
+func (v *VaultServer) PolicyToken(name, hcl string) string {
+	v.t.Helper()
+	v.PutPolicy(name, hcl)
+	s, err := v.Client.Auth().Token().Create(&vault.TokenCreateRequest{Policies: []string{name}})
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return s.Auth.ClientToken
+}
