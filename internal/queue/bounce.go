@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"strings"
 	"sync"
 	"time"
@@ -127,7 +125,7 @@ func (q *Queue) readHeader(ctx context.Context, id string) []byte {
 func (q *Queue) enqueueNotice(ctx context.Context, c *store.Claimed, msg []byte, now time.Time, cfg Config) (string, error) {
 	_, header, _ := transport.ReadHeader(bufio.NewReader(bytes.NewReader(msg)), transport.MaxHeader)
 	env := store.Envelope{
-		ID:          newID(),
+		ID:          transport.NewID(),
 		Account:     c.Account,
 		Listener:    c.Listener,
 		Client:      "dsn:" + c.ID,
@@ -155,16 +153,6 @@ func has8bit(b []byte) bool {
 		}
 	}
 	return false
-}
-
-var idEncoding = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
-
-// newID returns a queue ID in the relay's format (16 characters of
-// Crockford's base32 from 80 random bits).
-func newID() string {
-	b := make([]byte, 10)
-	_, _ = rand.Read(b)
-	return idEncoding.EncodeToString(b)
 }
 
 // bounceRate caps notifications per envelope sender over a sliding hour,

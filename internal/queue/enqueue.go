@@ -24,7 +24,7 @@ type queueTransport struct{ q *Queue }
 // Begin implements transport.Transport. Nothing is stored before Body.
 func (t queueTransport) Begin(_ context.Context, env transport.Envelope) (transport.Delivery, error) {
 	if env.ID == "" {
-		env.ID = newID()
+		env.ID = transport.NewID()
 	}
 	return &enqueuer{q: t.q, env: env, seen: map[string]bool{}}, nil
 }

@@ -332,7 +332,7 @@ func (h *harness) submit(from string, rcpts ...string) string {
 
 func (h *harness) submitMessage(from, data string, rcpts ...string) string {
 	h.t.Helper()
-	id := newID()
+	id := transport.NewID()
 	d, err := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: id, Account: acct, From: from, Listener: "printers", Client: "scanner"})
 	if err != nil {
 		h.t.Fatal(err)

@@ -2,9 +2,7 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"io"
@@ -330,7 +328,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("sender refused", "from", printable(from))
 		return errSenderNotAllowed
 	}
-	tx := &transaction{st: st, id: newMessageID(), account: acct, from: path, started: time.Now()}
+	tx := &transaction{st: st, id: transport.NewID(), account: acct, from: path, started: time.Now()}
 	tx.log = s.log.With("msgid", tx.id, "account", acct.Address)
 	env := transport.Envelope{ID: tx.id, Account: acct.Address, From: path, Listener: s.b.lis.Name, Client: client.Name}
 	if opts != nil {
@@ -561,16 +559,6 @@ func (s *Session) transportFor(a *Account) transport.Transport {
 		return s.b.lis.Queue
 	}
 	return a.Transport
-}
-
-var idEncoding = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
-
-// newMessageID returns a short random ID that ties every log line about
-// one message together.
-func newMessageID() string {
-	b := make([]byte, 10)
-	_, _ = rand.Read(b)
-	return idEncoding.EncodeToString(b)
 }
 
 // printable makes client- or provider-supplied text safe for one log line

@@ -53,7 +53,9 @@ func dsn(file, txlock string, extra ...string) string {
 // begin IMMEDIATE: they take the write lock at once, so they never fail
 // half-way for another process's write.
 func openWriter(ctx context.Context, file string, maxPageCount int) (*sql.DB, error) {
-	var extra []string
+	// Checkpoints run beside the writer, not inside its commits
+	// (checkpoint.go).
+	extra := []string{"wal_autocheckpoint(0)"}
 	if maxPageCount > 0 {
 		extra = append(extra, "max_page_count("+strconv.Itoa(maxPageCount)+")")
 	}

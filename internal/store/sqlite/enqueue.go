@@ -137,17 +137,26 @@ func normalizeRcptState(state *string) error {
 }
 
 // enqueue writes one message: its queue row, its body, its history record
-// and EventAccepted.
+// and EventAccepted. The body's first chunk is read before the row is
+// written, so that a message of one chunk (nearly all) takes no UPDATE for
+// its size.
 func (b *batch) enqueue(ctx context.Context, e *store.Envelope, body io.Reader) error {
-	if err := b.insertMessage(e); err != nil {
-		return err
-	}
-	size, chunks, err := b.writeBody(ctx, e.ID, body)
+	first, last, err := b.w.readFirstChunk(e.ID, body)
 	if err != nil {
 		return err
 	}
-	e.Size = size
-	err = b.execOp("enqueue", `UPDATE messages SET size = ?, chunks = ? WHERE id = ?`, size, chunks, e.ID)
+	defer b.w.br.Reset(eofReader{}) // drop the caller's reader
+	if last {
+		e.Size = int64(first)
+	}
+	if err := b.insertMessage(e, last); err != nil {
+		return err
+	}
+	if last {
+		err = b.insertChunk(e.ID, 0, b.w.chunk[:first], true)
+	} else {
+		err = b.writeLongBody(ctx, e, first)
+	}
 	if err != nil {
 		return err
 	}
@@ -157,16 +166,33 @@ func (b *batch) enqueue(ctx context.Context, e *store.Envelope, body io.Reader) 
 	return b.insertEvent(&store.Event{ID: e.ID, At: e.Received, Type: store.EventAccepted})
 }
 
-func (b *batch) insertMessage(e *store.Envelope) error {
+// writeLongBody stores a body of more than one chunk, the first of which
+// (first bytes) is in the writer's buffer, then the message's size.
+func (b *batch) writeLongBody(ctx context.Context, e *store.Envelope, first int) error {
+	size, chunks, err := b.writeChunks(ctx, e.ID, first)
+	if err != nil {
+		return err
+	}
+	e.Size = size
+	return b.execOp("enqueue", `UPDATE messages SET size = ?, chunks = ? WHERE id = ?`, size, chunks, e.ID)
+}
+
+// insertMessage writes a message's queue row; its size and chunk count
+// are final when the body is one chunk, else set once it is stored.
+func (b *batch) insertMessage(e *store.Envelope, oneChunk bool) error {
 	rcpts, err := encodeRcpts(e.Rcpts)
 	if err != nil {
 		return err
 	}
+	var size, chunks int64
+	if oneChunk {
+		size, chunks = e.Size, 1
+	}
 	_, err = b.execResult(`INSERT INTO messages (id, account, listener, client, mail_from, mail_params,
 		rcpts, pending, size, chunks, header_id, received, expires, next_attempt, attempts,
-		last_reply, state, bounce) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		last_reply, state, bounce) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.Account, e.Listener, e.Client, e.From, encodeStrings(e.MailParams),
-		rcpts, pendingCount(e.Rcpts), e.HeaderID, unixNano(e.Received), unixNano(e.Expires),
+		rcpts, pendingCount(e.Rcpts), size, chunks, e.HeaderID, unixNano(e.Received), unixNano(e.Expires),
 		unixNano(e.NextAttempt), e.Attempts, e.LastReply, e.State, e.Bounce)
 	if isConstraint(err) {
 		return fmt.Errorf("%w: %s", errDuplicate, e.ID)
@@ -187,23 +213,34 @@ func queueRecord(e *store.Envelope) *store.Record {
 	}
 }
 
-// writeBody stores body in chunks, read one at a time into the writer's
-// buffer. There is always at least one chunk, so that the last one, even
-// of an empty body, carries the "last" mark when sealed.
-func (b *batch) writeBody(ctx context.Context, id string, body io.Reader) (size, chunks int64, err error) {
-	w := b.w
+// readFirstChunk starts reading a body into the writer's buffer and reads
+// its first chunk. There is always a first chunk, so that the last one,
+// even of an empty body, carries the "last" mark when sealed.
+func (w *writer) readFirstChunk(id string, body io.Reader) (n int, last bool, err error) {
 	if body == nil {
 		body = eofReader{}
 	}
 	w.readFrom(body)
-	defer w.br.Reset(eofReader{}) // drop the caller's reader
+	n, last, err = w.readChunk()
+	if err != nil {
+		return 0, false, fmt.Errorf("store: enqueue %s: reading the body: %w", id, err)
+	}
+	return n, last, nil
+}
+
+// writeChunks stores a body chunk by chunk, read one at a time into the
+// writer's buffer, which holds the first one (first bytes) already.
+func (b *batch) writeChunks(ctx context.Context, id string, first int) (size, chunks int64, err error) {
+	w := b.w
+	n, last := first, false
 	for seq := int64(0); ; seq++ {
-		if err := ctx.Err(); err != nil {
-			return 0, 0, err
-		}
-		n, last, err := w.readChunk()
-		if err != nil {
-			return 0, 0, fmt.Errorf("store: enqueue %s: reading the body: %w", id, err)
+		if seq > 0 {
+			if err := ctx.Err(); err != nil {
+				return 0, 0, err
+			}
+			if n, last, err = w.readChunk(); err != nil {
+				return 0, 0, fmt.Errorf("store: enqueue %s: reading the body: %w", id, err)
+			}
 		}
 		if err := b.insertChunk(id, seq, w.chunk[:n], last); err != nil {
 			return 0, 0, err

@@ -52,10 +52,13 @@ type writer struct {
 	s     *Store
 	conn  *sql.Conn            // its own connection; nil until needed
 	stmts map[string]*sql.Stmt // statements prepared on conn
-	chunk []byte               // a body chunk as read from the message
-	out   []byte               // the same chunk sealed
-	ad    []byte               // its additional data
-	br    *bufio.Reader        // the body being read, to peek for its end
+	// walPages counts the pages written to the WAL since the last
+	// checkpoint (checkpoint.go).
+	walPages int
+	chunk    []byte        // a body chunk as read from the message
+	out      []byte        // the same chunk sealed
+	ad       []byte        // its additional data
+	br       *bufio.Reader // the body being read, to peek for its end
 }
 
 // submit hands r to the writer and waits for its answer. A caller whose
@@ -112,6 +115,9 @@ func (s *Store) writeLoop() {
 			for batch := s.collect(nil); len(batch) > 0; batch = s.collect(nil) {
 				w.commit(batch)
 			}
+			// Leave the database file complete on its own and the WAL
+			// empty; another process still using the store keeps it.
+			w.checkpoint("TRUNCATE")
 			return
 		}
 	}
@@ -182,6 +188,7 @@ func (w *writer) runRound(reqs []*request, mayRetry bool) []*request {
 		for i, r := range reqs {
 			r.done <- results[i]
 		}
+		w.afterCommit()
 		return nil
 	}
 	w.s.log.Warn("write transaction rolled back", "requests", len(reqs), "error", err)

@@ -24,12 +24,15 @@ CREATE TABLE messages (
 	bounce       INTEGER NOT NULL,
 	lease_owner  TEXT    NOT NULL DEFAULT '',
 	lease_until  INTEGER NOT NULL DEFAULT 0
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
+-- Every index is written at each enqueue and each delivery, so there are
+-- only those the hot paths need: Claim (due) and the oldest queued message
+-- (state, received). Listing by account or by time scans the queue.
+-- Queue IDs grow with time, so rows and index entries are appended at
+-- the right edge of their b-trees.
 CREATE INDEX messages_due ON messages (state, next_attempt);
 CREATE INDEX messages_state_received ON messages (state, received);
-CREATE INDEX messages_account ON messages (account, received);
-CREATE INDEX messages_received ON messages (received);
 CREATE INDEX messages_lease ON messages (lease_owner) WHERE lease_owner <> '';
 
 -- Wrapped data keys (envelope encryption). AUTOINCREMENT: an ID is never
@@ -62,7 +65,7 @@ CREATE TABLE history (
 	received  INTEGER NOT NULL,
 	state     TEXT    NOT NULL,
 	updated   INTEGER NOT NULL
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 CREATE INDEX history_updated ON history (updated);
 
