@@ -119,8 +119,9 @@ func pendingRcpts(env *store.Envelope) []store.Recipient {
 	return out
 }
 
-// attempt delivers a claimed message to its pending recipients once.
-func (q *Queue) attempt(ctx context.Context, c *store.Claimed, route Route, ok bool) *outcome {
+// attempt delivers a claimed message to its pending recipients once; body
+// is the message when it is in memory (nil: read from the store).
+func (q *Queue) attempt(ctx context.Context, c *store.Claimed, body []byte, route Route, ok bool) *outcome {
 	o := &outcome{rcpts: map[string]store.Recipient{}}
 	pending := pendingRcpts(&c.Envelope)
 	if !ok {
@@ -150,10 +151,14 @@ func (q *Queue) attempt(ctx context.Context, c *store.Claimed, route Route, ok b
 	if len(accepted) == 0 {
 		return o
 	}
-	msg := &storedMessage{ctx: ctx, st: q.st, id: c.ID, size: c.Size}
-	defer msg.close()
+	var msg transport.Message = memMessage(body)
+	if body == nil {
+		stored := &storedMessage{ctx: ctx, st: q.st, id: c.ID, size: c.Size}
+		defer stored.close()
+		msg = stored
+	}
 	res, err := d.Body(ctx, msg)
-	if rerr := msg.failure(); err != nil && rerr != nil {
+	if rerr := readFailure(msg); err != nil && rerr != nil {
 		// The queue could not read its own copy: not the provider's
 		// verdict on the message.
 		q.storeError("body")
@@ -249,6 +254,15 @@ func (r *storedReader) Read(p []byte) (int, error) {
 }
 
 func (m *storedMessage) Size() int64 { return m.size }
+
+// readFailure is the error that reading the queue's own copy of msg
+// failed with, if any.
+func readFailure(msg transport.Message) error {
+	if m, ok := msg.(*storedMessage); ok {
+		return m.failure()
+	}
+	return nil
+}
 
 func (m *storedMessage) failure() error {
 	m.mu.Lock()

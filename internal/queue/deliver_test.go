@@ -360,8 +360,8 @@ func TestTransportErrorClassification(t *testing.T) {
 func TestUnconfiguredAccountIsDeferred(t *testing.T) {
 	h := newHarness(t, testConfig())
 	h.manual()
-	id := h.submit("<s@example.com>", "r@example.net")
 	h.routes.remove(acct)
+	id := h.submit("<s@example.com>", "r@example.net")
 	h.step()
 	env := h.env(id)
 	want := "451 4.3.5 account acct@example.com is not configured"
@@ -440,6 +440,7 @@ func TestBounceRateCap(t *testing.T) {
 func TestUnreadableStoredBodyIsDeferred(t *testing.T) {
 	h := newHarness(t, testConfig())
 	h.manual()
+	h.claimOnly() // a message handed over fresh is not read from the store
 	id := h.submit("<s@example.com>", "r@example.net")
 	h.st.mu.Lock()
 	h.st.bodyErr = fmt.Errorf("sqlite: %w", store.ErrUnavailable)
@@ -459,6 +460,7 @@ func TestPostponementGivesBackTheAccountsWaitingMessages(t *testing.T) {
 	h := newHarness(t, testConfig()) // Workers 4
 	h.routes.set(acct, h.tr, 1)
 	h.manual()
+	h.claimOnly() // the claim puts all three in the backlog
 	retryAt := t0.Add(time.Minute)
 	h.tr.begin = func(transport.Envelope) error {
 		return &transport.Error{Kind: transport.KindCircuit, Limit: "account", RetryAt: retryAt,

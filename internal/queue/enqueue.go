@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -71,41 +72,80 @@ func (e *enqueuer) Body(ctx context.Context, msg transport.Message) (transport.R
 		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errNoRcpts, Err: errors.New("queue: message without recipients")}
 	}
 	q := e.q
+	now := q.now()
+	f := q.reserveFresh(e.env.Account, msg.Size(), now)
+	nm, src, err := e.newMessage(msg, f, now)
+	if err != nil {
+		if f != nil {
+			f.cancel()
+		}
+		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", err)}
+	}
+	if err := q.st.Enqueue(ctx, nm); err != nil {
+		if f != nil {
+			f.cancel()
+		}
+		return transport.Result{}, e.enqueueFailed(ctx, src, err)
+	}
+	q.m.enqueued.WithLabelValues(e.env.Account).Inc()
+	q.log.Debug("message queued", "id", e.env.ID, "account", e.env.Account, "rcpts", len(e.rcpts), "size", nm.Size, "handed_over", f != nil)
+	q.changed()
+	if f != nil {
+		f.start(nm.Envelope)
+	} else {
+		q.Kick()
+	}
+	return transport.Result{Queued: true, Reply: "queued as " + e.env.ID}, nil
+}
+
+// newMessage is the message to store: read into the fresh slot's memory
+// when there is one (and then leased to this instance), else streamed
+// from the received message into the store.
+func (e *enqueuer) newMessage(msg transport.Message, f *fresh, now time.Time) (*store.NewMessage, *sourceReader, error) {
 	r, err := msg.Reader()
 	if err != nil {
-		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", err)}
+		return nil, nil, err
+	}
+	if f != nil {
+		if r, err = f.read(r); err != nil {
+			return nil, nil, err
+		}
 	}
 	// The Message-ID comes from a bounded read of the header section,
 	// which is then passed on in front of the rest: the body is read once.
 	br := bufio.NewReader(r)
 	consumed, header, err := transport.ReadHeader(br, transport.MaxHeader)
 	if err != nil {
-		return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", err)}
+		return nil, nil, err
 	}
-	body := &sourceReader{r: io.MultiReader(bytes.NewReader(consumed), br)}
-	nm := &store.NewMessage{Envelope: e.envelope(msg.Size(), transport.MessageID(header)), Body: body}
-	if err := q.st.Enqueue(ctx, nm); err != nil {
-		if rerr := body.failure(); rerr != nil {
-			return transport.Result{}, &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", rerr)}
-		}
-		if ctx.Err() != nil {
-			q.log.Info("message not stored: the session ended first", "id", e.env.ID, "account", e.env.Account)
-		} else {
-			q.storeError("enqueue")
-			q.log.Error("could not store a message; the client is told to retry", "id", e.env.ID, "account", e.env.Account, "error", err)
-		}
-		return transport.Result{}, &transport.Error{Kind: transport.KindStorage, Reply: errStorage, Err: fmt.Errorf("queue: storing the message: %w", err)}
+	src := &sourceReader{r: io.MultiReader(bytes.NewReader(consumed), br)}
+	nm := &store.NewMessage{Envelope: e.envelope(msg.Size(), transport.MessageID(header), now), Body: src}
+	if f != nil {
+		nm.Body = bytes.NewReader(f.buf.Bytes()) // rewindable: the store may run its batch again
+		nm.LeaseOwner, nm.LeaseUntil = f.owner, f.until
 	}
-	q.m.enqueued.WithLabelValues(e.env.Account).Inc()
-	q.log.Debug("message queued", "id", e.env.ID, "account", e.env.Account, "rcpts", len(e.rcpts), "size", nm.Size)
-	q.changed()
-	q.Kick()
-	return transport.Result{Queued: true, Reply: "queued as " + e.env.ID}, nil
+	return nm, src, nil
+}
+
+// enqueueFailed is the client's reply when the store did not take the
+// message: a local error when the received message could not be read,
+// else 452 (the store is unavailable or full).
+func (e *enqueuer) enqueueFailed(ctx context.Context, src *sourceReader, err error) error {
+	q := e.q
+	if rerr := src.failure(); rerr != nil {
+		return &transport.Error{Kind: transport.KindLocal, Reply: errReading, Err: fmt.Errorf("queue: reading the received message: %w", rerr)}
+	}
+	if ctx.Err() != nil {
+		q.log.Info("message not stored: the session ended first", "id", e.env.ID, "account", e.env.Account)
+	} else {
+		q.storeError("enqueue")
+		q.log.Error("could not store a message; the client is told to retry", "id", e.env.ID, "account", e.env.Account, "error", err)
+	}
+	return &transport.Error{Kind: transport.KindStorage, Reply: errStorage, Err: fmt.Errorf("queue: storing the message: %w", err)}
 }
 
 // envelope is the stored envelope of the message.
-func (e *enqueuer) envelope(size int64, headerID string) store.Envelope {
-	now := e.q.now()
+func (e *enqueuer) envelope(size int64, headerID string, now time.Time) store.Envelope {
 	cfg := e.q.config()
 	env := store.Envelope{
 		ID:          e.env.ID,

@@ -318,6 +318,15 @@ func (h *harness) manual() {
 
 // step runs one round of the scheduler and waits for the deliveries it
 // started.
+// claimOnly makes every message wait in the store for a claim, as
+// messages do that arrive while the workers are busy: no new message is
+// handed to a worker at once.
+func (h *harness) claimOnly() {
+	h.q.mu.Lock()
+	h.q.handover = false
+	h.q.mu.Unlock()
+}
+
 func (h *harness) step() {
 	h.q.dispatch(context.Background())
 	h.q.workers.Wait()

@@ -34,6 +34,10 @@ type fakeStore struct {
 	extends  map[string]int
 	finishes map[string]int
 	claims   int
+	// bodyReads counts Body calls; enqueuedLeases is the lease owner
+	// each message was enqueued with ("" for none).
+	bodyReads      int
+	enqueuedLeases map[string]string
 }
 
 type fakeMsg struct {
@@ -46,7 +50,7 @@ type fakeMsg struct {
 
 func newFakeStore() *fakeStore {
 	return &fakeStore{msgs: map[string]*fakeMsg{}, records: map[string]*store.Record{},
-		extends: map[string]int{}, finishes: map[string]int{}}
+		extends: map[string]int{}, finishes: map[string]int{}, enqueuedLeases: map[string]string{}}
 }
 
 var _ store.Store = (*fakeStore)(nil)
@@ -84,7 +88,8 @@ func (s *fakeStore) Enqueue(_ context.Context, msgs ...*store.NewMessage) error 
 	}
 	for i, m := range msgs {
 		env := copyEnvelope(m.Envelope)
-		s.msgs[env.ID] = &fakeMsg{env: env, body: bodies[i]}
+		s.msgs[env.ID] = &fakeMsg{env: env, body: bodies[i], owner: m.LeaseOwner, leaseUntil: m.LeaseUntil}
+		s.enqueuedLeases[env.ID] = m.LeaseOwner
 		rcpts := make([]string, len(env.Rcpts))
 		for j, r := range env.Rcpts {
 			rcpts[j] = r.Addr
@@ -100,6 +105,7 @@ func (s *fakeStore) Enqueue(_ context.Context, msgs ...*store.NewMessage) error 
 func (s *fakeStore) Body(_ context.Context, id string) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.bodyReads++
 	if s.bodyErr != nil {
 		return nil, s.bodyErr
 	}
@@ -455,4 +461,18 @@ func (s *fakeStore) eventsOf(id, typ string) []string {
 		}
 	}
 	return out
+}
+
+// counters returns how many claims and body reads the store served.
+func (s *fakeStore) counters() (claims, bodyReads int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.claims, s.bodyReads
+}
+
+// enqueuedLease is the lease owner id was enqueued with.
+func (s *fakeStore) enqueuedLease(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.enqueuedLeases[id]
 }

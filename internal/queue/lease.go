@@ -25,6 +25,11 @@ type lease struct {
 	// forget tells the queue the message is no longer held (once).
 	forget     func()
 	forgetOnce sync.Once
+	// body is the message in memory when it was handed over fresh
+	// (fresh.go), nil when it is read from the store; releaseBody
+	// returns its buffer once the lease ends.
+	body        []byte
+	releaseBody func()
 }
 
 // hold starts renewing the lease of a message just claimed.
@@ -75,5 +80,11 @@ func (l *lease) stop() {
 func (l *lease) end() {
 	l.stop()
 	l.cancel()
-	l.forgetOnce.Do(l.forget)
+	l.forgetOnce.Do(func() {
+		l.forget()
+		if l.releaseBody != nil {
+			l.body = nil
+			l.releaseBody()
+		}
+	})
 }

@@ -138,6 +138,10 @@ type Queue struct {
 	mu       sync.Mutex
 	cfg      Config
 	running  int
+	fresh    int // worker slots reserved for messages being enqueued (fresh.go)
+	// handover lets new messages go straight to a worker (fresh.go);
+	// tests of the claim path turn it off.
+	handover bool
 	accounts map[string]*account
 	backlog  []*lease // claimed, waiting for a free slot of their account
 	// held are the IDs this instance holds a lease on (running or in the
@@ -181,6 +185,7 @@ func New(st store.Store, resolve Resolver, notify Notifier, cfg Config, log hclo
 		bounces:  newBounceRate(),
 		cfg:      cfg.withDefaults(),
 		accounts: map[string]*account{},
+		handover: true,
 	}
 	q.m = newMetrics(reg, q)
 	return q, nil

@@ -116,7 +116,7 @@ func (q *Queue) room(now time.Time) (int, []string, Config) {
 	if q.stopping {
 		return 0, nil, q.cfg
 	}
-	free := min(q.cfg.Workers-q.running, q.cfg.Workers-len(q.backlog))
+	free := min(q.cfg.Workers-q.running-q.fresh, q.cfg.Workers-len(q.backlog))
 	var skip []string
 	for name, a := range q.accounts {
 		switch {
@@ -208,7 +208,7 @@ func (q *Queue) place(ctx context.Context, l *lease) {
 // work runs one delivery attempt and records it.
 func (q *Queue) work(l *lease, route Route, ok bool) {
 	defer q.workers.Done()
-	o := q.attempt(l.ctx, l.c, route, ok)
+	o := q.attempt(l.ctx, l.c, l.body, route, ok)
 	if ok && route.Release != nil {
 		route.Release()
 	}

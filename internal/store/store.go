@@ -81,6 +81,12 @@ type Envelope struct {
 type NewMessage struct {
 	Envelope
 	Body io.Reader
+	// LeaseOwner, when set, enqueues the message already claimed by that
+	// owner until LeaseUntil, as if Claim had returned it: the instance
+	// that accepted it delivers it from memory at once, and no other
+	// claims it unless the lease expires (the owner died).
+	LeaseOwner string
+	LeaseUntil time.Time
 }
 
 // Claimed is a message a worker holds a lease on.

@@ -41,7 +41,7 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 		rewind:   rewinder(msgs),
 		run: func(b *batch) error {
 			for i, m := range msgs {
-				if err := b.enqueue(ctx, &envs[i], m.Body); err != nil {
+				if err := b.enqueue(ctx, &envs[i], m); err != nil {
 					return err
 				}
 			}
@@ -106,6 +106,9 @@ func normalizeNew(m *store.NewMessage) (store.Envelope, error) {
 	if e.State != store.StateQueued && e.State != store.StateHeld {
 		return e, fmt.Errorf("store: enqueue %s: state %q is not queued or held", e.ID, e.State)
 	}
+	if m.LeaseOwner != "" && (m.LeaseUntil.IsZero() || e.State != store.StateQueued) {
+		return e, fmt.Errorf("store: enqueue %s: a lease needs an end and a queued message", e.ID)
+	}
 	for i := range e.Rcpts {
 		if err := normalizeRcpt(&e.Rcpts[i]); err != nil {
 			return e, fmt.Errorf("store: enqueue %s: %w", e.ID, err)
@@ -140,8 +143,8 @@ func normalizeRcptState(state *string) error {
 // and EventAccepted. The body's first chunk is read before the row is
 // written, so that a message of one chunk (nearly all) takes no UPDATE for
 // its size.
-func (b *batch) enqueue(ctx context.Context, e *store.Envelope, body io.Reader) error {
-	first, last, err := b.w.readFirstChunk(e.ID, body)
+func (b *batch) enqueue(ctx context.Context, e *store.Envelope, m *store.NewMessage) error {
+	first, last, err := b.w.readFirstChunk(e.ID, m.Body)
 	if err != nil {
 		return err
 	}
@@ -149,7 +152,7 @@ func (b *batch) enqueue(ctx context.Context, e *store.Envelope, body io.Reader) 
 	if last {
 		e.Size = int64(first)
 	}
-	if err := b.insertMessage(e, last); err != nil {
+	if err := b.insertMessage(e, last, m.LeaseOwner, m.LeaseUntil); err != nil {
 		return err
 	}
 	if last {
@@ -177,9 +180,10 @@ func (b *batch) writeLongBody(ctx context.Context, e *store.Envelope, first int)
 	return b.execOp("enqueue", `UPDATE messages SET size = ?, chunks = ? WHERE id = ?`, size, chunks, e.ID)
 }
 
-// insertMessage writes a message's queue row; its size and chunk count
-// are final when the body is one chunk, else set once it is stored.
-func (b *batch) insertMessage(e *store.Envelope, oneChunk bool) error {
+// insertMessage writes a message's queue row, leased to owner until until
+// when owner is set; its size and chunk count are final when the body is
+// one chunk, else set once it is stored.
+func (b *batch) insertMessage(e *store.Envelope, oneChunk bool, owner string, until time.Time) error {
 	rcpts, err := encodeRcpts(e.Rcpts)
 	if err != nil {
 		return err
@@ -190,14 +194,24 @@ func (b *batch) insertMessage(e *store.Envelope, oneChunk bool) error {
 	}
 	_, err = b.execResult(`INSERT INTO messages (id, account, listener, client, mail_from, mail_params,
 		rcpts, pending, size, chunks, header_id, received, expires, next_attempt, attempts,
-		last_reply, state, bounce) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		last_reply, state, bounce, lease_owner, lease_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.Account, e.Listener, e.Client, e.From, encodeStrings(e.MailParams),
 		rcpts, pendingCount(e.Rcpts), size, chunks, e.HeaderID, unixNano(e.Received), unixNano(e.Expires),
-		unixNano(e.NextAttempt), e.Attempts, e.LastReply, e.State, e.Bounce)
+		unixNano(e.NextAttempt), e.Attempts, e.LastReply, e.State, e.Bounce, owner, leaseUntil(owner, until))
 	if isConstraint(err) {
 		return fmt.Errorf("%w: %s", errDuplicate, e.ID)
 	}
 	return mapErr("enqueue", err)
+}
+
+// leaseUntil is the stored lease end of a new message: none without an
+// owner.
+func leaseUntil(owner string, until time.Time) int64 {
+	if owner == "" {
+		return 0
+	}
+	return unixNano(until)
 }
 
 // queueRecord is the history record of a message entering the queue.

@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ var claimTests = []test{
 	{"ExpiredLeaseTakenOver", testClaimExpired},
 	{"Extend", testExtend},
 	{"ReleaseLeases", testReleaseLeases},
+	{"EnqueuedLeased", testEnqueuedLeased},
+	{"EnqueuedLeasedOwnerDies", testEnqueuedLeasedOwnerDies},
 }
 
 func testClaimOnlyDue(t *testing.T, e *env) {
@@ -227,4 +230,50 @@ func testReleaseLeases(t *testing.T, e *env) {
 	}
 	err := e.s.Finish(e.ctx, "a1", "A", store.Result{At: e.base, Counted: true})
 	wantErr(t, "Finish after ReleaseLeases", err, store.ErrLeaseLost)
+}
+
+// withLease enqueues the message already leased to owner until until.
+func withLease(owner string, until time.Time) msgOpt {
+	return func(m *store.NewMessage) { m.LeaseOwner, m.LeaseUntil = owner, until }
+}
+
+// A message enqueued with a lease is its owner's as if claimed: nobody
+// else claims it, and the owner extends and finishes it.
+func testEnqueuedLeased(t *testing.T, e *env) {
+	e.enqueue(e.msg("m1", withLease("w1", e.at(time.Minute))), e.msg("m2"))
+	if diff := cmp.Diff([]string{"m2"}, e.claimIDs("w2", e.base, 10)); diff != "" {
+		t.Errorf("Claim beside a leased message (-want +got):\n%s", diff)
+	}
+	if got := e.get("m1"); got.State != store.StateQueued || got.Attempts != 0 {
+		t.Errorf("the leased message is %s with %d attempts, want queued with none", got.State, got.Attempts)
+	}
+	if err := e.s.Extend(e.ctx, "m1", "w1", e.at(time.Hour)); err != nil {
+		t.Fatalf("Extend by the owner: %v", err)
+	}
+	if got := e.claimIDs("w2", e.at(30*time.Minute), 10); slices.Contains(got, "m1") {
+		t.Errorf("Claim within the extended lease: %v", got)
+	}
+	e.finish("m1", "w1", store.Result{At: e.at(time.Second), Counted: true, Reply: "250 ok",
+		Rcpts: map[string]store.Recipient{"<rcpt@example.net>": {Addr: "<rcpt@example.net>", State: store.RcptDelivered, LastReply: "250 ok"}}})
+	e.wantGone("m1")
+	e.wantHistoryState("m1", store.StateDelivered)
+	e.wantEvents("m1", "accepted : ", "delivered <rcpt@example.net>: 250 ok")
+}
+
+// When the owner of a message enqueued with a lease dies before it
+// finishes, the lease runs out and another instance delivers it.
+func testEnqueuedLeasedOwnerDies(t *testing.T, e *env) {
+	e.enqueue(e.msg("m1", withLease("w1", e.at(time.Minute))))
+	if got := e.claimIDs("w2", e.at(59*time.Second), 10); len(got) != 0 {
+		t.Fatalf("claimed %v before the lease ran out", got)
+	}
+	c := e.claim("w2", e.at(61*time.Second), 10, time.Minute)
+	if len(c) != 1 || c[0].ID != "m1" || c[0].Owner != "w2" {
+		t.Fatalf("after the lease ran out, w2 claimed %v", ids(c))
+	}
+	if diff := cmp.Diff(bodyOf("m1"), e.body("m1")); diff != "" {
+		t.Errorf("body (-want +got):\n%s", diff)
+	}
+	err := e.s.Finish(e.ctx, "m1", "w1", store.Result{At: e.at(62 * time.Second), Counted: true})
+	wantErr(t, "Finish by the dead owner", err, store.ErrLeaseLost)
 }

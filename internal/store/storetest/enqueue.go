@@ -187,6 +187,10 @@ func testEnqueueInvalid(t *testing.T, e *env) {
 		{"no recipients", func(m *store.NewMessage) { m.Rcpts = nil }},
 		{"final state", func(m *store.NewMessage) { m.State = store.StateDelivered }},
 		{"bad recipient state", func(m *store.NewMessage) { m.Rcpts[0].State = "maybe" }},
+		{"lease without an end", func(m *store.NewMessage) { m.LeaseOwner = "w1" }},
+		{"held and leased", func(m *store.NewMessage) {
+			m.State, m.LeaseOwner, m.LeaseUntil = store.StateHeld, "w1", e.at(time.Minute)
+		}},
 	}
 	for _, tc := range cases {
 		m := e.msg("invalid")
