@@ -328,6 +328,7 @@ func (h *harness) claimOnly() {
 }
 
 func (h *harness) step() {
+	h.q.claimable.Store(true) // as the poll timer does
 	h.q.dispatch(context.Background())
 	h.q.workers.Wait()
 }

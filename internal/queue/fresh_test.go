@@ -141,3 +141,25 @@ func TestFreshHandoverWaitsForAPostponedAccount(t *testing.T) {
 		t.Errorf("%d deliveries began for a postponed account", begins)
 	}
 }
+
+// A finished delivery wakes the scheduler, but with nothing left unclaimed
+// in the store it costs the store no claim: messages handed over fresh
+// are delivered with no claim at all after the first, empty one.
+func TestFinishedDeliveriesCostNoEmptyClaims(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.start(h.q)
+	eventually(t, "the start-up claim", func() bool { claims, _ := h.st.counters(); return claims > 0 })
+	claims0, _ := h.st.counters()
+	for range 20 {
+		id := h.submit("<s@example.com>", "r@example.net")
+		eventually(t, "the message delivered", func() bool { return h.env(id).State == store.StateDelivered })
+	}
+	eventually(t, "the workers idle", func() bool {
+		h.q.mu.Lock()
+		defer h.q.mu.Unlock()
+		return h.q.running == 0
+	})
+	if claims, _ := h.st.counters(); claims != claims0 {
+		t.Errorf("%d claims for 20 messages handed over fresh, want none", claims-claims0)
+	}
+}

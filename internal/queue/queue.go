@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -133,6 +134,11 @@ type Queue struct {
 	now     func() time.Time // the clock (tests replace it before Start)
 	kick    chan struct{}
 	dirty   chan struct{}
+	// claimable is set when the store may hold due messages that no
+	// claim has returned yet; a claim that leaves none clears it, so
+	// that a finished delivery (which wakes the scheduler) costs the
+	// store no empty claim.
+	claimable atomic.Bool
 	bounces *bounceRate
 
 	mu       sync.Mutex
@@ -219,6 +225,13 @@ func (q *Queue) config() Config {
 // Kick makes the scheduler claim due messages now (a new message, an
 // operator's retry, a reload).
 func (q *Queue) Kick() {
+	q.claimable.Store(true)
+	q.wake()
+}
+
+// wake makes the scheduler look at its backlog and, when the store may
+// hold due messages it has not claimed (claimable), claim them.
+func (q *Queue) wake() {
 	select {
 	case q.kick <- struct{}{}:
 	default:

@@ -48,28 +48,39 @@ func (q *Queue) schedule(ctx context.Context) {
 			return
 		case <-q.kick:
 		case <-t.C:
+			// Time passed: retries became due, others' leases ran out.
+			q.claimable.Store(true)
 		}
 		q.dispatch(ctx)
 		t.Reset(q.config().Poll)
 	}
 }
 
-// dispatch starts what the backlog can start, then claims as many due
-// messages as there are free slots, until the store has no more.
+// dispatch starts what the backlog can start, then, when the store may
+// hold due messages, claims as many as there are free slots, until the
+// store has no more.
 func (q *Queue) dispatch(ctx context.Context) {
 	q.runBacklog(ctx)
 	for ctx.Err() == nil {
 		now := q.now()
 		free, skip, cfg := q.room(now)
-		if free <= 0 {
+		// Cleared before the claim: a message stored after the claim's
+		// snapshot sets it again (Kick) and is claimed next time.
+		if free <= 0 || !q.claimable.Swap(false) {
 			return
 		}
 		claimed, err := q.st.Claim(ctx, cfg.Owner, now, free, cfg.Lease, skip)
 		if err != nil {
+			q.claimable.Store(true)
 			if ctx.Err() == nil {
 				q.claimFailed(err)
 			}
 			return
+		}
+		if len(claimed) == free || len(skip) > 0 {
+			// There may be more, or due messages of the accounts left
+			// out, which a finished delivery may make room for.
+			q.claimable.Store(true)
 		}
 		q.claimWorked()
 		for _, c := range claimed {
@@ -218,7 +229,7 @@ func (q *Queue) work(l *lease, route Route, ok bool) {
 	q.accountLocked(l.c.Account).inflight--
 	q.mu.Unlock()
 	q.m.inFlight.Dec()
-	q.Kick()
+	q.wake() // a slot is free: for the backlog, or for due messages still unclaimed
 }
 
 // postpone keeps the account's messages back after a "not now" (a

@@ -171,14 +171,25 @@ func (b *batch) finish(id, owner string, res *store.Result) error {
 	return b.requeue(e, res)
 }
 
-// leased reads the envelope of id if owner holds its lease.
+// leased reads what Finish changes of id (recipients, attempts, last
+// reply) if owner holds its lease.
 func (b *batch) leased(id, owner string) (*store.Envelope, error) {
-	e, err := scanEnvelope(b.queryRow(`SELECT `+envelopeColumns+` FROM messages
-		WHERE id = ? AND lease_owner = ?`, id, owner))
+	e := &store.Envelope{ID: id}
+	var rcpts string
+	var attempts int64
+	err := b.queryRow(`SELECT rcpts, attempts, last_reply FROM messages
+		WHERE id = ? AND lease_owner = ?`, id, owner).Scan(&rcpts, &attempts, &e.LastReply)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, b.leaseLost(id)
 	}
-	return e, mapErr("finishing", err)
+	if err != nil {
+		return nil, mapErr("finishing", err)
+	}
+	if e.Rcpts, err = decodeRcpts(rcpts); err != nil {
+		return nil, err
+	}
+	e.Attempts = int(attempts)
+	return e, nil
 }
 
 // applyResult applies res to e and returns the events that record it:
@@ -270,6 +281,9 @@ func (b *batch) removeMessage(id string) error {
 	}
 	if err := b.execOp("removing a message", `DELETE FROM messages WHERE id = ?`, id); err != nil {
 		return err
+	}
+	if len(keys) == 0 {
+		return nil // stored in clear
 	}
 	list, _ := json.Marshal(keys) // []int64 always marshals
 	return b.execOp("removing a message", `DELETE FROM data_keys

@@ -28,12 +28,12 @@ CREATE TABLE messages (
 
 -- Every index is written at each enqueue and each delivery, so there are
 -- only those the hot paths need: Claim (due) and the oldest queued message
--- (state, received). Listing by account or by time scans the queue.
--- Queue IDs grow with time, so rows and index entries are appended at
--- the right edge of their b-trees.
+-- (state, received). Listing by account or by time, and releasing an
+-- instance's leases (at its start and stop), scan the queue. Queue IDs
+-- grow with time, so rows and index entries are appended at the right
+-- edge of their b-trees.
 CREATE INDEX messages_due ON messages (state, next_attempt);
 CREATE INDEX messages_state_received ON messages (state, received);
-CREATE INDEX messages_lease ON messages (lease_owner) WHERE lease_owner <> '';
 
 -- Wrapped data keys (envelope encryption). AUTOINCREMENT: an ID is never
 -- reused, so a key cached in memory by ID can never be the wrong one.
