@@ -118,7 +118,7 @@ func (e *enqueuer) newMessage(msg transport.Message, f *fresh, now time.Time) (*
 	if err != nil {
 		return nil, nil, err
 	}
-	src := &sourceReader{r: io.MultiReader(bytes.NewReader(consumed), br)}
+	src := &sourceReader{r: io.MultiReader(bytes.NewReader(consumed), br), msg: msg}
 	nm := &store.NewMessage{Envelope: e.envelope(msg.Size(), transport.MessageID(header), now), Body: src}
 	if f != nil {
 		nm.Body = bytes.NewReader(f.buf.Bytes()) // rewindable: the store may run its batch again
@@ -182,21 +182,45 @@ func (e *enqueuer) Reset(ctx context.Context) error {
 func (e *enqueuer) Abort() { e.ended = true }
 
 // sourceReader remembers a failure to read the received message, so that
-// it is not mistaken for the store's.
+// it is not mistaken for the store's. It can start over (Seek to 0) by
+// opening the message again, so that the store may run its batch twice.
 type sourceReader struct {
 	r   io.Reader
+	msg transport.Message
+	off int64 // bytes read since the start
 	mu  sync.Mutex
 	err error
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
+	s.off += int64(n)
 	if err != nil && err != io.EOF {
 		s.mu.Lock()
 		s.err = err
 		s.mu.Unlock()
 	}
 	return n, err
+}
+
+// Seek tells where the reader is (offset 0 from io.SeekCurrent) and goes
+// back to the start (offset 0 from io.SeekStart); nothing else.
+func (s *sourceReader) Seek(offset int64, whence int) (int64, error) {
+	switch {
+	case offset == 0 && whence == io.SeekCurrent:
+		return s.off, nil
+	case offset == 0 && whence == io.SeekStart:
+		r, err := s.msg.Reader()
+		if err != nil {
+			return 0, err
+		}
+		s.r, s.off = r, 0
+		s.mu.Lock()
+		s.err = nil
+		s.mu.Unlock()
+		return 0, nil
+	}
+	return 0, errors.New("queue: the received message can only be read again from its start")
 }
 
 func (s *sourceReader) failure() error {

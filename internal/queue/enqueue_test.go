@@ -183,3 +183,28 @@ func TestTransportLargeHeaderIsStoredWhole(t *testing.T) {
 		t.Error("the stored body differs from the message")
 	}
 }
+
+// The store may run a batch twice (after another request of the batch
+// failed): the received message then has to be read again from its
+// start, headers included.
+func TestSourceReaderStartsOver(t *testing.T) {
+	data := "Subject: again\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n"
+	src := &sourceReader{r: strings.NewReader(data), msg: stringMessage(data)}
+	head := make([]byte, 10)
+	if _, err := io.ReadFull(src, head); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := src.Seek(0, io.SeekCurrent); err != nil || at != 10 {
+		t.Fatalf("Seek(0, SeekCurrent) = %d, %v; want 10", at, err)
+	}
+	if at, err := src.Seek(0, io.SeekStart); err != nil || at != 0 {
+		t.Fatalf("Seek(0, SeekStart) = %d, %v", at, err)
+	}
+	got, err := io.ReadAll(src)
+	if err != nil || string(got) != data {
+		t.Fatalf("after starting over read %q, %v; want the whole message", got, err)
+	}
+	if _, err := src.Seek(5, io.SeekStart); err == nil {
+		t.Error("Seek to the middle succeeded")
+	}
+}

@@ -30,7 +30,9 @@ const checkpointPages = 1000
 // logged: the WAL keeps the pages (nothing is lost) and the next
 // checkpoint tries again.
 func (w *writer) afterCommit() {
-	w.walPages += w.pagesWritten()
+	n := w.pagesWritten()
+	w.s.walPagesWritten.Add(uint64(n))
+	w.walPages += n
 	if w.walPages < checkpointPages {
 		return
 	}

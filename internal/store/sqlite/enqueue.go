@@ -35,10 +35,12 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	rewind, rewindable := rewinder(msgs)
 	return s.submit(ctx, &request{
-		messages: len(msgs),
-		bodies:   true,
-		rewind:   rewinder(msgs),
+		messages:   len(msgs),
+		bodies:     true,
+		rewind:     rewind,
+		rewindable: rewindable,
 		run: func(b *batch) error {
 			for i, m := range msgs {
 				if err := b.enqueue(ctx, &envs[i], m); err != nil {
@@ -51,9 +53,10 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 }
 
 // rewinder returns a function that rewinds the bodies to where they are
-// now, when all of them are io.Seekers (bytes.Reader, os.File), else one
-// that reports it cannot.
-func rewinder(msgs []*store.NewMessage) func() bool {
+// now, and whether it can: when all of them are io.Seekers (bytes.Reader,
+// os.File). A request that can be rewound runs without a savepoint of its
+// own (see writer.run).
+func rewinder(msgs []*store.NewMessage) (rewind func() bool, ok bool) {
 	type mark struct {
 		body io.Seeker
 		at   int64
@@ -66,11 +69,11 @@ func rewinder(msgs []*store.NewMessage) func() bool {
 		}
 		body, ok := m.Body.(io.Seeker)
 		if !ok {
-			return cannot
+			return cannot, false
 		}
 		at, err := body.Seek(0, io.SeekCurrent)
 		if err != nil {
-			return cannot
+			return cannot, false
 		}
 		marks = append(marks, mark{body, at})
 	}
@@ -81,7 +84,7 @@ func rewinder(msgs []*store.NewMessage) func() bool {
 			}
 		}
 		return true
-	}
+	}, true
 }
 
 // normalizeNew checks a new message and returns its envelope with the

@@ -75,6 +75,12 @@ type Store struct {
 
 	commits  atomic.Uint64
 	enqueued atomic.Uint64
+	// walPagesWritten counts the pages commits wrote to the WAL (for the
+	// benchmarks: pages per message is what a commit's writes cost).
+	walPagesWritten atomic.Uint64
+	// fallbacks counts batches run again with savepoints after a request
+	// failed without (writer.run).
+	fallbacks atomic.Uint64
 }
 
 var _ store.Store = (*Store)(nil)

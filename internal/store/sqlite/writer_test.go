@@ -99,6 +99,9 @@ func TestConcurrentEnqueuesShareCommits(t *testing.T) {
 	if messages != 200 || commits >= messages {
 		t.Errorf("%d commits for %d messages: concurrent enqueues did not share commits", commits, messages)
 	}
+	if f := s.fallbacks.Load(); f != 0 {
+		t.Errorf("%d batches ran again with savepoints; no request failed", f)
+	}
 }
 
 func TestBatchHoldsMaxBatchMessages(t *testing.T) {
@@ -164,6 +167,63 @@ func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
 	if _, err := s.Get(ctx, "broken"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the message with the unreadable body was stored: %v", err)
 	}
+}
+
+// A batch whose requests can all run again runs without savepoints; when
+// one of them fails, the batch runs again with savepoints: the failing
+// request fails alone and the others commit, in one commit.
+func TestFailingRequestInAFastBatch(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	ctx := t.Context()
+	if err := s.Enqueue(ctx, testMsg("existing")); err != nil {
+		t.Fatal(err)
+	}
+	if f := s.fallbacks.Load(); f != 0 {
+		t.Fatalf("%d batches fell back to savepoints before any request failed", f)
+	}
+	release := stallWriter(t, s)
+	c0, _ := s.CommitStats()
+	calls := map[string]func() error{
+		"good1":     func() error { return s.Enqueue(ctx, testMsg("good1")) },
+		"duplicate": func() error { return s.Enqueue(ctx, testMsg("existing")) },
+		"finish":    func() error { return s.Finish(ctx, "existing", "nobody", store.Result{Counted: true}) },
+		"good2":     func() error { return s.Enqueue(ctx, testMsg("good2")) },
+	}
+	errs := runConcurrently(calls, func() { waitRequests(t, s, len(calls)); release() })
+	wantIs := map[string]error{"duplicate": errDuplicate, "finish": store.ErrLeaseLost}
+	for name, err := range errs {
+		if want := wantIs[name]; (want == nil && err != nil) || !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", name, err, want)
+		}
+	}
+	if c1, _ := s.CommitStats(); c1-c0 != 2 {
+		t.Errorf("%d commits, want 2 (the stall and one batch)", c1-c0)
+	}
+	if f := s.fallbacks.Load(); f != 1 {
+		t.Errorf("%d fallbacks to savepoints, want 1", f)
+	}
+	for _, id := range []string{"good1", "good2", "existing"} {
+		if got, err := readAll(s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
+			t.Errorf("body of %s: %v", id, err)
+		}
+	}
+	if events := eventTypes(t, s, "existing"); len(events) != 1 {
+		t.Errorf("events of the message the failed requests named: %v, want only accepted", events)
+	}
+}
+
+// eventTypes lists the types of a message's events.
+func eventTypes(t *testing.T, s *Store, id string) []string {
+	t.Helper()
+	_, events, err := s.History(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range events {
+		types = append(types, e.Type)
+	}
+	return types
 }
 
 type errReader struct{ err error }
