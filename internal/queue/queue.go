@@ -139,12 +139,12 @@ type Queue struct {
 	// that a finished delivery (which wakes the scheduler) costs the
 	// store no empty claim.
 	claimable atomic.Bool
-	bounces *bounceRate
+	bounces   *bounceRate
 
-	mu       sync.Mutex
-	cfg      Config
-	running  int
-	fresh    int // worker slots reserved for messages being enqueued (fresh.go)
+	mu      sync.Mutex
+	cfg     Config
+	running int
+	fresh   int // worker slots reserved for messages being enqueued (fresh.go)
 	// handover lets new messages go straight to a worker (fresh.go);
 	// tests of the claim path turn it off.
 	handover bool

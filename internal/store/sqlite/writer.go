@@ -31,8 +31,8 @@ type request struct {
 	// rewindable tells beforehand that it can.
 	rewind     func() bool
 	rewindable bool
-	state  atomic.Int32
-	done   chan error // buffered: the writer never waits for the caller
+	state      atomic.Int32
+	done       chan error // buffered: the writer never waits for the caller
 }
 
 // weight is the request's share of Options.MaxBatch.
