@@ -51,8 +51,11 @@ func (b *batch) setHistoryState(id, state string, at time.Time) error {
 }
 
 func (b *batch) insertEvent(e *store.Event) error {
-	return b.execOp("writing history", `INSERT INTO events (msg_id, at, type, rcpt, reply)
-		VALUES (?, ?, ?, ?, ?)`, e.ID, unixNano(e.At), e.Type, e.Rcpt, e.Reply)
+	// The next seq of the message, under the write lock: another
+	// process's writer (`oauthrelay queue`) numbers from the same rows.
+	return b.execOp("writing history", `INSERT INTO events (msg_id, seq, at, type, rcpt, reply)
+		VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE msg_id = ?1), ?2, ?3, ?4, ?5)`,
+		e.ID, unixNano(e.At), e.Type, e.Rcpt, e.Reply)
 }
 
 // Record adds or replaces history records and appends events in one

@@ -69,16 +69,18 @@ CREATE TABLE history (
 
 CREATE INDEX history_updated ON history (updated);
 
+-- Keyed by message: a message's events are found, and pruned, by one
+-- range of the key, with no index of their own to write. seq numbers a
+-- message's events in write order (it breaks ties between equal times).
 CREATE TABLE events (
-	seq    INTEGER PRIMARY KEY, -- insertion order breaks ties between equal times
 	msg_id TEXT    NOT NULL,
+	seq    INTEGER NOT NULL,
 	at     INTEGER NOT NULL,
 	type   TEXT    NOT NULL,
 	rcpt   TEXT    NOT NULL,
-	reply  TEXT    NOT NULL
-) STRICT;
-
-CREATE INDEX events_msg ON events (msg_id, at, seq);
+	reply  TEXT    NOT NULL,
+	PRIMARY KEY (msg_id, seq)
+) STRICT, WITHOUT ROWID;
 
 -- Ping writes here: it proves that a write can be committed.
 CREATE TABLE heartbeat (
