@@ -62,9 +62,10 @@ type Store struct {
 	sealer store.Sealer
 	keys   *keyCache
 
-	wdb  *sql.DB // the writer's single connection
-	rdb  *sql.DB // read-only connections
-	turn *turnstile
+	wdb   *sql.DB // the writer's single connection
+	rdb   *sql.DB // read-only connections
+	reads readStmts
+	turn  *turnstile
 
 	maxBatch   int
 	requests   chan *request
@@ -165,12 +166,15 @@ func (s *Store) openDatabases(ctx context.Context, file string, maxPageCount int
 	if err := migrate(ctx, s.wdb, s.log); err != nil {
 		return err
 	}
-	s.rdb, err = openReaders(ctx, file)
-	return err
+	if s.rdb, err = openReaders(ctx, file); err != nil {
+		return err
+	}
+	return s.reads.prepare(ctx, s.rdb)
 }
 
 func (s *Store) closeDatabases() error {
 	var errs []error
+	s.reads.close()
 	for _, db := range []*sql.DB{s.rdb, s.wdb} {
 		if db != nil {
 			errs = append(errs, db.Close())
