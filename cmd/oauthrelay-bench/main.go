@@ -63,6 +63,9 @@ type scenario struct {
 	P50ms      float64 `json:"p50_ms"`
 	P99ms      float64 `json:"p99_ms"`
 	RelayRatio float64 `json:"relay_to_direct_ratio,omitempty"`
+	// ModeRatio, for the queue rows, is the ratio to the relay with
+	// delivery = "direct" (connection reuse) in the same run.
+	ModeRatio float64 `json:"queue_to_direct_mode_ratio,omitempty"`
 	// Relay process cost over the scenario (relay scenarios only).
 	CPUSecondsPer1000 float64 `json:"relay_cpu_seconds_per_1000,omitempty"`
 	RelayRSSMB        float64 `json:"relay_rss_mb,omitempty"`
@@ -112,7 +115,7 @@ func main() {
 	out := flag.String("out", "bench-results.json", "where to write the JSON report")
 	idle := flag.String("idle-accounts", "1000,10000", "account counts for the idle memory and reload measurements")
 	workers := flag.Int("queue-workers", 0, "queue { workers } of the store-and-forward relay (0: the relay's default)")
-	queueOnly := flag.Bool("queue-only", false, "measure only the provider with connection reuse and the store-and-forward relay")
+	queueOnly := flag.Bool("queue-only", false, "measure only the provider and the relay in direct mode, both with connection reuse, and the store-and-forward relay")
 	flag.Parse()
 	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly}
 	if err := run(o); err != nil {
@@ -179,18 +182,22 @@ func (b *bench) scenarios() error {
 	direct := directPath(b.sb, b.caFile, b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope))
 	reuseDirect := measure(directReuseName, b.clients, b.duration, nil, direct.reuse)
 	b.rep.Scenarios = []scenario{reuseDirect}
+	newDirect := scenario{}
 	if !b.queueOnly {
-		newDirect := measure(directNewName, b.clients, b.duration, nil, direct.perMessage)
-		if err := b.relayScenarios(reuseDirect, newDirect); err != nil {
-			return err
-		}
+		newDirect = measure(directNewName, b.clients, b.duration, nil, direct.perMessage)
+	}
+	reuseRelay, err := b.relayScenarios(reuseDirect, newDirect)
+	if err != nil {
+		return err
 	}
 	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers)
 	if err != nil {
 		return err
 	}
-	q.Accept.RelayRatio = q.Accept.PerSecond / reuseDirect.PerSecond
-	q.EndToEnd.RelayRatio = q.EndToEnd.PerSecond / reuseDirect.PerSecond
+	for _, row := range []*scenario{&q.Accept, &q.EndToEnd} {
+		row.RelayRatio = row.PerSecond / reuseDirect.PerSecond
+		row.ModeRatio = row.PerSecond / reuseRelay.PerSecond
+	}
 	b.rep.Scenarios = append(b.rep.Scenarios, q.Accept, q.EndToEnd)
 	b.rep.Queue = &q
 	if b.queueOnly {
@@ -199,14 +206,16 @@ func (b *bench) scenarios() error {
 	return b.idleScenarios()
 }
 
-// relayScenarios measures the relay with delivery = "direct".
-func (b *bench) relayScenarios(reuseDirect, newDirect scenario) error {
+// relayScenarios measures the relay with delivery = "direct": with
+// connection reuse (returned: the queue rows are compared with it), and,
+// unless -queue-only, with a new connection per message.
+func (b *bench) relayScenarios(reuseDirect, newDirect scenario) (scenario, error) {
 	relayRT := b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
 	cfgPath, addr, tel := relayConfig(b.sb, b.caFile, relayRT, b.dir, 1, "warn", nil)
 	requestsBefore := b.sb.Tokens.Requests(account)
 	relay, err := startRelayAt(b.relayBin, cfgPath, addr)
 	if err != nil {
-		return err
+		return scenario{}, err
 	}
 	relay.telemetry = tel
 	viaRelay := relayPath(relay.addr)
@@ -216,13 +225,18 @@ func (b *bench) relayScenarios(reuseDirect, newDirect scenario) error {
 		go profile(relay.telemetry, prof, b.duration-time.Second)
 	}
 	reuseRelay := measure(relayReuseName, b.clients, b.duration, relay, viaRelay.reuse)
-	newRelay := measure(relayNewName, b.clients, b.duration, relay, viaRelay.perMessage)
 	reuseRelay.RelayRatio = reuseRelay.PerSecond / reuseDirect.PerSecond
+	if b.queueOnly {
+		relay.stop()
+		b.rep.Scenarios = append(b.rep.Scenarios, reuseRelay)
+		return reuseRelay, nil
+	}
+	newRelay := measure(relayNewName, b.clients, b.duration, relay, viaRelay.perMessage)
 	newRelay.RelayRatio = newRelay.PerSecond / newDirect.PerSecond
 	relay.stop()
 	b.rep.Scenarios = append(b.rep.Scenarios, reuseRelay, newDirect, newRelay)
 	b.rep.TokenRequests = b.sb.Tokens.Requests(account) - requestsBefore
-	return nil
+	return reuseRelay, nil
 }
 
 func (b *bench) idleScenarios() error {
@@ -689,7 +703,7 @@ func targets(r report) []target {
 		s[sc.Name] = sc
 	}
 	var out []target
-	if _, ok := s[relayReuseName]; ok { // not with -queue-only
+	if _, ok := s[relayNewName]; ok { // not with -queue-only
 		out = relayTargets(r, s)
 	}
 	if r.Queue != nil {
@@ -739,7 +753,7 @@ func print(r report) {
 		printQueue(*r.Queue)
 	}
 	for _, s := range r.Scenarios {
-		if s.Name == relayReuseName { // the direct relay ran (not -queue-only)
+		if s.Name == relayNewName { // the direct relay ran fully (not -queue-only)
 			fmt.Printf("\ntoken endpoint requests for the account over the run: %d (token lifetime %s)\n", r.TokenRequests, r.TokenTTL)
 		}
 	}
