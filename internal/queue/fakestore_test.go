@@ -44,6 +44,7 @@ type fakeMsg struct {
 	env        store.Envelope
 	body       []byte // nil once the message is final
 	owner      string
+	retried    time.Time // an operator's Retry during the lease
 	leaseUntil time.Time
 	final      bool
 }
@@ -161,7 +162,7 @@ func (s *fakeStore) Claim(_ context.Context, owner string, now time.Time, limit 
 	}
 	out := make([]*store.Claimed, len(due))
 	for i, m := range due {
-		m.owner, m.leaseUntil = owner, now.Add(lease)
+		m.owner, m.leaseUntil, m.retried = owner, now.Add(lease), time.Time{}
 		out[i] = &store.Claimed{Envelope: copyEnvelope(m.env), Owner: owner, LeaseUntil: m.leaseUntil}
 	}
 	return out, nil
@@ -210,6 +211,10 @@ func (s *fakeStore) Finish(_ context.Context, id, owner string, res store.Result
 	m.env.LastReply = res.Reply
 	if hasPending(&m.env) {
 		m.env.NextAttempt = res.NextAttempt
+		if !m.retried.IsZero() && m.retried.Before(res.NextAttempt) {
+			m.env.NextAttempt = m.retried
+		}
+		m.retried = time.Time{}
 		return nil
 	}
 	m.final, m.body = true, nil
@@ -304,6 +309,9 @@ func (s *fakeStore) Retry(_ context.Context, id string, now time.Time) error {
 		return err
 	}
 	m.env.NextAttempt = now
+	if m.owner != "" {
+		m.retried = now
+	}
 	s.events = append(s.events, &store.Event{ID: id, At: now, Type: store.EventRetry})
 	return nil
 }

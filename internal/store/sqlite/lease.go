@@ -37,7 +37,7 @@ func (s *Store) Claim(ctx context.Context, owner string, now time.Time, limit in
 }
 
 func (b *batch) claim(owner string, now, until time.Time, limit int, skip []string) ([]*store.Claimed, error) {
-	rows, err := b.query(`UPDATE messages SET lease_owner = ?1, lease_until = ?2
+	rows, err := b.query(`UPDATE messages SET lease_owner = ?1, lease_until = ?2, retried = 0
 		WHERE id IN (SELECT id FROM messages
 			WHERE state = 'queued' AND next_attempt <= ?3 AND pending > 0 AND lease_until <= ?3
 			AND account NOT IN (SELECT value FROM json_each(?4))
@@ -248,8 +248,10 @@ func (b *batch) requeue(e *store.Envelope, res *store.Result) error {
 	if err != nil {
 		return err
 	}
+	// An operator's Retry during the attempt keeps the message due.
 	err = b.execOp("finishing", `UPDATE messages SET rcpts = ?, pending = ?, attempts = ?,
-		last_reply = ?, next_attempt = ?, lease_owner = '', lease_until = 0 WHERE id = ?`,
+		last_reply = ?, next_attempt = CASE WHEN retried > 0 THEN MIN(?5, retried) ELSE ?5 END,
+		retried = 0, lease_owner = '', lease_until = 0 WHERE id = ?6`,
 		rcpts, pendingCount(e.Rcpts), e.Attempts, e.LastReply, unixNano(res.NextAttempt), e.ID)
 	if err != nil {
 		return err

@@ -122,13 +122,15 @@ func (b *batch) changeOne(id, query string, args ...any) (bool, error) {
 }
 
 // Retry makes a message due at now. A held message stays held: an
-// operator's hold is lifted by Release only.
+// operator's hold is lifted by Release only. A Retry while an attempt
+// runs keeps the message due after that attempt's Finish.
 func (s *Store) Retry(ctx context.Context, id string, now time.Time) error {
 	if err := s.readable(); err != nil {
 		return err
 	}
 	return s.submit(ctx, &request{run: func(b *batch) error {
-		if _, err := b.changeOne(id, `UPDATE messages SET next_attempt = ? WHERE id = ?`, unixNano(now), id); err != nil {
+		if _, err := b.changeOne(id, `UPDATE messages SET next_attempt = ?1,
+			retried = CASE WHEN lease_owner <> '' THEN ?1 ELSE 0 END WHERE id = ?2`, unixNano(now), id); err != nil {
 			return err
 		}
 		if err := b.execOp("writing history", `UPDATE history SET updated = ? WHERE id = ?`, unixNano(now), id); err != nil {

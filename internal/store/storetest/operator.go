@@ -14,6 +14,7 @@ var operatorTests = []test{
 	{"List", testList},
 	{"HoldAndRelease", testHoldRelease},
 	{"Retry", testRetry},
+	{"RetryDuringAnAttempt", testRetryDuringAnAttempt},
 	{"Delete", testDelete},
 }
 
@@ -122,6 +123,31 @@ func testRetry(t *testing.T, e *env) {
 	}
 	if got := e.claimIDs("w1", e.base, 10); len(got) != 0 {
 		t.Errorf("claimed %v: a held message after Retry", got)
+	}
+}
+
+// An operator's Retry while an attempt runs is not undone by that
+// attempt's Finish: the message stays due. A Retry before a claim is
+// spent by the attempt it brought forward.
+func testRetryDuringAnAttempt(t *testing.T, e *env) {
+	rcpt := "<rcpt@example.net>"
+	deferred := store.Result{At: e.at(time.Second), Counted: true, Reply: "451 later",
+		NextAttempt: e.at(time.Hour), Rcpts: map[string]store.Recipient{rcpt: {Addr: rcpt, State: store.RcptPending, LastReply: "451 later"}}}
+	e.enqueue(e.msg("m1"))
+	e.claim("w1", e.base, 1, time.Minute)
+	if err := e.s.Retry(e.ctx, "m1", e.at(500*time.Millisecond)); err != nil {
+		t.Fatalf("Retry: %v", err)
+	}
+	e.finish("m1", "w1", deferred)
+	if next := e.get("m1").NextAttempt; !next.Equal(e.at(500 * time.Millisecond)) {
+		t.Errorf("after a Retry during the attempt, the next attempt is %v, want the Retry's time %v", next.Sub(e.base), 500*time.Millisecond)
+	}
+	// The next attempt spends the Retry: its deferral holds.
+	e.claim("w1", e.at(2*time.Second), 1, time.Minute)
+	deferred.At, deferred.NextAttempt = e.at(3*time.Second), e.at(2*time.Hour)
+	e.finish("m1", "w1", deferred)
+	if next := e.get("m1").NextAttempt; !next.Equal(e.at(2 * time.Hour)) {
+		t.Errorf("after an attempt with no Retry during it, the next attempt is %v, want %v", next.Sub(e.base), 2*time.Hour)
 	}
 }
 

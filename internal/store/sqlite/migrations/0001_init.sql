@@ -23,7 +23,10 @@ CREATE TABLE messages (
 	state        TEXT    NOT NULL CHECK (state IN ('queued', 'held')),
 	bounce       INTEGER NOT NULL,
 	lease_owner  TEXT    NOT NULL DEFAULT '',
-	lease_until  INTEGER NOT NULL DEFAULT 0
+	lease_until  INTEGER NOT NULL DEFAULT 0,
+	-- when an operator's Retry came during the current lease (0: none):
+	-- the attempt's Finish must not push the message back to later
+	retried      INTEGER NOT NULL DEFAULT 0
 ) STRICT, WITHOUT ROWID;
 
 -- Every index is written at each enqueue and each delivery, so there are
