@@ -310,12 +310,12 @@ type actResult struct {
 func queueAct(ctx context.Context, st store.Store, c *queueCmd, stdio IO) error {
 	ids := c.ids
 	if c.all {
-		msgs, err := st.List(ctx, queueVerbs[c.verb])
+		err := eachListed(ctx, st, queueVerbs[c.verb], func(m *store.Envelope) error {
+			ids = append(ids, m.ID)
+			return nil
+		})
 		if err != nil {
 			return err
-		}
-		for _, m := range msgs {
-			ids = append(ids, m.ID)
 		}
 	}
 	now := time.Now()

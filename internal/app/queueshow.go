@@ -1,7 +1,9 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,19 +24,53 @@ const (
 
 var mailqHeader = fmt.Sprintf("%-17s %8s %-19s  %s", "-Queue ID-", "--Size--", "---Arrival Time----", "-Sender/Recipient-------")
 
+// listPage is how many messages `queue list` reads at a time: a long
+// queue is printed page by page, never held in memory whole.
+const listPage = 500
+
+// eachListed calls fn for every message f selects, a page at a time.
+func eachListed(ctx context.Context, st store.Store, f store.Filter, fn func(*store.Envelope) error) error {
+	f.Limit = listPage
+	for {
+		page, err := st.List(ctx, f)
+		if err != nil {
+			return err
+		}
+		for _, m := range page {
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		if len(page) < listPage {
+			return nil
+		}
+		f.After = page[len(page)-1].ID
+	}
+}
+
 func queueList(ctx context.Context, st store.Store, f store.Filter, asJSON bool, out io.Writer) error {
-	msgs, err := st.List(ctx, f)
+	if asJSON {
+		return queueListJSON(ctx, st, f, out)
+	}
+	now := time.Now()
+	var size int64
+	count, held := 0, 0
+	err := eachListed(ctx, st, f, func(m *store.Envelope) error {
+		if count == 0 {
+			fmt.Fprintln(out, mailqHeader)
+		}
+		writeMailqEntry(out, m, now)
+		count++
+		size += m.Size
+		if m.State == store.StateHeld {
+			held++
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		entries := make([]queueEntry, 0, len(msgs))
-		for _, m := range msgs {
-			entries = append(entries, entryOf(m))
-		}
-		return writeJSON(out, entries)
-	}
-	if len(msgs) == 0 {
+	if count == 0 {
 		if f.State == "" && f.Account == "" {
 			fmt.Fprintln(out, "Queue is empty")
 		} else {
@@ -42,23 +78,38 @@ func queueList(ctx context.Context, st store.Store, f store.Filter, asJSON bool,
 		}
 		return nil
 	}
-	fmt.Fprintln(out, mailqHeader)
-	now := time.Now()
-	var size int64
-	held := 0
-	for _, m := range msgs {
-		writeMailqEntry(out, m, now)
-		size += m.Size
-		if m.State == store.StateHeld {
-			held++
-		}
-	}
 	tail := ""
 	if held > 0 {
 		tail = fmt.Sprintf(", %d held", held)
 	}
-	fmt.Fprintf(out, "-- %d KiB in %s%s%s.\n", (size+1023)/1024, plural(len(msgs), "message"), tail, filterText(f))
+	fmt.Fprintf(out, "-- %d KiB in %s%s%s.\n", (size+1023)/1024, plural(count, "message"), tail, filterText(f))
 	return nil
+}
+
+// queueListJSON writes the list as one JSON array, an entry at a time.
+func queueListJSON(ctx context.Context, st store.Store, f store.Filter, out io.Writer) error {
+	sep := "[\n"
+	err := eachListed(ctx, st, f, func(m *store.Envelope) error {
+		var entry bytes.Buffer
+		enc := json.NewEncoder(&entry)
+		enc.SetEscapeHTML(false) // as writeJSON
+		enc.SetIndent("  ", "  ")
+		if err := enc.Encode(entryOf(m)); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(out, "%s  %s", sep, bytes.TrimRight(entry.Bytes(), "\n"))
+		sep = ",\n"
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if sep == "[\n" {
+		_, err = fmt.Fprintln(out, "[]")
+		return err
+	}
+	_, err = fmt.Fprintln(out, "\n]")
+	return err
 }
 
 func filterText(f store.Filter) string {

@@ -268,13 +268,13 @@ func (s *fakeStore) List(_ context.Context, f store.Filter) ([]*store.Envelope, 
 	defer s.mu.Unlock()
 	var out []*store.Envelope
 	for _, m := range s.msgs {
-		if m.final || (f.State != "" && m.env.State != f.State) || (f.Account != "" && m.env.Account != f.Account) {
+		if m.final || (f.State != "" && m.env.State != f.State) || (f.Account != "" && m.env.Account != f.Account) || (f.After != "" && m.env.ID <= f.After) {
 			continue
 		}
 		env := copyEnvelope(m.env)
 		out = append(out, &env)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Received.Before(out[j].Received) })
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	if f.Limit > 0 && len(out) > f.Limit {
 		out = out[:f.Limit]
 	}

@@ -117,7 +117,10 @@ type Result struct {
 type Filter struct {
 	State   string // StateQueued or StateHeld; "" for both
 	Account string
-	Limit   int // 0: no limit
+	// After lists only the messages whose ID sorts after it: with Limit,
+	// a long queue is read page by page (After = the last ID of a page).
+	After string
+	Limit int // 0: no limit
 }
 
 // Record is one message's entry in the delivery history.
@@ -201,6 +204,9 @@ type Store interface {
 
 	// Operator commands (oauthrelay queue ...). Each adds an event.
 	Get(ctx context.Context, id string) (*Envelope, error)
+	// List returns the queued messages f selects in ID order, which is
+	// the order they arrived in: queue IDs grow with time
+	// (transport.NewID).
 	List(ctx context.Context, f Filter) ([]*Envelope, error)
 	Hold(ctx context.Context, id string) error
 	Release(ctx context.Context, id string) error

@@ -26,7 +26,7 @@ func (s *Store) Get(ctx context.Context, id string) (*store.Envelope, error) {
 	return e, nil
 }
 
-// List returns the queued messages f selects, oldest received first.
+// List returns the queued messages f selects in ID order (arrival order).
 func (s *Store) List(ctx context.Context, f store.Filter) ([]*store.Envelope, error) {
 	if err := s.readable(); err != nil {
 		return nil, err
@@ -64,11 +64,14 @@ func listQuery(f store.Filter) (string, []any, error) {
 	if f.Account != "" {
 		where, args = append(where, "account = ?"), append(args, f.Account)
 	}
+	if f.After != "" {
+		where, args = append(where, "id > ?"), append(args, f.After)
+	}
 	query := `SELECT ` + envelopeColumns + ` FROM messages`
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	query += ` ORDER BY received, id`
+	query += ` ORDER BY id` // the primary key: a page reads only its rows`
 	if f.Limit > 0 {
 		query, args = query+` LIMIT ?`, append(args, f.Limit)
 	}

@@ -35,23 +35,30 @@ func testList(t *testing.T, e *env) {
 	add := func(id, account, state string, age time.Duration) {
 		e.enqueue(e.msg(id, withAccount(account), withState(state), withReceived(e.at(-age))))
 	}
-	add("q-a-old", "a@example.com", store.StateQueued, 5*time.Hour)
-	add("h-a", "a@example.com", store.StateHeld, 4*time.Hour)
-	add("q-b", "b@example.com", store.StateQueued, 3*time.Hour)
-	add("q-a-new", "a@example.com", store.StateQueued, 2*time.Hour)
-	add("h-b", "b@example.com", store.StateHeld, time.Hour)
+	// Queue IDs grow with time: List's ID order is arrival order.
+	add("1-q-a-old", "a@example.com", store.StateQueued, 5*time.Hour)
+	add("2-h-a", "a@example.com", store.StateHeld, 4*time.Hour)
+	add("3-q-b", "b@example.com", store.StateQueued, 3*time.Hour)
+	add("4-q-a-new", "a@example.com", store.StateQueued, 2*time.Hour)
+	add("5-h-b", "b@example.com", store.StateHeld, time.Hour)
 	cases := []struct {
 		filter store.Filter
 		want   []string
 	}{
-		{store.Filter{}, []string{"q-a-old", "h-a", "q-b", "q-a-new", "h-b"}},
-		{store.Filter{State: store.StateQueued}, []string{"q-a-old", "q-b", "q-a-new"}},
-		{store.Filter{State: store.StateHeld}, []string{"h-a", "h-b"}},
-		{store.Filter{Account: "a@example.com"}, []string{"q-a-old", "h-a", "q-a-new"}},
-		{store.Filter{State: store.StateHeld, Account: "b@example.com"}, []string{"h-b"}},
+		{store.Filter{}, []string{"1-q-a-old", "2-h-a", "3-q-b", "4-q-a-new", "5-h-b"}},
+		{store.Filter{State: store.StateQueued}, []string{"1-q-a-old", "3-q-b", "4-q-a-new"}},
+		{store.Filter{State: store.StateHeld}, []string{"2-h-a", "5-h-b"}},
+		{store.Filter{Account: "a@example.com"}, []string{"1-q-a-old", "2-h-a", "4-q-a-new"}},
+		{store.Filter{State: store.StateHeld, Account: "b@example.com"}, []string{"5-h-b"}},
 		{store.Filter{Account: "nobody@example.com"}, []string{}},
-		{store.Filter{Limit: 2}, []string{"q-a-old", "h-a"}},
-		{store.Filter{State: store.StateQueued, Limit: 1}, []string{"q-a-old"}},
+		{store.Filter{Limit: 2}, []string{"1-q-a-old", "2-h-a"}},
+		{store.Filter{State: store.StateQueued, Limit: 1}, []string{"1-q-a-old"}},
+		// Pages: After the last ID of the page before.
+		{store.Filter{After: "2-h-a", Limit: 2}, []string{"3-q-b", "4-q-a-new"}},
+		{store.Filter{After: "4-q-a-new", Limit: 2}, []string{"5-h-b"}},
+		{store.Filter{After: "5-h-b", Limit: 2}, []string{}},
+		{store.Filter{State: store.StateQueued, After: "1-q-a-old"}, []string{"3-q-b", "4-q-a-new"}},
+		{store.Filter{After: "0-gone"}, []string{"1-q-a-old", "2-h-a", "3-q-b", "4-q-a-new", "5-h-b"}},
 	}
 	for _, tc := range cases {
 		if diff := cmp.Diff(tc.want, e.listIDs(tc.filter)); diff != "" {
@@ -62,7 +69,7 @@ func testList(t *testing.T, e *env) {
 	if err != nil || len(got) != 1 {
 		t.Fatalf("List: %v, %d messages", err, len(got))
 	}
-	if got[0].Account != "b@example.com" || got[0].ID != "q-b" || len(got[0].Rcpts) != 1 {
+	if got[0].Account != "b@example.com" || got[0].ID != "3-q-b" || len(got[0].Rcpts) != 1 {
 		t.Errorf("listed envelope incomplete: %+v", got[0])
 	}
 }

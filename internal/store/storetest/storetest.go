@@ -11,7 +11,8 @@
 //   - the messages of one Enqueue are stored all or none; an existing ID,
 //     an empty reverse-path, no recipients or a body that fails to read
 //     refuse the call (the reader's error is wrapped);
-//   - List is oldest received first;
+//   - List is in ID order (IDs grow with time: arrival order), paged
+//     with After and Limit;
 //   - Hold and Release of a message already in that state change nothing
 //     and add no event; Retry does not lift a hold; a message held during
 //     an attempt stays held after Finish;
