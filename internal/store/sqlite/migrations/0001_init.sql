@@ -30,12 +30,14 @@ CREATE TABLE messages (
 ) STRICT, WITHOUT ROWID;
 
 -- Every index is written at each enqueue and each delivery, so there are
--- only those the hot paths need: Claim (due) and the oldest queued message
+-- only those the hot paths need: Claim (due, by account: an account left
+-- out of a claim, at its connection cap with a long backlog, is stepped
+-- over in one seek instead of row by row) and the oldest queued message
 -- (state, received). Listing by account or by time, and releasing an
 -- instance's leases (at its start and stop), scan the queue. Queue IDs
 -- grow with time, so rows and index entries are appended at the right
 -- edge of their b-trees.
-CREATE INDEX messages_due ON messages (state, next_attempt);
+CREATE INDEX messages_due ON messages (state, account, next_attempt);
 CREATE INDEX messages_state_received ON messages (state, received);
 
 -- Wrapped data keys (envelope encryption). AUTOINCREMENT: an ID is never
