@@ -69,7 +69,7 @@ func cmdQueue(ctx context.Context, args []string, stdio IO) int {
 		return 1
 	}
 	defer st.Close()
-	if err := c.run(ctx, st, stdio); err != nil {
+	if err := c.run(ctx, lifetimeView{st, cfg.Queue.MaxLifetime}, stdio); err != nil {
 		if !errors.Is(err, errReported) {
 			fmt.Fprintf(stdio.Stderr, "oauthrelay queue %s: %v\n", c.verb, err)
 		}
@@ -172,6 +172,30 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 // Crockford base32, and a copied "!" (held) marker is dropped.
 func normalizeID(id string) string {
 	return strings.ToUpper(strings.TrimRight(strings.TrimSpace(id), "!*"))
+}
+
+// lifetimeView shows each message's expiry under the max_lifetime of the
+// configuration, which the relay applies to every queued message, rather
+// than the one in force when the message arrived (the stored Expires).
+type lifetimeView struct {
+	store.Store
+	maxLifetime time.Duration
+}
+
+func (v lifetimeView) Get(ctx context.Context, id string) (*store.Envelope, error) {
+	e, err := v.Store.Get(ctx, id)
+	if err == nil {
+		e.Expires = e.Received.Add(v.maxLifetime)
+	}
+	return e, err
+}
+
+func (v lifetimeView) List(ctx context.Context, f store.Filter) ([]*store.Envelope, error) {
+	list, err := v.Store.List(ctx, f)
+	for _, e := range list {
+		e.Expires = e.Received.Add(v.maxLifetime)
+	}
+	return list, err
 }
 
 // openQueueStore opens the relay's store. It never creates one: a store

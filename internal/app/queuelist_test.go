@@ -88,3 +88,34 @@ func TestQueueListPages(t *testing.T) {
 		t.Errorf("empty JSON list = %q, want []", empty.String())
 	}
 }
+
+// The queue commands show each message's expiry under the configuration's
+// max_lifetime, which the relay applies to every queued message, not the
+// one stored when it arrived.
+func TestQueueShowsTheConfiguredLifetime(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, t.TempDir(), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	arrived := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	id := transport.NewID()
+	err = st.Enqueue(ctx, &store.NewMessage{Envelope: store.Envelope{
+		ID: id, Account: "a@example.com", From: "<s@example.com>", Rcpts: []store.Recipient{{Addr: "<r@example.net>"}},
+		Received: arrived, Expires: arrived.Add(5 * 24 * time.Hour), NextAttempt: arrived,
+	}, Body: strings.NewReader("Subject: x\r\n\r\nx\r\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := lifetimeView{st, 2 * time.Hour}
+	want := arrived.Add(2 * time.Hour)
+	got, err := view.Get(ctx, id)
+	if err != nil || !got.Expires.Equal(want) {
+		t.Errorf("Get: expires %v, %v; want arrival + 2h", got.Expires, err)
+	}
+	list, err := view.List(ctx, store.Filter{})
+	if err != nil || len(list) != 1 || !list[0].Expires.Equal(want) {
+		t.Errorf("List: %v, %v; want one message expiring at arrival + 2h", list, err)
+	}
+}

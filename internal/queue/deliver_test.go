@@ -377,6 +377,35 @@ func TestUnconfiguredAccountIsDeferred(t *testing.T) {
 	}
 }
 
+// A reload that shortens max_lifetime applies to the messages already
+// queued, as Postfix's maximal_queue_lifetime does: they expire counted
+// from their arrival under the new lifetime.
+func TestShorterMaxLifetimeAppliesToQueuedMessages(t *testing.T) {
+	cfg := testConfig() // MaxLifetime 24h
+	h := newHarness(t, cfg)
+	h.manual()
+	h.tr.rcpt = func(transport.Envelope, string) error {
+		return reply(451, smtp.EnhancedCode{4, 7, 0}, "temporarily deferred")
+	}
+	id := h.submit("<s@example.com>", "r@example.net")
+	h.step()
+	if env := h.env(id); env.State != store.StateQueued || !env.Expires.Equal(t0.Add(24*time.Hour)) {
+		t.Fatalf("after the first attempt: state %s expires %s", env.State, env.Expires.Sub(t0))
+	}
+	cfg.MaxLifetime = 2 * time.Hour
+	h.q.SetConfig(cfg)
+	h.clock.Advance(2 * time.Hour)
+	h.step()
+	env := h.env(id)
+	want := "delivery time expired after 2h in the queue; last reply: 451 4.7.0 temporarily deferred"
+	if r := rcptOf(env, "r@example.net"); env.State != store.StateBounced || r.LastReply != want {
+		t.Errorf("two hours after a reload to max_lifetime 2h: state %s, recipient %+v", env.State, r)
+	}
+	if calls := h.notes.snapshot(); len(calls) != 1 || calls[0].failed[0].Status != "4.4.7" {
+		t.Errorf("notifications %+v, want one 4.4.7", calls)
+	}
+}
+
 func TestSetConfigChangesLaterAttempts(t *testing.T) {
 	h := newHarness(t, testConfig())
 	h.manual()

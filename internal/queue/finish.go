@@ -30,7 +30,7 @@ type summary struct {
 func result(c *store.Claimed, o *outcome, now, until time.Time, cfg Config) (store.Result, summary) {
 	res := store.Result{At: now, Rcpts: o.rcpts, Reply: o.reply, Counted: o.counted()}
 	var sum summary
-	expired := !now.Before(c.Expires)
+	expired := !now.Before(cfg.expires(c))
 	for _, r := range pendingRcpts(&c.Envelope) {
 		if n, ok := o.rcpts[r.Addr]; ok {
 			r = n
@@ -41,7 +41,7 @@ func result(c *store.Claimed, o *outcome, now, until time.Time, cfg Config) (sto
 		case r.State == store.RcptFailed:
 			sum.failed = append(sum.failed, failedRcpt{rcpt: r, status: statusOf(r.LastReply), diag: r.LastReply, reply: r.LastReply})
 		case expired:
-			f := expire(c, r, o)
+			f := expire(c, r, o, cfg)
 			res.Rcpts[r.Addr] = f.rcpt
 			res.Reply = f.diag
 			sum.failed = append(sum.failed, f)
@@ -65,7 +65,7 @@ func result(c *store.Claimed, o *outcome, now, until time.Time, cfg Config) (sto
 
 // expire fails a recipient still pending when the message's lifetime is
 // over (RFC 3463 4.4.7: delivery time expired).
-func expire(c *store.Claimed, r store.Recipient, o *outcome) failedRcpt {
+func expire(c *store.Claimed, r store.Recipient, o *outcome, cfg Config) failedRcpt {
 	last := r.LastReply
 	if last == "" {
 		last = o.reply
@@ -73,7 +73,7 @@ func expire(c *store.Claimed, r store.Recipient, o *outcome) failedRcpt {
 	if last == "" {
 		last = c.LastReply
 	}
-	reason := fmt.Sprintf("delivery time expired after %s in the queue", lifetime(c.Expires.Sub(c.Received)))
+	reason := fmt.Sprintf("delivery time expired after %s in the queue", lifetime(cfg.MaxLifetime))
 	shown := last
 	if shown == "" {
 		shown = "none"

@@ -65,9 +65,11 @@ type Config struct {
 	// RetrySchedule is the wait after each failed attempt: the first
 	// failure waits RetrySchedule[0], and so on; the last step repeats.
 	RetrySchedule []time.Duration
-	// MaxLifetime is how long a message may stay queued; pending
-	// recipients then fail with 4.4.7. It applies to messages queued
-	// after it is set (each message keeps its Expires).
+	// MaxLifetime is how long a message may stay queued, counted from
+	// its arrival; pending recipients then fail with 4.4.7. Like
+	// Postfix's maximal_queue_lifetime it applies to every queued
+	// message, those queued before a reload changed it too (the stored
+	// Expires records the lifetime in force at arrival).
 	MaxLifetime time.Duration
 	// Workers is the number of deliveries in flight at most (0: DefaultWorkers).
 	Workers int
@@ -117,6 +119,10 @@ func (c Config) withDefaults() Config {
 	c.RetrySchedule = append([]time.Duration(nil), c.RetrySchedule...)
 	return c
 }
+
+// expires is when a queued message's pending recipients fail: its
+// arrival plus the max_lifetime in force now.
+func (c Config) expires(m *store.Claimed) time.Time { return m.Received.Add(c.MaxLifetime) }
 
 // retryAfter is the wait after a failed attempt when attempts attempts
 // had been made before it.
