@@ -69,7 +69,7 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 	if sc == nil {
 		return nil, nil
 	}
-	opts := sqlite.Options{Logger: r.log.Named("store")}
+	opts := sqlite.Options{Logger: r.log.Named("store"), Exclusive: true}
 	if t := sc.Transit; t != nil {
 		if b.vault == nil {
 			return nil, errors.New("store transit encryption needs the vault block")

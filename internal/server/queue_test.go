@@ -15,7 +15,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
+	"github.com/oauthrelay/oauthrelay/internal/server"
 	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
@@ -308,4 +310,28 @@ func TestQueueRecoversFromATokenRevocation(t *testing.T) {
 		subject := fmt.Sprintf("revoked-%d", i)
 		await(t, subject, 30*time.Second, func() bool { return delivered(h, subject) == 1 })
 	}
+}
+
+// A second relay on the store of a running one does not start: both would
+// take the same leases for their own (they are named after the host) and
+// deliver the same messages twice.
+func TestSecondRelayOnAStoreIsRefused(t *testing.T) {
+	h, dir := queueingHarness(t, harnessOptions{})
+	loaded := config.Load(h.cfgPath, h.overrides)
+	if loaded.Diagnostics.HasErrors() {
+		t.Fatalf("config: %v", loaded.Diagnostics)
+	}
+	rt, err := server.New(context.Background(), loaded.Config, server.Options{ConfigPath: h.cfgPath, Overrides: h.overrides})
+	if err == nil {
+		_ = rt.Shutdown(context.Background())
+		t.Fatal("a second relay started on the store of a running one")
+	}
+	if !strings.Contains(err.Error(), "in use by another relay") || !strings.Contains(err.Error(), dir) {
+		t.Errorf("error = %v, want the store %s named as in use by another relay", err, dir)
+	}
+	// The first relay still queues and delivers.
+	if _, err := sendSubject(h, alice, "still-running"); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "the first relay's delivery", 30*time.Second, func() bool { return delivered(h, "still-running") == 1 })
 }

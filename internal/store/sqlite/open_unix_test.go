@@ -3,9 +3,12 @@
 package sqlite
 
 import (
+	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -33,4 +36,32 @@ func wantMode(t *testing.T, path string, want fs.FileMode) {
 	if fi.Mode() != want {
 		t.Errorf("%s has mode %v, want %v", filepath.Base(path), fi.Mode(), want)
 	}
+}
+
+// One relay at a time: a second relay's Open of the store fails and names
+// the process that has it; the queue commands (not exclusive) still open
+// it; once the first closes, another relay may open it.
+func TestExclusiveOpenKeepsASecondRelayOut(t *testing.T) {
+	dir := t.TempDir()
+	first, err := Open(t.Context(), dir, Options{Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(t.Context(), dir, Options{Exclusive: true})
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", os.Getpid())) {
+		t.Fatalf("second exclusive Open: %v, want ErrInUse naming process %d", err, os.Getpid())
+	}
+	cli, err := Open(t.Context(), dir, Options{})
+	if err != nil {
+		t.Fatalf("a queue command's Open beside the relay: %v", err)
+	}
+	cli.Close()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(t.Context(), dir, Options{Exclusive: true})
+	if err != nil {
+		t.Fatalf("exclusive Open after the first relay closed: %v", err)
+	}
+	again.Close()
 }

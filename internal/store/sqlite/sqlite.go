@@ -36,6 +36,14 @@ import (
 // its -wal and -shm files beside it.
 const FileName = "oauthrelay.db"
 
+// RelayLockFileName is the file beside the database that the relay holds
+// locked while it uses the store (Options.Exclusive).
+const RelayLockFileName = FileName + "-relay"
+
+// ErrInUse is the error of Open with Options.Exclusive while another
+// relay uses the store.
+var ErrInUse = errors.New("the store is in use by another relay")
+
 // DefaultMaxBatch is the default of Options.MaxBatch.
 const DefaultMaxBatch = 256
 
@@ -49,6 +57,12 @@ type Options struct {
 	// MaxBatch bounds the messages (or other requests) committed in one
 	// transaction; 0 means DefaultMaxBatch.
 	MaxBatch int
+	// Exclusive is for the relay: it keeps any other relay out of the
+	// store while open (ErrInUse). Two relays on one store would take
+	// each other's leases for their own (both are named after the host)
+	// and deliver the same messages. The `oauthrelay queue` commands
+	// open the store beside the relay without it.
+	Exclusive bool
 
 	// maxPageCount, when set, caps the database size (PRAGMA
 	// max_page_count) so that tests can fill it up.
@@ -62,10 +76,11 @@ type Store struct {
 	sealer store.Sealer
 	keys   *keyCache
 
-	wdb   *sql.DB // the writer's single connection
-	rdb   *sql.DB // read-only connections
-	reads readStmts
-	turn  *turnstile
+	relayLock *os.File // held while open with Options.Exclusive
+	wdb       *sql.DB  // the writer's single connection
+	rdb       *sql.DB  // read-only connections
+	reads     readStmts
+	turn      *turnstile
 
 	maxBatch   int
 	requests   chan *request
@@ -96,6 +111,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := newStore(path, opts)
+	if opts.Exclusive {
+		if s.relayLock, err = lockRelay(filepath.Join(path, RelayLockFileName)); err != nil {
+			return nil, err
+		}
+	}
 	s.warnIfReadable(file)
 	useFdatasync(s.log)
 	if err := s.openDatabases(ctx, file, opts.maxPageCount); err != nil {
@@ -182,6 +202,9 @@ func (s *Store) closeDatabases() error {
 	}
 	if s.turn != nil {
 		errs = append(errs, s.turn.close())
+	}
+	if s.relayLock != nil {
+		errs = append(errs, s.relayLock.Close()) // drops the lock
 	}
 	return errors.Join(errs...)
 }
