@@ -60,6 +60,7 @@ func (q *Queue) reserveFresh(account string, size int64, now time.Time) *fresh {
 		}
 	}
 	q.fresh++
+	q.freshWG.Add(1)
 	return &fresh{q: q, owner: q.cfg.Owner, lease: q.cfg.Lease, until: now.Add(q.cfg.Lease)}
 }
 
@@ -82,6 +83,7 @@ func (f *fresh) cancel() {
 	f.q.fresh--
 	f.q.mu.Unlock()
 	f.release()
+	f.q.freshWG.Done()
 }
 
 func (f *fresh) release() {
@@ -102,6 +104,7 @@ func (f *fresh) start(env store.Envelope) {
 	q.fresh--
 	q.mu.Unlock()
 	q.place(q.workCtx, l)
+	q.freshWG.Done()
 }
 
 // memMessage is a message body in memory as a transport.Message.

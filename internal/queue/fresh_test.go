@@ -163,3 +163,39 @@ func TestFinishedDeliveriesCostNoEmptyClaims(t *testing.T) {
 		t.Errorf("%d claims for 20 messages handed over fresh, want none", claims-claims0)
 	}
 }
+
+// A stop past its deadline abandons the deliveries in flight, which keep
+// their leases (they may have reached the provider), but gives each
+// message that was waiting for a worker back at once: no lease outlives
+// the relay on a message it never tried.
+func TestUncleanStopGivesBackTheWaitingMessages(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.routes.set(acct, h.tr, 1) // one delivery at a time: the others wait
+	h.claimOnly()
+	g := make(gate)
+	h.tr.body = g.body
+	var ids []string
+	for range 3 {
+		ids = append(ids, h.submit("<s@example.com>", "r@example.net"))
+	}
+	h.q.Start(context.Background())
+	eventually(t, "one delivery stuck and two waiting", func() bool {
+		h.q.mu.Lock()
+		defer h.q.mu.Unlock()
+		return h.tr.inFlight() == 1 && len(h.q.backlog) == 2
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the stop deadline has passed
+	if err := h.q.Stop(ctx); err == nil {
+		t.Fatal("Stop past its deadline returned no error")
+	}
+	leased := 0
+	for _, id := range ids {
+		if owner, _ := h.st.lease(id); owner != "" {
+			leased++
+		}
+	}
+	if leased != 1 {
+		t.Errorf("%d messages leased after the stop, want 1 (the abandoned delivery)", leased)
+	}
+}

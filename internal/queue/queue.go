@@ -151,6 +151,9 @@ type Queue struct {
 	cfg     Config
 	running int
 	fresh   int // worker slots reserved for messages being enqueued (fresh.go)
+	// freshWG counts those reservations until they are placed or
+	// cancelled: Stop waits for them before it returns the backlog.
+	freshWG sync.WaitGroup
 	// handover lets new messages go straight to a worker (fresh.go);
 	// tests of the claim path turn it off.
 	handover bool
@@ -299,6 +302,10 @@ func (q *Queue) Stop(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go func() {
+		// Messages being handed over when the stop began are placed
+		// (in the backlog, as the queue is stopping) before the
+		// backlog is returned.
+		q.freshWG.Wait()
 		q.workers.Wait()
 		close(done)
 	}()
@@ -314,10 +321,12 @@ func (q *Queue) Stop(ctx context.Context) error {
 	return err
 }
 
-// returnBacklog gives the claimed messages no worker took back to the
-// store. Only when no delivery was abandoned may every lease of this
-// owner be released; otherwise they expire (or the next Start releases
-// them).
+// returnBacklog gives the leased messages no worker took (claimed, or
+// handed over as they arrived) back to the store. Only when no delivery
+// was abandoned may every lease of this owner be released at once;
+// otherwise each waiting message is given back by itself, and the
+// abandoned deliveries keep their leases until they expire (or the next
+// Start releases them): they may have reached the provider.
 func (q *Queue) returnBacklog(ctx context.Context, clean bool) {
 	q.mu.Lock()
 	held := q.backlog
@@ -327,12 +336,26 @@ func (q *Queue) returnBacklog(ctx context.Context, clean bool) {
 	for _, l := range held {
 		l.end()
 	}
-	if len(held) == 0 || !clean {
+	if len(held) == 0 {
 		return
 	}
-	if err := q.st.ReleaseLeases(ctx, owner); err != nil {
-		q.storeError("release_leases")
-		q.log.Warn("could not release the leases of messages not yet started; they expire instead", "count", len(held), "error", err)
+	if clean {
+		if err := q.st.ReleaseLeases(ctx, owner); err != nil {
+			q.storeError("release_leases")
+			q.log.Warn("could not release the leases of messages not yet started; they expire instead", "count", len(held), "error", err)
+		}
+		return
+	}
+	// ctx has ended (the stop deadline passed): a moment more to record
+	// that these were not attempted.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	now := q.now()
+	for _, l := range held {
+		res := store.Result{At: now, Reply: "the relay stopped before delivering it", NextAttempt: now, Counted: false}
+		if err := q.st.Finish(ctx, l.c.ID, owner, res); err != nil {
+			q.finishFailed(l.c, err)
+		}
 	}
 }
 
