@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,6 +107,7 @@ func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		st:     st,
 		conn:   c,
 		remote: remote,
+		addr:   remoteAddr(c.Conn().RemoteAddr()),
 		log:    b.log.With("listener", b.lis.Name, "remote", remote),
 	}
 	if a, ok := rawConn(c).(sessionAware); ok {
@@ -138,7 +140,10 @@ type Session struct {
 	st     *State // the configuration the session started with (counted)
 	conn   *smtp.Conn
 	remote string
-	log    hclog.Logger
+	// addr is the client's IP address (IPv4 in its 4-byte form), what
+	// client networks are matched against.
+	addr netip.Addr
+	log  hclog.Logger
 
 	mu sync.Mutex
 	// clientName and clientHash identify the authenticated client; every
@@ -156,6 +161,20 @@ var _ smtp.AuthSession = (*Session)(nil)
 
 // Idle reports whether the session is between transactions.
 func (s *Session) Idle() bool { return !s.inTx.Load() }
+
+// remoteAddr returns a connection's remote IP address, an IPv4 client of
+// a dual-stack socket in its IPv4 form; the zero Addr when it has none.
+func remoteAddr(a net.Addr) netip.Addr {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(tcp.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
 
 func (s *Session) remoteIP() string {
 	host, _, err := net.SplitHostPort(s.remote)
@@ -291,6 +310,28 @@ func (s *Session) currentClient(st *State) *Client {
 	return c
 }
 
+// identify returns the client a transaction runs for, under the current
+// configuration: the one the session authenticated as (AUTH wins over the
+// network), else the one whose networks hold the client's address. Its
+// error is the reply: 421 for an authenticated client a reload removed,
+// 530 when nothing identifies the client (no open relay).
+func (s *Session) identify(st *State) (*Client, error) {
+	if s.clientName != "" {
+		c := s.currentClient(st)
+		if c == nil {
+			s.log.Warn("client removed or its password changed by a reload; closing its session")
+			s.closeAfterReply()
+			return nil, errCredentialsChanged
+		}
+		return c, nil
+	}
+	if c := st.clientByNetwork(s.addr); c != nil {
+		return c, nil
+	}
+	s.log.Info("MAIL without AUTH from an address outside every client network refused")
+	return nil, errAuthRequired
+}
+
 // Mail implements smtp.Session: check the sender against the current
 // configuration, the account's circuits and sending limits, then start the
 // upstream transaction so that token and connection problems surface here.
@@ -300,20 +341,15 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := s.refuseIfEnding(); err != nil {
 		return err
 	}
-	if s.clientName == "" {
-		return errAuthRequired
-	}
 	if s.tx != nil {
 		// RFC 5321 §4.1.4: MAIL inside a transaction is a sequence error.
 		return errNestedMail
 	}
 	st := s.b.currentState()
-	client := s.currentClient(st)
-	if client == nil {
+	client, err := s.identify(st)
+	if err != nil {
 		st.release()
-		s.log.Warn("client removed or its password changed by a reload; closing its session")
-		s.closeAfterReply()
-		return errCredentialsChanged
+		return err
 	}
 	path, err := parseAddress(from)
 	if from == "" {
@@ -330,8 +366,11 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("sender refused", "from", printable(from))
 		return errSenderNotAllowed
 	}
-	tx := &transaction{st: st, id: newMessageID(), account: acct, from: path, started: time.Now()}
+	tx := &transaction{st: st, id: newMessageID(), client: client.Name, account: acct, from: path, started: time.Now()}
 	tx.log = s.log.With("msgid", tx.id, "account", acct.Address)
+	if s.clientName == "" {
+		tx.log = tx.log.With("client", client.Name, "identified_by", "network")
+	}
 	env := transport.Envelope{ID: tx.id, Account: acct.Address, From: path, Listener: s.b.lis.Name, Client: client.Name}
 	if opts != nil {
 		env.Mail = transport.MailOptions{Size: opts.Size, Body: opts.Body}

@@ -14,6 +14,7 @@ import (
 type transaction struct {
 	st      *State // the configuration the transaction runs with (held)
 	id      string
+	client  string // the client's name
 	account *Account
 	from    string // the sender as an SMTP path
 	rcpts   []string

@@ -205,6 +205,9 @@ func (b *built) buildGroup(g *config.AccountGroup, pr providerRuntime, d deps) {
 		for _, s := range c.AllowedSenders {
 			rc.Allowed[s] = b.state.Accounts[s]
 		}
+		for _, n := range c.Networks {
+			rc.Networks = append(rc.Networks, n.Prefix)
+		}
 		b.state.Clients[c.Name] = rc
 	}
 }
