@@ -329,6 +329,9 @@ type Client struct {
 	AllowedSenders []string // lower-cased account addresses
 	// Networks are the networks whose hosts are this client without AUTH.
 	Networks []ClientNetwork
+	// SendAs, when set, is the account every message of the client is
+	// sent as: envelope sender and From header rewritten (lower case).
+	SendAs   string
 	DefRange hcl.Range
 }
 

@@ -314,6 +314,7 @@ type rawClient struct {
 	PasswordHash   *string  `hcl:"password_hash,optional"`
 	AllowedSenders []string `hcl:"allowed_senders,optional"`
 	Networks       []string `hcl:"networks,optional"`
+	SendAs         *string  `hcl:"send_as,optional"`
 	Body           hcl.Body `hcl:",body"`
 }
 
@@ -479,6 +480,9 @@ func (d *decoder) client(g *AccountGroup, rc rawClient, labelRange hcl.Range, se
 		d.errorf(labelRange, "Client cannot be recognised", "Client %q needs password_hash (it authenticates with SMTP AUTH), networks (hosts of these networks are this client without AUTH), or both. Create a hash with `oauthrelay hash-password`.", rc.Name)
 	}
 	c.AllowedSenders = d.allowedSenders(g, rc, labelRange)
+	if rc.SendAs != nil {
+		c.SendAs = d.sendAs(g, c, rc, labelRange)
+	}
 	return c
 }
 
@@ -510,6 +514,29 @@ func (d *decoder) allowedSenders(g *AccountGroup, rc rawClient, labelRange hcl.R
 		out = append(out, addr)
 	}
 	return out
+}
+
+// sendAs checks a client's send_as: an account the client may send as.
+func (d *decoder) sendAs(g *AccountGroup, c *Client, rc rawClient, labelRange hcl.Range) string {
+	rng := attrRange(rc.Body, "send_as", labelRange)
+	addr := strings.ToLower(strings.TrimSpace(*rc.SendAs))
+	if !validAddress(addr) {
+		d.errorf(rng, "Invalid send_as", "Client %q: send_as must be a mailbox address such as \"scans@example.com\"; got %q.", rc.Name, *rc.SendAs)
+		return ""
+	}
+	for _, s := range c.AllowedSenders {
+		if s == addr {
+			return addr
+		}
+	}
+	for _, a := range g.Accounts {
+		if a.Address == addr {
+			d.errorf(rng, "send_as is not an allowed sender", "Client %q sends as %q, which is not among its allowed_senders; add it there or remove allowed_senders.", rc.Name, addr)
+			return ""
+		}
+	}
+	d.errorf(rng, "send_as is not an account of the group", "Client %q sends as %q, which is not an account of group %q; the relay can only send as the group's own accounts.", rc.Name, addr, g.Name)
+	return ""
 }
 
 // clientNetworks parses a client's networks; each problem points at the

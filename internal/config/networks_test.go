@@ -30,6 +30,7 @@ account_group "g" {
   client "floor" {
     networks        = ["10.20.0.0/16", "2001:db8:20::/48"]
     allowed_senders = ["a@example.com"]
+    send_as         = "A@Example.com"
   }
   client "printer" {
     networks = [
@@ -70,6 +71,9 @@ func TestClientNetworks(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"10.20.7.0/24", "10.20.7.9/32"}, nets("printer")); diff != "" {
 		t.Errorf("printer networks (-want +got):\n%s", diff)
+	}
+	if clients["floor"].SendAs != "a@example.com" || clients["printer"].SendAs != "" {
+		t.Errorf("send_as: floor %q, printer %q", clients["floor"].SendAs, clients["printer"].SendAs)
 	}
 	if clients["printer"].PasswordHash != "" || clients["app"].Networks != nil {
 		t.Errorf("printer hash %q, app networks %v", clients["printer"].PasswordHash, clients["app"].Networks)

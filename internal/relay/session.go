@@ -360,16 +360,20 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("malformed sender address refused", "from", printable(from), "reason", err.Error())
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax: " + err.Error()}
 	}
-	acct, ok := client.Allowed[strings.ToLower(from)]
-	if !ok {
+	acct, path, err := senderAccount(client, from, path)
+	if err != nil {
 		st.release()
 		s.log.Warn("sender refused", "from", printable(from))
-		return errSenderNotAllowed
+		return err
 	}
 	tx := &transaction{st: st, id: newMessageID(), client: client.Name, account: acct, from: path, started: time.Now()}
 	tx.log = s.log.With("msgid", tx.id, "account", acct.Address)
 	if s.clientName == "" {
 		tx.log = tx.log.With("client", client.Name, "identified_by", "network")
+	}
+	if client.SendAs != nil {
+		tx.sendAs, tx.mailFrom = true, from
+		tx.log = tx.log.With("mail_from", printable(from), "send_as", acct.Address)
 	}
 	env := transport.Envelope{ID: tx.id, Account: acct.Address, From: path, Listener: s.b.lis.Name, Client: client.Name}
 	if opts != nil {
@@ -387,6 +391,22 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	s.tx = tx
 	s.inTx.Store(true)
 	return nil
+}
+
+// senderAccount applies the client's sender policy to MAIL FROM (path is
+// its SMTP form): the account that sends the message and the reverse-path
+// to use. A client with send_as sends everything as that account, whatever
+// its MAIL FROM (README "Devices"); any other client only as one of its
+// allowed senders.
+func senderAccount(c *Client, from, path string) (*Account, string, error) {
+	if c.SendAs != nil {
+		return c.SendAs, c.SendAs.Address, nil
+	}
+	acct, ok := c.Allowed[strings.ToLower(from)]
+	if !ok {
+		return nil, "", errSenderNotAllowed
+	}
+	return acct, path, nil
 }
 
 // Rcpt implements smtp.Session, passing the provider's verdict on each
@@ -485,13 +505,22 @@ func (s *Session) Data(r io.Reader) error {
 func (s *Session) receive(tx *transaction, r io.Reader) (*message, error) {
 	msg := newMessage(s.b.lis.Budget)
 	err := msg.WriteString(s.receivedHeader(tx))
-	if err == nil {
+	switch {
+	case err != nil:
+	case tx.sendAs:
+		err = receiveSendAs(tx, msg, r)
+	default:
 		_, err = msg.ReadFrom(r)
 	}
 	if err != nil {
 		msg.Release()
 		var se *smtp.SMTPError
 		switch {
+		case errors.Is(err, errHeaderTooLarge):
+			tx.log.Warn("message refused: its header section is too large to rewrite for send_as", "reply", errHeaderTooLarge.Code, "max_header", transport.MaxHeader)
+			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "header_too_large").Inc()
+			s.count(tx, errHeaderTooLarge.Code)
+			return nil, errHeaderTooLarge
 		case errors.As(err, &se):
 			tx.log.Warn("message refused", "reply", se.Code, "reason", se.Message)
 			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "too_large").Inc()

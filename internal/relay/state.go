@@ -40,6 +40,9 @@ type Client struct {
 	// Networks are the networks whose hosts are this client without AUTH
 	// (masked prefixes).
 	Networks []netip.Prefix
+	// SendAs, when set, is the account every message of the client is
+	// sent as, whatever sender the client gives (README "Devices").
+	SendAs *Account
 }
 
 // State is the immutable view of the configuration a session works with.
@@ -150,5 +153,6 @@ var (
 	errStorageFull        = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage for the message now; try again later"}
 	errLineTooLong        = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message has a line longer than this relay accepts; wrap long lines or use quoted-printable or base64"}
 	errAuthThrottled      = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications from your address; try again later"}
+	errHeaderTooLarge     = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Header section too large to rewrite the sender (send_as); keep it under 64 KiB"}
 	errShuttingDown       = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 )

@@ -17,10 +17,14 @@ type transaction struct {
 	client  string // the client's name
 	account *Account
 	from    string // the sender as an SMTP path
-	rcpts   []string
-	log     hclog.Logger
-	started time.Time
-	d       transport.Delivery
+	// sendAs: the client's send_as account sends the message, whose From
+	// is rewritten; mailFrom is the client's own MAIL FROM.
+	sendAs   bool
+	mailFrom string
+	rcpts    []string
+	log      hclog.Logger
+	started  time.Time
+	d        transport.Delivery
 }
 
 // release ends the delivery (a no-op after Body) and lets go of the

@@ -97,3 +97,79 @@ func TestNetworkClientsAndReload(t *testing.T) {
 		t.Errorf("sandbox got %d messages, want 3", n)
 	}
 }
+
+// withoutReceived returns a message without its first header field (the
+// relay's Received, whose ID and date vary).
+func withoutReceived(t *testing.T, data []byte) string {
+	t.Helper()
+	s := string(data)
+	if !strings.HasPrefix(s, "Received: ") {
+		t.Fatalf("message does not start with the relay's Received header: %q", s)
+	}
+	for {
+		i := strings.Index(s, "\r\n")
+		if i < 0 {
+			t.Fatalf("unterminated header: %q", data)
+		}
+		s = s[i+2:]
+		if s == "" || (s[0] != ' ' && s[0] != '\t') {
+			return s
+		}
+	}
+}
+
+// A send_as client's messages reach the provider from the account, with
+// the header rewritten as the README describes — checked byte for byte at
+// the sandbox provider.
+func TestSendAsAtTheProvider(t *testing.T) {
+	h := newHarness(t, harnessOptions{delegatedExtra: fmt.Sprintf(
+		"client \"scanner\" {\n    networks = [\"127.0.0.2/32\"]\n    send_as  = %q\n  }\n", alice)})
+	tests := []struct {
+		name, in, want string
+	}{
+		{
+			name: "folded encoded-word display name",
+			in:   "From: =?ISO-8859-1?Q?Scanner_B=FCro?=\r\n <scanner@dev.lan>\r\nSubject: Scan\r\nMIME-Version: 1.0\r\n\r\npage 1\r\n",
+			want: "From: =?ISO-8859-1?Q?Scanner_B=FCro?=\r\n <alice@example.com>\r\nReply-To: =?ISO-8859-1?Q?Scanner_B=FCro?=\r\n <scanner@dev.lan>\r\nSubject: Scan\r\nMIME-Version: 1.0\r\n\r\npage 1\r\n",
+		},
+		{
+			name: "several authors and a Sender",
+			in:   "From: Ann <ann@dev.lan>, Ben <ben@dev.lan>\r\nSender: copier@dev.lan\r\nSubject: Minutes\r\n\r\ntext\r\n",
+			want: "From: alice@example.com\r\nReply-To: Ann <ann@dev.lan>, Ben <ben@dev.lan>\r\nSubject: Minutes\r\n\r\ntext\r\n",
+		},
+		{
+			name: "no From",
+			in:   "Subject: Fax\r\nTo: office@example.net\r\n\r\nfax\r\n",
+			want: "Subject: Fax\r\nTo: office@example.net\r\nFrom: alice@example.com\r\n\r\nfax\r\n",
+		},
+		{
+			name: "Reply-To already there",
+			in:   "Reply-To: helpdesk@example.com\r\nFrom: MFP <mfp@dev.lan>\r\n\r\n.leading dot\r\n",
+			want: "Reply-To: helpdesk@example.com\r\nFrom: MFP <alice@example.com>\r\n\r\n.leading dot\r\n",
+		},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := h.sendFrom("127.0.0.2", "scanner@dev.lan", tc.in); err != nil {
+				t.Fatal(err)
+			}
+			msgs := h.sb.SMTP.Messages()
+			if len(msgs) != i+1 {
+				t.Fatalf("sandbox has %d messages, want %d", len(msgs), i+1)
+			}
+			m := msgs[i]
+			if m.From != alice || m.User != alice {
+				t.Errorf("envelope sender %q as %q, want %s", m.From, m.User, alice)
+			}
+			if got := withoutReceived(t, m.Data); got != tc.want {
+				t.Errorf("at the provider:\n%q\nwant\n%q", got, tc.want)
+			}
+		})
+	}
+	logs := h.logs.String()
+	for _, want := range []string{"message rewritten to be sent as the client's send_as account", "mail_from=scanner@dev.lan", `header_from="ann@dev.lan, ben@dev.lan"`, "send_as=alice@example.com"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %q", want)
+		}
+	}
+}

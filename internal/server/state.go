@@ -208,6 +208,9 @@ func (b *built) buildGroup(g *config.AccountGroup, pr providerRuntime, d deps) {
 		for _, n := range c.Networks {
 			rc.Networks = append(rc.Networks, n.Prefix)
 		}
+		if c.SendAs != "" {
+			rc.SendAs = b.state.Accounts[c.SendAs]
+		}
 		b.state.Clients[c.Name] = rc
 	}
 }
