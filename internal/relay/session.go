@@ -226,12 +226,7 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, username, password string) error {
-			if identity != "" && identity != username {
-				return errBadCredentials
-			}
-			return s.authenticate(username, password)
-		}), nil
+		return &plainServer{authenticate: s.authenticate}, nil
 	case sasl.Login:
 		return &loginServer{authenticate: s.authenticate}, nil
 	}
@@ -644,6 +639,32 @@ func newMessageID() string {
 // printable makes client- or provider-supplied text safe for one log line
 // or reply line.
 func printable(s string) string { return transport.Printable(s, 200) }
+
+// plainServer is the server side of PLAIN (RFC 4616). Unlike go-sasl's,
+// it answers a response without its two NUL separators — a device's
+// misconfiguration, not a passing fault — with a permanent 501 rather than
+// a temporary 454 the device would retry forever.
+type plainServer struct {
+	authenticate func(username, password string) error
+	done         bool
+}
+
+func (p *plainServer) Next(response []byte) ([]byte, bool, error) {
+	if response == nil && !p.done {
+		p.done = true
+		return []byte{}, false, nil // RFC 4954 §4: an empty challenge, "334 "
+	}
+	parts := strings.Split(string(response), "\x00")
+	if len(parts) != 3 {
+		return nil, true, errMalformedPlain
+	}
+	// An authorization identity other than the user itself would mean
+	// acting for someone else, which no local client may.
+	if parts[0] != "" && parts[0] != parts[1] {
+		return nil, true, errBadCredentials
+	}
+	return nil, true, p.authenticate(parts[1], parts[2])
+}
 
 // loginServer is the server side of the obsolete but widespread LOGIN
 // mechanism (draft-murchison-sasl-login), which go-sasl does not provide.

@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
+	"net/textproto"
 	"strings"
 	"testing"
 
@@ -171,5 +173,48 @@ func TestSendAsAtTheProvider(t *testing.T) {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs lack %q", want)
 		}
+	}
+}
+
+// An old device's whole conversation over a raw socket, through the
+// running relay to the provider: HELO (no extensions), AUTH LOGIN with
+// its two prompts, MAIL with an AUTH=<> parameter.
+func TestOldDeviceConversation(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	nc, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := textproto.NewConn(nc)
+	defer c.Close()
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	for _, s := range []struct {
+		send string
+		code int
+		text string
+	}{
+		{"", 220, ""},
+		{"HELO copier", 250, "2.0.0 Hello copier"},
+		{"AUTH LOGIN", 334, "VXNlcm5hbWU6"},
+		{b64(appClient), 334, "UGFzc3dvcmQ6"},
+		{b64(h.password), 235, "2.0.0 Authentication succeeded"},
+		{"MAIL FROM:<" + alice + "> AUTH=<>", 250, ""},
+		{"RCPT TO:<rcpt@example.net>", 250, ""},
+		{"DATA", 354, ""},
+		{"Subject: copier\r\n\r\nscanned\r\n.", 250, ""},
+		{"QUIT", 221, ""},
+	} {
+		if s.send != "" {
+			if err := c.PrintfLine("%s", s.send); err != nil {
+				t.Fatal(err)
+			}
+		}
+		code, text, err := c.ReadResponse(s.code)
+		if err != nil || (s.text != "" && text != s.text) {
+			t.Fatalf("%q: %d %q %v, want %d %q", s.send, code, text, err, s.code, s.text)
+		}
+	}
+	if msgs := h.sb.SMTP.Messages(); len(msgs) != 1 || msgs[0].From != alice || msgs[0].Subject != "copier" {
+		t.Fatalf("sandbox got %+v", msgs)
 	}
 }
