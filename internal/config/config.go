@@ -99,7 +99,10 @@ type Listener struct {
 	TLSCert           SecretRef
 	TLSKey            SecretRef
 	AllowInsecureAuth bool
-	MaxMessageSize    int64
+	// MinTLSVersion is the lowest TLS version the listener accepts
+	// (tls.VersionTLS10 … tls.VersionTLS13; default TLS 1.2).
+	MinTLSVersion  uint16
+	MaxMessageSize int64
 	// MaxLineLength bounds one line of a message or command; a longer
 	// message line is refused with 554 5.6.0.
 	MaxLineLength int64

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"crypto/tls"
 	"strings"
 	"testing"
 
@@ -129,5 +130,51 @@ func TestClientNetworks(t *testing.T) {
 		if !found {
 			t.Errorf("no %q warning at line %d; got %v", w.summary, w.line, got)
 		}
+	}
+}
+
+// A listener's TLS floor: 1.2 by default, 1.3 on request, 1.0 and 1.1 as a
+// loud opt-in for old devices.
+func TestMinTLSVersion(t *testing.T) {
+	body := `listener "default" {
+  address       = "127.0.0.1:587"
+  tls_cert_file = "/etc/oauthrelay/tls.crt"
+  tls_key_file  = "/etc/oauthrelay/tls.key"
+}
+listener "modern" {
+  address         = "127.0.0.1:465"
+  tls_mode        = "implicit"
+  tls_cert_file   = "/etc/oauthrelay/tls.crt"
+  tls_key_file    = "/etc/oauthrelay/tls.key"
+  min_tls_version = "1.3"
+}
+listener "printers" {
+  address         = "127.0.0.1:2587"
+  tls_cert_file   = "/etc/oauthrelay/tls.crt"
+  tls_key_file    = "/etc/oauthrelay/tls.key"
+  min_tls_version = "1.0"
+}
+` + networksConfig[strings.Index(networksConfig, "provider"):]
+	path := testutil.WriteFile(t, t.TempDir(), "relay.hcl", body)
+	loaded := config.Load(path, config.Overrides{})
+	if loaded.Diagnostics.HasErrors() {
+		t.Fatal(loaded.Diagnostics)
+	}
+	got := map[string]uint16{}
+	for _, l := range loaded.Config.Listeners {
+		got[l.Name] = l.MinTLSVersion
+	}
+	if diff := cmp.Diff(map[string]uint16{"default": tls.VersionTLS12, "modern": tls.VersionTLS13, "printers": tls.VersionTLS10}, got); diff != "" {
+		t.Errorf("min_tls_version (-want +got):\n%s", diff)
+	}
+	line := lineOf(t, body, `  min_tls_version = "1.0"`)
+	found := false
+	for _, d := range loaded.Diagnostics {
+		if d.Summary == "Legacy TLS allowed" {
+			found = d.Severity == hcl.DiagWarning && d.Subject.Start.Line == line && strings.Contains(d.Detail, `Listener "printers" accepts TLS 1.0`)
+		}
+	}
+	if !found {
+		t.Errorf("no legacy TLS warning at line %d: %v", line, loaded.Diagnostics)
 	}
 }

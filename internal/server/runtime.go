@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -262,6 +263,10 @@ func (r *Runtime) newGeneration(b *built, lc *config.Listener, perIP *limits.Per
 		return nil, err
 	}
 	log := r.log.Named("smtp")
+	if tlsCfg != nil && tlsCfg.MinVersion < tls.VersionTLS12 {
+		log.Warn("listener accepts legacy TLS (min_tls_version): TLS 1.0/1.1 and cipher suites without forward secrecy, for old devices only",
+			"listener", lc.Name, "min_tls_version", tls.VersionName(tlsCfg.MinVersion))
+	}
 	set := relay.ListenerSettings{
 		Name:              lc.Name,
 		AllowInsecureAuth: lc.AllowInsecureAuth,
