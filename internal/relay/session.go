@@ -355,20 +355,21 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("malformed sender address refused", "from", printable(from), "reason", err.Error())
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax: " + err.Error()}
 	}
+	log := s.log
+	if s.clientName == "" {
+		log = log.With("client", client.Name, "identified_by", "network")
+	}
 	acct, path, err := senderAccount(client, from, path)
 	if err != nil {
 		st.release()
-		s.log.Warn("sender refused", "from", printable(from))
+		log.Warn("sender refused", "from", printable(from))
 		return err
 	}
 	tx := &transaction{st: st, id: newMessageID(), client: client.Name, account: acct, from: path, started: time.Now()}
-	tx.log = s.log.With("msgid", tx.id, "account", acct.Address)
-	if s.clientName == "" {
-		tx.log = tx.log.With("client", client.Name, "identified_by", "network")
-	}
+	tx.log = log.With("msgid", tx.id, "account", acct.Address)
 	if client.SendAs != nil {
-		tx.sendAs, tx.mailFrom = true, from
-		tx.log = tx.log.With("mail_from", printable(from), "send_as", acct.Address)
+		tx.sendAs, tx.mailFrom = true, "<"+from+">"
+		tx.log = tx.log.With("mail_from", printable(tx.mailFrom), "send_as", acct.Address)
 	}
 	env := transport.Envelope{ID: tx.id, Account: acct.Address, From: path, Listener: s.b.lis.Name, Client: client.Name}
 	if opts != nil {

@@ -18,7 +18,7 @@ type transaction struct {
 	account *Account
 	from    string // the sender as an SMTP path
 	// sendAs: the client's send_as account sends the message, whose From
-	// is rewritten; mailFrom is the client's own MAIL FROM.
+	// is rewritten; mailFrom is the client's own MAIL FROM, in angle brackets.
 	sendAs   bool
 	mailFrom string
 	rcpts    []string

@@ -169,7 +169,7 @@ func TestSendAsAtTheProvider(t *testing.T) {
 		})
 	}
 	logs := h.logs.String()
-	for _, want := range []string{"message rewritten to be sent as the client's send_as account", "mail_from=scanner@dev.lan", `header_from="ann@dev.lan, ben@dev.lan"`, "send_as=alice@example.com"} {
+	for _, want := range []string{"message rewritten to be sent as the client's send_as account", "mail_from=<scanner@dev.lan>", `header_from="ann@dev.lan, ben@dev.lan"`, "send_as=alice@example.com"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs lack %q", want)
 		}
