@@ -29,8 +29,8 @@ func cmdCheck(ctx context.Context, args []string, stdio IO) int {
 	if cfg == nil || !checkHostFiles(cfg, stdio) {
 		return 1
 	}
-	failures := checkRuntime(ctx, cfg, stdio)
-	failures = append(failures, testBinds(cfg)...)
+	failures, relayTests := checkRuntime(ctx, cfg, stdio)
+	failures = append(failures, openRelayFailures(relayTests, stdio)...)
 	for _, err := range failures {
 		printFailure(stdio, err)
 	}
@@ -41,9 +41,24 @@ func cmdCheck(ctx context.Context, args []string, stdio IO) int {
 	if cfg.Vault != nil {
 		vault = "Vault reached"
 	}
-	fmt.Fprintf(stdio.Stdout, "%s: ready to run (%d secret reference(s) resolved, %s, %d listener(s) and %s bound and released)\n",
+	fmt.Fprintf(stdio.Stdout, "%s: ready to run (%d secret reference(s) resolved, %s, %d listener(s) and %s bound and released, no open relay)\n",
 		*path, len(cfg.SecretRefs()), vault, len(cfg.Listeners), telemetryWord(cfg))
 	return 0
+}
+
+// openRelayFailures prints the open-relay self-test's result for each
+// listener that passed and returns the failures.
+func openRelayFailures(results []server.OpenRelayResult, stdio IO) []error {
+	var errs []error
+	for _, res := range results {
+		if res.OK {
+			fmt.Fprintf(stdio.Stdout, "listener %q (%s): no open relay: %s\n", res.Listener, res.Address, res.Detail)
+			continue
+		}
+		at := res.At
+		errs = append(errs, fmt.Errorf("%s:%d:%d: Open relay: listener %q (%s): %s", at.Filename, at.Start.Line, at.Start.Column, res.Listener, res.Address, res.Detail))
+	}
+	return errs
 }
 
 func telemetryWord(cfg *config.Config) string {
@@ -65,15 +80,21 @@ func checkHostFiles(cfg *config.Config, stdio IO) bool {
 }
 
 // checkRuntime builds the relay as `run` does — Vault login, every secret,
-// CA files, token sources, listener certificates — then releases it.
-func checkRuntime(ctx context.Context, cfg *config.Config, stdio IO) []error {
+// CA files, token sources, listener certificates — test-binds every
+// address, and when all of that passed runs the open-relay self-test on
+// every listener (README "Devices"); then it releases everything.
+func checkRuntime(ctx context.Context, cfg *config.Config, stdio IO) ([]error, []server.OpenRelayResult) {
 	logging := telemetry.NewLogging(stdio.Stderr, "warn", cfg.Server.LogFormat)
 	r, err := server.New(ctx, cfg, server.Options{Logging: logging, Version: Version})
 	if err != nil {
-		return placeVaultErrors(cfg, splitErrors(err))
+		return append(placeVaultErrors(cfg, splitErrors(err)), testBinds(cfg)...), nil
 	}
 	defer func() { _ = r.Shutdown(context.Background()) }()
-	return r.CheckListenerTLS()
+	failures := append(r.CheckListenerTLS(), testBinds(cfg)...)
+	if len(failures) > 0 {
+		return failures, nil
+	}
+	return nil, r.OpenRelayTest(ctx)
 }
 
 // testBinds binds and closes every address `run` listens on. A port in use

@@ -127,7 +127,7 @@ func TestCheck(t *testing.T) {
 	f := newCheckFixture(t)
 	good := f.config(t, "127.0.0.1:0", "127.0.0.1:0")
 	code, out, errOut := run(t, "", "check", "-config", good)
-	if code != 0 || !strings.Contains(out, good+": ready to run (4 secret reference(s) resolved, Vault reached, 2 listener(s) and the telemetry address bound and released)") {
+	if code != 0 || !strings.Contains(out, good+": ready to run (4 secret reference(s) resolved, Vault reached, 2 listener(s) and the telemetry address bound and released, no open relay)") {
 		t.Fatalf("good host: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	testutil.AssertNoSecrets(t, "check output", out+errOut, f.secrets)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/mail"
@@ -279,6 +280,7 @@ type rawListener struct {
 	MaxAuthFailures   *int           `hcl:"max_auth_failures,optional"`
 	AuthFailureWindow string         `hcl:"auth_failure_window,optional"`
 	Delivery          string         `hcl:"delivery,optional"`
+	MinTLSVersion     string         `hcl:"min_tls_version,optional"`
 }
 
 func (d *decoder) listener(b *hcl.Block) *Listener {
@@ -328,8 +330,35 @@ func (d *decoder) listener(b *hcl.Block) *Listener {
 		l.Delivery = DeliveryDirect
 	}
 	d.oneOf(b.Body, "delivery", l.Delivery, b.DefRange, DeliveryDirect, DeliveryQueue)
+	l.MinTLSVersion = d.minTLSVersion(b.Body, l.Name, raw.MinTLSVersion, b.DefRange)
 	l.body = b.Body
 	return l
+}
+
+// tlsVersions are the values of a listener's min_tls_version.
+var tlsVersions = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
+
+// minTLSVersion reads a listener's TLS floor (README "listener"). TLS 1.2
+// is the default (RFC 8996 deprecates 1.0 and 1.1); 1.0 and 1.1 are an
+// opt-in for old devices, loaded with a warning.
+func (d *decoder) minTLSVersion(body hcl.Body, listener, value string, def hcl.Range) uint16 {
+	if value == "" && !hasAttr(body, "min_tls_version") {
+		return tls.VersionTLS12
+	}
+	rng := attrRange(body, "min_tls_version", def)
+	v, ok := tlsVersions[strings.TrimSpace(value)]
+	if !ok {
+		hint := ""
+		if value == "1" {
+			hint = " Write it as a string: min_tls_version = \"1.0\" (the number 1.0 reads as 1)."
+		}
+		d.errorf(rng, "Invalid min_tls_version", "min_tls_version must be one of \"1.0\", \"1.1\", \"1.2\" (the default) or \"1.3\"; got %q.%s", value, hint)
+		return tls.VersionTLS12
+	}
+	if v < tls.VersionTLS12 {
+		d.warnf(rng, "Legacy TLS allowed", "Listener %q accepts TLS %s, which RFC 8996 deprecates, and cipher suites without forward secrecy: only for old devices that cannot do better, on a network you trust.", listener, strings.TrimSpace(value))
+	}
+	return v
 }
 
 // checkListeners validates listeners once command-line overrides are applied,
@@ -386,7 +415,7 @@ func (d *decoder) listenerTLS(b *hcl.Block, l *Listener) {
 
 // plaintextListener checks a tls_mode = "none" listener.
 func (d *decoder) plaintextListener(b *hcl.Block, l *Listener) {
-	for _, n := range []string{"tls_cert_file", "tls_key_file", "tls_cert", "tls_key"} {
+	for _, n := range []string{"tls_cert_file", "tls_key_file", "tls_cert", "tls_key", "min_tls_version"} {
 		if hasAttr(b.Body, n) {
 			d.errorf(attrRange(b.Body, n, b.DefRange), "Unexpected attribute", "%s has no effect with tls_mode = \"none\".", n)
 		}

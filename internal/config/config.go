@@ -6,6 +6,7 @@
 package config
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -98,7 +99,10 @@ type Listener struct {
 	TLSCert           SecretRef
 	TLSKey            SecretRef
 	AllowInsecureAuth bool
-	MaxMessageSize    int64
+	// MinTLSVersion is the lowest TLS version the listener accepts
+	// (tls.VersionTLS10 … tls.VersionTLS13; default TLS 1.2).
+	MinTLSVersion  uint16
+	MaxMessageSize int64
 	// MaxLineLength bounds one line of a message or command; a longer
 	// message line is refused with 554 5.6.0.
 	MaxLineLength int64
@@ -316,13 +320,28 @@ type Account struct {
 	DefRange       hcl.Range
 }
 
-// Client is a local SMTP AUTH identity.
+// Client is a local identity: a device or application that submits mail,
+// recognised by SMTP AUTH (PasswordHash), by the address it connects from
+// (Networks), or both (README "Devices").
 type Client struct {
-	Name           string
-	Group          *AccountGroup
+	Name  string
+	Group *AccountGroup
+	// PasswordHash is empty for a client recognised by its networks only;
+	// such a client cannot AUTH.
 	PasswordHash   string
 	AllowedSenders []string // lower-cased account addresses
-	DefRange       hcl.Range
+	// Networks are the networks whose hosts are this client without AUTH.
+	Networks []ClientNetwork
+	// SendAs, when set, is the account every message of the client is
+	// sent as: envelope sender and From header rewritten (lower case).
+	SendAs   string
+	DefRange hcl.Range
+}
+
+// ClientNetwork is one entry of a client's networks.
+type ClientNetwork struct {
+	Prefix netip.Prefix // masked
+	Range  hcl.Range    // where it was written
 }
 
 // Accounts returns every account of every group.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 
+	"github.com/oauthrelay/oauthrelay/internal/netset"
 	"github.com/oauthrelay/oauthrelay/internal/passwd"
 )
 
@@ -309,8 +311,10 @@ type rawAccount struct {
 
 type rawClient struct {
 	Name           string   `hcl:"name,label"`
-	PasswordHash   string   `hcl:"password_hash"`
+	PasswordHash   *string  `hcl:"password_hash,optional"`
 	AllowedSenders []string `hcl:"allowed_senders,optional"`
+	Networks       []string `hcl:"networks,optional"`
+	SendAs         *string  `hcl:"send_as,optional"`
 	Body           hcl.Body `hcl:",body"`
 }
 
@@ -464,19 +468,38 @@ func (d *decoder) client(g *AccountGroup, rc rawClient, labelRange hcl.Range, se
 		return nil
 	}
 	seen[rc.Name] = labelRange
-	c := &Client{Name: rc.Name, Group: g, PasswordHash: rc.PasswordHash, DefRange: labelRange}
-	if err := passwd.CheckHash(rc.PasswordHash); err != nil {
-		d.errorf(attrRange(rc.Body, "password_hash", labelRange), "Invalid password_hash", "Client %q: %v. Create one with `oauthrelay hash-password`.", rc.Name, err)
+	c := &Client{Name: rc.Name, Group: g, DefRange: labelRange}
+	c.Networks = d.clientNetworks(rc, labelRange)
+	switch {
+	case rc.PasswordHash != nil:
+		c.PasswordHash = *rc.PasswordHash
+		if err := passwd.CheckHash(c.PasswordHash); err != nil {
+			d.errorf(attrRange(rc.Body, "password_hash", labelRange), "Invalid password_hash", "Client %q: %v. Create one with `oauthrelay hash-password`.", rc.Name, err)
+		}
+	case rc.Networks == nil:
+		d.errorf(labelRange, "Client cannot be recognised", "Client %q needs password_hash (it authenticates with SMTP AUTH), networks (hosts of these networks are this client without AUTH), or both. Create a hash with `oauthrelay hash-password`.", rc.Name)
+	}
+	c.AllowedSenders = d.allowedSenders(g, rc, labelRange)
+	if rc.SendAs != nil {
+		c.SendAs = d.sendAs(g, c, rc, labelRange)
+	}
+	return c
+}
+
+// allowedSenders returns the accounts a client may send as: the listed
+// ones, each an account of the group, or by default every account of the
+// group.
+func (d *decoder) allowedSenders(g *AccountGroup, rc rawClient, labelRange hcl.Range) []string {
+	var out []string
+	if rc.AllowedSenders == nil {
+		for _, a := range g.Accounts {
+			out = append(out, a.Address)
+		}
+		return out
 	}
 	members := map[string]bool{}
 	for _, a := range g.Accounts {
 		members[a.Address] = true
-	}
-	if rc.AllowedSenders == nil {
-		for _, a := range g.Accounts {
-			c.AllowedSenders = append(c.AllowedSenders, a.Address)
-		}
-		return c
 	}
 	rng := attrRange(rc.Body, "allowed_senders", labelRange)
 	if len(rc.AllowedSenders) == 0 {
@@ -488,9 +511,61 @@ func (d *decoder) client(g *AccountGroup, rc rawClient, labelRange hcl.Range, se
 			d.errorf(rng, "Sender is not an account of the group", "Client %q may send as %q, which is not an account of group %q; the relay can only send as the group's own accounts.", rc.Name, s, g.Name)
 			continue
 		}
-		c.AllowedSenders = append(c.AllowedSenders, addr)
+		out = append(out, addr)
 	}
-	return c
+	return out
+}
+
+// sendAs checks a client's send_as: an account the client may send as.
+func (d *decoder) sendAs(g *AccountGroup, c *Client, rc rawClient, labelRange hcl.Range) string {
+	rng := attrRange(rc.Body, "send_as", labelRange)
+	addr := strings.ToLower(strings.TrimSpace(*rc.SendAs))
+	if !validAddress(addr) {
+		d.errorf(rng, "Invalid send_as", "Client %q: send_as must be a mailbox address such as \"scans@example.com\"; got %q.", rc.Name, *rc.SendAs)
+		return ""
+	}
+	for _, s := range c.AllowedSenders {
+		if s == addr {
+			return addr
+		}
+	}
+	for _, a := range g.Accounts {
+		if a.Address == addr {
+			d.errorf(rng, "send_as is not an allowed sender", "Client %q sends as %q, which is not among its allowed_senders; add it there or remove allowed_senders.", rc.Name, addr)
+			return ""
+		}
+	}
+	d.errorf(rng, "send_as is not an account of the group", "Client %q sends as %q, which is not an account of group %q; the relay can only send as the group's own accounts.", rc.Name, addr, g.Name)
+	return ""
+}
+
+// clientNetworks parses a client's networks; each problem points at the
+// entry that has it.
+func (d *decoder) clientNetworks(rc rawClient, labelRange hcl.Range) []ClientNetwork {
+	if rc.Networks == nil {
+		return nil
+	}
+	ranges := listItemRanges(rc.Body, "networks", labelRange, len(rc.Networks))
+	if len(rc.Networks) == 0 {
+		d.errorf(ranges.whole, "Empty networks", "Client %q lists no network; remove networks or name at least one, such as \"10.20.0.0/24\".", rc.Name)
+	}
+	var out []ClientNetwork
+	seen := map[netip.Prefix]bool{}
+	for i, s := range rc.Networks {
+		rng := ranges.items[i]
+		p, err := netset.Parse(s)
+		if err != nil {
+			d.errorf(rng, "Invalid network", "Client %q: %s", rc.Name, sentence(err))
+			continue
+		}
+		if seen[p] {
+			d.warnf(rng, "Duplicate network", "Client %q lists %s twice.", rc.Name, p)
+			continue
+		}
+		seen[p] = true
+		out = append(out, ClientNetwork{Prefix: p, Range: rng})
+	}
+	return out
 }
 
 func declaredNames(m map[string]*Provider) string {
@@ -503,4 +578,13 @@ func declaredNames(m map[string]*Provider) string {
 	}
 	sort.Strings(names)
 	return "; declared: " + strings.Join(names, ", ")
+}
+
+// sentence ends an error's text as a sentence.
+func sentence(err error) string {
+	s := err.Error()
+	if strings.HasSuffix(s, ".") || strings.HasSuffix(s, "?") {
+		return s
+	}
+	return s + "."
 }

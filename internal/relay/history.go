@@ -31,7 +31,7 @@ func (s *Session) history(tx *transaction, msg *message, reply *smtp.SMTPError, 
 		mode = "queue" // refused before it could be stored
 	}
 	rec := &store.Record{
-		ID: tx.id, Mode: mode, Listener: s.b.lis.Name, Client: s.clientName, Account: tx.account.Address,
+		ID: tx.id, Mode: mode, Listener: s.b.lis.Name, Client: tx.client, Account: tx.account.Address,
 		From: tx.from, Rcpts: tx.rcpts, Size: msg.Size(), HeaderID: messageIDOf(msg), Received: tx.started, Updated: now,
 	}
 	events := []*store.Event{{ID: tx.id, At: tx.started, Type: store.EventAccepted}}

@@ -1,11 +1,15 @@
 package relay
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
+	"github.com/oauthrelay/oauthrelay/internal/sendas"
 	"github.com/oauthrelay/oauthrelay/internal/spool"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // message holds one message while it is relayed: in memory within the
@@ -58,4 +62,56 @@ func headerToken(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+// receiveSendAs reads the message of a send_as client, rewritten so that
+// it is from the account (package sendas), and logs both senders.
+func receiveSendAs(tx *transaction, msg *message, r io.Reader) error {
+	res, err := rewriteSendAs(msg, r, tx.account.Address)
+	if err != nil {
+		return err
+	}
+	header := "none"
+	if len(res.Original) > 0 {
+		header = printable(strings.Join(res.Original, ", "))
+	}
+	tx.log.Info("message rewritten to be sent as the client's send_as account",
+		"mail_from", printable(tx.mailFrom), "header_from", header, "send_as", tx.account.Address,
+		"reply_to_added", res.ReplyTo, "from_added", res.FromAdded, "fields_removed", res.Removed)
+	return nil
+}
+
+// sink is where a message is written: a spool.Message.
+type sink interface {
+	io.Writer
+	io.ReaderFrom
+}
+
+// rewriteSendAs copies a message from r to dst with its header section
+// rewritten for account. The header section is read with a bounded reader
+// (transport.MaxHeader); the rest is streamed as it comes, never held
+// whole for the rewrite.
+func rewriteSendAs(dst sink, r io.Reader, account string) (sendas.Result, error) {
+	br := bufio.NewReader(r)
+	head, _, err := transport.ReadHeader(br, transport.MaxHeader)
+	if err != nil {
+		return sendas.Result{}, err
+	}
+	atEOF := false
+	if _, err := br.Peek(1); err == io.EOF {
+		atEOF = true
+	} else if err != nil {
+		return sendas.Result{}, err
+	}
+	out, res, ok := sendas.Rewrite(head, atEOF, account)
+	if !ok {
+		return sendas.Result{}, errHeaderTooLarge
+	}
+	if _, err := dst.Write(out); err != nil {
+		return sendas.Result{}, err
+	}
+	if _, err := dst.ReadFrom(br); err != nil {
+		return sendas.Result{}, err
+	}
+	return res, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,6 +105,7 @@ func (b *Backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		st:     st,
 		conn:   c,
 		remote: remote,
+		addr:   remoteAddr(c.Conn().RemoteAddr()),
 		log:    b.log.With("listener", b.lis.Name, "remote", remote),
 	}
 	if a, ok := rawConn(c).(sessionAware); ok {
@@ -136,7 +138,10 @@ type Session struct {
 	st     *State // the configuration the session started with (counted)
 	conn   *smtp.Conn
 	remote string
-	log    hclog.Logger
+	// addr is the client's IP address (IPv4 in its 4-byte form), what
+	// client networks are matched against.
+	addr netip.Addr
+	log  hclog.Logger
 
 	mu sync.Mutex
 	// clientName and clientHash identify the authenticated client; every
@@ -154,6 +159,20 @@ var _ smtp.AuthSession = (*Session)(nil)
 
 // Idle reports whether the session is between transactions.
 func (s *Session) Idle() bool { return !s.inTx.Load() }
+
+// remoteAddr returns a connection's remote IP address, an IPv4 client of
+// a dual-stack socket in its IPv4 form; the zero Addr when it has none.
+func remoteAddr(a net.Addr) netip.Addr {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(tcp.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
 
 func (s *Session) remoteIP() string {
 	host, _, err := net.SplitHostPort(s.remote)
@@ -205,12 +224,7 @@ func (s *Session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, username, password string) error {
-			if identity != "" && identity != username {
-				return errBadCredentials
-			}
-			return s.authenticate(username, password)
-		}), nil
+		return &plainServer{authenticate: s.authenticate}, nil
 	case sasl.Login:
 		return &loginServer{authenticate: s.authenticate}, nil
 	}
@@ -289,6 +303,28 @@ func (s *Session) currentClient(st *State) *Client {
 	return c
 }
 
+// identify returns the client a transaction runs for, under the current
+// configuration: the one the session authenticated as (AUTH wins over the
+// network), else the one whose networks hold the client's address. Its
+// error is the reply: 421 for an authenticated client a reload removed,
+// 530 when nothing identifies the client (no open relay).
+func (s *Session) identify(st *State) (*Client, error) {
+	if s.clientName != "" {
+		c := s.currentClient(st)
+		if c == nil {
+			s.log.Warn("client removed or its password changed by a reload; closing its session")
+			s.closeAfterReply()
+			return nil, errCredentialsChanged
+		}
+		return c, nil
+	}
+	if c := st.clientByNetwork(s.addr); c != nil {
+		return c, nil
+	}
+	s.log.Info("MAIL without AUTH from an address outside every client network refused")
+	return nil, errAuthRequired
+}
+
 // Mail implements smtp.Session: check the sender against the current
 // configuration, the account's circuits and sending limits, then start the
 // upstream transaction so that token and connection problems surface here.
@@ -298,20 +334,15 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := s.refuseIfEnding(); err != nil {
 		return err
 	}
-	if s.clientName == "" {
-		return errAuthRequired
-	}
 	if s.tx != nil {
 		// RFC 5321 §4.1.4: MAIL inside a transaction is a sequence error.
 		return errNestedMail
 	}
 	st := s.b.currentState()
-	client := s.currentClient(st)
-	if client == nil {
+	client, err := s.identify(st)
+	if err != nil {
 		st.release()
-		s.log.Warn("client removed or its password changed by a reload; closing its session")
-		s.closeAfterReply()
-		return errCredentialsChanged
+		return err
 	}
 	path, err := parseAddress(from)
 	if from == "" {
@@ -322,14 +353,22 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("malformed sender address refused", "from", printable(from), "reason", err.Error())
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax: " + err.Error()}
 	}
-	acct, ok := client.Allowed[strings.ToLower(from)]
-	if !ok {
-		st.release()
-		s.log.Warn("sender refused", "from", printable(from))
-		return errSenderNotAllowed
+	log := s.log
+	if s.clientName == "" {
+		log = log.With("client", client.Name, "identified_by", "network")
 	}
-	tx := &transaction{st: st, id: transport.NewID(), account: acct, from: path, started: time.Now()}
-	tx.log = s.log.With("msgid", tx.id, "account", acct.Address)
+	acct, path, err := senderAccount(client, from, path)
+	if err != nil {
+		st.release()
+		log.Warn("sender refused", "from", printable(from))
+		return err
+	}
+	tx := &transaction{st: st, id: transport.NewID(), client: client.Name, account: acct, from: path, started: time.Now()}
+	tx.log = log.With("msgid", tx.id, "account", acct.Address)
+	if client.SendAs != nil {
+		tx.sendAs, tx.mailFrom = true, "<"+from+">"
+		tx.log = tx.log.With("mail_from", printable(tx.mailFrom), "send_as", acct.Address)
+	}
 	env := transport.Envelope{ID: tx.id, Account: acct.Address, From: path, Listener: s.b.lis.Name, Client: client.Name}
 	if opts != nil {
 		env.Mail = transport.MailOptions{Size: opts.Size, Body: opts.Body}
@@ -346,6 +385,22 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	s.tx = tx
 	s.inTx.Store(true)
 	return nil
+}
+
+// senderAccount applies the client's sender policy to MAIL FROM (path is
+// its SMTP form): the account that sends the message and the reverse-path
+// to use. A client with send_as sends everything as that account, whatever
+// its MAIL FROM (README "Devices"); any other client only as one of its
+// allowed senders.
+func senderAccount(c *Client, from, path string) (*Account, string, error) {
+	if c.SendAs != nil {
+		return c.SendAs, c.SendAs.Address, nil
+	}
+	acct, ok := c.Allowed[strings.ToLower(from)]
+	if !ok {
+		return nil, "", errSenderNotAllowed
+	}
+	return acct, path, nil
 }
 
 // Rcpt implements smtp.Session, passing the provider's verdict on each
@@ -444,13 +499,22 @@ func (s *Session) Data(r io.Reader) error {
 func (s *Session) receive(tx *transaction, r io.Reader) (*message, error) {
 	msg := newMessage(s.b.lis.Budget)
 	err := msg.WriteString(s.receivedHeader(tx))
-	if err == nil {
+	switch {
+	case err != nil:
+	case tx.sendAs:
+		err = receiveSendAs(tx, msg, r)
+	default:
 		_, err = msg.ReadFrom(r)
 	}
 	if err != nil {
 		msg.Release()
 		var se *smtp.SMTPError
 		switch {
+		case errors.Is(err, errHeaderTooLarge):
+			tx.log.Warn("message refused: its header section is too large to rewrite for send_as", "reply", errHeaderTooLarge.Code, "max_header", transport.MaxHeader)
+			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "header_too_large").Inc()
+			s.count(tx, errHeaderTooLarge.Code)
+			return nil, errHeaderTooLarge
 		case errors.As(err, &se):
 			tx.log.Warn("message refused", "reply", se.Code, "reason", se.Message)
 			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "too_large").Inc()
@@ -564,6 +628,32 @@ func (s *Session) transportFor(a *Account) transport.Transport {
 // printable makes client- or provider-supplied text safe for one log line
 // or reply line.
 func printable(s string) string { return transport.Printable(s, 200) }
+
+// plainServer is the server side of PLAIN (RFC 4616). Unlike go-sasl's,
+// it answers a response without its two NUL separators — a device's
+// misconfiguration, not a passing fault — with a permanent 501 rather than
+// a temporary 454 the device would retry forever.
+type plainServer struct {
+	authenticate func(username, password string) error
+	done         bool
+}
+
+func (p *plainServer) Next(response []byte) ([]byte, bool, error) {
+	if response == nil && !p.done {
+		p.done = true
+		return []byte{}, false, nil // RFC 4954 §4: an empty challenge, "334 "
+	}
+	parts := strings.Split(string(response), "\x00")
+	if len(parts) != 3 {
+		return nil, true, errMalformedPlain
+	}
+	// An authorization identity other than the user itself would mean
+	// acting for someone else, which no local client may.
+	if parts[0] != "" && parts[0] != parts[1] {
+		return nil, true, errBadCredentials
+	}
+	return nil, true, p.authenticate(parts[1], parts[2])
+}
 
 // loginServer is the server side of the obsolete but widespread LOGIN
 // mechanism (draft-murchison-sasl-login), which go-sasl does not provide.

@@ -6,6 +6,7 @@
 package relay
 
 import (
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -26,14 +27,22 @@ type Account struct {
 	MaxRecipients int
 }
 
-// Client is a local SMTP AUTH identity.
+// Client is a local identity: recognised by SMTP AUTH (PasswordHash), or
+// without AUTH by the network its host is in (Networks), or both.
 type Client struct {
-	Name         string
-	Group        string
+	Name  string
+	Group string
+	// PasswordHash is empty for a client that cannot AUTH.
 	PasswordHash string
 	// Allowed maps each lower-cased sender address the client may use to
 	// the account that sends it.
 	Allowed map[string]*Account
+	// Networks are the networks whose hosts are this client without AUTH
+	// (masked prefixes).
+	Networks []netip.Prefix
+	// SendAs, when set, is the account every message of the client is
+	// sent as, whatever sender the client gives (README "Devices").
+	SendAs *Account
 }
 
 // State is the immutable view of the configuration a session works with.
@@ -78,32 +87,55 @@ func (st *State) Release() { st.release() }
 func (st *State) ActiveSessions() int64 { return st.active.Load() }
 
 // authenticate checks a local client's credentials. For an unknown
-// username it still verifies the password against some client's hash, so
-// the answer takes as long as for a known one and does not reveal which
+// username, or a client without a password (recognised by its network
+// only), it still verifies the password against some client's hash, so the
+// answer takes as long as for a known one and does not reveal which
 // usernames exist.
 func (st *State) authenticate(username, password string) (*Client, error) {
 	c, ok := st.Clients[username]
+	known := ok && c.PasswordHash != ""
 	hash := ""
-	if ok {
+	if known {
 		hash = c.PasswordHash
 	} else {
 		for _, other := range st.Clients {
-			hash = other.PasswordHash
-			break
+			if other.PasswordHash != "" {
+				hash = other.PasswordHash
+				break
+			}
 		}
 	}
 	if hash == "" {
 		return nil, errBadCredentials
 	}
 	now := time.Now()
-	if ok && st.auth.check(username, password, hash, now) {
+	if known && st.auth.check(username, password, hash, now) {
 		return c, nil
 	}
-	if err := st.auth.verify(username, password, hash); err != nil || !ok {
+	if err := st.auth.verify(username, password, hash); err != nil || !known {
 		return nil, errBadCredentials
 	}
 	st.auth.remember(username, password, hash, now)
 	return c, nil
+}
+
+// clientByNetwork returns the client whose networks hold addr, the one
+// with the most specific network when several do (the configuration
+// refuses the same network in two clients, so there is one), or nil.
+func (st *State) clientByNetwork(addr netip.Addr) *Client {
+	if !addr.IsValid() {
+		return nil
+	}
+	var best *Client
+	bits := -1
+	for _, c := range st.Clients {
+		for _, n := range c.Networks {
+			if n.Bits() > bits && n.Contains(addr) {
+				best, bits = c, n.Bits()
+			}
+		}
+	}
+	return best
 }
 
 // SMTP replies of the relay (README "Replies"; enhanced codes of RFC 3463).
@@ -112,6 +144,7 @@ var (
 	errBadCredentials     = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	errEncryptionRequired = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism; use STARTTLS"}
 	errSenderNotAllowed   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this client"}
+	errMalformedPlain     = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed AUTH PLAIN response: authzid NUL authcid NUL password (RFC 4616)"}
 	errUnknownMechanism   = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
 	errNoTransaction      = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Bad sequence of commands"}
 	errNestedMail         = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command: a transaction is in progress; send RSET first"}
@@ -121,5 +154,6 @@ var (
 	errStorageFull        = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage for the message now; try again later"}
 	errLineTooLong        = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message has a line longer than this relay accepts; wrap long lines or use quoted-printable or base64"}
 	errAuthThrottled      = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications from your address; try again later"}
+	errHeaderTooLarge     = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Header section too large to rewrite the sender (send_as); keep it under 64 KiB"}
 	errShuttingDown       = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 )

@@ -14,12 +14,17 @@ import (
 type transaction struct {
 	st      *State // the configuration the transaction runs with (held)
 	id      string
+	client  string // the client's name
 	account *Account
 	from    string // the sender as an SMTP path
-	rcpts   []string
-	log     hclog.Logger
-	started time.Time
-	d       transport.Delivery
+	// sendAs: the client's send_as account sends the message, whose From
+	// is rewritten; mailFrom is the client's own MAIL FROM, in angle brackets.
+	sendAs   bool
+	mailFrom string
+	rcpts    []string
+	log      hclog.Logger
+	started  time.Time
+	d        transport.Delivery
 }
 
 // release ends the delivery (a no-op after Body) and lets go of the

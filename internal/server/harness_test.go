@@ -83,6 +83,9 @@ type harnessOptions struct {
 	providerExtra string
 	// aliceExtra is added to alice's account block.
 	aliceExtra string
+	// listenerCert, when set, is the listener's certificate and key files
+	// (instead of ones issued by the sandbox CA).
+	listenerCert [2]string
 }
 
 // rewrite replaces the configuration file (for reloads).
@@ -141,9 +144,12 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	hash := testutil.FastHash(t, h.password)
 	tlsLines := `tls_mode = "none"`
 	if o.listenerTLS != "" && o.listenerTLS != "none" {
-		cert, key := filepath.Join(h.dir, "tls.crt"), filepath.Join(h.dir, "tls.key")
-		if err := h.sb.CA.WriteFiles(cert, key, "127.0.0.1", "localhost"); err != nil {
-			t.Fatal(err)
+		cert, key := o.listenerCert[0], o.listenerCert[1]
+		if cert == "" {
+			cert, key = filepath.Join(h.dir, "tls.crt"), filepath.Join(h.dir, "tls.key")
+			if err := h.sb.CA.WriteFiles(cert, key, "127.0.0.1", "localhost"); err != nil {
+				t.Fatal(err)
+			}
 		}
 		tlsLines = fmt.Sprintf("tls_mode = %q\n  tls_cert_file = %q\n  tls_key_file = %q", o.listenerTLS, cert, key)
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/tls"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -32,7 +33,37 @@ func listenerTLSConfig(lc *config.Listener, get SecretGetter, log hclog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: loading TLS certificate: %w", lc.Name, err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return withTLSFloor(&tls.Config{Certificates: []tls.Certificate{cert}}, lc), nil
+}
+
+// withTLSFloor applies a listener's min_tls_version. Below TLS 1.2 (an
+// opt-in for old devices, README "Devices") the cipher suites are set
+// explicitly: Go's defaults already hold the ECDHE suites with CBC and
+// SHA-1 that TLS 1.0 and 1.1 need (ECDHE-RSA-AES128-SHA and the like),
+// and the opt-in adds RSA key exchange with AES-CBC (AES128-SHA,
+// AES256-SHA), the only suites of many embedded TLS stacks, which Go no
+// longer enables by default. 3DES (Sweet32) and RC4 (RFC 7465) stay off.
+func withTLSFloor(c *tls.Config, lc *config.Listener) *tls.Config {
+	c.MinVersion = lc.MinTLSVersion
+	if c.MinVersion == 0 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	if c.MinVersion < tls.VersionTLS12 {
+		c.CipherSuites = legacyCipherSuites()
+	}
+	return c
+}
+
+// legacyCipherSuites are Go's secure TLS 1.0–1.2 suites plus RSA key
+// exchange with AES-CBC.
+func legacyCipherSuites() []uint16 {
+	var ids []uint16
+	for _, cs := range tls.CipherSuites() {
+		if slices.Contains(cs.SupportedVersions, tls.VersionTLS12) {
+			ids = append(ids, cs.ID) // the TLS 1.3 suites are not configurable
+		}
+	}
+	return append(ids, tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA)
 }
 
 func secretCertificateTLS(lc *config.Listener, get SecretGetter, log hclog.Logger) (*tls.Config, error) {
@@ -46,7 +77,7 @@ func secretCertificateTLS(lc *config.Listener, get SecretGetter, log hclog.Logge
 	if _, err := sc.certificate(nil); err != nil {
 		return nil, err
 	}
-	return &tls.Config{GetCertificate: sc.certificate, MinVersion: tls.VersionTLS12}, nil
+	return withTLSFloor(&tls.Config{GetCertificate: sc.certificate}, lc), nil
 }
 
 // secretCertificate serves a listener certificate kept in the secrets

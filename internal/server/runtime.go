@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
@@ -261,6 +263,10 @@ func (r *Runtime) newGeneration(b *built, lc *config.Listener, perIP *limits.Per
 		return nil, err
 	}
 	log := r.log.Named("smtp")
+	if tlsCfg != nil && tlsCfg.MinVersion < tls.VersionTLS12 {
+		log.Warn("listener accepts legacy TLS (min_tls_version): TLS 1.0/1.1 and cipher suites without forward secrecy, for old devices only",
+			"listener", lc.Name, "min_tls_version", tls.VersionName(tlsCfg.MinVersion))
+	}
 	set := relay.ListenerSettings{
 		Name:              lc.Name,
 		AllowInsecureAuth: lc.AllowInsecureAuth,
@@ -295,6 +301,19 @@ func (r *Runtime) newGeneration(b *built, lc *config.Listener, perIP *limits.Per
 	return &generation{cfg: lc, srv: srv, backend: be, handoff: newHandoff(nil), tls: tlsCfg}, nil
 }
 
+// logDiagnostics logs a configuration's diagnostics, each at its
+// severity: the warnings of a configuration that loads are worth reading
+// too.
+func (r *Runtime) logDiagnostics(diags hcl.Diagnostics) {
+	for _, d := range diags {
+		if d.Severity == hcl.DiagWarning {
+			r.log.Warn("configuration warning", "diagnostic", config.FormatDiagnostic(d))
+			continue
+		}
+		r.log.Error("configuration error", "diagnostic", config.FormatDiagnostic(d))
+	}
+}
+
 // Reload reads the configuration again and applies it: the new State is
 // built completely off to the side (secrets, token sources reused for
 // unchanged accounts, certificates, new sockets), then swapped in for new
@@ -313,17 +332,13 @@ func (r *Runtime) Reload(ctx context.Context) error {
 		return err
 	}
 	loaded := config.Load(r.opts.ConfigPath, r.opts.Overrides)
+	r.logDiagnostics(loaded.Diagnostics)
 	if loaded.Diagnostics.HasErrors() {
-		for _, d := range loaded.Diagnostics {
-			r.log.Error("configuration error", "diagnostic", config.FormatDiagnostic(d))
-		}
 		return fail(fmt.Errorf("configuration has %d error(s)", len(loaded.Diagnostics.Errs())))
 	}
 	cfg := loaded.Config
 	if diags := config.CheckHost(cfg); diags.HasErrors() {
-		for _, d := range diags {
-			r.log.Error("configuration error", "diagnostic", config.FormatDiagnostic(d))
-		}
+		r.logDiagnostics(diags)
 		return fail(fmt.Errorf("configuration has %d error(s) on this host", len(diags.Errs())))
 	}
 	if err := r.durable.checkReload(cfg); err != nil {

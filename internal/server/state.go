@@ -205,6 +205,12 @@ func (b *built) buildGroup(g *config.AccountGroup, pr providerRuntime, d deps) {
 		for _, s := range c.AllowedSenders {
 			rc.Allowed[s] = b.state.Accounts[s]
 		}
+		for _, n := range c.Networks {
+			rc.Networks = append(rc.Networks, n.Prefix)
+		}
+		if c.SendAs != "" {
+			rc.SendAs = b.state.Accounts[c.SendAs]
+		}
 		b.state.Clients[c.Name] = rc
 	}
 }
