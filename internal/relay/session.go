@@ -442,6 +442,8 @@ func (s *Session) Data(r io.Reader) error {
 	defer s.mu.Unlock()
 	if pr, ok := r.(*io.PipeReader); ok {
 		s.bdat = pr
+	} else {
+		r = &bareLFDots{r: r} // DATA, not BDAT: dots were stuffed
 	}
 	tx := s.tx
 	if tx == nil {
