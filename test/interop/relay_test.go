@@ -189,7 +189,7 @@ func (r *relay) message(t *testing.T, messageID string, ready func() bool) devsa
 		done := ready == nil || ready()
 		for _, m := range r.sb.SMTP.Messages() {
 			head := m.Data[:min(len(m.Data), 64<<10)]
-			if bytes.Contains(head, []byte("\r\nMessage-ID: "+messageID+"\r\n")) {
+			if bytes.Contains(head, []byte("\nMessage-ID: "+messageID)) {
 				found = m
 				return done
 			}
