@@ -65,8 +65,8 @@ type smtpClient interface {
 	send(t *testing.T, s submission) string
 	// wire returns the message content the client puts on the wire for
 	// s (its own line-ending and final-newline rules applied, before
-	// dot-stuffing), or nil when the client reports what it sent in
-	// its transcript (see sentReporter).
+	// dot-stuffing), or nil for a client that records what it sent
+	// itself (see sentReporter).
 	wire(s submission) []byte
 }
 
