@@ -308,6 +308,9 @@ func (h *harness) manual() {
 	h.q.mu.Lock()
 	h.q.started = true
 	h.q.workCtx, h.q.workCancel = ctx, cancel
+	// The test drives every claim: no message goes to a worker as it
+	// arrives (the handover has tests of its own).
+	h.q.handover = false
 	h.q.mu.Unlock()
 	h.t.Cleanup(func() {
 		h.q.workers.Wait()

@@ -162,7 +162,10 @@ func (s *fakeStore) Claim(_ context.Context, owner string, now time.Time, limit 
 	}
 	out := make([]*store.Claimed, len(due))
 	for i, m := range due {
-		m.owner, m.leaseUntil, m.retried = owner, now.Add(lease), time.Time{}
+		if m.owner != owner {
+			m.retried = time.Time{}
+		}
+		m.owner, m.leaseUntil = owner, now.Add(lease)
 		out[i] = &store.Claimed{Envelope: copyEnvelope(m.env), Owner: owner, LeaseUntil: m.leaseUntil}
 	}
 	return out, nil

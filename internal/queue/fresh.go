@@ -2,9 +2,9 @@ package queue
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
@@ -25,8 +25,6 @@ import (
 // waits for a claim and is read from the store in chunks. It bounds the
 // memory of the handover to Workers × freshMax.
 const freshMax = 256 << 10
-
-var freshBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // fresh is a worker slot reserved for a message being enqueued.
 type fresh struct {
@@ -66,8 +64,9 @@ func (q *Queue) reserveFresh(account string, size int64, now time.Time) *fresh {
 
 // read copies the received message into the slot's buffer.
 func (f *fresh) read(r io.Reader) (*bytes.Reader, error) {
-	f.buf = freshBuffers.Get().(*bytes.Buffer)
-	f.buf.Reset()
+	// Not pooled: a transport that read after Body returned would
+	// otherwise read the next message's bytes.
+	f.buf = new(bytes.Buffer)
 	if _, err := f.buf.ReadFrom(io.LimitReader(r, freshMax+1)); err != nil {
 		return nil, err
 	}
@@ -86,25 +85,48 @@ func (f *fresh) cancel() {
 	f.q.freshWG.Done()
 }
 
-func (f *fresh) release() {
-	if f.buf != nil && f.buf.Cap() <= 2*freshMax {
-		freshBuffers.Put(f.buf)
-	}
-	f.buf = nil
-}
+func (f *fresh) release() { f.buf = nil }
 
 // start hands the stored message to a worker as if it had been claimed.
+// When the store took so long that little of the lease is left (or a
+// claim took the message meanwhile), or the queue has already returned
+// its backlog at a stop, it does not: the message is delivered from the
+// store, as any other.
 func (f *fresh) start(env store.Envelope) {
 	q := f.q
-	c := &store.Claimed{Envelope: env, Owner: f.owner, LeaseUntil: f.until}
-	q.takeHeld(c.ID) // a new ID: never held yet
-	l := q.hold(c, f.owner, f.lease)
-	l.body, l.releaseBody = f.buf.Bytes(), f.release
+	defer q.freshWG.Done()
 	q.mu.Lock()
 	q.fresh--
+	returned := q.backlogReturned
 	q.mu.Unlock()
+	if returned {
+		f.giveBack(env.ID)
+		return
+	}
+	if !q.now().Before(f.until.Add(-f.lease/3)) || !q.takeHeld(env.ID) {
+		q.log.Warn("a new message is delivered from the store: its handover came too late", "id", env.ID, "account", env.Account)
+		f.release()
+		q.Kick()
+		return
+	}
+	c := &store.Claimed{Envelope: env, Owner: f.owner, LeaseUntil: f.until}
+	l := q.hold(c, f.owner, f.lease)
+	l.body, l.releaseBody = f.buf.Bytes(), f.release
 	q.place(q.workCtx, l)
-	q.freshWG.Done()
+}
+
+// giveBack releases the lease of a message stored after the queue
+// stopped: nothing was attempted.
+func (f *fresh) giveBack(id string) {
+	f.release()
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	now := f.q.now()
+	res := store.Result{At: now, Reply: "the relay stopped before delivering it", NextAttempt: now, Counted: false}
+	if err := f.q.st.Finish(ctx, id, f.owner, res); err != nil {
+		f.q.storeError("finish")
+		f.q.log.Warn("could not give back a message stored while the queue stopped; its lease expires instead", "id", id, "error", err)
+	}
 }
 
 // memMessage is a message body in memory as a transport.Message.

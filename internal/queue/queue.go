@@ -154,6 +154,9 @@ type Queue struct {
 	// freshWG counts those reservations until they are placed or
 	// cancelled: Stop waits for them before it returns the backlog.
 	freshWG sync.WaitGroup
+	// backlogReturned is set once Stop returned the backlog: a message
+	// whose handover ends later is given back at once (fresh.start).
+	backlogReturned bool
 	// handover lets new messages go straight to a worker (fresh.go);
 	// tests of the claim path turn it off.
 	handover bool
@@ -331,6 +334,7 @@ func (q *Queue) returnBacklog(ctx context.Context, clean bool) {
 	q.mu.Lock()
 	held := q.backlog
 	q.backlog = nil
+	q.backlogReturned = true
 	owner := q.cfg.Owner
 	q.mu.Unlock()
 	for _, l := range held {

@@ -38,21 +38,32 @@ func (q *Queue) accountLocked(name string) *account {
 
 // schedule claims due messages whenever it is kicked, a delivery ends, or
 // Poll passes.
+//
+// The poll is a ticker that kicks do not reset: under steady traffic a
+// wake comes at the end of every delivery, and a timer restarted by each
+// would never fire, so messages that become due later (retries, an
+// operator's retry, a dead instance's expired leases) would wait for a
+// lull.
 func (q *Queue) schedule(ctx context.Context) {
 	defer close(q.schedDone)
-	t := time.NewTimer(0)
-	defer t.Stop()
+	poll := q.config().Poll
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	q.claimable.Store(true) // the first claim: what the store holds already
 	for {
+		q.dispatch(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-q.kick:
-		case <-t.C:
+		case <-tick.C:
 			// Time passed: retries became due, others' leases ran out.
 			q.claimable.Store(true)
 		}
-		q.dispatch(ctx)
-		t.Reset(q.config().Poll)
+		if p := q.config().Poll; p != poll {
+			poll = p
+			tick.Reset(poll)
+		}
 	}
 }
 

@@ -68,14 +68,29 @@ func (c *curl) send(t *testing.T, s submission) string {
 
 // wire: curl sends the file as it is (with --crlf every LF becomes CRLF,
 // a CRLF too: CR CR LF) and ends it with "\r\n.\r\n" unless it ends
-// with CRLF. It dot-stuffs only after CRLF, as the relay reads: a bare LF
-// is no line break to either (RFC 5321 §2.3.8).
+// with CRLF. It dot-stuffs only after CRLF; the relay, like Postfix's
+// smtpd_forbid_bare_newline = normalize, takes a bare LF as a line break
+// and undoes the dot that starts the next line — which curl did not
+// double, so that dot is lost (send files with CRLF, or use --crlf).
 func (c *curl) wire(s submission) []byte {
 	b := s.input
 	if s.variant == "--crlf" {
 		b = bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
 	}
-	return withFinalCRLF(b)
+	return withFinalCRLF(dropDotAfterBareLF(b))
+}
+
+// dropDotAfterBareLF removes the first dot of every line that follows a
+// bare LF, as the relay reads DATA.
+func dropDotAfterBareLF(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for i, c := range b {
+		if c == '.' && i > 0 && b[i-1] == '\n' && (i < 2 || b[i-2] != '\r') {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 var curlAuth = regexp.MustCompile(`(?m)^> AUTH (\S+)`)

@@ -36,8 +36,12 @@ func (w *writer) afterCommit() {
 	if w.walPages < checkpointPages {
 		return
 	}
-	w.walPages = 0
-	w.checkpoint("PASSIVE")
+	// Counted again from zero only when the checkpoint copied the whole
+	// WAL; one a reader held back is tried after the next commit, as
+	// SQLite's own automatic checkpoint would be.
+	if w.checkpoint("PASSIVE") {
+		w.walPages = 0
+	}
 }
 
 // pagesWritten returns the pages the writer's connection wrote since the
@@ -56,15 +60,18 @@ func (w *writer) pagesWritten() int {
 	return n
 }
 
-// checkpoint runs one checkpoint on the writer's connection.
-func (w *writer) checkpoint(mode string) {
+// checkpoint runs one checkpoint on the writer's connection and reports
+// whether it copied the whole WAL.
+func (w *writer) checkpoint(mode string) bool {
 	if w.conn == nil {
-		return
+		return false
 	}
 	var busy, logFrames, done int
 	err := w.conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &logFrames, &done)
 	if err != nil {
 		_ = w.connErr("checkpointing", err)
 		w.s.log.Warn("WAL checkpoint failed; the next one tries again", "error", err)
+		return false
 	}
+	return busy == 0 && done == logFrames
 }

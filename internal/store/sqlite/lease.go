@@ -43,7 +43,10 @@ func (b *batch) claim(owner string, now, until time.Time, limit int, skip []stri
 		return nil, err
 	}
 	list, _ := json.Marshal(ids) // []string always marshals
-	rows, err := b.query(`UPDATE messages SET lease_owner = ?1, lease_until = ?2, retried = 0
+	// An owner taking its own expired lease back (its attempt may still
+	// run) keeps an operator's Retry made during that attempt.
+	rows, err := b.query(`UPDATE messages SET lease_owner = ?1, lease_until = ?2,
+			retried = CASE WHEN lease_owner = ?1 THEN retried ELSE 0 END
 		WHERE id IN (SELECT value FROM json_each(?3))
 		RETURNING `+envelopeColumns,
 		owner, unixNano(until), string(list))

@@ -94,6 +94,30 @@ func migrate(ctx context.Context, db *sql.DB, log hclog.Logger) error {
 			log.Info("database schema migrated", "version", m.version, "migration", m.name)
 		}
 	}
+	return checkSchema(ctx, db)
+}
+
+// schemaColumns are columns the code needs that version 1 had not always
+// had: 0001_init.sql changed before the first release, and a database a
+// development build made from an earlier version 1 lacks them.
+var schemaColumns = []struct{ table, column string }{
+	{"messages", "retried"},
+	{"events", "seq"},
+}
+
+// checkSchema refuses such a database with a clear error rather than
+// failing every enqueue.
+func checkSchema(ctx context.Context, db *sql.DB) error {
+	for _, c := range schemaColumns {
+		var n int
+		err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.column).Scan(&n)
+		if err != nil {
+			return mapErr("checking the schema", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("store: table %s has no column %s: the database was made by a development build of oauthrelay before the first release; move it away (deliver or export what it holds first) and start again", c.table, c.column)
+		}
+	}
 	return nil
 }
 

@@ -96,6 +96,21 @@ func TestOpenRefusesANewerSchema(t *testing.T) {
 	}
 }
 
+// A version-1 database from a development build made before 0001_init.sql
+// last changed is refused with a clear error, not opened to fail every
+// enqueue.
+func TestOpenRefusesAnEarlyVersionOne(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, Options{}).Close()
+	db := rawDB(t, dir)
+	rawExec(t, db, `ALTER TABLE messages DROP COLUMN retried`)
+	db.Close()
+	_, err := Open(t.Context(), dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "development build") || !strings.Contains(err.Error(), "retried") {
+		t.Fatalf("Open of an early version-1 database: %v, want the development-build error", err)
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {

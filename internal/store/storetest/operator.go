@@ -149,9 +149,21 @@ func testRetryDuringAnAttempt(t *testing.T, e *env) {
 	if next := e.get("m1").NextAttempt; !next.Equal(e.at(500 * time.Millisecond)) {
 		t.Errorf("after a Retry during the attempt, the next attempt is %v, want the Retry's time %v", next.Sub(e.base), 500*time.Millisecond)
 	}
-	// The next attempt spends the Retry: its deferral holds.
+	// The owner taking its own expired lease back (its attempt still
+	// running) keeps a Retry made during the attempt.
 	e.claim("w1", e.at(2*time.Second), 1, time.Minute)
-	deferred.At, deferred.NextAttempt = e.at(3*time.Second), e.at(2*time.Hour)
+	if err := e.s.Retry(e.ctx, "m1", e.at(3*time.Second)); err != nil {
+		t.Fatalf("Retry: %v", err)
+	}
+	e.claim("w1", e.at(2*time.Minute), 1, time.Minute)
+	deferred.At, deferred.NextAttempt = e.at(2*time.Minute), e.at(3*time.Hour)
+	e.finish("m1", "w1", deferred)
+	if next := e.get("m1").NextAttempt; !next.Equal(e.at(3 * time.Second)) {
+		t.Errorf("after the owner re-claimed its expired lease, the next attempt is %v, want the Retry's %v", next.Sub(e.base), 3*time.Second)
+	}
+	// The next attempt spends the Retry: its deferral holds.
+	e.claim("w1", e.at(4*time.Second), 1, time.Minute)
+	deferred.At, deferred.NextAttempt = e.at(5*time.Second), e.at(2*time.Hour)
 	e.finish("m1", "w1", deferred)
 	if next := e.get("m1").NextAttempt; !next.Equal(e.at(2 * time.Hour)) {
 		t.Errorf("after an attempt with no Retry during it, the next attempt is %v, want %v", next.Sub(e.base), 2*time.Hour)
