@@ -15,8 +15,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // TokenSource supplies access tokens; implemented by *oauth.Source.
@@ -247,6 +248,10 @@ type Conn struct {
 	// broken is set once the connection failed below the SMTP layer; it
 	// must not be reused.
 	broken bool
+	// mail is the current transaction's MAIL options; dsn is set when its
+	// DSN parameters went to the provider (it offers DSN).
+	mail transport.MailOptions
+	dsn  bool
 }
 
 func (c *Conn) fail(stage Stage, err error) error {
@@ -280,24 +285,39 @@ func checkPath(addr string) error {
 }
 
 // Mail starts a transaction. from must already be a valid SMTP path
-// (quoted where needed).
-func (c *Conn) Mail(from string, opts *smtp.MailOptions) error {
+// (quoted where needed). Parameters go with it as far as the provider
+// offers their extensions; what it cannot carry is refused before
+// anything is sent (see mailParams).
+func (c *Conn) Mail(from string, opts transport.MailOptions) error {
 	if err := checkPath(from); err != nil {
 		return c.fail(StageMail, err)
 	}
-	if err := c.c.mail(from, opts); err != nil {
+	params, dsn, perr := mailParams(from, opts, c.c.has)
+	if perr != nil {
+		return perr
+	}
+	if err := c.c.mail(from, params); err != nil {
 		return c.fail(StageMail, err)
 	}
+	c.mail, c.dsn = opts, dsn
 	c.m.reply(c.provider, StageMail, 250)
 	return nil
 }
 
+// DSN reports whether the current transaction's DSN parameters went to
+// the provider.
+func (c *Conn) DSN() bool { return c.dsn }
+
 // Rcpt adds a recipient; the provider's refusal comes back as Error.Reply.
-func (c *Conn) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (c *Conn) Rcpt(to string, opts transport.RcptOptions) error {
 	if err := checkPath(to); err != nil {
 		return c.fail(StageRcpt, err)
 	}
-	if err := c.c.rcpt(to); err != nil {
+	params, perr := rcptParams(to, c.mail, opts, c.c.has)
+	if perr != nil {
+		return perr
+	}
+	if err := c.c.rcpt(to, params); err != nil {
 		return c.fail(StageRcpt, err)
 	}
 	c.m.reply(c.provider, StageRcpt, 250)
