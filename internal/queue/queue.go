@@ -52,18 +52,19 @@ type Notifier func(orig *store.Envelope, header []byte, failed []Failure, now ti
 
 // Failure is one recipient a delivery-status notification reports.
 type Failure struct {
-	// Action is the RFC 3464 action: "" (failed), "delayed" or "relayed";
-	// one notification reports one action.
-	Action string
-	// WillRetryUntil is when a delayed recipient fails (its message's
-	// expiry); zero otherwise.
-	WillRetryUntil time.Time
 	Rcpt        string // the recipient as sent (SMTP path)
 	ORcpt       string // its ORCPT parameter (RFC 3461), "" when none
 	Status      string // RFC 3463 status code, e.g. "5.1.1" or "4.4.7"
 	Reply       string // the provider's last reply line, "" when there was none
 	Reason      string // the queue's own reason (expiry), "" when Reply says it all
 	LastAttempt time.Time
+
+	// Action is the RFC 3464 action: "" (failed), "delayed" or "relayed";
+	// one notification reports one action.
+	Action string
+	// WillRetryUntil is when a delayed recipient fails (its message's
+	// expiry); zero otherwise.
+	WillRetryUntil time.Time
 }
 
 // Config is the queue's reloadable configuration.

@@ -370,10 +370,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		tx.log = tx.log.With("mail_from", printable(tx.mailFrom), "send_as", acct.Address)
 	}
 	env := transport.Envelope{ID: tx.id, Account: acct.Address, From: path, Listener: s.b.lis.Name, Client: client.Name}
-	if opts != nil {
-		env.Mail = transport.MailOptions{Size: opts.Size, Body: opts.Body, UTF8: opts.UTF8,
-			Return: string(opts.Return), EnvelopeID: opts.EnvelopeID}
-	}
+	env.Mail = transport.MailOptionsOf(opts)
 	d, err := s.transportFor(acct).Begin(s.b.ctx, env)
 	if err != nil {
 		st.release()
@@ -426,29 +423,13 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		tx.log.Warn("recipient refused by the account's limit", "limit", limits.KindMessageRcpts, "max", max)
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients for this account (%s limit of %d); send the rest later", limits.KindMessageRcpts, max)}
 	}
-	if err := tx.d.AddRcpt(s.b.ctx, path, rcptOptions(opts)); err != nil {
+	if err := tx.d.AddRcpt(s.b.ctx, path, transport.RcptOptionsOf(opts)); err != nil {
 		reply := s.refused(tx, err)
 		tx.log.Info("recipient refused", "rcpt", printable(to), "reply", reply.Code)
 		return reply
 	}
 	tx.rcpts = append(tx.rcpts, path)
 	return nil
-}
-
-// rcptOptions are the DSN parameters of a RCPT (RFC 3461 §4.1, §4.2) in
-// the delivery contract's form; go-smtp has checked their syntax.
-func rcptOptions(opts *smtp.RcptOptions) transport.RcptOptions {
-	var ro transport.RcptOptions
-	if opts == nil {
-		return ro
-	}
-	for _, n := range opts.Notify {
-		ro.Notify = append(ro.Notify, strings.ToUpper(string(n)))
-	}
-	if opts.OriginalRecipient != "" {
-		ro.ORcpt = strings.ToLower(string(opts.OriginalRecipientType)) + ";" + opts.OriginalRecipient
-	}
-	return ro
 }
 
 // Data implements smtp.Session. The message is received completely, then

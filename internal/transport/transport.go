@@ -70,6 +70,31 @@ type RcptOptions struct {
 	ORcpt string
 }
 
+// MailOptionsOf are go-smtp's MAIL parameters in the contract's form
+// (the zero value for nil).
+func MailOptionsOf(o *smtp.MailOptions) MailOptions {
+	if o == nil {
+		return MailOptions{}
+	}
+	return MailOptions{Size: o.Size, Body: o.Body, UTF8: o.UTF8, Return: string(o.Return), EnvelopeID: o.EnvelopeID}
+}
+
+// RcptOptionsOf are go-smtp's RCPT parameters in the contract's form
+// (the zero value for nil); go-smtp has checked their syntax.
+func RcptOptionsOf(o *smtp.RcptOptions) RcptOptions {
+	var ro RcptOptions
+	if o == nil {
+		return ro
+	}
+	for _, n := range o.Notify {
+		ro.Notify = append(ro.Notify, strings.ToUpper(string(n)))
+	}
+	if o.OriginalRecipient != "" {
+		ro.ORcpt = strings.ToLower(string(o.OriginalRecipientType)) + ";" + o.OriginalRecipient
+	}
+	return ro
+}
+
 // DSN reports whether the RCPT parameters include a DSN request.
 func (o RcptOptions) DSN() bool { return len(o.Notify) > 0 || o.ORcpt != "" }
 

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/transport"
@@ -288,7 +289,16 @@ func checkPath(addr string) error {
 // (quoted where needed). Parameters go with it as far as the provider
 // offers their extensions; what it cannot carry is refused before
 // anything is sent (see mailParams).
-func (c *Conn) Mail(from string, opts transport.MailOptions) error {
+func (c *Conn) Mail(from string, opts *smtp.MailOptions) error {
+	return c.mailWith(from, transport.MailOptionsOf(opts))
+}
+
+// Rcpt adds a recipient; the provider's refusal comes back as Error.Reply.
+func (c *Conn) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return c.rcptWith(to, transport.RcptOptionsOf(opts))
+}
+
+func (c *Conn) mailWith(from string, opts transport.MailOptions) error {
 	if err := checkPath(from); err != nil {
 		return c.fail(StageMail, err)
 	}
@@ -308,8 +318,7 @@ func (c *Conn) Mail(from string, opts transport.MailOptions) error {
 // the provider.
 func (c *Conn) DSN() bool { return c.dsn }
 
-// Rcpt adds a recipient; the provider's refusal comes back as Error.Reply.
-func (c *Conn) Rcpt(to string, opts transport.RcptOptions) error {
+func (c *Conn) rcptWith(to string, opts transport.RcptOptions) error {
 	if err := checkPath(to); err != nil {
 		return c.fail(StageRcpt, err)
 	}

@@ -61,7 +61,7 @@ func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transpor
 	if err != nil {
 		return nil, err
 	}
-	err = d.withConn(ctx, func(c *Conn) error { return c.Mail(env.From, env.Mail) })
+	err = d.withConn(ctx, func(c *Conn) error { return c.mailWith(env.From, env.Mail) })
 	release()
 	if err != nil {
 		d.record(err, false)
@@ -159,7 +159,7 @@ func (d *delivery) AddRcpt(ctx context.Context, rcpt string, opts transport.Rcpt
 	if err := d.res.AddRcpt(time.Now()); err != nil {
 		return limitError(err, d.log)
 	}
-	if err := d.withConn(ctx, func(c *Conn) error { return c.Rcpt(rcpt, opts) }); err != nil {
+	if err := d.withConn(ctx, func(c *Conn) error { return c.rcptWith(rcpt, opts) }); err != nil {
 		d.res.DropRcpt() // a refused recipient costs no quota
 		d.record(err, false)
 		d.logRefusal(err)
@@ -344,11 +344,11 @@ func (d *delivery) replay(c *Conn) error {
 	if !d.mailed {
 		return nil
 	}
-	if err := c.Mail(d.env.From, d.env.Mail); err != nil {
+	if err := c.mailWith(d.env.From, d.env.Mail); err != nil {
 		return err
 	}
 	for _, r := range d.rcpts {
-		if err := c.Rcpt(r.addr, r.opts); err != nil {
+		if err := c.rcptWith(r.addr, r.opts); err != nil {
 			var ue *Error
 			if errors.As(err, &ue) && ue.Reply != nil && ue.Reply.Code != 421 {
 				// A recipient accepted before is refused now: the
