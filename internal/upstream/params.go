@@ -46,10 +46,12 @@ func refusal(stage Stage, reply *smtp.SMTPError) *Error {
 func mailParams(from string, opts transport.MailOptions, has func(string) bool) (params []string, dsn bool, err *Error) {
 	switch opts.Body {
 	case smtp.Body8BitMIME:
-		if !has("8BITMIME") {
-			return nil, false, refusal(StageMail, errNeeds8BitMIME)
+		// Without 8BITMIME the message goes out only when it is 7-bit
+		// after all (many clients declare 8BITMIME for every message):
+		// checked before DATA (check7Bit).
+		if has("8BITMIME") {
+			params = append(params, "BODY=8BITMIME")
 		}
-		params = append(params, "BODY=8BITMIME")
 	case smtp.Body7Bit:
 		if has("8BITMIME") {
 			params = append(params, "BODY=7BIT")
@@ -115,6 +117,28 @@ func rcptParams(to string, mail transport.MailOptions, opts transport.RcptOption
 func notifyHonouredWithoutDSN(notify []string) bool {
 	return len(notify) == 0 ||
 		transport.Notifies(notify, "FAILURE") && !transport.Notifies(notify, "SUCCESS")
+}
+
+// check7Bit refuses a message with 8-bit octets for a provider without
+// 8BITMIME: the relay does not convert it (RFC 6152 §3).
+func check7Bit(body func() (io.Reader, error)) error {
+	r, err := body()
+	if err != nil {
+		return &Error{Stage: StageData, Local: true, Err: err}
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if !isASCII(string(buf[:n])) {
+			return refusal(StageData, errNeeds8BitMIME)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return &Error{Stage: StageData, Local: true, Err: err}
+		}
+	}
 }
 
 // checkUTF8Header refuses a message whose header section holds 8-bit

@@ -374,10 +374,8 @@ func (d *delivery) replay(c *Conn) error {
 func (d *delivery) send(ctx context.Context, body func() (io.Reader, error)) (text string, dsn bool, err error) {
 	attempt := func() error {
 		return d.withConn(ctx, func(c *Conn) error {
-			if d.env.Mail.UTF8 && !c.c.has("SMTPUTF8") {
-				if err := checkUTF8Header(body); err != nil {
-					return err
-				}
+			if err := d.checkContent(c, body); err != nil {
+				return err
 			}
 			r, err := body()
 			if err != nil {
@@ -399,6 +397,21 @@ func (d *delivery) send(ctx context.Context, body func() (io.Reader, error)) (te
 	}
 	err = attempt()
 	return text, dsn, err
+}
+
+// checkContent refuses, before DATA, a message that needs an extension
+// the provider does not offer although its envelope went out without it
+// (see mailParams).
+func (d *delivery) checkContent(c *Conn, body func() (io.Reader, error)) error {
+	if d.env.Mail.UTF8 && !c.c.has("SMTPUTF8") {
+		if err := checkUTF8Header(body); err != nil {
+			return err
+		}
+	}
+	if d.env.Mail.Body == smtp.Body8BitMIME && !c.c.has("8BITMIME") {
+		return check7Bit(body)
+	}
+	return nil
 }
 
 // switchConn moves the delivery to another connection (the current one
