@@ -1,8 +1,9 @@
 // Package bounce builds the delivery-status notifications (DSNs, RFC 3464)
 // that the durable queue sends when recipients of a message fail for good:
 // the provider refused them with a 5xx, or the message outlived the
-// queue's max_lifetime. Postfix's bounces are the model for layout and
-// content.
+// queue's max_lifetime. On the sender's request (RFC 3461 NOTIFY) it also
+// builds "delayed" and "relayed" ones. Postfix's bounces are the model for
+// layout and content.
 //
 // The relay can only send as one of its accounts, so a notification comes
 // from the account that tried to deliver the original and goes, through
@@ -12,7 +13,8 @@
 // human-readable explanation (text/plain, UTF-8), the machine-readable
 // report (message/delivery-status, RFC 3464) and the header section of the
 // original (text/rfc822-headers) — never its body: bodies are the most
-// sensitive data the relay holds. The message is marked Auto-Submitted:
+// sensitive data the relay holds, so RET=FULL (RFC 3461 §4.3, a request)
+// is answered with the header section as RET=HDRS is. The message is marked Auto-Submitted:
 // auto-replied (RFC 3834 §5) and Eligible refuses to answer null senders,
 // reports and automatic mail, so notifications cannot loop.
 package bounce
