@@ -253,6 +253,11 @@ func (q *Queue) enqueueNotice(ctx context.Context, c *store.Claimed, msg []byte,
 	if has8bit(msg) {
 		env.MailParams = []string{"BODY=8BITMIME"}
 	}
+	if has8bit([]byte(c.From)) {
+		// A sender address in UTF-8 is written as is in To (RFC 6532)
+		// and needs SMTPUTF8 on the way (RFC 6531).
+		env.MailParams = append(env.MailParams, "SMTPUTF8")
+	}
 	err := q.st.Enqueue(ctx, &store.NewMessage{Envelope: env, Body: bytes.NewReader(msg)})
 	return env.ID, err
 }

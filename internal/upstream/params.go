@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -129,7 +130,7 @@ func check7Bit(body func() (io.Reader, error)) error {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
-		if !isASCII(string(buf[:n])) {
+		if slices.ContainsFunc(buf[:n], func(b byte) bool { return b >= 0x80 }) {
 			return refusal(StageData, errNeeds8BitMIME)
 		}
 		if err == io.EOF {
