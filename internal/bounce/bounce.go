@@ -1,8 +1,9 @@
 // Package bounce builds the delivery-status notifications (DSNs, RFC 3464)
 // that the durable queue sends when recipients of a message fail for good:
 // the provider refused them with a 5xx, or the message outlived the
-// queue's max_lifetime. Postfix's bounces are the model for layout and
-// content.
+// queue's max_lifetime. On the sender's request (RFC 3461 NOTIFY) it also
+// builds "delayed" and "relayed" ones. Postfix's bounces are the model for
+// layout and content.
 //
 // The relay can only send as one of its accounts, so a notification comes
 // from the account that tried to deliver the original and goes, through
@@ -12,7 +13,8 @@
 // human-readable explanation (text/plain, UTF-8), the machine-readable
 // report (message/delivery-status, RFC 3464) and the header section of the
 // original (text/rfc822-headers) — never its body: bodies are the most
-// sensitive data the relay holds. The message is marked Auto-Submitted:
+// sensitive data the relay holds, so RET=FULL (RFC 3461 §4.3, a request)
+// is answered with the header section as RET=HDRS is. The message is marked Auto-Submitted:
 // auto-replied (RFC 3834 §5) and Eligible refuses to answer null senders,
 // reports and automatic mail, so notifications cannot loop.
 package bounce
@@ -32,8 +34,22 @@ import (
 	"unicode/utf8"
 )
 
-// Failure is one recipient that failed for good.
+// Actions a notification reports (RFC 3464 §2.3.3). One notification
+// reports one action for all its recipients.
+const (
+	ActionFailed  = "failed"  // the recipient failed for good (the default)
+	ActionDelayed = "delayed" // not delivered yet; the relay keeps trying
+	ActionRelayed = "relayed" // handed to a provider that sends no DSN itself
+)
+
+// Failure is one recipient a notification reports: one that failed for
+// good, or (Action) one that is delayed or was relayed.
 type Failure struct {
+	// Action is ActionFailed (""), ActionDelayed or ActionRelayed.
+	Action string
+	// WillRetryUntil, for a delayed recipient, is when the relay gives
+	// up (RFC 3464 §2.3.7); zero for none.
+	WillRetryUntil time.Time
 	// Rcpt is the recipient as sent to the provider (SMTP path form,
 	// without angle brackets).
 	Rcpt string
@@ -96,9 +112,30 @@ type Options struct {
 // defaultMaxHeaderBytes is the default of Options.MaxHeaderBytes.
 const defaultMaxHeaderBytes = 64 << 10
 
-// subject is the notification's subject, the one Postfix uses, which
-// people and filters recognise.
-const subject = "Undelivered Mail Returned to Sender"
+// subjects are the notifications' subjects by action, the ones Postfix
+// uses, which people and filters recognise.
+var subjects = map[string]string{
+	ActionFailed:  "Undelivered Mail Returned to Sender",
+	ActionDelayed: "Delayed Mail (still being retried)",
+	ActionRelayed: "Successful Mail Delivery Report",
+}
+
+// action is the action all failures report; "" when they disagree or
+// one is unknown.
+func action(failures []Failure) string {
+	act := ""
+	for i, f := range failures {
+		a := f.Action
+		if a == "" {
+			a = ActionFailed
+		}
+		if _, ok := subjects[a]; !ok || i > 0 && a != act {
+			return ""
+		}
+		act = a
+	}
+	return act
+}
 
 // displayName is the notification's From display name.
 const displayName = "Mail Delivery System"
@@ -131,19 +168,23 @@ func Build(orig Original, failures []Failure, opts Options) ([]byte, error) {
 			return nil, fmt.Errorf("bounce: failure %d has no recipient", i)
 		}
 	}
+	act := action(failures)
+	if act == "" {
+		return nil, errors.New("bounce: one notification reports one known action for all its recipients")
+	}
 	var headers []byte
 	var cut bool
 	if o.MaxHeaderBytes > 0 {
 		headers, cut = orig.Header.section(o.MaxHeaderBytes)
 	}
 	parts := []part{
-		noticePart(orig, failures, o, attachment{size: len(headers), cut: cut}),
+		noticePart(act, orig, failures, o, attachment{size: len(headers), cut: cut}),
 		reportPart(orig, failures, o),
 	}
 	if len(headers) > 0 {
 		parts = append(parts, headersPart(headers))
 	}
-	return assemble(orig, to, parts, o)
+	return assemble(orig, to, subjects[act], parts, o)
 }
 
 // resolve fills in defaults and checks what will be written into headers.
@@ -230,7 +271,7 @@ type part struct {
 }
 
 // assemble writes the message header and the multipart/report body.
-func assemble(orig Original, to string, parts []part, o Options) ([]byte, error) {
+func assemble(orig Original, to, subject string, parts []part, o Options) ([]byte, error) {
 	boundary, err := pickBoundary(o.Rand, parts)
 	if err != nil {
 		return nil, err

@@ -79,7 +79,7 @@ func build(t *testing.T, orig Original, failures []Failure, o Options) *dsn {
 	if err != nil {
 		t.Fatalf("parse: %v\n%s", err, raw)
 	}
-	checkEnvelopeHeader(t, d, orig, o)
+	checkEnvelopeHeader(t, d, orig, o, subjects[action(failures)])
 	if got := d.message.Get("Reporting-MTA"); got != "dns; "+o.ReportingMTA {
 		t.Errorf("Reporting-MTA = %q", got)
 	}
@@ -87,7 +87,10 @@ func build(t *testing.T, orig Original, failures []Failure, o Options) *dsn {
 		t.Fatalf("%d recipient blocks for %d failures:\n%s", len(d.rcpts), len(failures), d.parts[1].body)
 	}
 	for i, r := range d.rcpts {
-		if r.Get("Action") != "failed" || r.Get("Final-Recipient") == "" || !statusCode.MatchString(r.Get("Status")) {
+		st := r.Get("Status")
+		okStatus := statusCode.MatchString(st) && (actionOf(failures[i]) != ActionDelayed || st[0] == '4') ||
+			actionOf(failures[i]) == ActionRelayed && successCode.MatchString(st)
+		if r.Get("Action") != actionOf(failures[i]) || r.Get("Final-Recipient") == "" || !okStatus {
 			t.Errorf("recipient block %d: %v", i+1, r)
 		}
 	}
@@ -99,7 +102,7 @@ func build(t *testing.T, orig Original, failures []Failure, o Options) *dsn {
 
 // checkEnvelopeHeader checks the notification's own header fields: exactly
 // the expected set, each as documented.
-func checkEnvelopeHeader(t *testing.T, d *dsn, orig Original, o Options) {
+func checkEnvelopeHeader(t *testing.T, d *dsn, orig Original, o Options, subject string) {
 	t.Helper()
 	want := []string{"Auto-Submitted", "Content-Type", "Date", "From", "Message-Id", "Mime-Version", "Subject", "To"}
 	ref := messageID(orig.Header.Get("Message-ID"))
@@ -122,7 +125,7 @@ func checkEnvelopeHeader(t *testing.T, d *dsn, orig Original, o Options) {
 	if err != nil || len(to) != 1 || to[0].Address != parsedAddress(t, orig.From) {
 		t.Errorf("To = %q (%v)", d.header.Get("To"), err)
 	}
-	if got := d.header.Get("Subject"); got != "Undelivered Mail Returned to Sender" {
+	if got := d.header.Get("Subject"); got != subject {
 		t.Errorf("Subject = %q", got)
 	}
 	if date, err := d.header.Date(); err != nil || !date.Equal(o.Now.Truncate(time.Second)) {

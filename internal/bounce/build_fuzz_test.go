@@ -58,7 +58,7 @@ func FuzzBuild(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%v\n%s", err, raw)
 		}
-		checkEnvelopeHeader(t, d, orig, o)
+		checkEnvelopeHeader(t, d, orig, o, subjects[ActionFailed])
 		if len(d.rcpts) != 1 || d.rcpts[0].Get("Action") != "failed" || !statusCode.MatchString(d.rcpts[0].Get("Status")) {
 			t.Fatalf("recipient blocks: %v", d.rcpts)
 		}

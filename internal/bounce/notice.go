@@ -27,11 +27,11 @@ const textWidth = 72
 // noticePart is the human-readable first part (RFC 6522 §3): who reports,
 // what failed and why, in plain words for the sender and for the
 // operator the sender may forward it to.
-func noticePart(orig Original, failures []Failure, o Options, att attachment) part {
+func noticePart(act string, orig Original, failures []Failure, o Options, att attachment) part {
 	var b strings.Builder
 	para(&b, "", "", fmt.Sprintf("This is the mail relay at %s, reporting on a message you sent.", o.ReportingMTA))
 	b.WriteString("\r\n")
-	para(&b, "", "", fmt.Sprintf("Your message could not be delivered to %s. The failure is permanent: the relay will not try again.", count(len(failures))))
+	para(&b, "", "", summary(act, len(failures)))
 	b.WriteString("\r\n")
 	writeMessageDetails(&b, orig, o)
 	for _, f := range failures {
@@ -41,6 +41,17 @@ func noticePart(orig Original, failures []Failure, o Options, att attachment) pa
 	b.WriteString("\r\n")
 	para(&b, "", "", attachmentNote(att)+" If you need help, forward this report to the administrator of the mail relay.")
 	return textPart(b.String())
+}
+
+// summary says in one paragraph what the notification reports.
+func summary(act string, n int) string {
+	switch act {
+	case ActionDelayed:
+		return fmt.Sprintf("Your message has not yet been delivered to %s. This is a warning only: the relay keeps trying until the time shown, and you need not send the message again.", count(n))
+	case ActionRelayed:
+		return fmt.Sprintf("Your message was handed to the mail provider for %s. You asked to be told of its delivery, but the provider sends no such notifications, so this report is the last you will hear of it unless it fails later.", count(n))
+	}
+	return fmt.Sprintf("Your message could not be delivered to %s. The failure is permanent: the relay will not try again.", count(n))
 }
 
 func count(n int) string {
@@ -70,7 +81,11 @@ func writeFailure(b *strings.Builder, f Failure) {
 	}
 	para(b, "", "", who)
 	code := status(f)
-	labelled(b, "    ", "Status:", code+" ("+statusMeaning(code)+")")
+	meaning := statusMeaning(code)
+	if code[0] == '2' {
+		meaning = "relayed"
+	}
+	labelled(b, "    ", "Status:", code+" ("+meaning+")")
 	if f.Reason != "" {
 		labelled(b, "    ", "Reason:", cleanText(f.Reason, maxReason))
 	}
@@ -82,6 +97,9 @@ func writeFailure(b *strings.Builder, f Failure) {
 		last = f.LastAttempt.Format(time.RFC1123Z)
 	}
 	labelled(b, "    ", "Last attempt:", last)
+	if actionOf(f) == ActionDelayed && !f.WillRetryUntil.IsZero() {
+		labelled(b, "    ", "Retrying until:", f.WillRetryUntil.Format(time.RFC1123Z))
+	}
 }
 
 func attachmentNote(att attachment) string {

@@ -44,7 +44,7 @@ func writeRecipientFields(b *strings.Builder, f Failure) {
 		foldField(b, "Original-Recipient", originalRecipientField(f.ORcpt))
 	}
 	foldField(b, "Final-Recipient", recipientField(strings.TrimSpace(f.Rcpt)))
-	foldField(b, "Action", "failed")
+	foldField(b, "Action", actionOf(f))
 	foldField(b, "Status", status(f))
 	if reply := asciiText(f.Reply, maxReply); reply != "" {
 		foldField(b, "Diagnostic-Code", "smtp; "+reply)
@@ -52,6 +52,16 @@ func writeRecipientFields(b *strings.Builder, f Failure) {
 	if !f.LastAttempt.IsZero() {
 		foldField(b, "Last-Attempt-Date", f.LastAttempt.Format(time.RFC1123Z))
 	}
+	if actionOf(f) == ActionDelayed && !f.WillRetryUntil.IsZero() {
+		foldField(b, "Will-Retry-Until", f.WillRetryUntil.Format(time.RFC1123Z))
+	}
+}
+
+func actionOf(f Failure) string {
+	if f.Action == "" {
+		return ActionFailed
+	}
+	return f.Action
 }
 
 // originalRecipientField formats an ORCPT value ("type;address", decoded)

@@ -16,8 +16,28 @@ var replyCode = regexp.MustCompile(`^([245])[0-9][0-9](?:[ -]([245]\.[0-9]{1,3}\
 // status returns the Status field of a failure: the caller's code when it
 // is well formed; else the enhanced code of the provider's reply when its
 // class agrees with the reply's; else the class's generic code (RFC 3463
-// §3.1: X.0.0); else 5.0.0.
+// §3.1: X.0.0); else 5.0.0. A relayed recipient's status is of class 2,
+// a delayed one's of class 4 (RFC 3464 §2.3.4).
 func status(f Failure) string {
+	switch actionOf(f) {
+	case ActionRelayed:
+		if successCode.MatchString(f.Status) {
+			return f.Status
+		}
+		return "2.0.0"
+	case ActionDelayed:
+		if s := failureStatus(f); s[0] == '4' {
+			return s
+		}
+		return "4.0.0"
+	}
+	return failureStatus(f)
+}
+
+// successCode is an enhanced status code of success (RFC 3463 §3.1).
+var successCode = regexp.MustCompile(`^2\.[0-9]{1,3}\.[0-9]{1,3}$`)
+
+func failureStatus(f Failure) string {
 	if statusCode.MatchString(f.Status) {
 		return f.Status
 	}
@@ -48,6 +68,10 @@ func statusMeaning(code string) string {
 
 var detailMeanings = map[string]string{
 	"0.0":  "undefined problem",
+	"3.3":  "the destination does not support a feature the message needs",
+	"6.3":  "conversion to 7 bits required but not supported",
+	"6.7":  "non-ASCII addresses not supported",
+	"6.9":  "UTF-8 header not supported",
 	"1.1":  "no such mailbox",
 	"1.2":  "no such destination domain",
 	"1.3":  "invalid recipient address syntax",

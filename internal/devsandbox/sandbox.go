@@ -18,6 +18,10 @@ type Options struct {
 	// instead of offering STARTTLS.
 	ImplicitTLS bool
 	Logger      hclog.Logger
+	// Without lists SMTP extensions the server does not offer
+	// (Ext8BitMIME, ExtSMTPUTF8, ExtDSN), to play a provider without
+	// them; by default it offers all three, as Microsoft's does.
+	Without []string
 }
 
 // Sandbox is a running token endpoint and SMTP server sharing one CA.
@@ -40,7 +44,7 @@ func Start(opts Options) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	smtpSrv, err := newSMTPServer(ca, tokens, opts.ImplicitTLS, opts.Logger)
+	smtpSrv, err := newSMTPServer(ca, tokens, opts, opts.Logger)
 	if err != nil {
 		tokens.close()
 		return nil, err

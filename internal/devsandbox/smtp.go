@@ -37,6 +37,12 @@ type Message struct {
 	Subject  string    `json:"subject"`
 	Received time.Time `json:"received"`
 	Data     []byte    `json:"-"`
+	// MailParams are the MAIL parameters the client gave, decoded
+	// ("BODY=8BITMIME", "SMTPUTF8", "RET=HDRS", "ENVID=id", "SIZE=n").
+	MailParams []string `json:"mail_params,omitempty"`
+	// RcptParams are each recipient's RCPT parameters, decoded
+	// ("NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;addr").
+	RcptParams map[string][]string `json:"rcpt_params,omitempty"`
 }
 
 // SMTPServer is a submission server that demands TLS and accepts only
@@ -73,18 +79,27 @@ type SMTPServer struct {
 	connections   int
 	mails         int
 	live          map[*sinkSession]struct{}
+	tlsByListener bool // TLS is the listener's, not go-smtp's (no 8BITMIME)
 }
 
-func newSMTPServer(ca *CA, tokens *TokenServer, implicit bool, log hclog.Logger) (*SMTPServer, error) {
+func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) (*SMTPServer, error) {
+	implicit := opts.ImplicitTLS
 	cert, err := ca.Issue("127.0.0.1", "localhost")
 	if err != nil {
 		return nil, err
 	}
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	no8bit := without(opts.Without, Ext8BitMIME)
 	var ln net.Listener
-	if implicit {
+	switch {
+	case no8bit:
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		if err == nil {
+			ln = no8BitMIMEListener{Listener: ln, tls: tlsCfg, implicit: implicit}
+		}
+	case implicit:
 		ln, err = tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
-	} else {
+	default:
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 	}
 	if err != nil {
@@ -104,6 +119,13 @@ func newSMTPServer(ca *CA, tokens *TokenServer, implicit bool, log hclog.Logger)
 	s.srv.Domain = "sandbox.oauthrelay.test"
 	s.srv.TLSConfig = tlsCfg
 	s.srv.AllowInsecureAuth = false
+	s.srv.EnableSMTPUTF8 = !without(opts.Without, ExtSMTPUTF8)
+	s.srv.EnableDSN = !without(opts.Without, ExtDSN)
+	if no8bit {
+		// The listener's connections do TLS themselves (see
+		// no8BitMIMEListener); go-smtp sees plaintext.
+		s.srv.TLSConfig, s.srv.AllowInsecureAuth, s.tlsByListener = nil, true, true
+	}
 	s.srv.MaxMessageBytes = 50 << 20
 	// Google and Microsoft accept message lines far longer than RFC 5322's
 	// 998 characters (HTML mail without line breaks).
@@ -272,7 +294,7 @@ func (s *SMTPServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	s.mu.Lock()
 	// go-smtp starts a new session after STARTTLS; count connections once,
 	// when TLS is up.
-	if _, tls := c.TLSConnectionState(); tls {
+	if _, tls := c.TLSConnectionState(); tls || s.tlsByListener {
 		s.connections++
 	}
 	s.live[ss] = struct{}{}
@@ -281,11 +303,13 @@ func (s *SMTPServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
 }
 
 type sinkSession struct {
-	srv  *SMTPServer
-	conn *smtp.Conn
-	user string
-	from string
-	to   []string
+	srv        *SMTPServer
+	conn       *smtp.Conn
+	user       string
+	from       string
+	to         []string
+	mailParams []string
+	rcptParams map[string][]string
 }
 
 var _ smtp.AuthSession = (*sinkSession)(nil)
@@ -348,7 +372,7 @@ func (ss *sinkSession) authenticate(user, token string) ([]byte, *smtp.SMTPError
 	return nil, nil
 }
 
-func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
+func (ss *sinkSession) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.user == "" {
 		return smtp.ErrAuthRequired
 	}
@@ -362,10 +386,35 @@ func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
 		return r
 	}
 	ss.from = from
+	ss.mailParams = mailParams(opts)
 	return nil
 }
 
-func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+// mailParams lists MAIL parameters as go-smtp decoded them.
+func mailParams(o *smtp.MailOptions) []string {
+	if o == nil {
+		return nil
+	}
+	var p []string
+	if o.Body != "" {
+		p = append(p, "BODY="+string(o.Body))
+	}
+	if o.Size > 0 {
+		p = append(p, fmt.Sprintf("SIZE=%d", o.Size))
+	}
+	if o.UTF8 {
+		p = append(p, "SMTPUTF8")
+	}
+	if o.Return != "" {
+		p = append(p, "RET="+string(o.Return))
+	}
+	if o.EnvelopeID != "" {
+		p = append(p, "ENVID="+o.EnvelopeID)
+	}
+	return p
+}
+
+func (ss *sinkSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s := ss.srv
 	s.mu.Lock()
 	r := s.rcptReplies[strings.ToLower(to)]
@@ -374,7 +423,32 @@ func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return r
 	}
 	ss.to = append(ss.to, to)
+	if p := rcptParams(opts); len(p) > 0 {
+		if ss.rcptParams == nil {
+			ss.rcptParams = map[string][]string{}
+		}
+		ss.rcptParams[to] = p
+	}
 	return nil
+}
+
+// rcptParams lists RCPT parameters as go-smtp decoded them.
+func rcptParams(o *smtp.RcptOptions) []string {
+	if o == nil {
+		return nil
+	}
+	var p []string
+	if len(o.Notify) > 0 {
+		n := make([]string, len(o.Notify))
+		for i, v := range o.Notify {
+			n[i] = string(v)
+		}
+		p = append(p, "NOTIFY="+strings.Join(n, ","))
+	}
+	if o.OriginalRecipient != "" {
+		p = append(p, "ORCPT="+strings.ToLower(string(o.OriginalRecipientType))+";"+o.OriginalRecipient)
+	}
+	return p
 }
 
 func (ss *sinkSession) Data(r io.Reader) error {
@@ -414,7 +488,8 @@ func (ss *sinkSession) Data(r io.Reader) error {
 		s.mu.Unlock()
 		return r
 	}
-	m := Message{ID: randomHex(6), User: ss.user, From: ss.from, To: append([]string(nil), ss.to...), Size: size, Subject: subjectOf(data), Received: time.Now(), Data: data}
+	m := Message{ID: randomHex(6), User: ss.user, From: ss.from, To: append([]string(nil), ss.to...), Size: size, Subject: subjectOf(data), Received: time.Now(), Data: data,
+		MailParams: ss.mailParams, RcptParams: ss.rcptParams}
 	if discard {
 		m.Data = nil
 	}
@@ -426,7 +501,7 @@ func (ss *sinkSession) Data(r io.Reader) error {
 
 var errDropConnection = fmt.Errorf("sandbox: dropping connection after DATA")
 
-func (ss *sinkSession) Reset() { ss.from, ss.to = "", nil }
+func (ss *sinkSession) Reset() { ss.from, ss.to, ss.mailParams, ss.rcptParams = "", nil, nil, nil }
 
 func (ss *sinkSession) Logout() error {
 	s := ss.srv

@@ -72,6 +72,10 @@ type outcome struct {
 	rcpts  map[string]store.Recipient // recipients whose state or reply changed
 	reply  string                     // the attempt's overall reply
 	notNow *transport.Error           // a limit, circuit or busy pool refused (part of) it
+	// relayed are the delivered recipients whose NOTIFY asks for SUCCESS
+	// when the provider did not take the DSN parameters: the queue owes
+	// them a "relayed" notification (RFC 3461 §5.2.2).
+	relayed []store.Recipient
 }
 
 // changed reports whether the attempt got an answer about any recipient.
@@ -139,7 +143,7 @@ func (q *Queue) attempt(ctx context.Context, c *store.Claimed, body []byte, rout
 	defer d.Abort()
 	var accepted []store.Recipient
 	for _, r := range pending {
-		if err := d.AddRcpt(ctx, r.Addr); err != nil {
+		if err := d.AddRcpt(ctx, r.Addr, rcptOptions(r)); err != nil {
 			o.refused(err, []store.Recipient{r})
 			if o.notNow != nil {
 				break // the rest would be refused alike; they wait with the message
@@ -184,6 +188,9 @@ func (o *outcome) delivered(res transport.Result, accepted []store.Recipient) {
 		err, refused := res.Failed[r.Addr]
 		if !refused {
 			o.set(r, store.RcptDelivered, reply)
+			if !res.DSN && transport.Notifies(rcptOptions(r).Notify, "SUCCESS") {
+				o.relayed = append(o.relayed, o.rcpts[r.Addr])
+			}
 			continue
 		}
 		te := transport.As(err)
@@ -196,19 +203,28 @@ func (o *outcome) delivered(res transport.Result, accepted []store.Recipient) {
 	o.reply = reply
 }
 
-// deliveryEnvelope is the transport envelope of a queued message.
+// deliveryEnvelope is the transport envelope of a queued message. The
+// queue issues notifications itself (OwnNotices): a provider without DSN
+// gets the message without the DSN parameters (RFC 3461 §5.2.2).
 func deliveryEnvelope(env *store.Envelope) transport.Envelope {
 	te := transport.Envelope{
 		ID: env.ID, Account: env.Account, From: env.From,
 		Listener: env.Listener, Client: env.Client,
-		Mail: transport.MailOptions{Size: env.Size},
+		Mail: MailOptions(env),
 	}
-	for _, p := range env.MailParams {
-		if k, v, ok := strings.Cut(p, "="); ok && strings.EqualFold(k, "BODY") {
-			te.Mail.Body = smtp.BodyType(strings.ToUpper(v))
+	te.Mail.OwnNotices = true
+	return te
+}
+
+// rcptOptions are a queued recipient's DSN parameters.
+func rcptOptions(r store.Recipient) transport.RcptOptions {
+	o := transport.RcptOptions{ORcpt: r.ORcpt}
+	for _, n := range strings.Split(r.Notify, ",") {
+		if n = strings.ToUpper(strings.TrimSpace(n)); n != "" {
+			o.Notify = append(o.Notify, n)
 		}
 	}
-	return te
+	return o
 }
 
 // storedMessage is a queued message's body as a transport.Message: every

@@ -23,6 +23,17 @@ func (q *Queue) bounce(ctx context.Context, c *store.Claimed, failed []failedRcp
 		q.suppressed(c, reason, len(failed))
 		return "", true
 	}
+	id, handled = q.sendNotice(ctx, c, failures, now, cfg)
+	if id != "" {
+		q.m.bounces.Inc()
+	}
+	return id, handled
+}
+
+// sendNotice builds and queues one notification about failures (all of
+// one action) to the original sender, within the sender's hourly cap.
+func (q *Queue) sendNotice(ctx context.Context, c *store.Claimed, failures []Failure, now time.Time, cfg Config) (id string, handled bool) {
+	failed := failures
 	header := q.readHeader(ctx, c.ID)
 	sender := strings.ToLower(c.From)
 	if !q.bounces.take(sender, now, cfg.MaxBouncesPerHour) {
@@ -46,13 +57,127 @@ func (q *Queue) bounce(ctx context.Context, c *store.Claimed, failed []failedRcp
 	if err != nil {
 		q.bounces.undo(sender, now)
 		q.storeError("enqueue_notice")
-		q.log.Error("could not queue a delivery-status notification; the failure is kept and tried again", "id", c.ID, "account", c.Account, "error", err)
+		q.log.Error("could not queue a delivery-status notification; it is tried again", "id", c.ID, "account", c.Account, "error", err)
 		return "", false
 	}
-	q.m.bounces.Inc()
-	q.log.Info("delivery-status notification queued", "id", c.ID, "account", c.Account, "notice", id, "failed", len(failures))
+	q.log.Info("delivery-status notification queued", "id", c.ID, "account", c.Account, "notice", id, "action", actionName(failures[0].Action), "rcpts", len(failures))
 	q.Kick()
 	return id, true
+}
+
+func actionName(a string) string {
+	if a == "" {
+		return "failed"
+	}
+	return a
+}
+
+// delayNoticeAfter is how long a recipient whose NOTIFY includes DELAY
+// may stay undelivered before its sender gets one "delayed" notification
+// (RFC 3461 §4.1; README "Queue mode"). Postfix's delay_warning_time is
+// off by default; a DELAY request asks for the warning explicitly.
+const delayNoticeAfter = 4 * time.Hour
+
+// Prefixes of the history events (EventNotified, per recipient) that
+// record the notifications an attempt owed besides failures: a delayed
+// one is sent once per recipient.
+const (
+	delayedEvent = "delayed "
+	relayedEvent = "relayed "
+)
+
+// courtesyNotices queues the notifications an attempt owes besides
+// failure notices, honouring the recipients' DSN requests (RFC 3461):
+// "relayed" for delivered recipients that asked for SUCCESS from a
+// provider that took no DSN parameters (§5.2.2), and "delayed", once,
+// for recipients that asked for DELAY and are still pending
+// delayNoticeAfter after the message arrived. It returns the history
+// events to record once the attempt is.
+func (q *Queue) courtesyNotices(ctx context.Context, c *store.Claimed, o *outcome, res store.Result, now time.Time, cfg Config) []*store.Event {
+	if c.Bounce || c.From == "" || c.From == "<>" || q.notify == nil {
+		return nil
+	}
+	var events []*store.Event
+	if len(o.relayed) > 0 {
+		var fs []Failure
+		for _, r := range o.relayed {
+			fs = append(fs, Failure{Action: "relayed", Rcpt: r.Addr, ORcpt: r.ORcpt, Status: "2.0.0", Reply: r.LastReply, LastAttempt: now})
+		}
+		events = append(events, q.courtesy(ctx, c, fs, relayedEvent, now, cfg)...)
+	}
+	if delayed := q.delayed(ctx, c, res, now); len(delayed) > 0 {
+		var fs []Failure
+		for _, r := range delayed {
+			fs = append(fs, Failure{Action: "delayed", Rcpt: r.Addr, ORcpt: r.ORcpt, Status: statusOf(r.LastReply),
+				Reply: r.LastReply, LastAttempt: now, WillRetryUntil: cfg.expires(c)})
+		}
+		events = append(events, q.courtesy(ctx, c, fs, delayedEvent, now, cfg)...)
+	}
+	return events
+}
+
+// courtesy queues one notification and returns its events, one per
+// recipient; none when it was not queued (a delayed one is then tried
+// again after the next attempt).
+func (q *Queue) courtesy(ctx context.Context, c *store.Claimed, fs []Failure, prefix string, now time.Time, cfg Config) []*store.Event {
+	id, _ := q.sendNotice(ctx, c, fs, now, cfg)
+	if id == "" {
+		return nil
+	}
+	events := make([]*store.Event, len(fs))
+	for i, f := range fs {
+		events[i] = &store.Event{ID: c.ID, At: now, Type: store.EventNotified, Rcpt: f.Rcpt, Reply: prefix + id}
+	}
+	return events
+}
+
+// delayed returns the recipients owed a "delayed" notification after an
+// attempt whose result is res.
+func (q *Queue) delayed(ctx context.Context, c *store.Claimed, res store.Result, now time.Time) []store.Recipient {
+	if now.Sub(c.Received) < delayNoticeAfter {
+		return nil
+	}
+	var due []store.Recipient
+	for _, r := range pendingRcpts(&c.Envelope) {
+		if n, ok := res.Rcpts[r.Addr]; ok {
+			r = n
+		}
+		if r.State == store.RcptPending && transport.Notifies(rcptOptions(r).Notify, "DELAY") {
+			due = append(due, r)
+		}
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	_, events, err := q.st.History(ctx, c.ID)
+	if err != nil {
+		q.log.Warn("could not read a message's history to see whether its delay was notified; not notifying now", "id", c.ID, "error", err)
+		return nil
+	}
+	done := map[string]bool{}
+	for _, ev := range events {
+		if ev.Type == store.EventNotified && strings.HasPrefix(ev.Reply, delayedEvent) {
+			done[ev.Rcpt] = true
+		}
+	}
+	out := due[:0]
+	for _, r := range due {
+		if !done[r.Addr] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// recordEvents adds the notifications' events to the message's history.
+func (q *Queue) recordEvents(ctx context.Context, id string, events []*store.Event) {
+	if len(events) == 0 {
+		return
+	}
+	if err := q.st.Record(ctx, nil, events); err != nil {
+		q.storeError("record")
+		q.log.Warn("could not add notifications to the message's history", "id", id, "error", err)
+	}
 }
 
 // noticeFor returns the failures to report, or why none is sent: never
@@ -70,7 +195,7 @@ func (q *Queue) noticeFor(c *store.Claimed, failed []failedRcpt, now time.Time) 
 	}
 	var out []Failure
 	for _, f := range failed {
-		if !wantsFailureNotice(f.rcpt.Notify) {
+		if !transport.Notifies(rcptOptions(f.rcpt).Notify, "FAILURE") {
 			continue
 		}
 		out = append(out, Failure{Rcpt: f.rcpt.Addr, ORcpt: f.rcpt.ORcpt, Status: f.status, Reply: f.reply, Reason: f.reason, LastAttempt: now})
@@ -79,20 +204,6 @@ func (q *Queue) noticeFor(c *store.Claimed, failed []failedRcpt, now time.Time) 
 		return nil, "notify"
 	}
 	return out, ""
-}
-
-// wantsFailureNotice applies a recipient's NOTIFY parameter (RFC 3461
-// §4.1): absent means failures are reported.
-func wantsFailureNotice(notify string) bool {
-	if notify == "" {
-		return true
-	}
-	for _, v := range strings.Split(notify, ",") {
-		if strings.EqualFold(strings.TrimSpace(v), "FAILURE") {
-			return true
-		}
-	}
-	return false
 }
 
 func (q *Queue) suppressed(c *store.Claimed, reason string, n int) {
@@ -141,6 +252,11 @@ func (q *Queue) enqueueNotice(ctx context.Context, c *store.Claimed, msg []byte,
 	}
 	if has8bit(msg) {
 		env.MailParams = []string{"BODY=8BITMIME"}
+	}
+	if has8bit([]byte(c.From)) {
+		// A sender address in UTF-8 is written as is in To (RFC 6532)
+		// and needs SMTPUTF8 on the way (RFC 6531).
+		env.MailParams = append(env.MailParams, "SMTPUTF8")
 	}
 	err := q.st.Enqueue(ctx, &store.NewMessage{Envelope: env, Body: bytes.NewReader(msg)})
 	return env.ID, err

@@ -36,7 +36,7 @@ func TestDeliveredMessageIsFinal(t *testing.T) {
 		t.Fatalf("transport got %d messages, want 1", len(out))
 	}
 	wantEnv := transport.Envelope{ID: id, Account: acct, From: "<s@example.com>", Listener: "printers", Client: "scanner",
-		Mail: transport.MailOptions{Size: int64(len("Subject: x\r\n\r\nhello\r\n"))}}
+		Mail: transport.MailOptions{Size: int64(len("Subject: x\r\n\r\nhello\r\n")), OwnNotices: true}}
 	if diff := cmp.Diff(wantEnv, out[0].env); diff != "" {
 		t.Errorf("delivery envelope (-want +got):\n%s", diff)
 	}
@@ -272,7 +272,7 @@ func TestLimitPostponesTheAccountWithoutAnAttempt(t *testing.T) {
 	second := h.submit("<s@example.com>", "r@example.net")
 	h.clock.Advance(time.Millisecond)
 	d, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: "OTHER", Account: "other@example.com", From: "<o@example.com>"})
-	_ = d.AddRcpt(context.Background(), "r@example.net")
+	_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 	if _, err := d.Body(context.Background(), stringMessage("Subject: o\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +553,10 @@ func TestNotifyNeverSuppressesTheNotification(t *testing.T) {
 	if got := h.metric("oauthrelay_queue_bounces_suppressed_total", "reason", "notify"); got != 1 {
 		t.Errorf("suppressed{notify} = %v, want 1", got)
 	}
-	if !wantsFailureNotice("success, Failure") || wantsFailureNotice("NEVER") || !wantsFailureNotice("") {
-		t.Error("wantsFailureNotice misreads NOTIFY")
+	wants := func(notify string) bool {
+		return transport.Notifies(rcptOptions(store.Recipient{Notify: notify}).Notify, "FAILURE")
+	}
+	if !wants("success, Failure") || wants("NEVER") || !wants("") {
+		t.Error("NOTIFY misread")
 	}
 }

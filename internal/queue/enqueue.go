@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,14 +50,16 @@ type enqueuer struct {
 
 // AddRcpt implements transport.Delivery. The session validated the
 // address and applied the account's limits; a repeated recipient is
-// accepted once (the store keys recipients by address).
-func (e *enqueuer) AddRcpt(_ context.Context, rcpt string) error {
+// accepted once (the store keys recipients by address), with the DSN
+// parameters it first came with.
+func (e *enqueuer) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOptions) error {
 	if e.ended {
 		return &transport.Error{Kind: transport.KindLocal, Reply: errEnded, Err: errors.New("queue: recipient after the end of the delivery")}
 	}
 	if !e.seen[rcpt] {
 		e.seen[rcpt] = true
-		e.rcpts = append(e.rcpts, store.Recipient{Addr: rcpt, State: store.RcptPending})
+		e.rcpts = append(e.rcpts, store.Recipient{Addr: rcpt, State: store.RcptPending,
+			Notify: strings.Join(opts.Notify, ","), ORcpt: opts.ORcpt})
 	}
 	return nil
 }
@@ -161,10 +164,50 @@ func (e *enqueuer) envelope(size int64, headerID string, now time.Time) store.En
 		NextAttempt: now,
 		State:       store.StateQueued,
 	}
-	if b := e.env.Mail.Body; b != "" {
-		env.MailParams = append(env.MailParams, "BODY="+string(b))
-	}
+	env.MailParams = mailParams(e.env.Mail)
 	return env
+}
+
+// mailParams are the MAIL parameters a queued message keeps for its
+// delivery, in their SMTP form; ENVID xtext-encoded (RFC 3461 §4).
+func mailParams(o transport.MailOptions) []string {
+	var params []string
+	if o.Body != "" {
+		params = append(params, "BODY="+string(o.Body))
+	}
+	if o.UTF8 {
+		params = append(params, "SMTPUTF8")
+	}
+	if o.Return != "" {
+		params = append(params, "RET="+o.Return)
+	}
+	if o.EnvelopeID != "" {
+		params = append(params, "ENVID="+transport.XText(o.EnvelopeID))
+	}
+	return params
+}
+
+// MailOptions are the MAIL parameters of a queued message as the delivery
+// contract passes them on (the inverse of mailParams). Parameters it does
+// not know are ignored.
+func MailOptions(env *store.Envelope) transport.MailOptions {
+	o := transport.MailOptions{Size: env.Size}
+	for _, p := range env.MailParams {
+		k, v, _ := strings.Cut(p, "=")
+		switch strings.ToUpper(k) {
+		case "BODY":
+			o.Body = smtp.BodyType(strings.ToUpper(v))
+		case "SMTPUTF8":
+			o.UTF8 = true
+		case "RET":
+			o.Return = strings.ToUpper(v)
+		case "ENVID":
+			if id, err := transport.ParseXText(v); err == nil {
+				o.EnvelopeID = id
+			}
+		}
+	}
+	return o
 }
 
 // Reset implements transport.Delivery: a dry run stores nothing, but the

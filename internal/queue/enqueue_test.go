@@ -28,7 +28,7 @@ func TestTransportStoresBeforeSuccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range []string{"a@example.net", "b@example.net", "a@example.net"} {
-		if err := d.AddRcpt(context.Background(), r); err != nil {
+		if err := d.AddRcpt(context.Background(), r, transport.RcptOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -65,7 +65,7 @@ func TestTransportStoresBeforeSuccess(t *testing.T) {
 		t.Errorf("enqueued_total = %v, want 1", got)
 	}
 	// The delivery is over: nothing more is accepted.
-	if err := d.AddRcpt(context.Background(), "c@example.net"); err == nil {
+	if err := d.AddRcpt(context.Background(), "c@example.net", transport.RcptOptions{}); err == nil {
 		t.Error("AddRcpt after Body succeeded")
 	}
 }
@@ -83,7 +83,7 @@ func TestTransportRefusesWhenTheStoreFails(t *testing.T) {
 			h := newHarness(t, testConfig())
 			h.st.enqueueErr = func(*store.NewMessage) error { return tt.err }
 			d, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: "ID2", Account: acct, From: "<s@example.com>"})
-			_ = d.AddRcpt(context.Background(), "r@example.net")
+			_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 			res, err := d.Body(context.Background(), stringMessage("Subject: x\r\n\r\nsecret body text\r\n"))
 			var te *transport.Error
 			if !errors.As(err, &te) {
@@ -126,7 +126,7 @@ func (errReader) Read([]byte) (int, error) { return 0, errors.New("spool: read f
 func TestTransportReadErrorIsNotAStorageError(t *testing.T) {
 	h := newHarness(t, testConfig())
 	d, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: "ID3", Account: acct, From: "<s@example.com>"})
-	_ = d.AddRcpt(context.Background(), "r@example.net")
+	_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 	_, err := d.Body(context.Background(), brokenMessage{})
 	var te *transport.Error
 	if !errors.As(err, &te) || te.Kind != transport.KindLocal || testutil.Code(te.Reply) != "451 4.3.0" {
@@ -140,12 +140,12 @@ func TestTransportReadErrorIsNotAStorageError(t *testing.T) {
 func TestTransportResetAndAbortStoreNothing(t *testing.T) {
 	h := newHarness(t, testConfig())
 	d, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: "R1", Account: acct, From: "<s@example.com>"})
-	_ = d.AddRcpt(context.Background(), "r@example.net")
+	_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 	if err := d.Reset(context.Background()); err != nil {
 		t.Fatalf("Reset: %v", err)
 	}
 	d2, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: "R2", Account: acct, From: "<s@example.com>"})
-	_ = d2.AddRcpt(context.Background(), "r@example.net")
+	_ = d2.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 	d2.Abort()
 	if _, err := d2.Body(context.Background(), stringMessage("Subject: x\r\n\r\n")); err == nil {
 		t.Error("Body after Abort succeeded")
@@ -160,7 +160,7 @@ func TestTransportResetAndAbortStoreNothing(t *testing.T) {
 	h.st.pingErr = store.ErrUnavailable
 	h.st.mu.Unlock()
 	d3, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: "R3", Account: acct, From: "<s@example.com>"})
-	_ = d3.AddRcpt(context.Background(), "r@example.net")
+	_ = d3.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 	if err := d3.Reset(context.Background()); testutil.Code(transport.As(err).Reply) != "452 4.3.1" {
 		t.Errorf("Reset with the store down = %v; want 452 4.3.1", err)
 	}

@@ -37,9 +37,10 @@ func (c *clock) Advance(d time.Duration) {
 
 // sent is one message a fake transport's Body accepted.
 type sent struct {
-	env   transport.Envelope
-	rcpts []string
-	data  string
+	env      transport.Envelope
+	rcpts    []string
+	rcptOpts map[string]transport.RcptOptions
+	data     string
 }
 
 // fakeTransport plays the provider: hooks decide each step, and it
@@ -83,12 +84,13 @@ func (f *fakeTransport) inFlight() int {
 }
 
 type fakeDelivery struct {
-	f     *fakeTransport
-	env   transport.Envelope
-	rcpts []string
+	f        *fakeTransport
+	env      transport.Envelope
+	rcpts    []string
+	rcptOpts map[string]transport.RcptOptions
 }
 
-func (d *fakeDelivery) AddRcpt(_ context.Context, rcpt string) error {
+func (d *fakeDelivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOptions) error {
 	d.f.mu.Lock()
 	hook := d.f.rcpt
 	d.f.mu.Unlock()
@@ -98,6 +100,10 @@ func (d *fakeDelivery) AddRcpt(_ context.Context, rcpt string) error {
 		}
 	}
 	d.rcpts = append(d.rcpts, rcpt)
+	if d.rcptOpts == nil {
+		d.rcptOpts = map[string]transport.RcptOptions{}
+	}
+	d.rcptOpts[rcpt] = opts
 	return nil
 }
 
@@ -120,7 +126,7 @@ func (d *fakeDelivery) Body(ctx context.Context, msg transport.Message) (transpo
 	defer f.mu.Unlock()
 	f.inBody--
 	if err == nil {
-		f.sent = append(f.sent, sent{env: d.env, rcpts: append([]string(nil), d.rcpts...), data: data})
+		f.sent = append(f.sent, sent{env: d.env, rcpts: append([]string(nil), d.rcpts...), rcptOpts: d.rcptOpts, data: data})
 	}
 	return res, err
 }
@@ -351,7 +357,7 @@ func (h *harness) submitMessage(from, data string, rcpts ...string) string {
 		h.t.Fatal(err)
 	}
 	for _, r := range rcpts {
-		if err := d.AddRcpt(context.Background(), r); err != nil {
+		if err := d.AddRcpt(context.Background(), r, transport.RcptOptions{}); err != nil {
 			h.t.Fatal(err)
 		}
 	}

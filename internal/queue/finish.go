@@ -165,6 +165,7 @@ func (q *Queue) conclude(l *lease, o *outcome) {
 			sum = keepForNotice(&res, sum, now, cfg)
 		}
 	}
+	courtesy := q.courtesyNotices(ctx, c, o, res, now, cfg)
 	// The lease is renewed until the result is recorded: a store that
 	// fails for a moment must not make a delivered message go out again.
 	err := q.finish(l, res, cfg)
@@ -177,6 +178,7 @@ func (q *Queue) conclude(l *lease, o *outcome) {
 	if notice != "" {
 		q.recordNotice(ctx, c.ID, notice, now)
 	}
+	q.recordEvents(ctx, c.ID, courtesy)
 	q.logAttempt(c, o, res, sum, notice)
 }
 

@@ -111,7 +111,7 @@ func TestFreshSlotReturnedWhenTheStoreRefuses(t *testing.T) {
 		return nil
 	}
 	d, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: transport.NewID(), Account: acct, From: "<s@example.com>"})
-	_ = d.AddRcpt(context.Background(), "r@example.net")
+	_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 	if _, err := d.Body(context.Background(), stringMessage("Subject: x\r\n\r\nx\r\n")); err == nil {
 		t.Fatal("the store refused, but Body succeeded")
 	}

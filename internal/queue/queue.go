@@ -58,6 +58,13 @@ type Failure struct {
 	Reply       string // the provider's last reply line, "" when there was none
 	Reason      string // the queue's own reason (expiry), "" when Reply says it all
 	LastAttempt time.Time
+
+	// Action is the RFC 3464 action: "" (failed), "delayed" or "relayed";
+	// one notification reports one action.
+	Action string
+	// WillRetryUntil is when a delayed recipient fails (its message's
+	// expiry); zero otherwise.
+	WillRetryUntil time.Time
 }
 
 // Config is the queue's reloadable configuration.

@@ -74,7 +74,7 @@ func TestWorkersCap(t *testing.T) {
 		name := fmt.Sprintf("acct%d@example.com", i)
 		h.routes.set(name, h.tr, 0)
 		d, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: transport.NewID(), Account: name, From: "<s@example.com>"})
-		_ = d.AddRcpt(context.Background(), "r@example.net")
+		_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 		if _, err := d.Body(context.Background(), stringMessage("Subject: x\r\n\r\n")); err != nil {
 			t.Fatal(err)
 		}

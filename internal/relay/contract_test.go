@@ -26,15 +26,16 @@ import (
 // fakeTransport records what a session asks of the delivery contract and
 // fails the steps it is told to.
 type fakeTransport struct {
-	mu      sync.Mutex
-	begin   error            // Begin's error
-	rcpt    map[string]error // AddRcpt's error by recipient
-	body    error
-	queued  bool
-	calls   []string // "begin FROM", "rcpt TO", "body N bytes", "reset", "abort"
-	bodies  []string
-	envs    []transport.Envelope
-	aborted atomic.Int64
+	mu       sync.Mutex
+	begin    error            // Begin's error
+	rcpt     map[string]error // AddRcpt's error by recipient
+	body     error
+	queued   bool
+	calls    []string // "begin FROM", "rcpt TO", "body N bytes", "reset", "abort"
+	rcptOpts map[string]transport.RcptOptions
+	bodies   []string
+	envs     []transport.Envelope
+	aborted  atomic.Int64
 }
 
 func (f *fakeTransport) log(s string) {
@@ -59,8 +60,14 @@ type fakeDelivery struct {
 	done bool
 }
 
-func (d *fakeDelivery) AddRcpt(_ context.Context, rcpt string) error {
+func (d *fakeDelivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOptions) error {
 	d.f.log("rcpt " + rcpt)
+	d.f.mu.Lock()
+	if d.f.rcptOpts == nil {
+		d.f.rcptOpts = map[string]transport.RcptOptions{}
+	}
+	d.f.rcptOpts[rcpt] = opts
+	d.f.mu.Unlock()
 	return d.f.rcpt[rcpt]
 }
 

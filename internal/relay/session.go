@@ -370,9 +370,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		tx.log = tx.log.With("mail_from", printable(tx.mailFrom), "send_as", acct.Address)
 	}
 	env := transport.Envelope{ID: tx.id, Account: acct.Address, From: path, Listener: s.b.lis.Name, Client: client.Name}
-	if opts != nil {
-		env.Mail = transport.MailOptions{Size: opts.Size, Body: opts.Body}
-	}
+	env.Mail = transport.MailOptionsOf(opts)
 	d, err := s.transportFor(acct).Begin(s.b.ctx, env)
 	if err != nil {
 		st.release()
@@ -425,7 +423,7 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		tx.log.Warn("recipient refused by the account's limit", "limit", limits.KindMessageRcpts, "max", max)
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: fmt.Sprintf("Too many recipients for this account (%s limit of %d); send the rest later", limits.KindMessageRcpts, max)}
 	}
-	if err := tx.d.AddRcpt(s.b.ctx, path); err != nil {
+	if err := tx.d.AddRcpt(s.b.ctx, path, transport.RcptOptionsOf(opts)); err != nil {
 		reply := s.refused(tx, err)
 		tx.log.Info("recipient refused", "rcpt", printable(to), "reply", reply.Code)
 		return reply

@@ -235,9 +235,13 @@ func (r *Runtime) notifier() queue.Notifier {
 		}
 		fs := make([]bounce.Failure, len(failed))
 		for i, f := range failed {
-			fs[i] = bounce.Failure{Rcpt: f.Rcpt, ORcpt: f.ORcpt, Status: f.Status, Reply: f.Reply, Reason: f.Reason, LastAttempt: f.LastAttempt}
+			fs[i] = bounce.Failure{Action: f.Action, Rcpt: f.Rcpt, ORcpt: f.ORcpt, Status: f.Status, Reply: f.Reply, Reason: f.Reason,
+				LastAttempt: f.LastAttempt, WillRetryUntil: f.WillRetryUntil}
 		}
-		msg, err := bounce.Build(bounce.Original{QueueID: orig.ID, From: orig.From, Arrival: orig.Received, Header: h},
+		// The original's header only, whatever RET asks (README "Queue
+		// mode": never a body; RFC 3461 §4.3 makes RET a request).
+		envID := queue.MailOptions(orig).EnvelopeID
+		msg, err := bounce.Build(bounce.Original{QueueID: orig.ID, From: orig.From, Arrival: orig.Received, EnvID: envID, Header: h},
 			fs, bounce.Options{ReportingMTA: r.current.Load().cfg.Server.Hostname, Account: orig.Account, Now: now})
 		return msg, err == nil, err
 	}

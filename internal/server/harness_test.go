@@ -86,6 +86,9 @@ type harnessOptions struct {
 	// listenerCert, when set, is the listener's certificate and key files
 	// (instead of ones issued by the sandbox CA).
 	listenerCert [2]string
+	// without lists SMTP extensions the sandbox provider does not offer
+	// (devsandbox.Ext8BitMIME, ExtSMTPUTF8, ExtDSN).
+	without []string
 }
 
 // rewrite replaces the configuration file (for reloads).
@@ -106,7 +109,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		}
 		h.refs[name] = "file://" + testutil.WriteFile(t, h.dir, name, value)
 	}
-	h.sb = testutil.Sandbox(t, devsandbox.Options{Logger: h.logs.Logger(t).Named("sandbox")})
+	h.sb = testutil.Sandbox(t, devsandbox.Options{Logger: h.logs.Logger(t).Named("sandbox"), Without: o.without})
 	h.sb.SMTP.SetStyle(o.style)
 	if o.tokenTTL > 0 {
 		h.sb.Tokens.SetAccessTokenTTL(o.tokenTTL)

@@ -294,6 +294,13 @@ func (r *Runtime) newGeneration(b *built, lc *config.Listener, perIP *limits.Per
 	// Sessions enforce the plaintext-AUTH rule themselves (538 5.7.11,
 	// loopback exemption); go-smtp's own check would answer 523.
 	srv.AllowInsecureAuth = true
+	// SMTPUTF8 (RFC 6531) and DSN (RFC 3461) are passed on to providers
+	// that offer them and refused cleanly, or (queue listeners) honoured
+	// by the relay's own notifications, where they do not (README "How a
+	// message travels"). 8BITMIME, PIPELINING and CHUNKING go-smtp always
+	// offers; BDAT chunks reach the session as one stream.
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
 	if lc.TLSMode == config.TLSStartTLS {
 		srv.TLSConfig = tlsCfg
 	}

@@ -5,7 +5,7 @@
 // only.
 //
 //	Transport.Begin(ctx, envelope) → Delivery
-//	Delivery: AddRcpt(ctx, rcpt) → Body(ctx, message) → Result; Abort()
+//	Delivery: AddRcpt(ctx, rcpt, options) → Body(ctx, message) → Result; Abort()
 //
 // A Delivery is used by one goroutine at a time and ends with Body or
 // Abort; Abort after Body is a no-op.
@@ -41,6 +41,77 @@ type Envelope struct {
 type MailOptions struct {
 	Size int64
 	Body smtp.BodyType // "", 7BIT or 8BITMIME
+	// UTF8 is SMTPUTF8 (RFC 6531): the envelope or the header section may
+	// hold UTF-8.
+	UTF8 bool
+	// Return is the DSN parameter RET (RFC 3461 §4.3): "", "FULL" or "HDRS".
+	Return string
+	// EnvelopeID is the DSN parameter ENVID (RFC 3461 §4.4), decoded from
+	// xtext; "" when none.
+	EnvelopeID string
+	// OwnNotices is set by a caller that issues delivery-status
+	// notifications itself (the queue): a transport that cannot pass the
+	// DSN parameters on drops them instead of refusing the message, and
+	// Result.DSN says which happened.
+	OwnNotices bool
+}
+
+// DSN reports whether the MAIL parameters include a DSN request.
+func (o MailOptions) DSN() bool { return o.Return != "" || o.EnvelopeID != "" }
+
+// RcptOptions are the RCPT TO parameters a transport may pass on (DSN,
+// RFC 3461 §4.1 and §4.2).
+type RcptOptions struct {
+	// Notify is NOTIFY: nil when absent, else ["NEVER"] or a set of
+	// "SUCCESS", "FAILURE", "DELAY" (upper case).
+	Notify []string
+	// ORcpt is ORCPT as "rfc822;addr" or "utf-8;addr", the address
+	// decoded from xtext; "" when none.
+	ORcpt string
+}
+
+// MailOptionsOf are go-smtp's MAIL parameters in the contract's form
+// (the zero value for nil).
+func MailOptionsOf(o *smtp.MailOptions) MailOptions {
+	if o == nil {
+		return MailOptions{}
+	}
+	return MailOptions{Size: o.Size, Body: o.Body, UTF8: o.UTF8, Return: string(o.Return), EnvelopeID: o.EnvelopeID}
+}
+
+// RcptOptionsOf are go-smtp's RCPT parameters in the contract's form
+// (the zero value for nil); go-smtp has checked their syntax.
+func RcptOptionsOf(o *smtp.RcptOptions) RcptOptions {
+	var ro RcptOptions
+	if o == nil {
+		return ro
+	}
+	for _, n := range o.Notify {
+		ro.Notify = append(ro.Notify, strings.ToUpper(string(n)))
+	}
+	if o.OriginalRecipient != "" {
+		ro.ORcpt = strings.ToLower(string(o.OriginalRecipientType)) + ";" + o.OriginalRecipient
+	}
+	return ro
+}
+
+// DSN reports whether the RCPT parameters include a DSN request.
+func (o RcptOptions) DSN() bool { return len(o.Notify) > 0 || o.ORcpt != "" }
+
+// Notifies reports whether a NOTIFY list asks for v ("SUCCESS", "FAILURE",
+// "DELAY"). An absent NOTIFY asks for failures (RFC 3461 §4.1: the
+// server's default is FAILURE or FAILURE,DELAY; the relay reports
+// failures only).
+func Notifies(notify []string, v string) bool {
+	if len(notify) == 0 {
+		return v == "FAILURE"
+	}
+	for _, n := range notify {
+		if strings.EqualFold(strings.TrimSpace(n), v) {
+			return true
+		}
+	}
+	return false
 }
 
 // Message is a received message body, readable as often as needed.
@@ -62,6 +133,11 @@ type Result struct {
 	// AddRcpt had accepted them (transports that send at Body); nil for
 	// SMTP, where one DATA reply covers every accepted recipient.
 	Failed map[string]error
+	// DSN is set when the provider took the DSN parameters (RFC 3461): it
+	// notifies the sender as they asked. Unset, a caller with
+	// MailOptions.OwnNotices owes a "relayed" notification to recipients
+	// whose NOTIFY includes SUCCESS (RFC 3461 §5.2.2).
+	DSN bool
 }
 
 // Transport starts deliveries.
@@ -71,7 +147,7 @@ type Transport interface {
 
 // Delivery is one message's way through a transport.
 type Delivery interface {
-	AddRcpt(ctx context.Context, rcpt string) error
+	AddRcpt(ctx context.Context, rcpt string, opts RcptOptions) error
 	Body(ctx context.Context, msg Message) (Result, error)
 	// Reset ends the transaction without sending (dry run); the
 	// transport must still have been able to send.

@@ -235,27 +235,27 @@ func (c *smtpClient) auth(a sasl.Client) error {
 	}
 }
 
-// mail sends MAIL FROM with the parameters the server offers.
-func (c *smtpClient) mail(from string, opts *smtp.MailOptions) error {
-	line := "MAIL FROM:<" + from + ">"
-	if opts != nil {
-		if opts.Body != "" {
-			if _, ok := c.extension("8BITMIME"); ok {
-				line += " BODY=" + string(opts.Body)
-			}
-		}
-		if opts.Size > 0 {
-			if _, ok := c.extension("SIZE"); ok {
-				line += " SIZE=" + strconv.FormatInt(opts.Size, 10)
-			}
-		}
-	}
-	_, err := c.cmd(250, line)
+// has reports whether the server offered an extension in its EHLO reply.
+func (c *smtpClient) has(name string) bool {
+	_, ok := c.extension(name)
+	return ok
+}
+
+// mail sends MAIL FROM with parameters (see mailParams).
+func (c *smtpClient) mail(from string, params []string) error {
+	_, err := c.cmd(250, withParams("MAIL FROM:<"+from+">", params))
 	return err
 }
 
-func (c *smtpClient) rcpt(to string) error {
-	_, err := c.cmd(250, "RCPT TO:<"+to+">")
+func withParams(line string, params []string) string {
+	for _, p := range params {
+		line += " " + p
+	}
+	return line
+}
+
+func (c *smtpClient) rcpt(to string, params []string) error {
+	_, err := c.cmd(250, withParams("RCPT TO:<"+to+">", params))
 	if se, ok := err.(*smtp.SMTPError); ok && se.Code == 251 {
 		return nil
 	}

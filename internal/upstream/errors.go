@@ -39,6 +39,10 @@ type Error struct {
 	// have been valid SMTP): the provider never saw it and the connection
 	// is intact. It is never the provider's fault.
 	Local bool
+	// Refusal, with Local, is the relay's permanent reply to a request the
+	// provider cannot carry (an extension it does not offer: 8BITMIME,
+	// SMTPUTF8, DSN).
+	Refusal *smtp.SMTPError
 	// Untrusted is set when the provider's TLS certificate could not be
 	// verified: a configuration problem (ca_file, tls_server_name) that no
 	// retry can fix.
@@ -191,6 +195,8 @@ func (e *Error) Kind() transport.Kind {
 // the class (4xx/5xx) of the provider's own answers.
 func (e *Error) ClientReply() *smtp.SMTPError {
 	switch {
+	case e.Local && e.Refusal != nil:
+		return e.Refusal
 	case e.Local && (e.Stage == StageMail || e.Stage == StageRcpt):
 		return errBadAddress
 	case e.Local:

@@ -17,6 +17,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // TokenSource supplies access tokens; implemented by *oauth.Source.
@@ -247,6 +249,10 @@ type Conn struct {
 	// broken is set once the connection failed below the SMTP layer; it
 	// must not be reused.
 	broken bool
+	// mail is the current transaction's MAIL options; dsn is set when its
+	// DSN parameters went to the provider (it offers DSN).
+	mail transport.MailOptions
+	dsn  bool
 }
 
 func (c *Conn) fail(stage Stage, err error) error {
@@ -280,24 +286,47 @@ func checkPath(addr string) error {
 }
 
 // Mail starts a transaction. from must already be a valid SMTP path
-// (quoted where needed).
+// (quoted where needed). Parameters go with it as far as the provider
+// offers their extensions; what it cannot carry is refused before
+// anything is sent (see mailParams).
 func (c *Conn) Mail(from string, opts *smtp.MailOptions) error {
+	return c.mailWith(from, transport.MailOptionsOf(opts))
+}
+
+// Rcpt adds a recipient; the provider's refusal comes back as Error.Reply.
+func (c *Conn) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return c.rcptWith(to, transport.RcptOptionsOf(opts))
+}
+
+func (c *Conn) mailWith(from string, opts transport.MailOptions) error {
 	if err := checkPath(from); err != nil {
 		return c.fail(StageMail, err)
 	}
-	if err := c.c.mail(from, opts); err != nil {
+	params, dsn, perr := mailParams(from, opts, c.c.has)
+	if perr != nil {
+		return perr
+	}
+	if err := c.c.mail(from, params); err != nil {
 		return c.fail(StageMail, err)
 	}
+	c.mail, c.dsn = opts, dsn
 	c.m.reply(c.provider, StageMail, 250)
 	return nil
 }
 
-// Rcpt adds a recipient; the provider's refusal comes back as Error.Reply.
-func (c *Conn) Rcpt(to string, _ *smtp.RcptOptions) error {
+// DSN reports whether the current transaction's DSN parameters went to
+// the provider.
+func (c *Conn) DSN() bool { return c.dsn }
+
+func (c *Conn) rcptWith(to string, opts transport.RcptOptions) error {
 	if err := checkPath(to); err != nil {
 		return c.fail(StageRcpt, err)
 	}
-	if err := c.c.rcpt(to); err != nil {
+	params, perr := rcptParams(to, c.mail, opts, c.c.has)
+	if perr != nil {
+		return perr
+	}
+	if err := c.c.rcpt(to, params); err != nil {
 		return c.fail(StageRcpt, err)
 	}
 	c.m.reply(c.provider, StageRcpt, 250)

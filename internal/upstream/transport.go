@@ -57,15 +57,15 @@ const maxStale = 8
 // half-open circuit's probe.
 func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
 	d := &delivery{t: t, env: env, log: t.logger().With("msgid", env.ID, "account", t.Account)}
-	d.opts = &smtp.MailOptions{Size: env.Mail.Size, Body: env.Mail.Body}
 	release, err := d.admit(time.Now())
 	if err != nil {
 		return nil, err
 	}
-	err = d.withConn(ctx, func(c *Conn) error { return c.Mail(env.From, d.opts) })
+	err = d.withConn(ctx, func(c *Conn) error { return c.mailWith(env.From, env.Mail) })
 	release()
 	if err != nil {
 		d.record(err, false)
+		d.logRefusal(err)
 		d.finish(time.Now())
 		return nil, classify(err)
 	}
@@ -82,13 +82,12 @@ func (t *Transport) logger() hclog.Logger {
 
 // delivery is one MAIL...DATA exchange with the provider.
 type delivery struct {
-	t    *Transport
-	env  transport.Envelope
-	opts *smtp.MailOptions
-	log  hclog.Logger
-	res  limits.Reservation
+	t   *Transport
+	env transport.Envelope
+	log hclog.Logger
+	res limits.Reservation
 
-	rcpts  []string // accepted recipients, replayed on a new connection
+	rcpts  []acceptedRcpt // replayed on a new connection
 	up     *Conn
 	reused bool // up served an earlier message, so it may have gone stale
 	mailed bool // the provider accepted MAIL
@@ -96,6 +95,12 @@ type delivery struct {
 	delivered bool // the provider accepted the message
 	reset     bool // the transaction was reset (dry run)
 	done      bool
+}
+
+// acceptedRcpt is a recipient the provider accepted, with its parameters.
+type acceptedRcpt struct {
+	addr string
+	opts transport.RcptOptions
 }
 
 // admit checks the circuits and reserves the message's share of the
@@ -150,31 +155,42 @@ func limitError(err error, log hclog.Logger) error {
 }
 
 // AddRcpt passes the recipient to the provider and returns its verdict.
-func (d *delivery) AddRcpt(ctx context.Context, rcpt string) error {
+func (d *delivery) AddRcpt(ctx context.Context, rcpt string, opts transport.RcptOptions) error {
 	if err := d.res.AddRcpt(time.Now()); err != nil {
 		return limitError(err, d.log)
 	}
-	if err := d.withConn(ctx, func(c *Conn) error { return c.Rcpt(rcpt, nil) }); err != nil {
+	if err := d.withConn(ctx, func(c *Conn) error { return c.rcptWith(rcpt, opts) }); err != nil {
 		d.res.DropRcpt() // a refused recipient costs no quota
 		d.record(err, false)
+		d.logRefusal(err)
 		return classify(err)
 	}
-	d.rcpts = append(d.rcpts, rcpt)
+	d.rcpts = append(d.rcpts, acceptedRcpt{rcpt, opts})
 	return nil
+}
+
+// logRefusal tells the operator why the relay refused a request the
+// provider cannot carry.
+func (d *delivery) logRefusal(err error) {
+	var ue *Error
+	if errors.As(err, &ue) && ue.Refusal != nil {
+		d.log.Warn("refused: the provider does not offer an extension the message needs", "stage", string(ue.Stage), "reply", transport.ReplyText(ue.Refusal))
+	}
 }
 
 // Body sends the message. The reservation is kept only when the provider
 // accepted it.
 func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.Result, error) {
 	defer d.Abort()
-	text, err := d.send(ctx, msg.Reader)
+	text, dsn, err := d.send(ctx, msg.Reader)
 	d.record(err, true)
 	if err != nil {
+		d.logRefusal(err)
 		return transport.Result{}, classify(err)
 	}
 	d.delivered = true
 	d.res.Commit()
-	return transport.Result{Reply: "250 " + text}, nil
+	return transport.Result{Reply: "250 " + text, DSN: dsn}, nil
 }
 
 // Reset ends the transaction with RSET instead of sending (dry run).
@@ -328,11 +344,11 @@ func (d *delivery) replay(c *Conn) error {
 	if !d.mailed {
 		return nil
 	}
-	if err := c.Mail(d.env.From, d.opts); err != nil {
+	if err := c.mailWith(d.env.From, d.env.Mail); err != nil {
 		return err
 	}
 	for _, r := range d.rcpts {
-		if err := c.Rcpt(r, nil); err != nil {
+		if err := c.rcptWith(r.addr, r.opts); err != nil {
 			var ue *Error
 			if errors.As(err, &ue) && ue.Reply != nil && ue.Reply.Code != 421 {
 				// A recipient accepted before is refused now: the
@@ -355,28 +371,47 @@ func (d *delivery) replay(c *Conn) error {
 // other than 421 at DATA, on a healthy connection: a passing fault or
 // throttling) is tried once more on another connection before the client
 // hears of it.
-func (d *delivery) send(ctx context.Context, body func() (io.Reader, error)) (string, error) {
-	var text string
+func (d *delivery) send(ctx context.Context, body func() (io.Reader, error)) (text string, dsn bool, err error) {
 	attempt := func() error {
 		return d.withConn(ctx, func(c *Conn) error {
+			if err := d.checkContent(c, body); err != nil {
+				return err
+			}
 			r, err := body()
 			if err != nil {
 				return &Error{Stage: StageData, Local: true, Err: err}
 			}
 			text, err = c.Data(r)
+			dsn = c.DSN()
 			return err
 		})
 	}
-	err := attempt()
+	err = attempt()
 	var ue *Error
 	if err == nil || !errors.As(err, &ue) || !ue.TransientReply() || ctx.Err() != nil {
-		return text, err
+		return text, dsn, err
 	}
 	d.log.Info("provider refused the message temporarily; trying once more on another connection", "reply", ue.Error())
 	if rerr := d.switchConn(ctx); rerr != nil {
-		return "", err // keep the provider's own reply for the client
+		return "", false, err // keep the provider's own reply for the client
 	}
-	return text, attempt()
+	err = attempt()
+	return text, dsn, err
+}
+
+// checkContent refuses, before DATA, a message that needs an extension
+// the provider does not offer although its envelope went out without it
+// (see mailParams).
+func (d *delivery) checkContent(c *Conn, body func() (io.Reader, error)) error {
+	if d.env.Mail.UTF8 && !c.c.has("SMTPUTF8") {
+		if err := checkUTF8Header(body); err != nil {
+			return err
+		}
+	}
+	if d.env.Mail.Body == smtp.Body8BitMIME && !c.c.has("8BITMIME") {
+		return check7Bit(body)
+	}
+	return nil
 }
 
 // switchConn moves the delivery to another connection (the current one

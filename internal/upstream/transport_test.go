@@ -120,7 +120,7 @@ func TestUnreadableMessageIsNotTheProvidersFault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.AddRcpt(ctx, "r@example.net"); err != nil {
+	if err := d.AddRcpt(ctx, "r@example.net", transport.RcptOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = d.Body(ctx, brokenMessage{})
