@@ -40,7 +40,7 @@ func TestReviewDueRetryStarvedByFreshTraffic(t *testing.T) {
 	mu.Unlock()
 	// The message to be deferred, submitted with that ID.
 	d, _ := h.q.Transport().Begin(context.Background(), transport.Envelope{ID: deferID, Account: acct, From: "<s@example.com>"})
-	_ = d.AddRcpt(context.Background(), "r@example.net")
+	_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 	if _, err := d.Body(context.Background(), stringMessage("Subject: d\r\n\r\nx\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestReviewUncleanStopLeavesHandedOverMessageLeased(t *testing.T) {
 	stored := make(chan error, 1)
 	go func() {
 		d, _ := q.Transport().Begin(context.Background(), transport.Envelope{ID: id, Account: acct, From: "<s@example.com>"})
-		_ = d.AddRcpt(context.Background(), "r@example.net")
+		_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 		_, err := d.Body(context.Background(), stringMessage("Subject: x\r\n\r\nx\r\n"))
 		stored <- err
 	}()
@@ -154,7 +154,7 @@ func TestReviewHandoverAfterExpiredLeaseDeliversTwice(t *testing.T) {
 	stored := make(chan error, 1)
 	go func() {
 		d, _ := q.Transport().Begin(context.Background(), transport.Envelope{ID: id, Account: acct, From: "<s@example.com>"})
-		_ = d.AddRcpt(context.Background(), "r@example.net")
+		_ = d.AddRcpt(context.Background(), "r@example.net", transport.RcptOptions{})
 		_, err := d.Body(context.Background(), stringMessage("Subject: x\r\n\r\nx\r\n"))
 		stored <- err
 	}()
