@@ -160,11 +160,6 @@ func largeCase() interopCase {
 	return interopCase{name: "20MB", sub: submission{tls: startTLS, mech: "PLAIN"}, message: largeMessage}
 }
 
-const (
-	pendingSMTPUTF8 = "SMTPUTF8 pass-through: issue 11, not built yet"
-	pendingDSN      = "DSN pass-through: issue 11, not built yet"
-)
-
 // smtputf8Case sends an internationalised recipient and header (RFC 6531,
 // RFC 6532); the provider must get SMTPUTF8 on MAIL and the UTF-8 address
 // unchanged.
@@ -173,7 +168,6 @@ func smtputf8Case() interopCase {
 		name:    "smtputf8",
 		sub:     submission{tls: startTLS, mech: "PLAIN", smtputf8: true, rcpts: []string{"björn@example.net"}},
 		message: utf8Message,
-		pending: pendingSMTPUTF8,
 		upstream: func(t *testing.T, mail string, rcpts []string) {
 			if !hasParam(mail, "SMTPUTF8", "") {
 				t.Errorf("provider's MAIL lacks SMTPUTF8: %q", mail)
@@ -192,7 +186,6 @@ func dsnCase(d dsnRequest, orcpt bool) interopCase {
 		name:    "dsn",
 		sub:     submission{tls: startTLS, mech: "PLAIN", dsn: &d},
 		message: basicMessage,
-		pending: pendingDSN,
 		upstream: func(t *testing.T, mail string, rcpts []string) {
 			if !hasParam(mail, "RET", d.ret) {
 				t.Errorf("provider's MAIL lacks RET=%s: %q", d.ret, mail)
