@@ -27,7 +27,8 @@ account_group "g" {
     password_hash = "$2a$04$QCyaEPbsxIfUiGswc9PiQuRymdUR234UTYP5H1nzDnZz30SEcYAE."
   }
   client "scanner" {
-    networks = %s
+    networks        = %s
+    allowed_senders = ["scans@example.com"]
   }
 }
 `, networks))
@@ -58,7 +59,7 @@ func TestCheckOpenRelaySelfTest(t *testing.T) {
 		},
 		{
 			name: "everyone", networks: `["0.0.0.0/0"]`, code: 1,
-			stderr: `relay.hcl:17:17: Networks allow everyone: Together the networks of client "scanner" hold every IPv4 address`,
+			stderr: `relay.hcl:17:24: Networks allow everyone: Together the networks of client "scanner" hold every IPv4 address`,
 		},
 	}
 	for _, tc := range tests {

@@ -60,7 +60,7 @@ func TestReviewNetworkClientPosture(t *testing.T) {
 		{"network client sends as every account by default", `  client "scanners" {
     networks = ["10.20.0.0/24"]
   }
-`, hcl.DiagWarning, "ceo@example.com"},
+`, hcl.DiagError, "a client identified by network must name its senders"}, // decision: an error, not a warning
 		{"loopback network", `  client "local" {
     networks        = ["127.0.0.0/8"]
     allowed_senders = ["scans@example.com"]
