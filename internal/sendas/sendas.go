@@ -19,8 +19,8 @@ import (
 
 // Result says what Rewrite changed.
 type Result struct {
-	// Original lists the valid addresses of the message's From field(s),
-	// as written (for the log).
+	// Original lists the addresses of the From mailboxes that parse (of
+	// the first maxMailboxes), as written (for the log).
 	Original []string
 	// FromAdded: the message had no From field; one was added.
 	FromAdded bool
@@ -37,17 +37,22 @@ type Result struct {
 // section ends at the first empty line, or at the first line that is not
 // a header field (a body without a separating empty line: one is then
 // inserted), or at the end of the message (atEOF). ok is false when head
-// ends inside the header section: the header is larger than the caller
-// read, and rewriting only part of it could leave a second From behind.
+// ends inside the header section (the header is larger than the caller
+// read, and rewriting only part of it could leave a second From behind)
+// or when the header section is Malformed.
 //
-// RFC 5322 §3.6.2: From is a mailbox-list. One mailbox keeps its display
-// name and gets the account's address. Several mailboxes become the
-// account alone (the account is the one author that can be vouched for);
+// RFC 5322 §3.6.2: From is a mailbox-list. One mailbox written as a
+// display name and one <...> (or as a bare address), followed by nothing
+// but whitespace and comments, keeps its display name and comments and
+// gets the account's address, provided the result parses as the account
+// alone; any other From becomes the account alone. Several mailboxes
+// (more than maxMailboxes are not looked at) become the account alone
+// (the account is the one author that can be vouched for);
 // no Sender field is added, as §3.6.2 asks for one only when From has
 // several mailboxes, and says it SHOULD NOT be used when it would equal
 // From. Existing Sender fields named the device as transmitter and are
 // removed for the same reason. When the message has no Reply-To, the
-// original mailboxes that are valid addresses (other than the account)
+// original mailboxes that parse as addresses (other than the account)
 // become its Reply-To. A message without From gets one.
 func Rewrite(head []byte, atEOF bool, account string) (out []byte, res Result, ok bool) {
 	h, ok := summarize(head, atEOF)
