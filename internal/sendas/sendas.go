@@ -61,8 +61,11 @@ func Rewrite(head []byte, atEOF bool, account string) (out []byte, res Result, o
 	}
 	nl := lineEnding(head)
 	var originals [][]byte
-	replyLen := 0
+	replyLen, budget := 0, maxParsed
 	for _, m := range h.mailboxes {
+		if budget -= len(m.raw); budget < 0 {
+			break
+		}
 		addr, ok := m.parse()
 		if !ok {
 			continue
@@ -142,6 +145,14 @@ type header struct {
 // mailboxes, which becomes the account alone anyway.
 const maxMailboxes = 100
 
+// maxParsed bounds the bytes of From that Rewrite hands to net/mail:
+// parsing allocates up to some 50 bytes per byte of a quoted display name
+// or of many words, so what is parsed is bounded rather than the header.
+// Real From fields are far shorter; mailboxes past the bound go neither
+// to Reply-To nor to the log, and a longer single mailbox becomes the
+// account alone.
+const maxParsed = 8 << 10
+
 // summarize reads the header section at the start of head; ok is false
 // when head ends inside it or it is malformed.
 func summarize(head []byte, atEOF bool) (h header, ok bool) {
@@ -166,7 +177,7 @@ func summarize(head []byte, atEOF bool) (h header, ok bool) {
 // "Bob <bob@dev.lan> Eve <ceo@example.com>" must not leave a second
 // address behind: parsers differ on which one is the author.
 func writeFrom(b *bytes.Buffer, f field, mailboxes []mailbox, severalFields bool, account, nl string) {
-	if len(mailboxes) == 1 && !severalFields && mailboxes[0].form != formOther {
+	if len(mailboxes) == 1 && !severalFields && mailboxes[0].form != formOther && len(mailboxes[0].raw) <= maxParsed {
 		m := mailboxes[0]
 		mark := b.Len()
 		b.Write(f.name()) // "From:" as written

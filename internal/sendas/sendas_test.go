@@ -3,6 +3,7 @@ package sendas
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -252,6 +253,36 @@ func TestRewriteBoundsMailboxes(t *testing.T) {
 	}
 	if len(res.Original) != maxMailboxes {
 		t.Errorf("%d original addresses logged, want %d", len(res.Original), maxMailboxes)
+	}
+}
+
+// Parsing From (net/mail) allocates tens of bytes per byte of a quoted
+// display name or of many words: Rewrite parses no more than maxParsed
+// bytes of it, so a 64 KiB display name costs no more than a short one
+// would cost times a constant, and becomes the account alone.
+func TestRewriteLongMailboxes(t *testing.T) {
+	for _, tc := range []struct{ head, want string }{
+		{"From: \"" + strings.Repeat("n", 65000) + "\" <a@dev.lan>\r\n\r\n", "From: scans@example.com\r\n\r\n"},
+		{"From: " + strings.Repeat("n ", 32000) + "<a@dev.lan>\r\n\r\n", "From: scans@example.com\r\n\r\n"},
+		{"From: " + strings.Repeat("\"Device "+strings.Repeat("n", 600)+"\" <d@dev.lan>,", 100) + "\r\n\r\n", ""},
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		out, res, ok := Rewrite([]byte(tc.head), true, acct)
+		runtime.ReadMemStats(&after)
+		if !ok {
+			t.Fatal("not ok")
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > uint64(16*len(tc.head)) {
+			t.Errorf("%.20q…: %d bytes of head, %d bytes allocated", tc.head, len(tc.head), got)
+		}
+		if tc.want != "" && string(out) != tc.want {
+			t.Errorf("got %.80q…", out)
+		}
+		if len(res.Original) > maxParsed/600 {
+			t.Errorf("%d mailboxes parsed, more than maxParsed allows", len(res.Original))
+		}
 	}
 }
 
