@@ -1,10 +1,12 @@
 package app
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/oauthrelay/oauthrelay/internal/server"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
@@ -27,7 +29,8 @@ account_group "g" {
     password_hash = "$2a$04$QCyaEPbsxIfUiGswc9PiQuRymdUR234UTYP5H1nzDnZz30SEcYAE."
   }
   client "scanner" {
-    networks = %s
+    networks        = %s
+    allowed_senders = ["scans@example.com"]
   }
 }
 `, networks))
@@ -58,7 +61,7 @@ func TestCheckOpenRelaySelfTest(t *testing.T) {
 		},
 		{
 			name: "everyone", networks: `["0.0.0.0/0"]`, code: 1,
-			stderr: `relay.hcl:17:17: Networks allow everyone: Together the networks of client "scanner" hold every IPv4 address`,
+			stderr: `relay.hcl:17:24: Networks allow everyone: Together the networks of client "scanner" hold every IPv4 address`,
 		},
 	}
 	for _, tc := range tests {
@@ -76,5 +79,31 @@ func TestCheckOpenRelaySelfTest(t *testing.T) {
 				t.Errorf("summary does not report the self-test:\n%s", out)
 			}
 		})
+	}
+}
+
+// A listener the self-test could not test by connection is printed as
+// such, and the summary does not claim "no open relay" for it.
+func TestOpenRelayUntestedPrinted(t *testing.T) {
+	results := []server.OpenRelayResult{
+		{Listener: "lan", Address: "0.0.0.0:25", OK: true, Detail: "127.0.0.2 is in no client network; a connection from it without AUTH got \"530 5.7.0 Authentication required\" at MAIL"},
+		{Listener: "dmz", Address: "[fe80::1%eth0]:25", OK: true, Untested: true, Detail: "2001:db8::1 is in no client network, so the configuration says a client there must AUTH; there is no local address outside every client network to connect from"},
+	}
+	var out bytes.Buffer
+	if errs := openRelayFailures(results, IO{Stdout: &out}); len(errs) != 0 {
+		t.Fatalf("failures %v", errs)
+	}
+	want := `listener "lan" (0.0.0.0:25): no open relay: 127.0.0.2 is in no client network` + "\n" +
+		`listener "dmz" ([fe80::1%eth0]:25): not tested by connection: 2001:db8::1 is in no client network`
+	for _, line := range strings.Split(want, "\n") {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("output\n%s\nlacks %q", out.String(), line)
+		}
+	}
+	if got := openRelaySummary(results); got != "no open relay found, 1 listener(s) not tested by connection" {
+		t.Errorf("summary %q", got)
+	}
+	if got := openRelaySummary(results[:1]); got != "no open relay" {
+		t.Errorf("summary %q", got)
 	}
 }

@@ -483,6 +483,12 @@ func (d *decoder) client(g *AccountGroup, rc rawClient, labelRange hcl.Range, se
 	if rc.SendAs != nil {
 		c.SendAs = d.sendAs(g, c, rc, labelRange)
 	}
+	if rc.Networks != nil && rc.AllowedSenders == nil && rc.SendAs == nil {
+		// Every host of the networks is this client without a password:
+		// the AUTH clients' default, every account of the group, would let
+		// any of them send as any account (README "Devices").
+		d.errorf(labelRange, "Network client without senders", "Client %q is identified by its networks, whose hosts send without a password, and would send as every account of group %q: a client identified by network must name its senders: set allowed_senders or send_as.", rc.Name, g.Name)
+	}
 	return c
 }
 

@@ -39,10 +39,12 @@ account_group "g" {
       "10.20.7.9",
       "10.20.7.0/24",
     ]
+    allowed_senders = ["b@example.com"]
   }
   client "branch" {
     networks = ["198.18.0.0/15", "203.0.113.7"]
     password_hash = "$2a$04$QCyaEPbsxIfUiGswc9PiQuRymdUR234UTYP5H1nzDnZz30SEcYAE."
+    allowed_senders = ["a@example.com", "b@example.com"]
   }
 }
 `
@@ -82,8 +84,8 @@ func TestClientNetworks(t *testing.T) {
 	if r := clients["printer"].Networks[1].Range; r.Start.Line != lineOf(t, networksConfig, `      "10.20.7.9"`) || r.Start.Column != 7 {
 		t.Errorf("network range %v: want the list item's own position", r)
 	}
-	if diff := cmp.Diff([]string{"a@example.com", "b@example.com"}, clients["printer"].AllowedSenders); diff != "" {
-		t.Errorf("a network client's senders default to the group's accounts (-want +got):\n%s", diff)
+	if diff := cmp.Diff([]string{"b@example.com"}, clients["printer"].AllowedSenders); diff != "" {
+		t.Errorf("printer's senders (-want +got):\n%s", diff)
 	}
 
 	type diag struct {
@@ -176,5 +178,70 @@ listener "printers" {
 	}
 	if !found {
 		t.Errorf("no legacy TLS warning at line %d: %v", line, loaded.Diagnostics)
+	}
+}
+
+// What a client network lets through without a password: networks that
+// connections are forwarded from load with a warning that names the
+// hazard; a public network wider than a /8 (IPv4) or a /32 (IPv6) is an
+// error, a private one is not; a network client must name its senders.
+func TestNetworkPosture(t *testing.T) {
+	tests := []struct {
+		name     string
+		client   string
+		sev      hcl.DiagnosticSeverity // 0: no diagnostic at all
+		summary  string
+		contains string
+	}{
+		{"loopback", `networks = ["127.0.0.1"]`, hcl.DiagWarning, "Network of forwarded connections", "loopback addresses, from which a local reverse proxy"},
+		{"IPv6 loopback", `networks = ["::1"]`, hcl.DiagWarning, "Network of forwarded connections", "the loopback address"},
+		{"IPv4 link-local", `networks = ["169.254.10.0/24"]`, hcl.DiagWarning, "Network of forwarded connections", "link-local addresses"},
+		{"IPv6 link-local", `networks = ["fe80::/64"]`, hcl.DiagWarning, "Network of forwarded connections", "link-local addresses"},
+		{"network around the Docker bridge", `networks = ["172.16.0.0/12"]`, hcl.DiagWarning, "Network of forwarded connections", "Docker's default bridge network"},
+		{"Docker bridge gateway", `networks = ["172.17.0.1"]`, hcl.DiagWarning, "Network of forwarded connections", "172.17.0.1"},
+		{"private /8", `networks = ["10.0.0.0/8"]`, 0, "", ""},
+		{"next to the Docker bridge", `networks = ["172.18.0.0/16"]`, 0, "", ""},
+		{"public /8", `networks = ["11.0.0.0/8"]`, hcl.DiagWarning, "Wide public network", "11.0.0.0/8 holds 16777216 addresses"},
+		{"public /7", `networks = ["12.0.0.0/7"]`, hcl.DiagError, "Public network too wide", "may be at most a /8"},
+		{"an eighth of IPv4", `networks = ["192.0.0.0/3"]`, hcl.DiagError, "Public network too wide", "192.0.0.0/3 holds 536870912 addresses"},
+		{"IPv6 /32", `networks = ["2001:db8::/32"]`, hcl.DiagWarning, "Wide public network", "2001:db8::/32"},
+		{"IPv6 /16", `networks = ["2001::/16"]`, hcl.DiagError, "Public network too wide", "may be at most a /32"},
+		{"private IPv6 /7", `networks = ["fc00::/7"]`, 0, "", ""},
+		{"no senders", `networks = ["10.20.0.0/24"]`, hcl.DiagError, "Network client without senders", "a client identified by network must name its senders: set allowed_senders or send_as"},
+		{"no senders, a password too", "networks = [\"10.20.0.0/24\"]\n    password_hash = \"$2a$04$QCyaEPbsxIfUiGswc9PiQuRymdUR234UTYP5H1nzDnZz30SEcYAE.\"", hcl.DiagError, "Network client without senders", "would send as every account of group"},
+		{"send_as is enough", "networks = [\"10.20.0.0/24\"]\n    send_as = \"a@example.com\"", 0, "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := "    " + tc.client + "\n"
+			if !strings.Contains(tc.client, "send_as") && tc.summary != "Network client without senders" {
+				client += "    allowed_senders = [\"a@example.com\"]\n"
+			}
+			body := networksConfig[:strings.Index(networksConfig, "  client \"app\"")] + "  client \"dev\" {\n" + client + "  }\n}\n"
+			path := testutil.WriteFile(t, t.TempDir(), "relay.hcl", body)
+			loaded := config.Load(path, config.Overrides{})
+			if tc.sev == 0 {
+				if len(loaded.Diagnostics) != 0 {
+					t.Fatalf("diagnostics: %v", loaded.Diagnostics)
+				}
+				return
+			}
+			if len(loaded.Diagnostics) != 1 {
+				t.Fatalf("want one diagnostic, got %v", loaded.Diagnostics)
+			}
+			d := loaded.Diagnostics[0]
+			text := config.FormatDiagnostic(d)
+			if d.Severity != tc.sev || d.Summary != tc.summary || !strings.Contains(text, tc.contains) {
+				t.Errorf("got %s\nwant severity %v, %q, saying %q", text, tc.sev, tc.summary, tc.contains)
+			}
+			// The client's label, or the network's list item.
+			at := ":15:17:"
+			if tc.summary == "Network client without senders" {
+				at = ":14:10:"
+			}
+			if !strings.HasPrefix(text, path+at) {
+				t.Errorf("%q is not at %s", text, at)
+			}
+		})
 	}
 }

@@ -90,7 +90,9 @@ type sink interface {
 // rewriteSendAs copies a message from r to dst with its header section
 // rewritten for account. The header section is read with a bounded reader
 // (transport.MaxHeader); the rest is streamed as it comes, never held
-// whole for the rewrite.
+// whole for the rewrite. A header section that cannot be rewritten safely
+// is refused: errHeaderTooLarge when it goes on past the bound,
+// errHeaderMalformed when it has a bare CR or NUL.
 func rewriteSendAs(dst sink, r io.Reader, account string) (sendas.Result, error) {
 	br := bufio.NewReader(r)
 	head, _, err := transport.ReadHeader(br, transport.MaxHeader)
@@ -104,7 +106,10 @@ func rewriteSendAs(dst sink, r io.Reader, account string) (sendas.Result, error)
 		return sendas.Result{}, err
 	}
 	out, res, ok := sendas.Rewrite(head, atEOF, account)
-	if !ok {
+	switch {
+	case !ok && sendas.Malformed(head, atEOF):
+		return sendas.Result{}, errHeaderMalformed
+	case !ok:
 		return sendas.Result{}, errHeaderTooLarge
 	}
 	if _, err := dst.Write(out); err != nil {

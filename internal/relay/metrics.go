@@ -46,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"account", "limit"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "oauthrelay_messages_refused_total",
-			Help: "Messages refused while they were received, before anything was sent upstream, by listener and reason (too_large, line_too_long, storage_full, header_too_large).",
+			Help: "Messages refused while they were received, before anything was sent upstream, by listener and reason (too_large, line_too_long, storage_full, header_too_large, header_malformed).",
 		}, []string{"listener", "reason"}),
 		spilled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "oauthrelay_messages_spilled_total",

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
@@ -142,6 +144,7 @@ func TestSendAsSession(t *testing.T) {
 	tests := []struct {
 		name, src, auth, mailFrom, body, wantHeader string
 		code                                        int
+		reply, reason                               string // of a refusal
 	}{
 		{name: "network device", src: "127.0.0.2", mailFrom: "<scanner@dev.lan>", code: 250,
 			body:       "From: \"Scanner\" <scanner@dev.lan>\r\nSubject: scan\r\n\r\npage\r\n",
@@ -153,7 +156,14 @@ func TestSendAsSession(t *testing.T) {
 			body:       "From: Someone <whoever@else.test>\r\nReply-To: desk@else.test\r\n\r\nx\r\n",
 			wantHeader: "From: Someone <app@example.com>\r\nReply-To: desk@else.test\r\n\r\nx\r\n"},
 		{name: "header too large", src: "127.0.0.2", mailFrom: "<scanner@dev.lan>", code: 554,
-			body: "From: a@dev.lan\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("p", 70)+"\r\n", 1000) + "\r\nbody\r\n"},
+			body:  "From: a@dev.lan\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("p", 70)+"\r\n", 1000) + "\r\nbody\r\n",
+			reply: "5.6.0 Header section too large", reason: "header_too_large"},
+		{name: "bare CR hiding a From", src: "127.0.0.2", mailFrom: "<scanner@dev.lan>", code: 554,
+			body:  "Subject: scan\rFrom: ceo@example.com\r\nTo: r@x.test\r\n\r\npage\r\n",
+			reply: "5.6.0 Header section with a bare CR or NUL", reason: "header_malformed"},
+		{name: "NUL in a field", src: "127.0.0.2", mailFrom: "<scanner@dev.lan>", code: 554,
+			body:  "Subject: scan\x00\r\n\r\npage\r\n",
+			reply: "5.6.0 Header section with a bare CR or NUL", reason: "header_malformed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,8 +178,14 @@ func TestSendAsSession(t *testing.T) {
 			e.expect(c, "RCPT TO:<r@x.test>", 250)
 			msg := e.data(c, tc.body, tc.code)
 			if tc.code != 250 {
-				if !strings.HasPrefix(msg, "5.6.0 Header section too large") {
-					t.Errorf("reply %q", msg)
+				if !strings.HasPrefix(msg, tc.reply) {
+					t.Errorf("reply %q, want %q…", msg, tc.reply)
+				}
+				if n := testutil.ToFloat64(e.metrics.refused.WithLabelValues("test", tc.reason)); n != 1 {
+					t.Errorf("refusals for %s = %v, want 1", tc.reason, n)
+				}
+				if len(e.ft.bodies) != 0 {
+					t.Errorf("%d messages sent upstream", len(e.ft.bodies))
 				}
 				return
 			}

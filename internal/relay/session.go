@@ -515,6 +515,11 @@ func (s *Session) receive(tx *transaction, r io.Reader) (*message, error) {
 			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "header_too_large").Inc()
 			s.count(tx, errHeaderTooLarge.Code)
 			return nil, errHeaderTooLarge
+		case errors.Is(err, errHeaderMalformed):
+			tx.log.Warn("message refused: its header section has a bare CR or NUL, so the sender cannot be rewritten for send_as", "reply", errHeaderMalformed.Code)
+			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "header_malformed").Inc()
+			s.count(tx, errHeaderMalformed.Code)
+			return nil, errHeaderMalformed
 		case errors.As(err, &se):
 			tx.log.Warn("message refused", "reply", se.Code, "reason", se.Message)
 			s.b.lis.Metrics.refused.WithLabelValues(s.b.lis.Name, "too_large").Inc()

@@ -2,6 +2,9 @@ package sendas
 
 import (
 	"bytes"
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -116,6 +119,50 @@ func TestRewrite(t *testing.T) {
 			res:  Result{Original: []string{"\"lab>printer\"@dev.lan"}, ReplyTo: true},
 		},
 		{
+			name: "comment after the angle-addr: kept",
+			in:   "From: Bob <bob@dev.lan> (desk 2)\r\n\r\n",
+			want: "From: Bob <scans@example.com> (desk 2)\r\nReply-To: Bob <bob@dev.lan> (desk 2)\r\n\r\n",
+			res:  Result{Original: []string{"bob@dev.lan"}, ReplyTo: true},
+		},
+		{
+			name: "second angle-addr after the first: the account alone",
+			in:   "From: Bob <bob@dev.lan> Eve <ceo@example.com>\r\n\r\n",
+			want: "From: scans@example.com\r\n\r\n",
+		},
+		{
+			name: "address text after the angle-addr: the account alone",
+			in:   "From: Bob <bob@dev.lan>ceo@example.com\r\n\r\n",
+			want: "From: scans@example.com\r\n\r\n",
+		},
+		{
+			name: "'<' never closed: the account alone",
+			in:   "From: Bob <bob@dev.lan\r\nSubject: s\r\n\r\n",
+			want: "From: scans@example.com\r\nSubject: s\r\n\r\n",
+		},
+		{
+			name: "display name that is an address: the rewrite would not parse, the account alone",
+			in:   "From: ceo@example.com <bob@dev.lan>\r\n\r\n",
+			want: "From: scans@example.com\r\n\r\n",
+		},
+		{
+			name: "only the mailboxes that parse go to Reply-To",
+			in:   "From: a@x.test, <b@y.test, c@z.test\r\n\r\n",
+			want: "From: scans@example.com\r\nReply-To: a@x.test\r\n\r\n",
+			res:  Result{Original: []string{"a@x.test"}, ReplyTo: true},
+		},
+		{
+			name: "empty elements are no mailboxes",
+			in:   "From: ,, Bob <bob@dev.lan> ,,\r\n\r\n",
+			want: "From: Bob <scans@example.com> \r\nReply-To: Bob <bob@dev.lan> \r\n\r\n",
+			res:  Result{Original: []string{"bob@dev.lan"}, ReplyTo: true},
+		},
+		{
+			name: "a line longer than any field name starts the body",
+			in:   "Subject: s\r\n" + strings.Repeat("A", 999) + ": x\r\n",
+			want: "Subject: s\r\nFrom: scans@example.com\r\n\r\n" + strings.Repeat("A", 999) + ": x\r\n",
+			res:  Result{FromAdded: true},
+		},
+		{
 			name: "a From look-alike in the body is not touched",
 			in:   "Subject: s\r\n\r\nFrom: someone@else.test\r\n",
 			want: "Subject: s\r\nFrom: scans@example.com\r\n\r\nFrom: someone@else.test\r\n",
@@ -153,6 +200,117 @@ func TestRewriteNeedsTheWholeHeader(t *testing.T) {
 	got, _, ok := Rewrite([]byte("Subject: s\r\n\r\nbody that goes o"), false, acct)
 	if !ok || string(got) != "Subject: s\r\nFrom: scans@example.com\r\n\r\nbody that goes o" {
 		t.Errorf("%q %v", got, ok)
+	}
+}
+
+// Rewrite refuses a header section with a bare CR or a NUL: parsers
+// disagree on where such a line ends, so a From could hide behind one.
+// Malformed tells that refusal from a header too large.
+func TestRewriteRefusesBareCRAndNUL(t *testing.T) {
+	tests := []struct {
+		name, head string
+		malformed  bool
+	}{
+		{"bare CR inside a field", "Subject: scan\rFrom: ceo@example.com\r\n\r\nbody\r\n", true},
+		{"bare CR in a folded From", "From: Bob\r\n <b@x>\r\r\n\r\n", true},
+		{"NUL in a field", "Subject: a\x00b\r\n\r\n", true},
+		{"bare CR in the empty line", "Subject: s\r\n\r\r\nbody\r\n", true},
+		{"bare CR ending the message", "Subject: s\r", true},
+		{"bare CR in the body is the body's", "Subject: s\r\n\r\nbo\rdy\x00\r\n", false},
+		{"bare LF lines are lines", "Subject: s\nFrom: a@x\n\n", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, ok := Rewrite([]byte(tc.head), true, acct)
+			if ok == tc.malformed {
+				t.Errorf("Rewrite ok = %v, want %v", ok, !tc.malformed)
+			}
+			if got := Malformed([]byte(tc.head), true); got != tc.malformed {
+				t.Errorf("Malformed = %v, want %v", got, tc.malformed)
+			}
+		})
+	}
+	if Malformed([]byte("From: a@x\r\nSubject: a long li"), false) {
+		t.Error("an incomplete header without bare CR reported malformed")
+	}
+}
+
+// Rewrite looks at no more than maxMailboxes From mailboxes: a From of
+// more is several mailboxes (the account alone), and Reply-To and the log
+// get the first ones.
+func TestRewriteBoundsMailboxes(t *testing.T) {
+	var list []string
+	for i := range maxMailboxes + 50 {
+		list = append(list, fmt.Sprintf("d%d@dev.lan", i))
+	}
+	out, res, ok := Rewrite([]byte("From: "+strings.Join(list, ",")+"\r\n\r\n"), true, acct)
+	if !ok {
+		t.Fatal("not ok")
+	}
+	want := "From: scans@example.com\r\nReply-To: " + strings.Join(list[:maxMailboxes], ",") + "\r\n\r\n"
+	if string(out) != want {
+		t.Errorf("got\n%q\nwant\n%q", out, want)
+	}
+	if len(res.Original) != maxMailboxes {
+		t.Errorf("%d original addresses logged, want %d", len(res.Original), maxMailboxes)
+	}
+}
+
+// Parsing From (net/mail) allocates tens of bytes per byte of a quoted
+// display name or of many words: Rewrite parses no more than maxParsed
+// bytes of it, so a 64 KiB display name costs no more than a short one
+// would cost times a constant, and becomes the account alone.
+func TestRewriteLongMailboxes(t *testing.T) {
+	for _, tc := range []struct{ head, want string }{
+		{"From: \"" + strings.Repeat("n", 65000) + "\" <a@dev.lan>\r\n\r\n", "From: scans@example.com\r\n\r\n"},
+		{"From: " + strings.Repeat("n ", 32000) + "<a@dev.lan>\r\n\r\n", "From: scans@example.com\r\n\r\n"},
+		{"From: " + strings.Repeat("\"Device "+strings.Repeat("n", 600)+"\" <d@dev.lan>,", 100) + "\r\n\r\n", ""},
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		out, res, ok := Rewrite([]byte(tc.head), true, acct)
+		runtime.ReadMemStats(&after)
+		if !ok {
+			t.Fatal("not ok")
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > uint64(16*len(tc.head)) {
+			t.Errorf("%.20q…: %d bytes of head, %d bytes allocated", tc.head, len(tc.head), got)
+		}
+		if tc.want != "" && string(out) != tc.want {
+			t.Errorf("got %.80q…", out)
+		}
+		if len(res.Original) > maxParsed/600 {
+			t.Errorf("%d mailboxes parsed, more than maxParsed allows", len(res.Original))
+		}
+	}
+}
+
+// A head that ends inside a line which cannot be a field any more (longer
+// than any field name, or with a character no field name has) holds the
+// whole header section: the body started without an empty line.
+func TestRewritePartialBodyLine(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		ok   bool
+	}{
+		{"Subject: s\r\n" + strings.Repeat("A", 999), true},
+		{"Subject: s\r\nno field, a sentence", true},
+		{"Subject: s\r\n" + strings.Repeat("A", 998), false},          // could still be a field name
+		{"Subject: s\r\nX-Long: " + strings.Repeat("v", 2000), false}, // a field, partly read
+		{"Subject: s\r\n\t" + strings.Repeat("v", 2000), false},       // a continuation, partly read
+	} {
+		out, _, ok := Rewrite([]byte(tc.head), false, acct)
+		if ok != tc.ok {
+			t.Errorf("%.30q…: ok = %v, want %v", tc.head, ok, tc.ok)
+			continue
+		}
+		if ok {
+			body := tc.head[len("Subject: s\r\n"):]
+			if want := "Subject: s\r\nFrom: scans@example.com\r\n\r\n" + body; string(out) != want {
+				t.Errorf("got %.80q", out)
+			}
+		}
 	}
 }
 

@@ -26,6 +26,11 @@ type OpenRelayResult struct {
 	// OK is false when a client outside every client network could send
 	// without AUTH.
 	OK bool
+	// Untested: OK rests on the configuration alone, no connection could
+	// test it (no local address outside every client network to connect
+	// from, or the probe could not connect); check prints it as "not
+	// tested by connection", not as a pass.
+	Untested bool
 	// Detail says what was proved and how, in one sentence.
 	Detail string
 }
@@ -59,13 +64,13 @@ func (r *Runtime) OpenRelayTest(ctx context.Context) []OpenRelayResult {
 	var out []OpenRelayResult
 	for _, lc := range b.cfg.Listeners {
 		res := OpenRelayResult{Listener: lc.Name, Address: lc.Address, At: lc.AddressRange}
-		res.OK, res.Detail = r.openRelayTest(ctx, b, lc, nets, sender)
+		res.OK, res.Untested, res.Detail = r.openRelayTest(ctx, b, lc, nets, sender)
 		out = append(out, res)
 	}
 	return out
 }
 
-func (r *Runtime) openRelayTest(ctx context.Context, b *built, lc *config.Listener, nets []netip.Prefix, sender string) (bool, string) {
+func (r *Runtime) openRelayTest(ctx context.Context, b *built, lc *config.Listener, nets []netip.Prefix, sender string) (ok, untested bool, detail string) {
 	reach := reachableFrom(lc.Address)
 	var outside []netip.Addr
 	for _, space := range reach.spaces {
@@ -74,17 +79,18 @@ func (r *Runtime) openRelayTest(ctx context.Context, b *built, lc *config.Listen
 		}
 	}
 	if len(outside) == 0 {
-		return true, fmt.Sprintf("every address that can reach it (%s) is in a client network: only processes on this host can connect, and each is a client", joinPrefixes(reach.spaces))
+		return true, false, fmt.Sprintf("every address that can reach it (%s) is in a client network: only processes on this host can connect, and each is a client", joinPrefixes(reach.spaces))
 	}
 	src, ok := reach.localSource(nets)
 	if !ok {
-		return true, fmt.Sprintf("%s is in no client network, so a client there must AUTH (no local address outside every client network to connect from: not tested by connection)", outside[0])
+		return true, true, fmt.Sprintf("%s is in no client network, so the configuration says a client there must AUTH; there is no local address outside every client network to connect from", outside[0])
 	}
 	reply, err := r.probeListener(ctx, b, lc, src, sender)
 	if err != nil {
-		return true, fmt.Sprintf("%s is in no client network, so a client there must AUTH (not tested by connection: %v)", outside[0], err)
+		return true, true, fmt.Sprintf("%s is in no client network, so the configuration says a client there must AUTH; the probe failed: %v", outside[0], err)
 	}
-	return verdict(outside[0], src, reply)
+	ok, detail = verdict(outside[0], src, reply)
+	return ok, false, detail
 }
 
 // verdict judges the relay's answer to a connection from src, an address
@@ -162,6 +168,10 @@ func (rc reach) localSource(nets []netip.Prefix) (netip.Addr, bool) {
 			return a, true
 		}
 	}
+	// The relay matches a client's address without its zone (package
+	// relay, remoteAddr): so must this, or fe80::1%eth0 in fe80::/64
+	// would look outside every network and then be let in, a false open
+	// relay.
 	if rc.own.IsValid() && !containsAddr(nets, rc.own) {
 		return rc.own, true
 	}
@@ -185,7 +195,10 @@ func outsideAddr(nets []netip.Prefix, space netip.Prefix) (netip.Addr, bool) {
 	return netset.FirstOutside(avoid, space)
 }
 
+// containsAddr reports whether a network holds a, compared without its
+// zone, as the relay compares a client's address.
 func containsAddr(nets []netip.Prefix, a netip.Addr) bool {
+	a = a.WithZone("")
 	for _, n := range nets {
 		if n.Contains(a) {
 			return true
@@ -221,24 +234,45 @@ func (p probeReply) describe() string {
 // probeListener serves lc on its configured address, as Start would,
 // and has one conversation with it from src without AUTH.
 func (r *Runtime) probeListener(ctx context.Context, b *built, lc *config.Listener, src netip.Addr, sender string) (probeReply, error) {
-	ln, err := openSocket(lc.Address)
+	addr, stop, err := r.serveProbe(b, lc, src)
 	if err != nil {
 		return probeReply{}, err
 	}
+	defer stop()
+	return probeConversation(ctx, addr, src, lc.TLSMode == config.TLSImplicit, sender)
+}
+
+// serveProbe serves lc on its configured address, as Start would, for
+// connections from src alone, and returns the address to connect to.
+//
+// The probe binds the configured address itself (0.0.0.0:25, say), not a
+// loopback port of its own, so that it tests the socket and the client
+// identification run will have. For as long as it runs, that is a real
+// relay reachable by everyone who can reach the address; a device of a
+// client network connecting then would really send mail. So the probe
+// listener accepts connections from src only (an address in no client
+// network, which must get 530) and closes any other at once, before the
+// greeting.
+func (r *Runtime) serveProbe(b *built, lc *config.Listener, src netip.Addr) (addr string, stop func(), err error) {
+	ln, err := openSocket(lc.Address)
+	if err != nil {
+		return "", nil, err
+	}
+	ln = onlyFrom{Listener: ln, src: src.WithZone("")}
 	l := r.newListener(lc.Address, ln)
 	g, err := r.newGeneration(b, lc, l.perIP)
 	if err != nil {
 		ln.Close()
-		return probeReply{}, err
+		return "", nil, err
 	}
 	l.install(g)
 	l.start()
-	defer func() {
+	stop = func() {
 		if g := l.stopAccepting(); g != nil {
 			g.closeConns()
 			<-g.drained()
 		}
-	}()
+	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	host := src.String() // an own address or loopback: connect to it
 	if src.Is4() && src.IsLoopback() {
@@ -247,13 +281,33 @@ func (r *Runtime) probeListener(ctx context.Context, b *built, lc *config.Listen
 			host = d
 		}
 	}
-	return probeConversation(ctx, net.JoinHostPort(host, port), src, lc.TLSMode == config.TLSImplicit, sender)
+	return net.JoinHostPort(host, port), stop, nil
+}
+
+// onlyFrom is a listener that accepts connections from src alone and
+// closes any other as soon as it is accepted.
+type onlyFrom struct {
+	net.Listener
+	src netip.Addr // without zone
+}
+
+func (o onlyFrom) Accept() (net.Conn, error) {
+	for {
+		c, err := o.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil && ap.Addr().Unmap().WithZone("") == o.src {
+			return c, nil
+		}
+		c.Close()
+	}
 }
 
 // probeConversation connects from src and tries MAIL (and, should MAIL be
 // accepted, RCPT) without AUTH; it never sends DATA.
 func probeConversation(ctx context.Context, addr string, src netip.Addr, implicitTLS bool, sender string) (probeReply, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: probeTimeout}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice(), Zone: src.Zone()}, Timeout: probeTimeout}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return probeReply{}, fmt.Errorf("connecting from %s: %w", src, err)

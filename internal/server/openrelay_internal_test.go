@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -9,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
 func TestReachableFrom(t *testing.T) {
@@ -138,5 +143,112 @@ func TestOpenRelayVerdict(t *testing.T) {
 	ok, detail = verdict(outside, src, reply)
 	if !ok || detail != `203.0.113.1 is in no client network, so a client there must AUTH; a connection from 127.0.0.5 (in no client network either) without AUTH got "530 5.7.0 Authentication required" at MAIL` {
 		t.Errorf("refusing server judged %v: %s", ok, detail)
+	}
+}
+
+// probeRuntime builds (without serving) a relay whose listener is at
+// address and whose client "scanner" is 127.0.0.2.
+func probeRuntime(t *testing.T, address string) *Runtime {
+	t.Helper()
+	path := testutil.WriteFile(t, t.TempDir(), "relay.hcl", fmt.Sprintf(`listener "devices" {
+  address  = %q
+  tls_mode = "none"
+}
+provider "gw" {
+  preset = "google"
+}
+account_group "g" {
+  provider      = "gw"
+  client_id     = "id"
+  client_secret = "literal-secret"
+  account "scans@example.com" { refresh_token = "literal-rt" }
+  client "scanner" {
+    networks = ["127.0.0.2"]
+    send_as  = "scans@example.com"
+  }
+}
+`, address))
+	loaded := config.Load(path, config.Overrides{})
+	if loaded.Diagnostics.HasErrors() {
+		t.Fatal(loaded.Diagnostics)
+	}
+	logs := &testutil.LogBuffer{}
+	r, err := New(context.Background(), loaded.Config, Options{Logger: logs.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	return r
+}
+
+// greeting connects to addr from src and returns what the server says
+// first ("" when it closes the connection without a word).
+func greeting(t *testing.T, addr string, src string) string {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return line
+}
+
+// The self-test serves the real listener on its configured address; for
+// as long as it does, only the probe's own source address may talk to it:
+// a device of a client network (127.0.0.2) connecting then is closed
+// before the greeting, or it could really send mail.
+func TestProbeListenerAcceptsOnlyTheProbe(t *testing.T) {
+	r := probeRuntime(t, "127.0.0.1:0")
+	b := r.current.Load()
+	addr, stop, err := r.serveProbe(b, b.cfg.Listeners[0], netip.MustParseAddr("127.0.0.4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	for _, src := range []string{"127.0.0.2", "127.0.0.3"} {
+		if got := greeting(t, addr, src); got != "" {
+			t.Errorf("a connection from %s was served during the probe: %q", src, got)
+		}
+	}
+	if got := greeting(t, addr, "127.0.0.4"); !strings.HasPrefix(got, "220 ") {
+		t.Errorf("the probe's own connection got %q, want the greeting", got)
+	}
+}
+
+// A listener the probe cannot serve (its address is taken) is reported as
+// not tested by connection, not as a plain pass.
+func TestOpenRelayUntested(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	r := probeRuntime(t, taken.Addr().String())
+	res := r.OpenRelayTest(context.Background())
+	if len(res) != 1 || !res[0].OK || !res[0].Untested || !strings.Contains(res[0].Detail, "the probe failed") {
+		t.Errorf("results %+v, want one untested pass", res)
+	}
+	r = probeRuntime(t, "127.0.0.1:0")
+	if res := r.OpenRelayTest(context.Background()); len(res) != 1 || !res[0].OK || res[0].Untested {
+		t.Errorf("results %+v, want one pass tested by connection", res)
+	}
+}
+
+// A listener on a zoned link-local address: the relay matches clients
+// without the zone, so fe80::1%eth0 is in a client network fe80::/64 and
+// must not be taken as a source outside every network (whose connection,
+// let in as the client, would read as an open relay).
+func TestLocalSourceIgnoresZones(t *testing.T) {
+	rc := reachableFrom("[fe80::1%eth0]:25")
+	if src, ok := rc.localSource([]netip.Prefix{netip.MustParsePrefix("fe80::/64")}); ok {
+		t.Errorf("fe80::1%%eth0 in fe80::/64 chosen as an outside source %v", src)
+	}
+	if src, ok := rc.localSource([]netip.Prefix{netip.MustParsePrefix("10.20.0.0/24")}); !ok || src.String() != "fe80::1%eth0" {
+		t.Errorf("source %v %v, want fe80::1%%eth0", src, ok)
+	}
+	if !containsAddr([]netip.Prefix{netip.MustParsePrefix("fe80::/64")}, netip.MustParseAddr("fe80::7%eth0")) {
+		t.Error("a zoned address is not in its network")
 	}
 }

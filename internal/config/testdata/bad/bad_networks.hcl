@@ -20,8 +20,10 @@ account_group "g" {
       "::ffff:10.40.0.0/120", # want: Invalid network
       "fe80::1%eth0", # want: Invalid network
     ]
+    allowed_senders = ["a@example.com"]
   }
   client "scanner" {
     networks = [] # want: Empty networks
+    send_as  = "a@example.com"
   }
 }

@@ -13,9 +13,11 @@ account_group "g" {
     refresh_token = "rt"
   }
   client "printer" {
-    networks = ["10.20.0.0/24", "10.30.0.0/24"]
+    networks        = ["10.20.0.0/24", "10.30.0.0/24"]
+    allowed_senders = ["a@example.com"]
   }
   client "scanner" {
     networks = ["10.20.0.0/24"] # want: Network of two clients
+    send_as  = "a@example.com"
   }
 }

@@ -13,12 +13,19 @@ account_group "g" {
     refresh_token = "rt"
   }
   client "printer" {
-    networks = ["10.20.0.0/24", "0.0.0.0/1"] # want: Networks allow everyone
+    networks        = ["10.20.0.0/24", "0.0.0.0/1"] # want: Public network too wide
+    allowed_senders = ["a@example.com"]
   }
   client "scanner" {
-    networks = ["128.0.0.0/1"]
+    networks        = ["128.0.0.0/1"] # want: Public network too wide
+    allowed_senders = ["a@example.com"]
   }
   client "v6" {
-    networks = ["::/0"] # want: Networks allow everyone
+    networks        = ["::/0"] # want: Networks allow everyone
+    allowed_senders = ["a@example.com"]
+  }
+  client "v4" {
+    networks        = ["0.0.0.0/0"] # want: Networks allow everyone
+    allowed_senders = ["a@example.com"]
   }
 }
