@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emersion/go-smtp"
+	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
 // sendFrom submits a message without AUTH from a loopback source address
@@ -17,38 +17,10 @@ import (
 // does, and returns the final reply text or the first refusal.
 func (h *harness) sendFrom(src, from, body string) (string, error) {
 	h.t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	nc, err := d.Dial("tcp", h.addr)
-	if err != nil {
-		h.t.Fatalf("dial from %s: %v", src, err)
-	}
-	c := smtp.NewClient(nc)
-	defer c.Close()
-	if err := c.Hello("device.lan"); err != nil {
-		return "", err
-	}
-	if err := c.Mail(from, nil); err != nil {
-		return "", err
-	}
-	if err := c.Rcpt("rcpt@example.net", nil); err != nil {
-		return "", err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return "", err
-	}
 	if body == "" {
 		body = "Subject: scan\r\n\r\nscanned page\r\n"
 	}
-	if _, err := w.Write([]byte(body)); err != nil {
-		return "", err
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		return "", err
-	}
-	_ = c.Quit()
-	return resp.StatusText, nil
+	return testutil.Send(h.addr, testutil.Mail{Source: src, Helo: "device.lan", From: from, To: []string{"rcpt@example.net"}, Body: body})
 }
 
 func scannerClient(networks string) string {

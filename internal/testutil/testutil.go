@@ -112,18 +112,32 @@ type Mail struct {
 	From           string
 	To             []string
 	Body           string
+	// Source is the local address to connect from ("" for any): a
+	// device in a client network, which needs no AUTH (User empty).
+	Source string
+	// Helo is the EHLO name ("" for client.test).
+	Helo string
 }
 
 // Send submits a message over plain SMTP with AUTH PLAIN and returns the
 // relay's final reply text, or the first error (an *smtp.SMTPError for a
 // reply). Authentication is skipped when User is empty.
 func Send(addr string, m Mail) (string, error) {
-	c, err := smtp.Dial(addr)
+	var d net.Dialer
+	if m.Source != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(m.Source)}
+	}
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return "", err
 	}
+	c := smtp.NewClient(nc)
 	defer c.Close()
-	if err := c.Hello("client.test"); err != nil {
+	helo := m.Helo
+	if helo == "" {
+		helo = "client.test"
+	}
+	if err := c.Hello(helo); err != nil {
 		return "", err
 	}
 	if m.User != "" {
