@@ -188,6 +188,9 @@ type Queue struct {
 	// MaxBouncesPerHour caps the delivery status notifications sent to
 	// one sender address per hour.
 	MaxBouncesPerHour int
+	// DelayWarning is how long a recipient that asked for delay notices
+	// (DSN NOTIFY=DELAY) waits before its sender gets one.
+	DelayWarning time.Duration
 	// DefRange is the queue block's, zero when the block is omitted.
 	DefRange hcl.Range
 }

@@ -151,7 +151,7 @@ func TestFullConfig(t *testing.T) {
 	if diff := cmp.Diff(wantStore, cfg.Store, cmpopts.IgnoreTypes(hcl.Range{})); diff != "" {
 		t.Errorf("store (-want +got):\n%s", diff)
 	}
-	wantQueue := config.Queue{MaxLifetime: 3 * 24 * time.Hour, RetrySchedule: []time.Duration{30 * time.Second, 2 * time.Minute, 10 * time.Minute, time.Hour}, Workers: 8, MaxBouncesPerHour: 20}
+	wantQueue := config.Queue{MaxLifetime: 3 * 24 * time.Hour, RetrySchedule: []time.Duration{30 * time.Second, 2 * time.Minute, 10 * time.Minute, time.Hour}, Workers: 8, MaxBouncesPerHour: 20, DelayWarning: 4 * time.Hour}
 	if diff := cmp.Diff(wantQueue, cfg.Queue, cmpopts.IgnoreTypes(hcl.Range{})); diff != "" {
 		t.Errorf("queue (-want +got):\n%s", diff)
 	}

@@ -21,6 +21,10 @@ const (
 	DefaultQueueMaxLifetime  = 5 * 24 * time.Hour
 	DefaultQueueWorkers      = 64
 	DefaultMaxBouncesPerHour = 100
+	// DefaultDelayWarning is when a recipient that asked for delay
+	// notices (NOTIFY=DELAY) gets one; Postfix's delay_warning_time is off
+	// by default, but such a recipient asked for the warning.
+	DefaultDelayWarning = 4 * time.Hour
 )
 
 // Bounds of the store and queue settings.
@@ -135,6 +139,7 @@ type rawQueue struct {
 	RetrySchedule     hcl.Expression `hcl:"retry_schedule,optional"`
 	Workers           *int           `hcl:"workers,optional"`
 	MaxBouncesPerHour *int           `hcl:"max_bounces_per_hour,optional"`
+	DelayWarning      string         `hcl:"delay_warning,optional"`
 }
 
 // queue decodes the queue block, or returns the defaults when b is nil.
@@ -146,6 +151,7 @@ func (d *decoder) queue(b *hcl.Block, storeDeclared bool) Queue {
 		RetrySchedule:     DefaultRetrySchedule(),
 		Workers:           DefaultQueueWorkers,
 		MaxBouncesPerHour: DefaultMaxBouncesPerHour,
+		DelayWarning:      DefaultDelayWarning,
 	}
 	if b == nil {
 		return q
@@ -165,6 +171,11 @@ func (d *decoder) queue(b *hcl.Block, storeDeclared bool) Queue {
 	q.MaxLifetime = lifetime
 	q.Workers = d.boundedInt(body, "workers", raw.Workers, def, DefaultQueueWorkers, 1, maxQueueWorkers)
 	q.MaxBouncesPerHour = d.boundedInt(body, "max_bounces_per_hour", raw.MaxBouncesPerHour, def, DefaultMaxBouncesPerHour, 1, 0)
+	warning, warningOK := d.boundedDuration(body, "delay_warning", raw.DelayWarning, def, DefaultDelayWarning, time.Minute, maxQueueLifetime)
+	q.DelayWarning = warning
+	if warningOK && lifetimeOK && hasAttr(body, "delay_warning") && warning >= q.MaxLifetime {
+		d.warnf(attrRange(body, "delay_warning", def), "Delay warning after max_lifetime", "delay_warning (%s) is not shorter than max_lifetime (%s): a recipient that asked for delay notices bounces before it would get one.", humanDuration(warning), humanDuration(q.MaxLifetime))
+	}
 	if hasAttr(body, "retry_schedule") {
 		steps, exprs := d.retrySchedule(raw.RetrySchedule)
 		q.RetrySchedule = steps

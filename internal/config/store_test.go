@@ -258,6 +258,11 @@ listener "printers" {
 			want:    []at{{2, "0", "Invalid value"}},
 		},
 		{
+			name:    "delay warning too short",
+			snippet: "queue {\n  delay_warning = \"30s\"\n}\n",
+			want:    []at{{2, `"30s"`, "Invalid value"}},
+		},
+		{
 			name:    "unknown queue attribute",
 			snippet: "queue {\n  max_attempts = 5\n}\n",
 			want:    []at{{2, "max_attempts", "Unsupported argument"}},
@@ -271,6 +276,17 @@ listener "printers" {
 			wantDiagnostics(t, path, tc.snippet, loaded.Diagnostics, hcl.DiagError, tc.want)
 		})
 	}
+}
+
+// A delay warning that would come only after the message bounced is
+// loaded, with a warning at the attribute.
+func TestDelayWarningAfterMaxLifetimeWarns(t *testing.T) {
+	snippet := "store {\n  path = \"/var/lib/a\"\n}\nqueue {\n  max_lifetime  = \"2h\"\n  delay_warning = \"4h\"\n}\n"
+	path, loaded := loadSnippet(t, snippet)
+	if loaded.Config == nil {
+		t.Fatalf("a warning must not fail the load: %v", loaded.Diagnostics)
+	}
+	wantDiagnostics(t, path, snippet, loaded.Diagnostics, hcl.DiagWarning, []at{{6, `"4h"`, "Delay warning after max_lifetime"}})
 }
 
 func TestQueueWithoutStoreWarns(t *testing.T) {
@@ -309,6 +325,7 @@ func TestStoreAndQueueModel(t *testing.T) {
 		RetrySchedule:     []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute, time.Hour},
 		Workers:           64,
 		MaxBouncesPerHour: 100,
+		DelayWarning:      4 * time.Hour,
 	}
 	for _, tc := range []struct {
 		name      string
@@ -354,6 +371,7 @@ queue {
   retry_schedule       = ["1s", "1s", "90s", "1.5h"]
   workers              = 1024
   max_bounces_per_hour = 1
+  delay_warning        = "12h"
 }
 listener "printers" {
   address  = "127.0.0.1:2526"
@@ -367,6 +385,7 @@ listener "printers" {
 				RetrySchedule:     []time.Duration{time.Second, time.Second, 90 * time.Second, 90 * time.Minute},
 				Workers:           1024,
 				MaxBouncesPerHour: 1,
+				DelayWarning:      12 * time.Hour,
 			},
 			wantDelivery: []string{config.DeliveryDirect, config.DeliveryDirect},
 		},
@@ -374,7 +393,7 @@ listener "printers" {
 			name:         "bounds are inclusive",
 			snippet:      "store {\n  path              = \"/srv/relay\"\n  history_retention = \"1h\"\n}\nqueue {\n  max_lifetime   = \"1m\"\n  retry_schedule = [\"1m\"]\n  workers        = 1\n}\n",
 			wantStore:    &config.Store{Path: "/srv/relay", HistoryRetention: time.Hour},
-			wantQueue:    config.Queue{MaxLifetime: time.Minute, RetrySchedule: []time.Duration{time.Minute}, Workers: 1, MaxBouncesPerHour: 100},
+			wantQueue:    config.Queue{MaxLifetime: time.Minute, RetrySchedule: []time.Duration{time.Minute}, Workers: 1, MaxBouncesPerHour: 100, DelayWarning: 4 * time.Hour},
 			wantDelivery: []string{config.DeliveryDirect},
 		},
 		{

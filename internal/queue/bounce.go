@@ -72,12 +72,6 @@ func actionName(a string) string {
 	return a
 }
 
-// delayNoticeAfter is how long a recipient whose NOTIFY includes DELAY
-// may stay undelivered before its sender gets one "delayed" notification
-// (RFC 3461 §4.1; README "Queue mode"). Postfix's delay_warning_time is
-// off by default; a DELAY request asks for the warning explicitly.
-const delayNoticeAfter = 4 * time.Hour
-
 // Prefixes of the history events (EventNotified, per recipient) that
 // record the notifications an attempt owed besides failures: a delayed
 // one is sent once per recipient.
@@ -91,7 +85,7 @@ const (
 // "relayed" for delivered recipients that asked for SUCCESS from a
 // provider that took no DSN parameters (§5.2.2), and "delayed", once,
 // for recipients that asked for DELAY and are still pending
-// delayNoticeAfter after the message arrived. It returns the history
+// queue { delay_warning } after the message arrived (RFC 3461 §4.1). It returns the history
 // events to record once the attempt is.
 func (q *Queue) courtesyNotices(ctx context.Context, c *store.Claimed, o *outcome, res store.Result, now time.Time, cfg Config) []*store.Event {
 	if c.Bounce || c.From == "" || c.From == "<>" || q.notify == nil {
@@ -105,7 +99,7 @@ func (q *Queue) courtesyNotices(ctx context.Context, c *store.Claimed, o *outcom
 		}
 		events = append(events, q.courtesy(ctx, c, fs, relayedEvent, now, cfg)...)
 	}
-	if delayed := q.delayed(ctx, c, res, now); len(delayed) > 0 {
+	if delayed := q.delayed(ctx, c, res, now, cfg); len(delayed) > 0 {
 		var fs []Failure
 		for _, r := range delayed {
 			fs = append(fs, Failure{Action: "delayed", Rcpt: r.Addr, ORcpt: r.ORcpt, Status: statusOf(r.LastReply),
@@ -133,8 +127,8 @@ func (q *Queue) courtesy(ctx context.Context, c *store.Claimed, fs []Failure, pr
 
 // delayed returns the recipients owed a "delayed" notification after an
 // attempt whose result is res.
-func (q *Queue) delayed(ctx context.Context, c *store.Claimed, res store.Result, now time.Time) []store.Recipient {
-	if now.Sub(c.Received) < delayNoticeAfter {
+func (q *Queue) delayed(ctx context.Context, c *store.Claimed, res store.Result, now time.Time, cfg Config) []store.Recipient {
+	if now.Sub(c.Received) < cfg.DelayWarning {
 		return nil
 	}
 	var due []store.Recipient

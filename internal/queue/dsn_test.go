@@ -72,8 +72,8 @@ func TestQueueKeepsTheMailAndRcptParameters(t *testing.T) {
 }
 
 // NOTIFY=DELAY: one "delayed" notice once the recipient has been pending
-// for delayNoticeAfter, never before and never twice; recipients that did
-// not ask get none.
+// for the delay warning (the default, 4h), never before and never twice;
+// recipients that did not ask get none.
 func TestQueueSendsOneDelayNotice(t *testing.T) {
 	h := newHarness(t, testConfig())
 	h.manual()
@@ -99,7 +99,7 @@ func TestQueueSendsOneDelayNotice(t *testing.T) {
 		h.step()
 	}
 	if n := len(delays()); n != 0 {
-		t.Fatalf("%d delay notices before %s", n, delayNoticeAfter)
+		t.Fatalf("%d delay notices before %s", n, DefaultDelayWarning)
 	}
 	h.clock.Advance(5 * time.Minute)
 	h.step()
@@ -158,5 +158,31 @@ func TestQueueRelayedNoticeOnlyWithoutProviderDSN(t *testing.T) {
 				t.Errorf("state %s, want delivered", env.State)
 			}
 		})
+	}
+}
+
+// queue { delay_warning } sets when the delay notice comes.
+func TestDelayWarningIsConfigurable(t *testing.T) {
+	cfg := testConfig()
+	cfg.DelayWarning = 30 * time.Minute
+	h := newHarness(t, cfg)
+	h.manual()
+	h.tr.rcpt = func(transport.Envelope, string) error {
+		return reply(451, smtp.EnhancedCode{4, 2, 1}, "mailbox busy")
+	}
+	h.submitDSN(transport.MailOptions{}, map[string]transport.RcptOptions{
+		"slow@example.net": {Notify: []string{"DELAY", "FAILURE"}},
+	})
+	notices := func() int { return len(h.notes.snapshot()) }
+	h.step()
+	h.clock.Advance(29 * time.Minute)
+	h.step()
+	if n := notices(); n != 0 {
+		t.Fatalf("%d notices 29 minutes after arrival, with delay_warning 30m", n)
+	}
+	h.clock.Advance(6 * time.Minute) // the next attempt (retry schedule: +5m)
+	h.step()
+	if got := h.notes.snapshot(); len(got) != 1 || got[0].failed[0].Action != "delayed" {
+		t.Fatalf("notices at the attempt 35 minutes after arrival: %+v, want one delay notice", got)
 	}
 }

@@ -27,6 +27,9 @@ const (
 	DefaultWorkers = 8
 	DefaultLease   = 5 * time.Minute
 	DefaultPoll    = time.Second
+	// DefaultDelayWarning: RFC 3461 leaves the time to the MTA; Postfix's
+	// delay_warning_time is off by default, but NOTIFY=DELAY asks for it.
+	DefaultDelayWarning = 4 * time.Hour
 )
 
 // storeTimeout bounds the store writes that record an attempt: they run
@@ -83,6 +86,10 @@ type Config struct {
 	// MaxBouncesPerHour caps notifications per envelope sender over the
 	// last hour, counted by this instance (0: no cap).
 	MaxBouncesPerHour int
+	// DelayWarning is how long a recipient whose NOTIFY includes DELAY
+	// may stay undelivered before its sender gets one "delayed"
+	// notification (0: DefaultDelayWarning).
+	DelayWarning time.Duration
 	// Owner names this instance's leases; it is fixed at New.
 	Owner string
 	// Lease is how long a claim lasts; it is renewed every Lease/3 while
@@ -102,8 +109,8 @@ func (c Config) Validate() error {
 		return errors.New("queue: the retry schedule is empty")
 	case c.MaxLifetime <= 0:
 		return errors.New("queue: max_lifetime must be positive")
-	case c.Workers < 0, c.MaxBouncesPerHour < 0, c.Lease < 0, c.Poll < 0:
-		return errors.New("queue: workers, bounce cap, lease and poll must not be negative")
+	case c.Workers < 0, c.MaxBouncesPerHour < 0, c.Lease < 0, c.Poll < 0, c.DelayWarning < 0:
+		return errors.New("queue: workers, bounce cap, lease, poll and delay warning must not be negative")
 	}
 	for i, d := range c.RetrySchedule {
 		if d <= 0 {
@@ -122,6 +129,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Poll == 0 {
 		c.Poll = DefaultPoll
+	}
+	if c.DelayWarning == 0 {
+		c.DelayWarning = DefaultDelayWarning
 	}
 	c.RetrySchedule = append([]time.Duration(nil), c.RetrySchedule...)
 	return c

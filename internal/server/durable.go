@@ -126,6 +126,7 @@ func queueConfig(cfg *config.Config) queue.Config {
 		MaxLifetime:       q.MaxLifetime,
 		Workers:           q.Workers,
 		MaxBouncesPerHour: q.MaxBouncesPerHour,
+		DelayWarning:      q.DelayWarning,
 		Owner:             instanceID(),
 	}
 }
