@@ -18,8 +18,9 @@ store {
 queue {
   max_lifetime         = "5d"                             # then pending recipients bounce
   retry_schedule       = ["1m", "5m", "15m", "30m", "1h"] # the last step repeats
-  workers              = 16                               # concurrent deliveries
+  workers              = 64                               # concurrent deliveries (the default)
   max_bounces_per_hour = 100                              # per sender address
+  delay_warning        = "4h"                             # a "delayed" notice to senders who asked (DSN NOTIFY=DELAY)
 }
 
 listener "printers" {
