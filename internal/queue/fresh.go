@@ -109,6 +109,7 @@ func (f *fresh) start(env store.Envelope) {
 		q.Kick()
 		return
 	}
+	q.m.handedOver.Inc()
 	c := &store.Claimed{Envelope: env, Owner: f.owner, LeaseUntil: f.until}
 	l := q.hold(c, f.owner, f.lease)
 	l.body, l.releaseBody = f.buf.Bytes(), f.release

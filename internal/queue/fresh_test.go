@@ -29,6 +29,9 @@ func TestFreshMessageIsHandedOver(t *testing.T) {
 	if _, reads := h.st.counters(); reads != reads0 {
 		t.Errorf("the body was read from the store %d times", reads-reads0)
 	}
+	if got := h.metric("oauthrelay_queue_handed_over_total"); got != 1 {
+		t.Errorf("handed_over_total = %v, want 1", got)
+	}
 	eventually(t, "its buffer returned and no longer held", func() bool {
 		h.q.mu.Lock()
 		defer h.q.mu.Unlock()

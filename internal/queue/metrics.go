@@ -27,6 +27,7 @@ type metrics struct {
 	storeErrors *prometheus.CounterVec
 	inFlight    prometheus.Gauge
 	enqueued    *prometheus.CounterVec
+	handedOver  prometheus.Counter
 	depth       *depthCollector
 }
 
@@ -60,6 +61,10 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 			Name: "oauthrelay_queue_enqueued_total",
 			Help: "Messages stored by queue listeners, by account.",
 		}, []string{"account"}),
+		handedOver: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "oauthrelay_queue_handed_over_total",
+			Help: "Stored messages handed to a free worker at once, from memory (the rest wait for a claim). Divided by oauthrelay_queue_enqueued_total: the share that never waited.",
+		}),
 		depth: &depthCollector{
 			now: func() time.Time { return q.now() },
 			depth: prometheus.NewDesc("oauthrelay_queue_depth",
@@ -77,7 +82,7 @@ func newMetrics(reg prometheus.Registerer, q *Queue) *metrics {
 		m.postponed.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.attempts, m.postponed, m.bounces, m.suppressed, m.storeErrors, m.inFlight, m.enqueued, m.depth)
+		reg.MustRegister(m.attempts, m.postponed, m.bounces, m.suppressed, m.storeErrors, m.inFlight, m.enqueued, m.handedOver, m.depth)
 	}
 	return m
 }
