@@ -4,6 +4,7 @@ package main_test
 // exit codes and logs are the contract here.
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -239,6 +240,13 @@ account_group "g" {
 	})
 	defer held.Close()
 	testutil.WaitFor(t, 5*time.Second, "the session to start", func() bool { return strings.Contains(logs.String(), "relay started") })
+	// The greeting proves the relay accepted the connection and holds a
+	// session for it: a connection still in the kernel's accept queue is
+	// no session, and the relay would rightly stop at once.
+	_ = held.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if greeting, err := bufio.NewReader(held).ReadString('\n'); err != nil || !strings.HasPrefix(greeting, "220") {
+		t.Fatalf("greeting %q, %v", greeting, err)
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	testutil.WaitFor(t, 5*time.Second, "the first signal to be noticed", func() bool { return strings.Contains(logs.String(), "draining sessions") })
 	select {
