@@ -23,7 +23,7 @@ func (q *Queue) bounce(ctx context.Context, c *store.Claimed, failed []failedRcp
 		q.suppressed(c, reason, len(failed))
 		return "", true
 	}
-	id, handled = q.sendNotice(ctx, c, failures, now, cfg)
+	id, handled = q.sendNotice(ctx, c, failures, q.bounces, "", now, cfg)
 	if id != "" {
 		q.m.bounces.Inc()
 	}
@@ -31,31 +31,32 @@ func (q *Queue) bounce(ctx context.Context, c *store.Claimed, failed []failedRcp
 }
 
 // sendNotice builds and queues one notification about failures (all of
-// one action) to the original sender, within the sender's hourly cap.
-func (q *Queue) sendNotice(ctx context.Context, c *store.Claimed, failures []Failure, now time.Time, cfg Config) (id string, handled bool) {
+// one action) to the original sender, within the sender's hourly cap
+// counted by rate, as the message id ("" for a new ID).
+func (q *Queue) sendNotice(ctx context.Context, c *store.Claimed, failures []Failure, rate *bounceRate, id string, now time.Time, cfg Config) (string, bool) {
 	failed := failures
-	header := q.readHeader(ctx, c.ID)
 	sender := strings.ToLower(c.From)
-	if !q.bounces.take(sender, now, cfg.MaxBouncesPerHour) {
+	if !rate.take(sender, now, cfg.MaxBouncesPerHour) {
 		q.suppressed(c, "rate", len(failed))
 		q.log.Warn("no delivery-status notification: the sender's hourly cap is reached", "id", c.ID, "account", c.Account, "failed", len(failed))
 		return "", true
 	}
+	header := q.readHeader(ctx, c.ID)
 	msg, ok, err := q.notify(&c.Envelope, header, failures, now)
 	switch {
 	case err != nil:
-		q.bounces.undo(sender, now)
+		rate.undo(sender, now)
 		q.m.suppressed.WithLabelValues("error").Inc()
 		q.log.Error("could not build a delivery-status notification; trying again later", "id", c.ID, "account", c.Account, "error", err)
 		return "", false
 	case !ok:
-		q.bounces.undo(sender, now)
+		rate.undo(sender, now)
 		q.suppressed(c, "declined", len(failed))
 		return "", true
 	}
-	id, err = q.enqueueNotice(ctx, c, msg, now, cfg)
+	id, err = q.enqueueNotice(ctx, c, msg, id, now, cfg)
 	if err != nil {
-		q.bounces.undo(sender, now)
+		rate.undo(sender, now)
 		q.storeError("enqueue_notice")
 		q.log.Error("could not queue a delivery-status notification; it is tried again", "id", c.ID, "account", c.Account, "error", err)
 		return "", false
@@ -99,22 +100,53 @@ func (q *Queue) courtesyNotices(ctx context.Context, c *store.Claimed, o *outcom
 		}
 		events = append(events, q.courtesy(ctx, c, fs, relayedEvent, now, cfg)...)
 	}
-	if delayed := q.delayed(ctx, c, res, now, cfg); len(delayed) > 0 {
-		var fs []Failure
-		for _, r := range delayed {
-			fs = append(fs, Failure{Action: "delayed", Rcpt: r.Addr, ORcpt: r.ORcpt, Status: statusOf(r.LastReply),
-				Reply: r.LastReply, LastAttempt: now, WillRetryUntil: cfg.expires(c)})
-		}
-		events = append(events, q.courtesy(ctx, c, fs, delayedEvent, now, cfg)...)
-	}
+	q.delayNotice(ctx, c, res, now, cfg)
 	return events
+}
+
+// delayNotice sends one "delayed" notification for the recipients owed
+// one (at most one per recipient, ever: its history event is recorded
+// before the notice is queued, so a failure to record the attempt, or a
+// crash, cannot bring a second one; at worst a warning is lost). Its
+// status is the recipient's transient one, or 4.0.0 for a recipient that
+// was only postponed (RFC 3464 §2.3.3: delayed is a 4.X.X).
+func (q *Queue) delayNotice(ctx context.Context, c *store.Claimed, res store.Result, now time.Time, cfg Config) {
+	delayed := q.delayed(ctx, c, res, now, cfg)
+	if len(delayed) == 0 {
+		return
+	}
+	var fs []Failure
+	for _, r := range delayed {
+		status, last := statusOf(r.LastReply), now
+		if !strings.HasPrefix(status, "4.") {
+			status = "4.0.0"
+		}
+		if r.LastReply == "" {
+			last = time.Time{} // the provider was never reached
+		}
+		fs = append(fs, Failure{Action: "delayed", Rcpt: r.Addr, ORcpt: r.ORcpt, Status: status,
+			Reply: r.LastReply, LastAttempt: last, WillRetryUntil: cfg.expires(c)})
+	}
+	id := transport.NewID()
+	events := make([]*store.Event, len(fs))
+	for i, f := range fs {
+		events[i] = &store.Event{ID: c.ID, At: now, Type: store.EventNotified, Rcpt: f.Rcpt, Reply: delayedEvent + id}
+	}
+	if err := q.st.Record(ctx, nil, events); err != nil {
+		q.storeError("record")
+		q.log.Warn("could not record a delay notice; not sending it now, the next attempt tries again", "id", c.ID, "error", err)
+		return
+	}
+	if sent, _ := q.sendNotice(ctx, c, fs, q.courtesyRate, id, now, cfg); sent == "" {
+		q.log.Warn("a delay notice was recorded but not sent; it is not tried again", "id", c.ID, "account", c.Account)
+	}
 }
 
 // courtesy queues one notification and returns its events, one per
 // recipient; none when it was not queued (a delayed one is then tried
 // again after the next attempt).
 func (q *Queue) courtesy(ctx context.Context, c *store.Claimed, fs []Failure, prefix string, now time.Time, cfg Config) []*store.Event {
-	id, _ := q.sendNotice(ctx, c, fs, now, cfg)
+	id, _ := q.sendNotice(ctx, c, fs, q.courtesyRate, "", now, cfg)
 	if id == "" {
 		return nil
 	}
@@ -227,10 +259,13 @@ func (q *Queue) readHeader(ctx context.Context, id string) []byte {
 // enqueueNotice stores a notification as a new message from the account
 // to the original sender. It is marked Bounce: if it fails in turn, no
 // notification is sent about it.
-func (q *Queue) enqueueNotice(ctx context.Context, c *store.Claimed, msg []byte, now time.Time, cfg Config) (string, error) {
+func (q *Queue) enqueueNotice(ctx context.Context, c *store.Claimed, msg []byte, id string, now time.Time, cfg Config) (string, error) {
 	_, header, _ := transport.ReadHeader(bufio.NewReader(bytes.NewReader(msg)), transport.MaxHeader)
+	if id == "" {
+		id = transport.NewID()
+	}
 	env := store.Envelope{
-		ID:          transport.NewID(),
+		ID:          id,
 		Account:     c.Account,
 		Listener:    c.Listener,
 		Client:      "dsn:" + c.ID,

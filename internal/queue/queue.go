@@ -163,6 +163,10 @@ type Queue struct {
 	// store no empty claim.
 	claimable atomic.Bool
 	bounces   *bounceRate
+	// courtesyRate caps the notices a sender asked for besides failures
+	// (relayed, delayed) by the same hourly cap, counted apart: they must
+	// never use up the budget of failure notices.
+	courtesyRate *bounceRate
 
 	mu      sync.Mutex
 	cfg     Config
@@ -210,17 +214,19 @@ func New(st store.Store, resolve Resolver, notify Notifier, cfg Config, log hclo
 		log = hclog.NewNullLogger()
 	}
 	q := &Queue{
-		st:       st,
-		resolve:  resolve,
-		notify:   notify,
-		log:      log,
-		now:      time.Now,
-		kick:     make(chan struct{}, 1),
-		dirty:    make(chan struct{}, 1),
-		bounces:  newBounceRate(),
-		cfg:      cfg.withDefaults(),
-		accounts: map[string]*account{},
-		handover: true,
+		st:      st,
+		resolve: resolve,
+		notify:  notify,
+		log:     log,
+		now:     time.Now,
+		kick:    make(chan struct{}, 1),
+		dirty:   make(chan struct{}, 1),
+		bounces: newBounceRate(),
+
+		courtesyRate: newBounceRate(),
+		cfg:          cfg.withDefaults(),
+		accounts:     map[string]*account{},
+		handover:     true,
 	}
 	q.m = newMetrics(reg, q)
 	return q, nil

@@ -2,7 +2,10 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"strings"
+
+	"github.com/emersion/go-smtp"
 )
 
 // Address errors; each becomes a 501 reply.
@@ -109,4 +112,33 @@ func validDomain(d string) bool {
 		}
 	}
 	return true
+}
+
+// errUTF8WithoutSMTPUTF8 refuses a UTF-8 address in a transaction whose
+// MAIL did not carry SMTPUTF8 (RFC 6531 §3.4: without it, an address must
+// be ASCII, and the relay must not pass it on to a provider that may not
+// take it).
+var errUTF8WithoutSMTPUTF8 = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+	Message: "Non-ASCII address without SMTPUTF8: send MAIL FROM with the SMTPUTF8 parameter (RFC 6531)"}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// The longest DSN parameters a client may send (RFC 3461 §4.4: ENVID at
+// most 100 characters; §4.2: ORCPT at most 500), so that the relay never
+// passes on a MAIL or RCPT line the provider would refuse for good.
+const (
+	maxEnvID = 100
+	maxORcpt = 500
+)
+
+func errParamTooLong(name string, max int) error {
+	return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4},
+		Message: fmt.Sprintf("%s longer than %d characters (RFC 3461)", name, max)}
 }

@@ -353,6 +353,16 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("malformed sender address refused", "from", printable(from), "reason", err.Error())
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax: " + err.Error()}
 	}
+	if opts != nil && len(opts.EnvelopeID) > maxEnvID {
+		st.release()
+		return errParamTooLong("ENVID", maxEnvID)
+	}
+	utf8 := opts != nil && opts.UTF8
+	if !utf8 && !isASCII(from) {
+		st.release()
+		s.log.Warn("UTF-8 sender address without SMTPUTF8 refused", "from", printable(from))
+		return errUTF8WithoutSMTPUTF8
+	}
 	log := s.log
 	if s.clientName == "" {
 		log = log.With("client", client.Name, "identified_by", "network")
@@ -363,7 +373,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 		log.Warn("sender refused", "from", printable(from))
 		return err
 	}
-	tx := &transaction{st: st, id: transport.NewID(), client: client.Name, account: acct, from: path, started: time.Now()}
+	tx := &transaction{st: st, id: transport.NewID(), client: client.Name, account: acct, from: path, utf8: utf8, started: time.Now()}
 	tx.log = log.With("msgid", tx.id, "account", acct.Address)
 	if client.SendAs != nil {
 		tx.sendAs, tx.mailFrom = true, "<"+from+">"
@@ -417,6 +427,13 @@ func (s *Session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err != nil {
 		tx.log.Warn("malformed recipient address refused", "rcpt", printable(to), "reason", err.Error())
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax: " + err.Error()}
+	}
+	if opts != nil && len(opts.OriginalRecipient) > maxORcpt {
+		return errParamTooLong("ORCPT", maxORcpt)
+	}
+	if !tx.utf8 && !isASCII(to) {
+		tx.log.Warn("UTF-8 recipient address without SMTPUTF8 refused", "rcpt", printable(to))
+		return errUTF8WithoutSMTPUTF8
 	}
 	if max := tx.account.MaxRecipients; max > 0 && len(tx.rcpts) >= max {
 		s.b.lis.Metrics.limitRejections.WithLabelValues(tx.account.Address, limits.KindMessageRcpts).Inc()

@@ -21,10 +21,12 @@ type transaction struct {
 	// is rewritten; mailFrom is the client's own MAIL FROM, in angle brackets.
 	sendAs   bool
 	mailFrom string
-	rcpts    []string
-	log      hclog.Logger
-	started  time.Time
-	d        transport.Delivery
+	// utf8: MAIL carried SMTPUTF8, so addresses may be UTF-8 (RFC 6531).
+	utf8    bool
+	rcpts   []string
+	log     hclog.Logger
+	started time.Time
+	d       transport.Delivery
 }
 
 // release ends the delivery (a no-op after Body) and lets go of the

@@ -28,6 +28,9 @@ var (
 		Message: "The mail provider does not offer SMTPUTF8: non-ASCII addresses cannot be relayed through it"}
 	errUTF8Header = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 9},
 		Message: "The mail provider does not offer SMTPUTF8: a message with a UTF-8 header cannot be relayed through it"}
+	// A header section too long to check for UTF-8 (RFC 3463 5.6.0).
+	errHeaderUncheckable = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "The mail provider does not offer SMTPUTF8 and the header section exceeds 64 KiB, more than the relay checks for UTF-8; keep it under 64 KiB"}
 	// RFC 3461 §5.2.2: a relay to a server without DSN owes the sender a
 	// "relayed" notification for NOTIFY=SUCCESS and cannot stop the
 	// server's own failure notices. A direct delivery has no way to
@@ -155,8 +158,11 @@ func checkUTF8Header(body func() (io.Reader, error)) error {
 	}
 	// A header beyond the relay's bound cannot be checked: refused rather
 	// than passed on unchecked.
-	if !isASCII(string(consumed)) || len(consumed) >= transport.MaxHeader {
+	switch {
+	case !isASCII(string(consumed)):
 		return refusal(StageData, errUTF8Header)
+	case len(consumed) >= transport.MaxHeader:
+		return refusal(StageData, errHeaderUncheckable)
 	}
 	return nil
 }

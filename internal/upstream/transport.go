@@ -408,7 +408,9 @@ func (d *delivery) checkContent(c *Conn, body func() (io.Reader, error)) error {
 			return err
 		}
 	}
-	if d.env.Mail.Body == smtp.Body8BitMIME && !c.c.has("8BITMIME") {
+	// Undeclared content is checked too: RFC 5321 allows only 7-bit
+	// data without BODY=8BITMIME, but clients send 8-bit bytes anyway.
+	if d.env.Mail.Body != smtp.Body7Bit && !c.c.has("8BITMIME") {
 		return check7Bit(body)
 	}
 	return nil

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
@@ -116,7 +118,11 @@ func TestUnreadableMessageIsNotTheProvidersFault(t *testing.T) {
 	provCircuit := limits.NewCircuit(limits.CircuitSettings{Name: "provider", MinRequests: 1, FailureRatio: 0.5, OpenTimeout: time.Hour})
 	tr := &Transport{Account: "a@example.com", Provider: "p", Pool: pool, Circuit: acct, ProviderCircuit: provCircuit}
 	ctx := context.Background()
-	d, err := tr.Begin(ctx, transport.Envelope{ID: "X", Account: "a@example.com", From: "a@example.com"})
+	// Declared 7-bit: the scripted provider offers no 8BITMIME, and an
+	// undeclared message would be read (and fail) before DATA, on a
+	// connection still whole; this test is about a read failing during DATA.
+	env := transport.Envelope{ID: "X", Account: "a@example.com", From: "a@example.com", Mail: transport.MailOptions{Body: smtp.Body7Bit}}
+	d, err := tr.Begin(ctx, env)
 	if err != nil {
 		t.Fatal(err)
 	}
