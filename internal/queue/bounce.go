@@ -142,9 +142,8 @@ func (q *Queue) delayNotice(ctx context.Context, c *store.Claimed, res store.Res
 	}
 }
 
-// courtesy queues one notification and returns its events, one per
-// recipient; none when it was not queued (a delayed one is then tried
-// again after the next attempt).
+// courtesy queues one "relayed" notification and returns its events, one
+// per recipient (recorded with the attempt); none when it was not queued.
 func (q *Queue) courtesy(ctx context.Context, c *store.Claimed, fs []Failure, prefix string, now time.Time, cfg Config) []*store.Event {
 	id, _ := q.sendNotice(ctx, c, fs, q.courtesyRate, "", now, cfg)
 	if id == "" {
