@@ -8,6 +8,7 @@ package devsandbox
 import (
 	"io"
 	"log"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -24,14 +25,17 @@ type Options struct {
 	Without []string
 }
 
-// Sandbox is a running token endpoint and SMTP server sharing one CA.
+// Sandbox is a running token endpoint and SMTP server sharing one CA, with
+// Graph and Gmail API mail endpoints on the token endpoint's HTTPS server.
 type Sandbox struct {
 	CA     *CA
 	Tokens *TokenServer
 	SMTP   *SMTPServer
+	Graph  *GraphServer
+	Gmail  *GmailAPIServer
 }
 
-// Start starts both servers on 127.0.0.1 with random ports.
+// Start starts the servers on 127.0.0.1 with random ports.
 func Start(opts Options) (*Sandbox, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
@@ -49,10 +53,15 @@ func Start(opts Options) (*Sandbox, error) {
 		tokens.close()
 		return nil, err
 	}
-	return &Sandbox{CA: ca, Tokens: tokens, SMTP: smtpSrv}, nil
+	base := strings.TrimSuffix(tokens.URL, "/token")
+	graph := newGraphServer(base, tokens, opts.Logger)
+	graph.register(tokens.mux)
+	gmail := newGmailAPIServer(base, tokens, opts.Logger)
+	gmail.register(tokens.mux)
+	return &Sandbox{CA: ca, Tokens: tokens, SMTP: smtpSrv, Graph: graph, Gmail: gmail}, nil
 }
 
-// Close stops both servers.
+// Close stops the servers.
 func (s *Sandbox) Close() {
 	s.SMTP.close()
 	s.Tokens.close()

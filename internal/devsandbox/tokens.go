@@ -41,6 +41,7 @@ type TokenServer struct {
 	URL string
 
 	srv *http.Server
+	mux *http.ServeMux // the Graph and Gmail API handlers join it (sandbox.go)
 	ln  net.Listener
 	now func() time.Time
 
@@ -100,6 +101,7 @@ func newTokenServer(ca *CA) (*TokenServer, error) {
 	mux.HandleFunc("POST /token", ts.handleToken)
 	mux.HandleFunc("GET /authorize", ts.handleAuthorize)
 	mux.HandleFunc("POST /devicecode", ts.handleDeviceCode)
+	ts.mux = mux
 	ts.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nullLog()}
 	go ts.srv.Serve(ln)
 	return ts, nil

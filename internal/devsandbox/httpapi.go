@@ -1,0 +1,179 @@
+package devsandbox
+
+import (
+	"bytes"
+	"errors"
+	"net/mail"
+	"strings"
+)
+
+// Helpers shared by the sandbox's HTTP mail APIs (graph.go, gmailapi.go):
+// bearer tokens, and the header work both providers do on a submitted MIME
+// message (recipients from To/Cc/Bcc, Bcc removed from what is delivered).
+
+// tokenState is what the token endpoint knows of a presented access token.
+type tokenState int
+
+const (
+	tokenMissing tokenState = iota
+	tokenUnknown
+	tokenExpired
+	tokenValid
+)
+
+// bearerToken returns the token of an "Authorization: Bearer" header (the
+// scheme is case-insensitive, RFC 6750 §2.1 and RFC 9110 §11.1).
+func bearerToken(header string) string {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+// inspect returns the grant of an access token and whether it is unknown,
+// expired or valid: the APIs answer an expired token differently from a
+// forged one, as the providers do.
+func (ts *TokenServer) inspect(token string) (AccessGrant, tokenState) {
+	if token == "" {
+		return AccessGrant{}, tokenMissing
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	g, ok := ts.access[token]
+	switch {
+	case !ok:
+		return AccessGrant{}, tokenUnknown
+	case !ts.now().Before(g.Expiry):
+		return g, tokenExpired
+	}
+	return g, tokenValid
+}
+
+// hasScope reports whether the space-separated scope list grants one of
+// wanted.
+func hasScope(scopes string, wanted ...string) bool {
+	for _, s := range strings.Fields(scopes) {
+		for _, w := range wanted {
+			if s == w {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// submission is a MIME message as an HTTP mail API received it, reduced to
+// what it delivers: the recipients of its To, Cc and Bcc headers and the
+// message without its Bcc header.
+type submission struct {
+	from       string // address of the From header, "" if none
+	recipients []string
+	subject    string
+	data       []byte // as delivered: Bcc removed, Message-ID added if missing
+}
+
+var (
+	errNoHeader     = errors.New("the message has no header section")
+	errBadAddresses = errors.New("a recipient header does not parse as an address list")
+)
+
+// parseSubmission parses a submitted message. Both Graph and the Gmail API
+// take the recipients from the To, Cc and Bcc headers (RFC 5322 §3.6.3),
+// send one copy per distinct address, and deliver the message without its
+// Bcc field; both give a message without a Message-ID one.
+func parseSubmission(raw []byte, idDomain string) (submission, error) {
+	raw = canonicalCRLF(raw)
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		return submission{}, errNoHeader
+	}
+	var sub submission
+	seen := map[string]bool{}
+	for _, field := range []string{"To", "Cc", "Bcc"} {
+		if msg.Header.Get(field) == "" {
+			continue
+		}
+		list, err := msg.Header.AddressList(field)
+		if err != nil {
+			return submission{}, errBadAddresses
+		}
+		for _, a := range list {
+			if key := strings.ToLower(a.Address); !seen[key] {
+				seen[key] = true
+				sub.recipients = append(sub.recipients, a.Address)
+			}
+		}
+	}
+	if from, err := msg.Header.AddressList("From"); err == nil && len(from) > 0 {
+		sub.from = from[0].Address
+	}
+	sub.subject = subjectOf(raw)
+	sub.data = removeHeaderField(raw, "Bcc")
+	if msg.Header.Get("Message-Id") == "" {
+		sub.data = append([]byte("Message-ID: <"+randomHex(12)+"@"+idDomain+">\r\n"), sub.data...)
+	}
+	return sub, nil
+}
+
+// canonicalCRLF turns bare LF line ends into CRLF (RFC 5322 §2.1), the
+// form the sandbox stores, as its SMTP server receives it.
+func canonicalCRLF(b []byte) []byte {
+	if !bytes.Contains(b, []byte("\n")) || bytes.Count(b, []byte("\n")) == bytes.Count(b, []byte("\r\n")) {
+		return b
+	}
+	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
+}
+
+// removeHeaderField drops every instance of a header field, with its folded
+// continuation lines (RFC 5322 §2.2.3), from the header section of raw.
+func removeHeaderField(raw []byte, name string) []byte {
+	end := bytes.Index(raw, []byte("\r\n\r\n"))
+	if end < 0 {
+		end = len(raw)
+	} else {
+		end += 2
+	}
+	var out bytes.Buffer
+	dropping := false
+	for _, line := range bytes.SplitAfter(raw[:end], []byte("\r\n")) {
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if !dropping {
+				out.Write(line)
+			}
+			continue
+		}
+		fieldName, _, _ := bytes.Cut(line, []byte(":"))
+		dropping = strings.EqualFold(strings.TrimSpace(string(fieldName)), name)
+		if !dropping {
+			out.Write(line)
+		}
+	}
+	out.Write(raw[end:])
+	return out.Bytes()
+}
+
+// mailboxLimiter bounds concurrent requests per mailbox.
+type mailboxLimiter struct {
+	max      int
+	inFlight map[string]int
+	peak     map[string]int
+}
+
+func newMailboxLimiter(max int) mailboxLimiter {
+	return mailboxLimiter{max: max, inFlight: map[string]int{}, peak: map[string]int{}}
+}
+
+// acquire admits a request for mailbox unless max are in flight; called
+// with the owner's lock held.
+func (l *mailboxLimiter) acquire(mailbox string) bool {
+	if l.max > 0 && l.inFlight[mailbox] >= l.max {
+		return false
+	}
+	l.inFlight[mailbox]++
+	l.peak[mailbox] = max(l.peak[mailbox], l.inFlight[mailbox])
+	return true
+}
+
+func (l *mailboxLimiter) release(mailbox string) { l.inFlight[mailbox]-- }
