@@ -24,6 +24,7 @@ func withAttachments(draft []byte, atts []graphAttachment) []byte {
 			if i := bytes.LastIndex(body, closing); i >= 0 {
 				var out bytes.Buffer
 				out.Write(header)
+				out.WriteString("\r\n")
 				out.Write(body[:i+2])
 				for _, a := range atts {
 					writeAttachmentPart(&out, params["boundary"], a)
