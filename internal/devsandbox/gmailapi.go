@@ -1,8 +1,6 @@
 package devsandbox
 
 import (
-	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -191,13 +189,8 @@ func (s *GmailAPIServer) scripted(mailbox string) (GmailError, bool) {
 // reason is a guess: Google documents the limit, not the answer.
 func readGmailBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	tooLarge := GmailError{Status: http.StatusRequestEntityTooLarge, Reason: "uploadTooLarge", Message: "The message exceeds the maximum upload size of 35 MB."}
-	if r.ContentLength > GmailMaxUploadBytes {
-		writeGmailError(w, tooLarge)
-		return nil, false
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, GmailMaxUploadBytes))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	body, over, err := readLimited(r, GmailMaxUploadBytes)
+	if over {
 		writeGmailError(w, tooLarge)
 		return nil, false
 	}

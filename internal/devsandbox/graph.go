@@ -3,8 +3,6 @@ package devsandbox
 import (
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -318,13 +316,8 @@ func (g *GraphServer) scripted(mailbox string) (GraphError, bool) {
 func readGraphBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	tooLarge := GraphError{Status: http.StatusRequestEntityTooLarge, Code: "RequestBodyTooLarge",
 		Message: "The maximum request length supported is 4MB."} // code and message from memory
-	if r.ContentLength > GraphMaxRequestBytes {
-		writeGraphError(w, tooLarge)
-		return nil, false
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, GraphMaxRequestBytes))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	body, over, err := readLimited(r, GraphMaxRequestBytes)
+	if over {
 		writeGraphError(w, tooLarge)
 		return nil, false
 	}

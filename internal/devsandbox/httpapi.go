@@ -3,6 +3,8 @@ package devsandbox
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net/http"
 	"net/mail"
 	"strings"
 )
@@ -177,3 +179,18 @@ func (l *mailboxLimiter) acquire(mailbox string) bool {
 }
 
 func (l *mailboxLimiter) release(mailbox string) { l.inFlight[mailbox]-- }
+
+// readLimited reads a request body of at most limit bytes. A larger body
+// is read on (up to a bound) and discarded before the caller answers 413,
+// so that the client sees the answer rather than a reset connection.
+func readLimited(r *http.Request, limit int64) (body []byte, tooLarge bool, err error) {
+	body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if int64(len(body)) <= limit {
+		return body, false, nil
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 256<<20))
+	return nil, true, nil
+}
