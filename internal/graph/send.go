@@ -1,0 +1,164 @@
+package graph
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/transport"
+)
+
+// maxRequestBytes is Graph's request body limit (413 beyond); the message
+// travels in base64, so sendMail takes maxMessageBytes of it.
+const (
+	maxRequestBytes = 4 << 20
+	maxMessageBytes = maxRequestBytes / 4 * 3
+)
+
+// maxErrorBody bounds how much of an error answer is read.
+const maxErrorBody = 64 << 10
+
+// prepare reads the message, fits its header to the envelope and encodes
+// it for sendMail.
+func (d *delivery) prepare(msg transport.Message) ([]byte, *failure) {
+	if msg.Size() > maxMessageBytes {
+		return nil, local(errTooLargeYet, nil)
+	}
+	r, err := msg.Reader()
+	if err != nil {
+		return nil, local(errLocalReply, err)
+	}
+	br := bufio.NewReader(r)
+	consumed, header, err := transport.ReadHeader(br, transport.MaxHeader)
+	if err != nil {
+		return nil, local(errLocalReply, err)
+	}
+	if len(header) < len(consumed) || !headerComplete(header, br) {
+		return nil, local(errHeaderUnreadable, errors.New("the header section exceeds transport.MaxHeader"))
+	}
+	fitted, adj, err := fitHeader(header, d.rcpts)
+	if err != nil {
+		return nil, local(errHeaderUnreadable, err)
+	}
+	if adj.dropped > 0 || adj.blind > 0 || adj.bccs > 0 {
+		d.log.Info("header recipients fitted to the envelope", "bcc_added", adj.blind, "outside_envelope_removed", adj.dropped, "client_bcc_fields_removed", adj.bccs)
+	}
+	rest, err := io.ReadAll(io.LimitReader(br, int64(maxMessageBytes-len(fitted)+1)))
+	if err != nil {
+		return nil, local(errLocalReply, err)
+	}
+	if len(fitted)+len(rest) > maxMessageBytes {
+		return nil, local(errTooLargeYet, nil)
+	}
+	raw := append(fitted, rest...)
+	out := make([]byte, base64.StdEncoding.EncodedLen(len(raw)))
+	base64.StdEncoding.Encode(out, raw)
+	return out, nil
+}
+
+// headerComplete reports whether header is the whole header section: it
+// ends with the empty line, or the message ends with it.
+func headerComplete(header []byte, br *bufio.Reader) bool {
+	if bytes.HasSuffix(header, []byte("\n\n")) || bytes.HasSuffix(header, []byte("\n\r\n")) || bytes.Equal(header, []byte("\r\n")) || bytes.Equal(header, []byte("\n")) {
+		return true
+	}
+	_, err := br.Peek(1)
+	return err == io.EOF
+}
+
+// send posts the message, holding one of the mailbox's request slots. A
+// 401 is answered once with a fresh token (the cached one may have been
+// revoked before its expiry).
+func (d *delivery) send(ctx context.Context, payload []byte) (reply string, f *failure) {
+	release, err := processSlots.acquire(ctx, d.t.Account)
+	if err != nil {
+		return "", &failure{err: &transport.Error{Kind: transport.KindBusy, Reply: errBusy, Err: err}}
+	}
+	defer release()
+	for attempt := 1; ; attempt++ {
+		token, err := d.t.Tokens.Token(ctx)
+		if err != nil {
+			return "", tokenFailure(err)
+		}
+		reqID, f := d.post(ctx, token, payload)
+		if f == nil {
+			return "250 2.0.0 Accepted by Microsoft Graph (request-id " + reqID + ")", nil
+		}
+		var ae *apiError
+		if attempt == 1 && errors.As(f.err.Err, &ae) && ae.Status == http.StatusUnauthorized {
+			d.log.Info("Microsoft Graph refused the access token; refreshing it and trying once more", "code", ae.Code, "request_id", ae.RequestID)
+			d.t.Tokens.Invalidate(token)
+			continue
+		}
+		return "", f
+	}
+}
+
+// post makes one sendMail request; it returns Graph's request-id.
+func (d *delivery) post(ctx context.Context, token string, payload []byte) (string, *failure) {
+	u := d.t.baseURL() + "/v1.0/users/" + url.PathEscape(d.t.Account) + "/sendMail"
+	var stage atomic.Int32 // a progress; the trace runs on the transport's goroutines
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { stage.CompareAndSwap(int32(notConnected), int32(connected)) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				stage.Store(int32(written))
+			}
+		},
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(payload))
+	if err != nil {
+		return "", local(errLocalReply, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := d.t.client().Do(req)
+	if err != nil {
+		return "", classifyNetwork(ctx, redact(err), progress(stage.Load()))
+	}
+	defer resp.Body.Close()
+	reqID := resp.Header.Get("request-id")
+	if resp.StatusCode/100 == 2 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return reqID, nil
+	}
+	return "", classifyAPI(readAPIError(resp, reqID))
+}
+
+// readAPIError decodes Graph's error answer as far as it can.
+func readAPIError(resp *http.Response, reqID string) *apiError {
+	e := &apiError{Status: resp.StatusCode, RequestID: reqID, RetryAt: retryAt(resp.Header.Get("Retry-After"), time.Now())}
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, maxErrorBody)).Decode(&body) == nil {
+		e.Code, e.Message = body.Error.Code, body.Error.Message
+	}
+	if e.Message == "" {
+		e.Message = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+// redact drops the request URL from a client error: it holds nothing
+// secret, but the error reads better without it, and the mailbox is in
+// the log's context already.
+func redact(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
