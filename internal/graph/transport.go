@@ -62,7 +62,9 @@ func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transpor
 	release()
 	if _, err := t.Tokens.Token(ctx); err != nil {
 		d.res.Cancel(time.Now())
-		return nil, d.fail(tokenFailure(err))
+		f := tokenFailure(err)
+		d.record(f)
+		return nil, d.fail(f)
 	}
 	return d, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 	"github.com/oauthrelay/oauthrelay/internal/graph"
+	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
@@ -392,4 +393,70 @@ func silentServer(t *testing.T) string {
 		}
 	}()
 	return "http://" + ln.Addr().String()
+}
+
+// TestCircuitCountsGraphFailuresOnly: the relay's own refusals and
+// Graph's verdicts on one message leave the account's circuit closed;
+// throttling opens it, and then Graph is not contacted.
+func TestCircuitCountsGraphFailuresOnly(t *testing.T) {
+	tests := []struct {
+		name     string
+		script   func(g *devsandbox.GraphServer)
+		msg      string
+		wantOpen bool
+	}{
+		{name: "unparsable To", msg: crlf("To: <broken\nSubject: s\n\n") + body},
+		{name: "send as denied", msg: crlf("From: boss@contoso.test\nTo: a@example.com\n\n") + body},
+		{name: "throttled", script: func(g *devsandbox.GraphServer) { g.FailNext(mailbox, devsandbox.GraphThrottled(30)) },
+			msg: crlf("To: a@example.com\n\n") + body, wantOpen: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.tr.Circuit = limits.NewCircuit(limits.CircuitSettings{Name: mailbox, ConsecutiveFailures: 1, OpenTimeout: time.Hour})
+			if tt.script != nil {
+				tt.script(f.sb.Graph)
+			}
+			if _, err := deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"}, tt.msg); err == nil {
+				t.Fatal("delivery succeeded")
+			}
+			if open := f.tr.Circuit.State() == limits.StateOpen; open != tt.wantOpen {
+				t.Fatalf("circuit %s, want open=%v", f.tr.Circuit.State(), tt.wantOpen)
+			}
+			if !tt.wantOpen {
+				return
+			}
+			sent := f.sb.Graph.PeakConcurrency(mailbox)
+			_, err := f.tr.Begin(context.Background(), transport.Envelope{ID: "m2", Account: mailbox, From: mailbox})
+			te := transport.As(err)
+			if te.Kind != transport.KindCircuit || te.Limit != "account" || te.Reply.Code != 451 || te.RetryAt.IsZero() {
+				t.Errorf("Begin with the circuit open: %v (%s, kind %d, limit %q)", err, transport.ReplyText(te.Reply), te.Kind, te.Limit)
+			}
+			if f.sb.Graph.PeakConcurrency(mailbox) != sent {
+				t.Error("Graph was contacted with the circuit open")
+			}
+		})
+	}
+}
+
+// TestReservationKeptOnlyWhenSent: a failed send gives the daily quota
+// back; a sent message keeps it.
+func TestReservationKeptOnlyWhenSent(t *testing.T) {
+	f := newFixture(t)
+	f.tr.Limits = limits.NewAccountLimits(0, 0, 1, 0, 0)
+	f.sb.Graph.FailNext(mailbox, devsandbox.GraphUnavailable)
+	msg := crlf("To: a@example.com\n\n") + body
+	if _, err := deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"}, msg); err == nil {
+		t.Fatal("the scripted 503 did not fail the delivery")
+	}
+	if _, err := deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"}, msg); err != nil {
+		t.Fatalf("after a failed send: %v", err)
+	}
+	_, err := deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"}, msg)
+	if te := transport.As(err); te.Kind != transport.KindLimit || te.Reply.Code != 451 {
+		t.Fatalf("over the daily quota: %v (%s)", err, transport.ReplyText(te.Reply))
+	}
+	if n := len(f.sb.Graph.Messages()); n != 1 {
+		t.Errorf("%d messages sent, want 1", n)
+	}
 }
