@@ -155,6 +155,8 @@ func TestGraphErrors(t *testing.T) {
 		name    string
 		script  func(g *devsandbox.GraphServer)
 		from    string
+		to      string // the To field; the recipient by default
+		extra   string // more header lines
 		code    int
 		ec      smtp.EnhancedCode
 		kind    transport.Kind
@@ -171,6 +173,19 @@ func TestGraphErrors(t *testing.T) {
 			code: 451, ec: smtp.EnhancedCode{4, 4, 5}, kind: transport.KindProvider, retryIn: 7 * time.Second},
 		{name: "unavailable", script: func(g *devsandbox.GraphServer) { g.FailNext(mailbox, devsandbox.GraphUnavailable) },
 			code: 451, ec: smtp.EnhancedCode{4, 4, 5}, kind: transport.KindProvider},
+		{name: "request body too large", script: func(g *devsandbox.GraphServer) {
+			g.FailNext(mailbox, devsandbox.GraphError{Status: http.StatusRequestEntityTooLarge, Code: "RequestBodyTooLarge", Message: "too large"})
+		}, code: 552, ec: smtp.EnhancedCode{5, 3, 4}, kind: transport.KindProvider},
+		{name: "gateway timeout: may have been sent", script: func(g *devsandbox.GraphServer) {
+			g.FailNext(mailbox, devsandbox.GraphError{Status: http.StatusGatewayTimeout, Code: "GatewayTimeout", Message: "timeout"})
+		}, code: 451, ec: smtp.EnhancedCode{4, 4, 2}, kind: transport.KindAmbiguous},
+		{name: "invalid content", script: func(g *devsandbox.GraphServer) {
+			g.FailNext(mailbox, devsandbox.GraphError{Status: http.StatusBadRequest, Code: "ErrorMimeContentInvalid", Message: "bad"})
+		}, code: 554, ec: smtp.EnhancedCode{5, 6, 0}, kind: transport.KindProvider},
+		{name: "unparsable To is refused by the relay", to: "a@example.com, <broken",
+			code: 554, ec: smtp.EnhancedCode{5, 6, 0}, kind: transport.KindLocal},
+		{name: "header over 64 KiB is refused by the relay", extra: "X-Long: " + strings.Repeat("x", 70<<10) + "\r\n",
+			code: 554, ec: smtp.EnhancedCode{5, 6, 0}, kind: transport.KindLocal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,9 +197,13 @@ func TestGraphErrors(t *testing.T) {
 			if tt.from != "" {
 				from = tt.from
 			}
+			to := "a@example.com"
+			if tt.to != "" {
+				to = tt.to
+			}
 			before := time.Now()
 			_, err := deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"},
-				crlf("From: "+from+"\nTo: a@example.com\nSubject: s\n\n")+body)
+				crlf("From: "+from+"\nTo: "+to+"\nSubject: s\n")+tt.extra+"\r\n"+body)
 			after := time.Now()
 			te := transport.As(err)
 			if err == nil || te.Reply.Code != tt.code || te.Reply.EnhancedCode != tt.ec || te.Kind != tt.kind {
@@ -308,7 +327,14 @@ func TestAtMostFourRequestsPerMailbox(t *testing.T) {
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"}, crlf("To: a@example.com\nSubject: s\n\n")+body)
+			// Half go through another Transport of the same mailbox, as
+			// after a reload: the slots are the process's.
+			tr := f.tr
+			if i%2 == 1 {
+				other := *f.tr
+				tr = &other
+			}
+			_, errs[i] = deliver(t, tr, transport.MailOptions{}, []string{"a@example.com"}, crlf("To: a@example.com\nSubject: s\n\n")+body)
 		})
 	}
 	awaitCondition(t, func() bool { return f.sb.Graph.InFlight(mailbox) == 4 })
