@@ -40,6 +40,15 @@
 // address list) is refused permanently (554 5.6.0): the relay cannot tell
 // whom Graph would send it to.
 //
+// # What Graph cannot carry
+//
+// Graph takes no envelope, so the reverse-path is not passed on: Exchange
+// sends from the mailbox, and bounces go to it. Graph has no DSN (RFC
+// 3461): RET and ENVID are dropped as a relay to a server without DSN
+// does (§5.2.2), and a NOTIFY that asks for more than failure notices is
+// refused at RCPT (555 5.3.3) unless the caller sends its own notices
+// (the queue), as package upstream does for an SMTP provider without DSN.
+//
 // # Limits
 //
 // A request carries at most 4 MB of base64, so messages up to 3 MiB go
