@@ -204,11 +204,3 @@ func limitError(err error) *failure {
 	}
 	return &failure{err: &transport.Error{Kind: transport.KindLimit, Limit: le.Kind, RetryAt: le.RetryAt, Reply: reply, Err: err}}
 }
-
-// notifyHonouredWithoutDSN is package upstream's policy for a provider
-// without DSN (RFC 3461 §4.1, §5.2.2): failures are reported by every
-// provider, success notices by none.
-func notifyHonouredWithoutDSN(notify []string) bool {
-	return len(notify) == 0 ||
-		transport.Notifies(notify, "FAILURE") && !transport.Notifies(notify, "SUCCESS")
-}

@@ -149,7 +149,7 @@ func (d *delivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOp
 	if !ok {
 		return d.fail(local(errBadAddress, nil))
 	}
-	if !d.env.Mail.OwnNotices && !notifyHonouredWithoutDSN(opts.Notify) {
+	if !d.env.Mail.OwnNotices && !transport.NotifyMetWithoutDSN(opts.Notify) {
 		return d.fail(local(errNotifyUnsupported, nil))
 	}
 	if d.seen[key] {

@@ -98,6 +98,15 @@ func RcptOptionsOf(o *smtp.RcptOptions) RcptOptions {
 // DSN reports whether the RCPT parameters include a DSN request.
 func (o RcptOptions) DSN() bool { return len(o.Notify) > 0 || o.ORcpt != "" }
 
+// NotifyMetWithoutDSN reports whether a NOTIFY request is met by a
+// provider that knows nothing of DSN: one that reports failures, as every
+// provider does (RFC 3461 §4.1: the default is FAILURE or FAILURE,DELAY),
+// and asks for no success notice (§5.2.2: that would need a "relayed"
+// notice, which only a queue can send).
+func NotifyMetWithoutDSN(notify []string) bool {
+	return len(notify) == 0 || Notifies(notify, "FAILURE") && !Notifies(notify, "SUCCESS")
+}
+
 // Notifies reports whether a NOTIFY list asks for v ("SUCCESS", "FAILURE",
 // "DELAY"). An absent NOTIFY asks for failures (RFC 3461 §4.1: the
 // server's default is FAILURE or FAILURE,DELAY; the relay reports

@@ -95,7 +95,7 @@ func rcptParams(to string, mail transport.MailOptions, opts transport.RcptOption
 		return nil, refusal(StageRcpt, errUTF8Address)
 	}
 	if !has("DSN") {
-		if !mail.OwnNotices && !notifyHonouredWithoutDSN(opts.Notify) {
+		if !mail.OwnNotices && !transport.NotifyMetWithoutDSN(opts.Notify) {
 			return nil, refusal(StageRcpt, errNotifyUnsupported)
 		}
 		return nil, nil
@@ -112,15 +112,6 @@ func rcptParams(to string, mail transport.MailOptions, opts transport.RcptOption
 		}
 	}
 	return params, nil
-}
-
-// notifyHonouredWithoutDSN reports whether a NOTIFY request is met by a
-// provider that knows nothing of DSN: one that reports failures, as every
-// provider does (RFC 3461 §4.1: the default is FAILURE or FAILURE,DELAY),
-// and asks for no success notice.
-func notifyHonouredWithoutDSN(notify []string) bool {
-	return len(notify) == 0 ||
-		transport.Notifies(notify, "FAILURE") && !transport.Notifies(notify, "SUCCESS")
 }
 
 // check7Bit refuses a message with 8-bit octets for a provider without
