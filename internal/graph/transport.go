@@ -105,26 +105,14 @@ type delivery struct {
 // message's share of the account's limits. release gives the circuits'
 // probe slots back.
 func (d *delivery) admit(now time.Time) (release func(), f *failure) {
-	var releases []func()
-	release = func() {
-		for _, r := range releases {
-			r()
+	release, refused, err := limits.AllowAll(now, d.t.ProviderCircuit, d.t.Circuit)
+	if err != nil {
+		scope := "account"
+		if refused == d.t.ProviderCircuit {
+			scope = "provider"
 		}
-	}
-	for _, c := range []struct {
-		scope   string
-		circuit *limits.Circuit
-	}{{"provider", d.t.ProviderCircuit}, {"account", d.t.Circuit}} {
-		if c.circuit == nil {
-			continue
-		}
-		r, err := c.circuit.Allow(now)
-		if err != nil {
-			release()
-			return nil, &failure{err: &transport.Error{Kind: transport.KindCircuit, Limit: c.scope, RetryAt: c.circuit.RetryAt(now), Reply: errCircuitOpen, Err: err},
-				advice: c.scope + " circuit open: not contacting Microsoft Graph"}
-		}
-		releases = append(releases, r)
+		return nil, &failure{err: &transport.Error{Kind: transport.KindCircuit, Limit: scope, RetryAt: refused.RetryAt(now), Reply: errCircuitOpen, Err: err},
+			advice: scope + " circuit open: not contacting Microsoft Graph"}
 	}
 	if d.res != nil {
 		return release, nil

@@ -293,3 +293,29 @@ func minTime(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// AllowAll asks each circuit in turn for leave to go ahead (nil ones are
+// skipped), as a transport does before contacting a provider: the
+// provider's circuit, then the account's. When one refuses, the slots
+// already taken are given back and refused names it; otherwise release
+// gives every slot back once the step is over.
+func AllowAll(now time.Time, circuits ...*Circuit) (release func(), refused *Circuit, err error) {
+	var releases []func()
+	release = func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	for _, c := range circuits {
+		if c == nil {
+			continue
+		}
+		r, err := c.Allow(now)
+		if err != nil {
+			release()
+			return nil, c, err
+		}
+		releases = append(releases, r)
+	}
+	return release, nil, nil
+}

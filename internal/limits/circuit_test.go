@@ -139,3 +139,29 @@ func TestCircuitRetryAt(t *testing.T) {
 		t.Errorf("probe under way: RetryAt = %v, want a recheck in %v (not the probe's whole timeout)", got, probeRecheck)
 	}
 }
+
+// AllowAll takes a slot of each circuit, or none when one refuses, and
+// names the one that refused.
+func TestAllowAll(t *testing.T) {
+	now := time.Now()
+	open := NewCircuit(CircuitSettings{Name: "provider", ConsecutiveFailures: 1, OpenTimeout: time.Hour})
+	release, err := open.Allow(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open.Record(now, "", Failure)
+	release()
+	closed := NewCircuit(CircuitSettings{Name: "account", ConsecutiveFailures: 1, OpenTimeout: time.Hour})
+
+	rel, refused, err := AllowAll(now, nil, closed)
+	if err != nil || refused != nil {
+		t.Fatalf("AllowAll(nil, closed) = %v, %v", refused, err)
+	}
+	rel()
+	if _, refused, err := AllowAll(now, open, closed); err == nil || refused != open {
+		t.Fatalf("AllowAll(open, closed) refused %v (%v), want the open one", refused, err)
+	}
+	if _, refused, err := AllowAll(now, closed, open); err == nil || refused != open {
+		t.Fatalf("AllowAll(closed, open) refused %v (%v), want the open one", refused, err)
+	}
+}

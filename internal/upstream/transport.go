@@ -106,26 +106,11 @@ type acceptedRcpt struct {
 // admit checks the circuits and reserves the message's share of the
 // account's limits.
 func (d *delivery) admit(now time.Time) (release func(), err error) {
-	var releases []func()
-	release = func() {
-		for _, r := range releases {
-			r()
-		}
-	}
-	for _, c := range []struct {
-		scope   string
-		circuit *limits.Circuit
-	}{{"provider", d.t.ProviderCircuit}, {"account", d.t.Circuit}} {
-		if c.circuit == nil {
-			continue
-		}
-		r, err := c.circuit.Allow(now)
-		if err != nil {
-			release()
-			d.log.Warn(c.scope+" circuit open: not contacting the provider", "provider", d.t.Provider)
-			return nil, &transport.Error{Kind: transport.KindCircuit, Limit: c.scope, RetryAt: c.circuit.RetryAt(now), Reply: errCircuitOpen, Err: err}
-		}
-		releases = append(releases, r)
+	release, refused, err := limits.AllowAll(now, d.t.ProviderCircuit, d.t.Circuit)
+	if err != nil {
+		scope := circuitScope(refused, d.t.ProviderCircuit)
+		d.log.Warn(scope+" circuit open: not contacting the provider", "provider", d.t.Provider)
+		return nil, &transport.Error{Kind: transport.KindCircuit, Limit: scope, RetryAt: refused.RetryAt(now), Reply: errCircuitOpen, Err: err}
 	}
 	if d.t.Limits == nil {
 		d.res = noReservation{}
@@ -138,6 +123,15 @@ func (d *delivery) admit(now time.Time) (release func(), err error) {
 	}
 	d.res = res
 	return release, nil
+}
+
+// circuitScope names the circuit that refused: the provider's or the
+// account's.
+func circuitScope(refused, provider *limits.Circuit) string {
+	if refused == provider {
+		return "provider"
+	}
+	return "account"
 }
 
 // limitError classifies a refusal by the account's limits.
