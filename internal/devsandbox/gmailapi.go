@@ -64,12 +64,11 @@ type GmailAPIServer struct {
 
 	mu       sync.Mutex
 	messages []Message
-	next     map[string][]GmailError
-	always   map[string]GmailError
+	failures *failures[GmailError]
 }
 
 func newGmailAPIServer(base string, tokens *TokenServer, log hclog.Logger) *GmailAPIServer {
-	return &GmailAPIServer{URL: base, tokens: tokens, log: log, next: map[string][]GmailError{}, always: map[string]GmailError{}}
+	return &GmailAPIServer{URL: base, tokens: tokens, log: log, failures: newFailures[GmailError]()}
 }
 
 func (s *GmailAPIServer) register(mux *http.ServeMux) {
@@ -78,23 +77,11 @@ func (s *GmailAPIServer) register(mux *http.ServeMux) {
 
 // FailNext makes the next sends of mailbox answer errs, in order.
 func (s *GmailAPIServer) FailNext(mailbox string, errs ...GmailError) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	mailbox = strings.ToLower(mailbox)
-	s.next[mailbox] = append(s.next[mailbox], errs...)
+	s.failures.failNext(mailbox, errs...)
 }
 
 // FailAlways makes every send of mailbox answer e (nil clears it).
-func (s *GmailAPIServer) FailAlways(mailbox string, e *GmailError) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	mailbox = strings.ToLower(mailbox)
-	if e == nil {
-		delete(s.always, mailbox)
-		return
-	}
-	s.always[mailbox] = *e
-}
+func (s *GmailAPIServer) FailAlways(mailbox string, e *GmailError) { s.failures.failAlways(mailbox, e) }
 
 // Messages returns a copy of the messages sent.
 func (s *GmailAPIServer) Messages() []Message {
@@ -109,7 +96,7 @@ func (s *GmailAPIServer) handleSend(w http.ResponseWriter, r *http.Request) {
 		writeGmailError(w, e)
 		return
 	}
-	if e, ok := s.scripted(mailbox); ok {
+	if e, ok := s.failures.take(mailbox); ok {
 		writeGmailError(w, e)
 		return
 	}
@@ -172,17 +159,6 @@ func (s *GmailAPIServer) authorize(r *http.Request) (string, GmailError, bool) {
 		return "", GmailError{Status: http.StatusForbidden, Reason: "forbidden", Message: "Delegation denied for " + grant.User}, false
 	}
 	return mailbox, GmailError{}, true
-}
-
-func (s *GmailAPIServer) scripted(mailbox string) (GmailError, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if q := s.next[mailbox]; len(q) > 0 {
-		s.next[mailbox] = q[1:]
-		return q[0], true
-	}
-	e, ok := s.always[mailbox]
-	return e, ok
 }
 
 // readGmailBody reads a media upload within the 35 MB limit. The 413's

@@ -90,8 +90,7 @@ type GraphServer struct {
 	messages []Message
 	drafts   map[string]*graphDraft
 	uploads  map[string]*graphUpload
-	next     map[string][]GraphError // per mailbox, in order
-	always   map[string]GraphError
+	failures *failures[GraphError]
 	sendAs   map[string]map[string]bool
 	maxSize  map[string]int
 	limiter  mailboxLimiter
@@ -120,13 +119,12 @@ type graphUpload struct {
 func newGraphServer(base string, tokens *TokenServer, log hclog.Logger) *GraphServer {
 	return &GraphServer{
 		URL: base, tokens: tokens, log: log,
-		drafts:  map[string]*graphDraft{},
-		uploads: map[string]*graphUpload{},
-		next:    map[string][]GraphError{},
-		always:  map[string]GraphError{},
-		sendAs:  map[string]map[string]bool{},
-		maxSize: map[string]int{},
-		limiter: newMailboxLimiter(GraphMaxConcurrentPerMailbox),
+		drafts:   map[string]*graphDraft{},
+		uploads:  map[string]*graphUpload{},
+		failures: newFailures[GraphError](),
+		sendAs:   map[string]map[string]bool{},
+		maxSize:  map[string]int{},
+		limiter:  newMailboxLimiter(GraphMaxConcurrentPerMailbox),
 	}
 }
 
@@ -142,24 +140,12 @@ func (g *GraphServer) register(mux *http.ServeMux) {
 
 // FailNext makes the next requests for mailbox answer errs, in order.
 func (g *GraphServer) FailNext(mailbox string, errs ...GraphError) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	mailbox = strings.ToLower(mailbox)
-	g.next[mailbox] = append(g.next[mailbox], errs...)
+	g.failures.failNext(mailbox, errs...)
 }
 
 // FailAlways makes every request for mailbox answer e (nil clears it),
 // such as GraphMailboxNotEnabled for a mailbox hosted on-premises.
-func (g *GraphServer) FailAlways(mailbox string, e *GraphError) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	mailbox = strings.ToLower(mailbox)
-	if e == nil {
-		delete(g.always, mailbox)
-		return
-	}
-	g.always[mailbox] = *e
-}
+func (g *GraphServer) FailAlways(mailbox string, e *GraphError) { g.failures.failAlways(mailbox, e) }
 
 // GrantSendAs lets mailbox send messages whose From is address; without
 // it such a message gets ErrorSendAsDenied, as from Exchange Online.
@@ -256,7 +242,7 @@ func (g *GraphServer) mailbox(h func(w http.ResponseWriter, r *http.Request, mai
 				return
 			}
 		}
-		if e, ok := g.scripted(mailbox); ok {
+		if e, ok := g.failures.take(mailbox); ok {
 			writeGraphError(w, e)
 			return
 		}
@@ -299,17 +285,6 @@ func hasGraphAudience(scopes string) bool {
 		}
 	}
 	return false
-}
-
-func (g *GraphServer) scripted(mailbox string) (GraphError, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if q := g.next[mailbox]; len(q) > 0 {
-		g.next[mailbox] = q[1:]
-		return q[0], true
-	}
-	e, ok := g.always[mailbox]
-	return e, ok
 }
 
 // readGraphBody reads a request body within Graph's 4 MB limit.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/mail"
 	"strings"
+	"sync"
 )
 
 // Helpers shared by the sandbox's HTTP mail APIs (graph.go, gmailapi.go):
@@ -193,4 +194,47 @@ func readLimited(r *http.Request, limit int64) (body []byte, tooLarge bool, err 
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 256<<20))
 	return nil, true, nil
+}
+
+// failures holds the error answers a test scripts per mailbox: those of
+// failNext in order, then the one of failAlways. Graph and the Gmail API
+// share it; E is each one's error type.
+type failures[E any] struct {
+	mu     sync.Mutex
+	next   map[string][]E
+	always map[string]E
+}
+
+func newFailures[E any]() *failures[E] {
+	return &failures[E]{next: map[string][]E{}, always: map[string]E{}}
+}
+
+func (f *failures[E]) failNext(mailbox string, errs ...E) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	mailbox = strings.ToLower(mailbox)
+	f.next[mailbox] = append(f.next[mailbox], errs...)
+}
+
+func (f *failures[E]) failAlways(mailbox string, e *E) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	mailbox = strings.ToLower(mailbox)
+	if e == nil {
+		delete(f.always, mailbox)
+		return
+	}
+	f.always[mailbox] = *e
+}
+
+// take returns the scripted answer of a request for mailbox, if any.
+func (f *failures[E]) take(mailbox string) (E, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if q := f.next[mailbox]; len(q) > 0 {
+		f.next[mailbox] = q[1:]
+		return q[0], true
+	}
+	e, ok := f.always[mailbox]
+	return e, ok
 }
