@@ -1,7 +1,6 @@
 package graph
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -14,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
@@ -33,46 +33,27 @@ func (d *delivery) prepare(msg transport.Message) ([]byte, *failure) {
 	if msg.Size() > maxMessageBytes {
 		return nil, local(errTooLargeYet, nil)
 	}
-	r, err := msg.Reader()
-	if err != nil {
-		return nil, local(errLocalReply, err)
-	}
-	br := bufio.NewReader(r)
-	consumed, header, err := transport.ReadHeader(br, transport.MaxHeader)
-	if err != nil {
-		return nil, local(errLocalReply, err)
-	}
-	if len(header) < len(consumed) || !headerComplete(header, br) {
-		return nil, local(errHeaderUnreadable, errors.New("the header section exceeds transport.MaxHeader"))
-	}
-	fitted, adj, err := fitHeader(header, d.rcpts)
-	if err != nil {
+	fit, err := rcptfit.Read(msg, d.rcpts)
+	switch {
+	case rcptfit.Unreadable(err):
 		return nil, local(errHeaderUnreadable, err)
-	}
-	if adj.dropped > 0 || adj.blind > 0 || adj.bccs > 0 {
-		d.log.Info("header recipients fitted to the envelope", "bcc_added", adj.blind, "outside_envelope_removed", adj.dropped, "client_bcc_fields_removed", adj.bccs)
-	}
-	rest, err := io.ReadAll(io.LimitReader(br, int64(maxMessageBytes-len(fitted)+1)))
-	if err != nil {
+	case err != nil:
 		return nil, local(errLocalReply, err)
 	}
-	if len(fitted)+len(rest) > maxMessageBytes {
+	if a := fit.Adj; a.Dropped > 0 || a.Blind > 0 || a.Bccs > 0 {
+		d.log.Info("header recipients fitted to the envelope", "bcc_added", a.Blind, "outside_envelope_removed", a.Dropped, "client_bcc_fields_removed", a.Bccs)
+	}
+	if fit.Size > maxMessageBytes {
 		return nil, local(errTooLargeYet, nil)
 	}
-	raw := append(fitted, rest...)
-	out := make([]byte, base64.StdEncoding.EncodedLen(len(raw)))
-	base64.StdEncoding.Encode(out, raw)
-	return out, nil
-}
-
-// headerComplete reports whether header is the whole header section: it
-// ends with the empty line, or the message ends with it.
-func headerComplete(header []byte, br *bufio.Reader) bool {
-	if bytes.HasSuffix(header, []byte("\n\n")) || bytes.HasSuffix(header, []byte("\n\r\n")) || bytes.Equal(header, []byte("\r\n")) || bytes.Equal(header, []byte("\n")) {
-		return true
+	raw := bytes.NewBuffer(make([]byte, 0, fit.Size))
+	raw.Write(fit.Header)
+	if _, err := io.Copy(raw, fit.Body); err != nil {
+		return nil, local(errLocalReply, err)
 	}
-	_, err := br.Peek(1)
-	return err == io.EOF
+	out := make([]byte, base64.StdEncoding.EncodedLen(raw.Len()))
+	base64.StdEncoding.Encode(out, raw.Bytes())
+	return out, nil
 }
 
 // send posts the message, holding one of the mailbox's request slots. A

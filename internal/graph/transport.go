@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/limits"
+	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
@@ -133,7 +134,7 @@ func (d *delivery) admit(now time.Time) (release func(), f *failure) {
 // AddRcpt checks the recipient locally: Graph is told the recipients with
 // the message.
 func (d *delivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOptions) error {
-	key, ok := envelopeKey(rcpt)
+	key, ok := rcptfit.Key(rcpt)
 	if !ok {
 		return d.fail(local(errBadAddress, nil))
 	}

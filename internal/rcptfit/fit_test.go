@@ -1,4 +1,4 @@
-package graph
+package rcptfit
 
 import (
 	"strings"
@@ -14,7 +14,7 @@ func TestFitHeader(t *testing.T) {
 		header string
 		rcpts  []string
 		want   string
-		adj    adjustment
+		adj    Adjustment
 	}{
 		{
 			name:   "envelope equals To and Cc: unchanged",
@@ -27,21 +27,21 @@ func TestFitHeader(t *testing.T) {
 			header: crlf("To: b@y.test\nBcc: old@z.test,\n e@z.test\nSubject: hi\n\n"),
 			rcpts:  []string{"b@y.test", "e@z.test", "f@z.test"},
 			want:   crlf("To: b@y.test\nSubject: hi\nBcc: <e@z.test>,\n <f@z.test>\n\n"),
-			adj:    adjustment{blind: 2, bccs: 1},
+			adj:    Adjustment{Blind: 2, Bccs: 1},
 		},
 		{
 			name:   "Bcc split: To names others, only the blind copy goes out",
 			header: crlf("To: b@y.test\nCc: c@y.test\nSubject: hi\n\n"),
 			rcpts:  []string{"e@z.test"},
 			want:   crlf("Subject: hi\nBcc: <e@z.test>\n\n"),
-			adj:    adjustment{blind: 1, dropped: 2},
+			adj:    Adjustment{Blind: 1, Dropped: 2},
 		},
 		{
 			name:   "partial retry: To keeps the envelope's recipients",
 			header: crlf("To: \"B\" <b@y.test>, c@y.test\nSubject: hi\n\n"),
 			rcpts:  []string{"c@y.test"},
 			want:   crlf("To: <c@y.test>\nSubject: hi\n\n"),
-			adj:    adjustment{dropped: 1},
+			adj:    Adjustment{Dropped: 1},
 		},
 		{
 			name:   "repeated To fields are merged",
@@ -54,40 +54,40 @@ func TestFitHeader(t *testing.T) {
 			header: crlf("Subject: hi\n\n"),
 			rcpts:  []string{"e@z.test", "E@z.test"},
 			want:   crlf("Subject: hi\nBcc: <e@z.test>\n\n"),
-			adj:    adjustment{blind: 1},
+			adj:    Adjustment{Blind: 1},
 		},
 		{
 			name:   "quoted local part",
 			header: crlf("Subject: hi\n\n"),
 			rcpts:  []string{`"a b"@z.test`},
 			want:   crlf("Subject: hi\nBcc: <\"a b\"@z.test>\n\n"),
-			adj:    adjustment{blind: 1},
+			adj:    Adjustment{Blind: 1},
 		},
 		{
 			name:   "bare LF header, no empty line",
 			header: "To: b@y.test\nSubject: hi\n",
 			rcpts:  []string{"b@y.test", "e@z.test"},
 			want:   "To: b@y.test\nSubject: hi\nBcc: <e@z.test>\n\n",
-			adj:    adjustment{blind: 1},
+			adj:    Adjustment{Blind: 1},
 		},
 		{
 			name:   "unparsable client Bcc is dropped",
 			header: crlf("To: b@y.test\nBcc: not an address\n\n"),
 			rcpts:  []string{"b@y.test"},
 			want:   crlf("To: b@y.test\n\n"),
-			adj:    adjustment{bccs: 1},
+			adj:    Adjustment{Bccs: 1},
 		},
 		{
 			name:   "empty group To",
 			header: crlf("To: undisclosed-recipients:;\nSubject: hi\n\n"),
 			rcpts:  []string{"e@z.test"},
 			want:   crlf("To: undisclosed-recipients:;\nSubject: hi\nBcc: <e@z.test>\n\n"),
-			adj:    adjustment{blind: 1},
+			adj:    Adjustment{Blind: 1},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, adj, err := fitHeader([]byte(tt.header), tt.rcpts)
+			got, adj, err := Header([]byte(tt.header), tt.rcpts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +95,7 @@ func TestFitHeader(t *testing.T) {
 				t.Errorf("header (-want +got):\n%s", diff)
 			}
 			if adj != tt.adj {
-				t.Errorf("adjustment = %+v, want %+v", adj, tt.adj)
+				t.Errorf("Adjustment = %+v, want %+v", adj, tt.adj)
 			}
 		})
 	}
@@ -106,8 +106,8 @@ func TestFitHeaderRefusesUnparsableRecipients(t *testing.T) {
 		"To: b@y.test, <broken\r\n\r\n",
 		"Cc: @@@\r\n\r\n",
 	} {
-		if _, _, err := fitHeader([]byte(h), []string{"b@y.test"}); err != errHeaderRecipients {
-			t.Errorf("%q: err = %v, want errHeaderRecipients", h, err)
+		if _, _, err := Header([]byte(h), []string{"b@y.test"}); err != ErrRecipientFields {
+			t.Errorf("%q: err = %v, want ErrRecipientFields", h, err)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package graph
+package rcptfit
 
 import (
 	"bytes"
@@ -7,9 +7,9 @@ import (
 	"strings"
 )
 
-// errHeaderRecipients says a header section cannot be adjusted to the
+// ErrRecipientFields says a header section cannot be adjusted to the
 // envelope with certainty (see the package comment).
-var errHeaderRecipients = errors.New("a To or Cc field does not parse as an address list")
+var ErrRecipientFields = errors.New("a To or Cc field does not parse as an address list")
 
 // field is one header field: its lines as received, continuation lines
 // included (RFC 5322 §2.2.3).
@@ -57,10 +57,10 @@ func splitHeader(header []byte) (fields []field, end []byte) {
 // treats addresses case-insensitively, local part included.
 func addressKey(addr string) string { return strings.ToLower(addr) }
 
-// envelopeKey returns the comparison key of an SMTP path (as the relay
+// Key returns the comparison key of an SMTP path (as the relay
 // passes it: a Dot-string or Quoted-string local part, RFC 5321 §4.1.2),
 // and false when it is no address a header field could name.
-func envelopeKey(path string) (string, bool) {
+func Key(path string) (string, bool) {
 	a, err := mail.ParseAddress("<" + path + ">")
 	if err != nil {
 		return "", false
@@ -68,24 +68,24 @@ func envelopeKey(path string) (string, bool) {
 	return addressKey(a.Address), true
 }
 
-// adjustment is what fitHeader changed, for the log.
-type adjustment struct {
-	blind   int // envelope recipients added as Bcc
-	dropped int // To/Cc addresses outside the envelope removed
-	bccs    int // client Bcc fields removed
+// Adjustment is what Header changed, for the log.
+type Adjustment struct {
+	Blind   int // envelope recipients added as Bcc
+	Dropped int // To/Cc addresses outside the envelope removed
+	Bccs    int // client Bcc fields removed
 }
 
-// fitHeader adjusts a header section so that Graph, which sends to To, Cc
+// Header adjusts a header section so that Graph, which sends to To, Cc
 // and Bcc, sends to exactly the envelope recipients rcpts (SMTP paths;
 // see the package comment). header is the whole section, ending with its
 // empty line when it has one.
-func fitHeader(header []byte, rcpts []string) ([]byte, adjustment, error) {
-	var adj adjustment
+func Header(header []byte, rcpts []string) ([]byte, Adjustment, error) {
+	var adj Adjustment
 	fields, end := splitHeader(header)
 	eol := lineEnding(header)
 	inEnvelope := map[string]bool{}
 	for _, r := range rcpts {
-		k, _ := envelopeKey(r)
+		k, _ := Key(r)
 		inEnvelope[k] = true
 	}
 	named := map[string]bool{} // envelope recipients To or Cc keeps
@@ -99,13 +99,13 @@ func fitHeader(header []byte, rcpts []string) ([]byte, adjustment, error) {
 	for i, f := range fields {
 		switch {
 		case f.is("Bcc"):
-			adj.bccs++
+			adj.Bccs++
 		case f.is("To") || f.is("Cc"):
 			if firstOf(fields, f.name) != i {
 				continue // merged into the first
 			}
 			nf, dropped := fitRecipientField(fields, f, inEnvelope, named, eol)
-			adj.dropped += dropped
+			adj.Dropped += dropped
 			if nf != nil {
 				out = append(out, *nf)
 			}
@@ -115,12 +115,12 @@ func fitHeader(header []byte, rcpts []string) ([]byte, adjustment, error) {
 	}
 	var blind []string
 	for _, r := range rcpts {
-		if k, _ := envelopeKey(r); !named[k] {
+		if k, _ := Key(r); !named[k] {
 			named[k] = true // the envelope can name one address twice
 			blind = append(blind, "<"+r+">")
 		}
 	}
-	adj.blind = len(blind)
+	adj.Blind = len(blind)
 	var b bytes.Buffer
 	for _, f := range out {
 		b.Write(f.raw)
@@ -140,7 +140,7 @@ func checkAddressFields(fields []field, name string) error {
 	for _, f := range fields {
 		if f.is(name) {
 			if _, err := addressList(f.value()); err != nil {
-				return errHeaderRecipients
+				return ErrRecipientFields
 			}
 		}
 	}
