@@ -227,8 +227,14 @@ type Provider struct {
 	// (browser with loopback redirect, and device code flow).
 	AuthURL       string
 	DeviceCodeURL string
-	SMTPAddress   string
-	SMTPTLS       string // "starttls" or "implicit"
+	// Transport is TransportSMTP, TransportGraph or TransportGmailAPI;
+	// GraphURL and GmailAPIURL are the endpoints of the HTTP ones (set
+	// for the transport in use only; without a trailing slash).
+	Transport   string
+	GraphURL    string
+	GmailAPIURL string
+	SMTPAddress string
+	SMTPTLS     string // "starttls" or "implicit"
 	// TLSServerName overrides the name checked in the upstream certificate
 	// (default: the host of SMTPAddress).
 	TLSServerName string
@@ -313,7 +319,15 @@ type AccountGroup struct {
 
 // Account is one upstream mailbox the relay sends as.
 type Account struct {
-	Address      string // lower-cased
+	// Address is the mailbox (lower-cased), or "*@" + Domain for a
+	// domain-wide account.
+	Address string
+	// Domain is set for a domain-wide account: it sends as every mailbox
+	// of the domain, each with its own limits, pool and history.
+	Domain string
+	// MaxMailboxes bounds the mailboxes a domain-wide account serves at
+	// once (each has limits, a pool and circuits in memory).
+	MaxMailboxes int
 	Group        *AccountGroup
 	RefreshToken SecretRef
 	// Limits are the account's own values where set, else its provider's.
@@ -331,8 +345,11 @@ type Client struct {
 	Group *AccountGroup
 	// PasswordHash is empty for a client recognised by its networks only;
 	// such a client cannot AUTH.
-	PasswordHash   string
-	AllowedSenders []string // lower-cased account addresses
+	PasswordHash string
+	// AllowedSenders are lower-cased addresses the client may send as:
+	// accounts, addresses of a domain-wide account, or a domain-wide
+	// account's "*@domain" (every address of it).
+	AllowedSenders []string
 	// Networks are the networks whose hosts are this client without AUTH.
 	Networks []ClientNetwork
 	// SendAs, when set, is the account every message of the client is

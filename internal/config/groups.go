@@ -102,6 +102,9 @@ type rawProvider struct {
 	ConnectTimeout string   `hcl:"connect_timeout,optional"`
 	CommandTimeout string   `hcl:"command_timeout,optional"`
 	TokenTimeout   string   `hcl:"token_timeout,optional"`
+	Transport      string   `hcl:"transport,optional"`
+	GraphURL       string   `hcl:"graph_url,optional"`
+	GmailAPIURL    string   `hcl:"gmail_api_url,optional"`
 
 	MaxConnections           *int     `hcl:"max_connections,optional"`
 	MaxMessagesPerConnection *int     `hcl:"max_messages_per_connection,optional"`
@@ -191,13 +194,15 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 		if p.TokenURL == "" {
 			d.errorf(def, "Missing required argument", "Provider %q with preset = \"custom\" needs token_url.", p.Name)
 		}
-		if p.SMTPAddress == "" {
+		if p.SMTPAddress == "" && (raw.Transport == "" || raw.Transport == TransportSMTP) {
 			d.errorf(def, "Missing required argument", "Provider %q with preset = \"custom\" needs smtp_address.", p.Name)
 		}
 	}
 	if p.SMTPTLS == "" {
 		p.SMTPTLS = TLSStartTLS
 	}
+	p.Pool = presetPools[p.Preset]
+	d.providerTransport(p, raw, body, def)
 	d.oneOf(body, "smtp_tls", p.SMTPTLS, def, TLSStartTLS, TLSImplicit)
 	if p.AuthMechanism == "" {
 		p.AuthMechanism = MechXOAUTH2
@@ -221,7 +226,6 @@ func (d *decoder) provider(b *hcl.Block) *Provider {
 		d.caFile(body, "ca_file", p.CAFile, def)
 	}
 	p.Limits = d.applyLimits(body, raw.limits(), presetLimits[p.Preset], def)
-	p.Pool = presetPools[p.Preset]
 	if raw.MaxConnections != nil {
 		p.Pool.MaxConnections = d.nonNegative(body, "max_connections", *raw.MaxConnections, def)
 	}
@@ -306,6 +310,7 @@ type rawAccount struct {
 	DailyRecipientLimit     *int     `hcl:"daily_recipient_limit,optional"`
 	MaxRecipientsPerMessage *int     `hcl:"max_recipients_per_message,optional"`
 	MaxConnections          *int     `hcl:"max_connections,optional"`
+	MaxMailboxes            *int     `hcl:"max_mailboxes,optional"`
 	Body                    hcl.Body `hcl:",body"`
 }
 
@@ -365,6 +370,9 @@ func (d *decoder) group(b *hcl.Block, providers map[string]*Provider, accountsSe
 	case flowOK:
 		g.Provider = p
 		scopes, offered := presetScopes[p.Preset][g.Flow]
+		if ts, ok := transportScopes(p, g.Flow); ok {
+			scopes = ts
+		}
 		if !offered {
 			d.errorf(attrRange(body, "flow", def), "Flow not offered by provider", "Provider %q (preset %q) does not support flow = %q.", p.Name, p.Preset, g.Flow)
 		}
@@ -421,8 +429,9 @@ func (d *decoder) groupCredentials(g *AccountGroup, body hcl.Body, def hcl.Range
 
 func (d *decoder) account(g *AccountGroup, ra rawAccount, labelRange hcl.Range, seen map[string]hcl.Range) *Account {
 	addr := strings.ToLower(strings.TrimSpace(ra.Address))
-	if !validAddress(addr) {
-		d.errorf(labelRange, "Invalid account address", "%q is not a mailbox address such as \"invoices@example.com\".", ra.Address)
+	domain, isDomain := domainPattern(addr)
+	if !isDomain && (!validAddress(addr) || strings.HasPrefix(addr, "*@")) {
+		d.errorf(labelRange, "Invalid account address", "%q is not a mailbox address such as \"invoices@example.com\", nor a domain-wide account such as \"*@example.com\".", ra.Address)
 		return nil
 	}
 	if first, ok := seen[addr]; ok {
@@ -436,6 +445,10 @@ func (d *decoder) account(g *AccountGroup, ra rawAccount, labelRange hcl.Range, 
 		RefreshToken: d.secret(ra.Body, "refresh_token", ra.RefreshToken, labelRange),
 		DefRange:     labelRange,
 	}
+	if isDomain {
+		a.Domain = domain
+	}
+	d.domainAccount(g, a, ra, labelRange)
 	var base Limits
 	if g.Provider != nil {
 		base = g.Provider.Limits
@@ -447,7 +460,7 @@ func (d *decoder) account(g *AccountGroup, ra rawAccount, labelRange hcl.Range, 
 	}
 	switch g.Flow {
 	case FlowRefreshToken:
-		if ra.RefreshToken == nil {
+		if ra.RefreshToken == nil && !a.IsDomain() {
 			d.errorf(labelRange, "Missing required argument", "Account %q needs refresh_token (group %q uses flow = \"refresh_token\").", addr, g.Name)
 		}
 	case FlowClientCredentials, FlowServiceAccount:
@@ -492,9 +505,10 @@ func (d *decoder) client(g *AccountGroup, rc rawClient, labelRange hcl.Range, se
 	return c
 }
 
-// allowedSenders returns the accounts a client may send as: the listed
-// ones, each an account of the group, or by default every account of the
-// group.
+// allowedSenders returns the addresses a client may send as: the listed
+// ones, each an account of the group, an address of one of its
+// domain-wide accounts or such an account's "*@domain"; by default every
+// account of the group.
 func (d *decoder) allowedSenders(g *AccountGroup, rc rawClient, labelRange hcl.Range) []string {
 	var out []string
 	if rc.AllowedSenders == nil {
@@ -503,18 +517,14 @@ func (d *decoder) allowedSenders(g *AccountGroup, rc rawClient, labelRange hcl.R
 		}
 		return out
 	}
-	members := map[string]bool{}
-	for _, a := range g.Accounts {
-		members[a.Address] = true
-	}
 	rng := attrRange(rc.Body, "allowed_senders", labelRange)
 	if len(rc.AllowedSenders) == 0 {
 		d.errorf(rng, "Empty allowed_senders", "Client %q may send as nobody; remove allowed_senders to allow every account of group %q.", rc.Name, g.Name)
 	}
 	for _, s := range rc.AllowedSenders {
 		addr := strings.ToLower(strings.TrimSpace(s))
-		if !members[addr] {
-			d.errorf(rng, "Sender is not an account of the group", "Client %q may send as %q, which is not an account of group %q; the relay can only send as the group's own accounts.", rc.Name, s, g.Name)
+		if g.Account(addr) == nil {
+			d.errorf(rng, "Sender is not an account of the group", "Client %q may send as %q, which is not an account of group %q (nor an address of one of its domain-wide accounts); the relay can only send as the group's own accounts.", rc.Name, s, g.Name)
 			continue
 		}
 		out = append(out, addr)
@@ -522,7 +532,7 @@ func (d *decoder) allowedSenders(g *AccountGroup, rc rawClient, labelRange hcl.R
 	return out
 }
 
-// sendAs checks a client's send_as: an account the client may send as.
+// sendAs checks a client's send_as: a mailbox the client may send as.
 func (d *decoder) sendAs(g *AccountGroup, c *Client, rc rawClient, labelRange hcl.Range) string {
 	rng := attrRange(rc.Body, "send_as", labelRange)
 	addr := strings.ToLower(strings.TrimSpace(*rc.SendAs))
@@ -530,19 +540,32 @@ func (d *decoder) sendAs(g *AccountGroup, c *Client, rc rawClient, labelRange hc
 		d.errorf(rng, "Invalid send_as", "Client %q: send_as must be a mailbox address such as \"scans@example.com\"; got %q.", rc.Name, *rc.SendAs)
 		return ""
 	}
-	for _, s := range c.AllowedSenders {
-		if s == addr {
-			return addr
-		}
+	if c.MaySendAs(addr) {
+		return addr
 	}
-	for _, a := range g.Accounts {
-		if a.Address == addr {
-			d.errorf(rng, "send_as is not an allowed sender", "Client %q sends as %q, which is not among its allowed_senders; add it there or remove allowed_senders.", rc.Name, addr)
-			return ""
-		}
+	if g.Account(addr) != nil {
+		d.errorf(rng, "send_as is not an allowed sender", "Client %q sends as %q, which is not among its allowed_senders; add it there or remove allowed_senders.", rc.Name, addr)
+		return ""
 	}
 	d.errorf(rng, "send_as is not an account of the group", "Client %q sends as %q, which is not an account of group %q; the relay can only send as the group's own accounts.", rc.Name, addr, g.Name)
 	return ""
+}
+
+// MaySendAs reports whether the client's allowed senders include addr
+// (lower case), by address or by a domain-wide "*@domain".
+func (c *Client) MaySendAs(addr string) bool {
+	if strings.HasPrefix(addr, "*@") {
+		return false // the pattern, not a mailbox
+	}
+	for _, s := range c.AllowedSenders {
+		if s == addr {
+			return true
+		}
+		if domain, ok := strings.CutPrefix(s, "*@"); ok && strings.HasSuffix(addr, "@"+domain) {
+			return true
+		}
+	}
+	return false
 }
 
 // clientNetworks parses a client's networks; each problem points at the
