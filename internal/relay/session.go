@@ -375,7 +375,7 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	tx := &transaction{st: st, id: transport.NewID(), client: client.Name, account: acct, from: path, utf8: utf8, started: time.Now()}
 	tx.log = log.With("msgid", tx.id, "account", acct.Address)
-	if client.SendAs != nil {
+	if client.sendsAs() {
 		tx.sendAs, tx.mailFrom = true, "<"+from+">"
 		tx.log = tx.log.With("mail_from", printable(tx.mailFrom), "send_as", acct.Address)
 	}
@@ -401,14 +401,28 @@ func (s *Session) Mail(from string, opts *smtp.MailOptions) error {
 // its MAIL FROM (README "Devices"); any other client only as one of its
 // allowed senders.
 func senderAccount(c *Client, from, path string) (*Account, string, error) {
-	if c.SendAs != nil {
+	switch {
+	case c.SendAs != nil:
 		return c.SendAs, c.SendAs.Address, nil
+	case c.SendAsDomain != nil:
+		acct, err := c.SendAsDomain.Open(c.SendAsMailbox)
+		if err != nil {
+			return nil, "", err
+		}
+		return acct, acct.Address, nil
 	}
-	acct, ok := c.Allowed[strings.ToLower(from)]
-	if !ok {
-		return nil, "", errSenderNotAllowed
+	addr := strings.ToLower(from)
+	if acct, ok := c.Allowed[addr]; ok {
+		return acct, path, nil
 	}
-	return acct, path, nil
+	if d := c.domainFor(addr); d != nil && !strings.HasPrefix(addr, "*@") {
+		acct, err := d.Open(addr)
+		if err != nil {
+			return nil, "", err
+		}
+		return acct, path, nil
+	}
+	return nil, "", errSenderNotAllowed
 }
 
 // Rcpt implements smtp.Session, passing the provider's verdict on each

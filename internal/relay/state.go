@@ -7,6 +7,7 @@ package relay
 
 import (
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -37,12 +38,47 @@ type Client struct {
 	// Allowed maps each lower-cased sender address the client may use to
 	// the account that sends it.
 	Allowed map[string]*Account
+	// Mailboxes maps lower-cased sender addresses the client may use to
+	// the domain-wide account that sends them; Domains maps domains the
+	// client may send any address of (allowed_senders "*@domain") to it.
+	Mailboxes map[string]*Domain
+	Domains   map[string]*Domain
 	// Networks are the networks whose hosts are this client without AUTH
 	// (masked prefixes).
 	Networks []netip.Prefix
 	// SendAs, when set, is the account every message of the client is
 	// sent as, whatever sender the client gives (README "Devices").
 	SendAs *Account
+	// SendAsMailbox, when set instead, is that address, served by the
+	// domain-wide account SendAsDomain.
+	SendAsMailbox string
+	SendAsDomain  *Domain
+}
+
+// sendsAs reports whether the client has send_as.
+func (c *Client) sendsAs() bool { return c.SendAs != nil || c.SendAsDomain != nil }
+
+// Domain is a domain-wide account (README "Domain-wide accounts"): it
+// sends as any mailbox of its domain, each an Account of its own (limits,
+// circuit, pool, history) made on first use.
+type Domain struct {
+	// Name is the account's "*@domain".
+	Name string
+	// Open returns the Account of a mailbox of the domain (lower case).
+	// Its error is the reply to MAIL.
+	Open func(mailbox string) (*Account, error)
+}
+
+// domainFor returns the domain-wide account that sends addr (lower case)
+// for the client, or nil.
+func (c *Client) domainFor(addr string) *Domain {
+	if d := c.Mailboxes[addr]; d != nil {
+		return d
+	}
+	if at := strings.LastIndexByte(addr, '@'); at > 0 {
+		return c.Domains[addr[at+1:]]
+	}
+	return nil
 }
 
 // State is the immutable view of the configuration a session works with.
@@ -143,6 +179,11 @@ var (
 	errAuthRequired       = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	errBadCredentials     = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	errEncryptionRequired = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism; use STARTTLS"}
+	// ErrSenderNotAllowed refuses a sender the client may not use;
+	// ErrDomainBusy a new mailbox of a domain-wide account that serves
+	// max_mailboxes others in use (a later try finds room).
+	ErrSenderNotAllowed   = errSenderNotAllowed
+	ErrDomainBusy         = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Too many mailboxes of this domain in use, try again later"}
 	errSenderNotAllowed   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this client"}
 	errMalformedPlain     = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed AUTH PLAIN response: authzid NUL authcid NUL password (RFC 4616)"}
 	errUnknownMechanism   = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}

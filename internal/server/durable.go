@@ -202,12 +202,12 @@ func (d *durable) close() error {
 // reload cannot close the pool under it.
 func (r *Runtime) route(account string) (queue.Route, bool) {
 	b := r.acquireCurrent()
-	a := b.state.Accounts[account]
-	if a == nil {
+	m, err := b.mailbox(account)
+	if err != nil {
 		b.state.Release()
 		return queue.Route{}, false
 	}
-	return queue.Route{Transport: a.Transport, Concurrency: b.maxConns[account], Release: b.state.Release}, true
+	return queue.Route{Transport: m.acct.Transport, Concurrency: m.maxConns, Release: b.state.Release}, true
 }
 
 // acquireCurrent returns the configuration in force, counted as used.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/oauth"
 )
 
 // credentialName is the token source an account uses: its own, or its
@@ -24,9 +25,60 @@ type accountStatus struct {
 	TokenExpiry *time.Time `json:"token_expiry,omitempty"`
 	LastRefresh *time.Time `json:"last_refresh,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
-	Circuit     string     `json:"circuit"` // closed, half-open, open
+	Circuit     string     `json:"circuit,omitempty"` // closed, half-open, open; none for a domain-wide account
 	// QuotaUsed is the share used of each rolling 24-hour quota.
 	QuotaUsed map[string]float64 `json:"quota_used,omitempty"`
+	// OpenMailboxes is set for a domain-wide account: how many of its
+	// mailboxes are open (each listed on its own).
+	OpenMailboxes *int `json:"open_mailboxes,omitempty"`
+}
+
+// mailboxStatus describes one mailbox: its token, circuit and quotas.
+func mailboxStatus(g *config.AccountGroup, src *oauth.Source, m *mailbox) accountStatus {
+	as := accountStatus{Group: g.Name, Provider: g.ProviderName}
+	as.token(src)
+	if m == nil {
+		return as
+	}
+	if m.circuit != nil {
+		as.Circuit = m.circuit.State()
+	}
+	if m.limits != nil {
+		if u := m.limits.Usage(time.Now()); len(u) > 0 {
+			as.QuotaUsed = u
+		}
+	}
+	return as
+}
+
+// token describes a token source's state (none: "not_requested").
+func (as *accountStatus) token(src *oauth.Source) {
+	as.TokenState = "not_requested"
+	if src == nil {
+		return
+	}
+	st := src.Status()
+	if st.HasToken {
+		as.TokenState = "valid"
+		exp := st.Expiry
+		as.TokenExpiry = &exp
+	}
+	if !st.LastRefresh.IsZero() {
+		lr := st.LastRefresh
+		as.LastRefresh = &lr
+	}
+	if st.Failing {
+		as.TokenState, as.LastError = "failing", st.LastError
+	}
+}
+
+// degraded is 1 when the account cannot send now: its token is failing or
+// its circuit is not closed.
+func (as accountStatus) degraded() int {
+	if as.TokenState == "failing" || as.Circuit == "open" || as.Circuit == "half-open" {
+		return 1
+	}
+	return 0
 }
 
 // ready reports readiness for /health/ready: configuration loaded and
@@ -38,36 +90,31 @@ func (r *Runtime) ready() (bool, any) {
 	accounts := map[string]accountStatus{}
 	degraded := 0
 	for _, a := range b.cfg.Accounts() {
-		as := accountStatus{Group: a.Group.Name, Provider: a.Group.ProviderName, TokenState: "not_requested"}
-		if src := b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]; src != nil {
-			st := src.Status()
-			if st.HasToken {
-				as.TokenState = "valid"
-				exp := st.Expiry
-				as.TokenExpiry = &exp
+		src := b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]
+		if a.IsDomain() {
+			// The domain-wide account itself: its app-only token (none for
+			// delegation) and how many mailboxes it has open; each of them
+			// is listed as an account below.
+			as := accountStatus{Group: a.Group.Name, Provider: a.Group.ProviderName}
+			as.token(src)
+			if da := b.domains[a.Domain]; da != nil {
+				n := len(da.mailboxes())
+				as.OpenMailboxes = &n
 			}
-			if !st.LastRefresh.IsZero() {
-				lr := st.LastRefresh
-				as.LastRefresh = &lr
-			}
-			if st.Failing {
-				as.TokenState, as.LastError = "failing", st.LastError
-			}
+			degraded += as.degraded()
+			accounts[a.Address] = as
+			continue
 		}
-		if t := b.transports[a.Address]; t != nil {
-			if t.Circuit != nil {
-				as.Circuit = t.Circuit.State()
-			}
-			if t.Limits != nil {
-				if u := t.Limits.Usage(time.Now()); len(u) > 0 {
-					as.QuotaUsed = u
-				}
-			}
-		}
-		if as.TokenState == "failing" || as.Circuit == "open" || as.Circuit == "half-open" {
-			degraded++
-		}
+		as := mailboxStatus(a.Group, src, b.mailboxes[a.Address])
+		degraded += as.degraded()
 		accounts[a.Address] = as
+	}
+	for _, da := range b.domains {
+		for _, m := range da.mailboxes() {
+			as := mailboxStatus(da.spec.group, m.source, m)
+			degraded += as.degraded()
+			accounts[m.acct.Address] = as
+		}
 	}
 	providers := map[string]string{}
 	for id, br := range b.breakers {

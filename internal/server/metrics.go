@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/oauthrelay/oauthrelay/internal/oauth"
 )
 
 // runtimeMetrics are the lifecycle's collectors, plus the per-account token
@@ -168,21 +170,33 @@ func (m *runtimeMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.circuit, prometheus.GaugeValue, br.StateValue(), scope, name)
 	}
 	now := time.Now()
-	for addr, t := range b.transports {
-		if t.Limits == nil {
+	for _, mb := range b.allMailboxes() {
+		if mb.limits == nil {
 			continue
 		}
-		for kind, used := range t.Limits.Usage(now) {
-			ch <- prometheus.MustNewConstMetric(m.quota, prometheus.GaugeValue, used, addr, kind)
+		for kind, used := range mb.limits.Usage(now) {
+			ch <- prometheus.MustNewConstMetric(m.quota, prometheus.GaugeValue, used, mb.acct.Address, kind)
 		}
 	}
+	type credential struct {
+		group, account string
+		src            *oauth.Source
+	}
+	var creds []credential
 	for _, a := range b.cfg.Accounts() {
-		src := b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]
-		if src == nil {
+		creds = append(creds, credential{a.Group.Name, a.Address, b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]})
+	}
+	for _, da := range b.domains {
+		for addr, src := range da.sources() {
+			creds = append(creds, credential{da.spec.group.Name, addr, src})
+		}
+	}
+	for _, c := range creds {
+		if c.src == nil {
 			continue
 		}
-		st := src.Status()
-		labels := []string{a.Group.Name, a.Address}
+		st := c.src.Status()
+		labels := []string{c.group, c.account}
 		if st.HasToken && !st.Expiry.IsZero() {
 			ch <- prometheus.MustNewConstMetric(m.tokenExpiry, prometheus.GaugeValue, float64(st.Expiry.Unix()), labels...)
 		}

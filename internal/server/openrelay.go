@@ -60,6 +60,9 @@ func (r *Runtime) OpenRelayTest(ctx context.Context) []OpenRelayResult {
 	sender := ""
 	if accts := b.cfg.Accounts(); len(accts) > 0 {
 		sender = accts[0].Address
+		if accts[0].IsDomain() {
+			sender = "postmaster@" + accts[0].Domain
+		}
 	}
 	var out []OpenRelayResult
 	for _, lc := range b.cfg.Listeners {

@@ -34,17 +34,17 @@ func ProbeAccount(ctx context.Context, cfg *config.Config, address string, log h
 	}
 	address = strings.ToLower(strings.TrimSpace(address))
 	var acct *config.Account
-	for _, a := range cfg.Accounts() {
-		if a.Address == address {
+	for _, g := range cfg.Groups {
+		if a := g.Account(address); a != nil && (acct == nil || !a.IsDomain()) {
 			acct = a
 		}
 	}
-	if acct == nil {
+	if acct == nil || acct.IsDomain() && strings.HasPrefix(address, "*@") {
 		var names []string
 		for _, a := range cfg.Accounts() {
 			names = append(names, a.Address)
 		}
-		return []ProbeStep{{Name: "account", Detail: fmt.Sprintf("%s is not an account of this configuration", address), Fix: "accounts: " + strings.Join(names, ", ")}}
+		return []ProbeStep{{Name: "account", Detail: fmt.Sprintf("%s is not an account of this configuration", address), Fix: "accounts: " + strings.Join(names, ", ") + " (name a mailbox of a domain-wide account)"}}
 	}
 	reg := newProbeDeps(log)
 	b, err := build(ctx, cfg, reg, nil)
@@ -55,7 +55,11 @@ func ProbeAccount(ctx context.Context, cfg *config.Config, address string, log h
 	defer b.stopBackground()
 	steps := []ProbeStep{{Name: "secrets", OK: true, Detail: describeRefs(acct)}}
 
-	src := b.sources[credentialName(acct.Group.Flow, acct.Group.Name, acct.Address)]
+	m, err := b.mailbox(address)
+	if err != nil {
+		return append(steps, ProbeStep{Name: "account", Detail: err.Error()})
+	}
+	src := m.source
 	tctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if _, err := src.Token(tctx); err != nil {
@@ -73,7 +77,10 @@ func ProbeAccount(ctx context.Context, cfg *config.Config, address string, log h
 	st := src.Status()
 	steps = append(steps, ProbeStep{Name: "token", OK: true, Detail: fmt.Sprintf("access token from %s (expires in %s)", acct.Group.Provider.TokenURL, time.Until(st.Expiry).Round(time.Second))})
 
-	pool := b.pools[acct.Address]
+	if m.pool == nil {
+		return append(steps, probeHTTP(tctx, acct, m)...)
+	}
+	pool := m.pool
 	c, _, err := pool.Get(tctx)
 	if err != nil {
 		var ue *upstream.Error
@@ -139,4 +146,9 @@ func joinFix(a, b string) string {
 		return a
 	}
 	return a + "; " + b
+}
+
+// probeHTTP checks an HTTP transport's mailbox after its token.
+func probeHTTP(ctx context.Context, acct *config.Account, m *mailbox) []ProbeStep {
+	return []ProbeStep{{Name: "send", Detail: "not checked for transport = " + acct.Group.Provider.Transport}}
 }

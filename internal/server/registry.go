@@ -244,3 +244,62 @@ func (r *registry) allPools() []*upstream.Pool {
 	}
 	return out
 }
+
+// adopt adds what a plan made while a configuration runs (a mailbox of a
+// domain-wide account opened on first use) without forgetting anything:
+// unlike commit, it only adds.
+func (r *registry) adopt(p *plan, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, update := range p.updates {
+		update()
+	}
+	for k, src := range p.sources {
+		r.sources[k] = &keptSource{src: src, used: now}
+	}
+	for k, pool := range p.pools {
+		if _, ok := r.pools[k]; !ok {
+			r.pools[k] = pool
+		}
+	}
+	for k, l := range p.limits {
+		if _, ok := r.limits[k]; !ok {
+			r.limits[k] = l
+		}
+	}
+	for k, c := range p.circuits {
+		if _, ok := r.circuits[k]; !ok {
+			r.circuits[k] = c
+		}
+	}
+}
+
+// forget removes one mailbox's entries (a domain-wide account's mailbox
+// idle for long enough to make room) and closes its pool.
+func (r *registry) forget(m *mailbox) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, pool := range r.pools {
+		if pool == m.pool {
+			delete(r.pools, k)
+		}
+	}
+	for k, l := range r.limits {
+		if l == m.limits {
+			delete(r.limits, k)
+		}
+	}
+	for k, c := range r.circuits {
+		if c == m.circuit {
+			delete(r.circuits, k)
+		}
+	}
+	for k, e := range r.sources {
+		if e.src == m.source && k.subject == m.acct.Address {
+			delete(r.sources, k)
+		}
+	}
+	if m.pool != nil {
+		m.pool.Close()
+	}
+}

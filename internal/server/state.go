@@ -52,16 +52,16 @@ type built struct {
 	pools     map[string]*upstream.Pool   // by account
 	refPools  map[string][]*upstream.Pool // secret reference -> pools of accounts using it
 	breakers  map[string]*limits.Circuit  // "scope:name"
-	// transports are the accounts' direct transports, by address.
-	transports map[string]*upstream.Transport
-	// maxConns caps each account's concurrent queue deliveries (its
-	// pool's max_connections; 0: none).
-	maxConns map[string]int
+	// mailboxes are the accounts' mailboxes, by address.
+	mailboxes map[string]*mailbox
+	// domains are the domain-wide accounts, by domain.
+	domains map[string]*domainAccount
 }
 
 // providerRuntime is how one provider is reached.
 type providerRuntime struct {
-	http *http.Client
+	http *http.Client // token endpoint
+	api  *http.Client // HTTP transport (Graph, Gmail API)
 	smtp upstream.Settings
 }
 
@@ -73,15 +73,14 @@ type providerRuntime struct {
 // reload) it reuses prev's Vault client and Vault reads.
 func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built, error) {
 	b := &built{
-		cfg:        cfg,
-		plan:       d.registry.newPlan(),
-		users:      map[string][]*oauth.Source{},
-		sources:    map[string]*oauth.Source{},
-		pools:      map[string]*upstream.Pool{},
-		refPools:   map[string][]*upstream.Pool{},
-		breakers:   map[string]*limits.Circuit{},
-		transports: map[string]*upstream.Transport{},
-		maxConns:   map[string]int{},
+		cfg:       cfg,
+		plan:      d.registry.newPlan(),
+		users:     map[string][]*oauth.Source{},
+		sources:   map[string]*oauth.Source{},
+		pools:     map[string]*upstream.Pool{},
+		refPools:  map[string][]*upstream.Pool{},
+		breakers:  map[string]*limits.Circuit{},
+		mailboxes: map[string]*mailbox{},
 		state: &relay.State{
 			Hostname:          cfg.Server.Hostname,
 			DryRun:            cfg.Server.DryRun,
@@ -104,7 +103,7 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 		return nil, err
 	}
 	for _, g := range cfg.Groups {
-		b.buildGroup(g, providers[g.ProviderName], d)
+		b.buildGroup(g, providers[g.ProviderName], d, prev)
 	}
 	var prevState *relay.State
 	if prev != nil {
@@ -169,6 +168,7 @@ func buildProviders(cfg *config.Config, d deps) (map[string]providerRuntime, err
 				RetryMax: 3,
 				Logger:   d.log.Named("token-http").With("provider", name),
 			}),
+			api: apiHTTPClient(p, roots),
 			smtp: upstream.Settings{
 				Address:        p.SMTPAddress,
 				ImplicitTLS:    p.SMTPTLS == config.TLSImplicit,
@@ -186,7 +186,7 @@ func buildProviders(cfg *config.Config, d deps) (map[string]providerRuntime, err
 }
 
 // buildGroup adds a group's accounts and clients to the State.
-func (b *built) buildGroup(g *config.AccountGroup, pr providerRuntime, d deps) {
+func (b *built) buildGroup(g *config.AccountGroup, pr providerRuntime, d deps, prev *built) {
 	var shared *oauth.Source
 	if g.Flow == config.FlowClientCredentials {
 		// An app-only token is issued to the application, not to a
@@ -194,72 +194,113 @@ func (b *built) buildGroup(g *config.AccountGroup, pr providerRuntime, d deps) {
 		shared = b.tokenSource(g, pr, d, "group:"+g.Name, "", config.SecretRef{})
 	}
 	for _, a := range g.Accounts {
+		if a.IsDomain() {
+			continue // after the group's own mailboxes, which it must not serve
+		}
 		src := shared
 		if src == nil {
 			src = b.tokenSource(g, pr, d, a.Address, a.Address, a.RefreshToken)
 		}
 		b.buildAccount(g, a, pr, src, d)
 	}
-	for _, c := range g.Clients {
-		rc := &relay.Client{Name: c.Name, Group: g.Name, PasswordHash: c.PasswordHash, Allowed: map[string]*relay.Account{}}
-		for _, s := range c.AllowedSenders {
-			rc.Allowed[s] = b.state.Accounts[s]
+	for _, a := range g.Accounts {
+		if a.IsDomain() {
+			var before *domainAccount
+			if prev != nil && prev.domains[a.Domain] != nil && prev.domains[a.Domain].spec.group.Name == g.Name {
+				before = prev.domains[a.Domain]
+			}
+			b.domains[a.Domain] = b.newDomainAccount(mailboxSpec{group: g, account: a, pr: pr, source: shared}, d, before)
 		}
-		for _, n := range c.Networks {
-			rc.Networks = append(rc.Networks, n.Prefix)
-		}
-		if c.SendAs != "" {
-			rc.SendAs = b.state.Accounts[c.SendAs]
-		}
-		b.state.Clients[c.Name] = rc
 	}
+	for _, c := range g.Clients {
+		b.state.Clients[c.Name] = b.buildClient(g, c)
+	}
+}
+
+// buildClient turns a client's allowed senders and send_as into the
+// accounts that send them.
+func (b *built) buildClient(g *config.AccountGroup, c *config.Client) *relay.Client {
+	rc := &relay.Client{
+		Name: c.Name, Group: g.Name, PasswordHash: c.PasswordHash,
+		Allowed: map[string]*relay.Account{}, Mailboxes: map[string]*relay.Domain{}, Domains: map[string]*relay.Domain{},
+	}
+	for _, s := range c.AllowedSenders {
+		if domain, ok := strings.CutPrefix(s, "*@"); ok {
+			rc.Domains[domain] = b.domains[domain].relay
+		} else if a := b.state.Accounts[s]; a != nil {
+			rc.Allowed[s] = a
+		} else if da := b.domainOf(s); da != nil {
+			rc.Mailboxes[s] = da.relay
+		}
+	}
+	for _, n := range c.Networks {
+		rc.Networks = append(rc.Networks, n.Prefix)
+	}
+	if c.SendAs != "" {
+		if a := b.state.Accounts[c.SendAs]; a != nil {
+			rc.SendAs = a
+		} else if da := b.domainOf(c.SendAs); da != nil {
+			rc.SendAsMailbox, rc.SendAsDomain = c.SendAs, da.relay
+		}
+	}
+	return rc
+}
+
+// domainOf returns the domain-wide account of addr's domain, or nil.
+func (b *built) domainOf(addr string) *domainAccount {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return nil
+	}
+	return b.domains[addr[at+1:]]
+}
+
+// mailbox returns the mailbox that sends as addr: an account's, or one of
+// a domain-wide account, opened if needed.
+func (b *built) mailbox(addr string) (*mailbox, error) {
+	if m := b.mailboxes[addr]; m != nil {
+		return m, nil
+	}
+	if da := b.domainOf(addr); da != nil {
+		return da.openMailbox(addr)
+	}
+	return nil, relay.ErrSenderNotAllowed
+}
+
+// allMailboxes returns every mailbox: the accounts' and those the
+// domain-wide accounts have open.
+func (b *built) allMailboxes() []*mailbox {
+	out := make([]*mailbox, 0, len(b.mailboxes))
+	for _, m := range b.mailboxes {
+		out = append(out, m)
+	}
+	for _, da := range b.domains {
+		out = append(out, da.mailboxes()...)
+	}
+	return out
 }
 
 // buildAccount adds one account: its pool, limits and circuits.
 func (b *built) buildAccount(g *config.AccountGroup, a *config.Account, pr providerRuntime, src *oauth.Source, d deps) {
-	p := g.Provider
-	sender := upstream.NewSender(pr.smtp, a.Address, src, d.log.Named("upstream").With("account", a.Address, "provider", g.ProviderName))
-	pool := b.plan.pool(poolKey{
-		account: a.Address, address: p.SMTPAddress, tlsMode: p.SMTPTLS, serverName: p.TLSServerName, caFile: p.CAFile,
-		mechanism: p.AuthMechanism, localName: b.cfg.Server.Hostname, connectTimeout: p.ConnectTimeout,
-		commandTimeout: p.CommandTimeout, source: src,
-	}, sender, upstream.PoolSettings{
-		MaxConnections:           a.MaxConnections,
-		MaxMessagesPerConnection: p.Pool.MaxMessagesPerConnection,
-		IdleTimeout:              p.Pool.IdleTimeout,
-		MaxAge:                   p.Pool.MaxAge,
-		WaitTimeout:              p.Pool.WaitTimeout,
-	})
-	b.pools[a.Address] = pool
-	for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, a.RefreshToken} {
-		if r.IsSet() && r.Scheme != config.SecretLiteral {
-			b.refPools[r.String()] = append(b.refPools[r.String()], pool)
+	m := b.newMailbox(b.plan, mailboxSpec{group: g, account: a, address: a.Address, pr: pr, source: src}, d)
+	b.addMailbox(m)
+	if m.pool != nil {
+		b.pools[a.Address] = m.pool
+		for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, a.RefreshToken} {
+			if r.IsSet() && r.Scheme != config.SecretLiteral {
+				b.refPools[r.String()] = append(b.refPools[r.String()], m.pool)
+			}
 		}
 	}
-	acctCircuit := b.plan.circuit(circuitKey{scope: "account", name: a.Address, settings: p.Circuit})
-	provCircuit := b.plan.circuit(circuitKey{scope: "provider", name: g.ProviderName, settings: p.Circuit})
-	b.breakers["account:"+a.Address], b.breakers["provider:"+g.ProviderName] = acctCircuit, provCircuit
-	lim := b.plan.accountLimits(limitsKey{account: a.Address, limits: a.Limits})
-	t := &upstream.Transport{
-		Account:         a.Address,
-		Provider:        g.ProviderName,
-		Pool:            pool,
-		Circuit:         acctCircuit,
-		ProviderCircuit: provCircuit,
-		Log:             d.log.Named("upstream").With("provider", g.ProviderName),
-	}
-	if lim != nil {
-		t.Limits = lim // a nil *AccountLimits would be a non-nil interface
-	}
-	b.transports[a.Address] = t
-	b.maxConns[a.Address] = a.MaxConnections
-	b.state.Accounts[a.Address] = &relay.Account{
-		Address:       a.Address,
-		Group:         g.Name,
-		Provider:      g.ProviderName,
-		Transport:     t,
-		MaxRecipients: a.Limits.MaxRecipientsPerMessage,
-	}
+	b.state.Accounts[a.Address] = m.acct
+}
+
+// addMailbox records a mailbox's circuits for metrics and health.
+func (b *built) addMailbox(m *mailbox) {
+	addr := m.acct.Address
+	b.mailboxes[addr] = m
+	b.breakers["account:"+addr] = m.circuit
+	b.breakers["provider:"+m.acct.Provider] = m.provCircuit
 }
 
 // tokenSource returns the source of one credential, reused from the
@@ -363,6 +404,9 @@ func vaultKeyOf(v *config.Vault) vaultKey {
 // outside the relay; their next message fetches a token with the new
 // secret, while deliveries in flight finish with the token they have.
 func (b *built) rotated(changed []config.SecretRef) {
+	for _, da := range b.domains {
+		da.rotated(changed)
+	}
 	for _, ref := range changed {
 		for _, src := range b.users[ref.String()] {
 			src.Reset()
