@@ -81,6 +81,7 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 		refPools:  map[string][]*upstream.Pool{},
 		breakers:  map[string]*limits.Circuit{},
 		mailboxes: map[string]*mailbox{},
+		domains:   map[string]*domainAccount{},
 		state: &relay.State{
 			Hostname:          cfg.Server.Hostname,
 			DryRun:            cfg.Server.DryRun,
