@@ -190,6 +190,11 @@ func (b *bench) scenarios() error {
 	if err != nil {
 		return err
 	}
+	if !b.queueOnly {
+		if err := b.graphScenarios(); err != nil {
+			return err
+		}
+	}
 	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers)
 	if err != nil {
 		return err
@@ -262,6 +267,9 @@ type sendFn func(state *clientState) error
 type clientState struct {
 	relay  *smtp.Client
 	direct *upstream.Conn
+	// mailbox is the client's own sender where the scenario has one per
+	// client (Graph).
+	mailbox string
 }
 
 func (c *clientState) close() {
@@ -355,6 +363,8 @@ func quantile(d []time.Duration, q float64) float64 {
 
 type path struct {
 	reuse, perMessage sendFn
+	// dial opens an authenticated connection (relay paths only).
+	dial func() (*smtp.Client, error)
 }
 
 // staticToken serves one access token, as a client of the provider that
@@ -442,6 +452,7 @@ func relayPath(addr string) path {
 		return c.SendMail(account, []string{"rcpt@example.net"}, strings.NewReader(body))
 	}
 	return path{
+		dial: dial,
 		reuse: func(st *clientState) error {
 			if st.relay == nil {
 				c, err := dial()
@@ -730,7 +741,15 @@ func relayTargets(r report, s map[string]scenario) []target {
 		{"p99 added latency < 2 ms at 16 clients (connection reuse)", fmt.Sprintf("%.2f ms", reuseR.P99ms-reuseD.P99ms), reuseR.P99ms-reuseD.P99ms < 2},
 		{"1 token request per account per token lifetime", fmt.Sprintf("%d", r.TokenRequests), r.TokenRequests == 1},
 		{"no errors", fmt.Sprintf("%d", errs), errs == 0},
+		graphTarget(s),
 	}
+}
+
+// graphTarget: the relay in front of Graph, against Graph directly, as (a)
+// for SMTP.
+func graphTarget(s map[string]scenario) target {
+	d, r := s[graphDirectName], s[graphRelayName]
+	return target{"relay via Graph ≥ 40% of Graph directly, no errors", fmt.Sprintf("%.0f%%, %d errors", 100*r.RelayRatio, d.Errors+r.Errors), r.RelayRatio >= 0.4 && d.Errors+r.Errors == 0}
 }
 
 func print(r report) {
