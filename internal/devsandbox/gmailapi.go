@@ -1,8 +1,10 @@
 package devsandbox
 
 import (
+	"io"
 	"mime"
 	"net/http"
+	"net/mail"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,9 +18,13 @@ import (
 //	POST /upload/gmail/v1/users/{address}/messages/send?uploadType=media   message/rfc822 → 200 {"id","threadId","labelIds"}
 //
 // It follows Google's documentation of users.messages.send (media upload,
-// 35 MB, message/*) and of the Google APIs error format as remembered when
-// this was written; reasons and messages marked "from memory" are the ones
-// seen from Google, not quoted from a page.
+// 35 MB, message/*), of the Gmail API's errors ("Resolve errors") and
+// usage limits, and of the Google APIs error format; reasons and messages
+// marked "from memory" are the ones seen from Google, not quoted from a
+// page. Like Gmail it sends to the To, Cc and Bcc header fields, delivers
+// the message without Bcc, and sends as the user: a From that is neither
+// the user nor one of its send-as aliases is replaced by the user's
+// address (from memory: Gmail rewrites it rather than refusing).
 
 // Gmail API limits and scopes.
 const (
@@ -28,29 +34,6 @@ const (
 	// only.
 	GmailScope     = "https://mail.google.com/"
 	GmailSendScope = "https://www.googleapis.com/auth/gmail.send"
-)
-
-// GmailError is an error answer in Google's format:
-// {"error":{"code":Status,"message":Message,"errors":[{"message","domain":"global","reason":Reason}],"status":...}}.
-type GmailError struct {
-	Status     int
-	Reason     string
-	Message    string
-	RetryAfter int // seconds, sent as Retry-After when > 0
-}
-
-// Scriptable Gmail API errors (reasons and messages from memory).
-var (
-	GmailInsufficientPermissions = GmailError{Status: http.StatusForbidden, Reason: "insufficientPermissions",
-		Message: "Request had insufficient authentication scopes."}
-	GmailDomainPolicy = GmailError{Status: http.StatusForbidden, Reason: "domainPolicy",
-		Message: "The domain administrators have disabled Gmail apps."}
-	GmailRateLimitExceeded = GmailError{Status: http.StatusTooManyRequests, Reason: "rateLimitExceeded",
-		Message: "Rate Limit Exceeded"}
-	GmailUserRateLimitExceeded = GmailError{Status: http.StatusTooManyRequests, Reason: "userRateLimitExceeded",
-		Message: "User-rate limit exceeded."}
-	GmailBackendError = GmailError{Status: http.StatusServiceUnavailable, Reason: "backendError",
-		Message: "The service is currently unavailable."}
 )
 
 // GmailAPIServer is the sandbox's Gmail API endpoint.
@@ -65,10 +48,14 @@ type GmailAPIServer struct {
 	mu       sync.Mutex
 	messages []Message
 	failures *failures[GmailError]
+	sendAs   map[string]map[string]bool
+	limiter  mailboxLimiter
+	hold     chan struct{}
 }
 
 func newGmailAPIServer(base string, tokens *TokenServer, log hclog.Logger) *GmailAPIServer {
-	return &GmailAPIServer{URL: base, tokens: tokens, log: log, failures: newFailures[GmailError]()}
+	return &GmailAPIServer{URL: base, tokens: tokens, log: log, failures: newFailures[GmailError](),
+		sendAs: map[string]map[string]bool{}, limiter: newMailboxLimiter(0)}
 }
 
 func (s *GmailAPIServer) register(mux *http.ServeMux) {
@@ -83,6 +70,61 @@ func (s *GmailAPIServer) FailNext(mailbox string, errs ...GmailError) {
 // FailAlways makes every send of mailbox answer e (nil clears it).
 func (s *GmailAPIServer) FailAlways(mailbox string, e *GmailError) { s.failures.failAlways(mailbox, e) }
 
+// AddSendAs makes alias one of user's send-as addresses (Gmail's "Send
+// mail as"): a message from it keeps its From.
+func (s *GmailAPIServer) AddSendAs(user, alias string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	user = strings.ToLower(user)
+	if s.sendAs[user] == nil {
+		s.sendAs[user] = map[string]bool{}
+	}
+	s.sendAs[user][strings.ToLower(alias)] = true
+}
+
+// SetMaxConcurrent makes requests for a user beyond n in flight answer
+// 429 "Too many concurrent requests for user" (0, the default: no
+// limit). Google enforces such a limit per user but does not publish it.
+func (s *GmailAPIServer) SetMaxConcurrent(n int) {
+	s.mu.Lock()
+	s.limiter.max = n
+	s.mu.Unlock()
+}
+
+// HoldRequests makes admitted requests wait, counted as in flight, until
+// release is called: tests fill a user's concurrency this way.
+func (s *GmailAPIServer) HoldRequests() (release func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.hold = ch
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.hold == ch {
+				s.hold = nil
+			}
+			s.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// InFlight returns the number of requests for user being served.
+func (s *GmailAPIServer) InFlight(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limiter.inFlight[strings.ToLower(user)]
+}
+
+// PeakConcurrency returns the most requests for user served at once.
+func (s *GmailAPIServer) PeakConcurrency(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limiter.peak[strings.ToLower(user)]
+}
+
 // Messages returns a copy of the messages sent.
 func (s *GmailAPIServer) Messages() []Message {
 	s.mu.Lock()
@@ -93,47 +135,112 @@ func (s *GmailAPIServer) Messages() []Message {
 func (s *GmailAPIServer) handleSend(w http.ResponseWriter, r *http.Request) {
 	mailbox, e, ok := s.authorize(r)
 	if !ok {
-		writeGmailError(w, e)
+		refuseGmail(w, r, e)
+		return
+	}
+	release, ok := s.admit(mailbox)
+	if !ok {
+		refuseGmail(w, r, GmailTooManyConcurrent)
+		return
+	}
+	defer release()
+	if !s.waitIfHeld(r) {
 		return
 	}
 	if e, ok := s.failures.take(mailbox); ok {
-		writeGmailError(w, e)
+		refuseGmail(w, r, e)
 		return
 	}
-	if ut := r.URL.Query().Get("uploadType"); ut != "media" {
-		// The sandbox implements the simple media upload only.
-		writeGmailError(w, GmailError{Status: http.StatusBadRequest, Reason: "badRequest", Message: "uploadType must be media (got " + strconv.Quote(ut) + ")."})
-		return
-	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); !strings.HasPrefix(mt, "message/") {
-		// From memory.
-		writeGmailError(w, GmailError{Status: http.StatusBadRequest, Reason: "badContent",
-			Message: "Media type '" + mt + "' is not supported. Valid media types: [message/*]"})
+	if e, ok := checkMediaUpload(r); !ok {
+		refuseGmail(w, r, e)
 		return
 	}
 	raw, ok := readGmailBody(w, r)
 	if !ok {
 		return
 	}
+	m, e, ok := s.send(mailbox, raw)
+	if !ok {
+		writeGmailError(w, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": m.ID, "threadId": m.ID, "labelIds": []string{"SENT"}})
+}
+
+// admit counts a request of mailbox in flight, unless the limit is
+// reached.
+func (s *GmailAPIServer) admit(mailbox string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.limiter.acquire(mailbox) {
+		return nil, false
+	}
+	return func() { s.mu.Lock(); s.limiter.release(mailbox); s.mu.Unlock() }, true
+}
+
+// waitIfHeld waits while HoldRequests holds requests; false when the
+// client went away meanwhile.
+func (s *GmailAPIServer) waitIfHeld(r *http.Request) bool {
+	s.mu.Lock()
+	hold := s.hold
+	s.mu.Unlock()
+	if hold == nil {
+		return true
+	}
+	select {
+	case <-hold:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// checkMediaUpload checks the upload protocol and the media type.
+func checkMediaUpload(r *http.Request) (GmailError, bool) {
+	if ut := r.URL.Query().Get("uploadType"); ut != "media" {
+		// The sandbox implements the simple media upload only.
+		return GmailError{Status: http.StatusBadRequest, Reason: "badRequest", Message: "uploadType must be media (got " + strconv.Quote(ut) + ")."}, false
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); !strings.HasPrefix(mt, "message/") {
+		// From memory.
+		return GmailError{Status: http.StatusBadRequest, Reason: "badContent",
+			Message: "Media type '" + mt + "' is not supported. Valid media types: [message/*]"}, false
+	}
+	return GmailError{}, true
+}
+
+// send checks and records a message mailbox sends.
+func (s *GmailAPIServer) send(mailbox string, raw []byte) (Message, GmailError, bool) {
 	sub, err := parseSubmission(raw, "mail.gmail.com")
 	if err != nil {
-		writeGmailError(w, GmailError{Status: http.StatusBadRequest, Reason: "invalidArgument", Message: "Invalid message: " + err.Error()})
-		return
+		return Message{}, GmailError{Status: http.StatusBadRequest, Reason: "invalidArgument", Message: "Invalid message: " + err.Error()}, false
 	}
 	if len(sub.recipients) == 0 {
-		writeGmailError(w, GmailError{Status: http.StatusBadRequest, Reason: "invalidArgument", Message: "Recipient address required"}) // from memory
-		return
+		return Message{}, GmailError{Status: http.StatusBadRequest, Reason: "invalidArgument", Message: "Recipient address required"}, false // from memory
 	}
-	if sub.from == "" {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !strings.EqualFold(sub.from, mailbox) && !s.sendAs[mailbox][strings.ToLower(sub.from)] {
+		sub.data = replaceFrom(sub.data, mailbox)
 		sub.from = mailbox
 	}
 	m := Message{ID: randomHex(8), User: mailbox, From: sub.from, To: sub.recipients, Size: len(sub.data),
 		Subject: sub.subject, Received: time.Now(), Data: sub.data}
-	s.mu.Lock()
 	s.messages = append(s.messages, m)
-	s.mu.Unlock()
 	s.log.Info("sandbox Gmail API mailbox sent a message", "sandbox_id", m.ID, "as", m.User, "from", m.From, "to", strings.Join(m.To, ","), "size", m.Size, "subject", m.Subject)
-	writeJSON(w, http.StatusOK, map[string]any{"id": m.ID, "threadId": m.ID, "labelIds": []string{"SENT"}})
+	return m, GmailError{}, true
+}
+
+// replaceFrom makes user the From of a message (CRLF form), keeping the
+// display name of the From it replaces.
+func replaceFrom(data []byte, user string) []byte {
+	from := &mail.Address{Address: user}
+	if msg, err := mail.ReadMessage(strings.NewReader(string(data))); err == nil {
+		if list, err := msg.Header.AddressList("From"); err == nil && len(list) > 0 {
+			from.Name = list[0].Name
+		}
+	}
+	return append([]byte("From: "+from.String()+"\r\n"), removeHeaderField(data, "From")...)
 }
 
 // authorize checks the bearer token and returns the mailbox ("me" is the
@@ -173,41 +280,10 @@ func readGmailBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return body, err == nil
 }
 
-// googleStatus is the canonical status Google pairs with an HTTP status
-// (google.rpc.Code).
-func googleStatus(httpStatus int) string {
-	switch httpStatus {
-	case http.StatusBadRequest:
-		return "INVALID_ARGUMENT"
-	case http.StatusUnauthorized:
-		return "UNAUTHENTICATED"
-	case http.StatusForbidden:
-		return "PERMISSION_DENIED"
-	case http.StatusNotFound:
-		return "NOT_FOUND"
-	case http.StatusRequestEntityTooLarge:
-		return "OUT_OF_RANGE"
-	case http.StatusTooManyRequests:
-		return "RESOURCE_EXHAUSTED"
-	case http.StatusServiceUnavailable:
-		return "UNAVAILABLE"
-	}
-	return "INTERNAL"
-}
-
-func writeGmailError(w http.ResponseWriter, e GmailError) {
-	if e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
-	}
-	item := map[string]string{"message": e.Message, "domain": "global", "reason": e.Reason}
-	if e.Status == http.StatusUnauthorized {
-		item["location"], item["locationType"] = "Authorization", "header"
-		w.Header().Set("WWW-Authenticate", `Bearer realm="https://accounts.google.com/"`)
-	}
-	writeJSON(w, e.Status, map[string]any{"error": map[string]any{
-		"code":    e.Status,
-		"message": e.Message,
-		"errors":  []map[string]string{item},
-		"status":  googleStatus(e.Status),
-	}})
+// refuseGmail answers an error before reading the upload: it reads the
+// upload first (up to a bound), as Google's front end does, so that the
+// client sees the answer rather than a connection reset while it writes.
+func refuseGmail(w http.ResponseWriter, r *http.Request, e GmailError) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, GmailMaxUploadBytes+1<<20))
+	writeGmailError(w, e)
 }

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/mail"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -28,14 +30,19 @@ type googleError struct {
 	} `json:"error"`
 }
 
-// googleErr decodes a Google APIs error body and checks it is consistent.
-func (r apiResponse) googleErr(t *testing.T) googleError {
+// googleErr decodes a Google APIs error body and checks it is consistent
+// (domain "global" unless another is given).
+func (r apiResponse) googleErr(t *testing.T, domain ...string) googleError {
 	t.Helper()
 	var e googleError
 	if err := json.Unmarshal(r.body, &e); err != nil || len(e.Error.Errors) != 1 {
 		t.Fatalf("status %d: body is not a Google error: %.300q", r.status, r.body)
 	}
-	if e.Error.Code != r.status || e.Error.Message == "" || e.Error.Status == "" || e.Error.Errors[0].Domain != "global" {
+	wantDomain := "global"
+	if len(domain) > 0 {
+		wantDomain = domain[0]
+	}
+	if e.Error.Code != r.status || e.Error.Message == "" || e.Error.Status == "" || e.Error.Errors[0].Domain != wantDomain {
 		t.Errorf("inconsistent Google error: %s", r.body)
 	}
 	return e
@@ -134,12 +141,16 @@ func TestGmailAPIScriptedErrors(t *testing.T) {
 		reason       string
 		googleStatus string
 		retryAfter   string
+		domain       string
 	}{
-		{"insufficient permissions", devsandbox.GmailInsufficientPermissions, 403, "insufficientPermissions", "PERMISSION_DENIED", ""},
-		{"domain policy", devsandbox.GmailDomainPolicy, 403, "domainPolicy", "PERMISSION_DENIED", ""},
-		{"rate limit", devsandbox.GmailRateLimitExceeded, 429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", ""},
-		{"user rate limit with Retry-After", throttled, 429, "userRateLimitExceeded", "RESOURCE_EXHAUSTED", "30"},
-		{"backend error", devsandbox.GmailBackendError, 503, "backendError", "UNAVAILABLE", ""},
+		{"insufficient permissions", devsandbox.GmailInsufficientPermissions, 403, "insufficientPermissions", "PERMISSION_DENIED", "", ""},
+		{"domain policy", devsandbox.GmailDomainPolicy, 403, "domainPolicy", "PERMISSION_DENIED", "", ""},
+		{"rate limit", devsandbox.GmailRateLimitExceeded, 429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", "", ""},
+		{"user rate limit with Retry-After", throttled, 429, "userRateLimitExceeded", "RESOURCE_EXHAUSTED", "30", ""},
+		{"backend error", devsandbox.GmailBackendError, 503, "backendError", "UNAVAILABLE", "", ""},
+		{"daily limit", devsandbox.GmailDailyLimitExceeded, 403, "dailyLimitExceeded", "PERMISSION_DENIED", "", "usageLimits"},
+		{"mail service not enabled", devsandbox.GmailMailServiceNotEnabled, 400, "failedPrecondition", "INVALID_ARGUMENT", "", ""},
+		{"sending limit", devsandbox.GmailSendingLimitExceeded(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)), 429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,7 +159,11 @@ func TestGmailAPIScriptedErrors(t *testing.T) {
 			if r.status != tc.status {
 				t.Fatalf("status %d, want %d", r.status, tc.status)
 			}
-			e := r.googleErr(t)
+			domain := []string{}
+			if tc.domain != "" {
+				domain = append(domain, tc.domain)
+			}
+			e := r.googleErr(t, domain...)
 			if e.Error.Errors[0].Reason != tc.reason || e.Error.Status != tc.googleStatus || r.header.Get("Retry-After") != tc.retryAfter {
 				t.Errorf("got %s %s Retry-After %q", e.Error.Errors[0].Reason, e.Error.Status, r.header.Get("Retry-After"))
 			}
@@ -168,4 +183,89 @@ func TestGmailAPIScriptedErrors(t *testing.T) {
 	if r := doRequest(t, sb, "POST", gmailSendURL(sb, gmailUser), token, "message/rfc822", []byte(plainMessage)); r.status != http.StatusOK {
 		t.Errorf("cleared: %d", r.status)
 	}
+}
+
+// TestGmailAPISendsAsTheUser: a From that is neither the user nor a
+// send-as alias is replaced by the user's address, as Gmail does.
+func TestGmailAPISendsAsTheUser(t *testing.T) {
+	sb := testutil.Sandbox(t, devsandbox.Options{})
+	token := tokenFor(t, sb, gmailUser, devsandbox.GmailSendScope)
+	sb.Gmail.AddSendAs(gmailUser, "Alias@Gmail.test")
+	tests := []struct {
+		name, from, wantFrom, wantField string
+	}{
+		{"the user", "Some One <someone@gmail.test>", gmailUser, "From: Some One <someone@gmail.test>"},
+		{"an alias", "alias@gmail.test", "alias@gmail.test", "From: alias@gmail.test"},
+		{"another address keeps its name", "Boss <boss@gmail.test>", gmailUser, "From: \"Boss\" <someone@gmail.test>"},
+		{"no From", "", gmailUser, "From: <someone@gmail.test>"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := "To: a@example.com\r\nSubject: s\r\n\r\nbody\r\n"
+			if tc.from != "" {
+				raw = "From: " + tc.from + "\r\n" + raw
+			}
+			before := len(sb.Gmail.Messages())
+			if r := doRequest(t, sb, "POST", gmailSendURL(sb, gmailUser), token, "message/rfc822", []byte(raw)); r.status != http.StatusOK {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			msgs := sb.Gmail.Messages()
+			if len(msgs) != before+1 {
+				t.Fatalf("%d messages", len(msgs))
+			}
+			m := msgs[before]
+			if m.From != tc.wantFrom || bytes.Count(m.Data, []byte("From:")) != 1 || !bytes.Contains(m.Data, []byte(tc.wantField+"\r\n")) {
+				t.Errorf("from %q, message:\n%s", m.From, m.Data)
+			}
+		})
+	}
+}
+
+// TestGmailAPIConcurrency: requests held in flight are counted per user,
+// and beyond SetMaxConcurrent answered 429.
+func TestGmailAPIConcurrency(t *testing.T) {
+	sb := testutil.Sandbox(t, devsandbox.Options{})
+	token := tokenFor(t, sb, gmailUser, devsandbox.GmailScope)
+	sb.Gmail.SetMaxConcurrent(2)
+	release := sb.Gmail.HoldRequests()
+	t.Cleanup(release)
+	var wg sync.WaitGroup
+	statuses := make([]int, 2)
+	for i := range statuses {
+		wg.Go(func() {
+			statuses[i] = postStatus(sb, gmailSendURL(sb, gmailUser), token, plainMessage)
+		})
+	}
+	awaitCond(t, "two requests in flight", func() bool { return sb.Gmail.InFlight(gmailUser) == 2 })
+	r := doRequest(t, sb, "POST", gmailSendURL(sb, gmailUser), token, "message/rfc822", []byte(plainMessage))
+	if r.status != http.StatusTooManyRequests || r.googleErr(t).Error.Errors[0].Reason != "rateLimitExceeded" {
+		t.Errorf("third concurrent request: %d %s", r.status, r.body)
+	}
+	release()
+	wg.Wait()
+	for i, st := range statuses {
+		if st != http.StatusOK {
+			t.Errorf("held request %d: %d", i, st)
+		}
+	}
+	if sb.Gmail.PeakConcurrency(gmailUser) != 2 || sb.Gmail.InFlight(gmailUser) != 0 || len(sb.Gmail.Messages()) != 2 {
+		t.Errorf("peak %d, in flight %d, %d messages", sb.Gmail.PeakConcurrency(gmailUser), sb.Gmail.InFlight(gmailUser), len(sb.Gmail.Messages()))
+	}
+}
+
+// postStatus sends a message/rfc822 upload and returns the answer's
+// status (0 when none came); unlike doRequest it may run on any goroutine.
+func postStatus(sb *devsandbox.Sandbox, url, token, msg string) int {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(msg))
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "message/rfc822")
+	resp, err := sandboxClient(sb).Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -1,0 +1,175 @@
+package gmailapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
+	"github.com/oauthrelay/oauthrelay/internal/limits"
+	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
+)
+
+// TokenSource holds the account's access token for the Gmail API (scope
+// https://mail.google.com/ or gmail.send); implemented by *oauth.Source.
+type TokenSource = httpsend.TokenSource
+
+// DefaultBaseURL is the Gmail API's endpoint.
+const DefaultBaseURL = "https://gmail.googleapis.com"
+
+// providerName names the Gmail API in replies and log lines.
+const providerName = "the Gmail API"
+
+// Transport delivers an account's messages through the Gmail API's
+// users.messages.send: the delivery contract of package transport on top
+// of the account's token, its limits (as reservations) and its circuits.
+type Transport struct {
+	// Account is the sending mailbox (the {address} of the request).
+	Account string
+	// BaseURL replaces DefaultBaseURL (the sandbox, a proxy).
+	BaseURL string
+	Tokens  TokenSource
+	// HTTP sends the requests; nil uses a client with a 5-minute timeout.
+	HTTP *http.Client
+	// Limits are the account's sending limits (nil: none).
+	Limits limits.Limiter
+	// Circuit guards the account, ProviderCircuit the Gmail API (shared
+	// by its accounts); nil disables one.
+	Circuit, ProviderCircuit *limits.Circuit
+	Log                      hclog.Logger
+}
+
+var _ transport.Transport = (*Transport)(nil)
+
+// defaultHTTP bounds a whole send (35 MB included) below the 10 minutes
+// an SMTP client waits for the reply to the final dot (RFC 5321
+// §4.5.3.2.6), so that the client hears the relay's answer.
+var defaultHTTP = &http.Client{Timeout: 5 * time.Minute}
+
+// Begin refuses a message the transport cannot take (a declared size
+// over 35 MB), admits it (circuits, then the account's limits) and
+// obtains a token, so that those problems surface at MAIL. The Gmail API
+// is contacted at Body only, so the circuits' probe slots are held there.
+func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
+	log := t.logger().With("msgid", env.ID, "account", t.Account)
+	d := &delivery{t: t, env: env, log: log, seen: map[string]bool{},
+		adm: &httpsend.Admission{Account: t.Account, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}
+	if env.Mail.Size > MaxMessageBytes {
+		return nil, d.adm.Fail(httpsend.Local(errTooLarge, nil))
+	}
+	release, f := d.adm.Admit(time.Now())
+	if f != nil {
+		return nil, d.adm.Fail(f)
+	}
+	release()
+	if _, err := t.Tokens.Token(ctx); err != nil {
+		d.adm.Cancel()
+		f := httpsend.TokenFailure(err)
+		d.adm.Record(f)
+		return nil, d.adm.Fail(f)
+	}
+	return d, nil
+}
+
+func (t *Transport) logger() hclog.Logger {
+	if t.Log == nil {
+		return hclog.NewNullLogger()
+	}
+	return t.Log
+}
+
+func (t *Transport) client() *http.Client {
+	if t.HTTP == nil {
+		return defaultHTTP
+	}
+	return t.HTTP
+}
+
+func (t *Transport) baseURL() string {
+	if t.BaseURL == "" {
+		return DefaultBaseURL
+	}
+	return t.BaseURL
+}
+
+// delivery collects the envelope and sends the message at Body.
+type delivery struct {
+	t     *Transport
+	env   transport.Envelope
+	log   hclog.Logger
+	adm   *httpsend.Admission
+	rcpts []string        // SMTP paths, in order, each address once
+	seen  map[string]bool // their comparison keys
+}
+
+// AddRcpt checks the recipient locally: the Gmail API is told the
+// recipients with the message, in its header.
+func (d *delivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOptions) error {
+	key, ok := rcptfit.Key(rcpt)
+	if !ok {
+		return d.adm.Fail(httpsend.Local(errBadAddress, nil))
+	}
+	if !d.env.Mail.OwnNotices && !transport.NotifyMetWithoutDSN(opts.Notify) {
+		return d.adm.Fail(httpsend.Local(errNotifyUnsupported, nil))
+	}
+	if d.seen[key] {
+		return nil // one copy per address, however often it is named
+	}
+	if f := d.adm.AddRcpt(time.Now()); f != nil {
+		return d.adm.Fail(f)
+	}
+	d.seen[key] = true
+	d.rcpts = append(d.rcpts, rcpt)
+	return nil
+}
+
+// Body sends the message. The reservation is kept only when the Gmail
+// API accepted it.
+func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.Result, error) {
+	defer d.Abort()
+	if len(d.rcpts) == 0 {
+		return transport.Result{}, d.adm.Fail(httpsend.Local(errNoRecipients, nil))
+	}
+	fit, f := d.fit(msg)
+	if f != nil {
+		return transport.Result{}, d.adm.Fail(f)
+	}
+	d.logAdjustment(fit.Adj)
+	release, f := d.adm.Admit(time.Now())
+	if f != nil {
+		return transport.Result{}, d.adm.Fail(f)
+	}
+	reply, f := d.send(ctx, msg, fit)
+	release()
+	d.adm.Record(f)
+	if f != nil {
+		return transport.Result{}, d.adm.Fail(f)
+	}
+	d.adm.Commit()
+	return transport.Result{Reply: reply}, nil
+}
+
+// Reset ends the transaction without sending (dry run): having a token
+// is what sending would need first.
+func (d *delivery) Reset(ctx context.Context) error {
+	if _, err := d.t.Tokens.Token(ctx); err != nil {
+		f := httpsend.TokenFailure(err)
+		d.adm.Record(f)
+		d.adm.Cancel()
+		return d.adm.Fail(f)
+	}
+	d.Abort()
+	return nil
+}
+
+// Abort gives the reservation back unless the message was sent.
+func (d *delivery) Abort() { d.adm.Cancel() }
+
+func (d *delivery) logAdjustment(a rcptfit.Adjustment) {
+	if a.Dropped > 0 || a.Blind > 0 || a.Bccs > 0 {
+		d.log.Info("header recipients fitted to the envelope", "bcc_added", a.Blind, "outside_envelope_removed", a.Dropped, "client_bcc_fields_removed", a.Bccs)
+	}
+}
