@@ -25,6 +25,10 @@ const (
 	// GraphMaxConcurrentPerMailbox is Graph's concurrency limit per
 	// mailbox, the default cap of a Graph account's deliveries.
 	GraphMaxConcurrentPerMailbox = 4
+	// GmailAPIMaxConcurrentPerMailbox is the Gmail API transport's cap of
+	// sends in flight per mailbox (package gmailapi says why), the default
+	// cap of a Gmail API account's deliveries.
+	GmailAPIMaxConcurrentPerMailbox = 2
 )
 
 // graphScopes are the Microsoft preset's scopes per flow with transport =
@@ -68,8 +72,13 @@ func (d *decoder) providerTransport(p *Provider, raw rawProvider, body hcl.Body,
 			d.warnf(attrRange(body, name, def), "Attribute not used", "%s applies to transport = \"smtp\" only; provider %q uses transport = %q.", name, p.Name, p.Transport)
 		}
 	}
-	if p.Transport == TransportGraph && raw.MaxConnections == nil {
-		p.Pool.MaxConnections = GraphMaxConcurrentPerMailbox
+	if raw.MaxConnections == nil {
+		switch p.Transport {
+		case TransportGraph:
+			p.Pool.MaxConnections = GraphMaxConcurrentPerMailbox
+		case TransportGmailAPI:
+			p.Pool.MaxConnections = GmailAPIMaxConcurrentPerMailbox
+		}
 	}
 }
 

@@ -94,7 +94,7 @@ account_group "smtp" {
 	want := map[string]view{
 		"m365":     {config.TransportGraph, config.DefaultGraphURL, "", 4},
 		"m365smtp": {config.TransportSMTP, "", "", 3},
-		"gws":      {config.TransportGmailAPI, "", "http://127.0.0.1:8443", 10},
+		"gws":      {config.TransportGmailAPI, "", "http://127.0.0.1:8443", 2},
 		"lab":      {config.TransportGraph, "https://graph.example.net", "", 4},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

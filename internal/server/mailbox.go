@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/gmailapi"
 	"github.com/oauthrelay/oauthrelay/internal/graph"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
@@ -58,6 +59,12 @@ func (b *built) newMailbox(p *plan, s mailboxSpec, d deps) *mailbox {
 			Account: s.address, BaseURL: prov.GraphURL, Tokens: s.source, HTTP: s.pr.api,
 			Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit,
 			Log: d.log.Named("graph").With("provider", g.ProviderName),
+		}
+	case config.TransportGmailAPI:
+		t = &gmailapi.Transport{
+			Account: s.address, BaseURL: prov.GmailAPIURL, Tokens: s.source, HTTP: s.pr.api,
+			Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit,
+			Log: d.log.Named("gmailapi").With("provider", g.ProviderName),
 		}
 	default:
 		m.pool = b.smtpPool(p, s, d)

@@ -189,3 +189,52 @@ func TestGraphQueueModeDomainAccount(t *testing.T) {
 		t.Errorf("trail %s: no throttled attempt (451) before the delivery; events %+v", eventTypes(events), events)
 	}
 }
+
+// A Gmail API provider with delegation: each mailbox of a domain-wide
+// account gets its own token and sends through messages.send, recipients
+// fitted to the envelope.
+func TestGmailAPITransportDelegation(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.stop()
+	h.cfgText += fmt.Sprintf(`
+provider "gmail" {
+  preset        = "custom"
+  token_url     = %q
+  transport     = "gmail_api"
+  gmail_api_url = %q
+  ca_file       = %q
+  scopes        = [%q]
+}
+account_group "gws" {
+  provider            = "gmail"
+  flow                = "service_account"
+  service_account_key = %q
+  account "*@gws.test" { }
+  client "gws-app" {
+    password_hash   = %q
+    allowed_senders = ["*@gws.test"]
+  }
+}
+`, h.sb.Tokens.URL, h.sb.Gmail.URL, filepath.Join(h.dir, "ca.pem"), config.GoogleScope, h.refs["sa-key.json"], testutil.FastHash(t, h.password))
+	h.rewrite(h.cfgText)
+	h.start()
+	for _, from := range []string{"x@gws.test", "y@gws.test"} {
+		h.mustSend("gws-app", from, "r1@example.net", "r2@example.net")
+	}
+	var got []string
+	for _, m := range h.sb.Gmail.Messages() {
+		got = append(got, m.User+":"+strings.Join(m.To, ","))
+	}
+	sort.Strings(got)
+	if want := "x@gws.test:r1@example.net,r2@example.net y@gws.test:r1@example.net,r2@example.net"; strings.Join(got, " ") != want {
+		t.Errorf("Gmail API sent %v, want %s", got, want)
+	}
+	for _, sub := range []string{"x@gws.test", "y@gws.test"} {
+		if n := h.sb.Tokens.Requests(sub); n != 1 {
+			t.Errorf("token requests for %s = %d, want 1", sub, n)
+		}
+	}
+	if n := len(h.sb.SMTP.Messages()); n != 0 {
+		t.Errorf("%d messages went over SMTP", n)
+	}
+}
