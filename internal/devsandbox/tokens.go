@@ -50,7 +50,7 @@ type TokenServer struct {
 	refresh         map[string]refreshGrant
 	revoked         map[string]refreshGrant // revoked or rotated out, to attribute requests
 	access          map[string]AccessGrant
-	serviceAccounts map[string]*rsa.PublicKey // client_email -> key
+	serviceAccounts map[string]*rsa.PublicKey      // client_email -> key
 	clientCerts     map[string][]*x509.Certificate // client_id -> certificate credentials
 	assertionJTIs   map[string]time.Time           // client assertion IDs seen -> their expiry
 	ttl             time.Duration
