@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	frank           = "frank@example.com" // client_credentials with a certificate
+	frank          = "frank@example.com" // client_credentials with a certificate
 	entraClient    = "entra-app"
 	entraClientID  = "relay-entra"
 	entraVaultPath = "oauthrelay/entra"
