@@ -266,7 +266,8 @@ func decodeSegment(seg string, v any) error {
 type AppCertificateOptions struct {
 	// CommonName defaults to "oauthrelay sandbox app".
 	CommonName string
-	// NotBefore and NotAfter default to an hour ago and a day from now.
+	// NotBefore and NotAfter default to an hour ago and a year from now
+	// (beyond the relay's 30-day expiry warning).
 	NotBefore, NotAfter time.Time
 	// Bits is the RSA key size; default 2048.
 	Bits int
@@ -296,7 +297,7 @@ func (ca *CA) IssueAppCertificate(o AppCertificateOptions) (*AppCertificate, err
 		o.NotBefore = time.Now().Add(-time.Hour)
 	}
 	if o.NotAfter.IsZero() {
-		o.NotAfter = time.Now().Add(24 * time.Hour)
+		o.NotAfter = time.Now().Add(365 * 24 * time.Hour)
 	}
 	if o.Bits == 0 {
 		o.Bits = 2048
