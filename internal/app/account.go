@@ -107,22 +107,8 @@ func cmdAccountAuthorize(ctx context.Context, args []string, stdio IO) int {
 		}
 	}
 
-	// Secrets: the client secret to authorise with, and Vault to store in.
-	var vc *secrets.Vault
-	if cfg.Vault != nil {
-		var err error
-		if vc, err = secrets.NewVault(cfg.Vault, secrets.ResolveLocal, nil, nil); err == nil {
-			err = vc.Login(ctx)
-		}
-		if err != nil {
-			return fail("%v", err)
-		}
-	}
-	var opts []secrets.Option
-	if vc != nil {
-		opts = append(opts, secrets.WithVault(vc, 0))
-	}
-	store, err := secrets.Load(ctx, []config.SecretRef{g.ClientSecret}, opts...)
+	// Secrets: the client credential to authorise with, and Vault to store in.
+	store, vc, err := resolveSecrets(ctx, cfg, g.CredentialRefs())
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -130,12 +116,16 @@ func cmdAccountAuthorize(ctx context.Context, args []string, stdio IO) int {
 	if g.ClientSecret.IsSet() {
 		clientSecret, _ = store.Get(g.ClientSecret)
 	}
+	cert, err := groupClientCertificate(g, store)
+	if err != nil {
+		return fail("account group %q: %v", g.Name, err)
+	}
 	roots, err := server.RootCAs(p.CAFile)
 	if err != nil {
 		return fail("%v", err)
 	}
 	auth := oauth.Authorization{
-		ClientID: g.ClientID, ClientSecret: clientSecret,
+		ClientID: g.ClientID, ClientSecret: clientSecret, ClientCertificate: cert,
 		AuthURL: p.AuthURL, TokenURL: p.TokenURL, DeviceCodeURL: p.DeviceCodeURL,
 		Scopes: g.Scopes, LoginHint: address,
 		HTTPClient: oauth.NewHTTPClient(oauth.HTTPOptions{RootCAs: roots, RetryMax: 2}),

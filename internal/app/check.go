@@ -7,6 +7,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -30,6 +31,9 @@ func cmdCheck(ctx context.Context, args []string, stdio IO) int {
 		return 1
 	}
 	failures, relayTests := checkRuntime(ctx, cfg, stdio)
+	if len(failures) == 0 {
+		failures = checkClientCertificates(ctx, cfg, time.Now(), stdio)
+	}
 	failures = append(failures, openRelayFailures(relayTests, stdio)...)
 	for _, err := range failures {
 		printFailure(stdio, err)

@@ -300,6 +300,11 @@ type AccountGroup struct {
 	ClientID          string
 	ClientSecret      SecretRef
 	ServiceAccountKey SecretRef
+	// ClientCertificate and ClientPrivateKey are an Entra application's
+	// certificate credential (PEM), used instead of ClientSecret to sign
+	// client assertions (RFC 7523 §2.2).
+	ClientCertificate SecretRef
+	ClientPrivateKey  SecretRef
 	// Scopes requested from the token endpoint (provider override, else the
 	// preset's scopes for this flow).
 	Scopes []string
@@ -394,15 +399,25 @@ func (c *Config) SecretRefs() []SecretRef {
 		}
 	}
 	for _, g := range c.Groups {
-		for _, r := range []SecretRef{g.ClientSecret, g.ServiceAccountKey} {
-			if r.IsSet() {
-				out = append(out, r)
-			}
-		}
+		out = append(out, g.CredentialRefs()...)
 		for _, a := range g.Accounts {
 			if a.RefreshToken.IsSet() {
 				out = append(out, a.RefreshToken)
 			}
+		}
+	}
+	return out
+}
+
+// CredentialRefs returns the group's client credentials that are set:
+// client_secret, service_account_key, client_certificate and
+// client_private_key. A change of any of them invalidates the tokens of
+// the group's accounts. The slice is the caller's to append to.
+func (g *AccountGroup) CredentialRefs() []SecretRef {
+	var out []SecretRef
+	for _, r := range []SecretRef{g.ClientSecret, g.ServiceAccountKey, g.ClientCertificate, g.ClientPrivateKey} {
+		if r.IsSet() {
+			out = append(out, r)
 		}
 	}
 	return out

@@ -329,6 +329,8 @@ type rawGroup struct {
 	ClientID            string       `hcl:"client_id,optional"`
 	ClientSecret        *string      `hcl:"client_secret,optional"`
 	ServiceAccountKey   *string      `hcl:"service_account_key,optional"`
+	ClientCertificate   *string      `hcl:"client_certificate,optional"`
+	ClientPrivateKey    *string      `hcl:"client_private_key,optional"`
 	RefreshBeforeExpiry string       `hcl:"refresh_before_expiry,optional"`
 	TokenErrorBackoff   string       `hcl:"token_error_backoff,optional"`
 	WriteBack           *bool        `hcl:"write_back,optional"`
@@ -359,6 +361,8 @@ func (d *decoder) group(b *hcl.Block, providers map[string]*Provider, accountsSe
 	g.TokenErrorBackoff = d.duration(body, "token_error_backoff", raw.TokenErrorBackoff, def, DefaultTokenErrorBackoff)
 	g.ClientSecret = d.secret(body, "client_secret", raw.ClientSecret, def)
 	g.ServiceAccountKey = d.secret(body, "service_account_key", raw.ServiceAccountKey, def)
+	g.ClientCertificate = d.secret(body, "client_certificate", raw.ClientCertificate, def)
+	g.ClientPrivateKey = d.secret(body, "client_private_key", raw.ClientPrivateKey, def)
 
 	flowOK := d.oneOf(body, "flow", g.Flow, def, FlowRefreshToken, FlowClientCredentials, FlowServiceAccount)
 	p, ok := providers[g.ProviderName]
@@ -417,14 +421,56 @@ func (d *decoder) groupCredentials(g *AccountGroup, body hcl.Body, def hcl.Range
 	case FlowRefreshToken:
 		need("client_id", g.ClientID != "")
 		forbid("service_account_key")
+		d.certificateCredential(g, body, def)
 	case FlowClientCredentials:
 		need("client_id", g.ClientID != "")
-		need("client_secret", g.ClientSecret.IsSet())
+		if d.certificateCredential(g, body, def) == certAbsent {
+			need("client_secret (or client_certificate with client_private_key)", g.ClientSecret.IsSet())
+		}
 		forbid("service_account_key")
 	case FlowServiceAccount:
 		need("service_account_key", g.ServiceAccountKey.IsSet())
 		forbid("client_secret")
+		forbid("client_certificate")
+		forbid("client_private_key")
 	}
+}
+
+// certPresence says whether a group authenticates with a certificate.
+type certPresence int
+
+const (
+	certAbsent  certPresence = iota // neither attribute
+	certPresent                     // both, or a mistake already reported
+)
+
+// certificateCredential checks client_certificate and client_private_key,
+// the certificate credential of an Entra application (README "Setting up
+// Microsoft 365"): both or neither, instead of client_secret, and not with
+// Google, whose OAuth clients authenticate with a client secret only.
+func (d *decoder) certificateCredential(g *AccountGroup, body hcl.Body, def hcl.Range) certPresence {
+	cert, key := hasAttr(body, "client_certificate"), hasAttr(body, "client_private_key")
+	if !cert && !key {
+		return certAbsent
+	}
+	first := "client_certificate"
+	if !cert {
+		first = "client_private_key"
+	}
+	rng := attrRange(body, first, def)
+	switch {
+	case !cert:
+		d.errorf(rng, "Missing client_certificate", "Account group %q sets client_private_key but not client_certificate: the certificate (PEM) whose public key matches the key, as uploaded to the application's registration, is needed too.", g.Name)
+	case !key:
+		d.errorf(rng, "Missing client_private_key", "Account group %q sets client_certificate but not client_private_key: the certificate's RSA private key (PEM, PKCS#1 or PKCS#8) is needed to sign the client assertions.", g.Name)
+	}
+	if hasAttr(body, "client_secret") {
+		d.errorf(attrRange(body, "client_secret", def), "Conflicting credentials", "Account group %q sets both client_secret and a client certificate; an application authenticates with one of them: remove client_secret or client_certificate and client_private_key.", g.Name)
+	}
+	if g.Provider != nil && g.Provider.Preset == PresetGoogle {
+		d.errorf(rng, "Certificate credentials not supported by provider", "Provider %q (preset \"google\"): Google OAuth clients authenticate with client_secret only and accept no client assertion; client_certificate and client_private_key are for Microsoft Entra applications (preset \"microsoft\") and custom providers that accept RFC 7523 client assertions.", g.Provider.Name)
+	}
+	return certPresent
 }
 
 func (d *decoder) account(g *AccountGroup, ra rawAccount, labelRange hcl.Range, seen map[string]hcl.Range) *Account {

@@ -116,8 +116,8 @@ func (ts *TokenServer) grantCodeOrDevice(r *http.Request) (AccessGrant, *tokenEr
 	form := r.PostForm
 	switch form.Get("grant_type") {
 	case "authorization_code":
-		id, secret := clientCredentials(r)
-		if terr := ts.checkClient(id, secret, false); terr != nil {
+		id, terr := ts.authenticateClient(r, false)
+		if terr != nil {
 			return AccessGrant{}, terr, true
 		}
 		c, ok := ts.codes[form.Get("code")]
@@ -131,8 +131,8 @@ func (ts *TokenServer) grantCodeOrDevice(r *http.Request) (AccessGrant, *tokenEr
 		}
 		return AccessGrant{ClientID: id, User: c.user, Scope: c.scope}, nil, true
 	case grantDeviceCode:
-		id, secret := clientCredentials(r)
-		if terr := ts.checkClient(id, secret, false); terr != nil {
+		id, terr := ts.authenticateClient(r, false)
+		if terr != nil {
 			return AccessGrant{}, terr, true
 		}
 		d, ok := ts.devices[form.Get("device_code")]

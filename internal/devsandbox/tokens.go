@@ -50,7 +50,9 @@ type TokenServer struct {
 	refresh         map[string]refreshGrant
 	revoked         map[string]refreshGrant // revoked or rotated out, to attribute requests
 	access          map[string]AccessGrant
-	serviceAccounts map[string]*rsa.PublicKey // client_email -> key
+	serviceAccounts map[string]*rsa.PublicKey      // client_email -> key
+	clientCerts     map[string][]*x509.Certificate // client_id -> certificate credentials
+	assertionJTIs   map[string]time.Time           // client assertion IDs seen -> their expiry
 	ttl             time.Duration
 	rotate          bool
 	requests        map[string]int // per subject (user, or client_id for app-only)
@@ -91,6 +93,8 @@ func newTokenServer(ca *CA) (*TokenServer, error) {
 		revoked:         map[string]refreshGrant{},
 		access:          map[string]AccessGrant{},
 		serviceAccounts: map[string]*rsa.PublicKey{},
+		clientCerts:     map[string][]*x509.Certificate{},
+		assertionJTIs:   map[string]time.Time{},
 		ttl:             time.Hour,
 		requests:        map[string]int{},
 		grantsByCred:    map[string]int{},
@@ -201,7 +205,8 @@ func (ts *TokenServer) Requests(subject string) int {
 }
 
 // GrantsWith returns how many tokens were issued for requests that used
-// cred as their refresh token or client secret.
+// cred as their refresh token or client secret, or a client assertion
+// signed with the certificate whose CertificateThumbprint is cred.
 func (ts *TokenServer) GrantsWith(cred string) int {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
@@ -299,6 +304,9 @@ func (ts *TokenServer) handleToken(w http.ResponseWriter, r *http.Request) {
 	if _, secret := clientCredentials(r); secret != "" {
 		ts.grantsByCred[secret]++
 	}
+	if thumb := assertionThumbprint(r.PostForm.Get("client_assertion")); thumb != "" {
+		ts.grantsByCred[thumb]++
+	}
 	at := "at-" + randomHex(24)
 	grant.Expiry = ts.now().Add(ts.ttl)
 	ts.access[at] = grant
@@ -339,8 +347,7 @@ func (ts *TokenServer) count(r *http.Request) {
 			ts.requests[g.user]++
 		}
 	case grantClientCrd:
-		id, _ := clientCredentials(r)
-		ts.requests[strings.ToLower(id)]++
+		ts.requests[strings.ToLower(requestClientID(r))]++
 	case grantJWTBearer:
 		if claims, err := decodeJWTClaims(r.PostForm.Get("assertion")); err == nil {
 			ts.requests[strings.ToLower(claims.Sub)]++
@@ -358,8 +365,8 @@ func (ts *TokenServer) grant(r *http.Request) (AccessGrant, *tokenError) {
 	scope := form.Get("scope")
 	switch form.Get("grant_type") {
 	case grantRefresh:
-		id, secret := clientCredentials(r)
-		if terr := ts.checkClient(id, secret, false); terr != nil {
+		id, terr := ts.authenticateClient(r, false)
+		if terr != nil {
 			return AccessGrant{}, terr
 		}
 		g, ok := ts.refresh[form.Get("refresh_token")]
@@ -371,8 +378,8 @@ func (ts *TokenServer) grant(r *http.Request) (AccessGrant, *tokenError) {
 		}
 		return AccessGrant{ClientID: id, User: g.user, Scope: scope}, nil
 	case grantClientCrd:
-		id, secret := clientCredentials(r)
-		if terr := ts.checkClient(id, secret, true); terr != nil {
+		id, terr := ts.authenticateClient(r, true)
+		if terr != nil {
 			return AccessGrant{}, terr
 		}
 		return AccessGrant{ClientID: id, User: AppOnly, Scope: scope}, nil

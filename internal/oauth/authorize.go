@@ -18,6 +18,9 @@ type Authorization struct {
 	AuthURL, TokenURL      string
 	DeviceCodeURL          string
 	Scopes                 []string
+	// ClientCertificate, when set, authenticates the client with a signed
+	// assertion in each token request instead of ClientSecret.
+	ClientCertificate *ClientCertificate
 	// LoginHint pre-fills the account in the provider's sign-in page.
 	LoginHint  string
 	HTTPClient *http.Client
@@ -38,8 +41,15 @@ func (a Authorization) config() *oauth2.Config {
 }
 
 func (a Authorization) ctx(ctx context.Context) context.Context {
-	if a.HTTPClient != nil {
-		return context.WithValue(ctx, oauth2.HTTPClient, a.HTTPClient)
+	client := a.HTTPClient
+	if a.ClientCertificate != nil {
+		if client == nil {
+			client = http.DefaultClient
+		}
+		client = withClientAssertions(client, a.TokenURL, a.ClientID, a.ClientCertificate, time.Now)
+	}
+	if client != nil {
+		return context.WithValue(ctx, oauth2.HTTPClient, client)
 	}
 	return ctx
 }

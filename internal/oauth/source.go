@@ -46,6 +46,10 @@ type Settings struct {
 	ClientSecret      secrets.Getter // optional for refresh_token
 	RefreshToken      secrets.Getter // refresh_token flow
 	ServiceAccountKey secrets.Getter // service_account flow: the JSON key
+	// ClientCertificate and ClientPrivateKey (PEM), when set, authenticate
+	// the client with a signed assertion instead of ClientSecret
+	// (refresh_token and client_credentials flows).
+	ClientCertificate, ClientPrivateKey secrets.Getter
 	// Subject is the mailbox a service account impersonates.
 	Subject string
 
@@ -106,6 +110,10 @@ type Source struct {
 	// saKeyRaw/saKey cache the parsed service account key.
 	saKeyRaw string
 	saKey    *serviceAccountKey
+	// certFP/cert cache the parsed certificate credential, by a digest of
+	// the PEM values it was parsed from.
+	certFP [32]byte
+	cert   *ClientCertificate
 }
 
 // NewSource returns a Source; it does not contact the endpoint until the
@@ -333,7 +341,7 @@ func refreshTime(now, expiry time.Time, margin time.Duration) time.Time {
 // remembered failure can be forgotten as soon as an operator fixes them.
 func (s *Source) fingerprintLocked() ([32]byte, error) {
 	h := sha256.New()
-	for _, g := range []secrets.Getter{s.set.RefreshToken, s.set.ClientSecret, s.set.ServiceAccountKey} {
+	for _, g := range []secrets.Getter{s.set.RefreshToken, s.set.ClientSecret, s.set.ServiceAccountKey, s.set.ClientCertificate, s.set.ClientPrivateKey} {
 		if g == nil {
 			continue
 		}
@@ -371,6 +379,20 @@ func (s *Source) currentRefreshToken(set Settings) (string, error) {
 // fetch asks the token endpoint for a new token. It returns the refresh
 // token it sent, to detect rotation.
 func (s *Source) fetch(ctx context.Context, set Settings) (*oauth2.Token, string, error) {
+	if set.ClientCertificate != nil {
+		cred, err := s.clientCertificate(set)
+		if err != nil {
+			return nil, "", err
+		}
+		ctx = context.WithValue(ctx, oauth2.HTTPClient, withClientAssertions(set.HTTPClient, set.TokenURL, set.ClientID, cred, s.now))
+		tok, rt, err := s.fetchToken(ctx, set, "")
+		if note, expired := cred.ExpiryNote(s.now(), 0); expired && err != nil {
+			e := classify(set.Name, err)
+			e.Description = strings.TrimPrefix(e.Description+"; "+note, "; ")
+			return nil, rt, e
+		}
+		return tok, rt, err
+	}
 	secret := ""
 	if set.ClientSecret != nil {
 		v, err := set.ClientSecret()
@@ -379,6 +401,12 @@ func (s *Source) fetch(ctx context.Context, set Settings) (*oauth2.Token, string
 		}
 		secret = v
 	}
+	return s.fetchToken(ctx, set, secret)
+}
+
+// fetchToken makes the flow's token request, authenticated with secret
+// (if any) or by the HTTP client in ctx.
+func (s *Source) fetchToken(ctx context.Context, set Settings, secret string) (*oauth2.Token, string, error) {
 	switch set.Flow {
 	case config.FlowRefreshToken:
 		rt, err := s.currentRefreshToken(set)
@@ -451,6 +479,45 @@ func (s *Source) serviceAccountKey(set Settings) (*serviceAccountKey, error) {
 	return &k, nil
 }
 
+// clientCertificate returns the parsed certificate credential, parsing it
+// again only when its PEM values changed (a rotation). A certificate that
+// expires soon or has expired is logged when it is parsed.
+func (s *Source) clientCertificate(set Settings) (*ClientCertificate, error) {
+	certPEM, err := set.ClientCertificate()
+	if err != nil {
+		return nil, secretError("client_certificate", err)
+	}
+	keyPEM, err := set.ClientPrivateKey()
+	if err != nil {
+		return nil, secretError("client_private_key", err)
+	}
+	fp := sha256.Sum256([]byte(certPEM + "\x00" + keyPEM))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cert != nil && fp == s.certFP {
+		return s.cert, nil
+	}
+	cred, err := ParseClientCertificate(certPEM, keyPEM)
+	if err != nil {
+		return nil, &Error{Permanent: true, Code: "invalid_client_certificate", Description: err.Error()}
+	}
+	s.cert, s.certFP = cred, fp
+	fields := []any{"subject", cred.Certificate().Subject.String(), "not_after", cred.Certificate().NotAfter.UTC()}
+	switch note, expired := cred.ExpiryNote(s.now(), CertificateWarnPeriod); {
+	case expired:
+		s.log.Error(note, fields...)
+	case note != "":
+		s.log.Warn(note, fields...)
+	default:
+		s.log.Debug("client certificate loaded", fields...)
+	}
+	return cred, nil
+}
+
+// CertificateWarnPeriod is how long before its expiry a client certificate
+// is reported as expiring.
+const CertificateWarnPeriod = 30 * 24 * time.Hour
+
 // secretError wraps a failure to read a secret. Secret errors name the
 // reference, never the value.
 func secretError(what string, err error) *Error {
@@ -507,7 +574,15 @@ func (e *Error) Hint() string {
 	case "invalid_grant":
 		return "the refresh token was revoked, expired or issued to another client, or (service accounts) domain-wide delegation is missing: re-authorise the account and store the new refresh token"
 	case "invalid_client", "unauthorized_client":
+		if strings.Contains(e.Description, "AADSTS700024") {
+			return "the token endpoint rejected the client assertion's time range: check this host's clock (NTP)"
+		}
+		if mentionsAny(e.Description, "client certificate", "client assertion", "AADSTS700027", "AADSTS700023", "AADSTS700021") {
+			return "the client certificate was refused: check that it is uploaded to the application's registration (Certificates & secrets), unexpired, and stored with its own private key"
+		}
 		return "the client_id or client_secret is wrong or expired: check the app registration and rotate the client secret"
+	case "invalid_client_certificate":
+		return "store the PEM certificate uploaded to the application and its unencrypted RSA private key (at least 2048 bits) where client_certificate and client_private_key point"
 	case "invalid_scope":
 		return "the requested scopes are not granted to this client: check the provider's scopes"
 	case "secret_unavailable":
@@ -519,6 +594,15 @@ func (e *Error) Hint() string {
 		return "the token endpoint is unreachable or failing; delivery resumes when it answers"
 	}
 	return ""
+}
+
+func mentionsAny(s string, parts ...string) bool {
+	for _, p := range parts {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // permanentCodes are OAuth2 errors that retrying with the same credentials

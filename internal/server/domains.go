@@ -157,7 +157,7 @@ func (da *domainAccount) rotated(changed []config.SecretRef) {
 	g := da.spec.group
 	hit := false
 	for _, ref := range changed {
-		for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey} {
+		for _, r := range g.CredentialRefs() {
 			hit = hit || r.IsSet() && r.String() == ref.String()
 		}
 	}

@@ -111,9 +111,16 @@ func newProbeDeps(log hclog.Logger) deps {
 
 func describeRefs(a *config.Account) string {
 	var parts []string
-	for name, r := range map[string]config.SecretRef{"refresh_token": a.RefreshToken, "client_secret": a.Group.ClientSecret, "service_account_key": a.Group.ServiceAccountKey} {
-		if r.IsSet() {
-			parts = append(parts, name+" from "+r.String())
+	g := a.Group
+	for _, ref := range []struct {
+		name string
+		r    config.SecretRef
+	}{
+		{"refresh_token", a.RefreshToken}, {"client_secret", g.ClientSecret}, {"service_account_key", g.ServiceAccountKey},
+		{"client_certificate", g.ClientCertificate}, {"client_private_key", g.ClientPrivateKey},
+	} {
+		if ref.r.IsSet() {
+			parts = append(parts, ref.name+" from "+ref.r.String())
 		}
 	}
 	if len(parts) == 0 {

@@ -287,7 +287,7 @@ func (b *built) buildAccount(g *config.AccountGroup, a *config.Account, pr provi
 	b.addMailbox(m)
 	if m.pool != nil {
 		b.pools[a.Address] = m.pool
-		for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, a.RefreshToken} {
+		for _, r := range append(g.CredentialRefs(), a.RefreshToken) {
 			if r.IsSet() && r.Scheme != config.SecretLiteral {
 				b.refPools[r.String()] = append(b.refPools[r.String()], m.pool)
 			}
@@ -310,7 +310,7 @@ func (b *built) tokenSource(g *config.AccountGroup, pr providerRuntime, d deps, 
 	set := b.sourceSettings(g, pr, d, name, subject, rt)
 	src := b.plan.source(b.sourceKey(g, set, rt), set)
 	b.sources[name] = src
-	for _, r := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
+	for _, r := range append(g.CredentialRefs(), rt) {
 		if r.IsSet() && r.Scheme != config.SecretLiteral {
 			b.users[r.String()] = append(b.users[r.String()], src)
 		}
@@ -321,7 +321,7 @@ func (b *built) tokenSource(g *config.AccountGroup, pr providerRuntime, d deps, 
 func (b *built) sourceSettings(g *config.AccountGroup, pr providerRuntime, d deps, name, subject string, rt config.SecretRef) oauth.Settings {
 	store := b.store
 	tokenLog := d.log.Named("oauth")
-	refs := []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt}
+	refs := append(g.CredentialRefs(), rt)
 	set := oauth.Settings{
 		Name:                name,
 		Group:               g.Name,
@@ -332,6 +332,8 @@ func (b *built) sourceSettings(g *config.AccountGroup, pr providerRuntime, d dep
 		Scopes:              g.Scopes,
 		ClientSecret:        store.Getter(g.ClientSecret),
 		ServiceAccountKey:   store.Getter(g.ServiceAccountKey),
+		ClientCertificate:   store.Getter(g.ClientCertificate),
+		ClientPrivateKey:    store.Getter(g.ClientPrivateKey),
 		RefreshToken:        store.Getter(rt),
 		Subject:             subject,
 		RefreshBeforeExpiry: g.RefreshBeforeExpiry,
@@ -365,7 +367,7 @@ func (b *built) sourceSettings(g *config.AccountGroup, pr providerRuntime, d dep
 // of the current secret values.
 func (b *built) sourceKey(g *config.AccountGroup, set oauth.Settings, rt config.SecretRef) sourceKey {
 	h := sha256.New()
-	for _, ref := range []config.SecretRef{g.ClientSecret, g.ServiceAccountKey, rt} {
+	for _, ref := range append(g.CredentialRefs(), rt) {
 		v, _ := b.store.Get(ref)
 		fmt.Fprintf(h, "%s=%s\x00", ref.String(), v)
 	}
