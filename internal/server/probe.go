@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
@@ -155,7 +156,30 @@ func joinFix(a, b string) string {
 	return a + "; " + b
 }
 
+// apiChecker is an HTTP transport that can check an account without
+// sending (a message without recipients, which the provider refuses after
+// checking the token and the mailbox).
+type apiChecker interface {
+	Check(ctx context.Context) (string, error)
+}
+
 // probeHTTP checks an HTTP transport's mailbox after its token.
 func probeHTTP(ctx context.Context, acct *config.Account, m *mailbox) []ProbeStep {
-	return []ProbeStep{{Name: "send", Detail: "not checked for transport = " + acct.Group.Provider.Transport}}
+	p := acct.Group.Provider
+	name := map[string]string{config.TransportGraph: "graph", config.TransportGmailAPI: "gmail_api"}[p.Transport]
+	c, ok := m.acct.Transport.(apiChecker)
+	if !ok {
+		return []ProbeStep{{Name: name, Detail: "transport " + p.Transport + " cannot be checked without sending"}}
+	}
+	detail, err := c.Check(ctx)
+	if err != nil {
+		step := ProbeStep{Name: name, Detail: err.Error()}
+		var f *httpsend.Failure
+		if errors.As(err, &f) {
+			step.Fix = f.Advice
+		}
+		step.Fix = joinFix(step.Fix, tlsFix(err))
+		return []ProbeStep{step}
+	}
+	return []ProbeStep{{Name: name, OK: true, Detail: detail}}
 }
