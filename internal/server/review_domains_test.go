@@ -160,3 +160,21 @@ func TestReviewDomainMailboxMakesRelayUnready(t *testing.T) {
 		t.Errorf("/health/ready status = %v after one client sent twice from a denied mailbox of the domain", st)
 	}
 }
+
+// A mailbox that never sent anything (Graph denies it: outside the
+// application access policy, a typo of a mailbox that does not exist)
+// holds one of max_mailboxes for a day: a client allowed "*@domain" fills
+// them with made-up addresses and every other mailbox of the domain gets
+// 452 4.3.1 for 25 hours. Suggested fix: a mailbox that has not delivered
+// a message yet makes room at once (evict those first, regardless of
+// domainIdle), or it is opened only once Begin/the first delivery
+// succeeded.
+func TestReviewFailedMailboxHoldsSlot(t *testing.T) {
+	h := newGraphHarness(t, "max_mailboxes = 1")
+	h.sb.Graph.FailAlways("typo@contoso.test", &devsandbox.GraphAccessDenied)
+	_, err := h.send(graphClient, "typo@contoso.test")
+	wantCode(t, err, "550 5.7.1")
+	if _, err := h.send(graphClient, "real@contoso.test"); err != nil {
+		t.Errorf("a real mailbox after one client tried a denied one (max_mailboxes = 1): %v", err)
+	}
+}
