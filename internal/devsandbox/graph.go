@@ -77,6 +77,10 @@ var (
 		Message: "Service unavailable. Please try again later."}
 )
 
+// GraphPass in a FailNextAt script lets that request through, so that a
+// later one fails.
+var GraphPass = GraphError{}
+
 // GraphDropConnection is a scripted failure that closes the connection
 // after reading the request, without an answer.
 var GraphDropConnection = GraphError{Status: -1}
@@ -117,11 +121,12 @@ type GraphServer struct {
 	// opFailures are scripted per mailbox and operation, keyed
 	// "mailbox op"; they apply after the token and concurrency checks.
 	opFailures *failures[GraphError]
-	ranges     []string // Content-Range of every upload PUT accepted
-	sendAs   map[string]map[string]bool
-	maxSize  map[string]int
-	limiter  mailboxLimiter
-	hold     chan struct{}
+	ranges     []string       // Content-Range of every upload PUT accepted
+	requests   map[string]int // "mailbox op" → requests admitted
+	sendAs     map[string]map[string]bool
+	maxSize    map[string]int
+	limiter    mailboxLimiter
+	hold       chan struct{}
 }
 
 type graphDraft struct {
@@ -146,13 +151,13 @@ type graphUpload struct {
 func newGraphServer(base string, tokens *TokenServer, log hclog.Logger) *GraphServer {
 	return &GraphServer{
 		URL: base, tokens: tokens, log: log,
-		drafts:   map[string]*graphDraft{},
-		uploads:  map[string]*graphUpload{},
+		drafts:     map[string]*graphDraft{},
+		uploads:    map[string]*graphUpload{},
 		failures:   newFailures[GraphError](),
 		opFailures: newFailures[GraphError](),
-		sendAs:   map[string]map[string]bool{},
-		maxSize:  map[string]int{},
-		limiter:  newMailboxLimiter(GraphMaxConcurrentPerMailbox),
+		sendAs:     map[string]map[string]bool{},
+		maxSize:    map[string]int{},
+		limiter:    newMailboxLimiter(GraphMaxConcurrentPerMailbox),
 	}
 }
 
@@ -176,7 +181,27 @@ func (g *GraphServer) FailNext(mailbox string, errs ...GraphError) {
 // errs, in order (GraphDropConnection: no answer), once the request has
 // passed the token and concurrency checks.
 func (g *GraphServer) FailNextAt(mailbox string, op GraphOp, errs ...GraphError) {
-	g.opFailures.failNext(mailbox+" "+string(op), errs...)
+	g.opFailures.failNext(opKey(mailbox, op), errs...)
+}
+
+// opKey keys the scripts and counters of one operation of a mailbox.
+func opKey(mailbox string, op GraphOp) string { return strings.ToLower(mailbox + " " + string(op)) }
+
+func (g *GraphServer) count(mailbox string, op GraphOp) {
+	g.mu.Lock()
+	if g.requests == nil {
+		g.requests = map[string]int{}
+	}
+	g.requests[opKey(mailbox, op)]++
+	g.mu.Unlock()
+}
+
+// Requests returns how many requests of operation op for mailbox passed
+// the token and concurrency checks.
+func (g *GraphServer) Requests(mailbox string, op GraphOp) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.requests[opKey(mailbox, op)]
 }
 
 // UploadRanges returns the Content-Range of every upload session PUT the
@@ -290,7 +315,8 @@ func (g *GraphServer) mailbox(op GraphOp, h func(w http.ResponseWriter, r *http.
 			writeGraphError(w, e)
 			return
 		}
-		if e, ok := g.opFailures.take(mailbox + " " + string(op)); ok {
+		g.count(mailbox, op)
+		if e, ok := g.opFailures.take(opKey(mailbox, op)); ok && e != GraphPass {
 			failRequest(w, r, e)
 			return
 		}
@@ -561,7 +587,8 @@ func (g *GraphServer) handleUploadChunk(w http.ResponseWriter, r *http.Request) 
 			Message: "The upload URL is pre-authenticated; send no Authorization header."})
 		return
 	}
-	if e, ok := g.opFailures.take(up.mailbox + " " + string(GraphOpUploadChunk)); ok {
+	g.count(up.mailbox, GraphOpUploadChunk)
+	if e, ok := g.opFailures.take(opKey(up.mailbox, GraphOpUploadChunk)); ok && e != GraphPass {
 		failRequest(w, r, e)
 		return
 	}

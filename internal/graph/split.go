@@ -59,7 +59,7 @@ type node struct {
 
 // attachment is a leaf part that leaves the draft to be attached to it.
 type attachment struct {
-	index        int // the part's position in the message (1-based), for logs
+	index        int // the leaf's position among the message's leaves (1-based)
 	name         string
 	contentType  string
 	contentID    string
@@ -149,7 +149,7 @@ func walkError(err error) error {
 
 // scanner reads the structure of a message once (the first pass).
 type scanner struct {
-	parts int
+	parts, leaves int
 }
 
 // scan reads the body of an entity whose header is h.
@@ -197,7 +197,8 @@ func (s *scanner) scanChildren(n *node, body io.Reader, depth int) error {
 // scanLeaf measures a leaf's raw and decoded sizes and describes it if it
 // may leave the draft.
 func (s *scanner) scanLeaf(n *node, mt string, params map[string]string, body io.Reader) error {
-	att := describe(n.header, mt, params, s.parts)
+	s.leaves++
+	att := describe(n.header, mt, params, s.leaves)
 	raw := &countingReader{r: body}
 	if att != nil {
 		dec, ok := decoder(att.encoding, raw)
