@@ -34,7 +34,7 @@ func TestLargeMessages(t *testing.T) {
 	tiny := randomBytes(200*kB, 5)
 	photo, icon := randomBytes(3_200_000, 6), randomBytes(2_500_000, 7)
 	csv := []byte(strings.Repeat("Grüße;\"a=b\";12345678901234567890;trailing space \r\n", 70_000)) // ~3.6 MB of text
-	sendMailSized := randomBytes(2_150_000, 8)                                                        // 2.9 MiB in base64
+	sendMailSized := randomBytes(2_150_000, 8)                                                      // 2.9 MiB in base64
 	tests := []struct {
 		name      string
 		body      string
@@ -218,7 +218,7 @@ func TestLargeMessageRefusals(t *testing.T) {
 type oversized int64
 
 func (o oversized) Reader() (io.Reader, error) { panic("an oversized message was read") }
-func (o oversized) Size() int64              { return int64(o) }
+func (o oversized) Size() int64                { return int64(o) }
 
 // largeFailureMessage has one attachment uploaded in two chunks and one
 // POSTed (neither fits in the draft beside the other): a request fails

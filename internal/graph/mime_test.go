@@ -103,7 +103,6 @@ func deliveredLeaves(t testing.TB, data []byte) []leaf {
 
 type header interface{ Get(string) string }
 
-
 func walkDelivered(t testing.TB, h header, body io.Reader, out *[]leaf) {
 	t.Helper()
 	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
