@@ -197,7 +197,7 @@ func (g *GraphServer) count(mailbox string, op GraphOp) {
 }
 
 // Requests returns how many requests of operation op for mailbox passed
-// the token and concurrency checks.
+// the token and concurrency checks (held ones included).
 func (g *GraphServer) Requests(mailbox string, op GraphOp) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -303,6 +303,7 @@ func (g *GraphServer) mailbox(op GraphOp, h func(w http.ResponseWriter, r *http.
 		}
 		hold := g.hold
 		g.mu.Unlock()
+		g.count(mailbox, op)
 		defer func() { g.mu.Lock(); g.limiter.release(mailbox); g.mu.Unlock() }()
 		if hold != nil {
 			select {
@@ -315,7 +316,6 @@ func (g *GraphServer) mailbox(op GraphOp, h func(w http.ResponseWriter, r *http.
 			writeGraphError(w, e)
 			return
 		}
-		g.count(mailbox, op)
 		if e, ok := g.opFailures.take(opKey(mailbox, op)); ok && e != GraphPass {
 			failRequest(w, r, e)
 			return

@@ -34,7 +34,7 @@ type largeMessage struct {
 
 // prepareLarge reads the message twice: its structure, then the draft.
 func (d *delivery) prepareLarge(msg transport.Message, fit *rcptfit.Fitted) (*largeMessage, *failure) {
-	p, err := planSplit(fit)
+	p, err := planSplit(fit, draftBudget)
 	if err != nil {
 		return nil, splitFailure(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func TestLargeMessages(t *testing.T) {
 	tiny := randomBytes(200*kB, 5)
 	photo, icon := randomBytes(3_200_000, 6), randomBytes(2_500_000, 7)
 	csv := []byte(strings.Repeat("Grüße;\"a=b\";12345678901234567890;trailing space \r\n", 70_000)) // ~3.6 MB of text
-	sendMailSized := randomBytes(2_150_000, 8)                                                      // 2.9 MiB in base64
+	sendMailSized := randomBytes(2_220_000, 8) // a 2.9 MiB message
 	tests := []struct {
 		name      string
 		body      string
@@ -305,5 +306,47 @@ func TestLargeMessageFailures(t *testing.T) {
 				t.Errorf("%d drafts left, want %d", n, tt.drafts)
 			}
 		})
+	}
+}
+
+// TestLargeSendsTakeAtMostHalfTheSlots: each large message's sequence
+// holds one request slot, and at most two run per mailbox, so that small
+// messages keep two slots.
+func TestLargeSendsTakeAtMostHalfTheSlots(t *testing.T) {
+	f := newFixture(t)
+	g := f.sb.Graph
+	release := g.HoldRequests()
+	t.Cleanup(release)
+	const large, small = 3, 2
+	var wg sync.WaitGroup
+	errs := make([]error, large+small)
+	for i := range large {
+		wg.Go(func() {
+			_, errs[i] = deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"}, largeFailureMessage())
+		})
+	}
+	awaitCondition(t, func() bool { return g.InFlight(mailbox) == 2 })
+	for i := range small {
+		wg.Go(func() {
+			_, errs[large+i] = deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"}, crlf("To: a@example.com\nSubject: s\n\n")+body)
+		})
+	}
+	// The small messages get the two slots the large ones leave.
+	awaitCondition(t, func() bool { return g.InFlight(mailbox) == 4 })
+	if n := g.Requests(mailbox, devsandbox.GraphOpCreateDraft); n != 2 {
+		t.Errorf("%d drafts being created, want 2", n)
+	}
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("delivery %d: %v", i, err)
+		}
+	}
+	if n := len(g.Messages()); n != large+small {
+		t.Errorf("%d messages sent, want %d", n, large+small)
+	}
+	if n := g.PeakConcurrency(mailbox); n != 4 {
+		t.Errorf("peak concurrency %d, want 4", n)
 	}
 }

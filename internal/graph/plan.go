@@ -40,9 +40,9 @@ func (e errAttachmentTooLarge) Error() string {
 }
 
 // planSplit reads the fitted message once and chooses the parts that
-// leave the draft: the largest first, until the rest fits in one request.
+// leave the draft: the largest first, until the rest fits in budget bytes.
 // Body text never leaves.
-func planSplit(fit *rcptfit.Fitted) (*plan, error) {
+func planSplit(fit *rcptfit.Fitted, budget int64) (*plan, error) {
 	h, err := readRootHeader(fit.Header)
 	if err != nil {
 		return nil, err
@@ -61,7 +61,7 @@ func planSplit(fit *rcptfit.Fitted) (*plan, error) {
 	})
 	slices.SortStableFunc(candidates, func(a, b *node) int { return cmp.Compare(b.bodyLen, a.bodyLen) })
 	for _, c := range candidates {
-		if p.draftSize() <= draftBudget {
+		if p.draftSize() <= budget {
 			break
 		}
 		if c.att.size > maxAttachmentBytes {
@@ -69,7 +69,7 @@ func planSplit(fit *rcptfit.Fitted) (*plan, error) {
 		}
 		c.extract = true
 	}
-	if p.draft = p.draftSize(); p.draft > draftBudget {
+	if p.draft = p.draftSize(); p.draft > budget {
 		return nil, errDraftTooLarge{p.draft}
 	}
 	collectLeaves(root, func(n *node) {

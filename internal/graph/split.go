@@ -201,15 +201,16 @@ func (s *scanner) scanLeaf(n *node, mt string, params map[string]string, body io
 	att := describe(n.header, mt, params, s.leaves)
 	raw := &countingReader{r: body}
 	if att != nil {
-		dec, ok := decoder(att.encoding, raw)
-		size, err := io.Copy(io.Discard, dec)
-		switch {
-		case raw.err != nil:
-			return walkError(raw.err)
-		case !ok || err != nil:
-			att.decodeFailed = true // it stays in the draft as it is
+		// A part whose encoding is unknown or broken stays in the draft
+		// as it is.
+		att.decodeFailed = true
+		if dec, ok := decoder(att.encoding, raw); ok {
+			size, err := io.Copy(io.Discard, dec)
+			if raw.err != nil {
+				return walkError(raw.err)
+			}
+			att.size, att.decodeFailed = size, err != nil
 		}
-		att.size = size
 	}
 	if _, err := io.Copy(io.Discard, raw); err != nil {
 		return walkError(err)
