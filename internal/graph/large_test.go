@@ -35,7 +35,7 @@ func TestLargeMessages(t *testing.T) {
 	tiny := randomBytes(200*kB, 5)
 	photo, icon := randomBytes(3_200_000, 6), randomBytes(2_500_000, 7)
 	csv := []byte(strings.Repeat("Grüße;\"a=b\";12345678901234567890;trailing space \r\n", 70_000)) // ~3.6 MB of text
-	sendMailSized := randomBytes(2_220_000, 8) // a 2.9 MiB message
+	sendMailSized := randomBytes(2_220_000, 8)                                                      // a 2.9 MiB message
 	tests := []struct {
 		name      string
 		body      string
