@@ -25,7 +25,8 @@ type TokenSource interface {
 const DefaultBaseURL = "https://graph.microsoft.com"
 
 // Transport delivers an account's messages through Microsoft Graph
-// sendMail: the delivery contract of package transport on top of the
+// (sendMail, or a draft with attachments for larger messages): the
+// delivery contract of package transport on top of the
 // account's token, its limits (as reservations) and its circuits.
 type Transport struct {
 	// Account is the sending mailbox (the {address} of the request).
