@@ -103,6 +103,7 @@ func TestLargeMessages(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t)
 			g := f.sb.Graph
 			res, err := deliver(t, f.tr, transport.MailOptions{}, largeRcpts, largeHeader+tt.body)
@@ -224,11 +225,11 @@ func (o oversized) Size() int64                { return int64(o) }
 // largeFailureMessage has one attachment uploaded in two chunks and one
 // POSTed (neither fits in the draft beside the other): a request fails
 // part way through.
-func largeFailureMessage() string {
+var largeFailureMessage = sync.OnceValue(func() string {
 	return largeHeader + multipartOf("mixed", "b", textPart("plain", "hi"),
 		filePart{contentType: "application/pdf", disposition: `attachment; filename="a.pdf"`, data: randomBytes(4_000_000, 11)}.String(),
 		filePart{contentType: "application/pdf", disposition: `attachment; filename="b.pdf"`, data: randomBytes(2_500_000, 12)}.String())
-}
+})
 
 func TestLargeMessageFailures(t *testing.T) {
 	unauthorized := devsandbox.GraphError{Status: 401, Code: "InvalidAuthenticationToken", Message: "Access token has expired or is not yet valid."}
@@ -267,6 +268,7 @@ func TestLargeMessageFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each has its own sandbox; the mailbox's slots are shared
 			f := newFixture(t)
 			g := f.sb.Graph
 			g.FailNextAt(mailbox, tt.op, tt.script...)
