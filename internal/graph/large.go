@@ -191,7 +191,7 @@ func (d *delivery) postAttachment(ctx context.Context, id string, a *attachment,
 		return local(errLocalReply, err)
 	}
 	if int64(len(data)) != a.size {
-		return local(errLocalReply, errChanged(fmt.Errorf("attachment %s came out as %d bytes", a, len(data))))
+		return local(errLocalReply, errContent(a, fmt.Sprintf("came out as %d bytes", len(data))))
 	}
 	body, err := json.Marshal(fileAttachment{ODataType: "#microsoft.graph.fileAttachment", Name: a.name,
 		ContentType: a.contentType, IsInline: a.inline, ContentID: a.contentID, ContentBytes: data})
@@ -213,7 +213,11 @@ func (d *delivery) uploadAttachment(ctx context.Context, id string, a *attachmen
 	for start := int64(0); start < a.size; {
 		n, err := io.ReadFull(content, buf[:min(int64(len(buf)), a.size-start)])
 		if err != nil {
-			return local(errLocalReply, errChanged(fmt.Errorf("attachment %s ended after %d bytes: %w", a, start+int64(n), err)))
+			var se sourceError
+			if errors.As(err, &se) {
+				return local(errLocalReply, se)
+			}
+			return local(errLocalReply, errContent(a, fmt.Sprintf("ended after %d bytes", start+int64(n))))
 		}
 		end := start + int64(n) - 1
 		if f := d.putChunk(ctx, uploadURL, buf[:n], start, end, a.size); f != nil {
@@ -222,7 +226,7 @@ func (d *delivery) uploadAttachment(ctx context.Context, id string, a *attachmen
 		start = end + 1
 	}
 	if n, _ := io.Copy(io.Discard, content); n != 0 {
-		return local(errLocalReply, errChanged(fmt.Errorf("attachment %s is longer than at first", a)))
+		return local(errLocalReply, errContent(a, "is longer than at first"))
 	}
 	return nil
 }
@@ -283,6 +287,12 @@ func uploadRefused(f *failure) *failure {
 		return &failure{err: &transport.Error{Kind: transport.KindProvider, Err: ae, Reply: errUploadSessionLost}}
 	}
 	return f
+}
+
+// errContent says an attachment's content differs from the first
+// reading of the message.
+func errContent(a *attachment, what string) error {
+	return sourceError{fmt.Errorf("the message differs from its first reading: attachment %s %s", a, what)}
 }
 
 // unexpectedAnswer is a 2xx answer the relay cannot use.

@@ -168,7 +168,7 @@ func errChanged(err error) error {
 	if errors.As(err, &se) {
 		return se
 	}
-	return sourceError{fmt.Errorf("the message differs from its first reading: %w", err)}
+	return sourceError{fmt.Errorf("the message differs from its first reading (%s)", structureError(err).reason)}
 }
 
 // eachAttachment walks the message (the third pass) and calls f with each

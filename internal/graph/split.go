@@ -112,11 +112,20 @@ func (n *node) delimiter(first bool) string {
 func (n *node) closeDelimiter() string { return "\r\n--" + n.boundary + "--\r\n" }
 
 // errStructure says the MIME structure cannot be walked (RFC 2046
-// multipart syntax broken, or beyond maxParts or maxDepth).
-type errStructure struct{ err error }
+// multipart syntax broken, or beyond maxParts or maxDepth). Its text
+// names the problem without quoting the message (the parser's errors
+// quote the offending line).
+type errStructure struct{ reason string }
 
-func (e errStructure) Error() string { return "MIME structure: " + e.err.Error() }
-func (e errStructure) Unwrap() error { return e.err }
+func (e errStructure) Error() string { return "MIME structure: " + e.reason }
+
+// structureError describes a parser error without its content.
+func structureError(err error) errStructure {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return errStructure{"the message ends inside a multipart (no closing delimiter)"}
+	}
+	return errStructure{"a part's header or a multipart delimiter does not parse"}
+}
 
 // sourceError is a failure to read the message itself (the relay's
 // storage), as opposed to what its content is.
@@ -144,7 +153,7 @@ func walkError(err error) error {
 	if errors.As(err, &se) {
 		return se
 	}
-	return errStructure{err}
+	return structureError(err)
 }
 
 // scanner reads the structure of a message once (the first pass).
@@ -156,7 +165,7 @@ type scanner struct {
 func (s *scanner) scan(h textproto.Header, hdrLen int64, body io.Reader, depth int) (*node, error) {
 	s.parts++
 	if s.parts > maxParts {
-		return nil, errStructure{fmt.Errorf("more than %d parts", maxParts)}
+		return nil, errStructure{fmt.Sprintf("more than %d parts", maxParts)}
 	}
 	n := &node{header: h, hdrLen: hdrLen}
 	mh := message.Header{Header: h}
@@ -164,7 +173,7 @@ func (s *scanner) scan(h textproto.Header, hdrLen int64, body io.Reader, depth i
 	mt = strings.ToLower(mt)
 	if b := params["boundary"]; strings.HasPrefix(mt, "multipart/") && b != "" {
 		if depth >= maxDepth {
-			return nil, errStructure{fmt.Errorf("multiparts nested deeper than %d", maxDepth)}
+			return nil, errStructure{fmt.Sprintf("multiparts nested deeper than %d", maxDepth)}
 		}
 		n.boundary = b
 		return n, s.scanChildren(n, body, depth)
@@ -189,7 +198,7 @@ func (s *scanner) scanChildren(n *node, body io.Reader, depth int) error {
 		n.children = append(n.children, c)
 	}
 	if len(n.children) == 0 {
-		return errStructure{errors.New("a multipart without parts")}
+		return errStructure{"a multipart without parts"}
 	}
 	return nil
 }
@@ -341,7 +350,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 func readRootHeader(fitted []byte) (textproto.Header, error) {
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(fitted)))
 	if err != nil {
-		return h, errStructure{fmt.Errorf("the header section: %w", err)}
+		return h, errStructure{"the header section does not parse as MIME header fields"}
 	}
 	return h, nil
 }
