@@ -3,6 +3,8 @@ package devsandbox
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -27,6 +29,7 @@ import (
 //	POST /v1.0/users/{address}/messages/{id}/attachments/createUploadSession → 201 {"uploadUrl"}
 //	PUT  {uploadUrl}                                                       Content-Range chunks → 200, last 201
 //	POST /v1.0/users/{address}/messages/{id}/send                          → 202
+//	DELETE /v1.0/users/{address}/messages/{id}                             → 204
 
 // Graph's documented limits.
 const (
@@ -37,8 +40,11 @@ const (
 	// GraphMaxRequestBytes is Graph's request body limit (413 beyond).
 	GraphMaxRequestBytes = 4 << 20
 	// GraphMinUploadSession and GraphMaxAttachment bound the attachments
-	// an upload session takes: smaller ones are POSTed whole.
-	GraphMinUploadSession = 3 << 20
+	// an upload session takes: smaller ones are POSTed whole. Microsoft
+	// says "between 3 MB and 150 MB"; the minimum Graph enforces was
+	// measured at 2 MiB (msgraph-sdk-java#52), and a POSTed attachment
+	// is bounded by the 4 MB request limit (about 3 MiB of content).
+	GraphMinUploadSession = 2 << 20
 	GraphMaxAttachment    = 150 << 20
 	// GraphMaxConcurrentPerMailbox is Graph's concurrency limit per
 	// mailbox; the next request gets 429 with Retry-After.
@@ -71,6 +77,27 @@ var (
 		Message: "Service unavailable. Please try again later."}
 )
 
+// GraphPass in a FailNextAt script lets that request through, so that a
+// later one fails.
+var GraphPass = GraphError{}
+
+// GraphDropConnection is a scripted failure that closes the connection
+// after reading the request, without an answer.
+var GraphDropConnection = GraphError{Status: -1}
+
+// GraphOp names a request of the Graph endpoint, for FailNextAt.
+type GraphOp string
+
+const (
+	GraphOpSendMail            GraphOp = "sendMail"
+	GraphOpCreateDraft         GraphOp = "createDraft"
+	GraphOpAddAttachment       GraphOp = "addAttachment"
+	GraphOpCreateUploadSession GraphOp = "createUploadSession"
+	GraphOpUploadChunk         GraphOp = "uploadChunk"
+	GraphOpSendDraft           GraphOp = "sendDraft"
+	GraphOpDeleteDraft         GraphOp = "deleteDraft"
+)
+
 // GraphThrottled is Graph's 429 with Retry-After seconds.
 func GraphThrottled(retryAfter int) GraphError {
 	return GraphError{Status: http.StatusTooManyRequests, Code: "ApplicationThrottled",
@@ -91,10 +118,15 @@ type GraphServer struct {
 	drafts   map[string]*graphDraft
 	uploads  map[string]*graphUpload
 	failures *failures[GraphError]
-	sendAs   map[string]map[string]bool
-	maxSize  map[string]int
-	limiter  mailboxLimiter
-	hold     chan struct{}
+	// opFailures are scripted per mailbox and operation, keyed
+	// "mailbox op"; they apply after the token and concurrency checks.
+	opFailures *failures[GraphError]
+	ranges     []string       // Content-Range of every upload PUT accepted
+	requests   map[string]int // "mailbox op" → requests admitted
+	sendAs     map[string]map[string]bool
+	maxSize    map[string]int
+	limiter    mailboxLimiter
+	hold       chan struct{}
 }
 
 type graphDraft struct {
@@ -119,28 +151,65 @@ type graphUpload struct {
 func newGraphServer(base string, tokens *TokenServer, log hclog.Logger) *GraphServer {
 	return &GraphServer{
 		URL: base, tokens: tokens, log: log,
-		drafts:   map[string]*graphDraft{},
-		uploads:  map[string]*graphUpload{},
-		failures: newFailures[GraphError](),
-		sendAs:   map[string]map[string]bool{},
-		maxSize:  map[string]int{},
-		limiter:  newMailboxLimiter(GraphMaxConcurrentPerMailbox),
+		drafts:     map[string]*graphDraft{},
+		uploads:    map[string]*graphUpload{},
+		failures:   newFailures[GraphError](),
+		opFailures: newFailures[GraphError](),
+		sendAs:     map[string]map[string]bool{},
+		maxSize:    map[string]int{},
+		limiter:    newMailboxLimiter(GraphMaxConcurrentPerMailbox),
 	}
 }
 
 func (g *GraphServer) register(mux *http.ServeMux) {
 	const users = "/v1.0/users/{address}"
-	mux.HandleFunc("POST "+users+"/sendMail", g.mailbox(g.handleSendMail))
-	mux.HandleFunc("POST "+users+"/messages", g.mailbox(g.handleCreateDraft))
-	mux.HandleFunc("POST "+users+"/messages/{id}/attachments", g.mailbox(g.handleAddAttachment))
-	mux.HandleFunc("POST "+users+"/messages/{id}/attachments/createUploadSession", g.mailbox(g.handleCreateUploadSession))
-	mux.HandleFunc("POST "+users+"/messages/{id}/send", g.mailbox(g.handleSendDraft))
+	mux.HandleFunc("POST "+users+"/sendMail", g.mailbox(GraphOpSendMail, g.handleSendMail))
+	mux.HandleFunc("POST "+users+"/messages", g.mailbox(GraphOpCreateDraft, g.handleCreateDraft))
+	mux.HandleFunc("POST "+users+"/messages/{id}/attachments", g.mailbox(GraphOpAddAttachment, g.handleAddAttachment))
+	mux.HandleFunc("POST "+users+"/messages/{id}/attachments/createUploadSession", g.mailbox(GraphOpCreateUploadSession, g.handleCreateUploadSession))
+	mux.HandleFunc("POST "+users+"/messages/{id}/send", g.mailbox(GraphOpSendDraft, g.handleSendDraft))
+	mux.HandleFunc("DELETE "+users+"/messages/{id}", g.mailbox(GraphOpDeleteDraft, g.handleDeleteDraft))
 	mux.HandleFunc("PUT /graph-upload/{session}", g.handleUploadChunk)
 }
 
 // FailNext makes the next requests for mailbox answer errs, in order.
 func (g *GraphServer) FailNext(mailbox string, errs ...GraphError) {
 	g.failures.failNext(mailbox, errs...)
+}
+
+// FailNextAt makes the next requests of operation op for mailbox answer
+// errs, in order (GraphDropConnection: no answer), once the request has
+// passed the token and concurrency checks.
+func (g *GraphServer) FailNextAt(mailbox string, op GraphOp, errs ...GraphError) {
+	g.opFailures.failNext(opKey(mailbox, op), errs...)
+}
+
+// opKey keys the scripts and counters of one operation of a mailbox.
+func opKey(mailbox string, op GraphOp) string { return strings.ToLower(mailbox + " " + string(op)) }
+
+func (g *GraphServer) count(mailbox string, op GraphOp) {
+	g.mu.Lock()
+	if g.requests == nil {
+		g.requests = map[string]int{}
+	}
+	g.requests[opKey(mailbox, op)]++
+	g.mu.Unlock()
+}
+
+// Requests returns how many requests of operation op for mailbox passed
+// the token and concurrency checks (held ones included).
+func (g *GraphServer) Requests(mailbox string, op GraphOp) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.requests[opKey(mailbox, op)]
+}
+
+// UploadRanges returns the Content-Range of every upload session PUT the
+// sandbox accepted, in order.
+func (g *GraphServer) UploadRanges() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.ranges...)
 }
 
 // FailAlways makes every request for mailbox answer e (nil clears it),
@@ -218,7 +287,7 @@ func (g *GraphServer) Drafts() int {
 
 // mailbox wraps a handler of /v1.0/users/{address}/...: bearer token,
 // access to the mailbox, its concurrency limit, scripted errors.
-func (g *GraphServer) mailbox(h func(w http.ResponseWriter, r *http.Request, mailbox string)) http.HandlerFunc {
+func (g *GraphServer) mailbox(op GraphOp, h func(w http.ResponseWriter, r *http.Request, mailbox string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		mailbox := strings.ToLower(r.PathValue("address"))
 		if e, ok := g.authorize(r, mailbox); !ok {
@@ -234,6 +303,7 @@ func (g *GraphServer) mailbox(h func(w http.ResponseWriter, r *http.Request, mai
 		}
 		hold := g.hold
 		g.mu.Unlock()
+		g.count(mailbox, op)
 		defer func() { g.mu.Lock(); g.limiter.release(mailbox); g.mu.Unlock() }()
 		if hold != nil {
 			select {
@@ -244,6 +314,10 @@ func (g *GraphServer) mailbox(h func(w http.ResponseWriter, r *http.Request, mai
 		}
 		if e, ok := g.failures.take(mailbox); ok {
 			writeGraphError(w, e)
+			return
+		}
+		if e, ok := g.opFailures.take(opKey(mailbox, op)); ok && e != GraphPass {
+			failRequest(w, r, e)
 			return
 		}
 		h(w, r, mailbox)
@@ -513,6 +587,11 @@ func (g *GraphServer) handleUploadChunk(w http.ResponseWriter, r *http.Request) 
 			Message: "The upload URL is pre-authenticated; send no Authorization header."})
 		return
 	}
+	g.count(up.mailbox, GraphOpUploadChunk)
+	if e, ok := g.opFailures.take(opKey(up.mailbox, GraphOpUploadChunk)); ok && e != GraphPass {
+		failRequest(w, r, e)
+		return
+	}
 	start, end, total, ok := parseContentRange(r.Header.Get("Content-Range"))
 	g.mu.Lock()
 	received := len(up.att.data)
@@ -545,6 +624,7 @@ func (g *GraphServer) uploadDone(w http.ResponseWriter, sid string, up *graphUpl
 		return
 	}
 	up.att.data = append(up.att.data, chunk...)
+	g.ranges = append(g.ranges, fmt.Sprintf("bytes %d-%d/%d", start, start+len(chunk)-1, up.size))
 	up.expires = time.Now().Add(15 * time.Minute) // each chunk extends the session
 	n := len(up.att.data)
 	if n < up.size {
@@ -607,6 +687,34 @@ func (g *GraphServer) handleSendDraft(w http.ResponseWriter, r *http.Request, ma
 	delete(g.drafts, r.PathValue("id")) // sent: it moves to Sent Items
 	g.mu.Unlock()
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// failRequest answers a scripted failure; GraphDropConnection reads the
+// request whole and closes the connection without an answer.
+func failRequest(w http.ResponseWriter, r *http.Request, e GraphError) {
+	if e == GraphDropConnection {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 256<<20))
+		panic(http.ErrAbortHandler)
+	}
+	writeGraphError(w, e)
+}
+
+// handleDeleteDraft deletes a draft and any upload session still open
+// for it (Microsoft Graph: message delete → 204 No Content).
+func (g *GraphServer) handleDeleteDraft(w http.ResponseWriter, r *http.Request, mailbox string) {
+	if _, ok := g.draft(w, r, mailbox); !ok {
+		return
+	}
+	id := r.PathValue("id")
+	g.mu.Lock()
+	delete(g.drafts, id)
+	for sid, up := range g.uploads {
+		if up.draftID == id {
+			delete(g.uploads, sid)
+		}
+	}
+	g.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // writeGraphError writes Graph's error format, with the innerError Graph

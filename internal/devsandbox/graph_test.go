@@ -485,3 +485,88 @@ func TestGraphScriptedErrors(t *testing.T) {
 		t.Errorf("over the mailbox's MaxSendSize: %d %s", r.status, code)
 	}
 }
+
+// createDraft creates a draft from MIME and returns its id.
+func createDraft(t *testing.T, sb *devsandbox.Sandbox, token, raw string) string {
+	t.Helper()
+	r := doRequest(t, sb, "POST", sb.Graph.URL+"/v1.0/users/"+graphMailbox+"/messages", token, "text/plain", b64(raw))
+	var draft struct{ ID string }
+	if err := json.Unmarshal(r.body, &draft); err != nil || r.status != http.StatusCreated || draft.ID == "" {
+		t.Fatalf("create draft: %d %s", r.status, r.body)
+	}
+	return draft.ID
+}
+
+func TestGraphDeleteDraftEndsItsUploadSessions(t *testing.T) {
+	sb := testutil.Sandbox(t, devsandbox.Options{})
+	token := tokenFor(t, sb, "", devsandbox.GraphScope)
+	users := sb.Graph.URL + "/v1.0/users/" + graphMailbox
+	id := createDraft(t, sb, token, plainMessage)
+	r := doRequest(t, sb, "POST", users+"/messages/"+id+"/attachments/createUploadSession", token, "application/json",
+		fmt.Appendf(nil, `{"AttachmentItem":{"attachmentType":"file","name":"big.bin","size":%d}}`, devsandbox.GraphMinUploadSession))
+	var session struct {
+		UploadURL string `json:"uploadUrl"`
+	}
+	if err := json.Unmarshal(r.body, &session); err != nil || r.status != http.StatusCreated {
+		t.Fatalf("createUploadSession for the 2 MiB minimum: %d %s", r.status, r.body)
+	}
+	if r := doRequest(t, sb, "DELETE", users+"/messages/"+id, token, "", nil); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", r.status, r.body)
+	}
+	if sb.Graph.Drafts() != 0 {
+		t.Errorf("%d drafts after DELETE", sb.Graph.Drafts())
+	}
+	put := doRequest(t, sb, "PUT", session.UploadURL, "", "application/octet-stream", make([]byte, 100), "Content-Range", fmt.Sprintf("bytes 0-99/%d", devsandbox.GraphMinUploadSession))
+	if put.status != http.StatusNotFound {
+		t.Errorf("PUT to the deleted draft's session: %d", put.status)
+	}
+	for _, method := range []string{"DELETE", "POST"} {
+		path := users + "/messages/" + id
+		if method == "POST" {
+			path += "/send"
+		}
+		if r := doRequest(t, sb, method, path, token, "", nil); r.status != http.StatusNotFound {
+			t.Errorf("%s of the deleted draft: %d", method, r.status)
+		}
+	}
+	if n := sb.Graph.Requests(graphMailbox, devsandbox.GraphOpDeleteDraft); n != 2 {
+		t.Errorf("%d DELETE requests counted, want 2", n)
+	}
+}
+
+func TestGraphFailNextAtScriptsOneOperation(t *testing.T) {
+	sb := testutil.Sandbox(t, devsandbox.Options{})
+	token := tokenFor(t, sb, "", devsandbox.GraphScope)
+	users := sb.Graph.URL + "/v1.0/users/" + graphMailbox
+	sb.Graph.FailNextAt(graphMailbox, devsandbox.GraphOpAddAttachment, devsandbox.GraphPass, devsandbox.GraphThrottled(3), devsandbox.GraphDropConnection)
+	id := createDraft(t, sb, token, plainMessage) // another operation: not scripted
+	attach := func() (*http.Response, error) {
+		req, _ := http.NewRequest("POST", users+"/messages/"+id+"/attachments", strings.NewReader(
+			`{"@odata.type":"#microsoft.graph.fileAttachment","name":"a.txt","contentType":"text/plain; charset=iso-8859-1","contentBytes":"`+
+				base64.StdEncoding.EncodeToString([]byte("caf\xe9"))+`"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		return sandboxClient(sb).Do(req)
+	}
+	statuses := []int{}
+	for range 3 {
+		resp, err := attach()
+		if err != nil {
+			statuses = append(statuses, 0) // the dropped connection
+			continue
+		}
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	if diff := cmp.Diff([]int{http.StatusCreated, http.StatusTooManyRequests, 0}, statuses); diff != "" {
+		t.Errorf("statuses (-want +got):\n%s", diff)
+	}
+	if r := doRequest(t, sb, "POST", users+"/messages/"+id+"/send", token, "", nil); r.status != http.StatusAccepted {
+		t.Fatalf("send: %d %s", r.status, r.body)
+	}
+	// The text file keeps its charset beside the name Exchange adds.
+	data := sb.Graph.Messages()[0].Data
+	if !bytes.Contains(data, []byte(`Content-Type: text/plain; charset=iso-8859-1; name=a.txt`)) {
+		t.Errorf("attachment's Content-Type lost its charset:\n%s", data)
+	}
+}

@@ -61,16 +61,19 @@ func wrapMixed(header, body []byte, atts []graphAttachment) []byte {
 
 // writeAttachmentPart writes "--boundary" and one base64 attachment part.
 func writeAttachmentPart(out *bytes.Buffer, boundary string, a graphAttachment) {
-	ct := a.contentType
-	if ct == "" {
-		ct = "application/octet-stream"
+	// Graph's contentType may carry parameters (a text file's charset);
+	// the file's name is added to them.
+	ct, params, err := mime.ParseMediaType(a.contentType)
+	if err != nil || ct == "" {
+		ct, params = "application/octet-stream", map[string]string{}
 	}
+	params["name"] = a.name
 	disposition := "attachment"
 	if a.inline {
 		disposition = "inline"
 	}
 	out.WriteString("--" + boundary + "\r\n")
-	out.WriteString("Content-Type: " + mime.FormatMediaType(ct, map[string]string{"name": a.name}) + "\r\n")
+	out.WriteString("Content-Type: " + mime.FormatMediaType(ct, params) + "\r\n")
 	out.WriteString("Content-Disposition: " + mime.FormatMediaType(disposition, map[string]string{"filename": a.name}) + "\r\n")
 	if a.contentID != "" {
 		out.WriteString("Content-ID: <" + strings.Trim(a.contentID, "<>") + ">\r\n")

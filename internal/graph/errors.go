@@ -46,10 +46,17 @@ var (
 	// RFC 3463 5.6.0: the relay cannot tell whom Graph would send it to.
 	errHeaderUnreadable = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "The message's To or Cc field does not parse as an address list, or its header exceeds 64 KiB; the relay cannot make Microsoft Graph deliver to the envelope only"}
-	// TODO(issue 12): drafts and upload sessions for messages over the
-	// sendMail request limit.
-	errTooLargeYet = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
-		Message: fmt.Sprintf("Message too large for this transport yet: Microsoft Graph sendMail takes up to %d bytes", maxMessageBytes)}
+	// RFC 3463 5.3.4: over Exchange Online's largest message size.
+	errTooLarge = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+		Message: fmt.Sprintf("Message too large for Microsoft Graph: Exchange Online sends messages of up to %d bytes", maxGraphMessageBytes)}
+	// RFC 3463 5.6.0: a message over sendMail's limit must be split
+	// along its MIME structure.
+	errStructureRefused = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: fmt.Sprintf("The message is too large for one Microsoft Graph request and its MIME structure cannot be split (broken multipart syntax, more than %d parts or nested deeper than %d)", maxParts, maxDepth)}
+	errUploadSessionLost = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 5},
+		Message: "Provider: Microsoft Graph dropped an attachment's upload session; try again later"}
+	errUnexpectedAnswer = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 5},
+		Message: "Provider: Microsoft Graph gave an answer the relay cannot use; try again later"}
 )
 
 // failure is a classified failure with what it tells the circuits and the

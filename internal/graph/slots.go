@@ -24,6 +24,14 @@ type mailboxSlots struct {
 
 var processSlots = &mailboxSlots{size: maxConcurrentPerMailbox}
 
+// maxLargePerMailbox bounds the draft-and-upload sequences of a mailbox
+// in flight: each holds one request slot for minutes, so at most half
+// of them go to large messages.
+const maxLargePerMailbox = maxConcurrentPerMailbox / 2
+
+// largeSlots is taken before processSlots by a large message's sequence.
+var largeSlots = &mailboxSlots{size: maxLargePerMailbox}
+
 // acquire waits for one of the mailbox's slots, or for ctx.
 func (s *mailboxSlots) acquire(ctx context.Context, mailbox string) (release func(), err error) {
 	sem := s.semaphore(strings.ToLower(mailbox))

@@ -25,7 +25,8 @@ type TokenSource interface {
 const DefaultBaseURL = "https://graph.microsoft.com"
 
 // Transport delivers an account's messages through Microsoft Graph
-// sendMail: the delivery contract of package transport on top of the
+// (sendMail, or a draft with attachments for larger messages): the
+// delivery contract of package transport on top of the
 // account's token, its limits (as reservations) and its circuits.
 type Transport struct {
 	// Account is the sending mailbox (the {address} of the request).
@@ -53,8 +54,8 @@ var defaultHTTP = &http.Client{Timeout: 2 * time.Minute}
 // contacted at Body only, so the circuits' probe slots are held there.
 func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
 	d := &delivery{t: t, env: env, seen: map[string]bool{}, log: t.logger().With("msgid", env.ID, "account", t.Account)}
-	if env.Mail.Size > maxMessageBytes {
-		return nil, d.fail(local(errTooLargeYet, nil))
+	if env.Mail.Size > maxGraphMessageBytes {
+		return nil, d.fail(local(errTooLarge, nil))
 	}
 	release, f := d.admit(time.Now())
 	if f != nil {
@@ -159,7 +160,7 @@ func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.R
 	if len(d.rcpts) == 0 {
 		return transport.Result{}, d.fail(local(errNoRecipients, nil))
 	}
-	payload, f := d.prepare(msg)
+	send, f := d.prepare(msg)
 	if f != nil {
 		return transport.Result{}, d.fail(f)
 	}
@@ -167,7 +168,7 @@ func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.R
 	if f != nil {
 		return transport.Result{}, d.fail(f)
 	}
-	reply, f := d.send(ctx, payload)
+	reply, f := send(ctx)
 	release()
 	d.record(f)
 	if f != nil {
@@ -176,6 +177,34 @@ func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.R
 	d.res.Commit()
 	d.done = true
 	return transport.Result{Reply: reply}, nil
+}
+
+// prepare reads the message, fits its header to the envelope, and
+// returns how to send it: with sendMail when it fits one request, else as
+// a draft with its large parts attached.
+func (d *delivery) prepare(msg transport.Message) (func(context.Context) (string, *failure), *failure) {
+	if msg.Size() > maxGraphMessageBytes {
+		return nil, local(errTooLarge, nil)
+	}
+	fit, f := d.fitted(msg)
+	if f != nil {
+		return nil, f
+	}
+	if a := fit.Adj; a.Dropped > 0 || a.Blind > 0 || a.Bccs > 0 {
+		d.log.Info("header recipients fitted to the envelope", "bcc_added", a.Blind, "outside_envelope_removed", a.Dropped, "client_bcc_fields_removed", a.Bccs)
+	}
+	if fit.Size <= maxMessageBytes {
+		payload, f := encodeSendMail(fit)
+		if f != nil {
+			return nil, f
+		}
+		return func(ctx context.Context) (string, *failure) { return d.sendMail(ctx, payload) }, nil
+	}
+	lm, f := d.prepareLarge(msg, fit)
+	if f != nil {
+		return nil, f
+	}
+	return func(ctx context.Context) (string, *failure) { return d.sendLarge(ctx, lm) }, nil
 }
 
 // Reset ends the transaction without sending (dry run): having a token

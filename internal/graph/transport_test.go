@@ -219,24 +219,6 @@ func TestGraphErrors(t *testing.T) {
 	}
 }
 
-func TestTooLargeForSendMailIsRefusedLocally(t *testing.T) {
-	f := newFixture(t)
-	big := crlf("To: a@example.com\nSubject: s\n\n") + strings.Repeat("0123456789abcdef\r\n", (3<<20)/18+1)
-	_, err := deliver(t, f.tr, transport.MailOptions{}, []string{"a@example.com"}, big)
-	te := transport.As(err)
-	if te.Kind != transport.KindLocal || te.Reply.Code != 552 || te.Reply.EnhancedCode != (smtp.EnhancedCode{5, 3, 4}) {
-		t.Fatalf("error %v (%s), want a local 552 5.3.4", err, transport.ReplyText(te.Reply))
-	}
-	// A declared SIZE over the limit is refused at MAIL.
-	_, err = f.tr.Begin(context.Background(), transport.Envelope{ID: "m2", Account: mailbox, From: mailbox, Mail: transport.MailOptions{Size: 4 << 20}})
-	if te := transport.As(err); te.Kind != transport.KindLocal || te.Reply.Code != 552 {
-		t.Fatalf("Begin with SIZE=4MiB: %v", err)
-	}
-	if n := f.sb.Graph.PeakConcurrency(mailbox); n != 0 {
-		t.Errorf("Graph was contacted (%d requests)", n)
-	}
-}
-
 func TestRevokedTokenIsRefreshedOnce(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
