@@ -126,3 +126,86 @@ account_group "sa" {
 		t.Errorf("clock skew: exit %d\n%s", code, out)
 	}
 }
+
+// account test checks an HTTP transport's account without sending: a
+// token, then a message without recipients that the provider refuses
+// after checking the token and the mailbox.
+func TestAccountTestHTTPTransports(t *testing.T) {
+	sb := testutil.Sandbox(t, devsandbox.Options{})
+	sb.Tokens.AddClient("graph-app", "graph-app-secret")
+	key, err := sb.Tokens.AddServiceAccount("svc@project.iam.gserviceaccount.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Gmail.FailAlways("policy@gws.test", &devsandbox.GmailDomainPolicy)
+	sb.Graph.FailAlways("denied@contoso.test", &devsandbox.GraphAccessDenied)
+	dir := t.TempDir()
+	ca := testutil.WriteFile(t, dir, "ca.pem", string(sb.CA.PEM))
+	keyFile := testutil.WriteFile(t, dir, "sa.json", string(key))
+	cfg := testutil.WriteFile(t, dir, "relay.hcl", fmt.Sprintf(`
+listener "l" {
+  address  = "127.0.0.1:0"
+  tls_mode = "none"
+}
+provider "gmail" {
+  preset        = "custom"
+  token_url     = %q
+  transport     = "gmail_api"
+  gmail_api_url = %q
+  ca_file       = %q
+  scopes        = [%q]
+}
+provider "graph" {
+  preset    = "custom"
+  token_url = %q
+  transport = "graph"
+  graph_url = %q
+  ca_file   = %q
+  scopes    = [%q]
+}
+account_group "gws" {
+  provider            = "gmail"
+  flow                = "service_account"
+  service_account_key = "file://%s"
+  account "*@gws.test" {}
+}
+account_group "m365" {
+  provider      = "graph"
+  flow          = "client_credentials"
+  client_id     = "graph-app"
+  client_secret = "graph-app-secret"
+  account "*@contoso.test" {}
+}
+`, sb.Tokens.URL, sb.Gmail.URL, ca, config.GoogleScope, sb.Tokens.URL, sb.Graph.URL, ca, config.GraphAppOnlyScope, keyFile))
+	tests := []struct {
+		name, account string
+		code          int
+		want          []string
+	}{
+		{"Gmail API mailbox of a domain-wide account", "anyone@gws.test", 0, []string{"ok   token", "ok   gmail_api", "nothing was sent", "OK: the relay can send as anyone@gws.test"}},
+		{"Gmail API disabled by the domain's policy", "policy@gws.test", 1, []string{"ok   token", "FAIL gmail_api", "domainPolicy", "Admin console"}},
+		{"Graph mailbox", "scans@contoso.test", 0, []string{"ok   token", "ok   graph", "OK: the relay can send as scans@contoso.test"}},
+		{"Graph access denied", "denied@contoso.test", 1, []string{"FAIL graph", "ErrorAccessDenied", "access policy"}},
+		{"the pattern itself is no mailbox", "*@gws.test", 1, []string{"FAIL account"}},
+		{"outside the domain", "x@other.test", 1, []string{"FAIL account"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := run(t, "", "account", "test", "-config", cfg, tc.account)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tc.code, out, errOut)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, "graph-app-secret") {
+				t.Errorf("output reveals a secret:\n%s", out)
+			}
+		})
+	}
+	if n := len(sb.Gmail.Messages()) + len(sb.Graph.Messages()); n != 0 {
+		t.Errorf("account test sent %d messages", n)
+	}
+}

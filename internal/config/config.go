@@ -361,6 +361,9 @@ type Client struct {
 	// sent as: envelope sender and From header rewritten (lower case).
 	SendAs   string
 	DefRange hcl.Range
+	// AllowedSendersRange and SendAsRange are where those were written
+	// (zero when not), for diagnostics made after every group is read.
+	AllowedSendersRange, SendAsRange hcl.Range
 }
 
 // ClientNetwork is one entry of a client's networks.

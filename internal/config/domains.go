@@ -94,3 +94,35 @@ func (d *decoder) domainAccount(g *AccountGroup, a *Account, ra rawAccount, labe
 		d.errorf(labelRange, "Domain-wide account needs an application credential", "Account %q sends as every mailbox of %s, which needs a credential valid for any of them: flow = \"client_credentials\" (Microsoft app-only) or flow = \"service_account\" (Google domain-wide delegation). A refresh token belongs to one mailbox: declare each mailbox as an account instead.", a.Address, a.Domain)
 	}
 }
+
+// checkSendersAcrossGroups refuses, in a client's allowed_senders and
+// send_as, an address that a domain-wide account of the client's group
+// covers but that is declared as an account of another group: an address
+// belongs to one group only, and only that group's clients send as it.
+func (d *decoder) checkSendersAcrossGroups(groups []*AccountGroup) {
+	owner := map[string]*AccountGroup{}
+	for _, g := range groups {
+		for _, a := range g.Accounts {
+			if !a.IsDomain() {
+				owner[a.Address] = g
+			}
+		}
+	}
+	for _, g := range groups {
+		for _, c := range g.Clients {
+			check := func(addr string, rng hcl.Range, what string) {
+				if o := owner[addr]; o != nil && o != g {
+					d.errorf(rng, "Sender is not an account of the group", "Client %q %s %q, which is not an account of group %q but of group %q; only that group's clients can send as it (an address belongs to one group).", c.Name, what, addr, g.Name, o.Name)
+				}
+			}
+			if c.AllowedSendersRange != (hcl.Range{}) {
+				for _, s := range c.AllowedSenders {
+					check(s, c.AllowedSendersRange, "may send as")
+				}
+			}
+			if c.SendAs != "" {
+				check(c.SendAs, c.SendAsRange, "sends as")
+			}
+		}
+	}
+}

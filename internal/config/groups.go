@@ -539,7 +539,11 @@ func (d *decoder) client(g *AccountGroup, rc rawClient, labelRange hcl.Range, se
 		d.errorf(labelRange, "Client cannot be recognised", "Client %q needs password_hash (it authenticates with SMTP AUTH), networks (hosts of these networks are this client without AUTH), or both. Create a hash with `oauthrelay hash-password`.", rc.Name)
 	}
 	c.AllowedSenders = d.allowedSenders(g, rc, labelRange)
+	if rc.AllowedSenders != nil {
+		c.AllowedSendersRange = attrRange(rc.Body, "allowed_senders", labelRange)
+	}
 	if rc.SendAs != nil {
+		c.SendAsRange = attrRange(rc.Body, "send_as", labelRange)
 		c.SendAs = d.sendAs(g, c, rc, labelRange)
 	}
 	if rc.Networks != nil && rc.AllowedSenders == nil && rc.SendAs == nil {
@@ -569,6 +573,10 @@ func (d *decoder) allowedSenders(g *AccountGroup, rc rawClient, labelRange hcl.R
 	}
 	for _, s := range rc.AllowedSenders {
 		addr := strings.ToLower(strings.TrimSpace(s))
+		if _, pattern := domainPattern(addr); !pattern && !validAddress(addr) {
+			d.errorf(rng, "Invalid sender", "Client %q: %q in allowed_senders is not a mailbox address such as \"scans@example.com\", nor a domain-wide account's \"*@example.com\".", rc.Name, s)
+			continue
+		}
 		if g.Account(addr) == nil {
 			d.errorf(rng, "Sender is not an account of the group", "Client %q may send as %q, which is not an account of group %q (nor an address of one of its domain-wide accounts); the relay can only send as the group's own accounts.", rc.Name, s, g.Name)
 			continue
@@ -582,7 +590,7 @@ func (d *decoder) allowedSenders(g *AccountGroup, rc rawClient, labelRange hcl.R
 func (d *decoder) sendAs(g *AccountGroup, c *Client, rc rawClient, labelRange hcl.Range) string {
 	rng := attrRange(rc.Body, "send_as", labelRange)
 	addr := strings.ToLower(strings.TrimSpace(*rc.SendAs))
-	if !validAddress(addr) {
+	if !validAddress(addr) || strings.HasPrefix(addr, "*@") {
 		d.errorf(rng, "Invalid send_as", "Client %q: send_as must be a mailbox address such as \"scans@example.com\"; got %q.", rc.Name, *rc.SendAs)
 		return ""
 	}
@@ -598,7 +606,8 @@ func (d *decoder) sendAs(g *AccountGroup, c *Client, rc rawClient, labelRange hc
 }
 
 // MaySendAs reports whether the client's allowed senders include addr
-// (lower case), by address or by a domain-wide "*@domain".
+// (lower case): by address, or by a domain-wide "*@domain" when addr is
+// not declared as an account of its own.
 func (c *Client) MaySendAs(addr string) bool {
 	if strings.HasPrefix(addr, "*@") {
 		return false // the pattern, not a mailbox
@@ -607,6 +616,16 @@ func (c *Client) MaySendAs(addr string) bool {
 		if s == addr {
 			return true
 		}
+	}
+	if c.Group != nil {
+		if a := c.Group.Account(addr); a != nil && !a.IsDomain() {
+			// An account of its own is not one of the domain-wide
+			// account's mailboxes: it must be named (as the relay
+			// decides at MAIL).
+			return false
+		}
+	}
+	for _, s := range c.AllowedSenders {
 		if domain, ok := strings.CutPrefix(s, "*@"); ok && strings.HasSuffix(addr, "@"+domain) {
 			return true
 		}

@@ -228,6 +228,7 @@ func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 			cfg.Groups = append(cfg.Groups, g)
 		}
 	}
+	d.checkSendersAcrossGroups(cfg.Groups)
 	d.checkNetworks(cfg.Clients())
 	if len(cfg.Listeners) == 0 && !d.diags.HasErrors() {
 		d.errorf(firstRange(files), "No listener", "Declare at least one listener block, such as listener \"submission\" { address = \"127.0.0.1:587\" }.")

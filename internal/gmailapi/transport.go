@@ -40,6 +40,11 @@ type Transport struct {
 	// by its accounts); nil disables one.
 	Circuit, ProviderCircuit *limits.Circuit
 	Log                      hclog.Logger
+	// Member names the mailbox in the provider circuit's count of failing
+	// mailboxes (default: Account); the mailboxes of a domain-wide
+	// account share one name, so that senders a client makes up cannot
+	// open the provider's circuit for every mailbox.
+	Member string
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -56,7 +61,7 @@ var defaultHTTP = &http.Client{Timeout: 5 * time.Minute}
 func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
 	log := t.logger().With("msgid", env.ID, "account", t.Account)
 	d := &delivery{t: t, env: env, log: log, seen: map[string]bool{},
-		adm: &httpsend.Admission{Account: t.Account, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}
+		adm: &httpsend.Admission{Account: t.Account, Member: t.Member, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}
 	if env.Mail.Size > MaxMessageBytes {
 		return nil, d.adm.Fail(httpsend.Local(errTooLarge, nil))
 	}

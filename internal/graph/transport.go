@@ -42,6 +42,11 @@ type Transport struct {
 	// accounts); nil disables one.
 	Circuit, ProviderCircuit *limits.Circuit
 	Log                      hclog.Logger
+	// Member names the mailbox in the provider circuit's count of failing
+	// mailboxes (default: Account); the mailboxes of a domain-wide
+	// account share one name, so that senders a client makes up cannot
+	// open the provider's circuit for every mailbox.
+	Member string
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -242,7 +247,7 @@ func (d *delivery) record(f *failure) {
 		d.t.Circuit.Record(now, d.t.Account, acct)
 	}
 	if prov != 0 && d.t.ProviderCircuit != nil {
-		d.t.ProviderCircuit.Record(now, d.t.Account, prov)
+		d.t.ProviderCircuit.Record(now, limits.MemberName(d.t.Member, d.t.Account), prov)
 	}
 }
 

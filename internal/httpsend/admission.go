@@ -16,6 +16,11 @@ import (
 type Admission struct {
 	// Account is the sending mailbox (the circuits' member).
 	Account string
+	// Member names the mailbox in the provider circuit's count of failing
+	// mailboxes (default: Account); the mailboxes of a domain-wide
+	// account share one name, so that senders a client makes up cannot
+	// open the provider's circuit for every mailbox.
+	Member string
 	// Provider names the service in log lines ("Microsoft Graph").
 	Provider string
 	// Limits are the account's sending limits (nil: none).
@@ -83,7 +88,7 @@ func (a *Admission) Record(f *Failure) {
 		a.Circuit.Record(now, a.Account, acct)
 	}
 	if prov != 0 && a.ProviderCircuit != nil {
-		a.ProviderCircuit.Record(now, a.Account, prov)
+		a.ProviderCircuit.Record(now, limits.MemberName(a.Member, a.Account), prov)
 	}
 }
 

@@ -319,3 +319,13 @@ func AllowAll(now time.Time, circuits ...*Circuit) (release func(), refused *Cir
 	}
 	return release, nil, nil
 }
+
+// MemberName is the member a mailbox counts as in a provider's circuit:
+// member when set (the mailboxes of a domain-wide account share one),
+// else the mailbox itself.
+func MemberName(member, mailbox string) string {
+	if member != "" {
+		return member
+	}
+	return mailbox
+}

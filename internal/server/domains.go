@@ -1,19 +1,26 @@
 package server
 
 import (
+	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/relay"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // domainIdle is how long a mailbox of a domain-wide account goes unused
 // before it may make room for another: longer than a day, so that no
 // daily quota it counts is forgotten while it matters.
 const domainIdle = 25 * time.Hour
+
+// domainGrace is how long a mailbox opened but never tried keeps its
+// place: between MAIL (which opens it) and Begin it is not yet in use.
+const domainGrace = time.Minute
 
 // domainAccount serves a domain-wide account (README "Domain-wide
 // accounts"): each mailbox of the domain gets a mailbox of its own —
@@ -38,7 +45,70 @@ type domainAccount struct {
 
 type domainBox struct {
 	m    *mailbox
-	used time.Time
+	used time.Time // guarded by the account's mu
+	// inFlight counts its deliveries between Begin and their end;
+	// tried is set once a delivery ended (or failed to begin), delivered
+	// by its first delivered message.
+	inFlight         atomic.Int64
+	tried, delivered atomic.Bool
+}
+
+// newBox wraps a mailbox's transport so that the box knows whether it is
+// in use and whether it ever delivered (see evict).
+func newBox(m *mailbox, used time.Time) *domainBox {
+	box := &domainBox{m: m, used: used}
+	m.acct.Transport = &boxTransport{Transport: m.acct.Transport, box: box}
+	return box
+}
+
+// boxTransport counts a domain mailbox's deliveries.
+type boxTransport struct {
+	transport.Transport
+	box *domainBox
+}
+
+func (t *boxTransport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
+	d, err := t.Transport.Begin(ctx, env)
+	if err != nil {
+		t.box.tried.Store(true)
+		return nil, err
+	}
+	t.box.inFlight.Add(1)
+	return &boxDelivery{Delivery: d, box: t.box}, nil
+}
+
+// boxDelivery ends its count once, at Body, Reset or Abort (the contract
+// ends a delivery with Body or Abort).
+type boxDelivery struct {
+	transport.Delivery
+	box  *domainBox
+	once sync.Once
+}
+
+func (d *boxDelivery) end() {
+	d.once.Do(func() {
+		d.box.tried.Store(true)
+		d.box.inFlight.Add(-1)
+	})
+}
+
+func (d *boxDelivery) Body(ctx context.Context, msg transport.Message) (transport.Result, error) {
+	defer d.end()
+	res, err := d.Delivery.Body(ctx, msg)
+	if err == nil {
+		d.box.delivered.Store(true)
+	}
+	return res, err
+}
+
+func (d *boxDelivery) Reset(ctx context.Context) error {
+	defer d.end()
+	return d.Delivery.Reset(ctx)
+}
+
+func (d *boxDelivery) Abort() {
+	d.Delivery.Abort()
+	d.end()
 }
 
 // newDomainAccount prepares a domain-wide account; with prev (the same
@@ -55,7 +125,9 @@ func (b *built) newDomainAccount(spec mailboxSpec, d deps, prev *domainAccount) 
 		if _, static := b.state.Accounts[addr]; static {
 			continue
 		}
-		da.boxes[addr] = &domainBox{m: da.build(b.plan, addr), used: pb.used}
+		box := newBox(da.build(b.plan, addr), pb.used)
+		box.delivered.Store(pb.delivered.Load())
+		da.boxes[addr] = box
 	}
 	return da
 }
@@ -84,14 +156,14 @@ func (da *domainAccount) openMailbox(addr string) (*mailbox, error) {
 		box.used = now
 		return box.m, nil
 	}
-	if len(da.boxes) >= da.spec.account.MaxMailboxes && !da.evictIdle(now) {
-		da.d.log.Warn("domain-wide account serves max_mailboxes mailboxes, none idle for a day; a new mailbox waits", "account", da.spec.account.Address, "max_mailboxes", da.spec.account.MaxMailboxes)
+	if len(da.boxes) >= da.spec.account.MaxMailboxes && !da.evict(now) {
+		da.d.log.Warn("domain-wide account serves max_mailboxes mailboxes, each in use or sent with within a day; a new mailbox waits", "account", da.spec.account.Address, "max_mailboxes", da.spec.account.MaxMailboxes)
 		return nil, relay.ErrDomainBusy
 	}
 	p := da.d.registry.newPlan()
 	m := da.build(p, addr)
 	da.d.registry.adopt(p, now)
-	da.boxes[addr] = &domainBox{m: m, used: now}
+	da.boxes[addr] = newBox(m, now)
 	da.d.log.Debug("domain-wide account opened a mailbox", "account", da.spec.account.Address, "mailbox", addr, "open", len(da.boxes))
 	return m, nil
 }
@@ -108,16 +180,23 @@ func (da *domainAccount) build(p *plan, addr string) *mailbox {
 	return da.b.newMailbox(p, s, da.d)
 }
 
-// evictIdle forgets the least recently used mailbox if it has been idle
-// for domainIdle; it reports whether it made room.
-func (da *domainAccount) evictIdle(now time.Time) bool {
+// evict forgets the least recently used mailbox that may go, and reports
+// whether there was one. A mailbox may go when no delivery uses it and
+// either it never delivered a message (it counts nothing a day's quota
+// needs: a made-up or refused sender must not hold a place for a day) and
+// was tried or opened more than domainGrace ago, or it has been idle for
+// domainIdle.
+func (da *domainAccount) evict(now time.Time) bool {
 	var oldest string
 	for addr, box := range da.boxes {
-		if oldest == "" || box.used.Before(da.boxes[oldest].used) {
+		idle := now.Sub(box.used)
+		unproven := !box.delivered.Load() && (box.tried.Load() || idle >= domainGrace)
+		mayGo := box.inFlight.Load() == 0 && (idle >= domainIdle || unproven)
+		if mayGo && (oldest == "" || box.used.Before(da.boxes[oldest].used)) {
 			oldest = addr
 		}
 	}
-	if oldest == "" || now.Sub(da.boxes[oldest].used) < domainIdle {
+	if oldest == "" {
 		return false
 	}
 	da.d.registry.forget(da.boxes[oldest].m)
@@ -131,7 +210,9 @@ func (da *domainAccount) recent(n int) []*domainBox {
 	defer da.mu.Unlock()
 	out := make([]*domainBox, 0, len(da.boxes))
 	for _, box := range da.boxes {
-		out = append(out, &domainBox{m: box.m, used: box.used})
+		c := &domainBox{m: box.m, used: box.used}
+		c.delivered.Store(box.delivered.Load())
+		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].used.After(out[j].used) })
 	if len(out) > n {

@@ -25,13 +25,30 @@ func TestDomainAccountEviction(t *testing.T) {
 	}
 	box("new@x.test", time.Minute)
 	box("day@x.test", 23*time.Hour)
-	if da.evictIdle(now) {
-		t.Fatal("evicted a mailbox used within the day")
+	for _, b := range da.boxes {
+		b.delivered.Store(true)
+	}
+	box("opening@x.test", time.Second) // opened at MAIL, not yet in use
+	if da.evict(now) {
+		t.Fatal("evicted a mailbox that delivered within the day, or one just opened")
 	}
 	box("old@x.test", 26*time.Hour)
-	if !da.evictIdle(now) {
+	da.boxes["old@x.test"].inFlight.Add(1)
+	if da.evict(now) {
+		t.Fatal("evicted a mailbox with a delivery in flight")
+	}
+	da.boxes["old@x.test"].inFlight.Add(-1)
+	if !da.evict(now) {
 		t.Fatal("kept a mailbox idle for 26 hours at max_mailboxes")
 	}
+	if _, ok := da.boxes["old@x.test"]; ok {
+		t.Fatalf("evicted another mailbox than the idle one: %v", da.boxes)
+	}
+	box("refused@x.test", 2*time.Minute) // never delivered
+	if !da.evict(now) {
+		t.Fatal("kept a mailbox that never delivered")
+	}
+	delete(da.boxes, "opening@x.test")
 	if _, ok := da.boxes["old@x.test"]; ok || len(da.boxes) != 2 {
 		t.Errorf("boxes after eviction: %v", da.boxes)
 	}

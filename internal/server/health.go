@@ -109,11 +109,12 @@ func (r *Runtime) ready() (bool, any) {
 		degraded += as.degraded()
 		accounts[a.Address] = as
 	}
+	// The mailboxes of a domain-wide account are listed but do not make
+	// the relay degraded: a client can name a mailbox that does not exist
+	// or that the provider refuses, and that says nothing of the relay.
 	for _, da := range b.domains {
 		for _, m := range da.mailboxes() {
-			as := mailboxStatus(da.spec.group, m.source, m)
-			degraded += as.degraded()
-			accounts[m.acct.Address] = as
+			accounts[m.acct.Address] = mailboxStatus(da.spec.group, m.source, m)
 		}
 	}
 	providers := map[string]string{}

@@ -38,6 +38,9 @@ type mailboxSpec struct {
 	address string
 	pr      providerRuntime
 	source  *oauth.Source
+	// member is the mailbox's name in the provider's circuit ("" : its
+	// address; a domain-wide account's "*@domain" for its mailboxes).
+	member string
 }
 
 // newMailbox builds a mailbox from p's registry entries; it changes
@@ -56,20 +59,20 @@ func (b *built) newMailbox(p *plan, s mailboxSpec, d deps) *mailbox {
 	switch prov.Transport {
 	case config.TransportGraph:
 		t = &graph.Transport{
-			Account: s.address, BaseURL: prov.GraphURL, Tokens: s.source, HTTP: s.pr.api,
+			Account: s.address, Member: s.member, BaseURL: prov.GraphURL, Tokens: s.source, HTTP: s.pr.api,
 			Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit,
 			Log: d.log.Named("graph").With("provider", g.ProviderName),
 		}
 	case config.TransportGmailAPI:
 		t = &gmailapi.Transport{
-			Account: s.address, BaseURL: prov.GmailAPIURL, Tokens: s.source, HTTP: s.pr.api,
+			Account: s.address, Member: s.member, BaseURL: prov.GmailAPIURL, Tokens: s.source, HTTP: s.pr.api,
 			Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit,
 			Log: d.log.Named("gmailapi").With("provider", g.ProviderName),
 		}
 	default:
 		m.pool = b.smtpPool(p, s, d)
 		t = &upstream.Transport{
-			Account: s.address, Provider: g.ProviderName, Pool: m.pool,
+			Account: s.address, Member: s.member, Provider: g.ProviderName, Pool: m.pool,
 			Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit,
 			Log: d.log.Named("upstream").With("provider", g.ProviderName),
 		}

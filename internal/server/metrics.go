@@ -169,6 +169,11 @@ func (m *runtimeMetrics) Collect(ch chan<- prometheus.Metric) {
 		scope, name, _ := strings.Cut(id, ":")
 		ch <- prometheus.MustNewConstMetric(m.circuit, prometheus.GaugeValue, br.StateValue(), scope, name)
 	}
+	for _, da := range b.domains {
+		for _, mb := range da.mailboxes() {
+			ch <- prometheus.MustNewConstMetric(m.circuit, prometheus.GaugeValue, mb.circuit.StateValue(), "account", mb.acct.Address)
+		}
+	}
 	now := time.Now()
 	for _, mb := range b.allMailboxes() {
 		if mb.limits == nil {

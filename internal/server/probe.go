@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/graph"
 	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/upstream"
@@ -167,7 +168,11 @@ type apiChecker interface {
 func probeHTTP(ctx context.Context, acct *config.Account, m *mailbox) []ProbeStep {
 	p := acct.Group.Provider
 	name := map[string]string{config.TransportGraph: "graph", config.TransportGmailAPI: "gmail_api"}[p.Transport]
-	c, ok := m.acct.Transport.(apiChecker)
+	t := m.acct.Transport
+	if bt, ok := t.(*boxTransport); ok {
+		t = bt.Transport // a domain-wide account's mailbox
+	}
+	c, ok := t.(apiChecker)
 	if !ok {
 		return []ProbeStep{{Name: name, Detail: "transport " + p.Transport + " cannot be checked without sending"}}
 	}
@@ -175,8 +180,12 @@ func probeHTTP(ctx context.Context, acct *config.Account, m *mailbox) []ProbeSte
 	if err != nil {
 		step := ProbeStep{Name: name, Detail: err.Error()}
 		var f *httpsend.Failure
-		if errors.As(err, &f) {
+		var ge *graph.CheckError
+		switch {
+		case errors.As(err, &f):
 			step.Fix = f.Advice
+		case errors.As(err, &ge):
+			step.Fix = ge.Advice
 		}
 		step.Fix = joinFix(step.Fix, tlsFix(err))
 		return []ProbeStep{step}

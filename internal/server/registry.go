@@ -30,6 +30,11 @@ type registry struct {
 	limits   map[limitsKey]*limits.AccountLimits
 	circuits map[circuitKey]*limits.Circuit
 	log      hclog.Logger
+	// pending counts plans not yet committed, aborted or adopted; while
+	// one is, the pools of forgotten mailboxes are kept (in forgotten):
+	// the plan may carry a mailbox over with its pool (see forget).
+	pending   int
+	forgotten []*upstream.Pool
 }
 
 type keptSource struct {
@@ -94,6 +99,9 @@ type plan struct {
 }
 
 func (r *registry) newPlan() *plan {
+	r.mu.Lock()
+	r.pending++
+	r.mu.Unlock()
 	return &plan{
 		r:        r,
 		sources:  map[sourceKey]*oauth.Source{},
@@ -193,6 +201,36 @@ func (p *plan) abort() {
 	for _, pool := range p.created {
 		pool.Close()
 	}
+	r := p.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.planEndedLocked(nil)
+}
+
+// planEndedLocked ends one pending plan; once none is pending, the pools
+// of forgotten mailboxes that kept (nil: none) does not use are closed.
+func (r *registry) planEndedLocked(kept map[poolKey]*upstream.Pool) (stale []*upstream.Pool) {
+	r.pending--
+	if r.pending > 0 {
+		return nil
+	}
+	used := map[*upstream.Pool]bool{}
+	for _, pool := range kept {
+		used[pool] = true
+	}
+	for _, pool := range r.forgotten {
+		if !used[pool] {
+			stale = append(stale, pool)
+		}
+	}
+	r.forgotten = nil
+	if kept == nil {
+		for _, pool := range stale {
+			pool.Close()
+		}
+		return nil
+	}
+	return stale
 }
 
 // commit makes the plan the registry's content: entries the plan uses are
@@ -203,6 +241,7 @@ func (p *plan) abort() {
 func (r *registry) commit(p *plan, now time.Time) (stale []*upstream.Pool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	stale = r.planEndedLocked(p.pools)
 	for _, update := range p.updates {
 		update()
 	}
@@ -251,6 +290,7 @@ func (r *registry) allPools() []*upstream.Pool {
 func (r *registry) adopt(p *plan, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.planEndedLocked(nil)
 	for _, update := range p.updates {
 		update()
 	}
@@ -275,7 +315,10 @@ func (r *registry) adopt(p *plan, now time.Time) {
 }
 
 // forget removes one mailbox's entries (a domain-wide account's mailbox
-// idle for long enough to make room) and closes its pool.
+// that makes room for another) and closes its pool — unless a plan is
+// pending, which may have carried the mailbox over with that pool: then
+// the pool is closed when no plan is pending, if the committed plan does
+// not use it.
 func (r *registry) forget(m *mailbox) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -299,7 +342,12 @@ func (r *registry) forget(m *mailbox) {
 			delete(r.sources, k)
 		}
 	}
-	if m.pool != nil {
-		m.pool.Close()
+	if m.pool == nil {
+		return
 	}
+	if r.pending > 0 {
+		r.forgotten = append(r.forgotten, m.pool)
+		return
+	}
+	m.pool.Close()
 }

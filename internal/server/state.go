@@ -210,7 +210,9 @@ func (b *built) buildGroup(g *config.AccountGroup, pr providerRuntime, d deps, p
 			if prev != nil && prev.domains[a.Domain] != nil && prev.domains[a.Domain].spec.group.Name == g.Name {
 				before = prev.domains[a.Domain]
 			}
-			b.domains[a.Domain] = b.newDomainAccount(mailboxSpec{group: g, account: a, pr: pr, source: shared}, d, before)
+			b.domains[a.Domain] = b.newDomainAccount(mailboxSpec{group: g, account: a, pr: pr, source: shared, member: a.Address}, d, before)
+			provKey := circuitKey{scope: "provider", name: g.ProviderName, settings: g.Provider.Circuit}
+			b.breakers["provider:"+g.ProviderName] = b.plan.circuit(provKey)
 		}
 	}
 	for _, c := range g.Clients {
@@ -228,7 +230,7 @@ func (b *built) buildClient(g *config.AccountGroup, c *config.Client) *relay.Cli
 	for _, s := range c.AllowedSenders {
 		if domain, ok := strings.CutPrefix(s, "*@"); ok {
 			rc.Domains[domain] = b.domains[domain].relay
-		} else if a := b.state.Accounts[s]; a != nil {
+		} else if a := b.state.Accounts[s]; a != nil && a.Group == g.Name {
 			rc.Allowed[s] = a
 		} else if da := b.domainOf(s); da != nil {
 			rc.Mailboxes[s] = da.relay
@@ -238,7 +240,7 @@ func (b *built) buildClient(g *config.AccountGroup, c *config.Client) *relay.Cli
 		rc.Networks = append(rc.Networks, n.Prefix)
 	}
 	if c.SendAs != "" {
-		if a := b.state.Accounts[c.SendAs]; a != nil {
+		if a := b.state.Accounts[c.SendAs]; a != nil && a.Group == g.Name {
 			rc.SendAs = a
 		} else if da := b.domainOf(c.SendAs); da != nil {
 			rc.SendAsMailbox, rc.SendAsDomain = c.SendAs, da.relay

@@ -40,6 +40,11 @@ type Transport struct {
 	// the provider's accounts); nil disables one.
 	Circuit, ProviderCircuit *limits.Circuit
 	Log                      hclog.Logger
+	// Member names the mailbox in the provider circuit's count of failing
+	// mailboxes (default: Account); the mailboxes of a domain-wide
+	// account share one name, so that senders a client makes up cannot
+	// open the provider's circuit for every mailbox.
+	Member string
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -236,7 +241,7 @@ func (d *delivery) record(err error, final bool) {
 		d.t.Circuit.Record(now, d.t.Account, acct)
 	}
 	if prov != 0 && d.t.ProviderCircuit != nil {
-		d.t.ProviderCircuit.Record(now, d.t.Account, prov)
+		d.t.ProviderCircuit.Record(now, limits.MemberName(d.t.Member, d.t.Account), prov)
 	}
 }
 
