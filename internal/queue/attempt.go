@@ -130,6 +130,9 @@ func (q *Queue) attempt(ctx context.Context, c *store.Claimed, body []byte, rout
 	pending := pendingRcpts(&c.Envelope)
 	if !ok {
 		reply := fmt.Sprintf("451 4.3.5 account %s is not configured", c.Account)
+		if route.Unavailable != "" {
+			reply = route.Unavailable
+		}
 		for _, r := range pending {
 			o.set(r, store.RcptPending, reply)
 		}

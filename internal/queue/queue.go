@@ -43,6 +43,9 @@ type Route struct {
 	Transport   transport.Transport // the account's direct transport (SMTP today)
 	Concurrency int                 // max deliveries in flight for the account (its pool cap); 0 = no cap
 	Release     func()              // called when the delivery is done (lets go of the configuration); may be nil
+	// Unavailable, when the resolver answers false, is the reply recorded
+	// for the waiting recipients ("" : the account is not configured).
+	Unavailable string
 }
 
 // Resolver returns the route to an account; false when the account is not

@@ -9,12 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	vault "github.com/hashicorp/vault/api"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oauthrelay/oauthrelay/internal/bounce"
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/queue"
+	"github.com/oauthrelay/oauthrelay/internal/relay"
 	"github.com/oauthrelay/oauthrelay/internal/seal"
 	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/sqlite"
@@ -205,6 +207,10 @@ func (r *Runtime) route(account string) (queue.Route, bool) {
 	m, err := b.mailbox(account)
 	if err != nil {
 		b.state.Release()
+		var reply *smtp.SMTPError
+		if errors.As(err, &reply) && reply == relay.ErrDomainBusy {
+			return queue.Route{Unavailable: fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)}, false
+		}
 		return queue.Route{}, false
 	}
 	return queue.Route{Transport: m.acct.Transport, Concurrency: m.maxConns, Release: b.state.Release}, true
