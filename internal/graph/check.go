@@ -26,10 +26,10 @@ func (t *Transport) Check(ctx context.Context) (string, error) {
 		return "Microsoft Graph took the token and the mailbox (a message without recipients goes nowhere)", nil
 	}
 	var ae *apiError
-	if errors.As(f.err.Err, &ae) && ae.Status == http.StatusBadRequest {
+	if errors.As(f.Err.Err, &ae) && ae.Status == http.StatusBadRequest {
 		return "Microsoft Graph took the token and the mailbox, and refused the test message for naming no recipient, as it should (nothing was sent)", nil
 	}
-	return "", &CheckError{Err: f.err, Advice: f.advice}
+	return "", &CheckError{Err: f.Err, Advice: f.Advice}
 }
 
 // CheckError is a failed Check: the classified error and what to do.

@@ -17,6 +17,8 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
+
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 )
 
 // chunkBytes is the size of an upload session's PUTs: Graph takes "up to
@@ -66,12 +68,12 @@ func splitFailure(err error) *failure {
 	)
 	switch {
 	case errors.As(err, &draft), errors.As(err, &att):
-		return local(&smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+		return httpsend.Local(&smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 			Message: "Message too large for Microsoft Graph: " + err.Error()}, err)
 	case errors.As(err, &st):
-		return local(errStructureRefused, err)
+		return httpsend.Local(errStructureRefused, err)
 	}
-	return local(errLocalReply, err)
+	return httpsend.Local(httpsend.ReplyLocal, err)
 }
 
 // sendLarge sends the draft, attaches the parts that left it, and sends
@@ -82,14 +84,14 @@ func splitFailure(err error) *failure {
 // delete the draft when it fails. At most maxLargePerMailbox sequences of
 // a mailbox run at once, so that small messages keep slots of their own.
 func (d *delivery) sendLarge(ctx context.Context, lm *largeMessage) (string, *failure) {
-	releaseLarge, err := largeSlots.acquire(ctx, d.t.Account)
+	releaseLarge, err := largeSlots.Acquire(ctx, d.t.Account)
 	if err != nil {
-		return "", &failure{err: &transport.Error{Kind: transport.KindBusy, Reply: errBusy, Err: err}}
+		return "", httpsend.Busy(providerName, err)
 	}
 	defer releaseLarge()
-	release, err := processSlots.acquire(ctx, d.t.Account)
+	release, err := processSlots.Acquire(ctx, d.t.Account)
 	if err != nil {
-		return "", &failure{err: &transport.Error{Kind: transport.KindBusy, Reply: errBusy, Err: err}}
+		return "", httpsend.Busy(providerName, err)
 	}
 	defer release()
 	id, f := d.createDraft(ctx, lm.draft)
@@ -97,10 +99,10 @@ func (d *delivery) sendLarge(ctx context.Context, lm *largeMessage) (string, *fa
 		return "", f
 	}
 	reply, f := d.completeDraft(ctx, lm, id)
-	if f != nil && f.err.Kind != transport.KindAmbiguous {
+	if f != nil && f.Err.Kind != transport.KindAmbiguous {
 		d.deleteDraft(ctx, id)
 	}
-	if f != nil && f.err.Kind == transport.KindAmbiguous {
+	if f != nil && f.Err.Kind == transport.KindAmbiguous {
 		// The draft stays: if it is still in the mailbox's Drafts, the
 		// message was not sent.
 		d.log.Warn("the answer to the draft's send was lost; the draft is left in the mailbox: if it is still among its drafts, the message was not sent", "draft_id", id)
@@ -131,7 +133,7 @@ func (d *delivery) completeDraft(ctx context.Context, lm *largeMessage, id strin
 	case failed != nil:
 		return "", failed
 	case err != nil:
-		return "", local(errLocalReply, err)
+		return "", httpsend.Local(httpsend.ReplyLocal, err)
 	}
 	a, f := d.do(ctx, call{method: http.MethodPost, url: d.userURL("/messages/" + url.PathEscape(id) + "/send"), final: true})
 	if f != nil {
@@ -164,7 +166,7 @@ func (d *delivery) deleteDraft(ctx context.Context, id string) {
 	defer cancel()
 	_, f := d.do(ctx, call{method: http.MethodDelete, url: d.userURL("/messages/" + url.PathEscape(id))})
 	if f != nil {
-		d.log.Warn("could not delete the unsent draft; it stays in the mailbox's Drafts folder", "draft_id", id, "error", f.err.Error())
+		d.log.Warn("could not delete the unsent draft; it stays in the mailbox's Drafts folder", "draft_id", id, "error", f.Err.Error())
 		return
 	}
 	d.log.Info("deleted the unsent draft", "draft_id", id)
@@ -188,15 +190,15 @@ type fileAttachment struct {
 func (d *delivery) postAttachment(ctx context.Context, id string, a *attachment, content io.Reader) *failure {
 	data, err := io.ReadAll(io.LimitReader(content, uploadSessionFrom))
 	if err != nil {
-		return local(errLocalReply, err)
+		return httpsend.Local(httpsend.ReplyLocal, err)
 	}
 	if int64(len(data)) != a.size {
-		return local(errLocalReply, errContent(a, fmt.Sprintf("came out as %d bytes", len(data))))
+		return httpsend.Local(httpsend.ReplyLocal, errContent(a, fmt.Sprintf("came out as %d bytes", len(data))))
 	}
 	body, err := json.Marshal(fileAttachment{ODataType: "#microsoft.graph.fileAttachment", Name: a.name,
 		ContentType: a.contentType, IsInline: a.inline, ContentID: a.contentID, ContentBytes: data})
 	if err != nil {
-		return local(errLocalReply, err)
+		return httpsend.Local(httpsend.ReplyLocal, err)
 	}
 	_, f := d.do(ctx, call{method: http.MethodPost, url: d.userURL("/messages/" + url.PathEscape(id) + "/attachments"), contentType: "application/json", body: body})
 	return f
@@ -215,9 +217,9 @@ func (d *delivery) uploadAttachment(ctx context.Context, id string, a *attachmen
 		if err != nil {
 			var se sourceError
 			if errors.As(err, &se) {
-				return local(errLocalReply, se)
+				return httpsend.Local(httpsend.ReplyLocal, se)
 			}
-			return local(errLocalReply, errContent(a, fmt.Sprintf("ended after %d bytes", start+int64(n))))
+			return httpsend.Local(httpsend.ReplyLocal, errContent(a, fmt.Sprintf("ended after %d bytes", start+int64(n))))
 		}
 		end := start + int64(n) - 1
 		if f := d.putChunk(ctx, uploadURL, buf[:n], start, end, a.size); f != nil {
@@ -226,7 +228,7 @@ func (d *delivery) uploadAttachment(ctx context.Context, id string, a *attachmen
 		start = end + 1
 	}
 	if n, _ := io.Copy(io.Discard, content); n != 0 {
-		return local(errLocalReply, errContent(a, "is longer than at first"))
+		return httpsend.Local(httpsend.ReplyLocal, errContent(a, "is longer than at first"))
 	}
 	return nil
 }
@@ -235,7 +237,7 @@ func (d *delivery) createUploadSession(ctx context.Context, id string, a *attach
 	body, err := json.Marshal(map[string]fileAttachment{"AttachmentItem": {AttachmentType: "file", Name: a.name,
 		ContentType: a.contentType, Size: a.size, IsInline: a.inline, ContentID: a.contentID}})
 	if err != nil {
-		return "", local(errLocalReply, err)
+		return "", httpsend.Local(httpsend.ReplyLocal, err)
 	}
 	ans, f := d.do(ctx, call{method: http.MethodPost, url: d.userURL("/messages/" + url.PathEscape(id) + "/attachments/createUploadSession"),
 		contentType: "application/json", body: body})
@@ -279,12 +281,12 @@ func (d *delivery) putChunk(ctx context.Context, uploadURL string, chunk []byte,
 // relay's token was refused.
 func uploadRefused(f *failure) *failure {
 	var ae *apiError
-	if !errors.As(f.err.Err, &ae) {
+	if !errors.As(f.Err.Err, &ae) {
 		return f
 	}
 	switch ae.Status {
 	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
-		return &failure{err: &transport.Error{Kind: transport.KindProvider, Err: ae, Reply: errUploadSessionLost}}
+		return &failure{Err: &transport.Error{Kind: transport.KindProvider, Err: ae, Reply: errUploadSessionLost}}
 	}
 	return f
 }
@@ -298,5 +300,5 @@ func errContent(a *attachment, what string) error {
 // unexpectedAnswer is a 2xx answer the relay cannot use.
 func unexpectedAnswer(what string, a *answer) *failure {
 	err := fmt.Errorf("unexpected answer to %s: status %d (request-id %s)", what, a.status, a.requestID)
-	return &failure{err: &transport.Error{Kind: transport.KindProvider, Err: err, Reply: errUnexpectedAnswer}}
+	return &failure{Err: &transport.Error{Kind: transport.KindProvider, Err: err, Reply: errUnexpectedAnswer}}
 }

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptrace"
 	"strconv"
-	"sync/atomic"
 
 	"github.com/oauthrelay/oauthrelay/internal/transport"
+
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 )
 
 // maxAnswerBody bounds how much of any Graph answer is read.
@@ -49,7 +49,7 @@ func (d *delivery) do(ctx context.Context, c call) (*answer, *failure) {
 		if !c.preauthenticated {
 			var err error
 			if token, err = d.t.Tokens.Token(ctx); err != nil {
-				return nil, tokenFailure(err)
+				return nil, httpsend.TokenFailure(err)
 			}
 		}
 		a, f := d.roundTrip(ctx, c, token)
@@ -57,7 +57,7 @@ func (d *delivery) do(ctx context.Context, c call) (*answer, *failure) {
 			return a, nil
 		}
 		var ae *apiError
-		if attempt == 1 && !c.preauthenticated && errors.As(f.err.Err, &ae) && ae.Status == http.StatusUnauthorized {
+		if attempt == 1 && !c.preauthenticated && errors.As(f.Err.Err, &ae) && ae.Status == http.StatusUnauthorized {
 			d.log.Info("Microsoft Graph refused the access token; refreshing it and trying once more", "code", ae.Code, "request_id", ae.RequestID)
 			d.t.Tokens.Invalidate(token)
 			continue
@@ -71,18 +71,9 @@ func (d *delivery) do(ctx context.Context, c call) (*answer, *failure) {
 
 // roundTrip sends the request once and classifies what came back.
 func (d *delivery) roundTrip(ctx context.Context, c call, token string) (*answer, *failure) {
-	var stage atomic.Int32 // a progress; the trace runs on the transport's goroutines
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) { stage.CompareAndSwap(int32(notConnected), int32(connected)) },
-		WroteRequest: func(i httptrace.WroteRequestInfo) {
-			if i.Err == nil {
-				stage.Store(int32(written))
-			}
-		},
-	})
 	req, err := http.NewRequestWithContext(ctx, c.method, c.url, bytes.NewReader(c.body))
 	if err != nil {
-		return nil, local(errLocalReply, redact(err))
+		return nil, httpsend.Local(httpsend.ReplyLocal, httpsend.Redact(err))
 	}
 	for k, v := range c.header {
 		req.Header[k] = v
@@ -96,9 +87,9 @@ func (d *delivery) roundTrip(ctx context.Context, c call, token string) (*answer
 	if len(c.body) == 0 {
 		req.Header.Set("Content-Length", strconv.Itoa(0))
 	}
-	resp, err := d.t.client().Do(req)
-	if err != nil {
-		return nil, classifyNetwork(ctx, redact(err), progress(stage.Load()))
+	resp, f := httpsend.Do(d.t.client(), req, providerName)
+	if f != nil {
+		return nil, f
 	}
 	defer resp.Body.Close()
 	reqID := resp.Header.Get("request-id")
@@ -109,7 +100,7 @@ func (d *delivery) roundTrip(ctx context.Context, c call, token string) (*answer
 	if err != nil {
 		// The answer was cut: Graph did what was asked, but a final
 		// request's outcome is then only "probably".
-		return nil, classifyNetwork(ctx, redact(err), written)
+		return nil, httpsend.ClassifyNetwork(ctx, httpsend.Redact(err), httpsend.Written, providerName)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswerBody))
 	return &answer{status: resp.StatusCode, header: resp.Header, body: body, requestID: reqID}, nil
@@ -119,12 +110,12 @@ func (d *delivery) roundTrip(ctx context.Context, c call, token string) (*answer
 // message (anything before the draft's send): a lost answer or a gateway
 // timeout there leaves nothing delivered.
 func notSent(f *failure) *failure {
-	if f.err.Kind != transport.KindAmbiguous {
+	if f.Err.Kind != transport.KindAmbiguous {
 		return f
 	}
-	te := *f.err
+	te := *f.Err
 	te.Kind, te.Reply = transport.KindLost, errLost
 	nf := *f
-	nf.err = &te
+	nf.Err = &te
 	return &nf
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
+
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 )
 
 // maxRequestBytes is Graph's request body limit (413 beyond); the message
@@ -31,9 +32,9 @@ func (d *delivery) fitted(msg transport.Message) (*rcptfit.Fitted, *failure) {
 	fit, err := rcptfit.Read(msg, d.rcpts)
 	switch {
 	case rcptfit.Unreadable(err):
-		return nil, local(errHeaderUnreadable, err)
+		return nil, httpsend.Local(errHeaderUnreadable, err)
 	case err != nil:
-		return nil, local(errLocalReply, err)
+		return nil, httpsend.Local(httpsend.ReplyLocal, err)
 	}
 	return fit, nil
 }
@@ -44,7 +45,7 @@ func encodeSendMail(fit *rcptfit.Fitted) ([]byte, *failure) {
 	raw := bytes.NewBuffer(make([]byte, 0, fit.Size))
 	raw.Write(fit.Header)
 	if _, err := io.Copy(raw, fit.Body); err != nil {
-		return nil, local(errLocalReply, err)
+		return nil, httpsend.Local(httpsend.ReplyLocal, err)
 	}
 	out := make([]byte, base64.StdEncoding.EncodedLen(raw.Len()))
 	base64.StdEncoding.Encode(out, raw.Bytes())
@@ -53,9 +54,9 @@ func encodeSendMail(fit *rcptfit.Fitted) ([]byte, *failure) {
 
 // sendMail posts the message, holding one of the mailbox's request slots.
 func (d *delivery) sendMail(ctx context.Context, payload []byte) (reply string, f *failure) {
-	release, err := processSlots.acquire(ctx, d.t.Account)
+	release, err := processSlots.Acquire(ctx, d.t.Account)
 	if err != nil {
-		return "", &failure{err: &transport.Error{Kind: transport.KindBusy, Reply: errBusy, Err: err}}
+		return "", httpsend.Busy(providerName, err)
 	}
 	defer release()
 	a, f := d.do(ctx, call{method: http.MethodPost, url: d.userURL("/sendMail"), contentType: "text/plain", body: payload, final: true})
@@ -72,7 +73,7 @@ func (d *delivery) userURL(path string) string {
 
 // readAPIError decodes Graph's error answer as far as it can.
 func readAPIError(resp *http.Response, reqID string) *apiError {
-	e := &apiError{Status: resp.StatusCode, RequestID: reqID, RetryAt: retryAt(resp.Header.Get("Retry-After"), time.Now())}
+	e := &apiError{Status: resp.StatusCode, RequestID: reqID, RetryAt: httpsend.RetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	var body struct {
 		Error struct {
 			Code    string `json:"code"`
@@ -86,15 +87,4 @@ func readAPIError(resp *http.Response, reqID string) *apiError {
 		e.Message = http.StatusText(resp.StatusCode)
 	}
 	return e
-}
-
-// redact drops the request URL from a client error: an upload URL holds
-// its credential in the query, and the mailbox is in the log's context
-// already.
-func redact(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
+
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 )
 
 // TokenSource holds the account's Graph access token; implemented by
@@ -58,20 +60,22 @@ var defaultHTTP = &http.Client{Timeout: 2 * time.Minute}
 // obtains a token, so that those problems surface at MAIL. Graph is
 // contacted at Body only, so the circuits' probe slots are held there.
 func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
-	d := &delivery{t: t, env: env, seen: map[string]bool{}, log: t.logger().With("msgid", env.ID, "account", t.Account)}
+	log := t.logger().With("msgid", env.ID, "account", t.Account)
+	d := &delivery{t: t, env: env, seen: map[string]bool{}, log: log,
+		adm: &httpsend.Admission{Account: t.Account, Member: t.Member, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}
 	if env.Mail.Size > maxGraphMessageBytes {
-		return nil, d.fail(local(errTooLarge, nil))
+		return nil, d.adm.Fail(httpsend.Local(errTooLarge, nil))
 	}
-	release, f := d.admit(time.Now())
+	release, f := d.adm.Admit(time.Now())
 	if f != nil {
-		return nil, d.fail(f)
+		return nil, d.adm.Fail(f)
 	}
 	release()
 	if _, err := t.Tokens.Token(ctx); err != nil {
-		d.res.Cancel(time.Now())
-		f := tokenFailure(err)
-		d.record(f)
-		return nil, d.fail(f)
+		d.adm.Cancel()
+		f := httpsend.TokenFailure(err)
+		d.adm.Record(f)
+		return nil, d.adm.Fail(f)
 	}
 	return d, nil
 }
@@ -102,39 +106,9 @@ type delivery struct {
 	t     *Transport
 	env   transport.Envelope
 	log   hclog.Logger
-	res   limits.Reservation
+	adm   *httpsend.Admission
 	rcpts []string        // SMTP paths, in order, each address once
 	seen  map[string]bool // their comparison keys
-	done  bool
-}
-
-// admit checks the circuits and, on the first call, reserves the
-// message's share of the account's limits. release gives the circuits'
-// probe slots back.
-func (d *delivery) admit(now time.Time) (release func(), f *failure) {
-	release, refused, err := limits.AllowAll(now, d.t.ProviderCircuit, d.t.Circuit)
-	if err != nil {
-		scope := "account"
-		if refused == d.t.ProviderCircuit {
-			scope = "provider"
-		}
-		return nil, &failure{err: &transport.Error{Kind: transport.KindCircuit, Limit: scope, RetryAt: refused.RetryAt(now), Reply: errCircuitOpen, Err: err},
-			advice: scope + " circuit open: not contacting Microsoft Graph"}
-	}
-	if d.res != nil {
-		return release, nil
-	}
-	if d.t.Limits == nil {
-		d.res = noReservation{}
-		return release, nil
-	}
-	res, err := d.t.Limits.Reserve(now)
-	if err != nil {
-		release()
-		return nil, limitError(err)
-	}
-	d.res = res
-	return release, nil
 }
 
 // AddRcpt checks the recipient locally: Graph is told the recipients with
@@ -142,16 +116,16 @@ func (d *delivery) admit(now time.Time) (release func(), f *failure) {
 func (d *delivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOptions) error {
 	key, ok := rcptfit.Key(rcpt)
 	if !ok {
-		return d.fail(local(errBadAddress, nil))
+		return d.adm.Fail(httpsend.Local(errBadAddress, nil))
 	}
 	if !d.env.Mail.OwnNotices && !transport.NotifyMetWithoutDSN(opts.Notify) {
-		return d.fail(local(errNotifyUnsupported, nil))
+		return d.adm.Fail(httpsend.Local(errNotifyUnsupported, nil))
 	}
 	if d.seen[key] {
 		return nil // one copy per address, however often it is named
 	}
-	if err := d.res.AddRcpt(time.Now()); err != nil {
-		return d.fail(limitError(err))
+	if f := d.adm.AddRcpt(time.Now()); f != nil {
+		return d.adm.Fail(f)
 	}
 	d.seen[key] = true
 	d.rcpts = append(d.rcpts, rcpt)
@@ -163,24 +137,23 @@ func (d *delivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOp
 func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.Result, error) {
 	defer d.Abort()
 	if len(d.rcpts) == 0 {
-		return transport.Result{}, d.fail(local(errNoRecipients, nil))
+		return transport.Result{}, d.adm.Fail(httpsend.Local(errNoRecipients, nil))
 	}
 	send, f := d.prepare(msg)
 	if f != nil {
-		return transport.Result{}, d.fail(f)
+		return transport.Result{}, d.adm.Fail(f)
 	}
-	release, f := d.admit(time.Now())
+	release, f := d.adm.Admit(time.Now())
 	if f != nil {
-		return transport.Result{}, d.fail(f)
+		return transport.Result{}, d.adm.Fail(f)
 	}
 	reply, f := send(ctx)
 	release()
-	d.record(f)
+	d.adm.Record(f)
 	if f != nil {
-		return transport.Result{}, d.fail(f)
+		return transport.Result{}, d.adm.Fail(f)
 	}
-	d.res.Commit()
-	d.done = true
+	d.adm.Commit()
 	return transport.Result{Reply: reply}, nil
 }
 
@@ -189,7 +162,7 @@ func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.R
 // a draft with its large parts attached.
 func (d *delivery) prepare(msg transport.Message) (func(context.Context) (string, *failure), *failure) {
 	if msg.Size() > maxGraphMessageBytes {
-		return nil, local(errTooLarge, nil)
+		return nil, httpsend.Local(errTooLarge, nil)
 	}
 	fit, f := d.fitted(msg)
 	if f != nil {
@@ -216,59 +189,13 @@ func (d *delivery) prepare(msg transport.Message) (func(context.Context) (string
 // is what sending would need first.
 func (d *delivery) Reset(ctx context.Context) error {
 	if _, err := d.t.Tokens.Token(ctx); err != nil {
-		f := tokenFailure(err)
-		d.record(f)
-		return d.fail(f)
+		f := httpsend.TokenFailure(err)
+		d.adm.Record(f)
+		return d.adm.Fail(f)
 	}
 	d.Abort()
 	return nil
 }
 
 // Abort gives the reservation back unless the message was sent.
-func (d *delivery) Abort() {
-	if d.done {
-		return
-	}
-	d.done = true
-	if d.res != nil {
-		d.res.Cancel(time.Now())
-	}
-}
-
-// record tells the circuits what an attempt says about the account and
-// Graph; refusals of the relay's own count for neither.
-func (d *delivery) record(f *failure) {
-	acct, prov := limits.Success, limits.Success
-	if f != nil {
-		acct, prov = f.account, f.provider
-	}
-	now := time.Now()
-	if acct != 0 && d.t.Circuit != nil {
-		d.t.Circuit.Record(now, d.t.Account, acct)
-	}
-	if prov != 0 && d.t.ProviderCircuit != nil {
-		d.t.ProviderCircuit.Record(now, limits.MemberName(d.t.Member, d.t.Account), prov)
-	}
-}
-
-// fail logs a failure for the operator and returns the contract's error.
-func (d *delivery) fail(f *failure) error {
-	args := []any{"kind", f.err.Kind, "reply", transport.ReplyText(f.err.Reply), "error", f.err.Error()}
-	if f.advice != "" {
-		args = append(args, "advice", f.advice)
-	}
-	if f.err.Kind == transport.KindLocal || f.err.Kind == transport.KindLimit {
-		d.log.Info("refused by the relay", args...)
-	} else {
-		d.log.Warn("Microsoft Graph delivery failed", args...)
-	}
-	return f.err
-}
-
-// noReservation stands for an account without limits.
-type noReservation struct{}
-
-func (noReservation) AddRcpt(time.Time) error { return nil }
-func (noReservation) DropRcpt()               {}
-func (noReservation) Commit()                 {}
-func (noReservation) Cancel(time.Time)        {}
+func (d *delivery) Abort() { d.adm.Cancel() }
