@@ -42,12 +42,9 @@ func (d *delivery) fit(msg transport.Message) (*rcptfit.Fitted, *httpsend.Failur
 	if msg.Size() > MaxMessageBytes {
 		return nil, httpsend.Local(errTooLarge, nil)
 	}
-	fit, err := rcptfit.Read(msg, d.rcpts)
-	switch {
-	case rcptfit.Unreadable(err):
-		return nil, httpsend.Local(errHeaderUnreadable, err)
-	case err != nil:
-		return nil, httpsend.Local(httpsend.ReplyLocal, fmt.Errorf("reading the message: %w", err))
+	fit, f := d.Fit(msg)
+	if f != nil {
+		return nil, f
 	}
 	if fit.Size > MaxMessageBytes {
 		return nil, httpsend.Local(errTooLarge, nil) // the added Bcc field tipped it over

@@ -9,7 +9,6 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
-	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
@@ -60,21 +59,10 @@ var defaultHTTP = &http.Client{Timeout: 5 * time.Minute}
 // is contacted at Body only, so the circuits' probe slots are held there.
 func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
 	log := t.logger().With("msgid", env.ID, "account", t.Account)
-	d := &delivery{t: t, env: env, log: log, seen: map[string]bool{},
-		adm: &httpsend.Admission{Account: t.Account, Member: t.Member, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}
-	if env.Mail.Size > MaxMessageBytes {
-		return nil, d.adm.Fail(httpsend.Local(errTooLarge, nil))
-	}
-	release, f := d.adm.Admit(time.Now())
-	if f != nil {
-		return nil, d.adm.Fail(f)
-	}
-	release()
-	if _, err := t.Tokens.Token(ctx); err != nil {
-		d.adm.Cancel()
-		f := httpsend.TokenFailure(err)
-		d.adm.Record(f)
-		return nil, d.adm.Fail(f)
+	d := &delivery{t: t, log: log, Delivery: &httpsend.Delivery{Env: env, Tokens: t.Tokens, Log: log, Provider: providerName,
+		Adm: &httpsend.Admission{Account: t.Account, Member: t.Member, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}}
+	if err := d.Start(ctx, MaxMessageBytes, errTooLarge); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -100,81 +88,22 @@ func (t *Transport) baseURL() string {
 	return t.BaseURL
 }
 
-// delivery collects the envelope and sends the message at Body.
+// delivery collects the envelope (httpsend.Delivery) and sends the
+// message at Body.
 type delivery struct {
-	t     *Transport
-	env   transport.Envelope
-	log   hclog.Logger
-	adm   *httpsend.Admission
-	rcpts []string        // SMTP paths, in order, each address once
-	seen  map[string]bool // their comparison keys
-}
-
-// AddRcpt checks the recipient locally: the Gmail API is told the
-// recipients with the message, in its header.
-func (d *delivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOptions) error {
-	key, ok := rcptfit.Key(rcpt)
-	if !ok {
-		return d.adm.Fail(httpsend.Local(errBadAddress, nil))
-	}
-	if !d.env.Mail.OwnNotices && !transport.NotifyMetWithoutDSN(opts.Notify) {
-		return d.adm.Fail(httpsend.Local(errNotifyUnsupported, nil))
-	}
-	if d.seen[key] {
-		return nil // one copy per address, however often it is named
-	}
-	if f := d.adm.AddRcpt(time.Now()); f != nil {
-		return d.adm.Fail(f)
-	}
-	d.seen[key] = true
-	d.rcpts = append(d.rcpts, rcpt)
-	return nil
+	*httpsend.Delivery
+	t   *Transport
+	log hclog.Logger
 }
 
 // Body sends the message. The reservation is kept only when the Gmail
 // API accepted it.
 func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.Result, error) {
-	defer d.Abort()
-	if len(d.rcpts) == 0 {
-		return transport.Result{}, d.adm.Fail(httpsend.Local(errNoRecipients, nil))
-	}
-	fit, f := d.fit(msg)
-	if f != nil {
-		return transport.Result{}, d.adm.Fail(f)
-	}
-	d.logAdjustment(fit.Adj)
-	release, f := d.adm.Admit(time.Now())
-	if f != nil {
-		return transport.Result{}, d.adm.Fail(f)
-	}
-	reply, f := d.send(ctx, msg, fit)
-	release()
-	d.adm.Record(f)
-	if f != nil {
-		return transport.Result{}, d.adm.Fail(f)
-	}
-	d.adm.Commit()
-	return transport.Result{Reply: reply}, nil
-}
-
-// Reset ends the transaction without sending (dry run): having a token
-// is what sending would need first.
-func (d *delivery) Reset(ctx context.Context) error {
-	if _, err := d.t.Tokens.Token(ctx); err != nil {
-		f := httpsend.TokenFailure(err)
-		d.adm.Record(f)
-		d.adm.Cancel()
-		return d.adm.Fail(f)
-	}
-	d.Abort()
-	return nil
-}
-
-// Abort gives the reservation back unless the message was sent.
-func (d *delivery) Abort() { d.adm.Cancel() }
-
-func (d *delivery) logAdjustment(a rcptfit.Adjustment) {
-	if a.Dropped > 0 || a.Blind > 0 || a.Bccs > 0 {
-		d.log.Info("header recipients fitted to the envelope", "bcc_added", a.Blind, "outside_envelope_removed", a.Dropped, "client_bcc_fields_removed", a.Bccs)
-	}
+	return d.Send(ctx, func() (func(context.Context) (string, *httpsend.Failure), *httpsend.Failure) {
+		fit, f := d.fit(msg)
+		if f != nil {
+			return nil, f
+		}
+		return func(ctx context.Context) (string, *httpsend.Failure) { return d.send(ctx, msg, fit) }, nil
+	})
 }

@@ -26,17 +26,8 @@ const (
 
 // Replies of the relay's own (RFC 3463 enhanced codes; README "Replies").
 var (
-	errBadAddress   = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "This address cannot be named in a message header, which Microsoft Graph needs"}
-	errNoRecipients = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
 	errTokenRefused = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure: Microsoft Graph refused the relay's token for the sending account"}
 	errLost         = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection to Microsoft Graph was lost before the message was sent; try again later"}
-	// RFC 3461 §5.2.2, as package upstream refuses it for a provider
-	// without DSN: Graph has none (RFC 3463 5.3.3).
-	errNotifyUnsupported = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 3, 3},
-		Message: "Microsoft Graph does not offer DSN: this NOTIFY cannot be honoured; omit it or submit through a queue listener"}
-	// RFC 3463 5.6.0: the relay cannot tell whom Graph would send it to.
-	errHeaderUnreadable = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-		Message: "The message's To or Cc field does not parse as an address list, or its header exceeds 64 KiB; the relay cannot make Microsoft Graph deliver to the envelope only"}
 	// RFC 3463 5.3.4: over Exchange Online's largest message size.
 	errTooLarge = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 		Message: fmt.Sprintf("Message too large for Microsoft Graph: Exchange Online sends messages of up to %d bytes", maxGraphMessageBytes)}

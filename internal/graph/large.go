@@ -40,7 +40,7 @@ func (d *delivery) prepareLarge(msg transport.Message, fit *rcptfit.Fitted) (*la
 	if err != nil {
 		return nil, splitFailure(err)
 	}
-	fit, f := d.fitted(msg)
+	fit, f := d.Refit(msg)
 	if f != nil {
 		return nil, f
 	}
@@ -113,7 +113,7 @@ func (d *delivery) sendLarge(ctx context.Context, lm *largeMessage) (string, *fa
 // completeDraft attaches the message's large parts to the draft and
 // sends it.
 func (d *delivery) completeDraft(ctx context.Context, lm *largeMessage, id string) (string, *failure) {
-	fit, f := d.fitted(lm.msg)
+	fit, f := d.Refit(lm.msg)
 	if f != nil {
 		return "", f
 	}

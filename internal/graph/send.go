@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
-	"github.com/oauthrelay/oauthrelay/internal/transport"
 
 	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 )
@@ -26,18 +25,6 @@ const (
 
 // maxErrorBody bounds how much of an error answer is read.
 const maxErrorBody = 64 << 10
-
-// fitted reads the message with its header fitted to the envelope.
-func (d *delivery) fitted(msg transport.Message) (*rcptfit.Fitted, *failure) {
-	fit, err := rcptfit.Read(msg, d.rcpts)
-	switch {
-	case rcptfit.Unreadable(err):
-		return nil, httpsend.Local(errHeaderUnreadable, err)
-	case err != nil:
-		return nil, httpsend.Local(httpsend.ReplyLocal, err)
-	}
-	return fit, nil
-}
 
 // encodeSendMail reads a fitted message that fits sendMail and encodes it
 // in base64, as sendMail takes MIME.

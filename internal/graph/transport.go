@@ -8,7 +8,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/limits"
-	"github.com/oauthrelay/oauthrelay/internal/rcptfit"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 
 	"github.com/oauthrelay/oauthrelay/internal/httpsend"
@@ -61,21 +60,10 @@ var defaultHTTP = &http.Client{Timeout: 2 * time.Minute}
 // contacted at Body only, so the circuits' probe slots are held there.
 func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
 	log := t.logger().With("msgid", env.ID, "account", t.Account)
-	d := &delivery{t: t, env: env, seen: map[string]bool{}, log: log,
-		adm: &httpsend.Admission{Account: t.Account, Member: t.Member, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}
-	if env.Mail.Size > maxGraphMessageBytes {
-		return nil, d.adm.Fail(httpsend.Local(errTooLarge, nil))
-	}
-	release, f := d.adm.Admit(time.Now())
-	if f != nil {
-		return nil, d.adm.Fail(f)
-	}
-	release()
-	if _, err := t.Tokens.Token(ctx); err != nil {
-		d.adm.Cancel()
-		f := httpsend.TokenFailure(err)
-		d.adm.Record(f)
-		return nil, d.adm.Fail(f)
+	d := &delivery{t: t, log: log, Delivery: &httpsend.Delivery{Env: env, Tokens: t.Tokens, Log: log, Provider: providerName,
+		Adm: &httpsend.Admission{Account: t.Account, Member: t.Member, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}}
+	if err := d.Start(ctx, maxGraphMessageBytes, errTooLarge); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -101,60 +89,18 @@ func (t *Transport) baseURL() string {
 	return t.BaseURL
 }
 
-// delivery collects the envelope and sends the message at Body.
+// delivery collects the envelope (httpsend.Delivery) and sends the
+// message at Body.
 type delivery struct {
-	t     *Transport
-	env   transport.Envelope
-	log   hclog.Logger
-	adm   *httpsend.Admission
-	rcpts []string        // SMTP paths, in order, each address once
-	seen  map[string]bool // their comparison keys
-}
-
-// AddRcpt checks the recipient locally: Graph is told the recipients with
-// the message.
-func (d *delivery) AddRcpt(_ context.Context, rcpt string, opts transport.RcptOptions) error {
-	key, ok := rcptfit.Key(rcpt)
-	if !ok {
-		return d.adm.Fail(httpsend.Local(errBadAddress, nil))
-	}
-	if !d.env.Mail.OwnNotices && !transport.NotifyMetWithoutDSN(opts.Notify) {
-		return d.adm.Fail(httpsend.Local(errNotifyUnsupported, nil))
-	}
-	if d.seen[key] {
-		return nil // one copy per address, however often it is named
-	}
-	if f := d.adm.AddRcpt(time.Now()); f != nil {
-		return d.adm.Fail(f)
-	}
-	d.seen[key] = true
-	d.rcpts = append(d.rcpts, rcpt)
-	return nil
+	*httpsend.Delivery
+	t   *Transport
+	log hclog.Logger
 }
 
 // Body sends the message. The reservation is kept only when Graph
 // accepted it.
 func (d *delivery) Body(ctx context.Context, msg transport.Message) (transport.Result, error) {
-	defer d.Abort()
-	if len(d.rcpts) == 0 {
-		return transport.Result{}, d.adm.Fail(httpsend.Local(errNoRecipients, nil))
-	}
-	send, f := d.prepare(msg)
-	if f != nil {
-		return transport.Result{}, d.adm.Fail(f)
-	}
-	release, f := d.adm.Admit(time.Now())
-	if f != nil {
-		return transport.Result{}, d.adm.Fail(f)
-	}
-	reply, f := send(ctx)
-	release()
-	d.adm.Record(f)
-	if f != nil {
-		return transport.Result{}, d.adm.Fail(f)
-	}
-	d.adm.Commit()
-	return transport.Result{Reply: reply}, nil
+	return d.Send(ctx, func() (func(context.Context) (string, *failure), *failure) { return d.prepare(msg) })
 }
 
 // prepare reads the message, fits its header to the envelope, and
@@ -164,12 +110,9 @@ func (d *delivery) prepare(msg transport.Message) (func(context.Context) (string
 	if msg.Size() > maxGraphMessageBytes {
 		return nil, httpsend.Local(errTooLarge, nil)
 	}
-	fit, f := d.fitted(msg)
+	fit, f := d.Fit(msg)
 	if f != nil {
 		return nil, f
-	}
-	if a := fit.Adj; a.Dropped > 0 || a.Blind > 0 || a.Bccs > 0 {
-		d.log.Info("header recipients fitted to the envelope", "bcc_added", a.Blind, "outside_envelope_removed", a.Dropped, "client_bcc_fields_removed", a.Bccs)
 	}
 	if fit.Size <= maxMessageBytes {
 		payload, f := encodeSendMail(fit)
@@ -184,18 +127,3 @@ func (d *delivery) prepare(msg transport.Message) (func(context.Context) (string
 	}
 	return func(ctx context.Context) (string, *failure) { return d.sendLarge(ctx, lm) }, nil
 }
-
-// Reset ends the transaction without sending (dry run): having a token
-// is what sending would need first.
-func (d *delivery) Reset(ctx context.Context) error {
-	if _, err := d.t.Tokens.Token(ctx); err != nil {
-		f := httpsend.TokenFailure(err)
-		d.adm.Record(f)
-		return d.adm.Fail(f)
-	}
-	d.Abort()
-	return nil
-}
-
-// Abort gives the reservation back unless the message was sent.
-func (d *delivery) Abort() { d.adm.Cancel() }
