@@ -24,6 +24,7 @@ type VaultServer struct {
 	Client *vault.Client
 	t      testing.TB
 	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
 	port   string
 	log    *LogBuffer
 }
@@ -52,14 +53,24 @@ func vaultBinary(t testing.TB) string {
 // the test ends. KV v2 is mounted at secret/.
 func StartVault(t testing.TB) *VaultServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	v := &VaultServer{t: t, log: &LogBuffer{}}
+	// The port is free when chosen, but another process can take it
+	// before Vault binds it (tests run in parallel): then Vault exits at
+	// once, and another port is tried.
+	for attempt := 1; ; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ln.Close()
+		v.port, v.Addr = port, "http://127.0.0.1:"+port
+		if err := v.run(); err == nil {
+			break
+		} else if attempt == 5 {
+			t.Fatalf("vault dev server did not start: %v\n%s", err, v.log.String())
+		}
 	}
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ln.Close()
-	v := &VaultServer{t: t, port: port, Addr: "http://127.0.0.1:" + port, log: &LogBuffer{}}
-	v.start()
 	t.Cleanup(v.Stop)
 	cfg := vault.DefaultConfig()
 	cfg.Address = v.Addr
@@ -72,7 +83,19 @@ func StartVault(t testing.TB) *VaultServer {
 	return v
 }
 
+// start runs the server on its port, failing the test if it does not
+// become healthy.
 func (v *VaultServer) start() {
+	v.t.Helper()
+	if err := v.run(); err != nil {
+		v.t.Fatalf("vault dev server did not become healthy: %v\n%s", err, v.log.String())
+	}
+}
+
+// run starts the server on v.port and waits until it is healthy; it
+// returns an error, the server stopped, when it exits first (a port taken
+// meanwhile) or stays unhealthy for a minute.
+func (v *VaultServer) run() error {
 	v.t.Helper()
 	bin := vaultBinary(v.t)
 	cmd := exec.Command(bin, "server", "-dev",
@@ -84,19 +107,27 @@ func (v *VaultServer) start() {
 	if err := cmd.Start(); err != nil {
 		v.t.Fatalf("starting %s: %v", bin, err)
 	}
-	v.cmd = cmd
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	v.cmd, v.exited = cmd, exited
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(v.Addr + "/v1/sys/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
+		}
+		select {
+		case <-exited:
+			v.cmd = nil
+			return fmt.Errorf("the server exited (port %s taken?)", v.port)
+		default:
 		}
 		if time.Now().After(deadline) {
 			v.Stop()
-			v.t.Fatalf("vault dev server did not become healthy: %v\n%s", err, v.log.String())
+			return fmt.Errorf("not healthy after a minute: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond) // polling the server's health endpoint
 	}
@@ -108,7 +139,7 @@ func (v *VaultServer) Stop() {
 		return
 	}
 	_ = v.cmd.Process.Kill()
-	_, _ = v.cmd.Process.Wait()
+	<-v.exited
 	v.cmd = nil
 }
 
