@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -146,7 +147,7 @@ func retryAt(v string, now time.Time) time.Time {
 	if v == "" {
 		return time.Time{}
 	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 && s <= maxDelaySeconds {
 		return now.Add(time.Duration(s) * time.Second)
 	}
 	if t, err := http.ParseTime(v); err == nil {
@@ -211,3 +212,7 @@ func limitError(err error) *failure {
 	}
 	return &failure{err: &transport.Error{Kind: transport.KindLimit, Limit: le.Kind, RetryAt: le.RetryAt, Reply: reply, Err: err}}
 }
+
+// maxDelaySeconds is the largest delay-seconds a time.Duration holds; a
+// larger one is taken as malformed rather than wrapped into the past.
+const maxDelaySeconds = int(math.MaxInt64 / int64(time.Second))
