@@ -21,7 +21,7 @@ const checkMessage = "Subject: oauthrelay account test (not sent: no recipients)
 func (t *Transport) Check(ctx context.Context) (string, error) {
 	d := &delivery{t: t, log: t.logger().With("account", t.Account)}
 	payload := []byte(base64.StdEncoding.EncodeToString([]byte(checkMessage)))
-	_, f := d.do(ctx, call{method: http.MethodPost, url: d.userURL("/sendMail"), contentType: "text/plain", body: payload})
+	_, f := d.do(ctx, call{method: http.MethodPost, url: d.userURL("/sendMail"), contentType: "text/plain", body: payload, final: true})
 	if f == nil {
 		return "Microsoft Graph took the token and the mailbox (a message without recipients goes nowhere)", nil
 	}

@@ -92,7 +92,11 @@
 //     MaxSendSize (35 MB by default) is Exchange's to enforce:
 //     ErrorMessageSizeExceeded becomes 552 5.3.4.
 //   - A large message's MIME structure must parse, with at most 1000
-//     parts nested at most 32 deep (554 5.6.0 otherwise).
+//     parts nested at most 32 deep and part headers of at most 64 KiB
+//     (554 5.6.0 otherwise).
+//   - Drafts, attachments and upload sessions need Mail.ReadWrite besides
+//     Mail.Send: a 403 there refuses the message (550 5.7.1, advice in
+//     the log) and counts for no circuit, as sendMail may still work.
 //   - A failed upload is not resumed: the message fails temporarily and is
 //     sent again from the start.
 //   - At most 4 requests per mailbox are in flight from this process

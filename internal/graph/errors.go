@@ -37,6 +37,9 @@ var (
 		Message: fmt.Sprintf("The message is too large for one Microsoft Graph request and its MIME structure cannot be split (broken multipart syntax, more than %d parts or nested deeper than %d)", maxParts, maxDepth)}
 	errUploadSessionLost = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 5},
 		Message: "Provider: Microsoft Graph dropped an attachment's upload session; try again later"}
+	// RFC 3463 5.7.1: not permitted, until an administrator grants it.
+	errDraftRefused = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: "Provider: Microsoft Graph refused to create a draft, which a message over 3 MiB needs (the app lacks Mail.ReadWrite)"}
 	errUnexpectedAnswer = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 5},
 		Message: "Provider: Microsoft Graph gave an answer the relay cannot use; try again later"}
 )

@@ -150,7 +150,7 @@ func (p *plan) writeBody(w io.Writer, n *node, body io.Reader) error {
 
 // eachChild walks n's parts again, in step with the first pass.
 func eachChild(n *node, body io.Reader, f func(c *node, part *textproto.Part) error) error {
-	mr := textproto.NewMultipartReader(body, n.boundary)
+	mr := textproto.NewMultipartReader(newHeaderGuard(body, n.boundary), n.boundary)
 	for _, c := range n.children {
 		part, err := mr.NextPart()
 		if err != nil {

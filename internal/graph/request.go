@@ -63,7 +63,7 @@ func (d *delivery) do(ctx context.Context, c call) (*answer, *failure) {
 			continue
 		}
 		if !c.final {
-			f = notSent(f)
+			f = draftRefused(notSent(f))
 		}
 		return nil, f
 	}
@@ -118,4 +118,22 @@ func notSent(f *failure) *failure {
 	nf := *f
 	nf.Err = &te
 	return &nf
+}
+
+// draftRefused reclassifies a 403 to a draft's request (creating it, its
+// attachments and upload sessions, deleting it): those need the
+// Mail.ReadWrite permission, which sendMail does not, so the refusal is
+// about this message over sendMail's limit only — permanent while the
+// permission is missing, and no sign that the account cannot send (its
+// small messages still go): it counts for no circuit.
+func draftRefused(f *failure) *failure {
+	var ae *apiError
+	if !errors.As(f.Err.Err, &ae) || ae.Status != http.StatusForbidden {
+		return f
+	}
+	return &failure{
+		Err: &transport.Error{Kind: transport.KindProvider, Err: ae, Reply: errDraftRefused},
+		Advice: "messages over 3 MiB go out as a draft with attachments, which needs the Mail.ReadWrite permission besides Mail.Send " +
+			"(application permission with admin consent; delegated: add https://graph.microsoft.com/Mail.ReadWrite to the provider's scopes and consent again)",
+	}
 }

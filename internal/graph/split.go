@@ -121,6 +121,10 @@ func (e errStructure) Error() string { return "MIME structure: " + e.reason }
 
 // structureError describes a parser error without its content.
 func structureError(err error) errStructure {
+	var es errStructure
+	if errors.As(err, &es) {
+		return es
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return errStructure{"the message ends inside a multipart (no closing delimiter)"}
 	}
@@ -176,13 +180,16 @@ func (s *scanner) scan(h textproto.Header, hdrLen int64, body io.Reader, depth i
 			return nil, errStructure{fmt.Sprintf("multiparts nested deeper than %d", maxDepth)}
 		}
 		n.boundary = b
+		n.header = textproto.Header{} // only its length is needed later
 		return n, s.scanChildren(n, body, depth)
 	}
-	return n, s.scanLeaf(n, mt, params, body)
+	err := s.scanLeaf(n, mt, params, body)
+	n.header = textproto.Header{} // described: only its length is needed later
+	return n, err
 }
 
 func (s *scanner) scanChildren(n *node, body io.Reader, depth int) error {
-	mr := textproto.NewMultipartReader(body, n.boundary)
+	mr := textproto.NewMultipartReader(newHeaderGuard(body, n.boundary), n.boundary)
 	for {
 		p, err := mr.NextPart()
 		if err == io.EOF {
