@@ -155,3 +155,11 @@ func (q *Queue) readStats(ctx context.Context) {
 	}
 	q.m.depth.set(st)
 }
+
+// ForgetAccount removes an account's series (a domain-wide account's
+// mailbox that made room for another).
+func (q *Queue) ForgetAccount(account string) {
+	if q.m != nil {
+		q.m.enqueued.DeleteLabelValues(account)
+	}
+}

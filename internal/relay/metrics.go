@@ -59,6 +59,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// ForgetAccount removes an account's series (a domain-wide account's
+// mailbox that made room for another), so that the series do not grow
+// with every mailbox ever used.
+func (m *Metrics) ForgetAccount(account string) {
+	m.messages.DeletePartialMatch(prometheus.Labels{"account": account})
+	m.limitRejections.DeletePartialMatch(prometheus.Labels{"account": account})
+}
+
 // resultOf names the outcome of a message by the reply code the client got.
 func resultOf(code int) string {
 	switch code / 100 {

@@ -201,6 +201,9 @@ func (da *domainAccount) evict(now time.Time) bool {
 	}
 	da.d.registry.forget(da.boxes[oldest].m)
 	delete(da.boxes, oldest)
+	if da.d.forget != nil {
+		da.d.forget(oldest)
+	}
 	return true
 }
 

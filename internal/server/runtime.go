@@ -120,6 +120,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 		red := opts.Logging.Redactor()
 		r.deps.redact = red.Set
 	}
+	r.deps.forget = r.forgetAccount
 	r.metrics = newRuntimeMetrics(reg, r, opts.Version)
 	r.budget = spool.NewBudget(0, "")
 	r.setBudget(cfg.Server)
@@ -685,4 +686,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	r.log.Info("stopped")
 	return nil
+}
+
+// forgetAccount removes the metric series of a mailbox that a domain-wide
+// account no longer serves.
+func (r *Runtime) forgetAccount(account string) {
+	r.relayMetrics.ForgetAccount(account)
+	if r.durable != nil && r.durable.queue != nil {
+		r.durable.queue.ForgetAccount(account)
+	}
 }

@@ -32,6 +32,9 @@ type deps struct {
 	oauth    *oauth.Metrics
 	upstream *upstream.Metrics
 	redact   func(key, value string)
+	// forget removes the metric series of a mailbox the relay no longer
+	// serves (nil: none).
+	forget func(account string)
 }
 
 // built is everything derived from one configuration: the relay's State

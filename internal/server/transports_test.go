@@ -238,3 +238,22 @@ account_group "gws" {
 		t.Errorf("%d messages went over SMTP", n)
 	}
 }
+
+// A mailbox that makes room for another takes its metric series with it,
+// so that series do not grow with every address a client ever used.
+func TestDomainMailboxEvictionForgetsSeries(t *testing.T) {
+	h := newGraphHarness(t, "max_mailboxes = 1")
+	h.sb.Graph.FailAlways("denied@contoso.test", &devsandbox.GraphAccessDenied)
+	_, err := h.send(graphClient, "denied@contoso.test")
+	wantCode(t, err, "550 5.7.1")
+	series := `account="denied@contoso.test"`
+	if !strings.Contains(h.scrape(), series) {
+		t.Fatalf("no series for the refused mailbox before its eviction")
+	}
+	h.mustSend(graphClient, "ok@contoso.test") // evicts denied@ (it never delivered)
+	for _, line := range strings.Split(h.scrape(), "\n") {
+		if strings.Contains(line, series) {
+			t.Errorf("series of the evicted mailbox kept: %s", line)
+		}
+	}
+}
