@@ -290,6 +290,13 @@ func (t *Transit) Unwrap(ctx context.Context, wrapped []byte) ([]byte, error) {
 // started it, since the others wait for it too (callTimeout bounds it);
 // each caller stops waiting when its own context ends.
 func shared[T any](ctx context.Context, g *singleflight.Group, name string, fn func(context.Context) (T, error)) (T, error) {
+	if err := ctx.Err(); err != nil {
+		// A caller that has given up starts nothing: the select below
+		// would otherwise pick at random between its end and a request
+		// that finished at once.
+		var zero T
+		return zero, err
+	}
 	ch := g.DoChan(name, func() (any, error) {
 		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
 		defer cancel()
