@@ -49,13 +49,12 @@ type GmailAPIServer struct {
 	messages []Message
 	failures *failures[GmailError]
 	sendAs   map[string]map[string]bool
-	limiter  mailboxLimiter
-	hold     chan struct{}
+	door     *mailboxDoor
 }
 
 func newGmailAPIServer(base string, tokens *TokenServer, log hclog.Logger) *GmailAPIServer {
 	return &GmailAPIServer{URL: base, tokens: tokens, log: log, failures: newFailures[GmailError](),
-		sendAs: map[string]map[string]bool{}, limiter: newMailboxLimiter(0)}
+		sendAs: map[string]map[string]bool{}, door: newMailboxDoor(0)}
 }
 
 func (s *GmailAPIServer) register(mux *http.ServeMux) {
@@ -85,45 +84,17 @@ func (s *GmailAPIServer) AddSendAs(user, alias string) {
 // SetMaxConcurrent makes requests for a user beyond n in flight answer
 // 429 "Too many concurrent requests for user" (0, the default: no
 // limit). Google enforces such a limit per user but does not publish it.
-func (s *GmailAPIServer) SetMaxConcurrent(n int) {
-	s.mu.Lock()
-	s.limiter.max = n
-	s.mu.Unlock()
-}
+func (s *GmailAPIServer) SetMaxConcurrent(n int) { s.door.setMax(n) }
 
 // HoldRequests makes admitted requests wait, counted as in flight, until
 // release is called: tests fill a user's concurrency this way.
-func (s *GmailAPIServer) HoldRequests() (release func()) {
-	ch := make(chan struct{})
-	s.mu.Lock()
-	s.hold = ch
-	s.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			if s.hold == ch {
-				s.hold = nil
-			}
-			s.mu.Unlock()
-			close(ch)
-		})
-	}
-}
+func (s *GmailAPIServer) HoldRequests() (release func()) { return s.door.holdRequests() }
 
 // InFlight returns the number of requests for user being served.
-func (s *GmailAPIServer) InFlight(user string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.limiter.inFlight[strings.ToLower(user)]
-}
+func (s *GmailAPIServer) InFlight(user string) int { n, _ := s.door.counts(user); return n }
 
 // PeakConcurrency returns the most requests for user served at once.
-func (s *GmailAPIServer) PeakConcurrency(user string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.limiter.peak[strings.ToLower(user)]
-}
+func (s *GmailAPIServer) PeakConcurrency(user string) int { _, n := s.door.counts(user); return n }
 
 // Messages returns a copy of the messages sent.
 func (s *GmailAPIServer) Messages() []Message {
@@ -138,13 +109,13 @@ func (s *GmailAPIServer) handleSend(w http.ResponseWriter, r *http.Request) {
 		refuseGmail(w, r, e)
 		return
 	}
-	release, ok := s.admit(mailbox)
+	leave, held, ok := s.door.enter(mailbox)
 	if !ok {
 		refuseGmail(w, r, GmailTooManyConcurrent)
 		return
 	}
-	defer release()
-	if !s.waitIfHeld(r) {
+	defer leave()
+	if !wait(held, r) {
 		return
 	}
 	if e, ok := s.failures.take(mailbox); ok {
@@ -165,34 +136,6 @@ func (s *GmailAPIServer) handleSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": m.ID, "threadId": m.ID, "labelIds": []string{"SENT"}})
-}
-
-// admit counts a request of mailbox in flight, unless the limit is
-// reached.
-func (s *GmailAPIServer) admit(mailbox string) (release func(), ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.limiter.acquire(mailbox) {
-		return nil, false
-	}
-	return func() { s.mu.Lock(); s.limiter.release(mailbox); s.mu.Unlock() }, true
-}
-
-// waitIfHeld waits while HoldRequests holds requests; false when the
-// client went away meanwhile.
-func (s *GmailAPIServer) waitIfHeld(r *http.Request) bool {
-	s.mu.Lock()
-	hold := s.hold
-	s.mu.Unlock()
-	if hold == nil {
-		return true
-	}
-	select {
-	case <-hold:
-		return true
-	case <-r.Context().Done():
-		return false
-	}
 }
 
 // checkMediaUpload checks the upload protocol and the media type.

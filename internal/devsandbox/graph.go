@@ -125,8 +125,7 @@ type GraphServer struct {
 	requests   map[string]int // "mailbox op" → requests admitted
 	sendAs     map[string]map[string]bool
 	maxSize    map[string]int
-	limiter    mailboxLimiter
-	hold       chan struct{}
+	door       *mailboxDoor
 }
 
 type graphDraft struct {
@@ -157,7 +156,7 @@ func newGraphServer(base string, tokens *TokenServer, log hclog.Logger) *GraphSe
 		opFailures: newFailures[GraphError](),
 		sendAs:     map[string]map[string]bool{},
 		maxSize:    map[string]int{},
-		limiter:    newMailboxLimiter(GraphMaxConcurrentPerMailbox),
+		door:       newMailboxDoor(GraphMaxConcurrentPerMailbox),
 	}
 }
 
@@ -239,37 +238,13 @@ func (g *GraphServer) SetMaxMessageSize(mailbox string, n int) {
 
 // HoldRequests makes admitted mailbox requests wait, counted as in flight,
 // until release is called: tests fill a mailbox's concurrency this way.
-func (g *GraphServer) HoldRequests() (release func()) {
-	ch := make(chan struct{})
-	g.mu.Lock()
-	g.hold = ch
-	g.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			g.mu.Lock()
-			if g.hold == ch {
-				g.hold = nil
-			}
-			g.mu.Unlock()
-			close(ch)
-		})
-	}
-}
+func (g *GraphServer) HoldRequests() (release func()) { return g.door.holdRequests() }
 
 // InFlight returns the number of requests for mailbox being served.
-func (g *GraphServer) InFlight(mailbox string) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.limiter.inFlight[strings.ToLower(mailbox)]
-}
+func (g *GraphServer) InFlight(mailbox string) int { n, _ := g.door.counts(mailbox); return n }
 
 // PeakConcurrency returns the most requests for mailbox served at once.
-func (g *GraphServer) PeakConcurrency(mailbox string) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.limiter.peak[strings.ToLower(mailbox)]
-}
+func (g *GraphServer) PeakConcurrency(mailbox string) int { _, n := g.door.counts(mailbox); return n }
 
 // Messages returns a copy of the messages sent.
 func (g *GraphServer) Messages() []Message {
@@ -294,23 +269,16 @@ func (g *GraphServer) mailbox(op GraphOp, h func(w http.ResponseWriter, r *http.
 			writeGraphError(w, e)
 			return
 		}
-		g.mu.Lock()
-		if !g.limiter.acquire(mailbox) {
-			g.mu.Unlock()
+		leave, held, ok := g.door.enter(mailbox)
+		if !ok {
 			// Graph counts concurrent requests per mailbox and app.
 			writeGraphError(w, GraphThrottled(1))
 			return
 		}
-		hold := g.hold
-		g.mu.Unlock()
+		defer leave()
 		g.count(mailbox, op)
-		defer func() { g.mu.Lock(); g.limiter.release(mailbox); g.mu.Unlock() }()
-		if hold != nil {
-			select {
-			case <-hold:
-			case <-r.Context().Done():
-				return
-			}
+		if !wait(held, r) {
+			return
 		}
 		if e, ok := g.failures.take(mailbox); ok {
 			writeGraphError(w, e)

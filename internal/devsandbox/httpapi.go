@@ -157,29 +157,82 @@ func removeHeaderField(raw []byte, name string) []byte {
 	return out.Bytes()
 }
 
-// mailboxLimiter bounds concurrent requests per mailbox.
-type mailboxLimiter struct {
+// mailboxDoor counts the requests of each mailbox in flight, refuses
+// those beyond max (0: no limit), and holds admitted ones while a test
+// asks it to (HoldRequests), for the Graph and Gmail API endpoints.
+type mailboxDoor struct {
+	mu       sync.Mutex
 	max      int
 	inFlight map[string]int
 	peak     map[string]int
+	hold     chan struct{}
 }
 
-func newMailboxLimiter(max int) mailboxLimiter {
-	return mailboxLimiter{max: max, inFlight: map[string]int{}, peak: map[string]int{}}
+func newMailboxDoor(max int) *mailboxDoor {
+	return &mailboxDoor{max: max, inFlight: map[string]int{}, peak: map[string]int{}}
 }
 
-// acquire admits a request for mailbox unless max are in flight; called
-// with the owner's lock held.
-func (l *mailboxLimiter) acquire(mailbox string) bool {
-	if l.max > 0 && l.inFlight[mailbox] >= l.max {
+func (d *mailboxDoor) setMax(n int) {
+	d.mu.Lock()
+	d.max = n
+	d.mu.Unlock()
+}
+
+// enter admits a request for mailbox unless max are in flight; leave
+// ends it. held is the hold in force when it entered (nil: none).
+func (d *mailboxDoor) enter(mailbox string) (leave func(), held chan struct{}, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.max > 0 && d.inFlight[mailbox] >= d.max {
+		return nil, nil, false
+	}
+	d.inFlight[mailbox]++
+	d.peak[mailbox] = max(d.peak[mailbox], d.inFlight[mailbox])
+	return func() { d.mu.Lock(); d.inFlight[mailbox]--; d.mu.Unlock() }, d.hold, true
+}
+
+// wait waits until held is released; false when the client went away
+// meanwhile.
+func wait(held chan struct{}, r *http.Request) bool {
+	if held == nil {
+		return true
+	}
+	select {
+	case <-held:
+		return true
+	case <-r.Context().Done():
 		return false
 	}
-	l.inFlight[mailbox]++
-	l.peak[mailbox] = max(l.peak[mailbox], l.inFlight[mailbox])
-	return true
 }
 
-func (l *mailboxLimiter) release(mailbox string) { l.inFlight[mailbox]-- }
+// holdRequests makes admitted requests wait, counted as in flight, until
+// release is called.
+func (d *mailboxDoor) holdRequests() (release func()) {
+	ch := make(chan struct{})
+	d.mu.Lock()
+	d.hold = ch
+	d.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			d.mu.Lock()
+			if d.hold == ch {
+				d.hold = nil
+			}
+			d.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// counts returns the requests for mailbox in flight and the most there
+// were at once.
+func (d *mailboxDoor) counts(mailbox string) (inFlight, peak int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	mailbox = strings.ToLower(mailbox)
+	return d.inFlight[mailbox], d.peak[mailbox]
+}
 
 // readLimited reads a request body of at most limit bytes. A larger body
 // is read on (up to a bound) and discarded before the caller answers 413,
