@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/oauthrelay/oauthrelay/internal/gmailapi"
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
@@ -34,7 +35,7 @@ func TestBodyIsStreamed(t *testing.T) {
 		_, _ = io.WriteString(w, `{"id":"18c0ffee","threadId":"18c0ffee","labelIds":["SENT"]}`)
 	}))
 	t.Cleanup(srv.Close)
-	tr := &gmailapi.Transport{Account: "Sender+x@gmail.test", BaseURL: srv.URL, Tokens: staticToken("at-1"), HTTP: srv.Client()}
+	tr := &gmailapi.Transport{Mailbox: httpsend.Mailbox{Account: "Sender+x@gmail.test", BaseURL: srv.URL, Tokens: staticToken("at-1"), HTTP: srv.Client()}}
 	header := crlf("From: sender@gmail.test\nTo: a@example.com\nSubject: s\n\n")
 	msg := message(header + strings.Repeat("x", 16<<20))
 	const bcc = "Bcc: <blind@example.com>\r\n"

@@ -20,6 +20,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 	"github.com/oauthrelay/oauthrelay/internal/gmailapi"
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
@@ -58,7 +59,7 @@ func newFixture(t testing.TB) *fixture {
 	})
 	log := &testutil.LogBuffer{}
 	return &fixture{sb: sb, src: src, log: log,
-		tr: &gmailapi.Transport{Account: mailbox, BaseURL: sb.Gmail.URL, Tokens: src, HTTP: client, Log: log.Logger(t)}}
+		tr: &gmailapi.Transport{Mailbox: httpsend.Mailbox{Account: mailbox, BaseURL: sb.Gmail.URL, Tokens: src, HTTP: client, Log: log.Logger(t)}}}
 }
 
 type message string

@@ -25,6 +25,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 	"github.com/oauthrelay/oauthrelay/internal/graph"
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
@@ -162,7 +163,7 @@ func (c *sandboxChild) transport(t *testing.T) *graph.Transport {
 		Scopes:     []string{devsandbox.GraphScope},
 		HTTPClient: oauth.NewHTTPClient(oauth.HTTPOptions{RootCAs: pool}),
 	})
-	return &graph.Transport{Account: mailbox, BaseURL: c.hello.GraphURL, Tokens: src, HTTP: client}
+	return &graph.Transport{Mailbox: httpsend.Mailbox{Account: mailbox, BaseURL: c.hello.GraphURL, Tokens: src, HTTP: client}}
 }
 
 // generated is a message with one attachment of n pseudo-random bytes,

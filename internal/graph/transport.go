@@ -7,7 +7,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 
 	"github.com/oauthrelay/oauthrelay/internal/httpsend"
@@ -15,12 +14,7 @@ import (
 
 // TokenSource holds the account's Graph access token; implemented by
 // *oauth.Source.
-type TokenSource interface {
-	Token(ctx context.Context) (string, error)
-	// Invalidate drops the cached token if it is the given one (Graph
-	// refused it), so that the next Token call refreshes.
-	Invalidate(accessToken string)
-}
+type TokenSource = httpsend.TokenSource
 
 // DefaultBaseURL is Microsoft Graph's global endpoint.
 const DefaultBaseURL = "https://graph.microsoft.com"
@@ -30,28 +24,14 @@ const DefaultBaseURL = "https://graph.microsoft.com"
 // delivery contract of package transport on top of the
 // account's token, its limits (as reservations) and its circuits.
 type Transport struct {
-	// Account is the sending mailbox (the {address} of the request).
-	Account string
-	// BaseURL replaces DefaultBaseURL (national clouds, the sandbox).
-	BaseURL string
-	Tokens  TokenSource
-	// HTTP sends the requests; nil uses a client with a 2-minute timeout.
-	HTTP *http.Client
-	// Limits are the account's sending limits (nil: none).
-	Limits limits.Limiter
-	// Circuit guards the account, ProviderCircuit Graph (shared by its
-	// accounts); nil disables one.
-	Circuit, ProviderCircuit *limits.Circuit
-	Log                      hclog.Logger
-	// Member names the mailbox in the provider circuit's count of failing
-	// mailboxes (default: Account); the mailboxes of a domain-wide
-	// account share one name, so that senders a client makes up cannot
-	// open the provider's circuit for every mailbox.
-	Member string
+	httpsend.Mailbox
 }
 
 var _ transport.Transport = (*Transport)(nil)
 
+// defaultHTTP serves a Transport without an HTTP client of its own:
+// each request within 2 minutes (the relay gives its own client, bounded
+// by the delivery's context instead).
 var defaultHTTP = &http.Client{Timeout: 2 * time.Minute}
 
 // Begin refuses a message the transport cannot take (a declared size
@@ -59,35 +39,16 @@ var defaultHTTP = &http.Client{Timeout: 2 * time.Minute}
 // obtains a token, so that those problems surface at MAIL. Graph is
 // contacted at Body only, so the circuits' probe slots are held there.
 func (t *Transport) Begin(ctx context.Context, env transport.Envelope) (transport.Delivery, error) {
-	log := t.logger().With("msgid", env.ID, "account", t.Account)
-	d := &delivery{t: t, log: log, Delivery: &httpsend.Delivery{Env: env, Tokens: t.Tokens, Log: log, Provider: providerName,
-		Adm: &httpsend.Admission{Account: t.Account, Member: t.Member, Provider: providerName, Limits: t.Limits, Circuit: t.Circuit, ProviderCircuit: t.ProviderCircuit, Log: log}}}
-	if err := d.Start(ctx, maxGraphMessageBytes, errTooLarge); err != nil {
+	hd, err := t.Mailbox.Begin(ctx, env, providerName, maxGraphMessageBytes, errTooLarge)
+	if err != nil {
 		return nil, err
 	}
-	return d, nil
+	return &delivery{Delivery: hd, t: t, log: hd.Log}, nil
 }
 
-func (t *Transport) logger() hclog.Logger {
-	if t.Log == nil {
-		return hclog.NewNullLogger()
-	}
-	return t.Log
-}
-
-func (t *Transport) client() *http.Client {
-	if t.HTTP == nil {
-		return defaultHTTP
-	}
-	return t.HTTP
-}
-
-func (t *Transport) baseURL() string {
-	if t.BaseURL == "" {
-		return DefaultBaseURL
-	}
-	return t.BaseURL
-}
+func (t *Transport) logger() hclog.Logger { return t.Logger() }
+func (t *Transport) client() *http.Client { return t.Client(defaultHTTP) }
+func (t *Transport) baseURL() string      { return t.URL(DefaultBaseURL) }
 
 // delivery collects the envelope (httpsend.Delivery) and sends the
 // message at Body.

@@ -20,6 +20,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 	"github.com/oauthrelay/oauthrelay/internal/graph"
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
@@ -52,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 		Scopes:     []string{devsandbox.GraphScope},
 		HTTPClient: oauth.NewHTTPClient(oauth.HTTPOptions{RootCAs: sb.CA.Pool}),
 	})
-	return &fixture{sb: sb, src: src, tr: &graph.Transport{Account: mailbox, BaseURL: sb.Graph.URL, Tokens: src, HTTP: client}}
+	return &fixture{sb: sb, src: src, tr: &graph.Transport{Mailbox: httpsend.Mailbox{Account: mailbox, BaseURL: sb.Graph.URL, Tokens: src, HTTP: client}}}
 }
 
 type message string

@@ -7,9 +7,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/gmailapi"
 	"github.com/oauthrelay/oauthrelay/internal/graph"
+	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/relay"
@@ -58,17 +61,9 @@ func (b *built) newMailbox(p *plan, s mailboxSpec, d deps) *mailbox {
 	var t transport.Transport
 	switch prov.Transport {
 	case config.TransportGraph:
-		t = &graph.Transport{
-			Account: s.address, Member: s.member, BaseURL: prov.GraphURL, Tokens: s.source, HTTP: s.pr.api,
-			Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit,
-			Log: d.log.Named("graph").With("provider", g.ProviderName),
-		}
+		t = &graph.Transport{Mailbox: m.api(s, lim, prov.GraphURL, d.log.Named("graph").With("provider", g.ProviderName))}
 	case config.TransportGmailAPI:
-		t = &gmailapi.Transport{
-			Account: s.address, Member: s.member, BaseURL: prov.GmailAPIURL, Tokens: s.source, HTTP: s.pr.api,
-			Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit,
-			Log: d.log.Named("gmailapi").With("provider", g.ProviderName),
-		}
+		t = &gmailapi.Transport{Mailbox: m.api(s, lim, prov.GmailAPIURL, d.log.Named("gmailapi").With("provider", g.ProviderName))}
 	default:
 		m.pool = b.smtpPool(p, s, d)
 		t = &upstream.Transport{
@@ -85,6 +80,14 @@ func (b *built) newMailbox(p *plan, s mailboxSpec, d deps) *mailbox {
 		MaxRecipients: a.Limits.MaxRecipientsPerMessage,
 	}
 	return m
+}
+
+// api is what an HTTP transport sends the mailbox's messages with.
+func (m *mailbox) api(s mailboxSpec, lim limits.Limiter, baseURL string, log hclog.Logger) httpsend.Mailbox {
+	return httpsend.Mailbox{
+		Account: s.address, Member: s.member, BaseURL: baseURL, Tokens: s.source, HTTP: s.pr.api,
+		Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit, Log: log,
+	}
 }
 
 // smtpPool returns the mailbox's pool of upstream SMTP connections.

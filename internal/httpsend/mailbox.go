@@ -1,0 +1,72 @@
+package httpsend
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/emersion/go-smtp"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/oauthrelay/oauthrelay/internal/limits"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
+)
+
+// Mailbox is the sending mailbox of an HTTP transport and what it sends
+// with; the Graph and Gmail API transports embed it.
+type Mailbox struct {
+	// Account is the sending mailbox (the {address} of the requests).
+	Account string
+	// Member names the mailbox in the provider circuit's count of failing
+	// mailboxes (default: Account); the mailboxes of a domain-wide
+	// account share one name, so that senders a client makes up cannot
+	// open the provider's circuit for every mailbox.
+	Member string
+	// BaseURL replaces the API's default endpoint (national clouds, the
+	// sandbox, a proxy).
+	BaseURL string
+	Tokens  TokenSource
+	// HTTP sends the requests; nil uses the transport's default client.
+	HTTP *http.Client
+	// Limits are the account's sending limits (nil: none).
+	Limits limits.Limiter
+	// Circuit guards the account, ProviderCircuit the API (shared by its
+	// accounts); nil disables one.
+	Circuit, ProviderCircuit *limits.Circuit
+	Log                      hclog.Logger
+}
+
+// Begin starts a delivery of env through the API named provider (in
+// replies and log lines): see Delivery.Start for what it checks.
+func (m *Mailbox) Begin(ctx context.Context, env transport.Envelope, provider string, max int64, tooLarge *smtp.SMTPError) (*Delivery, error) {
+	log := m.Logger().With("msgid", env.ID, "account", m.Account)
+	d := &Delivery{Env: env, Tokens: m.Tokens, Log: log, Provider: provider,
+		Adm: &Admission{Account: m.Account, Member: m.Member, Provider: provider, Limits: m.Limits, Circuit: m.Circuit, ProviderCircuit: m.ProviderCircuit, Log: log}}
+	if err := d.Start(ctx, max, tooLarge); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Logger returns Log, or a logger that discards.
+func (m *Mailbox) Logger() hclog.Logger {
+	if m.Log == nil {
+		return hclog.NewNullLogger()
+	}
+	return m.Log
+}
+
+// Client returns HTTP, or def.
+func (m *Mailbox) Client(def *http.Client) *http.Client {
+	if m.HTTP == nil {
+		return def
+	}
+	return m.HTTP
+}
+
+// URL returns BaseURL, or def.
+func (m *Mailbox) URL(def string) string {
+	if m.BaseURL == "" {
+		return def
+	}
+	return m.BaseURL
+}
