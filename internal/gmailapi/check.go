@@ -10,11 +10,6 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 )
 
-// checkMessage has no recipient field: Gmail checks the token, its scopes
-// and the mailbox before it looks at the message, then refuses it
-// ("Recipient address required"), so a check sends nothing.
-const checkMessage = "Subject: oauthrelay account test (not sent: no recipients)\r\n\r\nThis message names no recipient and cannot be sent.\r\n"
-
 // Check tells whether the account can send through the Gmail API without
 // sending anything (`oauthrelay account test`): it posts a message without
 // recipients. The error is a *httpsend.Failure with advice when the token,
@@ -25,7 +20,7 @@ func (t *Transport) Check(ctx context.Context) (string, error) {
 		return "", httpsend.TokenFailure(err)
 	}
 	u := t.baseURL() + "/upload/gmail/v1/users/" + url.PathEscape(t.Account) + "/messages/send?uploadType=media"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(checkMessage))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(httpsend.CheckMessage))
 	if err != nil {
 		return "", httpsend.Local(httpsend.ReplyLocal, err)
 	}

@@ -70,3 +70,9 @@ func (m *Mailbox) URL(def string) string {
 	}
 	return m.BaseURL
 }
+
+// CheckMessage is what an HTTP transport posts to check an account
+// without sending (`oauthrelay account test`): it names no recipient, so
+// the API checks the token, the permission and the mailbox, then refuses
+// it (Graph: ErrorInvalidRecipients; Gmail: "Recipient address required").
+const CheckMessage = "Subject: oauthrelay account test (not sent: no recipients)\r\n\r\nThis message names no recipient and cannot be sent.\r\n"

@@ -20,6 +20,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/seal"
 	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/sqlite"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // durable is the relay's durable state: the store, the queue that
@@ -209,7 +210,7 @@ func (r *Runtime) route(account string) (queue.Route, bool) {
 		b.state.Release()
 		var reply *smtp.SMTPError
 		if errors.As(err, &reply) && reply == relay.ErrDomainBusy {
-			return queue.Route{Unavailable: fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)}, false
+			return queue.Route{Unavailable: transport.ReplyText(reply)}, false
 		}
 		return queue.Route{}, false
 	}

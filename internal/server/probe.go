@@ -12,7 +12,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
-	"github.com/oauthrelay/oauthrelay/internal/graph"
 	"github.com/oauthrelay/oauthrelay/internal/httpsend"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/upstream"
@@ -180,12 +179,8 @@ func probeHTTP(ctx context.Context, acct *config.Account, m *mailbox) []ProbeSte
 	if err != nil {
 		step := ProbeStep{Name: name, Detail: err.Error()}
 		var f *httpsend.Failure
-		var ge *graph.CheckError
-		switch {
-		case errors.As(err, &f):
+		if errors.As(err, &f) {
 			step.Fix = f.Advice
-		case errors.As(err, &ge):
-			step.Fix = ge.Advice
 		}
 		step.Fix = joinFix(step.Fix, tlsFix(err))
 		return []ProbeStep{step}
