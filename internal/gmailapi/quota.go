@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	_ "time/tzdata" // pacificTime on hosts without a time zone database
 
 	"github.com/emersion/go-smtp"
 
@@ -47,19 +48,20 @@ func quotaFailure(e *apiError, now time.Time) *httpsend.Failure {
 	}
 }
 
-// pacificStandard stands in for America/Los_Angeles where the time zone
-// database is missing: midnight PST is 1 am PDT, so in summer the retry
-// comes an hour late, never early.
-var pacificStandard = time.FixedZone("PST", -8*60*60)
+// pacificTime is where Google resets daily quotas. The time zone database
+// is embedded (time/tzdata), so it is there on hosts without one.
+var pacificTime = func() *time.Location {
+	loc, err := time.LoadLocation("America/Los_Angeles")
+	if err != nil {
+		panic("gmailapi: the embedded time zone database lacks America/Los_Angeles: " + err.Error())
+	}
+	return loc
+}()
 
 // nextPacificMidnight is the next midnight in Pacific Time after now.
 func nextPacificMidnight(now time.Time) time.Time {
-	loc, err := time.LoadLocation("America/Los_Angeles")
-	if err != nil {
-		loc = pacificStandard
-	}
-	y, m, d := now.In(loc).Date()
-	return time.Date(y, m, d+1, 0, 0, 0, 0, loc)
+	y, m, d := now.In(pacificTime).Date()
+	return time.Date(y, m, d+1, 0, 0, 0, 0, pacificTime)
 }
 
 // forbidden classifies a 403 that is no quota: the relay's token may not
