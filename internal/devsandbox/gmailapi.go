@@ -115,7 +115,7 @@ func (s *GmailAPIServer) handleSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer leave()
-	if !wait(held, r) {
+	if !waitWhileHeld(held, r) {
 		return
 	}
 	if e, ok := s.failures.take(mailbox); ok {

@@ -277,7 +277,7 @@ func (g *GraphServer) mailbox(op GraphOp, h func(w http.ResponseWriter, r *http.
 		}
 		defer leave()
 		g.count(mailbox, op)
-		if !wait(held, r) {
+		if !waitWhileHeld(held, r) {
 			return
 		}
 		if e, ok := g.failures.take(mailbox); ok {

@@ -191,9 +191,9 @@ func (d *mailboxDoor) enter(mailbox string) (leave func(), held chan struct{}, o
 	return func() { d.mu.Lock(); d.inFlight[mailbox]--; d.mu.Unlock() }, d.hold, true
 }
 
-// wait waits until held is released; false when the client went away
+// waitWhileHeld waits until held is released; false when the client went away
 // meanwhile.
-func wait(held chan struct{}, r *http.Request) bool {
+func waitWhileHeld(held chan struct{}, r *http.Request) bool {
 	if held == nil {
 		return true
 	}
