@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/limits"
 )
 
 // PoolSettings bound one account's upstream connections.
@@ -33,7 +35,7 @@ var ErrPoolExhausted = errors.New("all upstream connections of the account are b
 // handshake or AUTH.
 type Pool struct {
 	mu      sync.Mutex
-	sender  *Sender
+	sender  opener
 	set     PoolSettings
 	idle    []*Conn // most recently used last
 	open    int     // idle + in use + being dialled
@@ -43,13 +45,53 @@ type Pool struct {
 	// epoch increases with every Flush; connections opened in an earlier
 	// epoch are not reused.
 	epoch int
+	// gate, when set, caps connections across the relay's instances
+	// (limits.ConnSlots): a new connection needs one of its slots too.
+	gate Gate
 }
+
+// Gate caps connections beyond this process: TryAcquire takes a slot for
+// a new connection (release frees it when the connection closes) or fails
+// with limits.ErrSlotsBusy.
+type Gate interface {
+	TryAcquire() (release func(), err error)
+}
+
+// gatePoll is how often a message waiting for a connection asks the gate
+// again: slots held by other instances free up without telling this one.
+const gatePoll = 100 * time.Millisecond
 
 // NewPool returns a pool that dials with sender.
 func NewPool(sender *Sender, set PoolSettings) *Pool {
 	p := &Pool{sender: sender, set: set, stop: make(chan struct{})}
 	go p.reap()
 	return p
+}
+
+// opener opens connections: a *Sender (tests open plain ones).
+type opener interface {
+	Open(ctx context.Context) (*Conn, error)
+}
+
+// SetGate makes new connections take a slot of g first (nil: none).
+func (p *Pool) SetGate(g Gate) {
+	p.mu.Lock()
+	p.gate = g
+	p.mu.Unlock()
+}
+
+// DropIdle closes the idle connections (another instance waits for a
+// connection slot of the mailbox).
+func (p *Pool) DropIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.open -= len(idle)
+	p.wakeLocked(len(idle))
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
 }
 
 // SetLimits changes the pool's limits (a reload); connections already
@@ -95,22 +137,15 @@ func (p *Pool) get(ctx context.Context, wait bool) (c *Conn, reused bool, err er
 			p.open--
 			go c.Close()
 		}
+		gated := false
 		if p.set.MaxConnections <= 0 || p.open < p.set.MaxConnections {
 			p.open++
-			sender, epoch := p.sender, p.epoch
-			p.mu.Unlock()
-			c, err := sender.Open(ctx)
-			if err == nil {
-				c.epoch = epoch
+			c, err := p.dial(ctx)
+			if err == nil || !errors.Is(err, limits.ErrSlotsBusy) {
+				return c, false, err
 			}
-			if err != nil {
-				p.mu.Lock()
-				p.open--
-				p.wakeLocked(1)
-				p.mu.Unlock()
-				return nil, false, err
-			}
-			return c, false, nil
+			gated = true
+			p.mu.Lock()
 		}
 		if !wait {
 			p.mu.Unlock()
@@ -128,8 +163,14 @@ func (p *Pool) get(ctx context.Context, wait bool) (c *Conn, reused bool, err er
 			defer t.Stop()
 			deadline = t.C
 		}
+		var poll <-chan time.Time
+		if gated {
+			poll = time.After(gatePoll)
+		}
 		select {
 		case <-w:
+		case <-poll:
+			p.dropWaiter(w)
 		case <-deadline:
 			p.dropWaiter(w)
 			return nil, false, &Error{Stage: StagePool, Err: ErrPoolExhausted}
@@ -138,6 +179,37 @@ func (p *Pool) get(ctx context.Context, wait bool) (c *Conn, reused bool, err er
 			return nil, false, &Error{Stage: StagePool, Err: ctx.Err()}
 		}
 	}
+}
+
+// dial opens a connection the caller counted in p.open (p.mu held; it
+// returns with p.mu released). A connection that gets no slot of the gate
+// is not opened: limits.ErrSlotsBusy.
+func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	sender, epoch, gate := p.sender, p.epoch, p.gate
+	p.mu.Unlock()
+	release := func() {}
+	var err error
+	if gate != nil {
+		release, err = gate.TryAcquire()
+	}
+	var c *Conn
+	if err == nil {
+		c, err = sender.Open(ctx)
+		if err != nil {
+			release()
+		}
+	}
+	if err != nil {
+		p.mu.Lock()
+		p.open--
+		if !errors.Is(err, limits.ErrSlotsBusy) {
+			p.wakeLocked(1) // a waiter may dial instead
+		}
+		p.mu.Unlock()
+		return nil, err
+	}
+	c.epoch, c.slot = epoch, release
+	return c, nil
 }
 
 func (p *Pool) dropWaiter(w chan struct{}) {

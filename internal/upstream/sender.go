@@ -245,6 +245,8 @@ type Conn struct {
 	created, lastUsed time.Time
 	messages          int
 	epoch             int    // the pool's epoch when opened
+	// slot frees the connection's slot of the pool's gate once closed.
+	slot func()
 	state             string // "in_use" or "idle", for the connections gauge
 	// broken is set once the connection failed below the SMTP layer; it
 	// must not be reused.
@@ -384,6 +386,9 @@ func (c *Conn) Close() {
 	}
 	c.closed = true
 	c.m.connections.WithLabelValues(c.provider, c.state).Dec()
+	if c.slot != nil {
+		defer c.slot()
+	}
 	if !c.broken {
 		c.c.timeout = 5 * time.Second
 		if c.c.quit() == nil {

@@ -1,0 +1,388 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+)
+
+// memCoord is an in-memory store.Coordinator for the limits' own logic
+// (the database engines pass storetest.RunCoordinator). down makes every
+// call fail as an unreachable database does.
+type memCoord struct {
+	mu    sync.Mutex
+	down  bool
+	calls int
+	msgs  map[string]int // key -> messages counted (one window: tests are short)
+	rcpts map[string]int
+	slots map[string]map[int]memSlot
+	wants map[string]time.Time
+}
+
+type memSlot struct {
+	owner string
+	until time.Time
+}
+
+func newMemCoord() *memCoord {
+	return &memCoord{msgs: map[string]int{}, rcpts: map[string]int{}, slots: map[string]map[int]memSlot{}, wants: map[string]time.Time{}}
+}
+
+func (m *memCoord) setDown(down bool) { m.mu.Lock(); m.down = down; m.mu.Unlock() }
+
+func (m *memCoord) enter() error {
+	m.mu.Lock()
+	m.calls++
+	if m.down {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: connection refused", store.ErrUnavailable)
+	}
+	return nil
+}
+
+func (m *memCoord) ReserveMessage(_ context.Context, key string, now time.Time, l store.SharedLimits) (*store.Grant, error) {
+	if err := m.enter(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	if l.DailyMsgs > 0 && m.msgs[key] >= l.DailyMsgs {
+		return nil, &store.Refusal{Kind: store.RefusedDailyMsgs, Limit: l.DailyMsgs, RetryAt: now.Add(time.Hour)}
+	}
+	m.msgs[key]++
+	return &store.Grant{Bucket: 1}, nil
+}
+
+func (m *memCoord) ReserveRcpt(_ context.Context, key string, _ *store.Grant, now time.Time, l store.SharedLimits) error {
+	if err := m.enter(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	if l.DailyRcpts > 0 && m.rcpts[key] >= l.DailyRcpts {
+		return &store.Refusal{Kind: store.RefusedDailyRcpts, Limit: l.DailyRcpts, RetryAt: now.Add(time.Hour)}
+	}
+	m.rcpts[key]++
+	return nil
+}
+
+func (m *memCoord) Release(_ context.Context, key string, _ *store.Grant, msgs, rcpts int, _ time.Time, _ store.SharedLimits) error {
+	if err := m.enter(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	m.msgs[key] -= msgs
+	m.rcpts[key] -= rcpts
+	return nil
+}
+
+func (m *memCoord) Usage(_ context.Context, key string, _ time.Time) (int, int, error) {
+	if err := m.enter(); err != nil {
+		return 0, 0, err
+	}
+	defer m.mu.Unlock()
+	return m.msgs[key], m.rcpts[key], nil
+}
+
+func (m *memCoord) AcquireSlot(_ context.Context, key, owner string, size int, now, until time.Time) (int, bool, error) {
+	if err := m.enter(); err != nil {
+		return 0, false, err
+	}
+	defer m.mu.Unlock()
+	if m.slots[key] == nil {
+		m.slots[key] = map[int]memSlot{}
+	}
+	for i := 0; i < size; i++ {
+		if s, ok := m.slots[key][i]; !ok || !s.until.After(now) {
+			m.slots[key][i] = memSlot{owner, until}
+			return i, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+func (m *memCoord) ReleaseSlot(_ context.Context, key, owner string, slot int) error {
+	if err := m.enter(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	if s, ok := m.slots[key][slot]; ok && s.owner == owner {
+		delete(m.slots[key], slot)
+	}
+	return nil
+}
+
+func (m *memCoord) ExtendSlots(_ context.Context, owner string, now, until time.Time) ([]string, error) {
+	if err := m.enter(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	var contended []string
+	for key, slots := range m.slots {
+		held := false
+		for i, s := range slots {
+			if s.owner == owner {
+				slots[i] = memSlot{owner, until}
+				held = true
+			}
+		}
+		if w, ok := m.wants[key]; held && ok && w.After(now) {
+			contended = append(contended, key)
+		}
+	}
+	sort.Strings(contended)
+	return contended, nil
+}
+
+func (m *memCoord) WantSlot(_ context.Context, key, _ string, until time.Time) error {
+	if err := m.enter(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	m.wants[key] = until
+	return nil
+}
+
+func (m *memCoord) SlotsInUse(_ context.Context, key string, now time.Time) (int, error) {
+	if err := m.enter(); err != nil {
+		return 0, err
+	}
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.slots[key] {
+		if s.until.After(now) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (m *memCoord) ReleaseSlots(_ context.Context, owner string) error {
+	if err := m.enter(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	for _, slots := range m.slots {
+		for i, s := range slots {
+			if s.owner == owner {
+				delete(slots, i)
+			}
+		}
+	}
+	return nil
+}
+
+var _ store.Coordinator = (*memCoord)(nil)
+
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func instance(t *testing.T, c store.Coordinator, owner string, n int, log *logBuf) *Coordination {
+	t.Helper()
+	set := CoordinationSettings{Owner: owner, Instances: n, RetryAfter: 50 * time.Millisecond}
+	if log != nil {
+		set.Log = hclog.New(&hclog.LoggerOptions{Output: log})
+	}
+	return NewCoordination(c, set)
+}
+
+// TestSharedLimitsAcrossInstances: two instances on one database admit a
+// daily quota once between them, not once each.
+func TestSharedLimitsAcrossInstances(t *testing.T) {
+	c := newMemCoord()
+	a := instance(t, c, "a", 2, nil).NewSharedLimits("box@example.com", 0, 0, 5, 0, 0)
+	b := instance(t, c, "b", 2, nil).NewSharedLimits("box@example.com", 0, 0, 5, 0, 0)
+	now := time.Now()
+	admitted := 0
+	for i := range 10 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		if _, err := l.Reserve(now); err == nil {
+			admitted++
+		} else if le, ok := IsLimit(err); !ok || le.Kind != KindDailyMessages || le.Limit != 5 || le.RetryAt.IsZero() {
+			t.Fatalf("refusal = %v", err)
+		}
+	}
+	if admitted != 5 {
+		t.Fatalf("admitted %d, want 5 in all", admitted)
+	}
+	if u := a.Usage(now)[KindDailyMessages]; u != 1 {
+		t.Fatalf("usage seen by a = %v, want 1", u)
+	}
+}
+
+// TestSharedReservationGivesBack: a message that was not sent gives its
+// message and recipients back; a dropped recipient gives its own back.
+func TestSharedReservationGivesBack(t *testing.T) {
+	c := newMemCoord()
+	l := instance(t, c, "a", 1, nil).NewSharedLimits("box@example.com", 0, 0, 10, 10, 2)
+	now := time.Now()
+	r, err := l.Reserve(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := r.AddRcpt(now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.AddRcpt(now); err == nil {
+		t.Fatal("a third recipient passed recipients_per_message = 2")
+	}
+	r.DropRcpt()
+	if c.rcpts["box@example.com"] != 1 {
+		t.Fatalf("after DropRcpt: %d recipients counted, want 1", c.rcpts["box@example.com"])
+	}
+	r.Cancel(now)
+	r.Cancel(now) // twice: nothing more
+	if c.msgs["box@example.com"] != 0 || c.rcpts["box@example.com"] != 0 {
+		t.Fatalf("after Cancel: %d messages, %d recipients counted", c.msgs["box@example.com"], c.rcpts["box@example.com"])
+	}
+	r2, _ := l.Reserve(now)
+	r2.Commit()
+	r2.Cancel(now)
+	if c.msgs["box@example.com"] != 1 {
+		t.Fatal("Cancel after Commit gave the message back")
+	}
+}
+
+// TestSharedLimitsFallBackToTheInstancesShare: with the database down an
+// instance keeps 1/n of each limit, says so once, and shares again when
+// the database is back.
+func TestSharedLimitsFallBackToTheInstancesShare(t *testing.T) {
+	c := newMemCoord()
+	log := &logBuf{}
+	co := instance(t, c, "a", 3, log)
+	l := co.NewSharedLimits("box@example.com", 0, 0, 9, 0, 0)
+	c.setDown(true)
+	now := time.Now()
+	admitted := 0
+	for range 10 {
+		if _, err := l.Reserve(now); err == nil {
+			admitted++
+		}
+	}
+	if admitted != 3 {
+		t.Fatalf("admitted %d while the database was down, want 9/3 = 3", admitted)
+	}
+	if d, err := co.Degraded(); !d || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Degraded() = %v, %v", d, err)
+	}
+	if n := strings.Count(log.String(), "database is unreachable"); n != 1 {
+		t.Fatalf("the outage was logged %d times, want once:\n%s", n, log)
+	}
+	calls := c.calls
+	_, _ = l.Reserve(now)
+	if c.calls != calls {
+		t.Fatal("a failed database was asked again within RetryAfter")
+	}
+	c.setDown(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := l.Reserve(now); err == nil && c.msgs["box@example.com"] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the database was not used again after it came back")
+		}
+		time.Sleep(10 * time.Millisecond) // RetryAfter passing
+	}
+	if d, _ := co.Degraded(); d {
+		t.Fatal("still degraded with the database back")
+	}
+	if !strings.Contains(log.String(), "reachable again") {
+		t.Fatalf("recovery not logged:\n%s", log)
+	}
+}
+
+// TestConnSlotsAcrossInstances: the cap holds across instances; a waiting
+// instance makes the holder give its idle connections up; a lease renewed
+// by Run survives; a stopped instance frees its slots.
+func TestConnSlotsAcrossInstances(t *testing.T) {
+	c := newMemCoord()
+	a, b := instance(t, c, "a", 2, nil), instance(t, c, "b", 2, nil)
+	sa, sb := a.ConnSlots("box@example.com", 3), b.ConnSlots("box@example.com", 3)
+	defer sa.Close()
+	defer sb.Close()
+	var releases []func()
+	for range 3 {
+		r, err := sa.TryAcquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	if _, err := sb.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+		t.Fatalf("a 4th slot: %v, want ErrSlotsBusy", err)
+	}
+	contended := make(chan struct{}, 1)
+	sa.OnContended(func() { contended <- struct{}{} })
+	a.renew()
+	select {
+	case <-contended:
+	default:
+		t.Fatal("the holder was not told that another instance waits")
+	}
+	releases[0]()
+	releases[0]() // once only
+	waitFor(t, func() bool { n, _ := c.SlotsInUse(context.Background(), "box@example.com", time.Now()); return n == 2 })
+	if _, err := sb.TryAcquire(); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	cancel()
+	<-done
+	if n, _ := c.SlotsInUse(context.Background(), "box@example.com", time.Now()); n != 1 {
+		t.Fatalf("after a stopped: %d slots held, want b's 1", n)
+	}
+}
+
+// TestConnSlotsFallBackToTheInstancesShare: with the database down an
+// instance opens at most its share of the cap.
+func TestConnSlotsFallBackToTheInstancesShare(t *testing.T) {
+	c := newMemCoord()
+	c.setDown(true)
+	s := instance(t, c, "a", 3, nil).ConnSlots("box@example.com", 6)
+	defer s.Close()
+	r1, err1 := s.TryAcquire()
+	r2, err2 := s.TryAcquire()
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if _, err := s.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+		t.Fatalf("a 3rd slot of 6/3: %v", err)
+	}
+	r1()
+	r1()
+	if _, err := s.TryAcquire(); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	r2()
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(5 * time.Millisecond) // polling state changed by a goroutine
+	}
+}
