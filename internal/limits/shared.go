@@ -172,7 +172,7 @@ func (co *Coordination) NewSharedLimits(key string, perMinute, burst, dailyMsgs,
 	n := co.instances
 	return &SharedLimits{
 		co: co, key: key, maxRcpts: maxRcptsPerMessage,
-		lim: store.SharedLimits{PerMinute: max(perMinute, 0), Burst: burst, DailyMsgs: max(dailyMsgs, 0), DailyRcpts: max(dailyRcpts, 0), BucketWidth: bucketSpan},
+		lim:      store.SharedLimits{PerMinute: max(perMinute, 0), Burst: burst, DailyMsgs: max(dailyMsgs, 0), DailyRcpts: max(dailyRcpts, 0), BucketWidth: bucketSpan},
 		fallback: NewAccountLimits(share(perMinute, n), share(burst, n), share(dailyMsgs, n), share(dailyRcpts, n), maxRcptsPerMessage),
 	}
 }

@@ -244,10 +244,10 @@ type Conn struct {
 	// Pool bookkeeping.
 	created, lastUsed time.Time
 	messages          int
-	epoch             int    // the pool's epoch when opened
+	epoch             int // the pool's epoch when opened
 	// slot frees the connection's slot of the pool's gate once closed.
-	slot func()
-	state             string // "in_use" or "idle", for the connections gauge
+	slot  func()
+	state string // "in_use" or "idle", for the connections gauge
 	// broken is set once the connection failed below the SMTP layer; it
 	// must not be reused.
 	broken bool
