@@ -159,10 +159,34 @@ type Store struct {
 	// HistoryRetention is how long delivery history is kept.
 	HistoryRetention time.Duration
 	// Transit is nil when queued bodies are stored as they are.
-	Transit  *Transit
+	Transit *Transit
+	// Postgres, instead of Path, keeps the state in a PostgreSQL database
+	// that several instances share.
+	Postgres *Postgres
 	DefRange hcl.Range
 	// PathRange is where path was written, for diagnostics.
 	PathRange hcl.Range
+}
+
+// Postgres is the shared PostgreSQL database of several instances
+// (README "Several instances").
+type Postgres struct {
+	// DSN is the connection string (a secret reference: it may hold a
+	// password); without user and password when VaultCredentials is set.
+	DSN SecretRef
+	// VaultCredentials is the path of a Vault database secrets engine's
+	// credentials ("database/creds/oauthrelay"): the relay connects as the
+	// dynamic users it issues, renewed and rotated without a restart.
+	VaultCredentials string
+	// Role, when set, is taken with SET ROLE on every connection, so that
+	// the tables belong to one role whatever user logs in.
+	Role string
+	// ExpectedInstances divides every limit while the database is
+	// unreachable: each instance then keeps its share.
+	ExpectedInstances int
+	// MaxConnections caps the instance's connections to the database.
+	MaxConnections int
+	DefRange       hcl.Range
 }
 
 // Transit encrypts queued message bodies with a key of Vault's Transit
@@ -408,6 +432,9 @@ func (c *Config) SecretRefs() []SecretRef {
 				out = append(out, a.RefreshToken)
 			}
 		}
+	}
+	if c.Store != nil && c.Store.Postgres != nil && c.Store.Postgres.DSN.IsSet() {
+		out = append(out, c.Store.Postgres.DSN)
 	}
 	return out
 }

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -56,8 +58,12 @@ type rawTransit struct {
 }
 
 type rawPostgres struct {
-	DSN  *string  `hcl:"dsn,optional"`
-	Body hcl.Body `hcl:",body"`
+	DSN               *string  `hcl:"dsn,optional"`
+	VaultCredentials  *string  `hcl:"vault_credentials,optional"`
+	Role              *string  `hcl:"role,optional"`
+	ExpectedInstances *int     `hcl:"expected_instances,optional"`
+	MaxConnections    *int     `hcl:"max_connections,optional"`
+	Body              hcl.Body `hcl:",body"`
 }
 
 type rawStore struct {
@@ -80,13 +86,15 @@ func (d *decoder) store(b *hcl.Block, vaultDeclared bool) *Store {
 	s := &Store{DefRange: def, PathRange: attrRange(body, "path", def)}
 	s.HistoryRetention, _ = d.boundedDuration(body, "history_retention", raw.HistoryRetention, def, DefaultHistoryRetention, minHistoryRetention, 0)
 	if raw.Postgres != nil {
-		d.postgres(raw.Postgres, nestedBlockRanges(body, "postgres")[0])
+		s.Postgres = d.postgres(raw.Postgres, nestedBlockRanges(body, "postgres")[0], vaultDeclared)
 	}
 	switch {
 	case !hasAttr(body, "path"):
 		if raw.Postgres == nil {
-			d.errorf(def, "Missing required argument", "The store block needs path, the directory of the embedded database, such as \"/var/lib/oauthrelay\".")
+			d.errorf(def, "Missing required argument", "The store block needs path, the directory of the embedded database, such as \"/var/lib/oauthrelay\", or a postgres block.")
 		}
+	case raw.Postgres != nil:
+		d.errorf(s.PathRange, "Conflicting store settings", "path (the embedded database of one instance) and the postgres block (a database several instances share) exclude each other: keep one.")
 	case !filepath.IsAbs(raw.Path):
 		// Like spool_dir: a relative path would depend on the working
 		// directory the relay happens to start in.
@@ -101,15 +109,85 @@ func (d *decoder) store(b *hcl.Block, vaultDeclared bool) *Store {
 	return s
 }
 
-// postgres checks a postgres block, which this version parses so that its
-// absence of support is reported where it is written.
-func (d *decoder) postgres(raw *rawPostgres, rng hcl.Range) {
+// Defaults and bounds of the postgres block.
+const (
+	DefaultPostgresMaxConnections = 10
+	maxPostgresConnections        = 1000
+	maxExpectedInstances          = 1000
+)
+
+// vaultCredentialsPath is a Vault path of a database secrets engine's
+// credentials endpoint: "<mount>/creds/<role>".
+var vaultCredentialsPath = regexp.MustCompile(`^[\w.-]+(?:/[\w.-]+)*/creds/[\w.-]+$`)
+
+// sqlIdentifier is a role name the relay can put into SET ROLE unquoted
+// or quoted without surprises.
+var sqlIdentifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$-]{0,62}$`)
+
+func (d *decoder) postgres(raw *rawPostgres, rng hcl.Range, vaultDeclared bool) *Postgres {
+	pg := &Postgres{DefRange: rng, ExpectedInstances: 1, MaxConnections: DefaultPostgresMaxConnections}
 	if raw.DSN == nil {
-		d.errorf(rng, "Missing required argument", "The postgres block needs dsn, a secret reference to the connection string.")
+		d.errorf(rng, "Missing required argument", "The postgres block needs dsn, the connection string or a secret reference to it, such as \"vault://secret/oauthrelay/db#dsn\".")
 	} else {
-		d.secret(raw.Body, "dsn", raw.DSN, rng)
+		pg.DSN = d.dsn(raw.Body, *raw.DSN, rng)
 	}
-	d.errorf(rng, "PostgreSQL store not supported yet", "This version keeps its state in the embedded database only: remove the postgres block and set path.")
+	if raw.VaultCredentials != nil {
+		pg.VaultCredentials = strings.Trim(*raw.VaultCredentials, "/")
+		r := attrRange(raw.Body, "vault_credentials", rng)
+		switch {
+		case !vaultCredentialsPath.MatchString(pg.VaultCredentials):
+			d.errorf(r, "Invalid vault_credentials", "vault_credentials must be the path of a Vault database secrets engine's credentials, \"<mount>/creds/<role>\", such as \"database/creds/oauthrelay\"; got %q.", *raw.VaultCredentials)
+		case !vaultDeclared:
+			d.errorf(r, "Vault credentials without a vault block", "vault_credentials needs a vault block that says how to reach and log in to Vault.")
+		}
+	}
+	if raw.Role != nil {
+		pg.Role = *raw.Role
+		if !sqlIdentifier.MatchString(pg.Role) {
+			d.errorf(attrRange(raw.Body, "role", rng), "Invalid role", "role must be a PostgreSQL role name (letters, digits, '_', '$' and '-', not starting with a digit, at most 63); got %q.", pg.Role)
+		}
+	}
+	if raw.ExpectedInstances != nil {
+		pg.ExpectedInstances = *raw.ExpectedInstances
+		if pg.ExpectedInstances < 1 || pg.ExpectedInstances > maxExpectedInstances {
+			d.errorf(attrRange(raw.Body, "expected_instances", rng), "Invalid expected_instances", "expected_instances must be between 1 and %d; got %d.", maxExpectedInstances, pg.ExpectedInstances)
+		}
+	} else {
+		d.warnf(rng, "expected_instances not set", "While the database is unreachable each instance keeps 1/expected_instances of every account limit; without it each keeps the whole limit, and N instances together may send N times as much. Set it to the number of instances you run.")
+	}
+	if raw.MaxConnections != nil {
+		pg.MaxConnections = *raw.MaxConnections
+		if pg.MaxConnections < 2 || pg.MaxConnections > maxPostgresConnections {
+			d.errorf(attrRange(raw.Body, "max_connections", rng), "Invalid max_connections", "max_connections must be between 2 and %d; got %d.", maxPostgresConnections, pg.MaxConnections)
+		}
+	}
+	return pg
+}
+
+// dsn reads the connection string: a secret reference, or the URL itself
+// (postgres://…), which names no secret unless it holds a password.
+func (d *decoder) dsn(body hcl.Body, value string, def hcl.Range) SecretRef {
+	lower := strings.ToLower(value)
+	if !strings.HasPrefix(lower, "postgres://") && !strings.HasPrefix(lower, "postgresql://") {
+		return d.secret(body, "dsn", &value, def)
+	}
+	rng := attrRange(body, "dsn", def)
+	if u, err := url.Parse(value); err != nil {
+		d.errorf(rng, "Invalid dsn", "dsn is not a valid connection URL: %v.", redactedURLError(err))
+	} else if _, has := u.User.Password(); has || u.Query().Has("password") {
+		d.warnf(rng, "Password in the configuration", "The dsn holds a password, which would then sit in the configuration files (and git). Keep the connection string in a secret reference (vault://, file:// or env://), or let Vault issue the user with vault_credentials.")
+	}
+	return SecretRef{Scheme: SecretLiteral, literal: value, Range: rng}
+}
+
+// redactedURLError is a URL parse error without the URL, which may hold a
+// password.
+func redactedURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 func (d *decoder) transit(raw *rawTransit, rng hcl.Range, vaultDeclared bool) *Transit {

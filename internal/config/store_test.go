@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -178,19 +179,44 @@ listener "printers" {
 			want:    []at{{12, "transit", "Duplicate transit block"}},
 		},
 		{
-			name:    "postgres is not supported yet",
-			snippet: "store {\n  postgres {\n    dsn = \"env://OAUTHRELAY_DSN\"\n  }\n}\n",
-			want:    []at{{2, "postgres", "PostgreSQL store not supported yet"}},
-		},
-		{
 			name:    "postgres with an invalid secret reference",
 			snippet: "store {\n  postgres {\n    dsn = \"valut://secret/db#dsn\"\n  }\n}\n",
-			want:    []at{{2, "postgres", "PostgreSQL store not supported yet"}, {3, `"valut`, "Invalid secret reference"}},
+			want:    []at{{3, `"valut`, "Invalid secret reference"}},
 		},
 		{
 			name:    "postgres without dsn",
 			snippet: "store {\n  postgres {\n  }\n}\n",
-			want:    []at{{2, "postgres", "PostgreSQL store not supported yet"}, {2, "postgres", "Missing required argument"}},
+			want:    []at{{2, "postgres", "Missing required argument"}},
+		},
+		{
+			name:    "path and postgres",
+			snippet: "store {\n  path = \"/var/lib/a\"\n  postgres {\n    dsn = \"env://DSN\"\n  }\n}\n",
+			want:    []at{{2, `"/var`, "Conflicting store settings"}},
+		},
+		{
+			name:    "postgres vault credentials without a vault block",
+			snippet: "store {\n  postgres {\n    dsn = \"postgres://db/relay\"\n    vault_credentials = \"database/creds/relay\"\n  }\n}\n",
+			want:    []at{{4, `"database`, "Vault credentials without a vault block"}},
+		},
+		{
+			name:    "postgres vault credentials not a creds path",
+			snippet: vaultBlock + "store {\n  postgres {\n    dsn = \"postgres://db/relay\"\n    vault_credentials = \"secret/data/db\"\n  }\n}\n",
+			want:    []at{{10, `"secret`, "Invalid vault_credentials"}},
+		},
+		{
+			name:    "postgres role with a quote",
+			snippet: "store {\n  postgres {\n    dsn = \"env://DSN\"\n    role = \"owner\\\"; DROP\"\n  }\n}\n",
+			want:    []at{{4, `"owner`, "Invalid role"}},
+		},
+		{
+			name:    "postgres expected instances zero",
+			snippet: "store {\n  postgres {\n    dsn = \"env://DSN\"\n    expected_instances = 0\n  }\n}\n",
+			want:    []at{{4, "0", "Invalid expected_instances"}},
+		},
+		{
+			name:    "postgres one connection",
+			snippet: "store {\n  postgres {\n    dsn = \"env://DSN\"\n    expected_instances = 3\n    max_connections = 1\n  }\n}\n",
+			want:    []at{{5, "1", "Invalid max_connections"}},
 		},
 		{
 			name:    "duplicate store block",
@@ -275,6 +301,48 @@ listener "printers" {
 			}
 			wantDiagnostics(t, path, tc.snippet, loaded.Diagnostics, hcl.DiagError, tc.want)
 		})
+	}
+}
+
+// A postgres block is the whole store: DSN reference, Vault credentials,
+// role and the instance count; without expected_instances it warns.
+func TestPostgresStore(t *testing.T) {
+	snippet := vaultBlock + "store {\n  history_retention = \"7d\"\n  postgres {\n    dsn = \"vault://secret/oauthrelay/db#dsn\"\n    vault_credentials = \"/database/creds/oauthrelay/\"\n    role = \"oauthrelay_owner\"\n    expected_instances = 3\n    max_connections = 20\n  }\n}\n"
+	_, loaded := loadSnippet(t, snippet)
+	if loaded.Config == nil {
+		t.Fatalf("not loaded: %v", loaded.Diagnostics)
+	}
+	for _, d := range loaded.Diagnostics {
+		t.Errorf("unexpected diagnostic: %v", d)
+	}
+	st := loaded.Config.Store
+	pg := st.Postgres
+	if st.Path != "" || pg == nil || pg.DSN.VaultPath != "oauthrelay/db" || pg.DSN.VaultField != "dsn" ||
+		pg.VaultCredentials != "database/creds/oauthrelay" || pg.Role != "oauthrelay_owner" ||
+		pg.ExpectedInstances != 3 || pg.MaxConnections != 20 || st.HistoryRetention != 7*24*time.Hour {
+		t.Fatalf("store = %+v, postgres = %+v", st, pg)
+	}
+	if refs := loaded.Config.SecretRefs(); !slices.ContainsFunc(refs, func(r config.SecretRef) bool { return r.VaultField == "dsn" }) {
+		t.Fatalf("SecretRefs() = %v, without the DSN", refs)
+	}
+
+	defaults := "store {\n  postgres {\n    dsn = \"env://DSN\"\n  }\n}\n"
+	path, loaded := loadSnippet(t, defaults)
+	if loaded.Config == nil || loaded.Config.Store.Postgres.ExpectedInstances != 1 || loaded.Config.Store.Postgres.MaxConnections != config.DefaultPostgresMaxConnections {
+		t.Fatalf("defaults: %+v", loaded)
+	}
+	wantDiagnostics(t, path, defaults, loaded.Diagnostics, hcl.DiagWarning, []at{{2, "postgres", "expected_instances not set"}})
+
+	literal := "store {\n  postgres {\n    dsn = \"postgres://relay:hunter2@db:5432/relay\"\n    expected_instances = 2\n  }\n}\n"
+	path, loaded = loadSnippet(t, literal)
+	if loaded.Config == nil {
+		t.Fatalf("a literal URL: %v", loaded.Diagnostics)
+	}
+	wantDiagnostics(t, path, literal, loaded.Diagnostics, hcl.DiagWarning, []at{{3, `"postgres`, "Password in the configuration"}})
+	for _, d := range loaded.Diagnostics {
+		if strings.Contains(d.Error(), "hunter2") {
+			t.Fatalf("a diagnostic shows the password: %v", d)
+		}
 	}
 }
 
