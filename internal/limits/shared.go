@@ -158,7 +158,16 @@ type SharedLimits struct {
 	lim      store.SharedLimits
 	maxRcpts int
 	fallback *AccountLimits
+
+	usageMu sync.Mutex
+	usage   map[string]float64
+	usageAt time.Time
 }
+
+// usageFresh is how long Usage answers from its last reading: metrics
+// scrapes and health checks of many mailboxes must not each cost every
+// mailbox a database round trip.
+const usageFresh = 5 * time.Second
 
 // NewSharedLimits returns the shared limits of one account (key: its
 // address); nil when no limit is set.
@@ -216,6 +225,11 @@ func (s *SharedLimits) Usage(now time.Time) map[string]float64 {
 	if s == nil {
 		return nil
 	}
+	s.usageMu.Lock()
+	defer s.usageMu.Unlock()
+	if s.usage != nil && now.Sub(s.usageAt) >= 0 && now.Sub(s.usageAt) < usageFresh {
+		return s.usage
+	}
 	var msgs, rcpts int
 	err := s.co.call(func(ctx context.Context) (err error) {
 		msgs, rcpts, err = s.co.coord.Usage(ctx, s.key, now)
@@ -231,6 +245,7 @@ func (s *SharedLimits) Usage(now time.Time) map[string]float64 {
 	if s.lim.DailyRcpts > 0 {
 		u[KindDailyRcpts] = float64(rcpts) / float64(s.lim.DailyRcpts)
 	}
+	s.usage, s.usageAt = u, now
 	return u
 }
 

@@ -27,7 +27,7 @@ type mailbox struct {
 	circuit *limits.Circuit
 	// provCircuit is the provider's, shared by its mailboxes.
 	provCircuit *limits.Circuit
-	limits      *limits.AccountLimits // nil: no limits
+	limits      limits.Limiter // nil: no limits
 	pool        *upstream.Pool        // SMTP only
 	source      *oauth.Source
 	maxConns    int // concurrent queue deliveries (0: no cap)
@@ -53,11 +53,8 @@ func (b *built) newMailbox(p *plan, s mailboxSpec, d deps) *mailbox {
 	m := &mailbox{source: s.source, maxConns: a.MaxConnections}
 	m.circuit = p.circuit(circuitKey{scope: "account", name: s.address, settings: prov.Circuit})
 	m.provCircuit = p.circuit(circuitKey{scope: "provider", name: g.ProviderName, settings: prov.Circuit})
-	m.limits = p.accountLimits(limitsKey{account: s.address, limits: a.Limits})
-	var lim limits.Limiter
-	if m.limits != nil {
-		lim = m.limits // a nil *AccountLimits would be a non-nil interface
-	}
+	m.limits = p.accountLimits(limitsKey{account: s.address, limits: a.Limits}, d.coord)
+	lim := m.limits
 	var t transport.Transport
 	switch prov.Transport {
 	case config.TransportGraph:
@@ -104,7 +101,7 @@ func (b *built) smtpPool(p *plan, s mailboxSpec, d deps) *upstream.Pool {
 		IdleTimeout:              prov.Pool.IdleTimeout,
 		MaxAge:                   prov.Pool.MaxAge,
 		WaitTimeout:              prov.Pool.WaitTimeout,
-	})
+	}, d.coord)
 }
 
 // apiHTTPClient is the client of a provider's HTTP transport: the

@@ -27,7 +27,7 @@ type registry struct {
 	mu       sync.Mutex
 	sources  map[sourceKey]*keptSource
 	pools    map[poolKey]*upstream.Pool
-	limits   map[limitsKey]*limits.AccountLimits
+	limits   map[limitsKey]limits.Limiter // nil values: no limits
 	circuits map[circuitKey]*limits.Circuit
 	log      hclog.Logger
 	// pending counts plans not yet committed, aborted or adopted; while
@@ -79,7 +79,7 @@ func newRegistry(log hclog.Logger) *registry {
 	return &registry{
 		sources:  map[sourceKey]*keptSource{},
 		pools:    map[poolKey]*upstream.Pool{},
-		limits:   map[limitsKey]*limits.AccountLimits{},
+		limits:   map[limitsKey]limits.Limiter{},
 		circuits: map[circuitKey]*limits.Circuit{},
 		log:      log,
 	}
@@ -90,7 +90,7 @@ type plan struct {
 	r        *registry
 	sources  map[sourceKey]*oauth.Source
 	pools    map[poolKey]*upstream.Pool
-	limits   map[limitsKey]*limits.AccountLimits
+	limits   map[limitsKey]limits.Limiter // nil values: no limits
 	circuits map[circuitKey]*limits.Circuit
 	// updates change reused entries; they run at commit.
 	updates []func()
@@ -106,7 +106,7 @@ func (r *registry) newPlan() *plan {
 		r:        r,
 		sources:  map[sourceKey]*oauth.Source{},
 		pools:    map[poolKey]*upstream.Pool{},
-		limits:   map[limitsKey]*limits.AccountLimits{},
+		limits:   map[limitsKey]limits.Limiter{},
 		circuits: map[circuitKey]*limits.Circuit{},
 	}
 }
@@ -133,7 +133,7 @@ func (p *plan) source(key sourceKey, set oauth.Settings) *oauth.Source {
 
 // pool returns the kept pool for key (its limits updated at commit) or a
 // new one.
-func (p *plan) pool(key poolKey, sender *upstream.Sender, set upstream.PoolSettings) *upstream.Pool {
+func (p *plan) pool(key poolKey, sender *upstream.Sender, set upstream.PoolSettings, co *limits.Coordination) *upstream.Pool {
 	if pool, ok := p.pools[key]; ok {
 		return pool
 	}
@@ -141,19 +141,32 @@ func (p *plan) pool(key poolKey, sender *upstream.Sender, set upstream.PoolSetti
 	pool := p.r.pools[key]
 	p.r.mu.Unlock()
 	if pool != nil {
-		p.updates = append(p.updates, func() { pool.SetLimits(set) })
+		p.updates = append(p.updates, func() {
+			pool.SetLimits(set)
+			if g, ok := pool.Gate().(*limits.ConnSlots); ok {
+				g.SetSize(set.MaxConnections)
+			}
+		})
 	} else {
 		pool = upstream.NewPool(sender, set)
+		if co != nil {
+			// The mailbox's cap holds across the instances (README
+			// "Several instances").
+			g := co.ConnSlots(key.account, set.MaxConnections)
+			g.OnContended(pool.DropIdle)
+			pool.SetGate(g)
+		}
 		p.created = append(p.created, pool)
 	}
 	p.pools[key] = pool
 	return pool
 }
 
-// accountLimits returns the kept counters for key or new ones; new
-// counters inherit the account's usage at commit (a changed limit must
-// not reset a quota).
-func (p *plan) accountLimits(key limitsKey) *limits.AccountLimits {
+// accountLimits returns the kept limits for key or new ones (nil: none):
+// shared through co when set, else the instance's own counters, which
+// inherit the account's usage at commit (a changed limit must not reset a
+// quota).
+func (p *plan) accountLimits(key limitsKey, co *limits.Coordination) limits.Limiter {
 	if l, ok := p.limits[key]; ok {
 		return l
 	}
@@ -162,7 +175,13 @@ func (p *plan) accountLimits(key limitsKey) *limits.AccountLimits {
 	p.r.mu.Unlock()
 	if !ok {
 		c := key.limits
-		l = limits.NewAccountLimits(c.RateLimitPerMinute, c.RateLimitBurst, c.DailyMessageLimit, c.DailyRecipientLimit, c.MaxRecipientsPerMessage)
+		if co != nil {
+			if s := co.NewSharedLimits(key.account, c.RateLimitPerMinute, c.RateLimitBurst, c.DailyMessageLimit, c.DailyRecipientLimit, c.MaxRecipientsPerMessage); s != nil {
+				l = s
+			}
+		} else if a := limits.NewAccountLimits(c.RateLimitPerMinute, c.RateLimitBurst, c.DailyMessageLimit, c.DailyRecipientLimit, c.MaxRecipientsPerMessage); a != nil {
+			l = a // a nil *AccountLimits would be a non-nil interface
+		}
 	}
 	p.limits[key] = l
 	return l
@@ -260,12 +279,13 @@ func (r *registry) commit(p *plan, now time.Time) (stale []*upstream.Pool) {
 	}
 	r.pools = p.pools
 	for k, l := range p.limits {
-		if _, kept := r.limits[k]; kept {
+		local, isLocal := l.(*limits.AccountLimits)
+		if _, kept := r.limits[k]; kept || !isLocal {
 			continue
 		}
 		for old, ol := range r.limits {
-			if old.account == k.account {
-				l.InheritUsage(ol)
+			if prev, ok := ol.(*limits.AccountLimits); ok && old.account == k.account {
+				local.InheritUsage(prev)
 			}
 		}
 	}
@@ -328,7 +348,7 @@ func (r *registry) forget(m *mailbox) {
 		}
 	}
 	for k, l := range r.limits {
-		if l == m.limits {
+		if l != nil && l == m.limits {
 			delete(r.limits, k)
 		}
 	}

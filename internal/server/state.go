@@ -35,6 +35,9 @@ type deps struct {
 	// forget removes the metric series of a mailbox the relay no longer
 	// serves (nil: none).
 	forget func(account string)
+	// coord shares limits and connection slots with the other instances
+	// on one database (nil: this instance alone).
+	coord *limits.Coordination
 }
 
 // built is everything derived from one configuration: the relay's State
@@ -75,6 +78,17 @@ type providerRuntime struct {
 // updated only when the result is committed (see registry). With prev (a
 // reload) it reuses prev's Vault client and Vault reads.
 func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built, error) {
+	b, err := prepare(ctx, cfg, d, prev)
+	if err != nil {
+		return nil, err
+	}
+	return b.assemble(d, prev)
+}
+
+// prepare starts a build: Vault login and secrets, what the store needs
+// before the accounts are built (a shared database's limits). On error the
+// plan is aborted; else assemble (or plan.abort) must follow.
+func prepare(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built, error) {
 	b := &built{
 		cfg:       cfg,
 		plan:      d.registry.newPlan(),
@@ -93,15 +107,23 @@ func build(ctx context.Context, cfg *config.Config, d deps, prev *built) (*built
 			Accounts:          map[string]*relay.Account{},
 		},
 	}
+	if err := b.loadSecrets(ctx, d, prev); err != nil {
+		b.plan.abort()
+		return nil, err
+	}
+	return b, nil
+}
+
+// assemble builds the providers, accounts and clients of a prepared build;
+// on error its plan is aborted.
+func (b *built) assemble(d deps, prev *built) (*built, error) {
+	cfg := b.cfg
 	ok := false
 	defer func() {
 		if !ok {
 			b.plan.abort()
 		}
 	}()
-	if err := b.loadSecrets(ctx, d, prev); err != nil {
-		return nil, err
-	}
 	providers, err := buildProviders(cfg, d)
 	if err != nil {
 		return nil, err

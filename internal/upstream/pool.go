@@ -80,6 +80,13 @@ func (p *Pool) SetGate(g Gate) {
 	p.mu.Unlock()
 }
 
+// Gate returns the gate set by SetGate.
+func (p *Pool) Gate() Gate {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gate
+}
+
 // DropIdle closes the idle connections (another instance waits for a
 // connection slot of the mailbox).
 func (p *Pool) DropIdle() {
@@ -297,6 +304,9 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
+	if c, ok := p.gate.(interface{ Close() }); ok {
+		c.Close() // no longer told of contention
+	}
 	idle := p.idle
 	p.idle = nil
 	p.open -= len(idle)
