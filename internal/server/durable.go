@@ -3,6 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -30,10 +33,12 @@ import (
 type durable struct {
 	settings storeSettings
 	store    store.Store
-	queue    *queue.Queue
-	history  *historyWriter
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	// owner names this instance in the store's leases (instanceID).
+	owner   string
+	queue   *queue.Queue
+	history *historyWriter
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	// queueStopped reports the queue's Stop (set by stopQueue).
 	queueStopped chan error
 }
@@ -41,6 +46,10 @@ type durable struct {
 // storeSettings are the store block's settings that need a restart.
 type storeSettings struct {
 	path, transitMount, transitKey string
+	// postgres: the DSN reference as written (not its value), and the
+	// rest of the postgres block.
+	dsnRef, vaultCredentials, role string
+	instances, maxConns            int
 }
 
 func storeSettingsOf(s *config.Store) storeSettings {
@@ -51,18 +60,34 @@ func storeSettingsOf(s *config.Store) storeSettings {
 	if s.Transit != nil {
 		ss.transitMount, ss.transitKey = s.Transit.Mount, s.Transit.Key
 	}
+	if pg := s.Postgres; pg != nil {
+		ss.dsnRef, ss.vaultCredentials, ss.role = pg.DSN.String(), pg.VaultCredentials, pg.Role
+		if lit := pg.DSN.Literal(); lit != "" {
+			sum := sha256.Sum256([]byte(lit)) // a digest: the settings are compared, never shown
+			ss.dsnRef = hex.EncodeToString(sum[:])
+		}
+		ss.instances, ss.maxConns = pg.ExpectedInstances, pg.MaxConnections
+	}
 	return ss
 }
 
-// instanceID names this instance as the owner of queue leases; stable
-// across restarts on one host, so a restarted relay takes its own leases
-// back at once.
-func instanceID() string {
+// instanceID names this instance as the owner of queue leases. On the
+// embedded store (one relay per store) it is the host name, stable across
+// restarts, so a restarted relay takes its own leases back at once. On a
+// shared database every process needs a name of its own (several may run
+// on one host); a restarted one leaves its old leases to expire, and any
+// instance then delivers those messages.
+func instanceID(shared bool) string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
-		return "oauthrelay"
+		h = "oauthrelay"
 	}
-	return h
+	if !shared {
+		return h
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%x", h, os.Getpid(), b)
 }
 
 // openDurable opens the store of b's configuration (none: nil) and the
@@ -87,7 +112,7 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", sc.Path, err)
 	}
-	d := &durable{settings: storeSettingsOf(sc), store: st}
+	d := &durable{settings: storeSettingsOf(sc), store: st, owner: instanceID(false)}
 	r.registry.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "oauthrelay_store_commits_total",
@@ -98,7 +123,7 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 			Help: "Messages durably stored in the queue. Divided by oauthrelay_store_commits_total: messages per fsync (a lower bound: commits also record attempts and history).",
 		}, func() float64 { _, m := st.CommitStats(); return float64(m) }))
 	d.history = newHistoryWriter(st, sc.HistoryRetention, r.log.Named("history"), r.registry)
-	q, err := queue.New(st, r.route, r.notifier(), queueConfig(b.cfg), r.log.Named("queue"), r.registry)
+	q, err := queue.New(st, r.route, r.notifier(), queueConfig(b.cfg, d.owner), r.log.Named("queue"), r.registry)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -122,7 +147,7 @@ func checkTransit(ctx context.Context, cfg *config.Config, b *built) error {
 	return nil
 }
 
-func queueConfig(cfg *config.Config) queue.Config {
+func queueConfig(cfg *config.Config, owner string) queue.Config {
 	q := cfg.Queue
 	return queue.Config{
 		RetrySchedule:     q.RetrySchedule,
@@ -130,7 +155,7 @@ func queueConfig(cfg *config.Config) queue.Config {
 		Workers:           q.Workers,
 		MaxBouncesPerHour: q.MaxBouncesPerHour,
 		DelayWarning:      q.DelayWarning,
-		Owner:             instanceID(),
+		Owner:             owner,
 	}
 }
 
@@ -164,7 +189,7 @@ func (d *durable) apply(cfg *config.Config) {
 	if d == nil {
 		return
 	}
-	d.queue.SetConfig(queueConfig(cfg))
+	d.queue.SetConfig(queueConfig(cfg, d.owner))
 	d.history.setRetention(cfg.Store.HistoryRetention)
 }
 

@@ -153,6 +153,12 @@ func (r *Runtime) ready() (bool, any) {
 			body["status"] = "degraded"
 		}
 	}
+	if limitsStatus, degraded := r.sharedLimitsHealth(); limitsStatus != nil {
+		body["limits"] = limitsStatus
+		if degraded && body["status"] == "ready" {
+			body["status"] = "degraded"
+		}
+	}
 	if configured, up, expiry := b.store.VaultStatus(); configured {
 		v := map[string]any{"up": up}
 		if !expiry.IsZero() {
