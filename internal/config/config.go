@@ -215,6 +215,9 @@ type Queue struct {
 	// DelayWarning is how long a recipient that asked for delay notices
 	// (DSN NOTIFY=DELAY) waits before its sender gets one.
 	DelayWarning time.Duration
+	// Lease is how long a claim on a message lasts; 0: the default
+	// (DefaultQueueLease, or DefaultSharedQueueLease on PostgreSQL).
+	Lease time.Duration
 	// DefRange is the queue block's, zero when the block is omitted.
 	DefRange hcl.Range
 }

@@ -27,6 +27,13 @@ const (
 	// notices (NOTIFY=DELAY) gets one; Postfix's delay_warning_time is off
 	// by default, but such a recipient asked for the warning.
 	DefaultDelayWarning = 4 * time.Hour
+	// DefaultQueueLease is how long an instance's claim on a message lasts
+	// (renewed every third of it while the delivery runs); a dead
+	// instance's messages wait that long before another takes them.
+	DefaultQueueLease = 5 * time.Minute
+	// DefaultSharedQueueLease is the lease on a shared database, where
+	// the others take over from a dead instance.
+	DefaultSharedQueueLease = time.Minute
 )
 
 // Bounds of the store and queue settings.
@@ -38,6 +45,8 @@ const (
 	maxQueueLifetime = 30 * 24 * time.Hour
 	minRetryStep     = time.Second
 	maxQueueWorkers  = 1024
+	minQueueLease    = 3 * time.Second
+	maxQueueLease    = time.Hour
 )
 
 // DefaultRetrySchedule returns the waits before the retries of a queued
@@ -218,6 +227,7 @@ type rawQueue struct {
 	Workers           *int           `hcl:"workers,optional"`
 	MaxBouncesPerHour *int           `hcl:"max_bounces_per_hour,optional"`
 	DelayWarning      string         `hcl:"delay_warning,optional"`
+	Lease             string         `hcl:"lease,optional"`
 }
 
 // queue decodes the queue block, or returns the defaults when b is nil.
@@ -251,6 +261,9 @@ func (d *decoder) queue(b *hcl.Block, storeDeclared bool) Queue {
 	q.MaxBouncesPerHour = d.boundedInt(body, "max_bounces_per_hour", raw.MaxBouncesPerHour, def, DefaultMaxBouncesPerHour, 1, 0)
 	warning, warningOK := d.boundedDuration(body, "delay_warning", raw.DelayWarning, def, DefaultDelayWarning, time.Minute, maxQueueLifetime)
 	q.DelayWarning = warning
+	if hasAttr(body, "lease") {
+		q.Lease, _ = d.boundedDuration(body, "lease", raw.Lease, def, DefaultQueueLease, minQueueLease, maxQueueLease)
+	}
 	if warningOK && lifetimeOK && hasAttr(body, "delay_warning") && warning >= q.MaxLifetime {
 		d.warnf(attrRange(body, "delay_warning", def), "Delay warning after max_lifetime", "delay_warning (%s) is not shorter than max_lifetime (%s): a recipient that asked for delay notices bounces before it would get one.", humanDuration(warning), humanDuration(q.MaxLifetime))
 	}

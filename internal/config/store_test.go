@@ -289,6 +289,11 @@ listener "printers" {
 			want:    []at{{2, `"30s"`, "Invalid value"}},
 		},
 		{
+			name:    "queue lease too short",
+			snippet: "queue {\n  lease = \"1s\"\n}\n",
+			want:    []at{{2, `"1s"`, "Invalid value"}},
+		},
+		{
 			name:    "unknown queue attribute",
 			snippet: "queue {\n  max_attempts = 5\n}\n",
 			want:    []at{{2, "max_attempts", "Unsupported argument"}},

@@ -156,7 +156,20 @@ func queueConfig(cfg *config.Config, owner string) queue.Config {
 		MaxBouncesPerHour: q.MaxBouncesPerHour,
 		DelayWarning:      q.DelayWarning,
 		Owner:             owner,
+		Lease:             queueLease(cfg),
 	}
+}
+
+// queueLease is the configured lease, or the default for the store: short
+// on a shared database, where other instances take over from a dead one.
+func queueLease(cfg *config.Config) time.Duration {
+	switch {
+	case cfg.Queue.Lease > 0:
+		return cfg.Queue.Lease
+	case cfg.Store != nil && cfg.Store.Postgres != nil:
+		return config.DefaultSharedQueueLease
+	}
+	return config.DefaultQueueLease
 }
 
 // start runs the queue's workers and the history writer.
