@@ -30,6 +30,10 @@ const MaxMessageBytes = 35 << 20
 // upload and leave room for the user's other clients.
 const maxConcurrentPerMailbox = 2
 
+// SendsPerMailbox is how many sends of a mailbox may be in flight across
+// all the relay's instances.
+const SendsPerMailbox = maxConcurrentPerMailbox
+
 // processSlots are shared by every Transport of the process, so that a
 // reload cannot raise the concurrency.
 var processSlots = httpsend.NewSlots(maxConcurrentPerMailbox)
@@ -57,7 +61,7 @@ func (d *delivery) fit(msg transport.Message) (*rcptfit.Fitted, *httpsend.Failur
 // is the fitted message for the first request; a second one reads the
 // message again.
 func (d *delivery) send(ctx context.Context, msg transport.Message, first *rcptfit.Fitted) (string, *httpsend.Failure) {
-	release, err := processSlots.Acquire(ctx, d.t.Account)
+	release, err := d.t.Acquire(ctx, processSlots)
 	if err != nil {
 		return "", httpsend.Busy(providerName, err)
 	}

@@ -89,7 +89,7 @@ func (d *delivery) sendLarge(ctx context.Context, lm *largeMessage) (string, *fa
 		return "", httpsend.Busy(providerName, err)
 	}
 	defer releaseLarge()
-	release, err := processSlots.Acquire(ctx, d.t.Account)
+	release, err := d.t.Acquire(ctx, processSlots)
 	if err != nil {
 		return "", httpsend.Busy(providerName, err)
 	}

@@ -41,7 +41,7 @@ func encodeSendMail(fit *rcptfit.Fitted) ([]byte, *failure) {
 
 // sendMail posts the message, holding one of the mailbox's request slots.
 func (d *delivery) sendMail(ctx context.Context, payload []byte) (reply string, f *failure) {
-	release, err := processSlots.Acquire(ctx, d.t.Account)
+	release, err := d.t.Acquire(ctx, processSlots)
 	if err != nil {
 		return "", httpsend.Busy(providerName, err)
 	}

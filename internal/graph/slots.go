@@ -10,6 +10,10 @@ const providerName = "Microsoft Graph"
 // next request gets 429.
 const maxConcurrentPerMailbox = 4
 
+// RequestsPerMailbox is how many requests of a mailbox may be in flight
+// across all the relay's instances.
+const RequestsPerMailbox = maxConcurrentPerMailbox
+
 // processSlots bounds the requests in flight per mailbox, for every
 // Transport of the process, so that a reload (a new Transport for the
 // same account) cannot raise the concurrency.

@@ -2,7 +2,9 @@ package httpsend
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/hashicorp/go-hclog"
@@ -33,6 +35,48 @@ type Mailbox struct {
 	// accounts); nil disables one.
 	Circuit, ProviderCircuit *limits.Circuit
 	Log                      hclog.Logger
+	// Shared, when several instances share one database, caps the
+	// mailbox's requests across all of them (limits.ConnSlots); nil: the
+	// process's slots alone.
+	Shared Gate
+}
+
+// Gate hands out request slots beyond this process: a slot's release, or
+// limits.ErrSlotsBusy.
+type Gate interface {
+	TryAcquire() (release func(), err error)
+}
+
+// sharedPoll is how often a request waiting for a slot that other
+// instances hold asks again: they free slots without telling this one.
+const sharedPoll = 50 * time.Millisecond
+
+// Acquire waits for one of the mailbox's request slots: one of the
+// process's slots and, with Shared, one of every instance's. release is
+// safe to call more than once.
+func (m *Mailbox) Acquire(ctx context.Context, slots *Slots) (release func(), err error) {
+	local, err := slots.Acquire(ctx, m.Account)
+	if err != nil || m.Shared == nil {
+		return local, err
+	}
+	for {
+		shared, err := m.Shared.TryAcquire()
+		if err == nil {
+			return func() { shared(); local() }, nil
+		}
+		if !errors.Is(err, limits.ErrSlotsBusy) {
+			local()
+			return nil, err
+		}
+		t := time.NewTimer(sharedPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			local()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // Begin starts a delivery of env through the API named provider (in

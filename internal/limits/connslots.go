@@ -28,17 +28,12 @@ type ConnSlots struct {
 	onContended atomic.Pointer[func()]
 }
 
-// ConnSlots returns the slots of key (a mailbox address) for size
-// connections across all instances. Close unregisters them.
+// ConnSlots returns the slots of key (a mailbox address, prefixed by
+// what they count: connections or requests) for size holders across all
+// instances.
 func (co *Coordination) ConnSlots(key string, size int) *ConnSlots {
 	s := &ConnSlots{co: co, key: key}
 	s.size.Store(int32(size))
-	co.slotsMu.Lock()
-	if co.slots[key] == nil {
-		co.slots[key] = map[*ConnSlots]struct{}{}
-	}
-	co.slots[key][s] = struct{}{}
-	co.slotsMu.Unlock()
 	return s
 }
 
@@ -49,7 +44,17 @@ func (s *ConnSlots) SetSize(n int) { s.size.Store(int32(n)) }
 // OnContended sets what runs when another instance waits for a slot of
 // this mailbox: the pool closes its idle connections so that their slots
 // go to where the work is.
-func (s *ConnSlots) OnContended(f func()) { s.onContended.Store(&f) }
+// Close unregisters it.
+func (s *ConnSlots) OnContended(f func()) {
+	s.onContended.Store(&f)
+	co := s.co
+	co.slotsMu.Lock()
+	if co.slots[s.key] == nil {
+		co.slots[s.key] = map[*ConnSlots]struct{}{}
+	}
+	co.slots[s.key][s] = struct{}{}
+	co.slotsMu.Unlock()
+}
 
 // Close unregisters the slots from contention reports.
 func (s *ConnSlots) Close() {

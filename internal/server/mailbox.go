@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,7 +29,7 @@ type mailbox struct {
 	// provCircuit is the provider's, shared by its mailboxes.
 	provCircuit *limits.Circuit
 	limits      limits.Limiter // nil: no limits
-	pool        *upstream.Pool        // SMTP only
+	pool        *upstream.Pool // SMTP only
 	source      *oauth.Source
 	maxConns    int // concurrent queue deliveries (0: no cap)
 }
@@ -58,9 +59,9 @@ func (b *built) newMailbox(p *plan, s mailboxSpec, d deps) *mailbox {
 	var t transport.Transport
 	switch prov.Transport {
 	case config.TransportGraph:
-		t = &graph.Transport{Mailbox: m.api(s, lim, prov.GraphURL, d.log.Named("graph").With("provider", g.ProviderName))}
+		t = &graph.Transport{Mailbox: m.api(s, lim, prov.GraphURL, d.log.Named("graph").With("provider", g.ProviderName), d.coord, graph.RequestsPerMailbox)}
 	case config.TransportGmailAPI:
-		t = &gmailapi.Transport{Mailbox: m.api(s, lim, prov.GmailAPIURL, d.log.Named("gmailapi").With("provider", g.ProviderName))}
+		t = &gmailapi.Transport{Mailbox: m.api(s, lim, prov.GmailAPIURL, d.log.Named("gmailapi").With("provider", g.ProviderName), d.coord, gmailapi.SendsPerMailbox)}
 	default:
 		m.pool = b.smtpPool(p, s, d)
 		t = &upstream.Transport{
@@ -79,12 +80,18 @@ func (b *built) newMailbox(p *plan, s mailboxSpec, d deps) *mailbox {
 	return m
 }
 
-// api is what an HTTP transport sends the mailbox's messages with.
-func (m *mailbox) api(s mailboxSpec, lim limits.Limiter, baseURL string, log hclog.Logger) httpsend.Mailbox {
-	return httpsend.Mailbox{
+// api is what an HTTP transport sends the mailbox's messages with; with
+// co, its requests in flight are capped across instances (slots of their
+// own: the API's limit is not the SMTP connections').
+func (m *mailbox) api(s mailboxSpec, lim limits.Limiter, baseURL string, log hclog.Logger, co *limits.Coordination, perMailbox int) httpsend.Mailbox {
+	mb := httpsend.Mailbox{
 		Account: s.address, Member: s.member, BaseURL: baseURL, Tokens: s.source, HTTP: s.pr.api,
 		Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit, Log: log,
 	}
+	if co != nil {
+		mb.Shared = co.ConnSlots("api:"+strings.ToLower(s.address), perMailbox)
+	}
+	return mb
 }
 
 // smtpPool returns the mailbox's pool of upstream SMTP connections.

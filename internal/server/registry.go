@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -152,7 +153,7 @@ func (p *plan) pool(key poolKey, sender *upstream.Sender, set upstream.PoolSetti
 		if co != nil {
 			// The mailbox's cap holds across the instances (README
 			// "Several instances").
-			g := co.ConnSlots(key.account, set.MaxConnections)
+			g := co.ConnSlots("smtp:"+strings.ToLower(key.account), set.MaxConnections)
 			g.OnContended(pool.DropIdle)
 			pool.SetGate(g)
 		}
