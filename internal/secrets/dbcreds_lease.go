@@ -139,7 +139,7 @@ func (d *DatabaseCredentials) renew(ctx context.Context, l *dbLease) {
 	d.metrics.renewals.Inc()
 	d.metrics.expiry.Set(unixSeconds(n.expiry))
 	if n.renewAt.IsZero() {
-		d.log.Info("the database credentials' lease cannot be extended further; new credentials will be read before it ends", "path", d.path, "user", n.user, "expires", n.expiry, "replace_at", n.replaceAt, "reason", n.replaceReason)
+		d.log.Info("the database credentials' lease cannot be extended further; new credentials will be read before it ends", "path", d.path, "user", n.user, "expires", logTime(n.expiry), "replace_at", logTime(n.replaceAt), "reason", n.replaceReason)
 		return
 	}
 	d.log.Debug("renewed the database credentials' lease", "path", d.path, "user", n.user, "ttl", time.Duration(s.LeaseDuration)*time.Second)
@@ -165,7 +165,7 @@ func (d *DatabaseCredentials) replace(ctx context.Context, old *dbLease) {
 		if left := time.Until(old.expiry); left > 0 {
 			d.log.Warn("cannot read new database credentials; the current ones stay in use until they expire", "path", d.path, "expires_in", left.Round(time.Second), "retry_in", delay, "error", err)
 		} else {
-			d.log.Error("the database credentials have expired and Vault gives no new ones: new database connections fail until it does", "path", d.path, "expired", old.expiry, "retry_in", delay, "error", err)
+			d.log.Error("the database credentials have expired and Vault gives no new ones: new database connections fail until it does", "path", d.path, "expired", logTime(old.expiry), "retry_in", delay, "error", err)
 		}
 		if !sleep(ctx, jitter(delay)) {
 			return
@@ -215,11 +215,15 @@ func (d *DatabaseCredentials) switchTo(old, n *dbLease) {
 	d.metrics.rotations.WithLabelValues(old.replaceReason).Inc()
 	d.metrics.expiry.Set(unixSeconds(n.expiry))
 	d.log.Info("new database credentials from Vault; the connection pool rotates (connections of the previous user finish their work)",
-		"path", d.path, "reason", old.replaceReason, "user", n.user, "expires", n.expiry, "previous_user", old.user, "previous_expires", old.expiry)
+		"path", d.path, "reason", old.replaceReason, "user", n.user, "expires", logTime(n.expiry), "previous_user", old.user, "previous_expires", logTime(old.expiry))
 	for _, fn := range hooks {
 		fn()
 	}
 }
+
+// logTime shows a lease's time in logs: UTC to the millisecond, without
+// the monotonic clock reading.
+func logTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
 
 // dbMetrics are the collectors of one Vault path's credentials.
 type dbMetrics struct {
