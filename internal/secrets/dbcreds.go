@@ -24,10 +24,11 @@ import (
 // connection pool to rotate. Current and Credentials are safe for
 // concurrent use and cheap: they are asked for every new connection.
 type DatabaseCredentials struct {
-	vault   *Vault
-	path    string
-	log     hclog.Logger
-	metrics dbMetrics
+	vault    *Vault
+	path     string
+	valueKey string // names the password for the log redaction (the value hook)
+	log      hclog.Logger
+	metrics  dbMetrics
 
 	current     atomic.Pointer[dbLease]
 	logins      <-chan struct{}
@@ -55,7 +56,10 @@ func (v *Vault) DatabaseCredentials(ctx context.Context, path string) (*Database
 	if path == "" {
 		return nil, errors.New("database credentials: no Vault path (<mount>/creds/<role>)")
 	}
-	d := &DatabaseCredentials{vault: v, path: path, log: v.log.Named("database"), metrics: newDBMetrics(v.metrics, path), done: make(chan struct{})}
+	d := &DatabaseCredentials{vault: v, path: path, log: v.log.Named("database"), metrics: newDBMetrics(v.metrics, path), done: make(chan struct{}),
+		// One key each: a reload's credentials for the same path run
+		// beside their predecessor until it is closed.
+		valueKey: fmt.Sprintf("vault:database:%s#%d", path, dbCredsSeq.Add(1))}
 	d.logins, d.unsubscribe = v.subscribeLogins()
 	l, err := d.read(ctx)
 	if err != nil {
@@ -63,7 +67,7 @@ func (v *Vault) DatabaseCredentials(ctx context.Context, path string) (*Database
 		d.metrics.readFailures.Inc()
 		return nil, err
 	}
-	v.holdValue(d.valueKey(), l.password)
+	v.holdValue(d.valueKey, l.password)
 	d.current.Store(l)
 	d.metrics.expiry.Set(unixSeconds(l.expiry))
 	d.log.Info("read database credentials from Vault", "path", path, "user", l.user, "ttl", l.duration, "renewable", !l.renewAt.IsZero())
@@ -73,8 +77,7 @@ func (v *Vault) DatabaseCredentials(ctx context.Context, path string) (*Database
 	return d, nil
 }
 
-// valueKey names the password for the log redaction (the value hook).
-func (d *DatabaseCredentials) valueKey() string { return "vault:database:" + d.path }
+var dbCredsSeq atomic.Int64
 
 // Current returns the user name and password to open a connection with.
 func (d *DatabaseCredentials) Current() (user, password string) {
@@ -146,6 +149,8 @@ func (d *DatabaseCredentials) Close() error {
 		d.unsubscribe()
 		d.closeErr = d.revokeAll()
 		d.metrics.forget()
+		d.vault.holdValue(d.valueKey, "")
+		d.vault.holdValue(d.valueKey+" (previous)", "")
 	})
 	return d.closeErr
 }

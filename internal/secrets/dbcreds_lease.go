@@ -204,8 +204,8 @@ func (d *DatabaseCredentials) read(ctx context.Context) (*dbLease, error) {
 func (d *DatabaseCredentials) switchTo(old, n *dbLease) {
 	// The redaction learns the new password before anything can use it;
 	// the old one stays valid, and redacted, until its lease ends.
-	d.vault.holdValue(d.valueKey()+" (previous)", old.password)
-	d.vault.holdValue(d.valueKey(), n.password)
+	d.vault.holdValue(d.valueKey+" (previous)", old.password)
+	d.vault.holdValue(d.valueKey, n.password)
 	d.current.Store(n)
 	d.mu.Lock()
 	d.lastErr = nil
