@@ -69,7 +69,7 @@ func (v *Vault) DatabaseCredentials(ctx context.Context, path string) (*Database
 	}
 	v.holdValue(d.valueKey, l.password)
 	d.current.Store(l)
-	d.metrics.expiry.Set(unixSeconds(l.expiry))
+	d.metrics.setExpiry(l.expiry)
 	d.log.Info("read database credentials from Vault", "path", path, "user", l.user, "ttl", l.duration, "renewable", !l.renewAt.IsZero())
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
@@ -179,5 +179,3 @@ func (d *DatabaseCredentials) revokeAll() error {
 func liveLeases(leases []*dbLease, now time.Time) []*dbLease {
 	return slices.DeleteFunc(slices.Clone(leases), func(l *dbLease) bool { return !l.expiry.After(now) })
 }
-
-func unixSeconds(t time.Time) float64 { return float64(t.UnixMilli()) / 1000 }

@@ -137,7 +137,7 @@ func (d *DatabaseCredentials) renew(ctx context.Context, l *dbLease) {
 	n := l.extended(now, time.Duration(s.LeaseDuration)*time.Second, s.Renewable)
 	d.current.Store(n)
 	d.metrics.renewals.Inc()
-	d.metrics.expiry.Set(unixSeconds(n.expiry))
+	d.metrics.setExpiry(n.expiry)
 	if n.renewAt.IsZero() {
 		d.log.Info("the database credentials' lease cannot be extended further; new credentials will be read before it ends", "path", d.path, "user", n.user, "expires", logTime(n.expiry), "replace_at", logTime(n.replaceAt), "reason", n.replaceReason)
 		return
@@ -213,7 +213,7 @@ func (d *DatabaseCredentials) switchTo(old, n *dbLease) {
 	hooks := slices.Clone(d.onRotate)
 	d.mu.Unlock()
 	d.metrics.rotations.WithLabelValues(old.replaceReason).Inc()
-	d.metrics.expiry.Set(unixSeconds(n.expiry))
+	d.metrics.setExpiry(n.expiry)
 	d.log.Info("new database credentials from Vault; the connection pool rotates (connections of the previous user finish their work)",
 		"path", d.path, "reason", old.replaceReason, "user", n.user, "expires", logTime(n.expiry), "previous_user", old.user, "previous_expires", logTime(old.expiry))
 	for _, fn := range hooks {
@@ -229,23 +229,45 @@ func logTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.00
 type dbMetrics struct {
 	m                       *Metrics
 	path                    string
-	expiry                  prometheus.Gauge
+	owner                   *int // identifies these credentials as the expiry gauge's owner
 	renewals, renewFailures prometheus.Counter
 	readFailures            prometheus.Counter
 	rotations               *prometheus.CounterVec
 }
 
 func newDBMetrics(m *Metrics, path string) dbMetrics {
-	return dbMetrics{
-		m: m, path: path,
-		expiry:        m.dbLeaseExpiry.WithLabelValues(path),
+	dm := dbMetrics{
+		m: m, path: path, owner: new(int),
 		renewals:      m.dbRenewals.WithLabelValues(path, "success"),
 		renewFailures: m.dbRenewals.WithLabelValues(path, "failure"),
 		readFailures:  m.dbReadFailures.WithLabelValues(path),
 		rotations:     m.dbRotations.MustCurryWith(prometheus.Labels{"path": path}),
 	}
+	m.dbMu.Lock()
+	m.dbExpiryOwner[path] = dm.owner
+	m.dbMu.Unlock()
+	return dm
 }
+
+// setExpiry shows when the lease in use ends, unless newer credentials
+// for the same path took over the gauge.
+func (dm dbMetrics) setExpiry(t time.Time) {
+	dm.m.dbMu.Lock()
+	defer dm.m.dbMu.Unlock()
+	if dm.m.dbExpiryOwner[dm.path] == dm.owner {
+		dm.m.dbLeaseExpiry.WithLabelValues(dm.path).Set(unixSeconds(t))
+	}
+}
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixMilli()) / 1000 }
 
 // forget drops the expiry of credentials no longer in use, which would
 // otherwise look like a lease about to run out.
-func (dm dbMetrics) forget() { dm.m.dbLeaseExpiry.DeleteLabelValues(dm.path) }
+func (dm dbMetrics) forget() {
+	dm.m.dbMu.Lock()
+	defer dm.m.dbMu.Unlock()
+	if dm.m.dbExpiryOwner[dm.path] == dm.owner {
+		delete(dm.m.dbExpiryOwner, dm.path)
+		dm.m.dbLeaseExpiry.DeleteLabelValues(dm.path)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/secrets"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
@@ -225,6 +226,42 @@ func TestDatabaseCredentialsFollowVaultRelogin(t *testing.T) {
 		t.Error("the current role survived Close")
 	}
 	testutil.AssertNoSecrets(t, "logs", logs.String(), []string{pw1, pw, secretID})
+}
+
+// TestDatabaseCredentialsSuccessor: a reload's credentials for the same
+// path start before their predecessor is closed; closing it revokes its
+// role only, and leaves the successor's expiry metric and password
+// redaction in place.
+func TestDatabaseCredentialsSuccessor(t *testing.T) {
+	t.Parallel()
+	f := newDBFixture(t, time.Minute, time.Hour)
+	v, _, reg := f.relayVault(t, f.vs.Addr, &testutil.LogBuffer{}, time.Hour, time.Hour)
+	ctx := context.Background()
+	var creds [2]*secrets.DatabaseCredentials
+	for i := range creds {
+		c, err := v.DatabaseCredentials(ctx, credsPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		creds[i] = c
+	}
+	oldUser, oldPassword := creds[0].Current()
+	user, password := creds[1].Current()
+	if err := creds[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f.roleExists(t, oldUser) || !f.roleExists(t, user) {
+		t.Fatalf("after closing the predecessor: its role exists %v, the successor's %v", f.roleExists(t, oldUser), f.roleExists(t, user))
+	}
+	if exp := metricValue(t, reg, "oauthrelay_vault_database_lease_expiry_timestamp_seconds", map[string]string{"path": credsPath}); int64(exp) != creds[1].Status().Expiry.Unix() {
+		t.Errorf("lease expiry metric %v, want the successor's %v", exp, creds[1].Status().Expiry.Unix())
+	}
+	redact := newHookRecorder()
+	v.SetValueHook(redact.set)
+	if !redact.has(password) || redact.has(oldPassword) {
+		t.Errorf("a new value hook knows the successor's password: %v, the revoked one: %v", redact.has(password), redact.has(oldPassword))
+	}
 }
 
 // TestDatabaseCredentialsRefusals: a path that holds no dynamic role is

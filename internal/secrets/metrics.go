@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,10 @@ type Metrics struct {
 	dbRenewals     *prometheus.CounterVec
 	dbRotations    *prometheus.CounterVec
 	dbReadFailures *prometheus.CounterVec
+	// A reload's credentials run beside their predecessor for the same
+	// path until it is closed: the newest alone sets the path's expiry.
+	dbMu          sync.Mutex
+	dbExpiryOwner map[string]*int
 
 	vaultExported atomic.Pointer[func() bool]
 }
@@ -69,6 +74,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "oauthrelay_vault_database_credential_read_failures_total",
 			Help: "Failed reads of new database credentials from Vault, by Vault path (each is retried).",
 		}, []string{"path"}),
+		dbExpiryOwner: map[string]*int{},
 	}
 	if reg != nil {
 		reg.MustRegister(vaultCollector{m}, m.rotations, m.writeBacks)
