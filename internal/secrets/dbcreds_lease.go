@@ -200,7 +200,13 @@ func (d *DatabaseCredentials) read(ctx context.Context) (*dbLease, error) {
 	return l, nil
 }
 
-// switchTo makes n the current credentials and tells the pool.
+// switchTo makes n the current credentials and tells the pool. The old
+// lease is not revoked: connections opened with it may still be running
+// a transaction (the pool closes them as they are released, and nothing
+// tells when the last one is), and it ends on its own within a third of
+// the lease duration — replacement starts when no more than that is left
+// — or with the token that read it. Vault then runs the role's revocation
+// statements; PostgreSQL keeps a dropped role's sessions running.
 func (d *DatabaseCredentials) switchTo(old, n *dbLease) {
 	// The redaction learns the new password before anything can use it;
 	// the old one stays valid, and redacted, until its lease ends.
