@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,17 @@ type Metrics struct {
 	renewals   prometheus.Counter
 	rotations  *prometheus.CounterVec
 	writeBacks *prometheus.CounterVec
+
+	// Dynamic database credentials (DatabaseCredentials), by the Vault
+	// path they are read from; never by user name.
+	dbLeaseExpiry  *prometheus.GaugeVec
+	dbRenewals     *prometheus.CounterVec
+	dbRotations    *prometheus.CounterVec
+	dbReadFailures *prometheus.CounterVec
+	// A reload's credentials run beside their predecessor for the same
+	// path until it is closed: the newest alone sets the path's expiry.
+	dbMu          sync.Mutex
+	dbExpiryOwner map[string]*int
 
 	vaultExported atomic.Pointer[func() bool]
 }
@@ -46,6 +58,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "oauthrelay_refresh_token_writebacks_total",
 			Help: "Rotated refresh tokens stored back, by result (stored, conflict, failed, not_writable).",
 		}, []string{"result"}),
+		dbLeaseExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "oauthrelay_vault_database_lease_expiry_timestamp_seconds",
+			Help: "When the lease of the database credentials in use ends (Unix time), by Vault path.",
+		}, []string{"path"}),
+		dbRenewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_vault_database_lease_renewals_total",
+			Help: "Renewals of the database credentials' lease, by Vault path and result (success, failure).",
+		}, []string{"path", "result"}),
+		dbRotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_vault_database_credential_rotations_total",
+			Help: "Database credentials replaced by new ones from Vault, by Vault path and reason (max_ttl, not_renewable, renewal_failed, relogin).",
+		}, []string{"path", "reason"}),
+		dbReadFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oauthrelay_vault_database_credential_read_failures_total",
+			Help: "Failed reads of new database credentials from Vault, by Vault path (each is retried).",
+		}, []string{"path"}),
+		dbExpiryOwner: map[string]*int{},
 	}
 	if reg != nil {
 		reg.MustRegister(vaultCollector{m}, m.rotations, m.writeBacks)
@@ -65,7 +94,8 @@ func (m *Metrics) ExportVaultWhen(configured func() bool) { m.vaultExported.Stor
 type vaultCollector struct{ m *Metrics }
 
 func (c vaultCollector) collectors() []prometheus.Collector {
-	return []prometheus.Collector{c.m.up, c.m.tokenTTL, c.m.logins, c.m.renewals}
+	return []prometheus.Collector{c.m.up, c.m.tokenTTL, c.m.logins, c.m.renewals,
+		c.m.dbLeaseExpiry, c.m.dbRenewals, c.m.dbRotations, c.m.dbReadFailures}
 }
 
 // Describe implements prometheus.Collector.

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -44,6 +45,11 @@ type Vault struct {
 	// with the wrapping token it came from, so that a freshly delivered
 	// one is recognised and unwrapped.
 	unwrappedFrom, secretID string
+	// held are values read through this client for other parts of the
+	// package (database passwords), reported to the value hook like the
+	// token; loginSubs are poked after each login.
+	held      map[string]string
+	loginSubs map[chan struct{}]bool
 }
 
 // ErrNotFound is returned for a KV path that holds no secret.
@@ -161,9 +167,45 @@ func (v *Vault) SetValueHook(fn func(key, value string)) {
 	if v.loginSecret != nil && v.loginSecret.Auth != nil {
 		held["vault:token"] = v.loginSecret.Auth.ClientToken
 	}
+	maps.Copy(held, v.held)
 	v.mu.Unlock()
 	for key, value := range held {
 		v.report(key, value)
+	}
+}
+
+// holdValue keeps a value read through this client under key (nothing
+// when value is empty) and reports it to the value hook now and to every
+// later one.
+func (v *Vault) holdValue(key, value string) {
+	v.mu.Lock()
+	if v.held == nil {
+		v.held = map[string]string{}
+	}
+	if value == "" {
+		delete(v.held, key)
+	} else {
+		v.held[key] = value
+	}
+	v.mu.Unlock()
+	v.report(key, value)
+}
+
+// subscribeLogins returns a channel that receives after every later
+// login (a buffer of one keeps a notice until it is read), and the
+// function that ends the subscription.
+func (v *Vault) subscribeLogins() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	v.mu.Lock()
+	if v.loginSubs == nil {
+		v.loginSubs = map[chan struct{}]bool{}
+	}
+	v.loginSubs[ch] = true
+	v.mu.Unlock()
+	return ch, func() {
+		v.mu.Lock()
+		delete(v.loginSubs, ch)
+		v.mu.Unlock()
 	}
 }
 
@@ -193,6 +235,12 @@ func (v *Vault) Login(ctx context.Context) error {
 	v.loginSecret = secret
 	v.logins++
 	v.setExpiryLocked(secret)
+	for ch := range v.loginSubs {
+		select {
+		case ch <- struct{}{}:
+		default: // a notice is pending already
+		}
+	}
 	v.mu.Unlock()
 	ttl, _ := secret.TokenTTL()
 	v.log.Info("logged in to Vault", "method", v.cfg.Auth.Method, "ttl", ttl, "renewable", isRenewable(secret))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -25,13 +26,17 @@ import (
 // and get a fresh database each (Postgres).
 type PostgresServer struct {
 	Addr    string // 127.0.0.1:port
-	User    string // the superuser (trust authentication on loopback)
+	User    string // the superuser (trust authentication on loopback, unless Password)
 	dir     string
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	log     *LogBuffer
 	cred    *syscall.Credential
 	stopped bool
+
+	// Password is the superuser's password when the server was started
+	// with PostgresOptions.Password; empty for trust authentication.
+	Password string
 }
 
 // PostgresOptions tune a server started by StartPostgresServer.
@@ -41,6 +46,11 @@ type PostgresOptions struct {
 	Durable bool
 	// MaxConnections is the server's max_connections (default 200).
 	MaxConnections int
+	// Password, when set, is the superuser's password, and TCP logins
+	// (127.0.0.1) need a password checked with scram-sha-256, so that
+	// tests see wrong or expired passwords (VALID UNTIL) refused. The
+	// Unix socket in the server's directory keeps trust authentication.
+	Password string
 }
 
 // PostgresBinDir finds the directory of initdb and postgres: $PG_BIN, the
@@ -76,7 +86,7 @@ func StartPostgresServer(opts PostgresOptions) (*PostgresServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &PostgresServer{log: &LogBuffer{}, User: "postgres"}
+	s := &PostgresServer{log: &LogBuffer{}, User: "postgres", Password: opts.Password}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -96,15 +106,9 @@ func StartPostgresServer(opts PostgresOptions) (*PostgresServer, error) {
 		}
 	}
 	data := filepath.Join(s.dir, "data")
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", s.User,
-		"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions")
-	if !opts.Durable {
-		initdb.Args = append(initdb.Args, "--no-sync")
-	}
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
+	if err := s.initdb(bin, data, opts); err != nil {
 		s.removeDir()
-		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
 		err := s.run(bin, data, opts)
@@ -116,6 +120,37 @@ func StartPostgresServer(opts PostgresOptions) (*PostgresServer, error) {
 			return nil, fmt.Errorf("postgres did not start: %v\n%s", err, s.log.String())
 		}
 	}
+}
+
+// initdb creates the data directory: trust authentication, or with a
+// password scram-sha-256 over TCP (the password handed over in a file
+// the postgres user can read, never on the command line).
+func (s *PostgresServer) initdb(bin, data string, opts PostgresOptions) error {
+	args := []string{"-D", data, "-U", s.User, "--encoding=UTF8", "--locale=C", "--no-instructions"}
+	if opts.Password == "" {
+		args = append(args, "--auth=trust")
+	} else {
+		pwfile := filepath.Join(s.dir, "pwfile")
+		if err := os.WriteFile(pwfile, []byte(opts.Password+"\n"), 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(pwfile)
+		if s.cred != nil {
+			if err := os.Chown(pwfile, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				return err
+			}
+		}
+		args = append(args, "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pwfile)
+	}
+	if !opts.Durable {
+		args = append(args, "--no-sync")
+	}
+	cmd := exec.Command(filepath.Join(bin, "initdb"), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	return nil
 }
 
 // run starts the server on a free port and waits until it accepts
@@ -186,9 +221,14 @@ func (s *PostgresServer) ready() bool {
 	return exec.Command(filepath.Join(bin, "pg_isready"), "-q", "-h", host, "-p", port, "-U", s.User).Run() == nil
 }
 
-// DSN is a connection string for database db as the superuser.
+// DSN is a connection string for database db as the superuser, with
+// the password when the server has one.
 func (s *PostgresServer) DSN(db string) string {
-	return fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", s.User, s.Addr, db)
+	u := url.URL{Scheme: "postgres", User: url.User(s.User), Host: s.Addr, Path: "/" + db, RawQuery: "sslmode=disable"}
+	if s.Password != "" {
+		u.User = url.UserPassword(s.User, s.Password)
+	}
+	return u.String()
 }
 
 // Exec runs SQL as the superuser with psql (the tests' admin channel: it
@@ -204,6 +244,9 @@ func (s *PostgresServer) Exec(db, sql string) error {
 	}
 	host, port, _ := net.SplitHostPort(s.Addr)
 	cmd := exec.Command(psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", s.User, "-d", db, "-c", sql)
+	if s.Password != "" {
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+s.Password)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
