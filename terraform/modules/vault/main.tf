@@ -41,6 +41,20 @@ resource "vault_policy" "relay" {
     path "${local.mount}/data/${var.secrets_path}/accounts/*" {
       capabilities = ["read", "update", "create"]
     }
+    %{~if var.database_credentials_path != null}
+    # The shared PostgreSQL store: a user of its own from the database
+    # secrets engine, its lease renewed, and revoked when the relay changes
+    # to a new user or stops.
+    path "${var.database_credentials_path}" {
+      capabilities = ["read"]
+    }
+    path "sys/leases/renew" {
+      capabilities = ["update"]
+    }
+    path "sys/leases/revoke" {
+      capabilities = ["update"]
+    }
+    %{~endif}
   EOT
 }
 
