@@ -39,7 +39,10 @@ func exampleVaultArg(t *testing.T, name string) string {
 // example calls it.
 func vaultModuleContext(t *testing.T, extraVars map[string]cty.Value) *hcl.EvalContext {
 	t.Helper()
-	vars := map[string]cty.Value{"secrets_path": cty.StringVal(exampleVaultArg(t, "secrets_path"))}
+	vars := map[string]cty.Value{
+		"secrets_path":              cty.StringVal(exampleVaultArg(t, "secrets_path")),
+		"database_credentials_path": cty.NullVal(cty.String),
+	}
 	for k, v := range extraVars {
 		vars[k] = v
 	}

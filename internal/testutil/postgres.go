@@ -41,6 +41,10 @@ type PostgresOptions struct {
 	Durable bool
 	// MaxConnections is the server's max_connections (default 200).
 	MaxConnections int
+	// PasswordAuth makes every role but the superuser log in over TCP with
+	// its scram-sha-256 password, so that a test can tell a right password
+	// from a wrong one; the superuser keeps trust (Exec needs none).
+	PasswordAuth bool
 }
 
 // PostgresBinDir finds the directory of initdb and postgres: $PG_BIN, the
@@ -106,6 +110,12 @@ func StartPostgresServer(opts PostgresOptions) (*PostgresServer, error) {
 		s.removeDir()
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
+	if opts.PasswordAuth {
+		if err := s.requirePasswords(data); err != nil {
+			s.removeDir()
+			return nil, err
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		err := s.run(bin, data, opts)
 		if err == nil {
@@ -116,6 +126,20 @@ func StartPostgresServer(opts PostgresOptions) (*PostgresServer, error) {
 			return nil, fmt.Errorf("postgres did not start: %v\n%s", err, s.log.String())
 		}
 	}
+}
+
+// requirePasswords replaces initdb's pg_hba.conf (trust for everyone): the
+// superuser is trusted on loopback, every other role needs its password.
+func (s *PostgresServer) requirePasswords(data string) error {
+	hba := filepath.Join(data, "pg_hba.conf")
+	rules := fmt.Sprintf("local all all trust\nhost all %[1]s 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n", s.User)
+	if err := os.WriteFile(hba, []byte(rules), 0o600); err != nil {
+		return err
+	}
+	if s.cred != nil {
+		return os.Chown(hba, int(s.cred.Uid), int(s.cred.Gid))
+	}
+	return nil
 }
 
 // run starts the server on a free port and waits until it accepts
