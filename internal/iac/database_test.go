@@ -1,6 +1,7 @@
 package iac
 
 import (
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
 )
 
 const databaseModule = "terraform/modules/database"
@@ -215,4 +217,55 @@ func rdsStandIn(address string, port int, name, user string) map[string]cty.Valu
 			"username": cty.StringVal(user),
 		}),
 	})}
+}
+
+// TestRelayPolicyHasDatabaseRightsOnlyWithTheDatabase: modules/vault's
+// policy gains exactly the credentials path and lease renewal and
+// revocation when database_credentials_path is set, and nothing otherwise.
+func TestRelayPolicyHasDatabaseRightsOnlyWithTheDatabase(t *testing.T) {
+	without := policyRules(t, relayPolicyFor(t, cty.NullVal(cty.String)))
+	with := policyRules(t, relayPolicyFor(t, cty.StringVal("database/creds/oauthrelay")))
+	added := map[string]string{}
+	for path, caps := range with {
+		if prev, ok := without[path]; !ok {
+			added[path] = caps
+		} else if prev != caps {
+			t.Errorf("path %q: %s with the database, %s without", path, caps, prev)
+		}
+	}
+	want := map[string]string{
+		"database/creds/oauthrelay": `["read"]`,
+		"sys/leases/renew":          `["update"]`,
+		"sys/leases/revoke":         `["update"]`,
+	}
+	if len(without) != len(with)-len(added) || !maps.Equal(added, want) {
+		t.Errorf("the database adds %v to the policy (and keeps %d of %d paths), want %v", added, len(with)-len(added), len(without), want)
+	}
+}
+
+func relayPolicyFor(t *testing.T, credentialsPath cty.Value) string {
+	t.Helper()
+	ctx := vaultModuleContext(t, map[string]cty.Value{"database_credentials_path": credentialsPath})
+	return evalString(t, attr(t, findBlock(t, moduleBlocks(t, vaultModule), "resource", "vault_policy", "relay"), "policy"), ctx)
+}
+
+// policyRules parses a Vault policy (HCL): path → its capabilities as JSON.
+func policyRules(t *testing.T, policy string) map[string]string {
+	t.Helper()
+	file, diags := hclsyntax.ParseConfig([]byte(policy), "policy.hcl", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatalf("the policy does not parse: %v\n%s", diags, policy)
+	}
+	rules := map[string]string{}
+	for _, b := range file.Body.(*hclsyntax.Body).Blocks {
+		if b.Type != "path" || len(b.Labels) != 1 {
+			t.Fatalf("%s: not a path block", b.Range())
+		}
+		caps, err := ctyjson.Marshal(constant(t, attr(t, b, "capabilities")), cty.List(cty.String))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules[b.Labels[0]] = string(caps)
+	}
+	return rules
 }

@@ -46,7 +46,7 @@ func TestVaultIssuesRelayUsersWithTheModuleStatements(t *testing.T) {
 		t.Error("the master password Terraform generated still works after rotate-root")
 	}
 
-	v.PutPolicy("oauthrelay", relayPolicy(t, e.credentialsPath))
+	v.PutPolicy("oauthrelay", relayPolicyFor(t, cty.StringVal(e.credentialsPath)))
 	relay := tokenClient(t, v, "oauthrelay")
 	// Instances that start together ask together, before the owner role
 	// exists.
@@ -112,13 +112,6 @@ func rdsLikeDatabase(t *testing.T, srv *testutil.PostgresServer, root, password 
 		}
 	}
 	return db
-}
-
-// relayPolicy is modules/vault's relay policy with the database enabled.
-func relayPolicy(t *testing.T, credentialsPath string) string {
-	t.Helper()
-	ctx := vaultModuleContext(t, map[string]cty.Value{"database_credentials_path": cty.StringVal(credentialsPath)})
-	return evalString(t, attr(t, findBlock(t, moduleBlocks(t, vaultModule), "resource", "vault_policy", "relay"), "policy"), ctx)
 }
 
 type dbUser struct{ name, password, lease string }

@@ -10,11 +10,12 @@ locals {
   # modules/vault's policy.
   credentials_path = "${local.vault_mount}/creds/${vault_database_secret_backend_role.relay.name}"
 
-  # The bootstrap, idempotent, so that nobody has to run psql by hand: the
-  # owner role exists and may create in the database and in schema public
-  # (PostgreSQL 15 and later grant CREATE on public to nobody by default).
-  # Run by Vault before each new user, under the lock of the statement
-  # before it.
+  # The bootstrap, so that nobody has to run psql by hand: the owner role
+  # exists and may create in the database and in schema public (PostgreSQL
+  # 15 and later grant CREATE on public to nobody by default). Vault runs it
+  # before each new user; it changes nothing once done. Instances that start
+  # together do not race here: Vault creates the users of one connection one
+  # at a time.
   bootstrap_statement = <<-EOT
     DO $$
     BEGIN
@@ -35,9 +36,6 @@ locals {
   # Each element is one statement: Vault splits a statement on ";" unless it
   # holds an END (the DO block), and runs the pieces in order.
   creation_statements = [
-    # Instances that start together ask for users together: the bootstrap
-    # and the GRANTs on the same catalog rows go one at a time.
-    "SELECT pg_advisory_xact_lock(hashtext('${var.owner_role}'))",
     local.bootstrap_statement,
     "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'",
     "GRANT ${var.owner_role} TO \"{{name}}\"",
