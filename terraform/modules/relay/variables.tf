@@ -103,4 +103,10 @@ variable "database_ca_file" {
   type        = string
   description = "Path, on the instances, of AWS's RDS CA bundle the relay verifies the database with (installed by the Packer image)."
   default     = "/usr/local/share/oauthrelay/rds-ca-bundle.pem"
+
+  validation {
+    # Written into the DSN as it is.
+    condition     = can(regex("^/[-_./A-Za-z0-9]+$", var.database_ca_file))
+    error_message = "database_ca_file is an absolute path of letters, digits, '-', '_', '.' and '/'."
+  }
 }
