@@ -1,12 +1,7 @@
 package iac
 
 import (
-	"bytes"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -42,7 +37,7 @@ func TestVaultIssuesRelayUsersWithTheModuleStatements(t *testing.T) {
 
 	v := testutil.StartVault(t)
 	e.apply(t, v)
-	if _, err := psql(srv, e.rootUser, rootPassword, db, "SELECT 1"); err == nil {
+	if _, err := srv.QueryAs(e.rootUser, rootPassword, db, "SELECT 1"); err == nil {
 		t.Error("the master password Terraform generated still works after rotate-root")
 	}
 
@@ -58,11 +53,11 @@ func TestVaultIssuesRelayUsersWithTheModuleStatements(t *testing.T) {
 		// A relay that forgot SET ROLE: its user owns the table.
 		{users[1].name, "CREATE TABLE stray_probe (id int)"},
 	} {
-		if _, err := psql(srv, tc.user, users.password(tc.user), db, tc.sql); err != nil {
+		if _, err := srv.QueryAs(tc.user, users.password(tc.user), db, tc.sql); err != nil {
 			t.Fatalf("as %s: %v", tc.user, err)
 		}
 	}
-	if _, err := psql(srv, users[2].name, "not-"+users[2].password, db, "SELECT 1"); err == nil {
+	if _, err := srv.QueryAs(users[2].name, "not-"+users[2].password, db, "SELECT 1"); err == nil {
 		t.Fatal("a wrong password logs in: the server does not check passwords")
 	}
 	if _, err := relay.Sys().Renew(users[0].lease, 3600); err != nil {
@@ -79,14 +74,14 @@ func TestVaultIssuesRelayUsersWithTheModuleStatements(t *testing.T) {
 		"SELECT string_agg(tablename || ' ' || tableowner, ', ' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'": "queue_probe " + owner + ", stray_probe " + owner,
 		"SELECT id FROM queue_probe": "42",
 	} {
-		if got, err := psql(srv, srv.User, "", db, query); err != nil || got != want {
+		if got, err := srv.QueryAs(srv.User, "", db, query); err != nil || got != want {
 			t.Errorf("after revocation, %s = %q (%v), want %q", query, got, err, want)
 		}
 	}
 
 	// The next user finds the relay's data, through the owner role.
 	next := readUsersAtOnce(t, relay, e.credentialsPath, 1)[0]
-	if got, err := psql(srv, next.name, next.password, db, "SET ROLE "+owner+"; SELECT id FROM queue_probe"); err != nil || got != "42" {
+	if got, err := srv.QueryAs(next.name, next.password, db, "SET ROLE "+owner+"; SELECT id FROM queue_probe"); err != nil || got != "42" {
 		t.Errorf("a new user reads %q (%v), want 42", got, err)
 	}
 	checkRelayCannotManageTheEngine(t, relay, e)
@@ -181,23 +176,4 @@ func checkRelayCannotManageTheEngine(t *testing.T, relay *vault.Client, e databa
 func isForbidden(err error) bool {
 	resp, ok := err.(*vault.ResponseError)
 	return ok && resp.StatusCode == 403
-}
-
-// psql runs SQL on the test server as user over TCP (the password, when
-// the server asks, from PGPASSWORD) and returns its unaligned output.
-func psql(srv *testutil.PostgresServer, user, password, db, sql string) (string, error) {
-	bin, err := testutil.PostgresBinDir()
-	if err != nil {
-		return "", err
-	}
-	host, port, _ := net.SplitHostPort(srv.Addr)
-	cmd := exec.Command(filepath.Join(bin, "psql"), "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1",
-		"-h", host, "-p", port, "-U", user, "-d", db, "-c", sql)
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+password, "PGPASSFILE="+os.DevNull, "PGCONNECT_TIMEOUT=10")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("psql as %s: %v: %s", user, err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	return strings.TrimSpace(stdout.String()), nil
 }

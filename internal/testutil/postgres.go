@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -218,22 +219,31 @@ func (s *PostgresServer) DSN(db string) string {
 // Exec runs SQL as the superuser with psql (the tests' admin channel: it
 // needs no driver in the test, and its errors are PostgreSQL's own).
 func (s *PostgresServer) Exec(db, sql string) error {
+	_, err := s.QueryAs(s.User, "", db, sql)
+	return err
+}
+
+// QueryAs runs SQL with psql as user over TCP, giving password when the
+// server asks for one (PasswordAuth), and returns the rows it printed,
+// unaligned, without headers.
+func (s *PostgresServer) QueryAs(user, password, db, sql string) (string, error) {
 	bin, err := PostgresBinDir()
 	if err != nil {
-		return err
+		return "", err
 	}
 	psql := filepath.Join(bin, "psql")
 	if _, err := os.Stat(psql); err != nil {
 		psql = "psql"
 	}
 	host, port, _ := net.SplitHostPort(s.Addr)
-	cmd := exec.Command(psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", s.User, "-d", db, "-c", sql)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd := exec.Command(psql, "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", user, "-d", db, "-c", sql)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+password, "PGPASSFILE="+os.DevNull)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("psql: %v: %s", err, bytes.TrimSpace(out.Bytes()))
+		return "", fmt.Errorf("psql as %s: %v: %s", user, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	return nil
+	return strings.TrimSpace(stdout.String()), nil
 }
 
 // CreateDatabase creates a new, empty database with a random name.
