@@ -1,9 +1,10 @@
 package iac
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
@@ -67,7 +68,7 @@ func evalLocals(blocks hclsyntax.Blocks, ctx *hcl.EvalContext) {
 	locals := map[string]cty.Value{}
 	for progress := true; progress; {
 		progress = false
-		for _, name := range sortedKeys(pending) {
+		for _, name := range slices.Sorted(maps.Keys(pending)) {
 			ctx.Variables["local"] = cty.ObjectVal(locals)
 			v, diags := pending[name].Value(ctx)
 			if diags.HasErrors() || !v.IsWhollyKnown() {
@@ -79,15 +80,6 @@ func evalLocals(blocks hclsyntax.Blocks, ctx *hcl.EvalContext) {
 		}
 	}
 	ctx.Variables["local"] = cty.ObjectVal(locals)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // evalIn evaluates an expression that must evaluate in ctx.

@@ -10,8 +10,9 @@ terraform {
       version = ">= 5.40"
     }
     vault = {
-      source  = "hashicorp/vault"
-      version = ">= 4.5"
+      source = "hashicorp/vault"
+      # postgresql tls_ca (4.5) and password_authentication (4.6).
+      version = ">= 4.6"
     }
     random = {
       source  = "hashicorp/random"
@@ -44,19 +45,11 @@ resource "aws_security_group" "database" {
   vpc_id      = var.vpc_id
 
   ingress {
-    description     = "PostgreSQL from the relay instances"
+    description     = "PostgreSQL from the relay instances and Vault"
     from_port       = local.port
     to_port         = local.port
     protocol        = "tcp"
-    security_groups = [var.relay_security_group_id]
-  }
-
-  ingress {
-    description     = "PostgreSQL from Vault (database secrets engine)"
-    from_port       = local.port
-    to_port         = local.port
-    protocol        = "tcp"
-    security_groups = var.vault_security_group_ids
+    security_groups = concat([var.relay_security_group_id], var.vault_security_group_ids)
   }
 }
 
