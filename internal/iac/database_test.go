@@ -99,6 +99,10 @@ func TestDatabaseAdmitsOnlyTheRelaysAndVault(t *testing.T) {
 		}
 	}
 	sg := findBlock(t, blocks, "resource", "aws_security_group", "database")
+	// Omitted, egress is left as AWS or anyone else makes it; [] removes it.
+	if got := constant(t, attr(t, sg, "egress")); !got.RawEquals(cty.EmptyTupleVal) {
+		t.Errorf("the database's group has egress %#v, want [] (none, managed)", got)
+	}
 	ctx := moduleContext(t, databaseModule, nil, nil)
 	var sources []string
 	for _, b := range sg.Body.Blocks {

@@ -51,6 +51,10 @@ resource "aws_security_group" "database" {
     protocol        = "tcp"
     security_groups = concat([var.relay_security_group_id], var.vault_security_group_ids)
   }
+
+  # Managed as empty: AWS's default allow-all egress rule, or one added by
+  # hand, is removed.
+  egress = []
 }
 
 resource "aws_db_parameter_group" "relay" {
