@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	vault "github.com/hashicorp/vault/api"
 	"github.com/zclconf/go-cty/cty"
@@ -64,10 +65,21 @@ func TestVaultIssuesRelayUsersWithTheModuleStatements(t *testing.T) {
 		t.Errorf("renewing the lease with the relay's policy: %v", err)
 	}
 
+	// A session still open when its user's lease ends is ended, not left
+	// failing with "invalid role OID".
+	session := openSession(t, srv, users[0], db)
 	for _, u := range users {
 		if err := relay.Sys().Revoke(u.lease); err != nil {
 			t.Fatalf("revoking %s's lease with the relay's policy: %v", u.name, err)
 		}
+	}
+	select {
+	case err := <-session:
+		if err == nil || !strings.Contains(err.Error(), "terminating connection") {
+			t.Errorf("the revoked user's session ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the revoked user's session still runs")
 	}
 	for query, want := range map[string]string{
 		"SELECT count(*) FROM pg_roles WHERE rolname IN (" + users.quotedNames() + ")":                                          "0",
@@ -176,4 +188,21 @@ func checkRelayCannotManageTheEngine(t *testing.T, relay *vault.Client, e databa
 func isForbidden(err error) bool {
 	resp, ok := err.(*vault.ResponseError)
 	return ok && resp.StatusCode == 403
+}
+
+// openSession starts a long query as u and returns once the server runs
+// it; the channel reports how the session ended.
+func openSession(t *testing.T, srv *testutil.PostgresServer, u dbUser, db string) <-chan error {
+	t.Helper()
+	ended := make(chan error, 1)
+	go func() {
+		_, err := srv.QueryAs(u.name, u.password, db, "SELECT pg_sleep(120)")
+		ended <- err
+	}()
+	query := "SELECT count(*) FROM pg_stat_activity WHERE usename = '" + u.name + "' AND state = 'active'"
+	testutil.WaitFor(t, 30*time.Second, u.name+"'s session", func() bool {
+		n, err := srv.QueryAs(srv.User, "", db, query)
+		return err == nil && n == "1"
+	})
+	return ended
 }

@@ -3,7 +3,6 @@ package iac
 import (
 	"maps"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -11,6 +10,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
 // exampleStore is the database as modules/database describes it to the
@@ -151,10 +152,8 @@ func TestRelayModuleRefusesASecondStore(t *testing.T) {
 		return true
 	}
 	example := filepath.Join(root, exampleDir, "config")
-	withStore := t.TempDir()
-	writeFile(t, filepath.Join(withStore, "10-relay.hcl"), "server {}\n\n  store {\n  path = \"/var/lib/oauthrelay\"\n}\n")
-	clash := t.TempDir()
-	writeFile(t, filepath.Join(clash, "90-store-postgres.hcl"), "# mine\n")
+	withStore := filepath.Dir(testutil.WriteFile(t, t.TempDir(), "10-relay.hcl", "server {}\n\n  store {\n  path = \"/var/lib/oauthrelay\"\n}\n"))
+	clash := filepath.Dir(testutil.WriteFile(t, t.TempDir(), "90-store-postgres.hcl", "# mine\n"))
 	noDatabase := cty.NullVal(exampleStore.Type())
 	for _, tc := range []struct {
 		dir      string
@@ -169,12 +168,5 @@ func TestRelayModuleRefusesASecondStore(t *testing.T) {
 		if got := holds(tc.dir, tc.database); got != tc.want {
 			t.Errorf("config_dir %s, database %v: preconditions hold = %v, want %v", tc.dir, !tc.database.IsNull(), got, tc.want)
 		}
-	}
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }

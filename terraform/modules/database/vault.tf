@@ -39,17 +39,20 @@ locals {
     local.bootstrap_statement,
     "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'",
     "GRANT ${var.owner_role} TO \"{{name}}\"",
-    # REASSIGN OWNED and DROP OWNED at revocation need the privileges of
-    # this user; RDS's master user is no superuser and has them only as a
-    # member.
+    # Ending the user's sessions, REASSIGN OWNED and DROP OWNED at
+    # revocation need the privileges of this user; RDS's master user is no
+    # superuser and has them only as a member.
     "GRANT \"{{name}}\" TO CURRENT_USER",
   ]
 
   # Run when a lease ends (expired or revoked), in one transaction. In this
-  # order: whatever the user came to own (a table created before SET ROLE)
-  # goes to the owner role first, so DROP OWNED only revokes its grants and
-  # drops nothing of the relay's; then the role can go.
+  # order: the user's sessions end (a session whose role is dropped fails
+  # with "invalid role OID", and its locks could hold up what follows);
+  # whatever the user came to own (a table created before SET ROLE) goes to
+  # the owner role, so DROP OWNED only revokes its grants and drops nothing
+  # of the relay's; then the role can go.
   revocation_statements = [
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}'",
     "REASSIGN OWNED BY \"{{name}}\" TO ${var.owner_role}",
     "DROP OWNED BY \"{{name}}\"",
     "DROP ROLE IF EXISTS \"{{name}}\"",
