@@ -1,6 +1,7 @@
 # Relay instances from the Packer image in an Auto Scaling group behind a
 # TCP load balancer (AWS). A new image or configuration rolls out instance
-# by instance; instances log in to Vault with their IAM role.
+# by instance; instances log in to Vault with their IAM role and, with
+# var.database, share a PostgreSQL store.
 
 terraform {
   required_providers {
