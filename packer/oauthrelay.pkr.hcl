@@ -5,9 +5,9 @@
 #   packer build -only='amazon-ebs.debian' -var 'aws_region=eu-west-1' .
 #   scripts/build-qemu.sh                     # local image, no cloud account
 #
-# The image holds the binary, the unit, a dedicated user and an example
-# configuration; the real configuration is written at boot (see
-# terraform/modules/relay, cloud-init).
+# The image holds the binary, the unit, a dedicated user, an example
+# configuration and AWS's RDS CA bundle; the real configuration is written
+# at boot (see terraform/modules/relay, cloud-init).
 
 packer {
   required_plugins {
@@ -59,6 +59,18 @@ variable "debian_cloud_image_checksum" {
   type        = string
   description = "Checksum of the cloud image, e.g. file:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS."
   default     = "file:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS"
+}
+
+variable "rds_ca_bundle_url" {
+  type        = string
+  description = "AWS's RDS CA bundle, installed at /usr/local/share/oauthrelay/rds-ca-bundle.pem for a shared PostgreSQL store on RDS (terraform/modules/relay's database_ca_file); \"\": none."
+  default     = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+}
+
+variable "rds_ca_bundle_sha256" {
+  type        = string
+  description = "SHA-256 the downloaded bundle must have (\"\": not checked); pin it for reproducible images."
+  default     = ""
 }
 
 variable "build_ssh_key" {
@@ -137,7 +149,11 @@ build {
   }
 
   provisioner "shell" {
-    script          = "scripts/install.sh"
+    script = "scripts/install.sh"
+    environment_vars = [
+      "RDS_CA_BUNDLE_URL=${var.rds_ca_bundle_url}",
+      "RDS_CA_BUNDLE_SHA256=${var.rds_ca_bundle_sha256}",
+    ]
     execute_command = "chmod +x {{ .Path }}; sudo {{ .Vars }} {{ .Path }}"
   }
 

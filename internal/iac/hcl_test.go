@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
-	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -62,6 +61,19 @@ func lookupBlock(blocks hclsyntax.Blocks, typ string, labels ...string) *hclsynt
 			return b
 		}
 	}
+	return nil
+}
+
+// localExpr returns the expression of a module's local, failing when the
+// module has no such local.
+func localExpr(t *testing.T, blocks hclsyntax.Blocks, name string) hclsyntax.Expression {
+	t.Helper()
+	for _, b := range blocks {
+		if a, ok := b.Body.Attributes[name]; ok && b.Type == "locals" {
+			return a.Expr
+		}
+	}
+	t.Fatalf("no local %q", name)
 	return nil
 }
 
@@ -133,28 +145,15 @@ func refersTo(expr hclsyntax.Expression, ref string) bool {
 }
 
 // renderTemplate evaluates an HCL template file (Terraform's templatefile,
-// Packer's templatefile) with vars and the few functions the templates use,
-// as Terraform and Packer define them.
+// Packer's templatefile) with vars and the functions Terraform and Packer
+// define.
 func renderTemplate(t *testing.T, path string, vars map[string]cty.Value) string {
 	t.Helper()
-	src, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expr, diags := hclsyntax.ParseTemplate(src, path, hcl.InitialPos)
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	ctx := &hcl.EvalContext{Variables: vars, Functions: map[string]function.Function{
-		"jsonencode":   stdlib.JSONEncodeFunc,
-		"trimspace":    stdlib.TrimSpaceFunc,
-		"base64encode": base64EncodeFunc,
-	}}
-	v, diags := expr.Value(ctx)
+	out, diags := templateValue(path, vars, terraformFunctions())
 	if diags.HasErrors() {
 		t.Fatalf("rendering %s: %v", path, diags)
 	}
-	return v.AsString()
+	return out
 }
 
 var base64EncodeFunc = function.New(&function.Spec{

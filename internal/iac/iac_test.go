@@ -135,12 +135,16 @@ func TestModuleInputsAreDeclared(t *testing.T) {
 			}
 		}
 		for name := range b.Body.Attributes {
-			if name != "source" && !vars[name] {
+			if !moduleMetaArguments[name] && !vars[name] {
 				t.Errorf("module %q is given %q, which %s does not declare", b.Labels[0], name, modDir)
 			}
 		}
 	}
 }
+
+// moduleMetaArguments are the arguments of a module block that Terraform
+// takes for itself.
+var moduleMetaArguments = map[string]bool{"source": true, "version": true, "count": true, "for_each": true, "providers": true, "depends_on": true}
 
 func mustGlob(t *testing.T, pattern string) []string {
 	t.Helper()

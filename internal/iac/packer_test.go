@@ -138,3 +138,36 @@ func TestPackerScriptsSyntax(t *testing.T) {
 		})
 	}
 }
+
+// TestPackerImageCarriesTheRDSCABundle: the image installs AWS's RDS CA
+// bundle where modules/relay's DSN expects it (sslrootcert), fetched from
+// AWS over HTTPS at build time.
+func TestPackerImageCarriesTheRDSCABundle(t *testing.T) {
+	blocks := moduleBlocks(t, "packer")
+	var install *hclsyntax.Block
+	for _, p := range nestedBlocks(findBlock(t, blocks, "build"), "provisioner") {
+		if s, ok := p.Body.Attributes["script"]; ok && constant(t, s.Expr).AsString() == "scripts/install.sh" {
+			install = p
+		}
+	}
+	if install == nil {
+		t.Fatal("no provisioner runs scripts/install.sh")
+	}
+	if !refersTo(attr(t, install, "environment_vars"), "var.rds_ca_bundle_url") {
+		t.Error("install.sh is not given var.rds_ca_bundle_url")
+	}
+	const trustStore = "https://truststore.pki.rds.amazonaws.com/"
+	if url := varDefaults(t, blocks)["rds_ca_bundle_url"].AsString(); !strings.HasPrefix(url, trustStore) {
+		t.Errorf("var.rds_ca_bundle_url defaults to %q, not AWS's trust store %s", url, trustStore)
+	}
+	caFile := varDefaults(t, moduleBlocks(t, relayModule))["database_ca_file"].AsString()
+	commands := scriptCommands(t, filepath.Join(root, "packer/scripts/install.sh"))
+	if !slices.ContainsFunc(commands, func(c string) bool {
+		return strings.HasPrefix(c, "install ") && strings.HasSuffix(c, " "+caFile)
+	}) {
+		t.Errorf("install.sh installs nothing at %s (modules/relay's database_ca_file)", caFile)
+	}
+	if !slices.ContainsFunc(commands, func(c string) bool { return strings.Contains(c, "--proto '=https'") }) {
+		t.Error("install.sh may fetch the bundle over something else than HTTPS")
+	}
+}

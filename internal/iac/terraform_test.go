@@ -100,7 +100,8 @@ func TestRelayInstancesRollOneByOne(t *testing.T) {
 			t.Errorf("var.%s defaults to %d, want %d..%d", tc.variable, def, tc.min, tc.max)
 		}
 	}
-	if !refersTo(attr(t, asg, "max_size"), "var.refresh_max_healthy_percentage") {
+	if !refersTo(attr(t, asg, "max_size"), "local.max_instances") ||
+		!refersTo(localExpr(t, blocks, "max_instances"), "var.refresh_max_healthy_percentage") {
 		t.Error("max_size leaves no room for the instances a refresh starts first")
 	}
 }

@@ -13,8 +13,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	vault "github.com/hashicorp/vault/api"
 	"github.com/zclconf/go-cty/cty"
-	"github.com/zclconf/go-cty/cty/function"
-	"github.com/zclconf/go-cty/cty/function/stdlib"
 
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
@@ -36,20 +34,18 @@ func exampleVaultArg(t *testing.T, name string) string {
 }
 
 // vaultModuleContext evaluates the vault module's expressions as the
-// example calls it.
+// example calls it, without the database unless extraVars says so.
 func vaultModuleContext(t *testing.T, extraVars map[string]cty.Value) *hcl.EvalContext {
 	t.Helper()
-	vars := map[string]cty.Value{"secrets_path": cty.StringVal(exampleVaultArg(t, "secrets_path"))}
+	vars := map[string]cty.Value{
+		"secrets_path":              cty.StringVal(exampleVaultArg(t, "secrets_path")),
+		"kv_mount":                  cty.StringVal(exampleVaultArg(t, "kv_mount")),
+		"database_credentials_path": cty.NullVal(cty.String),
+	}
 	for k, v := range extraVars {
 		vars[k] = v
 	}
-	return &hcl.EvalContext{
-		Variables: map[string]cty.Value{
-			"var":   cty.ObjectVal(vars),
-			"local": cty.ObjectVal(map[string]cty.Value{"mount": cty.StringVal(exampleVaultArg(t, "kv_mount"))}),
-		},
-		Functions: map[string]function.Function{"jsonencode": stdlib.JSONEncodeFunc},
-	}
+	return moduleContext(t, vaultModule, vars, nil)
 }
 
 func evalString(t *testing.T, expr hclsyntax.Expression, ctx *hcl.EvalContext) string {
@@ -174,10 +170,12 @@ func TestVaultPolicyServesTheTLSSecret(t *testing.T) {
 	}
 }
 
-// tokenClient returns a client with a fresh token of policy.
+// tokenClient returns a client with a fresh token of policy alone: not
+// Vault's default policy, which grants some rights (sys/leases/renew) on its
+// own.
 func tokenClient(t *testing.T, v *testutil.VaultServer, policy string) *vault.Client {
 	t.Helper()
-	secret, err := v.Client.Auth().Token().Create(&vault.TokenCreateRequest{Policies: []string{policy}, NoParent: true})
+	secret, err := v.Client.Auth().Token().Create(&vault.TokenCreateRequest{Policies: []string{policy}, NoParent: true, NoDefaultPolicy: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -51,6 +52,10 @@ type PostgresOptions struct {
 	// tests see wrong or expired passwords (VALID UNTIL) refused. The
 	// Unix socket in the server's directory keeps trust authentication.
 	Password string
+	// PasswordAuth makes every role but the superuser log in over TCP with
+	// its scram-sha-256 password, so that a test can tell a right password
+	// from a wrong one; the superuser keeps trust (Exec needs none).
+	PasswordAuth bool
 }
 
 // PostgresBinDir finds the directory of initdb and postgres: $PG_BIN, the
@@ -110,6 +115,12 @@ func StartPostgresServer(opts PostgresOptions) (*PostgresServer, error) {
 		s.removeDir()
 		return nil, err
 	}
+	if opts.PasswordAuth {
+		if err := s.requirePasswords(data); err != nil {
+			s.removeDir()
+			return nil, err
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		err := s.run(bin, data, opts)
 		if err == nil {
@@ -149,6 +160,20 @@ func (s *PostgresServer) initdb(bin, data string, opts PostgresOptions) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// requirePasswords replaces initdb's pg_hba.conf (trust for everyone): the
+// superuser is trusted on loopback, every other role needs its password.
+func (s *PostgresServer) requirePasswords(data string) error {
+	hba := filepath.Join(data, "pg_hba.conf")
+	rules := fmt.Sprintf("local all all trust\nhost all %[1]s 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n", s.User)
+	if err := os.WriteFile(hba, []byte(rules), 0o600); err != nil {
+		return err
+	}
+	if s.cred != nil {
+		return os.Chown(hba, int(s.cred.Uid), int(s.cred.Gid))
 	}
 	return nil
 }
@@ -234,25 +259,31 @@ func (s *PostgresServer) DSN(db string) string {
 // Exec runs SQL as the superuser with psql (the tests' admin channel: it
 // needs no driver in the test, and its errors are PostgreSQL's own).
 func (s *PostgresServer) Exec(db, sql string) error {
+	_, err := s.QueryAs(s.User, s.Password, db, sql)
+	return err
+}
+
+// QueryAs runs SQL with psql as user over TCP, giving password when the
+// server asks for one (PasswordAuth), and returns the rows it printed,
+// unaligned, without headers.
+func (s *PostgresServer) QueryAs(user, password, db, sql string) (string, error) {
 	bin, err := PostgresBinDir()
 	if err != nil {
-		return err
+		return "", err
 	}
 	psql := filepath.Join(bin, "psql")
 	if _, err := os.Stat(psql); err != nil {
 		psql = "psql"
 	}
 	host, port, _ := net.SplitHostPort(s.Addr)
-	cmd := exec.Command(psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", s.User, "-d", db, "-c", sql)
-	if s.Password != "" {
-		cmd.Env = append(os.Environ(), "PGPASSWORD="+s.Password)
-	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd := exec.Command(psql, "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", user, "-d", db, "-c", sql)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+password, "PGPASSFILE="+os.DevNull)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("psql: %v: %s", err, bytes.TrimSpace(out.Bytes()))
+		return "", fmt.Errorf("psql as %s: %v: %s", user, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	return nil
+	return strings.TrimSpace(stdout.String()), nil
 }
 
 // CreateDatabase creates a new, empty database with a random name.

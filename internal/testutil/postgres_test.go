@@ -29,3 +29,22 @@ func TestPostgres(t *testing.T) {
 		t.Fatalf("bad SQL: %v", err)
 	}
 }
+
+// TestPostgresPasswordAuth: with PasswordAuth a role logs in with its
+// password only, while the superuser's Exec still needs none.
+func TestPostgresPasswordAuth(t *testing.T) {
+	srv, err := StartPostgresServer(PostgresOptions{PasswordAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	if err := srv.Exec("postgres", "CREATE ROLE app LOGIN PASSWORD 'right'"); err != nil {
+		t.Fatal(err)
+	}
+	for password, wantOK := range map[string]bool{"right": true, "wrong": false} {
+		_, err := srv.QueryAs("app", password, "postgres", "SELECT 1")
+		if wantOK != (err == nil) {
+			t.Errorf("app with password %q: %v", password, err)
+		}
+	}
+}

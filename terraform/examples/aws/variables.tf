@@ -38,3 +38,27 @@ variable "vault_iam_server_id" {
   description = "X-Vault-AWS-IAM-Server-ID the relays sign; must equal header_value in config/10-relay.hcl."
   default     = "vault.example.com"
 }
+
+variable "database_enabled" {
+  type        = bool
+  description = "Create the RDS PostgreSQL store the instances share (modules/database); false: each instance as configured in config/."
+  default     = false
+}
+
+variable "database_multi_az" {
+  type        = bool
+  description = "A standby database in a second availability zone."
+  default     = false
+}
+
+variable "vault_security_group_ids" {
+  type        = list(string)
+  description = "Security groups of the Vault servers, which must reach the database (with database_enabled)."
+  default     = []
+}
+
+variable "rds_ca_bundle_file" {
+  type        = string
+  description = "AWS's RDS CA bundle, relative to this directory, for Vault's connection (with database_enabled): curl -o rds-ca-bundle.pem https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+  default     = "rds-ca-bundle.pem"
+}

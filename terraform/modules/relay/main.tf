@@ -1,6 +1,7 @@
 # Relay instances from the Packer image in an Auto Scaling group behind a
 # TCP load balancer (AWS). A new image or configuration rolls out instance
-# by instance; instances log in to Vault with their IAM role.
+# by instance; instances log in to Vault with their IAM role and, with
+# var.database, share a PostgreSQL store.
 
 terraform {
   required_providers {
@@ -12,7 +13,24 @@ terraform {
 }
 
 locals {
-  config_files = { for f in fileset(var.config_dir, "*.hcl") : f => file("${var.config_dir}/${f}") }
+  git_config_files = { for f in fileset(var.config_dir, "*.hcl") : f => file("${var.config_dir}/${f}") }
+  # With the database, the store block that points the relays at it: the
+  # configuration in git then needs no store of its own.
+  store_config_file = var.database == null ? {} : {
+    (local.store_file_name) = templatefile("${path.module}/store.hcl.tftpl", {
+      address            = var.database.address
+      port               = var.database.port
+      database           = var.database.database
+      credentials_path   = var.database.credentials_path
+      owner_role         = var.database.owner_role
+      ca_file            = var.database_ca_file
+      expected_instances = local.max_instances
+    })
+  }
+  store_file_name = "90-store-postgres.hcl"
+  config_files    = merge(local.git_config_files, local.store_config_file)
+  # Room for the extra instances a refresh starts before it stops old ones.
+  max_instances = ceil(var.instance_count * var.refresh_max_healthy_percentage / 100)
 }
 
 # The load balancer's nodes live in these subnets, and its health checks
@@ -120,6 +138,18 @@ resource "aws_launch_template" "relay" {
       Name = var.name
     }
   }
+
+  lifecycle {
+    precondition {
+      condition     = var.database == null || !contains(keys(local.git_config_files), local.store_file_name)
+      error_message = "config_dir has a ${local.store_file_name}, the file this module writes for the database: rename it."
+    }
+    precondition {
+      # Two store blocks do not load; the database's is the one to keep.
+      condition     = var.database == null || alltrue([for c in values(local.git_config_files) : !can(regex("(?m)^\\s*store\\s*\\{", c))])
+      error_message = "With the database, this module writes the store block: remove the one in config_dir."
+    }
+  }
 }
 
 resource "aws_autoscaling_group" "relay" {
@@ -127,9 +157,8 @@ resource "aws_autoscaling_group" "relay" {
   vpc_zone_identifier = var.subnet_ids
   min_size            = var.instance_count
   desired_capacity    = var.instance_count
-  # Room for the extra instances a refresh starts before it stops old ones.
-  max_size          = ceil(var.instance_count * var.refresh_max_healthy_percentage / 100)
-  target_group_arns = [aws_lb_target_group.smtp.arn]
+  max_size            = local.max_instances
+  target_group_arns   = [aws_lb_target_group.smtp.arn]
   # The load balancer's health check (/health/ready), not only EC2's: an
   # instance that cannot relay is replaced.
   health_check_type         = "ELB"

@@ -86,3 +86,27 @@ variable "deregistration_delay" {
   description = "Seconds the load balancer lets a leaving instance's connections finish (the relay's shutdown_timeout plus a margin)."
   default     = 45
 }
+
+variable "database" {
+  type = object({
+    address          = string
+    port             = number
+    database         = string
+    credentials_path = string
+    owner_role       = string
+  })
+  description = "The shared PostgreSQL store (modules/database's relay_store): the instances get a store { postgres { … } } block for it and keep no state of their own. Null: the configuration in config_dir only."
+  default     = null
+}
+
+variable "database_ca_file" {
+  type        = string
+  description = "Path, on the instances, of AWS's RDS CA bundle the relay verifies the database with (installed by the Packer image)."
+  default     = "/usr/local/share/oauthrelay/rds-ca-bundle.pem"
+
+  validation {
+    # Written into the DSN as it is.
+    condition     = can(regex("^/[-_./A-Za-z0-9]+$", var.database_ca_file))
+    error_message = "database_ca_file is an absolute path of letters, digits, '-', '_', '.' and '/'."
+  }
+}

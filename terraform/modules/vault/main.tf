@@ -23,6 +23,22 @@ resource "vault_mount" "kv" {
 locals {
   mount       = var.create_mount ? vault_mount.kv[0].path : var.kv_mount
   aws_enabled = length(var.relay_iam_role_arns) > 0
+
+  # Only with the shared PostgreSQL store (modules/database).
+  database_policy = var.database_credentials_path == null ? "" : <<-EOT
+    # The shared store: a PostgreSQL user of its own from the database
+    # secrets engine, its lease renewed, and revoked when the relay changes
+    # to a new user or stops.
+    path "${var.database_credentials_path}" {
+      capabilities = ["read"]
+    }
+    path "sys/leases/renew" {
+      capabilities = ["update"]
+    }
+    path "sys/leases/revoke" {
+      capabilities = ["update"]
+    }
+  EOT
 }
 
 resource "vault_policy" "relay" {
@@ -41,6 +57,7 @@ resource "vault_policy" "relay" {
     path "${local.mount}/data/${var.secrets_path}/accounts/*" {
       capabilities = ["read", "update", "create"]
     }
+    ${local.database_policy}
   EOT
 }
 

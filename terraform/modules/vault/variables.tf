@@ -130,3 +130,9 @@ variable "token_bound_cidrs" {
   description = "Networks the relay's tokens may be used from (empty: any)."
   default     = []
 }
+
+variable "database_credentials_path" {
+  type        = string
+  description = "Vault path of the relays' PostgreSQL users (modules/database's vault_credentials_path): the policy may read it and renew and revoke its leases. Null: no database, no such rights."
+  default     = null
+}

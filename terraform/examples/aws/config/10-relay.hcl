@@ -3,6 +3,12 @@
 # to Vault with the instance's IAM role (modules/vault's AWS auth role) and
 # reads every secret from there, the listener's certificate and key
 # included; they rotate without a restart.
+#
+# No store block here: with database_enabled, modules/relay adds
+# 90-store-postgres.hcl, a store { postgres { … } } block for the RDS
+# database every instance shares (one queue, one set of limits; each
+# instance logs in with its own PostgreSQL user from Vault). Without it the
+# instances keep no durable state and relay in direct mode.
 
 server {
   log_format = "json"
