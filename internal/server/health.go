@@ -125,8 +125,13 @@ func (r *Runtime) ready() (bool, any) {
 	}
 	ready := listening > 0 && listening == len(b.cfg.Listeners) && !r.closing.Load()
 	storeStatus, storeUp := r.durable.health()
-	if !storeUp && queueListeners(b.cfg) > 0 {
-		ready = false // its listeners answer 452 4.3.1 to every message
+	if !storeUp && queueListeners(b.cfg) > 0 && !sharedStore(b.cfg) {
+		// Its listeners answer 452 4.3.1 to every message. A shared
+		// database's outage is every instance's: failing them all would
+		// only make a load balancer or autoscaler replace healthy
+		// instances, and direct listeners still work (reported as
+		// degraded below).
+		ready = false
 	}
 	if b.cfg.Telemetry.ReadyRequiresAllAccounts && degraded > 0 {
 		ready = false

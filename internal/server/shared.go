@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/limits"
 )
 
@@ -22,6 +23,12 @@ func (r *Runtime) sharedLimitsHealth() (status map[string]any, degraded bool) {
 		status["error"] = err.Error()
 	}
 	return status, degraded
+}
+
+// sharedStore reports whether cfg's store is a database several instances
+// share.
+func sharedStore(cfg *config.Config) bool {
+	return cfg.Store != nil && cfg.Store.Postgres != nil
 }
 
 // registerCoordinationMetrics exports the state of the shared limits.
