@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkEnqueueParallel(b *testing.B) {
 		b.Run(map[bool]string{false: "clear", true: "sealed"}[sealed], func(b *testing.B) {
 			opts := Options{}
 			if sealed {
-				opts.Sealer = newTestSealer(b)
+				opts.Sealer = storetest.NewSealer(b)
 			}
 			benchEnqueue(b, openTest(b, b.TempDir(), opts), 16)
 		})
