@@ -55,20 +55,21 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
-// clean returns err with every known password scrubbed from its text. A
-// pgconn.ConnectError is cut out of the chain: it carries the connection
-// configuration, password included.
+// clean returns err with every known password scrubbed from its text.
+// A pgconn.ConnectError is cut out of the chain: it carries the
+// connection configuration, password included. An error whose text held
+// a password is not kept at all.
 func (s *Store) clean(err error) error {
 	text := err.Error()
 	scrubbed := s.secrets.scrub(text)
-	var ce *pgconn.ConnectError
-	if !errors.As(err, &ce) {
-		if scrubbed == text {
-			return err
-		}
+	if scrubbed != text {
 		return &cleanError{text: scrubbed}
 	}
-	return &cleanError{text: scrubbed, cause: ce.Unwrap()}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return &cleanError{text: text, cause: ce.Unwrap()}
+	}
+	return err
 }
 
 // cleanError is an error whose text was scrubbed; it unwraps to what the
@@ -137,13 +138,24 @@ func (s *secrets) addDSN(dsn string) {
 	}
 }
 
+// addUserinfo remembers what may be the password of a URI's user
+// information, read up to the last '@': all after the user's ':', and
+// each part of it between '@'s, which a URI with an unescaped '@' in its
+// password would make part of the host name in an error.
 func (s *secrets) addUserinfo(rest string) {
 	at := strings.LastIndex(rest, "@")
 	if at < 0 {
 		return
 	}
-	if _, p, ok := strings.Cut(rest[:at], ":"); ok {
-		s.add(p)
+	_, p, ok := strings.Cut(rest[:at], ":")
+	if !ok {
+		return
+	}
+	for _, part := range append(strings.Split(p, "@"), p) {
+		s.add(part)
+		if u, err := url.PathUnescape(part); err == nil {
+			s.add(u)
+		}
 	}
 }
 

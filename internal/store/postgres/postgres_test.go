@@ -17,16 +17,16 @@ func TestMain(m *testing.M) {
 }
 
 func TestConformance(t *testing.T) {
+	db := newTestDB(t)
 	storetest.Run(t, func(t *testing.T) store.Store {
-		_, dsn := testutil.Postgres(t)
-		return openTest(t, dsn, Options{})
+		return openTest(t, db.store(t), Options{})
 	})
 }
 
 func TestConformanceSealed(t *testing.T) {
+	db := newTestDB(t)
 	storetest.Run(t, func(t *testing.T) store.Store {
-		_, dsn := testutil.Postgres(t)
-		return openTest(t, dsn, Options{Sealer: storetest.NewSealer(t)})
+		return openTest(t, db.store(t), Options{Sealer: storetest.NewSealer(t)})
 	})
 }
 
