@@ -70,10 +70,28 @@ func (p *pipe) enqueueOne(i int, r *request, e *store.Envelope, m *store.NewMess
 		return p.abandon(i, err)
 	}
 	e.Size = int64(len(first))
-	p.insertMessage(i, e, m, 1)
-	p.insertChunk(i, e.ID, 0, bytes.Clone(data)) // the buffers serve the next message
-	p.insertAccepted(i, e)
+	p.insertWhole(i, e, m, bytes.Clone(data)) // the buffers serve the next message
 	return nil
+}
+
+// enqueueSQL stores a message whose body is one chunk: its queue row,
+// the chunk, its history record and EventAccepted, in one statement (a
+// quarter of the work a statement each takes the server).
+const enqueueSQL = `WITH message AS (` + insertMessageSQL + `),
+	body AS (INSERT INTO chunks (msg_id, seq, key_id, data) VALUES ($1, 0, $21, $22)),
+	record AS (INSERT INTO history (` + historyColumns + `)
+		VALUES ($1, 'queue', $3, $4, $2, $5, $23, $9, $11, $12, $17, $12))
+	INSERT INTO events (msg_id, at, type, rcpt, reply) VALUES ($1, $12, 'accepted', '', '')`
+
+func (p *pipe) insertWhole(i int, e *store.Envelope, m *store.NewMessage, data []byte) {
+	args := p.messageArgs(e, m, 1)
+	var keyID any
+	if p.key != nil {
+		keyID = p.key.ID
+	}
+	addrs := engine.QueueRecord(e).Rcpts
+	p.queue(stmt{req: i, sql: enqueueSQL, fail: p.duplicate(e.ID), args: append(args, keyID, data, addrs)})
+	p.bytes += len(data)
 }
 
 // streamBody stores a body of more than one chunk, the first of which is
@@ -135,6 +153,11 @@ const insertMessageSQL = `INSERT INTO messages (id, account, listener, client, m
 // insertMessage queues a message's queue row, leased when the message
 // comes with a lease; chunks is 0 until a streamed body is stored.
 func (p *pipe) insertMessage(i int, e *store.Envelope, m *store.NewMessage, chunks int64) {
+	p.queue(stmt{req: i, sql: insertMessageSQL, fail: p.duplicate(e.ID), args: p.messageArgs(e, m, chunks)})
+}
+
+// messageArgs are the arguments of insertMessageSQL.
+func (p *pipe) messageArgs(e *store.Envelope, m *store.NewMessage, chunks int64) []any {
 	rcpts, err := engine.EncodeRcpts(e.Rcpts)
 	if err != nil { // a []store.Recipient always marshals
 		panic(err)
@@ -143,11 +166,9 @@ func (p *pipe) insertMessage(i int, e *store.Envelope, m *store.NewMessage, chun
 	if m.LeaseOwner != "" {
 		leaseUntil = m.LeaseUntil
 	}
-	p.queue(stmt{req: i, sql: insertMessageSQL, fail: p.duplicate(e.ID), args: []any{
-		e.ID, e.Account, e.Listener, e.Client, e.From, textArray(e.MailParams),
+	return []any{e.ID, e.Account, e.Listener, e.Client, e.From, textArray(e.MailParams),
 		rcpts, engine.PendingCount(e.Rcpts), e.Size, chunks, e.HeaderID, e.Received, e.Expires,
-		e.NextAttempt, e.Attempts, e.LastReply, e.State, e.Bounce, m.LeaseOwner, leaseUntil,
-	}})
+		e.NextAttempt, e.Attempts, e.LastReply, e.State, e.Bounce, m.LeaseOwner, leaseUntil}
 }
 
 func (p *pipe) insertChunk(i int, id string, seq int64, data []byte) {

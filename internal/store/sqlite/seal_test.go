@@ -333,7 +333,7 @@ func TestSlowSealerDoesNotHoldTheWriteLock(t *testing.T) {
 	s := openTest(t, dir, Options{Sealer: hs})
 	t.Cleanup(unblock) // before Close, which waits for the writer
 	enq := make(chan error, 1)
-	go func() { enq <- s.Enqueue(context.Background(), benchMsg("slow", []byte("hello"))) }()
+	go func() { enq <- s.Enqueue(context.Background(), storetest.BenchMessage("slow", []byte("hello"))) }()
 	<-hs.entered
 	other := openTest(t, dir, Options{})
 	pinged := make(chan error, 1)
