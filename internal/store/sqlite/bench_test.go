@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
@@ -22,7 +20,7 @@ func BenchmarkEnqueueParallel(b *testing.B) {
 		b.Run(map[bool]string{false: "clear", true: "sealed"}[sealed], func(b *testing.B) {
 			opts := Options{}
 			if sealed {
-				opts.Sealer = newTestSealer(b)
+				opts.Sealer = storetest.NewSealer(b)
 			}
 			benchEnqueue(b, openTest(b, b.TempDir(), opts), 16)
 		})
@@ -42,7 +40,7 @@ func BenchmarkEnqueueFinishParallel(b *testing.B) {
 	s := openTest(b, b.TempDir(), Options{})
 	body := bytes.Repeat([]byte("0123456789abcdef"), 2048/16)
 	run := func(ctx context.Context) error {
-		m := benchMsg(transport.NewID(), body)
+		m := storetest.BenchMessage(transport.NewID(), body)
 		m.LeaseOwner, m.LeaseUntil = "bench", time.Now().Add(time.Minute)
 		if err := s.Enqueue(ctx, m); err != nil {
 			return err
@@ -59,66 +57,20 @@ func BenchmarkEnqueueFinishParallel(b *testing.B) {
 func benchEnqueue(b *testing.B, s *Store, workers int) {
 	body := bytes.Repeat([]byte("0123456789abcdef"), 2048/16)
 	benchParallel(b, s, workers, func(ctx context.Context) error {
-		return s.Enqueue(ctx, benchMsg(transport.NewID(), body))
+		return s.Enqueue(ctx, storetest.BenchMessage(transport.NewID(), body))
 	})
 }
 
 // benchParallel runs op b.N times from workers goroutines and reports
-// messages per commit, WAL pages written per message, CPU per message
-// and messages per second.
+// messages per commit and WAL pages written per message beside
+// storetest.BenchParallel's CPU per message and messages per second.
 func benchParallel(b *testing.B, s *Store, workers int, op func(context.Context) error) {
 	c0, m0 := s.CommitStats()
 	p0 := s.walPagesWritten.Load()
-	cpu0 := cpuTime()
-	var next atomic.Int64
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
-				if err := op(context.Background()); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	cpu := cpuTime() - cpu0
+	storetest.BenchParallel(b, workers, op)
 	c1, m1 := s.CommitStats()
-	// CPU per message: on a shared, noisy machine it varies far less
-	// than the rate.
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/msg")
 	b.ReportMetric(float64(m1-m0)/float64(max(1, c1-c0)), "msgs/commit")
 	b.ReportMetric(float64(s.walPagesWritten.Load()-p0)/float64(b.N), "wal-pages/msg")
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-}
-
-func benchMsg(id string, body []byte) *store.NewMessage {
-	now := time.Now()
-	return &store.NewMessage{
-		Envelope: store.Envelope{
-			ID: id, Account: "sender@example.com", Listener: "printers", Client: "10.0.0.7",
-			From:       "<sender@example.com>",
-			MailParams: []string{"BODY=8BITMIME"},
-			Rcpts: []store.Recipient{
-				{Addr: "<a@example.net>", State: store.RcptPending},
-				{Addr: "<b@example.net>", State: store.RcptPending},
-			},
-			Size: int64(len(body)), Received: now, Expires: now.Add(120 * time.Hour), NextAttempt: now,
-		},
-		Body: bytes.NewReader(body),
-	}
-}
-
-// cpuTime is the CPU time (user and system) this process used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkDrain is the queue draining a backlog after an outage: claims
@@ -131,7 +83,7 @@ func BenchmarkDrain(b *testing.B) {
 	for i := 0; i < b.N; i += 64 {
 		batch := make([]*store.NewMessage, 0, 64)
 		for j := i; j < min(i+64, b.N); j++ {
-			batch = append(batch, benchMsg(transport.NewID(), body))
+			batch = append(batch, storetest.BenchMessage(transport.NewID(), body))
 		}
 		if err := s.Enqueue(ctx, batch...); err != nil {
 			b.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
 // unixNano is how times are stored: Unix nanoseconds, 0 for the zero
@@ -36,37 +37,6 @@ func fromUnixNano(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// rcptJSON is a recipient as stored in messages.rcpts, with names of its
-// own: the stored form must not change when a Go field is renamed.
-type rcptJSON struct {
-	Addr      string `json:"addr"`
-	State     string `json:"state"`
-	LastReply string `json:"last_reply,omitempty"`
-	Notify    string `json:"notify,omitempty"`
-	ORcpt     string `json:"orcpt,omitempty"`
-}
-
-func encodeRcpts(rcpts []store.Recipient) (string, error) {
-	rows := make([]rcptJSON, len(rcpts))
-	for i, r := range rcpts {
-		rows[i] = rcptJSON(r)
-	}
-	b, err := json.Marshal(rows)
-	return string(b), err
-}
-
-func decodeRcpts(text string) ([]store.Recipient, error) {
-	var rows []rcptJSON
-	if err := json.Unmarshal([]byte(text), &rows); err != nil {
-		return nil, fmt.Errorf("store: stored recipients: %w", err)
-	}
-	rcpts := make([]store.Recipient, len(rows))
-	for i, r := range rows {
-		rcpts[i] = store.Recipient(r)
-	}
-	return rcpts, nil
-}
-
 // encodeStrings stores a list of strings (MAIL parameters, history
 // recipients) as a JSON array; nil is stored as [].
 func encodeStrings(list []string) string {
@@ -87,17 +57,6 @@ func decodeStrings(text string) ([]string, error) {
 		return nil, nil
 	}
 	return list, nil
-}
-
-// pendingCount counts the recipients still pending.
-func pendingCount(rcpts []store.Recipient) int {
-	n := 0
-	for _, r := range rcpts {
-		if r.State == store.RcptPending {
-			n++
-		}
-	}
-	return n
 }
 
 // envelopeColumns are the columns scanEnvelope reads, in its order.
@@ -123,7 +82,7 @@ func scanEnvelope(sc scanner, extra ...any) (*store.Envelope, error) {
 	if e.MailParams, err = decodeStrings(params); err != nil {
 		return nil, err
 	}
-	if e.Rcpts, err = decodeRcpts(rcpts); err != nil {
+	if e.Rcpts, err = engine.DecodeRcpts(rcpts); err != nil {
 		return nil, err
 	}
 	e.Received, e.Expires, e.NextAttempt = fromUnixNano(received), fromUnixNano(expires), fromUnixNano(nextAttempt)

@@ -9,10 +9,8 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
-
-// errDuplicate: an Enqueue with the ID of a message already stored.
-var errDuplicate = errors.New("store: a message with this ID exists")
 
 // mapErr classifies a database error: the store's own errors and context
 // errors pass through; a constraint violation is the caller's mistake;
@@ -24,7 +22,7 @@ func mapErr(op string, err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrLeaseLost),
-		errors.Is(err, store.ErrUnavailable), errors.Is(err, errDuplicate),
+		errors.Is(err, store.ErrUnavailable), errors.Is(err, engine.ErrDuplicate),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	case isConstraint(err):

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
 // pruneBatch bounds the history records one Prune transaction deletes, so
@@ -28,7 +29,7 @@ func (b *batch) insertHistory(r *store.Record) error {
 	_, err := b.execResult(`INSERT INTO history (`+historyColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, historyArgs(r)...)
 	if isConstraint(err) {
-		return fmt.Errorf("%w: history record %s", errDuplicate, r.ID)
+		return fmt.Errorf("%w: history record %s", engine.ErrDuplicate, r.ID)
 	}
 	return mapErr("writing history", err)
 }
@@ -64,7 +65,7 @@ func (s *Store) Record(ctx context.Context, recs []*store.Record, events []*stor
 	if err := s.readable(); err != nil {
 		return err
 	}
-	recs, events, err := normalizeHistory(recs, events, time.Now())
+	recs, events, err := engine.NormalizeHistory(recs, events, time.Now())
 	if err != nil {
 		return err
 	}
@@ -87,34 +88,6 @@ func (s *Store) Record(ctx context.Context, recs []*store.Record, events []*stor
 			return nil
 		},
 	})
-}
-
-// normalizeHistory checks records and events and returns copies with the
-// missing times set to now.
-func normalizeHistory(recs []*store.Record, events []*store.Event, now time.Time) ([]*store.Record, []*store.Event, error) {
-	outRecs := make([]*store.Record, len(recs))
-	for i, r := range recs {
-		if r == nil || r.ID == "" || r.State == "" {
-			return nil, nil, errors.New("store: record: a record needs an ID and a state")
-		}
-		c := *r
-		if c.Updated.IsZero() {
-			c.Updated = now
-		}
-		outRecs[i] = &c
-	}
-	outEvents := make([]*store.Event, len(events))
-	for i, e := range events {
-		if e == nil || e.ID == "" || e.Type == "" {
-			return nil, nil, errors.New("store: record: an event needs an ID and a type")
-		}
-		c := *e
-		if c.At.IsZero() {
-			c.At = now
-		}
-		outEvents[i] = &c
-	}
-	return outRecs, outEvents, nil
 }
 
 // History returns a message's record and its events, oldest first (equal

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
 // Claim leases up to limit due messages to owner until now+lease, oldest
@@ -65,7 +66,7 @@ func (b *batch) claim(owner string, now, until time.Time, limit int, skip []stri
 	if err := rows.Err(); err != nil {
 		return nil, mapErr("claiming", err)
 	}
-	sortClaimed(claimed)
+	engine.SortClaimed(claimed)
 	return claimed, nil
 }
 
@@ -160,20 +161,6 @@ func (b *batch) dueOf(cands []due, account string, now time.Time, limit int) ([]
 	return cands, mapErr("claiming", rows.Err())
 }
 
-// sortClaimed orders claims as Claim promises; RETURNING does not.
-func sortClaimed(c []*store.Claimed) {
-	sort.Slice(c, func(i, j int) bool {
-		a, b := c[i], c[j]
-		if !a.NextAttempt.Equal(b.NextAttempt) {
-			return a.NextAttempt.Before(b.NextAttempt)
-		}
-		if !a.Received.Equal(b.Received) {
-			return a.Received.Before(b.Received)
-		}
-		return a.ID < b.ID
-	})
-}
-
 // Extend renews owner's lease on id until until. A lease that expired but
 // was not taken over is still the owner's.
 func (s *Store) Extend(ctx context.Context, id, owner string, until time.Time) error {
@@ -253,7 +240,7 @@ func (b *batch) finish(id, owner string, res *store.Result) error {
 	if err != nil {
 		return err
 	}
-	events, err := applyResult(e, res)
+	events, err := engine.ApplyResult(e, res)
 	if err != nil {
 		return err
 	}
@@ -262,7 +249,7 @@ func (b *batch) finish(id, owner string, res *store.Result) error {
 			return err
 		}
 	}
-	if pendingCount(e.Rcpts) == 0 {
+	if engine.PendingCount(e.Rcpts) == 0 {
 		return b.finalize(e, res.At)
 	}
 	return b.requeue(e, res)
@@ -282,66 +269,17 @@ func (b *batch) leased(id, owner string) (*store.Envelope, error) {
 	if err != nil {
 		return nil, mapErr("finishing", err)
 	}
-	if e.Rcpts, err = decodeRcpts(rcpts); err != nil {
+	if e.Rcpts, err = engine.DecodeRcpts(rcpts); err != nil {
 		return nil, err
 	}
 	e.Attempts = int(attempts)
 	return e, nil
 }
 
-// applyResult applies res to e and returns the events that record it:
-// one per recipient the attempt reports on (delivered, bounced or
-// attempt), else one for the whole message; EventDeferred first for an
-// attempt that did not count.
-func applyResult(e *store.Envelope, res *store.Result) ([]*store.Event, error) {
-	var events []*store.Event
-	if !res.Counted {
-		events = append(events, &store.Event{ID: e.ID, At: res.At, Type: store.EventDeferred, Reply: res.Reply})
-	}
-	matched := map[string]bool{}
-	for i := range e.Rcpts {
-		r := &e.Rcpts[i]
-		got, ok := res.Rcpts[r.Addr]
-		if !ok {
-			continue
-		}
-		if err := normalizeRcptState(&got.State); err != nil {
-			return nil, fmt.Errorf("store: finish %s: %w", e.ID, err)
-		}
-		r.State, r.LastReply = got.State, got.LastReply
-		matched[r.Addr] = true
-		events = append(events, &store.Event{ID: e.ID, At: res.At, Type: rcptEvent(r.State), Rcpt: r.Addr, Reply: r.LastReply})
-	}
-	if len(matched) != len(res.Rcpts) {
-		return nil, fmt.Errorf("store: finish %s: the result names a recipient the message does not have", e.ID)
-	}
-	if res.Counted {
-		e.Attempts++
-		if len(matched) == 0 {
-			events = append(events, &store.Event{ID: e.ID, At: res.At, Type: store.EventAttempt, Reply: res.Reply})
-		}
-	}
-	if res.Reply != "" {
-		e.LastReply = res.Reply
-	}
-	return events, nil
-}
-
-// rcptEvent is the event type recording a recipient's new state.
-func rcptEvent(state string) string {
-	switch state {
-	case store.RcptDelivered:
-		return store.EventDelivered
-	case store.RcptFailed:
-		return store.EventBounced
-	}
-	return store.EventAttempt
-}
-
 // requeue stores the new recipient states of a message still pending and
 // releases the lease.
 func (b *batch) requeue(e *store.Envelope, res *store.Result) error {
-	rcpts, err := encodeRcpts(e.Rcpts)
+	rcpts, err := engine.EncodeRcpts(e.Rcpts)
 	if err != nil {
 		return err
 	}
@@ -349,7 +287,7 @@ func (b *batch) requeue(e *store.Envelope, res *store.Result) error {
 	err = b.execOp("finishing", `UPDATE messages SET rcpts = ?, pending = ?, attempts = ?,
 		last_reply = ?, next_attempt = CASE WHEN retried > 0 THEN MIN(?5, retried) ELSE ?5 END,
 		retried = 0, lease_owner = '', lease_until = 0 WHERE id = ?6`,
-		rcpts, pendingCount(e.Rcpts), e.Attempts, e.LastReply, unixNano(res.NextAttempt), e.ID)
+		rcpts, engine.PendingCount(e.Rcpts), e.Attempts, e.LastReply, unixNano(res.NextAttempt), e.ID)
 	if err != nil {
 		return err
 	}
@@ -359,16 +297,10 @@ func (b *batch) requeue(e *store.Envelope, res *store.Result) error {
 // finalize takes a message with nothing pending out of the queue:
 // delivered when no recipient failed, else bounced.
 func (b *batch) finalize(e *store.Envelope, at time.Time) error {
-	state := store.StateDelivered
-	for _, r := range e.Rcpts {
-		if r.State == store.RcptFailed {
-			state = store.StateBounced
-		}
-	}
 	if err := b.removeMessage(e.ID); err != nil {
 		return err
 	}
-	return b.setHistoryState(e.ID, state, at)
+	return b.setHistoryState(e.ID, engine.FinalState(e.Rcpts), at)
 }
 
 // removeMessage deletes a message and its body (the chunks go with it by

@@ -4,21 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"errors"
 	"fmt"
-	"io/fs"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-)
 
-// ErrNewerSchema: the database was written by a newer oauthrelay, whose
-// schema this one does not know. Open refuses it rather than guess.
-var ErrNewerSchema = errors.New("store: database schema is newer than this oauthrelay")
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
+)
 
 // migrationFiles are the schema's steps, NNNN_name.sql, applied in order
 // and each once; the schema_version table records the ones applied.
@@ -26,48 +18,13 @@ var ErrNewerSchema = errors.New("store: database schema is newer than this oauth
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
+// ErrNewerSchema: the database was written by a newer oauthrelay, whose
+// schema this one does not know. Open refuses it rather than guess.
+var ErrNewerSchema = engine.ErrNewerSchema
 
-// migrations returns the embedded migrations in order; their numbers run
-// from 1 without a gap.
-func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, name := range names {
-		m, err := readMigration(name)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, m)
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("store: migration %s: want number %d", m.name, i+1)
-		}
-	}
-	return ms, nil
-}
-
-func readMigration(name string) (migration, error) {
-	base := path.Base(name)
-	num, _, ok := strings.Cut(base, "_")
-	version, err := strconv.Atoi(num)
-	if !ok || err != nil {
-		return migration{}, fmt.Errorf("store: migration %s: name is not NNNN_name.sql", base)
-	}
-	text, err := migrationFiles.ReadFile(name)
-	if err != nil {
-		return migration{}, err
-	}
-	return migration{version: version, name: base, sql: string(text)}, nil
+// migrations returns the embedded migrations in order.
+func migrations() ([]engine.Migration, error) {
+	return engine.Migrations(migrationFiles, "migrations")
 }
 
 // migrate brings the schema up to date. Each step runs in its own
@@ -91,7 +48,7 @@ func migrate(ctx context.Context, db *sql.DB, log hclog.Logger) error {
 			return err
 		}
 		if applied {
-			log.Info("database schema migrated", "version", m.version, "migration", m.name)
+			log.Info("database schema migrated", "version", m.Version, "migration", m.Name)
 		}
 	}
 	return checkSchema(ctx, db)
@@ -123,7 +80,7 @@ func checkSchema(ctx context.Context, db *sql.DB) error {
 
 // applyMigration applies m unless the database has it already; latest is
 // the newest version this code knows.
-func applyMigration(ctx context.Context, db *sql.DB, m migration, latest int) (bool, error) {
+func applyMigration(ctx context.Context, db *sql.DB, m engine.Migration, latest int) (bool, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, mapErr("migrating", err)
@@ -134,16 +91,16 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, latest int) (b
 		return false, mapErr("reading schema version", err)
 	}
 	if current > latest {
-		return false, fmt.Errorf("%w: the database has version %d, this oauthrelay knows up to %d; run a newer oauthrelay", ErrNewerSchema, current, latest)
+		return false, engine.NewerSchema(current, latest)
 	}
-	if current >= m.version {
+	if current >= m.Version {
 		return false, nil
 	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return false, mapErr("migration "+m.name, err)
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+		return false, mapErr("migration "+m.Name, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, applied) VALUES (?, ?)`, m.version, time.Now().UnixNano()); err != nil {
-		return false, mapErr("migration "+m.name, err)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, applied) VALUES (?, ?)`, m.Version, time.Now().UnixNano()); err != nil {
+		return false, mapErr("migration "+m.Name, err)
 	}
-	return true, mapErr("migration "+m.name, tx.Commit())
+	return true, mapErr("migration "+m.Name, tx.Commit())
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
 func TestOpenSetsPragmas(t *testing.T) {
@@ -134,8 +135,8 @@ func TestMigrationsAreNumberedFromOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, m := range ms {
-		if m.version != i+1 || strings.TrimSpace(m.sql) == "" {
-			t.Errorf("migration %d: %s", i, m.name)
+		if m.Version != i+1 || strings.TrimSpace(m.SQL) == "" {
+			t.Errorf("migration %d: %s", i, m.Name)
 		}
 	}
 }
@@ -157,7 +158,7 @@ func TestLargeBodyInChunks(t *testing.T) {
 	if err := rawDB(t, dir).QueryRow(`SELECT COUNT(*) FROM chunks WHERE msg_id = 'big'`).Scan(&chunks); err != nil {
 		t.Fatal(err)
 	}
-	if chunks != (size+chunkSize-1)/chunkSize {
+	if chunks != (size+engine.ChunkSize-1)/engine.ChunkSize {
 		t.Errorf("%d chunks for %d bytes", chunks, size)
 	}
 	rc, err := s.Body(t.Context(), "big")
@@ -190,7 +191,7 @@ func TestBodyReaderAfterTheMessageWent(t *testing.T) {
 	ctx := t.Context()
 	for _, id := range []string{"deleted", "closed"} {
 		m := testMsg(id)
-		m.Body = bytes.NewReader(make([]byte, 3*chunkSize))
+		m.Body = bytes.NewReader(make([]byte, 3*engine.ChunkSize))
 		if err := s.Enqueue(ctx, m); err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +204,7 @@ func TestBodyReaderAfterTheMessageWent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := make([]byte, chunkSize)
+	first := make([]byte, engine.ChunkSize)
 	for _, rc := range []io.Reader{deleted, closed} {
 		if _, err := io.ReadFull(rc, first); err != nil {
 			t.Fatal(err)

@@ -3,81 +3,19 @@ package sqlite
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
+	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 )
-
-// testSealer wraps data keys with AES-256-GCM under a key encryption key
-// that exists only in the test, like a KMS would; it counts its calls.
-type testSealer struct {
-	kek      cipher.AEAD
-	dataKeys atomic.Int64
-	unwraps  atomic.Int64
-	issued   chan []byte // every plaintext data key issued, when not nil
-	fail     atomic.Bool
-}
-
-func newTestSealer(t testing.TB) *testSealer {
-	t.Helper()
-	kek := make([]byte, 32)
-	if _, err := rand.Read(kek); err != nil {
-		t.Fatal(err)
-	}
-	block, err := aes.NewCipher(kek)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testSealer{kek: aead}
-}
-
-var errSealerDown = errors.New("test sealer: KMS unreachable")
-
-func (s *testSealer) DataKey(ctx context.Context) (key, wrapped []byte, err error) {
-	if s.fail.Load() {
-		return nil, nil, errSealerDown
-	}
-	s.dataKeys.Add(1)
-	key = make([]byte, 32)
-	nonce := make([]byte, s.kek.NonceSize())
-	if _, err := rand.Read(key); err != nil {
-		return nil, nil, err
-	}
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, nil, err
-	}
-	if s.issued != nil {
-		s.issued <- append([]byte(nil), key...)
-	}
-	return key, s.kek.Seal(nonce, nonce, key, nil), nil
-}
-
-func (s *testSealer) Unwrap(ctx context.Context, wrapped []byte) ([]byte, error) {
-	if s.fail.Load() {
-		return nil, errSealerDown
-	}
-	s.unwraps.Add(1)
-	n := s.kek.NonceSize()
-	if len(wrapped) < n {
-		return nil, errors.New("test sealer: short wrapped key")
-	}
-	return s.kek.Open(nil, wrapped[:n], wrapped[n:], nil)
-}
 
 // rawDB opens the store's database file beside the store, as an attacker
 // with the file (or a curious backup) would.
@@ -128,8 +66,8 @@ func TestSealedBodiesAreNotOnDisk(t *testing.T) {
 		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
 			dir := t.TempDir()
 			opts := Options{}
-			sealer := newTestSealer(t)
-			sealer.issued = make(chan []byte, 100)
+			sealer := storetest.NewSealer(t)
+			sealer.Issued = make(chan []byte, 100)
 			if sealed {
 				opts.Sealer = sealer
 			}
@@ -150,8 +88,8 @@ func TestSealedBodiesAreNotOnDisk(t *testing.T) {
 			if got := filesContain(t, dir, canary); got != !sealed {
 				t.Errorf("plaintext on disk after Close: %v, want %v", got, !sealed)
 			}
-			close(sealer.issued)
-			for key := range sealer.issued {
+			close(sealer.Issued)
+			for key := range sealer.Issued {
 				if filesContain(t, dir, key) {
 					t.Error("a plaintext data key is on disk")
 				}
@@ -180,7 +118,7 @@ func TestSealedChunksResistTampering(t *testing.T) {
 		}},
 		{"cut short", func(t *testing.T, db *sql.DB) {
 			rawExec(t, db, `DELETE FROM chunks WHERE msg_id = 'a' AND seq = 2`)
-			rawExec(t, db, `UPDATE messages SET chunks = 2, size = ? WHERE id = 'a'`, 2*chunkSize)
+			rawExec(t, db, `UPDATE messages SET chunks = 2, size = ? WHERE id = 'a'`, 2*engine.ChunkSize)
 		}},
 		{"wrapped key replaced", func(t *testing.T, db *sql.DB) {
 			rawExec(t, db, `UPDATE data_keys SET wrapped = x'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'`)
@@ -189,7 +127,7 @@ func TestSealedChunksResistTampering(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s := openTest(t, dir, Options{Sealer: newTestSealer(t)})
+			s := openTest(t, dir, Options{Sealer: storetest.NewSealer(t)})
 			a, b := testMsg("a"), testMsg("b")
 			a.Body, b.Body = bytes.NewReader(markedBody(size)), bytes.NewReader(markedBody(size))
 			if err := s.Enqueue(t.Context(), a, b); err != nil { // one batch: one data key
@@ -210,7 +148,7 @@ func TestSealedChunksResistTampering(t *testing.T) {
 
 func TestSealerCalls(t *testing.T) {
 	dir := t.TempDir()
-	sealer := newTestSealer(t)
+	sealer := storetest.NewSealer(t)
 	s := openTest(t, dir, Options{Sealer: sealer})
 	errs := runInOrder(t, s, []namedCall{
 		{"m1", func() error { return s.Enqueue(t.Context(), testMsg("m1")) }},
@@ -222,7 +160,7 @@ func TestSealerCalls(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	if n := sealer.dataKeys.Load(); n != 1 {
+	if n := sealer.DataKeys.Load(); n != 1 {
 		t.Errorf("DataKey called %d times for one batch, want 1", n)
 	}
 	var wrapped [][]byte
@@ -245,7 +183,7 @@ func TestSealerCalls(t *testing.T) {
 	if key, err := sealer.Unwrap(t.Context(), wrapped[0]); err != nil || bytes.Contains(wrapped[0], key) {
 		t.Errorf("data_keys holds something other than a wrapped key (%v)", err)
 	}
-	sealer.unwraps.Store(0)
+	sealer.Unwraps.Store(0)
 	for range 2 {
 		for _, id := range []string{"m1", "m2", "m3"} {
 			if got, err := readAll(s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
@@ -253,28 +191,28 @@ func TestSealerCalls(t *testing.T) {
 			}
 		}
 	}
-	if n := sealer.unwraps.Load(); n != 1 {
+	if n := sealer.Unwraps.Load(); n != 1 {
 		t.Errorf("Unwrap called %d times for one key, want 1 (cached)", n)
 	}
 	// Nothing to seal, nothing drawn.
 	if err := s.Release(t.Context(), "m1"); err != nil {
 		t.Fatal(err)
 	}
-	if n := sealer.dataKeys.Load(); n != 1 {
+	if n := sealer.DataKeys.Load(); n != 1 {
 		t.Errorf("DataKey called for a batch without bodies")
 	}
 }
 
 func TestSealerDown(t *testing.T) {
-	sealer := newTestSealer(t)
+	sealer := storetest.NewSealer(t)
 	s := openTest(t, t.TempDir(), Options{Sealer: sealer})
 	ctx := t.Context()
 	if err := s.Enqueue(ctx, testMsg("before")); err != nil {
 		t.Fatal(err)
 	}
-	sealer.fail.Store(true)
+	sealer.Fail.Store(true)
 	err := s.Enqueue(ctx, testMsg("m1"))
-	if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, errSealerDown) {
+	if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, storetest.ErrSealerDown) {
 		t.Errorf("Enqueue with the sealer down: %v, want ErrUnavailable wrapping the cause", err)
 	}
 	if _, err := readAll(s, "before"); !errors.Is(err, store.ErrUnavailable) {
@@ -283,7 +221,7 @@ func TestSealerDown(t *testing.T) {
 	if err := s.Hold(ctx, "before"); err != nil {
 		t.Errorf("Hold with the sealer down: %v", err)
 	}
-	sealer.fail.Store(false)
+	sealer.Fail.Store(false)
 	if err := s.Enqueue(ctx, testMsg("m1")); err != nil {
 		t.Errorf("Enqueue once the sealer is back: %v", err)
 	}
@@ -291,7 +229,7 @@ func TestSealerDown(t *testing.T) {
 
 func TestSealedBodyWithoutSealer(t *testing.T) {
 	dir := t.TempDir()
-	s := openTest(t, dir, Options{Sealer: newTestSealer(t)})
+	s := openTest(t, dir, Options{Sealer: storetest.NewSealer(t)})
 	if err := s.Enqueue(t.Context(), testMsg("m1")); err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +244,7 @@ func TestSealedBodyWithoutSealer(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s = openTest(t, dir, Options{Sealer: newTestSealer(t)})
+	s = openTest(t, dir, Options{Sealer: storetest.NewSealer(t)})
 	if got, err := readAll(s, "clear"); err != nil || !bytes.Equal(got, bodyOf("clear")) {
 		t.Errorf("a clear body read with a sealer: %v", err)
 	}
@@ -315,7 +253,7 @@ func TestSealedBodyWithoutSealer(t *testing.T) {
 // A wrapped key goes when the last chunk that uses it does.
 func TestDataKeysGoWithTheirBodies(t *testing.T) {
 	dir := t.TempDir()
-	s := openTest(t, dir, Options{Sealer: newTestSealer(t)})
+	s := openTest(t, dir, Options{Sealer: storetest.NewSealer(t)})
 	ctx := t.Context()
 	if err := s.Enqueue(ctx, testMsg("m1"), testMsg("m2")); err != nil {
 		t.Fatal(err)
@@ -371,7 +309,7 @@ func TestDeletedBodiesAreOverwritten(t *testing.T) {
 // hangingSealer blocks DataKey until released, like a Vault that stopped
 // answering.
 type hangingSealer struct {
-	*testSealer
+	*storetest.Sealer
 	entered, release chan struct{}
 }
 
@@ -381,21 +319,21 @@ func (h *hangingSealer) DataKey(ctx context.Context) ([]byte, []byte, error) {
 	case <-h.release:
 	case <-ctx.Done():
 	}
-	return h.testSealer.DataKey(context.Background())
+	return h.Sealer.DataKey(context.Background())
 }
 
 // Drawing a data key happens before the write transaction: a slow Vault
 // does not hold the write lock, so writes without bodies (Ping, Finish,
 // the operator's commands from another process) go on.
 func TestSlowSealerDoesNotHoldTheWriteLock(t *testing.T) {
-	hs := &hangingSealer{testSealer: newTestSealer(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	hs := &hangingSealer{Sealer: storetest.NewSealer(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	var once sync.Once
 	unblock := func() { once.Do(func() { close(hs.release) }) }
 	dir := t.TempDir()
 	s := openTest(t, dir, Options{Sealer: hs})
 	t.Cleanup(unblock) // before Close, which waits for the writer
 	enq := make(chan error, 1)
-	go func() { enq <- s.Enqueue(context.Background(), benchMsg("slow", []byte("hello"))) }()
+	go func() { enq <- s.Enqueue(context.Background(), storetest.BenchMessage("slow", []byte("hello"))) }()
 	<-hs.entered
 	other := openTest(t, dir, Options{})
 	pinged := make(chan error, 1)

@@ -10,7 +10,7 @@
 // writer. The `oauthrelay queue` commands open the same database while the
 // relay runs: the writers of the two processes take turns (turn.go).
 //
-// Bodies are stored in chunks of chunkSize bytes, read from the message
+// Bodies are stored in chunks of engine.ChunkSize bytes, read from the message
 // inside the commit and back chunk by chunk, so no message is ever held in
 // memory whole. With a Sealer, every chunk is encrypted with AES-256-GCM
 // under a data key drawn once per batch (see seal.go).
@@ -30,6 +30,7 @@ import (
 	sqlite "modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
 // FileName is the database file inside the store directory. SQLite keeps
@@ -74,7 +75,7 @@ type Store struct {
 	path   string
 	log    hclog.Logger
 	sealer store.Sealer
-	keys   *keyCache
+	keys   *engine.KeyCache
 
 	relayLock *os.File // held while open with Options.Exclusive
 	wdb       *sql.DB  // the writer's single connection
@@ -139,7 +140,7 @@ func newStore(path string, opts Options) *Store {
 		path:       path,
 		log:        log.Named("store"),
 		sealer:     opts.Sealer,
-		keys:       newKeyCache(opts.Sealer),
+		keys:       engine.NewKeyCache(opts.Sealer),
 		maxBatch:   maxBatch,
 		requests:   make(chan *request, 4*maxBatch), // a few batches: callers seldom block sending
 		closing:    make(chan struct{}),

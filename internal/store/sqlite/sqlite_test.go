@@ -15,7 +15,7 @@ func TestConformance(t *testing.T) {
 
 func TestConformanceSealed(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return openTest(t, t.TempDir(), Options{Sealer: newTestSealer(t)})
+		return openTest(t, t.TempDir(), Options{Sealer: storetest.NewSealer(t)})
 	})
 }
 

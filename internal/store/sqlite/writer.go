@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
 // Request states: the writer takes a request or its caller, whose context
@@ -41,11 +41,11 @@ func (r *request) weight() int { return max(1, r.messages, r.items) }
 // batch is one write transaction of the writer and what its requests share.
 type batch struct {
 	w      *writer
-	key    *sealKey // the batch's data key, drawn when first needed
+	key    *engine.SealKey // the batch's data key, drawn when first needed
 	keyErr error
 	// drawn is the data key drawn before the transaction began (a sealer
 	// that waits on Vault must not hold the write lock meanwhile).
-	drawn  *drawnKey
+	drawn  *engine.DrawnKey
 	broken error // set when SQLite rolled the whole transaction back
 }
 
@@ -57,10 +57,8 @@ type writer struct {
 	// walPages counts the pages written to the WAL since the last
 	// checkpoint (checkpoint.go).
 	walPages int
-	chunk    []byte        // a body chunk as read from the message
-	out      []byte        // the same chunk sealed
-	ad       []byte        // its additional data
-	br       *bufio.Reader // the body being read, to peek for its end
+	chunker  engine.Chunker     // the body being read
+	sealer   engine.ChunkSealer // its chunks sealed
 }
 
 // submit hands r to the writer and waits for its answer. A caller whose

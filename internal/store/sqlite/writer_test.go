@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
@@ -150,7 +151,7 @@ func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
 		"good2":     func() error { return s.Enqueue(ctx, testMsg("good2")) },
 	}
 	errs := runConcurrently(calls, func() { waitRequests(t, s, len(calls)); release() })
-	wantIs := map[string]error{"duplicate": errDuplicate, "body": readErr, "hold": store.ErrNotFound, "finish": store.ErrLeaseLost}
+	wantIs := map[string]error{"duplicate": engine.ErrDuplicate, "body": readErr, "hold": store.ErrNotFound, "finish": store.ErrLeaseLost}
 	for name, err := range errs {
 		if want := wantIs[name]; (want == nil && err != nil) || !errors.Is(err, want) {
 			t.Errorf("%s: %v, want %v", name, err, want)
@@ -190,7 +191,7 @@ func TestFailingRequestInAFastBatch(t *testing.T) {
 		"good2":     func() error { return s.Enqueue(ctx, testMsg("good2")) },
 	}
 	errs := runConcurrently(calls, func() { waitRequests(t, s, len(calls)); release() })
-	wantIs := map[string]error{"duplicate": errDuplicate, "finish": store.ErrLeaseLost}
+	wantIs := map[string]error{"duplicate": engine.ErrDuplicate, "finish": store.ErrLeaseLost}
 	for name, err := range errs {
 		if want := wantIs[name]; (want == nil && err != nil) || !errors.Is(err, want) {
 			t.Errorf("%s: %v, want %v", name, err, want)
