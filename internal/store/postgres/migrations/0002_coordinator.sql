@@ -19,6 +19,11 @@
 --     deletions skip locked rows instead of waiting. Nobody waits for a row
 --     while holding one that comes later in that order, so there is no
 --     deadlock.
+--
+-- Growth: a key keeps one coord_key row, at most a day of coord_count
+-- rows (a reservation deletes its key's older ones), its leases and the
+-- waits for it; Cleanup (coord_cleanup.go) deletes what quiet keys and
+-- vanished owners leave behind.
 
 -- One row per key: its lock, and the rate limiter's theoretical arrival
 -- time (a generic cell rate algorithm: the limiter is full when
@@ -51,14 +56,14 @@ CREATE TABLE coord_slot (
 );
 CREATE INDEX coord_slot_owner ON coord_slot (owner, key, slot);
 
--- owner waits for a slot of key until until_ns (WantSlot).
+-- owner waits for a slot of key until until_ns (WantSlot). No index on
+-- until_ns: WantSlot's updates stay HOT, and Cleanup reads the few rows.
 CREATE TABLE coord_want (
     key      text   NOT NULL,
     owner    text   NOT NULL,
     until_ns bigint NOT NULL,
     PRIMARY KEY (key, owner)
 );
-CREATE INDEX coord_want_until ON coord_want (until_ns);
 
 -- coord_lock_key locks key's row until commit, creating it when missing,
 -- and returns its rate state. A row that Cleanup deleted while we waited
@@ -88,13 +93,17 @@ $$;
 -- coord_window sums key's counts that are in the 24-hour window at p_now,
 -- with the earliest time a counted bucket leaves it (p_now when none
 -- counts). p_rcpts chooses the recipient counts over the message counts.
+-- (plpgsql, not sql: its plan is kept for the session.)
 CREATE FUNCTION coord_window(p_key text, p_now bigint, p_rcpts boolean,
     OUT used bigint, OUT next_expiry bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(sum(n), 0), coalesce(min(c.expires_ns) FILTER (WHERE n > 0), p_now)
-      FROM coord_count c
-     CROSS JOIN LATERAL (SELECT CASE WHEN p_rcpts THEN c.rcpts ELSE c.msgs END) AS v(n)
-     WHERE c.key = p_key AND c.expires_ns > p_now
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    SELECT coalesce(sum(v.n), 0), coalesce(min(v.expires_ns) FILTER (WHERE v.n > 0), p_now)
+      INTO used, next_expiry
+      FROM (SELECT c.expires_ns, CASE WHEN p_rcpts THEN c.rcpts ELSE c.msgs END AS n
+              FROM coord_count c
+             WHERE c.key = p_key AND c.expires_ns > p_now) AS v;
+END
 $$;
 
 -- coord_reserve_message takes one message of key at p_now: first the
