@@ -26,16 +26,8 @@ var benchLimits = store.SharedLimits{PerMinute: 1e9, Burst: 1e9, DailyMsgs: 1 <<
 // commit to disk, as production does.
 func benchServers(b *testing.B) []struct{ name, dsn string } {
 	_, fast := testutil.Postgres(b)
-	srv, err := testutil.StartPostgresServer(testutil.PostgresOptions{Durable: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(srv.Stop)
-	db, err := srv.CreateDatabase()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return []struct{ name, dsn string }{{"nosync", fast}, {"durable", srv.DSN(db)}}
+	_, durable := ownServer(b, testutil.PostgresOptions{Durable: true})
+	return []struct{ name, dsn string }{{"nosync", fast}, {"durable", durable}}
 }
 
 // benchCoordinator returns a coordinator on dsn's migrated database with
@@ -60,10 +52,9 @@ func perSecond(b *testing.B, unit string) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), unit)
 }
 
-// BenchmarkCoordinatorReserve measures ReserveMessage: one at a time (ns/op
-// is the round trip and the function's work, next to a bare SELECT 1),
-// in parallel over many keys (a domain's mailboxes) and in parallel on
-// one hot key (every call waits for the key's lock).
+// BenchmarkCoordinatorReserve measures ReserveMessage (benchVariants;
+// serially, ns/op is the round trip and the function's work, next to a
+// bare SELECT 1).
 func BenchmarkCoordinatorReserve(b *testing.B) {
 	for _, server := range benchServers(b) {
 		name, c := server.name, benchCoordinator(b, server.dsn)
@@ -75,73 +66,54 @@ func BenchmarkCoordinatorReserve(b *testing.B) {
 			}
 			perSecond(b, "calls/s")
 		})
-		b.Run(name+"/serial", func(b *testing.B) {
-			for b.Loop() {
-				reserve(b, c, "serial")
+		benchVariants(b, name, "reservations/s", func(b *testing.B, key, _ string) {
+			if _, err := c.ReserveMessage(b.Context(), key, time.Now(), benchLimits); err != nil {
+				b.Error(err)
 			}
-			perSecond(b, "reservations/s")
 		})
-		b.Run(name+"/parallel many keys", func(b *testing.B) {
-			var next atomic.Int64
-			b.SetParallelism(benchParallelism)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					reserve(b, c, fmt.Sprint("mailbox", next.Add(1)%1000))
-				}
-			})
-			perSecond(b, "reservations/s")
-		})
-		b.Run(name+"/parallel one key", func(b *testing.B) {
-			b.SetParallelism(benchParallelism)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					reserve(b, c, "hot")
-				}
-			})
-			perSecond(b, "reservations/s")
-		})
-	}
-}
-
-func reserve(b *testing.B, c *Coordinator, key string) {
-	if _, err := c.ReserveMessage(b.Context(), key, time.Now(), benchLimits); err != nil {
-		b.Error(err)
 	}
 }
 
 // BenchmarkCoordinatorSlot measures an AcquireSlot and its ReleaseSlot
-// (two calls an op): one at a time, in parallel over many keys, and in
-// parallel on one key of 3 slots (most acquisitions are refused).
+// (two calls an op; benchVariants: on the hot key of 3 slots most
+// acquisitions are refused).
 func BenchmarkCoordinatorSlot(b *testing.B) {
 	for _, server := range benchServers(b) {
 		name, c := server.name, benchCoordinator(b, server.dsn)
-		b.Run(name+"/serial", func(b *testing.B) {
-			for b.Loop() {
-				acquireRelease(b, c, "serial", "owner")
-			}
-			perSecond(b, "pairs/s")
+		benchVariants(b, name, "pairs/s", func(b *testing.B, key, owner string) {
+			acquireRelease(b, c, key, owner)
 		})
-		b.Run(name+"/parallel many keys", func(b *testing.B) {
+	}
+}
+
+// benchVariants runs op (on a key, for an owner) one call at a time, in
+// parallel over many keys (a domain's mailboxes), and in parallel on one
+// hot key (every call waits for the key's lock).
+func benchVariants(b *testing.B, name, unit string, op func(b *testing.B, key, owner string)) {
+	b.Run(name+"/serial", func(b *testing.B) {
+		for b.Loop() {
+			op(b, "serial", "owner")
+		}
+		perSecond(b, unit)
+	})
+	variants := []struct {
+		name string
+		key  func(n int64) string
+	}{
+		{"parallel many keys", func(n int64) string { return fmt.Sprint("mailbox", n%1000) }},
+		{"parallel one key", func(int64) string { return "hot" }},
+	}
+	for _, v := range variants {
+		b.Run(name+"/"+v.name, func(b *testing.B) {
 			var next atomic.Int64
 			b.SetParallelism(benchParallelism)
 			b.RunParallel(func(pb *testing.PB) {
 				owner := fmt.Sprint("instance", next.Add(1))
 				for pb.Next() {
-					acquireRelease(b, c, fmt.Sprint("mailbox", next.Add(1)%1000), owner)
+					op(b, v.key(next.Add(1)), owner)
 				}
 			})
-			perSecond(b, "pairs/s")
-		})
-		b.Run(name+"/parallel one key", func(b *testing.B) {
-			var next atomic.Int64
-			b.SetParallelism(benchParallelism)
-			b.RunParallel(func(pb *testing.PB) {
-				owner := fmt.Sprint("instance", next.Add(1))
-				for pb.Next() {
-					acquireRelease(b, c, "hot", owner)
-				}
-			})
-			perSecond(b, "pairs/s")
+			perSecond(b, unit)
 		})
 	}
 }

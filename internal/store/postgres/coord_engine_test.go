@@ -18,16 +18,9 @@ import (
 // holds the DSN's password.
 func TestCoordinatorUnavailable(t *testing.T) {
 	const password = "s3cret-Passw0rd"
-	srv, err := testutil.StartPostgresServer(testutil.PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	db, err := srv.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dsn := strings.Replace(srv.DSN(db), "postgres@", "postgres:"+password+"@", 1)
+	srv, dsn := ownServer(t, testutil.PostgresOptions{})
+	// The server trusts loopback logins: the password is only carried.
+	dsn = strings.Replace(dsn, "postgres@", "postgres:"+password+"@", 1)
 	applyCoordinatorSchemaForTest(t, dsn)
 	c := NewCoordinator(newTestPool(t, dsn))
 	ctx := t.Context()
@@ -64,6 +57,22 @@ func TestCoordinatorUnavailable(t *testing.T) {
 			wantHidden(t, err, password)
 		})
 	}
+}
+
+// ownServer starts a PostgreSQL server of the test's own (stopped when it
+// ends) and returns it with a new database's DSN.
+func ownServer(t testing.TB, opts testutil.PostgresOptions) (*testutil.PostgresServer, string) {
+	t.Helper()
+	srv, err := testutil.StartPostgresServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	db, err := srv.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, srv.DSN(db)
 }
 
 // TestCoordinatorNeedsReadCommitted: a session whose transactions see one

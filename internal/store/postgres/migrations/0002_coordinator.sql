@@ -90,19 +90,32 @@ BEGIN
 END
 $$;
 
--- coord_window sums key's counts that are in the 24-hour window at p_now,
--- with the earliest time a counted bucket leaves it (p_now when none
--- counts). p_rcpts chooses the recipient counts over the message counts.
--- (plpgsql, not sql: its plan is kept for the session.)
-CREATE FUNCTION coord_window(p_key text, p_now bigint, p_rcpts boolean,
-    OUT used bigint, OUT next_expiry bigint)
+-- coord_daily_refusal checks one more message (p_rcpts false) or
+-- recipient (true) of key against the daily quota p_limit at p_now (0 is
+-- none): refused is '' while the window holds fewer, else the quota's kind
+-- with the earliest time a counted bucket leaves the window. (plpgsql,
+-- not sql: its plan is kept for the session.)
+CREATE FUNCTION coord_daily_refusal(p_key text, p_now bigint, p_rcpts boolean, p_limit integer,
+    OUT refused text, OUT retry_ns bigint)
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_used bigint;
 BEGIN
+    refused := '';
+    retry_ns := 0;
+    IF p_limit <= 0 THEN
+        RETURN;
+    END IF;
     SELECT coalesce(sum(v.n), 0), coalesce(min(v.expires_ns) FILTER (WHERE v.n > 0), p_now)
-      INTO used, next_expiry
+      INTO v_used, retry_ns
       FROM (SELECT c.expires_ns, CASE WHEN p_rcpts THEN c.rcpts ELSE c.msgs END AS n
               FROM coord_count c
              WHERE c.key = p_key AND c.expires_ns > p_now) AS v;
+    IF v_used >= p_limit THEN
+        refused := CASE WHEN p_rcpts THEN 'daily_recipients' ELSE 'daily_messages' END;
+    ELSE
+        retry_ns := 0;
+    END IF;
 END
 $$;
 
@@ -119,9 +132,7 @@ CREATE FUNCTION coord_reserve_message(p_key text, p_now bigint,
     OUT refused text, OUT retry_ns bigint, OUT grant_bucket bigint, OUT rate_at bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_tat  bigint := coord_lock_key(p_key);
-    v_used bigint;
-    v_next bigint;
+    v_tat bigint := coord_lock_key(p_key);
 BEGIN
     refused := '';
     retry_ns := 0;
@@ -133,13 +144,9 @@ BEGIN
      WHERE (c.key, c.bucket) IN (SELECT s.key, s.bucket FROM coord_count s
                                   WHERE s.key = p_key AND s.expires_ns <= p_now
                                     FOR UPDATE SKIP LOCKED);
-    IF p_daily_msgs > 0 THEN
-        SELECT w.used, w.next_expiry INTO v_used, v_next FROM coord_window(p_key, p_now, false) w;
-        IF v_used >= p_daily_msgs THEN
-            refused := 'daily_messages';
-            retry_ns := v_next;
-            RETURN;
-        END IF;
+    SELECT d.refused, d.retry_ns INTO refused, retry_ns FROM coord_daily_refusal(p_key, p_now, false, p_daily_msgs) d;
+    IF refused <> '' THEN
+        RETURN;
     END IF;
     IF p_emission_ns > 0 THEN
         rate_at := greatest(v_tat, p_now) + p_emission_ns;
@@ -165,18 +172,14 @@ CREATE FUNCTION coord_reserve_rcpt(p_key text, p_bucket bigint, p_now bigint,
     OUT refused text, OUT retry_ns bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_used    bigint;
-    v_next    bigint;
     v_expires bigint := (p_bucket + p_buckets) * p_width_ns;
 BEGIN
     refused := '';
     retry_ns := 0;
     IF p_daily_rcpts > 0 THEN
         PERFORM coord_lock_key(p_key);
-        SELECT w.used, w.next_expiry INTO v_used, v_next FROM coord_window(p_key, p_now, true) w;
-        IF v_used >= p_daily_rcpts THEN
-            refused := 'daily_recipients';
-            retry_ns := v_next;
+        SELECT d.refused, d.retry_ns INTO refused, retry_ns FROM coord_daily_refusal(p_key, p_now, true, p_daily_rcpts) d;
+        IF refused <> '' THEN
             RETURN;
         END IF;
     END IF;
