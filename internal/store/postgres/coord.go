@@ -13,9 +13,11 @@ import (
 
 // Coordinator is store.Coordinator on PostgreSQL: the limits and
 // connection slots that several instances share (README "Several
-// instances"). Each method is one statement, most of them a function of
+// instances"). Each method is one statement (one round trip once pgx has
+// prepared it on the connection), most of them a function of
 // migrations/0002_coordinator.sql, which says why each is atomic across
-// instances.
+// instances. Times travel as Unix nanoseconds: a Grant's Bucket is
+// now.UnixNano() / BucketWidth, its RateAt a Unix nanosecond.
 type Coordinator struct {
 	pool *pgxpool.Pool
 	// password is the pool's, scrubbed from every error (no DSN secret
@@ -62,13 +64,15 @@ func paramsOf(l store.SharedLimits) (limitParams, error) {
 		dailyMsgs: clampLimit(l.DailyMsgs), dailyRcpts: clampLimit(l.DailyRcpts)}
 	if l.PerMinute > 0 {
 		p.emission = int64(time.Minute / time.Duration(l.PerMinute))
+	}
+	if p.emission > 0 {
 		p.burst = clampLimit(l.Burst)
 		if p.burst == 0 {
 			p.burst = clampLimit(l.PerMinute)
 		}
 	}
 	// burst × emission must fit the database's bigint; no real limit
-	// comes near (a burst of a million at one a minute is 2^55 ns).
+	// comes near (a burst of a million at one a minute is 6·10^16 ns).
 	if p.emission > 0 && int64(p.burst) > (1<<62)/p.emission {
 		return limitParams{}, fmt.Errorf("postgres coordinator: burst %d at %d a minute is beyond any real limit", l.Burst, l.PerMinute)
 	}
