@@ -138,8 +138,9 @@ BEGIN
     retry_ns := 0;
     grant_bucket := p_now / p_width_ns;
     rate_at := 0;
-    -- This key's buckets that left the window: it is locked, so only
-    -- Cleanup may hold them, and then they are skipped, not waited for.
+    -- This key's buckets that left the window: the key is locked, so
+    -- only Cleanup or a release may hold them, and then they are skipped,
+    -- not waited for.
     DELETE FROM coord_count c
      WHERE (c.key, c.bucket) IN (SELECT s.key, s.bucket FROM coord_count s
                                   WHERE s.key = p_key AND s.expires_ns <= p_now
@@ -194,8 +195,8 @@ $$;
 -- coord_release gives back p_msgs messages and p_rcpts recipients counted
 -- in p_bucket (never below zero), and the rate token when p_msgs is 1 and
 -- the grant's arrival time p_rate_at is still ahead of p_now: the arrival
--- time moves back one emission interval, but not behind now (a full
--- limiter holds no more than p_burst tokens). No lock of the key is
+-- time moves back one emission interval, and no further back than now
+-- (any earlier time means the same, a full limiter). No lock of the key is
 -- needed: each change is one row's, and a reservation that reads the
 -- counts just before it only refuses more. The key row, when touched,
 -- comes before the count row, the order of the reservations.
