@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/config"
+	"github.com/oauthrelay/oauthrelay/internal/secrets"
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/postgres"
 	"github.com/oauthrelay/oauthrelay/internal/store/sqlite"
 )
 
@@ -63,12 +65,25 @@ func cmdQueue(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintf(stdio.Stderr, "oauthrelay queue: %s has no store block, so there is no queue (listeners deliver directly)\n", c.path)
 		return 1
 	}
-	st, err := openQueueStore(ctx, cfg.Store.Path)
+	var st store.Store
+	var err error
+	if cfg.Store.Postgres != nil {
+		var closeShared func()
+		st, closeShared, err = openSharedQueueStore(ctx, cfg)
+		if err == nil {
+			defer closeShared()
+		}
+	} else {
+		var lite *sqlite.Store
+		if lite, err = openQueueStore(ctx, cfg.Store.Path); err == nil {
+			st = lite
+			defer lite.Close()
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stdio.Stderr, "oauthrelay queue: %v\n", err)
 		return 1
 	}
-	defer st.Close()
 	if err := c.run(ctx, lifetimeView{st, cfg.Queue.MaxLifetime}, stdio); err != nil {
 		if !errors.Is(err, errReported) {
 			fmt.Fprintf(stdio.Stderr, "oauthrelay queue %s: %v\n", c.verb, err)
@@ -214,6 +229,40 @@ func openQueueStore(ctx context.Context, dir string) (*sqlite.Store, error) {
 		return nil, storeOpenError(dir, err)
 	}
 	return st, nil
+}
+
+// openSharedQueueStore opens the database the instances share, as the
+// relay does: the DSN from its secret reference, the user from Vault's
+// database engine when vault_credentials is set (revoked by close).
+func openSharedQueueStore(ctx context.Context, cfg *config.Config) (st store.Store, close func(), err error) {
+	pg := cfg.Store.Postgres
+	secretStore, vc, err := resolveSecrets(ctx, cfg, []config.SecretRef{pg.DSN})
+	if err != nil {
+		return nil, nil, err
+	}
+	dsn, err := secretStore.Get(pg.DSN)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := postgres.Options{Role: pg.Role, MaxConns: 2}
+	var creds *secrets.DatabaseCredentials
+	if pg.VaultCredentials != "" {
+		if creds, err = vc.DatabaseCredentials(ctx, pg.VaultCredentials); err != nil {
+			return nil, nil, err
+		}
+		opts.Credentials = creds.Credentials
+	}
+	release := func() {
+		if creds != nil {
+			_ = creds.Close()
+		}
+	}
+	pgStore, err := postgres.Open(ctx, dsn, opts)
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("opening the shared store: %w", err)
+	}
+	return pgStore, func() { pgStore.Close(); release() }, nil
 }
 
 // storeOpenError explains the usual cause of a store the command cannot

@@ -41,6 +41,9 @@ type durable struct {
 	wg      sync.WaitGroup
 	// queueStopped reports the queue's Stop (set by stopQueue).
 	queueStopped chan error
+	// sharedStore: the store is the shared database's, closed with it
+	// (sharedDB) after the pools gave their connection slots back.
+	sharedStore bool
 }
 
 // storeSettings are the store block's settings that need a restart.
@@ -97,31 +100,35 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 	if sc == nil {
 		return nil, nil
 	}
-	opts := sqlite.Options{Logger: r.log.Named("store"), Exclusive: true}
-	if t := sc.Transit; t != nil {
-		if b.vault == nil {
-			return nil, errors.New("store transit encryption needs the vault block")
+	var (
+		st    store.Store
+		stats func() (commits, messages uint64)
+		d     *durable
+	)
+	if r.shared != nil {
+		st, stats = r.shared.store, r.shared.store.CommitStats
+		d = &durable{settings: storeSettingsOf(sc), store: st, owner: r.shared.coord.Owner(), sharedStore: true}
+	} else {
+		sealer, err := r.sealer(ctx, b)
+		if err != nil {
+			return nil, err
 		}
-		client := func() *vault.Client { return r.current.Load().vault.Client() }
-		if err := seal.CheckTransit(ctx, client(), t.Mount, t.Key); err != nil {
-			return nil, fmt.Errorf("store transit: %w", err)
+		lite, err := sqlite.Open(ctx, sc.Path, sqlite.Options{Logger: r.log.Named("store"), Exclusive: true, Sealer: sealer})
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", sc.Path, err)
 		}
-		opts.Sealer = seal.NewTransit(client, t.Mount, t.Key, seal.TransitOptions{Log: r.log.Named("seal")})
+		st, stats = lite, lite.CommitStats
+		d = &durable{settings: storeSettingsOf(sc), store: st, owner: instanceID(false)}
 	}
-	st, err := sqlite.Open(ctx, sc.Path, opts)
-	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", sc.Path, err)
-	}
-	d := &durable{settings: storeSettingsOf(sc), store: st, owner: instanceID(false)}
 	r.registry.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "oauthrelay_store_commits_total",
 			Help: "Write transactions the store committed (each one fsync).",
-		}, func() float64 { c, _ := st.CommitStats(); return float64(c) }),
+		}, func() float64 { c, _ := stats(); return float64(c) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "oauthrelay_store_enqueued_messages_total",
 			Help: "Messages durably stored in the queue. Divided by oauthrelay_store_commits_total: messages per fsync (a lower bound: commits also record attempts and history).",
-		}, func() float64 { _, m := st.CommitStats(); return float64(m) }))
+		}, func() float64 { _, m := stats(); return float64(m) }))
 	d.history = newHistoryWriter(st, sc.HistoryRetention, r.log.Named("history"), r.registry)
 	q, err := queue.New(st, r.route, r.notifier(), queueConfig(b.cfg, d.owner), r.log.Named("queue"), r.registry)
 	if err != nil {
@@ -130,6 +137,29 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 	}
 	d.queue = q
 	return d, nil
+}
+
+// sealer is the store's body encryption: Vault Transit when configured
+// (nil: bodies stored as they are). It follows the Vault client of the
+// configuration in force; the key is checked with b's now.
+func (r *Runtime) sealer(ctx context.Context, b *built) (store.Sealer, error) {
+	t := b.cfg.Store.Transit
+	if t == nil {
+		return nil, nil
+	}
+	if b.vault == nil {
+		return nil, errors.New("store transit encryption needs the vault block")
+	}
+	if err := seal.CheckTransit(ctx, b.vault.Client(), t.Mount, t.Key); err != nil {
+		return nil, fmt.Errorf("store transit: %w", err)
+	}
+	client := func() *vault.Client {
+		if cur := r.current.Load(); cur != nil && cur.vault != nil {
+			return cur.vault.Client()
+		}
+		return b.vault.Client()
+	}
+	return seal.NewTransit(client, t.Mount, t.Key, seal.TransitOptions{Log: r.log.Named("seal")}), nil
 }
 
 // checkTransit verifies, before a reloaded configuration is swapped in,
@@ -232,6 +262,9 @@ func (d *durable) close() error {
 		d.cancel()
 	}
 	d.wg.Wait()
+	if d.sharedStore {
+		return err
+	}
 	if cerr := d.store.Close(); err == nil {
 		err = cerr
 	}

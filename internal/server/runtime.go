@@ -58,6 +58,9 @@ type Runtime struct {
 	log  hclog.Logger
 	opts Options
 
+	// shared is the database several instances share (nil: none).
+	shared *sharedDB
+
 	state   atomic.Pointer[relay.State] // what new sessions use
 	current atomic.Pointer[built]
 
@@ -129,8 +132,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 		Help: "Bytes of messages in flight held in memory (bounded by message_memory_limit).",
 	}, func() float64 { return float64(r.budget.InUse()) }))
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
-	b, err := build(ctx, cfg, r.deps, nil)
+	b, err := prepare(ctx, cfg, r.deps, nil)
 	if err != nil {
+		return nil, err
+	}
+	if sharedStore(cfg) {
+		// Before the accounts: their limits and pools are shared through it.
+		if r.shared, err = r.openShared(ctx, b); err != nil {
+			b.plan.abort()
+			return nil, err
+		}
+		r.deps.coord = r.shared.coord
+	}
+	if b, err = b.assemble(r.deps, nil); err != nil {
+		_ = r.shared.close(r.log)
 		return nil, err
 	}
 	r.deps.registry.commit(b.plan, time.Now())
@@ -139,6 +154,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Runtime, error
 	r.state.Store(b.state)
 	if r.durable, err = r.openDurable(ctx, b); err != nil {
 		b.stopBackground()
+		_ = r.shared.close(r.log)
 		return nil, err
 	}
 	return r, nil
@@ -230,6 +246,9 @@ func (r *Runtime) Start() error {
 	}
 	r.listening.Store(int32(len(r.listeners)))
 	b.startBackground(nil)
+	if r.shared != nil {
+		r.shared.start(r.log.Named("limits"))
+	}
 	if r.durable != nil {
 		r.durable.start()
 	}
@@ -615,6 +634,9 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	r.cancelWork()
 	r.retireWG.Wait()
 	r.closePools(ctx)
+	if serr := r.shared.close(r.log); serr != nil {
+		r.log.Warn("closing the shared database", "error", serr.Error())
+	}
 	r.current.Load().stopBackground()
 	if ts != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
