@@ -25,6 +25,7 @@ type ConnSlots struct {
 	key         string
 	size        atomic.Int32
 	local       atomic.Int32 // slots taken on the instance's own share
+	held        atomic.Int32 // slots held in the database
 	onContended atomic.Pointer[func()]
 }
 
@@ -86,6 +87,7 @@ func (s *ConnSlots) TryAcquire() (release func(), err error) {
 	})
 	switch {
 	case err == nil && ok:
+		s.held.Add(1)
 		return s.releaser(slot), nil
 	case errors.Is(err, errUseFallback):
 		return s.tryLocal(size)
@@ -96,12 +98,13 @@ func (s *ConnSlots) TryAcquire() (release func(), err error) {
 	return nil, ErrSlotsBusy
 }
 
-// tryLocal takes a slot of the instance's own share of the cap.
+// tryLocal takes a slot of the instance's own share of the cap; the
+// connections it holds through the database count against that share.
 func (s *ConnSlots) tryLocal(size int) (func(), error) {
 	limit := int32(share(size, s.co.instances))
 	for {
 		n := s.local.Load()
-		if n >= limit {
+		if n+s.held.Load() >= limit {
 			return nil, ErrSlotsBusy
 		}
 		if s.local.CompareAndSwap(n, n+1) {
@@ -125,12 +128,54 @@ func (s *ConnSlots) releaser(slot int) func() {
 		if !once.CompareAndSwap(false, true) {
 			return
 		}
-		go func() {
-			_ = co.call(func(ctx context.Context) error {
-				return co.coord.ReleaseSlot(ctx, s.key, co.owner, slot)
-			})
-		}()
+		s.held.Add(-1)
+		go co.releaseSlot(s.key, slot)
 	}
+}
+
+// slotRef is a slot the instance gave up but the database may still hold.
+type slotRef struct {
+	key  string
+	slot int
+}
+
+// releaseSlot frees a slot in the database; when that fails (the database
+// is unreachable, or was moments ago) the slot is remembered and freed by
+// the next renewal that reaches the database — else ExtendSlots would
+// renew a slot no connection uses, for as long as the instance lives.
+func (co *Coordination) releaseSlot(key string, slot int) {
+	err := co.call(func(ctx context.Context) error {
+		return co.coord.ReleaseSlot(ctx, key, co.owner, slot)
+	})
+	if err != nil {
+		co.slotsMu.Lock()
+		co.unreleased = append(co.unreleased, slotRef{key, slot})
+		co.slotsMu.Unlock()
+	}
+}
+
+// releaseUnreleased retries the releases that failed; false when some
+// still fail (the renewal must then wait: it would renew them).
+func (co *Coordination) releaseUnreleased() bool {
+	co.slotsMu.Lock()
+	todo := co.unreleased
+	co.unreleased = nil
+	co.slotsMu.Unlock()
+	var failed []slotRef
+	for _, r := range todo {
+		ctx, cancel := context.WithTimeout(context.Background(), co.callTimeout)
+		if err := co.coord.ReleaseSlot(ctx, r.key, co.owner, r.slot); err != nil {
+			failed = append(failed, r)
+		}
+		cancel()
+	}
+	if len(failed) == 0 {
+		return true
+	}
+	co.slotsMu.Lock()
+	co.unreleased = append(co.unreleased, failed...)
+	co.slotsMu.Unlock()
+	return false
 }
 
 // Run renews the instance's slot leases until ctx ends and tells pools
@@ -152,6 +197,9 @@ func (co *Coordination) Run(ctx context.Context) {
 }
 
 func (co *Coordination) renew() {
+	if !co.releaseUnreleased() {
+		return
+	}
 	now := time.Now()
 	var contended []string
 	err := co.call(func(ctx context.Context) (err error) {

@@ -41,6 +41,8 @@ type Coordination struct {
 
 	slotsMu sync.Mutex
 	slots   map[string]map[*ConnSlots]struct{} // by key: gates to tell about contention
+	// unreleased are slots whose release did not reach the database.
+	unreleased []slotRef
 }
 
 // CoordinationSettings configure NewCoordination.

@@ -120,7 +120,7 @@ func (sh *sharedDB) start(log hclog.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sh.stop, sh.done = cancel, make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		sh.coord.Run(ctx) // frees the instance's slots when it ends
@@ -129,7 +129,6 @@ func (sh *sharedDB) start(log hclog.Logger) {
 		wg.Wait()
 		close(sh.done)
 	}()
-	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(coordinatorCleanup)
