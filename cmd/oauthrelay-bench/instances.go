@@ -71,7 +71,10 @@ func (b *bench) sharedRun(dsn string, n int) (instancesResult, error) {
 		procs = append(procs, p)
 		addrs = append(addrs, addr)
 	}
-	name := fmt.Sprintf("queue on PostgreSQL, %d instance(s)", n)
+	name := "PostgreSQL queue, 1 instance"
+	if n > 1 {
+		name = fmt.Sprintf("PostgreSQL queue, %d instances", n)
+	}
 	base := markSandbox(b.sb)
 	var stored atomic.Int64
 	spread := spreadOver(addrs)
