@@ -98,8 +98,10 @@ type report struct {
 	TokenRequests int          `json:"token_requests_for_the_account"`
 	TokenTTL      string       `json:"access_token_lifetime"`
 	Queue         *queueResult `json:"queue,omitempty"`
-	Idle          []idleResult `json:"idle"`
-	Targets       []target     `json:"targets"`
+	// Shared: the queue on one PostgreSQL database, 1 and 3 instances.
+	Shared  []instancesResult `json:"shared_database,omitempty"`
+	Idle    []idleResult      `json:"idle"`
+	Targets []target          `json:"targets"`
 }
 
 type target struct {
@@ -116,8 +118,9 @@ func main() {
 	idle := flag.String("idle-accounts", "1000,10000", "account counts for the idle memory and reload measurements")
 	workers := flag.Int("queue-workers", 0, "queue { workers } of the store-and-forward relay (0: the relay's default)")
 	queueOnly := flag.Bool("queue-only", false, "measure only the provider and the relay in direct mode, both with connection reuse, and the store-and-forward relay")
+	sharedOnly := flag.Bool("shared-only", false, "measure only the store-and-forward relay on PostgreSQL, one instance against three on the same database")
 	flag.Parse()
-	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly}
+	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly, sharedOnly: *sharedOnly}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -133,6 +136,7 @@ type options struct {
 	idleCounts   string
 	queueWorkers int
 	queueOnly    bool
+	sharedOnly   bool
 }
 
 // bench is one run: the sandbox provider and what the scenarios share.
@@ -179,6 +183,9 @@ func run(o options) error {
 // limit for anything in front of it), the relay delivering directly, the
 // relay storing and forwarding, the idle relay.
 func (b *bench) scenarios() error {
+	if b.sharedOnly {
+		return b.sharedScenarios()
+	}
 	direct := directPath(b.sb, b.caFile, b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope))
 	reuseDirect := measure(directReuseName, b.clients, b.duration, nil, direct.reuse)
 	b.rep.Scenarios = []scenario{reuseDirect}
@@ -207,6 +214,9 @@ func (b *bench) scenarios() error {
 	b.rep.Queue = &q
 	if b.queueOnly {
 		return nil
+	}
+	if err := b.sharedScenarios(); err != nil {
+		return err
 	}
 	return b.idleScenarios()
 }
@@ -533,7 +543,11 @@ func relayConfig(sb *devsandbox.Sandbox, caFile, rt, dir string, accounts int, l
 	delivery := "direct"
 	if q != nil {
 		delivery = "queue"
-		fmt.Fprintf(&b, "store {\n  path = %q\n}\n", q.storeDir)
+		if q.postgres != "" {
+			fmt.Fprintf(&b, "store {\n  postgres {\n    dsn = %q\n    expected_instances = %d\n  }\n}\n", q.postgres, q.instances)
+		} else {
+			fmt.Fprintf(&b, "store {\n  path = %q\n}\n", q.storeDir)
+		}
 		if q.workers > 0 {
 			fmt.Fprintf(&b, "queue {\n  workers = %d\n}\n", q.workers)
 		}
@@ -566,7 +580,11 @@ account_group "bench" {
 		fmt.Fprintf(&b, "  account \"user%05d@example.com\" { refresh_token = \"rt-%05d\" }\n", i, i)
 	}
 	fmt.Fprintf(&b, "  client \"bench\" {\n    password_hash   = %q\n    allowed_senders = [%q]\n  }\n}\n", hash, account)
-	path := filepath.Join(dir, fmt.Sprintf("relay-%s-%d.hcl", delivery, accounts))
+	name := ""
+	if q != nil {
+		name = q.name
+	}
+	path := filepath.Join(dir, fmt.Sprintf("relay-%s-%d%s.hcl", delivery, accounts, name))
 	_ = os.WriteFile(path, []byte(b.String()), 0o600)
 	return path, addr, tel
 }
@@ -720,6 +738,7 @@ func targets(r report) []target {
 	if r.Queue != nil {
 		out = append(out, queueTargets(*r.Queue, s[queueAcceptName], s[queueE2EName])...)
 	}
+	out = append(out, sharedTargets(r.Shared)...)
 	for _, i := range r.Idle {
 		if i.Accounts == 10000 {
 			out = append(out,

@@ -26,6 +26,11 @@ const drainTimeout = 2 * time.Minute
 type queueSettings struct {
 	storeDir string
 	workers  int // queue { workers }; 0: the relay's default
+	// postgres, when set, is the DSN of a database the relay shares with
+	// instances-1 others, instead of the embedded store in storeDir.
+	postgres  string
+	instances int
+	name      string // tells the configuration files of the instances apart
 }
 
 // queueResult is what the store-and-forward scenarios measured besides

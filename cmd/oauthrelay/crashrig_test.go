@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,9 +22,12 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql's "pgx" driver: the leases of a shared store
+
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/devsandbox"
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/postgres"
 	"github.com/oauthrelay/oauthrelay/internal/store/sqlite"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
@@ -167,6 +171,19 @@ type rigOptions struct {
 	workers         int    // queue workers
 	maxConnections  int    // the provider's pool cap
 	shutdownTimeout string // server shutdown_timeout
+
+	// instances is the number of relay processes (0: one), each with a
+	// listener of its own; several need postgres.
+	instances int
+	// postgres, when set, is the DSN of the shared database the
+	// instances use as their store instead of an embedded one.
+	postgres string
+	lease    string // queue { lease }, "" for the default
+	// direct makes the listeners answer after the provider (delivery's
+	// default) instead of after the store.
+	direct bool
+	// ratePerMinute and rateBurst are the account's rate limit (0: none).
+	ratePerMinute, rateBurst int
 }
 
 // crashRig is one relay configuration with its store, sandbox and link;
@@ -176,9 +193,9 @@ type crashRig struct {
 	sb       *devsandbox.Sandbox
 	link     *slowLink
 	opts     rigOptions
-	addr     string
+	addrs    []string // each instance's listener
 	storeDir string
-	cfgPath  string
+	cfgPaths []string // each instance's configuration
 }
 
 const crashPassword = "crash-test-password"
@@ -192,10 +209,37 @@ func newCrashRig(t *testing.T, opts rigOptions) *crashRig {
 	testutil.WriteFile(t, dir, "ca.pem", string(sb.CA.PEM))
 	testutil.WriteFile(t, dir, "rt", rt)
 	r := &crashRig{t: t, sb: sb, link: newSlowLink(t, sb.SMTP.Addr), opts: opts,
-		addr: testutil.FreeAddr(t), storeDir: filepath.Join(t.TempDir(), "store")}
+		storeDir: filepath.Join(t.TempDir(), "store")}
+	hash := testutil.FastHash(t, crashPassword)
+	for i := 0; i < max(opts.instances, 1); i++ {
+		addr := testutil.FreeAddr(t)
+		r.addrs = append(r.addrs, addr)
+		r.cfgPaths = append(r.cfgPaths, testutil.WriteFile(t, dir, fmt.Sprintf("relay-%d.hcl", i), r.config(addr, dir, hash)))
+	}
+	return r
+}
+
+// config is the configuration of the instance listening on addr.
+func (r *crashRig) config(addr, dir, hash string) string {
+	opts := r.opts
+	delivery := `delivery = "queue"`
+	if opts.direct {
+		delivery = ""
+	}
+	st := fmt.Sprintf("store { path = %q }", r.storeDir)
+	if opts.postgres != "" {
+		st = fmt.Sprintf("store {\n  postgres {\n    dsn = %q\n    expected_instances = %d\n  }\n}", opts.postgres, max(opts.instances, 1))
+	}
+	lease, rate := "", ""
+	if opts.lease != "" {
+		lease = fmt.Sprintf("lease = %q", opts.lease)
+	}
+	if opts.ratePerMinute > 0 {
+		rate = fmt.Sprintf("rate_limit_per_minute = %d\n    rate_limit_burst = %d", opts.ratePerMinute, opts.rateBurst)
+	}
 	// The circuits would postpone the account for their open timeout
 	// after a run of refusals; these tests are about the queue alone.
-	r.cfgPath = testutil.WriteFile(t, dir, "relay.hcl", fmt.Sprintf(`
+	return fmt.Sprintf(`
 server {
   log_format       = "json"
   shutdown_timeout = %q
@@ -203,14 +247,15 @@ server {
 listener "queued" {
   address  = %q
   tls_mode = "none"
-  delivery = "queue"
+  %s
   max_connections_per_ip = 0
 }
-store { path = %q }
+%s
 queue {
   workers        = %d
   retry_schedule = ["1s"]
   max_lifetime   = "1h"
+  %s
 }
 provider "sandbox" {
   preset          = "custom"
@@ -225,12 +270,14 @@ account_group "g" {
   provider      = "sandbox"
   client_id     = "relay"
   client_secret = "crash-client-secret"
-  account "alice@example.com" { refresh_token = "file://%s/rt" }
+  account "alice@example.com" {
+    refresh_token = "file://%s/rt"
+    %s
+  }
   client "app" { password_hash = %q }
 }
-`, opts.shutdownTimeout, r.addr, r.storeDir, opts.workers, sb.Tokens.URL, r.link.addr, dir,
-		opts.maxConnections, dir, testutil.FastHash(t, crashPassword)))
-	return r
+`, opts.shutdownTimeout, addr, delivery, st, opts.workers, lease, r.sb.Tokens.URL, r.link.addr, dir,
+		opts.maxConnections, dir, rate, hash)
 }
 
 // relayRun is one run of the relay binary.
@@ -240,10 +287,17 @@ type relayRun struct {
 	exited chan error
 }
 
-// start runs the relay on the rig and waits until it listens.
+// start runs the relay (the first instance) on the rig and waits until
+// it listens.
 func (r *crashRig) start() *relayRun {
 	r.t.Helper()
-	cmd, logs, exited := startRelay(r.t, r.cfgPath)
+	return r.startInstance(0)
+}
+
+// startInstance runs instance i and waits until it listens.
+func (r *crashRig) startInstance(i int) *relayRun {
+	r.t.Helper()
+	cmd, logs, exited := startRelay(r.t, r.cfgPaths[i])
 	run := &relayRun{cmd: cmd, logs: logs, exited: exited}
 	testutil.WaitFor(r.t, 30*time.Second, "the relay to listen", func() bool {
 		select {
@@ -251,7 +305,7 @@ func (r *crashRig) start() *relayRun {
 			r.t.Fatalf("the relay exited at start: %v\n%s", err, logs.String())
 		default:
 		}
-		c, err := net.Dial("tcp", r.addr)
+		c, err := net.Dial("tcp", r.addrs[i])
 		if err == nil {
 			c.Close()
 		}
@@ -301,6 +355,7 @@ type load struct {
 	wg   sync.WaitGroup
 
 	mu       sync.Mutex
+	live     []string          // the listeners the clients send to, in turn
 	accepted map[string]string // marker → queue ID, for every 250
 	failures []error
 }
@@ -310,7 +365,8 @@ var queuedAs = regexp.MustCompile(`queued as (\S+)`)
 // startLoad starts clients that send until stopped or until max messages
 // went out.
 func (r *crashRig) startLoad(clients int, max int64) *load {
-	l := &load{rig: r, max: max, stop: make(chan struct{}), accepted: map[string]string{}}
+	l := &load{rig: r, max: max, stop: make(chan struct{}), accepted: map[string]string{},
+		live: append([]string(nil), r.addrs...)}
 	for i := 0; i < clients; i++ {
 		l.wg.Add(1)
 		go l.client()
@@ -330,10 +386,7 @@ func (l *load) client() {
 		if l.max > 0 && n > l.max {
 			return
 		}
-		marker := fmt.Sprintf("m-%d", n)
-		body := fmt.Sprintf("Message-ID: <%s@crash.test>\r\nSubject: %s\r\n\r\nqueued message %d\r\n", marker, marker, n)
-		reply, err := testutil.Send(l.rig.addr, testutil.Mail{User: "app", Password: crashPassword,
-			From: "alice@example.com", To: []string{"x@example.net"}, Body: body})
+		marker, reply, err := sendMarked(l.target(n), n)
 		l.mu.Lock()
 		if err != nil {
 			l.failures = append(l.failures, err)
@@ -344,6 +397,31 @@ func (l *load) client() {
 		}
 		l.mu.Unlock()
 	}
+}
+
+// target is the listener message n goes to: the live ones in turn.
+func (l *load) target(n int64) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.live[int(n)%len(l.live)]
+}
+
+// drop takes addr out of the listeners the clients send to (its
+// instance is gone).
+func (l *load) drop(addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.live = slices.DeleteFunc(l.live, func(a string) bool { return a == addr })
+}
+
+// sendMarked sends message n, marked "m-n" in its Message-ID and
+// Subject, to the listener at addr.
+func sendMarked(addr string, n int64) (marker, reply string, err error) {
+	marker = fmt.Sprintf("m-%d", n)
+	body := fmt.Sprintf("Message-ID: <%s@crash.test>\r\nSubject: %s\r\n\r\nmessage %d\r\n", marker, marker, n)
+	reply, err = testutil.Send(addr, testutil.Mail{User: "app", Password: crashPassword,
+		From: "alice@example.com", To: []string{"x@example.net"}, Body: body})
+	return marker, reply, err
 }
 
 // halt stops the clients and waits for their sessions to end.
@@ -388,16 +466,38 @@ func (r *crashRig) delivered() map[string]int {
 type storeView struct {
 	queued map[string]*store.Envelope // marker → envelope of every queued message
 	leased map[string]string          // marker → ID of every message under a lease (claimed, in flight)
+	owners map[string]string          // marker → lease owner of every leased message
 }
 
-// inspect opens the store between two runs: List through the store's own
+// leasedBy is the view with only the leases of owner: on a shared
+// database, the messages a killed instance had in flight.
+func (v storeView) leasedBy(owner string) storeView {
+	out := storeView{queued: v.queued, leased: map[string]string{}, owners: map[string]string{}}
+	for marker, o := range v.owners {
+		if o == owner {
+			out.leased[marker], out.owners[marker] = v.leased[marker], o
+		}
+	}
+	return out
+}
+
+// openStore opens the rig's store through its own API.
+func (r *crashRig) openStore(ctx context.Context) (store.Store, error) {
+	if r.opts.postgres != "" {
+		return postgres.Open(ctx, r.opts.postgres, postgres.Options{})
+	}
+	return sqlite.Open(ctx, r.storeDir, sqlite.Options{})
+}
+
+// inspect opens the store (between two runs, or beside the running
+// instances of a shared database): List through the store's own
 // API, and the leases, which the API does not show, from the database.
 func (r *crashRig) inspect() storeView {
 	t := r.t
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := sqlite.Open(ctx, r.storeDir, sqlite.Options{})
+	st, err := r.openStore(ctx)
 	if err != nil {
 		t.Fatalf("opening the store: %v", err)
 	}
@@ -408,23 +508,24 @@ func (r *crashRig) inspect() storeView {
 	if err != nil {
 		t.Fatalf("listing the queue: %v", err)
 	}
-	v := storeView{queued: map[string]*store.Envelope{}, leased: map[string]string{}}
+	v := storeView{queued: map[string]*store.Envelope{}, leased: map[string]string{}, owners: map[string]string{}}
 	for _, e := range envs {
 		v.queued[markerOf(e.HeaderID)] = e
 	}
 	db := r.openDB()
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, `SELECT id, header_id FROM messages WHERE lease_owner <> ''`)
+	rows, err := db.QueryContext(ctx, `SELECT id, header_id, lease_owner FROM messages WHERE lease_owner <> ''`)
 	if err != nil {
 		t.Fatalf("reading the leases: %v", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id, headerID string
-		if err := rows.Scan(&id, &headerID); err != nil {
+		var id, headerID, owner string
+		if err := rows.Scan(&id, &headerID, &owner); err != nil {
 			t.Fatal(err)
 		}
 		v.leased[markerOf(headerID)] = id
+		v.owners[markerOf(headerID)] = owner
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -447,6 +548,13 @@ func (r *crashRig) depth() int {
 
 func (r *crashRig) openDB() *sql.DB {
 	r.t.Helper()
+	if r.opts.postgres != "" {
+		db, err := sql.Open("pgx", r.opts.postgres)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		return db
+	}
 	file := filepath.Join(r.storeDir, sqlite.FileName)
 	db, err := sql.Open("sqlite", "file:"+file+"?mode=ro&_pragma=busy_timeout(10000)")
 	if err != nil {
@@ -462,9 +570,9 @@ func markerOf(headerID string) string {
 }
 
 // drainAndStop waits until the provider has every message that got 250
-// and the queue is empty, then stops the relay with SIGTERM (status 0)
+// and the queue is empty, then stops the relays with SIGTERM (status 0)
 // and checks that the store agrees.
-func (r *crashRig) drainAndStop(run *relayRun, accepted map[string]string) {
+func (r *crashRig) drainAndStop(accepted map[string]string, runs ...*relayRun) {
 	t := r.t
 	t.Helper()
 	testutil.WaitFor(t, 60*time.Second, "every accepted message at the provider", func() bool {
@@ -477,8 +585,10 @@ func (r *crashRig) drainAndStop(run *relayRun, accepted map[string]string) {
 		return true
 	})
 	testutil.WaitFor(t, 60*time.Second, "an empty queue", func() bool { return r.depth() == 0 })
-	if err := run.terminate(t, 10*time.Second); err != nil {
-		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+	for _, run := range runs {
+		if err := run.terminate(t, 10*time.Second); err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+		}
 	}
 	if v := r.inspect(); len(v.queued) != 0 || len(v.leased) != 0 {
 		t.Fatalf("after the final stop the store holds %d messages, %d leased", len(v.queued), len(v.leased))

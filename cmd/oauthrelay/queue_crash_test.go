@@ -86,7 +86,7 @@ func TestKill9LosesNoAcceptedMessage(t *testing.T) {
 			}
 
 			r.link.setDelay(0)
-			r.drainAndStop(r.start(), accepted)
+			r.drainAndStop(accepted, r.start())
 			tl := r.check(accepted, atKill, l.next.Load())
 			t.Logf("kill -9 %s: %d × 250, %d queued and %d in flight (leased) at the kill; delivered %d distinct in %d copies: %d duplicates, %d stored without the client seeing 250",
 				tc.name, tl.accepted, len(atKill.queued), len(atKill.leased), tl.distinct, tl.copies, tl.duplicates, tl.unconfirmed)
@@ -146,7 +146,7 @@ func TestSIGTERMWithAFullQueue(t *testing.T) {
 	}
 
 	r.sb.SMTP.FailEveryNthData(0, nil)
-	r.drainAndStop(r.start(), accepted)
+	r.drainAndStop(accepted, r.start())
 	got := r.delivered()
 	for marker, n := range got {
 		if n != 1 {
@@ -220,7 +220,7 @@ func TestSIGTERMDuringDelivery(t *testing.T) {
 			deliveredBefore := len(r.delivered())
 
 			r.link.setDelay(0)
-			r.drainAndStop(r.start(), accepted)
+			r.drainAndStop(accepted, r.start())
 			tl := r.check(accepted, atStop, l.next.Load())
 			t.Logf("SIGTERM during delivery, %s: exit %s after the signal (shutdown_timeout %s); %d × 250, %d delivered before the stop, %d queued and %d leased after it; delivered %d distinct in %d copies: %d duplicates, %d stored without the client seeing 250",
 				tc.name, exitAfter.Round(time.Millisecond), tc.shutdownTimeout, tl.accepted, deliveredBefore, len(atStop.queued), len(atStop.leased), tl.distinct, tl.copies, tl.duplicates, tl.unconfirmed)

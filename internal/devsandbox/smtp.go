@@ -57,29 +57,30 @@ type SMTPServer struct {
 	srv    *smtp.Server
 	log    hclog.Logger
 
-	mu            sync.Mutex
-	style         Style
-	messages      []Message
-	rcptReplies   map[string]*smtp.SMTPError
-	mailReplies   []*smtp.SMTPError
-	dataReplies   []*smtp.SMTPError
-	dataEvery     int // fail every n-th DATA with dataEveryReply (0: off)
-	dataEveryRply *smtp.SMTPError
-	datas         int
-	transcript    bytes.Buffer
-	discardBodies bool
-	dropAfterData int
-	disabled      map[string]bool // users with SMTP AUTH disabled (5.7.139)
-	requiredScope string
-	maxPerUser    int
-	sessions      map[string]int
-	peakPerUser   map[string]int
-	authFailures  int
-	authSuccesses int
-	connections   int
-	mails         int
-	live          map[*sinkSession]struct{}
-	tlsByListener bool // TLS is the listener's, not go-smtp's (no 8BITMIME)
+	mu             sync.Mutex
+	style          Style
+	messages       []Message
+	rcptReplies    map[string]*smtp.SMTPError
+	mailReplies    []*smtp.SMTPError
+	dataReplies    []*smtp.SMTPError
+	dataEvery      int // fail every n-th DATA with dataEveryReply (0: off)
+	dataEveryRply  *smtp.SMTPError
+	datas          int
+	transcript     bytes.Buffer
+	discardBodies  bool
+	dropAfterData  int
+	disabled       map[string]bool // users with SMTP AUTH disabled (5.7.139)
+	requiredScope  string
+	maxPerUser     int
+	sessions       map[string]int
+	peakPerUser    map[string]int
+	refusedPerUser map[string]int
+	authFailures   int
+	authSuccesses  int
+	connections    int
+	mails          int
+	live           map[*sinkSession]struct{}
+	tlsByListener  bool // TLS is the listener's, not go-smtp's (no 8BITMIME)
 }
 
 func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) (*SMTPServer, error) {
@@ -112,8 +113,8 @@ func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) 
 		rcptReplies: map[string]*smtp.SMTPError{},
 		disabled:    map[string]bool{},
 		sessions:    map[string]int{},
-		peakPerUser: map[string]int{},
-		live:        map[*sinkSession]struct{}{},
+		peakPerUser: map[string]int{}, refusedPerUser: map[string]int{},
+		live: map[*sinkSession]struct{}{},
 	}
 	s.srv = smtp.NewServer(s)
 	s.srv.Domain = "sandbox.oauthrelay.test"
@@ -246,6 +247,14 @@ func (s *SMTPServer) PeakSessions(user string) int {
 	return s.peakPerUser[strings.ToLower(user)]
 }
 
+// ConcurrencyRefusals counts the authentications of user refused with
+// 432 4.3.2 for the concurrent sessions limit.
+func (s *SMTPServer) ConcurrencyRefusals(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refusedPerUser[strings.ToLower(user)]
+}
+
 // Messages returns a copy of the accepted messages.
 func (s *SMTPServer) Messages() []Message {
 	s.mu.Lock()
@@ -361,6 +370,7 @@ func (ss *sinkSession) authenticate(user, token string) ([]byte, *smtp.SMTPError
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if maxPer > 0 && s.sessions[user] >= maxPer {
+		s.refusedPerUser[user]++
 		return nil, &smtp.SMTPError{Code: 432, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information."}
 	}
 	s.sessions[user]++
