@@ -33,7 +33,8 @@ func (r *failingReader) Read(p []byte) (int, error) {
 // newRequest is what Enqueue hands the writer.
 func newRequest(t *testing.T, msgs ...*store.NewMessage) *request {
 	t.Helper()
-	r := &request{ctx: t.Context(), msgs: msgs}
+	r := &request{msgs: msgs}
+	r.SetContext(t.Context())
 	for _, m := range msgs {
 		e, err := engine.NormalizeNew(m)
 		if err != nil {
@@ -41,6 +42,13 @@ func newRequest(t *testing.T, msgs ...*store.NewMessage) *request {
 		}
 		r.envs = append(r.envs, e)
 	}
+	return r
+}
+
+// newRecord is what Record hands the writer.
+func newRecord(t *testing.T, events ...*store.Event) *request {
+	r := &request{events: events}
+	r.SetContext(t.Context())
 	return r
 }
 
@@ -74,7 +82,7 @@ func TestBatchRequestsFailAlone(t *testing.T) {
 				newRequest(t, brokenLong),
 				newRequest(t, long("good-long", bytes.Repeat([]byte("x"), 3*engine.ChunkSize/2))),
 				newRequest(t, testMsg("good2"), brokenShort),
-				{ctx: t.Context(), events: []*store.Event{{ID: "old", At: time.Now(), Type: store.EventNotified, Reply: "bounce-1"}}},
+				newRecord(t, &store.Event{ID: "old", At: time.Now(), Type: store.EventNotified, Reply: "bounce-1"}),
 				newRequest(t, testMsg("good3")),
 			}
 			results := s.runBatch(t.Context(), reqs, &bodyBuffers{})

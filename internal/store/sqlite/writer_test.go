@@ -64,7 +64,7 @@ func stallWriter(t *testing.T, s *Store) (release func()) {
 func waitRequests(t *testing.T, s *Store, n int) {
 	t.Helper()
 	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%d requests waiting", n), func() bool {
-		return len(s.requests) >= n
+		return s.group.Waiting() >= n
 	})
 }
 
