@@ -125,10 +125,10 @@ func TestSealedBodiesInTheDatabase(t *testing.T) {
 	if _, err := s.pool.Exec(ctx, `UPDATE chunks SET data = (SELECT data FROM chunks WHERE msg_id = 'b') WHERE msg_id = 'a'`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readAll(s, "a"); !errors.Is(err, engine.ErrCorrupt) {
+	if _, err := storetest.ReadBody(context.Background(), s, "a"); !errors.Is(err, engine.ErrCorrupt) {
 		t.Errorf("Body of a message with another's chunk: %v, want ErrCorrupt", err)
 	}
-	if got, err := readAll(s, "b"); err != nil || !bytes.Contains(got, []byte("secret-body-marker b")) {
+	if got, err := storetest.ReadBody(context.Background(), s, "b"); err != nil || !bytes.Contains(got, []byte("secret-body-marker b")) {
 		t.Errorf("Body(b): %q, %v", got, err)
 	}
 	// The key goes with the last body that uses it.
@@ -141,15 +141,6 @@ func TestSealedBodiesInTheDatabase(t *testing.T) {
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM data_keys`).Scan(&keys); err != nil || keys != 0 {
 		t.Errorf("%d data keys once their bodies are gone (%v)", keys, err)
 	}
-}
-
-func readAll(s *Store, id string) ([]byte, error) {
-	rc, err := s.Body(context.Background(), id)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return io.ReadAll(rc)
 }
 
 // A body read while its message leaves the queue fails instead of ending
