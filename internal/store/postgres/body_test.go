@@ -18,15 +18,6 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 )
 
-type randReader struct{ r *rand.Rand }
-
-func (r randReader) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = byte(r.r.Uint32())
-	}
-	return len(p), nil
-}
-
 // heapPeak samples the heap in use until stopped and returns its peak
 // above what it was at the start.
 func heapPeak() (stop func() uint64) {
@@ -68,7 +59,7 @@ func TestLargeBodyStreams(t *testing.T) {
 		t.Run(id, func(t *testing.T) {
 			m := testMsg(id)
 			want := sha256.New()
-			m.Body = io.TeeReader(io.LimitReader(randReader{rand.New(rand.NewPCG(1, 2))}, size), want)
+			m.Body = io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{1}), size), want)
 			m.Size = 0
 			if declared {
 				m.Size = size
