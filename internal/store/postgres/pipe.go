@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -139,6 +140,9 @@ func (p *pipe) recover(err error) error {
 	if !p.begun {
 		return p.s.mapErr("beginning a transaction", err)
 	}
+	if p.done >= len(p.stmts) { // every statement ran; the pipeline's end failed
+		return p.s.mapErr("writing", err)
+	}
 	culprit := p.stmts[p.done]
 	if culprit.req < 0 || !isCallerData(err) {
 		return p.s.mapErr("writing", err)
@@ -197,28 +201,29 @@ func (p *pipe) drop(i int) {
 
 // commit commits the transaction when a request succeeded; else it
 // leaves it to the rollback.
-func (p *pipe) commit() error {
-	if p.tx == nil {
-		return nil
+func (p *pipe) commit() (committed bool, err error) {
+	if p.tx == nil || !slices.Contains(p.results, nil) {
+		return false, nil
 	}
-	for _, err := range p.results {
-		if err == nil {
-			return p.s.mapErr("committing", p.tx.Commit(p.ctx))
-		}
+	if err := p.tx.Commit(p.ctx); err != nil {
+		return false, p.s.mapErr("committing", err)
 	}
-	return nil
+	return true, nil
 }
 
 // runBatch runs reqs in one transaction and returns each one's result.
 func (s *Store) runBatch(ctx context.Context, reqs []*request, bufs *bodyBuffers) []error {
 	results := make([]error, len(reqs))
-	err := s.runPipe(ctx, reqs, bufs, results)
+	committed, err := s.runPipe(ctx, reqs, bufs, results)
 	if err != nil {
 		for i := range results {
 			if results[i] == nil {
 				results[i] = err
 			}
 		}
+		return results
+	}
+	if !committed {
 		return results
 	}
 	s.commits.Add(1)
@@ -230,11 +235,11 @@ func (s *Store) runBatch(ctx context.Context, reqs []*request, bufs *bodyBuffers
 	return results
 }
 
-func (s *Store) runPipe(ctx context.Context, reqs []*request, bufs *bodyBuffers, results []error) error {
+func (s *Store) runPipe(ctx context.Context, reqs []*request, bufs *bodyBuffers, results []error) (committed bool, err error) {
 	key, keyErr := s.batchKey(reqs)
 	c, err := s.acquire(ctx, "writing")
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer c.Release()
 	p := &pipe{s: s, ctx: ctx, conn: c, savepoints: len(reqs) > 1, results: results,
@@ -246,7 +251,7 @@ func (s *Store) runPipe(ctx context.Context, reqs []*request, bufs *bodyBuffers,
 	}()
 	if key != nil {
 		if err := p.storeKey(key); err != nil {
-			return err
+			return false, err
 		}
 	}
 	for i, r := range reqs {
@@ -255,11 +260,11 @@ func (s *Store) runPipe(ctx context.Context, reqs []*request, bufs *bodyBuffers,
 			continue
 		}
 		if err := p.write(i, r); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if err := p.flush(); err != nil {
-		return err
+		return false, err
 	}
 	return p.commit()
 }
