@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
@@ -67,4 +69,110 @@ func (s *Store) runSolo(ctx context.Context, r *request) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	return s.runBatch(ctx, []*request{r}, &bodyBuffers{})[0]
+}
+
+// runBatch runs reqs in one transaction and returns each one's result.
+func (s *Store) runBatch(ctx context.Context, reqs []*request, bufs *bodyBuffers) []error {
+	results := make([]error, len(reqs))
+	committed, err := s.runPipe(ctx, reqs, bufs, results)
+	if err != nil {
+		for i := range results {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
+		return results
+	}
+	if !committed {
+		return results
+	}
+	s.commits.Add(1)
+	for i, r := range reqs {
+		if results[i] == nil {
+			s.enqueued.Add(uint64(len(r.msgs)))
+		}
+	}
+	return results
+}
+
+// runPipe runs reqs in one transaction on a connection of its own,
+// filling results with each request's own failure; its error is one
+// that fails them all.
+func (s *Store) runPipe(ctx context.Context, reqs []*request, bufs *bodyBuffers, results []error) (committed bool, err error) {
+	key, keyErr := s.batchKey(reqs)
+	c, err := s.acquire(ctx, "writing")
+	if err != nil {
+		return false, err
+	}
+	defer c.Release()
+	p := &pipe{s: s, ctx: ctx, conn: c, savepoints: len(reqs) > 1, results: results,
+		sent: make([]bool, len(reqs)), bufs: bufs}
+	defer func() {
+		if p.tx != nil {
+			rollback(p.tx)
+		}
+	}()
+	if key != nil {
+		if err := p.storeKey(key); err != nil {
+			return false, err
+		}
+	}
+	for i, r := range reqs {
+		if len(r.msgs) > 0 && keyErr != nil {
+			results[i] = keyErr
+			continue
+		}
+		if err := p.write(i, r); err != nil {
+			return false, err
+		}
+	}
+	if err := p.flush(); err != nil {
+		return false, err
+	}
+	return p.commit()
+}
+
+// write queues request i's statements, reading its bodies.
+func (p *pipe) write(i int, r *request) error {
+	p.open(i)
+	if len(r.msgs) > 0 {
+		if err := p.enqueue(i, r); err != nil {
+			return err
+		}
+	} else {
+		p.record(i, r)
+	}
+	p.close(i)
+	return p.flushIfFull()
+}
+
+// batchKey draws the batch's data key before its transaction begins, when
+// the store seals bodies and a request stores some: drawing may wait on
+// Vault, and no connection should wait with it.
+func (s *Store) batchKey(reqs []*request) (*engine.DrawnKey, error) {
+	if s.sealer == nil {
+		return nil, nil
+	}
+	for _, r := range reqs {
+		if len(r.msgs) > 0 {
+			key, err := engine.DrawKey(s.sealer)
+			if err != nil {
+				s.log.Error("cannot seal bodies: messages are refused", "error", err)
+				return nil, err
+			}
+			return &key, nil
+		}
+	}
+	return nil, nil
+}
+
+// storeKey stores the batch's wrapped key, in the first round trip.
+func (p *pipe) storeKey(key *engine.DrawnKey) error {
+	p.queue(stmt{sql: `INSERT INTO data_keys (wrapped) VALUES ($1) RETURNING id`, args: []any{key.Wrapped}, req: -1,
+		scan: func(row pgx.Row) error { return row.Scan(&key.ID) }})
+	if err := p.flush(); err != nil {
+		return err
+	}
+	p.key = &key.SealKey
+	return nil
 }
