@@ -39,7 +39,7 @@ vault: ## Build the Vault dev server used by the tests (skipped when present)
 
 # The packages where sessions, reloads, pools and circuits run concurrently
 # run three times with the race detector: races there show up only sometimes.
-CONCURRENT_PKGS := ./internal/server/ ./internal/relay/ ./internal/upstream/ ./internal/limits/ ./internal/spool/ ./internal/queue/ ./internal/store/sqlite/
+CONCURRENT_PKGS := ./internal/server/ ./internal/relay/ ./internal/upstream/ ./internal/limits/ ./internal/spool/ ./internal/queue/ ./internal/store/sqlite/ ./internal/store/postgres/
 
 test: lint vault ## Lint, then run every test with the race detector (needs `make vault`)
 	OAUTHRELAY_VAULT_BIN="$(VAULT_BIN)" $(GO) test $(TESTFLAGS) ./...

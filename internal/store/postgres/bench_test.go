@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 	"github.com/oauthrelay/oauthrelay/internal/transport"
@@ -79,18 +78,7 @@ func BenchmarkEnqueue(b *testing.B) {
 func BenchmarkEnqueueFinishParallel(b *testing.B) {
 	s := openTest(b, durableDSN(b), Options{MaxConns: 20})
 	body := bytes.Repeat([]byte("0123456789abcdef"), 2048/16)
-	benchParallel(b, s, 16, func(ctx context.Context) error {
-		m := storetest.BenchMessage(transport.NewID(), body)
-		m.LeaseOwner, m.LeaseUntil = "bench", time.Now().Add(time.Minute)
-		if err := s.Enqueue(ctx, m); err != nil {
-			return err
-		}
-		rcpts := map[string]store.Recipient{}
-		for _, r := range m.Rcpts {
-			rcpts[r.Addr] = store.Recipient{State: store.RcptDelivered, LastReply: "250 2.0.0 OK"}
-		}
-		return s.Finish(ctx, m.ID, "bench", store.Result{Counted: true, Reply: "250 2.0.0 OK", Rcpts: rcpts})
-	})
+	benchParallel(b, s, 16, storetest.EnqueueFinish(s, body))
 }
 
 // benchParallel reports messages per commit beside

@@ -18,15 +18,6 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 )
 
-type randReader struct{ r *rand.Rand }
-
-func (r randReader) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = byte(r.r.Uint32())
-	}
-	return len(p), nil
-}
-
 // heapPeak samples the heap in use until stopped and returns its peak
 // above what it was at the start.
 func heapPeak() (stop func() uint64) {
@@ -68,7 +59,7 @@ func TestLargeBodyStreams(t *testing.T) {
 		t.Run(id, func(t *testing.T) {
 			m := testMsg(id)
 			want := sha256.New()
-			m.Body = io.TeeReader(io.LimitReader(randReader{rand.New(rand.NewPCG(1, 2))}, size), want)
+			m.Body = io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{1}), size), want)
 			m.Size = 0
 			if declared {
 				m.Size = size
@@ -125,10 +116,10 @@ func TestSealedBodiesInTheDatabase(t *testing.T) {
 	if _, err := s.pool.Exec(ctx, `UPDATE chunks SET data = (SELECT data FROM chunks WHERE msg_id = 'b') WHERE msg_id = 'a'`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readAll(s, "a"); !errors.Is(err, engine.ErrCorrupt) {
+	if _, err := storetest.ReadBody(context.Background(), s, "a"); !errors.Is(err, engine.ErrCorrupt) {
 		t.Errorf("Body of a message with another's chunk: %v, want ErrCorrupt", err)
 	}
-	if got, err := readAll(s, "b"); err != nil || !bytes.Contains(got, []byte("secret-body-marker b")) {
+	if got, err := storetest.ReadBody(context.Background(), s, "b"); err != nil || !bytes.Contains(got, []byte("secret-body-marker b")) {
 		t.Errorf("Body(b): %q, %v", got, err)
 	}
 	// The key goes with the last body that uses it.
@@ -141,15 +132,6 @@ func TestSealedBodiesInTheDatabase(t *testing.T) {
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM data_keys`).Scan(&keys); err != nil || keys != 0 {
 		t.Errorf("%d data keys once their bodies are gone (%v)", keys, err)
 	}
-}
-
-func readAll(s *Store, id string) ([]byte, error) {
-	rc, err := s.Body(context.Background(), id)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return io.ReadAll(rc)
 }
 
 // A body read while its message leaves the queue fails instead of ending

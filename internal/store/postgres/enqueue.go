@@ -103,7 +103,7 @@ func (p *pipe) streamBody(i int, r *request, e *store.Envelope, m *store.NewMess
 	var size int64
 	for seq := int64(0); ; seq++ {
 		if seq > 0 {
-			if err := r.ctx.Err(); err != nil {
+			if err := r.Context().Err(); err != nil {
 				return p.abandon(i, err)
 			}
 			var err error

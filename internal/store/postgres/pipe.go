@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -139,6 +140,9 @@ func (p *pipe) recover(err error) error {
 	if !p.begun {
 		return p.s.mapErr("beginning a transaction", err)
 	}
+	if p.done >= len(p.stmts) { // every statement ran; the pipeline's end failed
+		return p.s.mapErr("writing", err)
+	}
 	culprit := p.stmts[p.done]
 	if culprit.req < 0 || !isCallerData(err) {
 		return p.s.mapErr("writing", err)
@@ -197,114 +201,12 @@ func (p *pipe) drop(i int) {
 
 // commit commits the transaction when a request succeeded; else it
 // leaves it to the rollback.
-func (p *pipe) commit() error {
-	if p.tx == nil {
-		return nil
+func (p *pipe) commit() (committed bool, err error) {
+	if p.tx == nil || !slices.Contains(p.results, nil) {
+		return false, nil
 	}
-	for _, err := range p.results {
-		if err == nil {
-			return p.s.mapErr("committing", p.tx.Commit(p.ctx))
-		}
+	if err := p.tx.Commit(p.ctx); err != nil {
+		return false, p.s.mapErr("committing", err)
 	}
-	return nil
-}
-
-// runBatch runs reqs in one transaction and returns each one's result.
-func (s *Store) runBatch(ctx context.Context, reqs []*request, bufs *bodyBuffers) []error {
-	results := make([]error, len(reqs))
-	err := s.runPipe(ctx, reqs, bufs, results)
-	if err != nil {
-		for i := range results {
-			if results[i] == nil {
-				results[i] = err
-			}
-		}
-		return results
-	}
-	s.commits.Add(1)
-	for i, r := range reqs {
-		if results[i] == nil {
-			s.enqueued.Add(uint64(len(r.msgs)))
-		}
-	}
-	return results
-}
-
-func (s *Store) runPipe(ctx context.Context, reqs []*request, bufs *bodyBuffers, results []error) error {
-	key, keyErr := s.batchKey(reqs)
-	c, err := s.acquire(ctx, "writing")
-	if err != nil {
-		return err
-	}
-	defer c.Release()
-	p := &pipe{s: s, ctx: ctx, conn: c, savepoints: len(reqs) > 1, results: results,
-		sent: make([]bool, len(reqs)), bufs: bufs}
-	defer func() {
-		if p.tx != nil {
-			rollback(p.tx)
-		}
-	}()
-	if key != nil {
-		if err := p.storeKey(key); err != nil {
-			return err
-		}
-	}
-	for i, r := range reqs {
-		if len(r.msgs) > 0 && keyErr != nil {
-			results[i] = keyErr
-			continue
-		}
-		if err := p.write(i, r); err != nil {
-			return err
-		}
-	}
-	if err := p.flush(); err != nil {
-		return err
-	}
-	return p.commit()
-}
-
-// write queues request i's statements, reading its bodies.
-func (p *pipe) write(i int, r *request) error {
-	p.open(i)
-	if len(r.msgs) > 0 {
-		if err := p.enqueue(i, r); err != nil {
-			return err
-		}
-	} else {
-		p.record(i, r)
-	}
-	p.close(i)
-	return p.flushIfFull()
-}
-
-// batchKey draws the batch's data key before its transaction begins, when
-// the store seals bodies and a request stores some: drawing may wait on
-// Vault, and no connection should wait with it.
-func (s *Store) batchKey(reqs []*request) (*engine.DrawnKey, error) {
-	if s.sealer == nil {
-		return nil, nil
-	}
-	for _, r := range reqs {
-		if len(r.msgs) > 0 {
-			key, err := engine.DrawKey(s.sealer)
-			if err != nil {
-				s.log.Error("cannot seal bodies: messages are refused", "error", err)
-				return nil, err
-			}
-			return &key, nil
-		}
-	}
-	return nil, nil
-}
-
-// storeKey stores the batch's wrapped key, in the first round trip.
-func (p *pipe) storeKey(key *engine.DrawnKey) error {
-	p.queue(stmt{sql: `INSERT INTO data_keys (wrapped) VALUES ($1) RETURNING id`, args: []any{key.Wrapped}, req: -1,
-		scan: func(row pgx.Row) error { return row.Scan(&key.ID) }})
-	if err := p.flush(); err != nil {
-		return err
-	}
-	p.key = &key.SealKey
-	return nil
+	return true, nil
 }

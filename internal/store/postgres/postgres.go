@@ -81,10 +81,7 @@ type Store struct {
 	keys    *engine.KeyCache
 	secrets *secrets // passwords that must never appear in an error
 
-	maxBatch int
-	requests chan *request
-	// writerBufs are the writer goroutine's body buffers.
-	writerBufs bodyBuffers
+	group *engine.GroupCommit[*request]
 	// solo bounds the calls that commit on their own at once (large
 	// bodies): each holds a connection while it streams.
 	solo       chan struct{}
@@ -137,8 +134,7 @@ func newStore(opts Options) *Store {
 		sealer:     opts.Sealer,
 		keys:       engine.NewKeyCache(opts.Sealer),
 		secrets:    &secrets{},
-		maxBatch:   maxBatch,
-		requests:   make(chan *request, 4*maxBatch),
+		group:      engine.NewGroupCommit[*request](maxBatch, maxRequests),
 		solo:       make(chan struct{}, max(1, maxConns/4)),
 		closing:    make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -152,6 +148,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		close(s.closing)
+		s.group.Close()
 		<-s.writerDone
 		s.pool.Close()
 	})
@@ -175,12 +172,10 @@ func (s *Store) CommitStats() (commits, messages uint64) {
 // readable fails once the store is closed.
 func (s *Store) readable() error {
 	if s.closed.Load() {
-		return errClosed
+		return engine.ErrClosed
 	}
 	return nil
 }
-
-var errClosed = fmt.Errorf("%w: closed", store.ErrUnavailable)
 
 // opTimeout bounds a call whose context has no deadline: pgx waits on a
 // dead connection as long as the context lets it, and a worker must not

@@ -2,18 +2,12 @@ package postgres
 
 import (
 	"context"
-	"sync/atomic"
 	"time"
 
-	"github.com/oauthrelay/oauthrelay/internal/store"
-)
+	"github.com/jackc/pgx/v5"
 
-// Request states: the writer takes a request or its caller, whose context
-// ended first, abandons it; never both.
-const (
-	requestPending int32 = iota
-	requestTaken
-	requestAbandoned
+	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
 const (
@@ -29,114 +23,33 @@ const (
 // request is one write waiting for the writer: the messages of an
 // Enqueue, or the records and events of a Record.
 type request struct {
-	ctx    context.Context
+	engine.Request
 	msgs   []*store.NewMessage
 	envs   []store.Envelope // the messages' envelopes, checked
 	recs   []*store.Record
 	events []*store.Event
-	state  atomic.Int32
-	done   chan error // buffered: the writer never waits for the caller
 }
 
-// weight is the request's share of Options.MaxBatch.
-func (r *request) weight() int { return max(1, len(r.msgs), len(r.recs)+len(r.events)) }
+// Weight is the request's share of Options.MaxBatch.
+func (r *request) Weight() int { return max(1, len(r.msgs), len(r.recs)+len(r.events)) }
 
-// submit hands r to the writer and waits for its answer. A caller whose
-// context ends before the writer takes the request gets the context's
-// error and the request is dropped; once taken, the caller waits for the
-// commit (the writer may be reading the caller's body).
+// submit hands r to the writer and waits for its answer
+// (engine.GroupCommit.Submit).
 func (s *Store) submit(ctx context.Context, r *request) error {
-	r.ctx, r.done = ctx, make(chan error, 1)
-	select {
-	case s.requests <- r:
-	case <-s.closing:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(requestPending, requestAbandoned) {
-			return ctx.Err()
-		}
-		return <-r.done
-	case <-s.writerDone:
-		return lastAnswer(r)
-	}
+	return s.group.Submit(ctx, r)
 }
 
-// lastAnswer is r's answer once the writer has stopped: every request it
-// took was answered before it stopped; one left in the channel was not.
-func lastAnswer(r *request) error {
-	select {
-	case err := <-r.done:
-		return err
-	default:
-		return errClosed
-	}
-}
-
-// writeLoop is the writer goroutine: it commits the requests waiting, in
-// batches, until Close; then it commits what is left in the channel.
+// writeLoop is the writer goroutine.
 func (s *Store) writeLoop() {
 	defer close(s.writerDone)
-	for {
-		select {
-		case r := <-s.requests:
-			s.commitTaken(s.collect([]*request{r}))
-		case <-s.closing:
-			for batch := s.collect(nil); len(batch) > 0; batch = s.collect(nil) {
-				s.commitTaken(batch)
-			}
-			return
+	var bufs bodyBuffers
+	s.group.Run(func(batch []*request) {
+		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+		defer cancel()
+		for i, err := range s.runBatch(ctx, batch, &bufs) {
+			batch[i].Answer(err)
 		}
-	}
-}
-
-// collect adds the requests waiting in the channel to batch, up to
-// MaxBatch messages and maxRequests requests, without waiting for more:
-// the batch is whatever accumulated while the previous commit ran.
-func (s *Store) collect(batch []*request) []*request {
-	n := 0
-	for _, r := range batch {
-		n += r.weight()
-	}
-	for n < s.maxBatch && len(batch) < maxRequests {
-		select {
-		case r := <-s.requests:
-			batch = append(batch, r)
-			n += r.weight()
-		default:
-			return batch
-		}
-	}
-	return batch
-}
-
-// commitTaken commits the requests of batch whose callers still wait,
-// and answers them.
-func (s *Store) commitTaken(batch []*request) {
-	var live []*request
-	for _, r := range batch {
-		if !r.state.CompareAndSwap(requestPending, requestTaken) {
-			continue
-		}
-		if err := r.ctx.Err(); err != nil {
-			r.done <- err
-			continue
-		}
-		live = append(live, r)
-	}
-	if len(live) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
-	for i, err := range s.runBatch(ctx, live, &s.writerBufs) {
-		live[i].done <- err
-	}
+	})
 }
 
 // runSolo commits r in a transaction of its own, in the caller's
@@ -149,11 +62,117 @@ func (s *Store) runSolo(ctx context.Context, r *request) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.closing:
-		return errClosed
+		return engine.ErrClosed
 	}
 	defer func() { <-s.solo }()
-	r.ctx = ctx
+	r.SetContext(ctx)
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	return s.runBatch(ctx, []*request{r}, &bodyBuffers{})[0]
+}
+
+// runBatch runs reqs in one transaction and returns each one's result.
+func (s *Store) runBatch(ctx context.Context, reqs []*request, bufs *bodyBuffers) []error {
+	results := make([]error, len(reqs))
+	committed, err := s.runPipe(ctx, reqs, bufs, results)
+	if err != nil {
+		for i := range results {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
+		return results
+	}
+	if !committed {
+		return results
+	}
+	s.commits.Add(1)
+	for i, r := range reqs {
+		if results[i] == nil {
+			s.enqueued.Add(uint64(len(r.msgs)))
+		}
+	}
+	return results
+}
+
+// runPipe runs reqs in one transaction on a connection of its own,
+// filling results with each request's own failure; its error is one
+// that fails them all.
+func (s *Store) runPipe(ctx context.Context, reqs []*request, bufs *bodyBuffers, results []error) (committed bool, err error) {
+	key, keyErr := s.batchKey(reqs)
+	c, err := s.acquire(ctx, "writing")
+	if err != nil {
+		return false, err
+	}
+	defer c.Release()
+	p := &pipe{s: s, ctx: ctx, conn: c, savepoints: len(reqs) > 1, results: results,
+		sent: make([]bool, len(reqs)), bufs: bufs}
+	defer func() {
+		if p.tx != nil {
+			rollback(p.tx)
+		}
+	}()
+	if key != nil {
+		if err := p.storeKey(key); err != nil {
+			return false, err
+		}
+	}
+	for i, r := range reqs {
+		if len(r.msgs) > 0 && keyErr != nil {
+			results[i] = keyErr
+			continue
+		}
+		if err := p.write(i, r); err != nil {
+			return false, err
+		}
+	}
+	if err := p.flush(); err != nil {
+		return false, err
+	}
+	return p.commit()
+}
+
+// write queues request i's statements, reading its bodies.
+func (p *pipe) write(i int, r *request) error {
+	p.open(i)
+	if len(r.msgs) > 0 {
+		if err := p.enqueue(i, r); err != nil {
+			return err
+		}
+	} else {
+		p.record(i, r)
+	}
+	p.close(i)
+	return p.flushIfFull()
+}
+
+// batchKey draws the batch's data key before its transaction begins, when
+// the store seals bodies and a request stores some: drawing may wait on
+// Vault, and no connection should wait with it.
+func (s *Store) batchKey(reqs []*request) (*engine.DrawnKey, error) {
+	if s.sealer == nil {
+		return nil, nil
+	}
+	for _, r := range reqs {
+		if len(r.msgs) > 0 {
+			key, err := engine.DrawKey(s.sealer)
+			if err != nil {
+				s.log.Error("cannot seal bodies: messages are refused", "error", err)
+				return nil, err
+			}
+			return &key, nil
+		}
+	}
+	return nil, nil
+}
+
+// storeKey stores the batch's wrapped key, in the first round trip.
+func (p *pipe) storeKey(key *engine.DrawnKey) error {
+	p.queue(stmt{sql: `INSERT INTO data_keys (wrapped) VALUES ($1) RETURNING id`, args: []any{key.Wrapped}, req: -1,
+		scan: func(row pgx.Row) error { return row.Scan(&key.ID) }})
+	if err := p.flush(); err != nil {
+		return err
+	}
+	p.key = &key.SealKey
+	return nil
 }

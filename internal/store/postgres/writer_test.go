@@ -14,26 +14,11 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 )
 
-// failingReader gives n zero bytes, then err.
-type failingReader struct {
-	left int
-	err  error
-}
-
-func (r *failingReader) Read(p []byte) (int, error) {
-	if r.left == 0 {
-		return 0, r.err
-	}
-	n := min(len(p), r.left)
-	clear(p[:n])
-	r.left -= n
-	return n, nil
-}
-
 // newRequest is what Enqueue hands the writer.
 func newRequest(t *testing.T, msgs ...*store.NewMessage) *request {
 	t.Helper()
-	r := &request{ctx: t.Context(), msgs: msgs}
+	r := &request{msgs: msgs}
+	r.SetContext(t.Context())
 	for _, m := range msgs {
 		e, err := engine.NormalizeNew(m)
 		if err != nil {
@@ -41,6 +26,13 @@ func newRequest(t *testing.T, msgs ...*store.NewMessage) *request {
 		}
 		r.envs = append(r.envs, e)
 	}
+	return r
+}
+
+// newRecord is what Record hands the writer.
+func newRecord(t *testing.T, events ...*store.Event) *request {
+	r := &request{events: events}
+	r.SetContext(t.Context())
 	return r
 }
 
@@ -65,16 +57,16 @@ func TestBatchRequestsFailAlone(t *testing.T) {
 				return m
 			}
 			brokenLong := testMsg("broken-long")
-			brokenLong.Body = &failingReader{left: 2*engine.ChunkSize + 10, err: cause}
+			brokenLong.Body = &storetest.FailingReader{Left: 2*engine.ChunkSize + 10, Err: cause}
 			brokenShort := testMsg("broken-short")
-			brokenShort.Body = &failingReader{left: 10, err: cause}
+			brokenShort.Body = &storetest.FailingReader{Left: 10, Err: cause}
 			reqs := []*request{
 				newRequest(t, testMsg("good1")),
 				newRequest(t, testMsg("first-of-two"), testMsg("old")), // a duplicate: neither is stored
 				newRequest(t, brokenLong),
 				newRequest(t, long("good-long", bytes.Repeat([]byte("x"), 3*engine.ChunkSize/2))),
 				newRequest(t, testMsg("good2"), brokenShort),
-				{ctx: t.Context(), events: []*store.Event{{ID: "old", At: time.Now(), Type: store.EventNotified, Reply: "bounce-1"}}},
+				newRecord(t, &store.Event{ID: "old", At: time.Now(), Type: store.EventNotified, Reply: "bounce-1"}),
 				newRequest(t, testMsg("good3")),
 			}
 			results := s.runBatch(t.Context(), reqs, &bodyBuffers{})
@@ -96,7 +88,7 @@ func TestBatchRequestsFailAlone(t *testing.T) {
 					t.Errorf("history of %s: %v, want %v (%v)", id, got, want, err)
 				}
 			}
-			if got, err := readAll(s, "good-long"); err != nil || len(got) != 3*engine.ChunkSize/2 {
+			if got, err := storetest.ReadBody(context.Background(), s, "good-long"); err != nil || len(got) != 3*engine.ChunkSize/2 {
 				t.Errorf("Body(good-long): %d bytes, %v", len(got), err)
 			}
 			_, events, _ := s.History(t.Context(), "old")
@@ -140,7 +132,7 @@ func TestSealerDown(t *testing.T) {
 	if err := s.Enqueue(ctx, testMsg("m1")); !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, storetest.ErrSealerDown) {
 		t.Errorf("Enqueue with the sealer down: %v, want ErrUnavailable wrapping the cause", err)
 	}
-	if _, err := readAll(s, "before"); !errors.Is(err, store.ErrUnavailable) {
+	if _, err := storetest.ReadBody(context.Background(), s, "before"); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("Body with the sealer down and the key not cached: %v, want ErrUnavailable", err)
 	}
 	if err := s.Record(ctx, nil, []*store.Event{{ID: "before", Type: store.EventNotified}}); err != nil {

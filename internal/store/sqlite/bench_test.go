@@ -39,19 +39,7 @@ func BenchmarkEnqueueSerial(b *testing.B) {
 func BenchmarkEnqueueFinishParallel(b *testing.B) {
 	s := openTest(b, b.TempDir(), Options{})
 	body := bytes.Repeat([]byte("0123456789abcdef"), 2048/16)
-	run := func(ctx context.Context) error {
-		m := storetest.BenchMessage(transport.NewID(), body)
-		m.LeaseOwner, m.LeaseUntil = "bench", time.Now().Add(time.Minute)
-		if err := s.Enqueue(ctx, m); err != nil {
-			return err
-		}
-		rcpts := map[string]store.Recipient{}
-		for _, r := range m.Rcpts {
-			rcpts[r.Addr] = store.Recipient{Addr: r.Addr, State: store.RcptDelivered, LastReply: "250 2.0.0 OK"}
-		}
-		return s.Finish(ctx, m.ID, "bench", store.Result{Counted: true, Reply: "250 2.0.0 OK", Rcpts: rcpts})
-	}
-	benchParallel(b, s, 16, run)
+	benchParallel(b, s, 16, storetest.EnqueueFinish(s, body))
 }
 
 func benchEnqueue(b *testing.B, s *Store, workers int) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 )
 
 // crashChildEnv, when set to a directory, makes TestEnqueueSurvivesKill
@@ -72,7 +73,7 @@ func checkSurvivors(t *testing.T, dir string, acked []string) {
 	t.Helper()
 	s := openTest(t, dir, Options{})
 	for _, id := range acked {
-		got, err := readAll(s, id)
+		got, err := storetest.ReadBody(context.Background(), s, id)
 		if err != nil {
 			t.Errorf("%s was acknowledged but is lost: %v", id, err)
 			continue

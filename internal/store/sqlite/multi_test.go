@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 )
 
 // The `oauthrelay queue` commands open the database while the relay runs:
@@ -137,7 +138,7 @@ func operatorStep(ctx context.Context, cli *Store, id string, i int) error {
 		return fmt.Errorf("cli step %d on %s: %w", i%3, id, err)
 	}
 	if i%3 == 0 {
-		if _, err := readAll(cli, id); !errors.Is(err, store.ErrNotFound) {
+		if _, err := storetest.ReadBody(context.Background(), cli, id); !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("body of %s after the cli deleted it: %v", id, err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/engine"
+	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 )
 
 func TestOpenSetsPragmas(t *testing.T) {
@@ -51,7 +52,7 @@ func TestOpenReopensAndMigratesOnce(t *testing.T) {
 	}
 	s.Close()
 	s = openTest(t, dir, Options{})
-	if got, err := readAll(s, "m1"); err != nil || !bytes.Equal(got, bodyOf("m1")) {
+	if got, err := storetest.ReadBody(context.Background(), s, "m1"); err != nil || !bytes.Equal(got, bodyOf("m1")) {
 		t.Fatalf("after reopening: %v", err)
 	}
 	var versions int

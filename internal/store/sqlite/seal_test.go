@@ -81,7 +81,7 @@ func TestSealedBodiesAreNotOnDisk(t *testing.T) {
 			if got := filesContain(t, dir, canary); got != !sealed {
 				t.Fatalf("plaintext on disk while open: %v, want %v", got, !sealed)
 			}
-			if got, err := readAll(s, "m1"); err != nil || !bytes.Equal(got, markedBody(600<<10)) {
+			if got, err := storetest.ReadBody(context.Background(), s, "m1"); err != nil || !bytes.Equal(got, markedBody(600<<10)) {
 				t.Fatalf("Body: %v", err)
 			}
 			s.Close()
@@ -134,12 +134,12 @@ func TestSealedChunksResistTampering(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.tamper(t, rawDB(t, dir))
-			got, err := readAll(s, "a")
+			got, err := storetest.ReadBody(context.Background(), s, "a")
 			if err == nil {
 				t.Fatalf("Body of a tampered message read %d bytes without error", len(got))
 			}
 			t.Logf("Body: %v", err)
-			if got, err := readAll(s, "b"); tc.name != "wrapped key replaced" && (err != nil || len(got) != size) {
+			if got, err := storetest.ReadBody(context.Background(), s, "b"); tc.name != "wrapped key replaced" && (err != nil || len(got) != size) {
 				t.Errorf("the other message of the batch: %v", err)
 			}
 		})
@@ -186,7 +186,7 @@ func TestSealerCalls(t *testing.T) {
 	sealer.Unwraps.Store(0)
 	for range 2 {
 		for _, id := range []string{"m1", "m2", "m3"} {
-			if got, err := readAll(s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
+			if got, err := storetest.ReadBody(context.Background(), s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
 				t.Fatalf("Body(%s): %v", id, err)
 			}
 		}
@@ -215,7 +215,7 @@ func TestSealerDown(t *testing.T) {
 	if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, storetest.ErrSealerDown) {
 		t.Errorf("Enqueue with the sealer down: %v, want ErrUnavailable wrapping the cause", err)
 	}
-	if _, err := readAll(s, "before"); !errors.Is(err, store.ErrUnavailable) {
+	if _, err := storetest.ReadBody(context.Background(), s, "before"); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("Body with the sealer down and the key not cached: %v, want ErrUnavailable", err)
 	}
 	if err := s.Hold(ctx, "before"); err != nil {
@@ -235,7 +235,7 @@ func TestSealedBodyWithoutSealer(t *testing.T) {
 	}
 	s.Close()
 	s = openTest(t, dir, Options{})
-	got, err := readAll(s, "m1")
+	got, err := storetest.ReadBody(context.Background(), s, "m1")
 	if err == nil || bytes.Contains(got, []byte("secret-body-marker")) {
 		t.Errorf("a sealed body read without a sealer: %q, %v", got, err)
 	}
@@ -245,7 +245,7 @@ func TestSealedBodyWithoutSealer(t *testing.T) {
 	}
 	s.Close()
 	s = openTest(t, dir, Options{Sealer: storetest.NewSealer(t)})
-	if got, err := readAll(s, "clear"); err != nil || !bytes.Equal(got, bodyOf("clear")) {
+	if got, err := storetest.ReadBody(context.Background(), s, "clear"); err != nil || !bytes.Equal(got, bodyOf("clear")) {
 		t.Errorf("a clear body read with a sealer: %v", err)
 	}
 }

@@ -83,9 +83,7 @@ type Store struct {
 	reads     readStmts
 	turn      *turnstile
 
-	maxBatch   int
-	requests   chan *request
-	closing    chan struct{}
+	group      *engine.GroupCommit[*request]
 	writerDone chan struct{}
 	closeOnce  sync.Once
 	closed     atomic.Bool
@@ -141,9 +139,7 @@ func newStore(path string, opts Options) *Store {
 		log:        log.Named("store"),
 		sealer:     opts.Sealer,
 		keys:       engine.NewKeyCache(opts.Sealer),
-		maxBatch:   maxBatch,
-		requests:   make(chan *request, 4*maxBatch), // a few batches: callers seldom block sending
-		closing:    make(chan struct{}),
+		group:      engine.NewGroupCommit[*request](maxBatch, 0),
 		writerDone: make(chan struct{}),
 	}
 }
@@ -217,7 +213,7 @@ func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		close(s.closing)
+		s.group.Close()
 		<-s.writerDone
 		err = s.closeDatabases()
 	})
@@ -234,7 +230,7 @@ func (s *Store) CommitStats() (commits, messages uint64) {
 // readable fails once the store is closed.
 func (s *Store) readable() error {
 	if s.closed.Load() {
-		return fmt.Errorf("%w: closed", store.ErrUnavailable)
+		return engine.ErrClosed
 	}
 	return nil
 }

@@ -5,23 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
-// Request states: the writer takes a request or its caller, whose context
-// ended first, abandons it; never both.
-const (
-	requestPending int32 = iota
-	requestTaken
-	requestAbandoned
-)
-
 // request is one write waiting for the writer goroutine.
 type request struct {
-	ctx      context.Context
+	engine.Request
 	messages int  // messages it enqueues (CommitStats)
 	items    int  // other rows it writes (history), for MaxBatch
 	bodies   bool // it writes bodies: it needs the batch's data key
@@ -31,12 +22,10 @@ type request struct {
 	// rewindable tells beforehand that it can.
 	rewind     func() bool
 	rewindable bool
-	state      atomic.Int32
-	done       chan error // buffered: the writer never waits for the caller
 }
 
-// weight is the request's share of Options.MaxBatch.
-func (r *request) weight() int { return max(1, r.messages, r.items) }
+// Weight is the request's share of Options.MaxBatch.
+func (r *request) Weight() int { return max(1, r.messages, r.items) }
 
 // batch is one write transaction of the writer and what its requests share.
 type batch struct {
@@ -61,120 +50,41 @@ type writer struct {
 	sealer   engine.ChunkSealer // its chunks sealed
 }
 
-// submit hands r to the writer and waits for its answer. A caller whose
-// context ends before the writer takes the request gets the context's
-// error and the request is dropped; once taken, the caller waits for the
-// commit (the writer may be reading the caller's body).
+// submit hands r to the writer and waits for its answer
+// (engine.GroupCommit.Submit).
 func (s *Store) submit(ctx context.Context, r *request) error {
 	if err := s.readable(); err != nil {
 		return err
 	}
-	r.ctx, r.done = ctx, make(chan error, 1)
-	select {
-	case s.requests <- r:
-	case <-s.closing:
-		return fmt.Errorf("%w: closed", store.ErrUnavailable)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(requestPending, requestAbandoned) {
-			return ctx.Err()
-		}
-		return <-r.done
-	case <-s.writerDone:
-		return s.lastAnswer(r)
-	}
-}
-
-// lastAnswer is r's answer once the writer has stopped: every request it
-// took was answered before it stopped; one left in the channel was not.
-func (s *Store) lastAnswer(r *request) error {
-	select {
-	case err := <-r.done:
-		return err
-	default:
-		return fmt.Errorf("%w: closed", store.ErrUnavailable)
-	}
+	return s.group.Submit(ctx, r)
 }
 
 // writeLoop is the writer goroutine: it commits the requests waiting, in
-// batches, until Close; then it commits what is left in the channel.
+// batches, until Close; then it commits what is left and checkpoints.
 func (s *Store) writeLoop() {
 	defer close(s.writerDone)
 	w := &writer{s: s}
 	defer w.closeConn()
-	for {
-		select {
-		case r := <-s.requests:
-			w.commit(s.collect([]*request{r}))
-		case <-s.closing:
-			for batch := s.collect(nil); len(batch) > 0; batch = s.collect(nil) {
-				w.commit(batch)
-			}
-			// Leave the database file complete on its own and the WAL
-			// empty; another process still using the store keeps it.
-			w.checkpoint("TRUNCATE")
-			return
-		}
-	}
-}
-
-// collect adds the requests waiting in the channel to batch, up to
-// MaxBatch messages, without waiting for more: the batch is whatever
-// accumulated while the previous commit ran.
-func (s *Store) collect(batch []*request) []*request {
-	n := 0
-	for _, r := range batch {
-		n += r.weight()
-	}
-	for n < s.maxBatch {
-		select {
-		case r := <-s.requests:
-			batch = append(batch, r)
-			n += r.weight()
-		default:
-			return batch
-		}
-	}
-	return batch
+	s.group.Run(w.commit)
+	// Leave the database file complete on its own and the WAL empty;
+	// another process still using the store keeps it.
+	w.checkpoint("TRUNCATE")
 }
 
 // maxRounds bounds the transactions one batch may take: a request that
 // makes SQLite roll the whole transaction back is left out of the next.
 const maxRounds = 4
 
-// commit runs the live requests of batch in one transaction and answers
-// each of them. Most failures stay inside their request's savepoint; but
+// commit runs the requests of batch, whose callers wait, in one
+// transaction and answers each of them. Most failures stay inside their request's savepoint; but
 // on some (disk full, I/O error) SQLite rolls the whole transaction back.
 // Then the request that hit it fails, and the others run again in a new
 // transaction: those not yet run, those that read no body, and those
 // whose bodies can be rewound (io.Seeker).
-func (w *writer) commit(batch []*request) {
-	reqs := takeLive(batch)
+func (w *writer) commit(reqs []*request) {
 	for round := 1; len(reqs) > 0; round++ {
 		reqs = w.runRound(reqs, round < maxRounds)
 	}
-}
-
-// takeLive marks the requests as taken, leaving out those their callers
-// abandoned and answering those whose context has ended.
-func takeLive(batch []*request) []*request {
-	var live []*request
-	for _, r := range batch {
-		if !r.state.CompareAndSwap(requestPending, requestTaken) {
-			continue
-		}
-		if err := r.ctx.Err(); err != nil {
-			r.done <- err
-			continue
-		}
-		live = append(live, r)
-	}
-	return live
 }
 
 // runRound runs reqs in one transaction and answers them, but for those
@@ -186,7 +96,7 @@ func (w *writer) runRound(reqs []*request, mayRetry bool) []*request {
 		w.s.commits.Add(1)
 		w.s.enqueued.Add(enqueuedBy(reqs, results))
 		for i, r := range reqs {
-			r.done <- results[i]
+			r.Answer(results[i])
 		}
 		w.afterCommit()
 		return nil
@@ -196,11 +106,11 @@ func (w *writer) runRound(reqs []*request, mayRetry bool) []*request {
 	for i, r := range reqs {
 		switch {
 		case i == culprit || (i < culprit && results[i] != nil):
-			r.done <- results[i] // its own error
+			r.Answer(results[i]) // its own error
 		case mayRetry && culprit >= 0 && (i > culprit || r.rerunnable()):
 			again = append(again, r)
 		default:
-			r.done <- err
+			r.Answer(err)
 		}
 	}
 	return again

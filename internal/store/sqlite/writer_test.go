@@ -12,6 +12,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/engine"
+	"github.com/oauthrelay/oauthrelay/internal/store/storetest"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
@@ -64,7 +65,7 @@ func stallWriter(t *testing.T, s *Store) (release func()) {
 func waitRequests(t *testing.T, s *Store, n int) {
 	t.Helper()
 	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%d requests waiting", n), func() bool {
-		return len(s.requests) >= n
+		return s.group.Waiting() >= n
 	})
 }
 
@@ -161,7 +162,7 @@ func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
 		t.Errorf("%d commits, want 2 (the stall and one batch)", c1-c0)
 	}
 	for _, id := range []string{"good1", "good2", "existing"} {
-		if got, err := readAll(s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
+		if got, err := storetest.ReadBody(context.Background(), s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
 			t.Errorf("body of %s: %v", id, err)
 		}
 	}
@@ -204,7 +205,7 @@ func TestFailingRequestInAFastBatch(t *testing.T) {
 		t.Errorf("%d fallbacks to savepoints, want 1", f)
 	}
 	for _, id := range []string{"good1", "good2", "existing"} {
-		if got, err := readAll(s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
+		if got, err := storetest.ReadBody(context.Background(), s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
 			t.Errorf("body of %s: %v", id, err)
 		}
 	}
@@ -248,15 +249,6 @@ func runConcurrently(calls map[string]func() error, then func()) map[string]erro
 	then()
 	wg.Wait()
 	return errs
-}
-
-func readAll(s *Store, id string) ([]byte, error) {
-	rc, err := s.Body(context.Background(), id)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return io.ReadAll(rc)
 }
 
 // A caller whose context ends while its request waits gets the context's
@@ -332,7 +324,7 @@ func TestDatabaseFullInABatch(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"seekable-before", "oneshot-after"} {
-		if got, err := readAll(s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
+		if got, err := storetest.ReadBody(context.Background(), s, id); err != nil || !bytes.Equal(got, bodyOf(id)) {
 			t.Errorf("body of %s: %v", id, err)
 		}
 	}

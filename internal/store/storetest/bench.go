@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
 // BenchMessage is a due message with two recipients and body, for the
@@ -28,6 +29,25 @@ func BenchMessage(id string, body []byte) *store.NewMessage {
 			Size: int64(len(body)), Received: now, Expires: now.Add(120 * time.Hour), NextAttempt: now,
 		},
 		Body: bytes.NewReader(body),
+	}
+}
+
+// EnqueueFinish is the operation of a benchmark of a message's whole
+// life in a store as the queue lives it when a worker is free: enqueued
+// (with a body) leased to this instance, then finished as delivered by
+// its owner.
+func EnqueueFinish(s store.Store, body []byte) func(context.Context) error {
+	return func(ctx context.Context) error {
+		m := BenchMessage(transport.NewID(), body)
+		m.LeaseOwner, m.LeaseUntil = "bench", time.Now().Add(time.Minute)
+		if err := s.Enqueue(ctx, m); err != nil {
+			return err
+		}
+		rcpts := map[string]store.Recipient{}
+		for _, r := range m.Rcpts {
+			rcpts[r.Addr] = store.Recipient{Addr: r.Addr, State: store.RcptDelivered, LastReply: "250 2.0.0 OK"}
+		}
+		return s.Finish(ctx, m.ID, "bench", store.Result{Counted: true, Reply: "250 2.0.0 OK", Rcpts: rcpts})
 	}
 }
 

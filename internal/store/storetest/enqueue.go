@@ -142,19 +142,20 @@ func testEnqueueDuplicate(t *testing.T, e *env) {
 	wantErr(t, "Get of a message from a failed call", err, store.ErrNotFound)
 }
 
-// failingReader returns some bytes, then err.
-type failingReader struct {
-	left int
-	err  error
+// FailingReader gives Left zero bytes, then Err: a body that cannot be
+// read to its end.
+type FailingReader struct {
+	Left int
+	Err  error
 }
 
-func (r *failingReader) Read(p []byte) (int, error) {
-	if r.left == 0 {
-		return 0, r.err
+func (r *FailingReader) Read(p []byte) (int, error) {
+	if r.Left == 0 {
+		return 0, r.Err
 	}
-	n := min(len(p), r.left)
+	n := min(len(p), r.Left)
 	clear(p[:n])
-	r.left -= n
+	r.Left -= n
 	return n, nil
 }
 
@@ -163,7 +164,7 @@ func testEnqueueBodyError(t *testing.T, e *env) {
 	for _, size := range []int{0, 100, 600 << 10} {
 		id := fmt.Sprintf("broken-%d", size)
 		m := e.msg(id)
-		m.Body = &failingReader{left: size, err: cause}
+		m.Body = &FailingReader{Left: size, Err: cause}
 		err := e.s.Enqueue(e.ctx, m)
 		wantErr(t, "Enqueue of an unreadable body", err, cause)
 		_, err = e.s.Get(e.ctx, id)

@@ -164,14 +164,15 @@ func (e *env) get(id string) *store.Envelope {
 
 func (e *env) body(id string) []byte {
 	e.t.Helper()
-	b, err := readBody(e.ctx, e.s, id)
+	b, err := ReadBody(e.ctx, e.s, id)
 	if err != nil {
 		e.t.Fatalf("Body(%s): %v", id, err)
 	}
 	return b
 }
 
-func readBody(ctx context.Context, s store.Store, id string) ([]byte, error) {
+// ReadBody reads a queued message's body whole.
+func ReadBody(ctx context.Context, s store.Store, id string) ([]byte, error) {
 	rc, err := s.Body(ctx, id)
 	if err != nil {
 		return nil, err
