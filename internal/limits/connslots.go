@@ -227,6 +227,11 @@ func (co *Coordination) renew() {
 // releaseAll frees the instance's slots at shutdown, so that the others
 // need not wait for the leases to expire.
 func (co *Coordination) releaseAll() {
-	co.degraded.Store(false) // one last try, whatever the state
-	_ = co.call(func(ctx context.Context) error { return co.coord.ReleaseSlots(ctx, co.owner) })
+	// One last try whatever the state, without changing it (nor logging
+	// an outage that a stopping instance no longer cares about).
+	ctx, cancel := context.WithTimeout(context.Background(), co.callTimeout)
+	defer cancel()
+	if err := co.coord.ReleaseSlots(ctx, co.owner); err != nil {
+		co.log.Debug("shared limits: the instance's slots were not freed at shutdown; their leases expire", "error", err)
+	}
 }
