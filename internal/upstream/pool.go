@@ -276,15 +276,9 @@ func (p *Pool) Put(c *Conn) {
 // come back: they authenticated with credentials that were just rotated.
 func (p *Pool) Flush() {
 	p.mu.Lock()
-	p.epoch++
-	idle := p.idle
-	p.idle = nil
-	p.open -= len(idle)
-	p.wakeLocked(len(idle))
+	p.epoch++ // connections in use are not pooled again (usableLocked)
 	p.mu.Unlock()
-	for _, c := range idle {
-		c.Close()
-	}
+	p.DropIdle()
 }
 
 // Discard closes a connection that must not be reused.
