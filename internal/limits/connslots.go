@@ -27,6 +27,9 @@ type ConnSlots struct {
 	local       atomic.Int32 // slots taken on the instance's own share
 	held        atomic.Int32 // slots held in the database
 	onContended atomic.Pointer[func()]
+	// requests: the slots count requests in flight, which end on their
+	// own; asking holders to give idle connections up would be useless.
+	requests bool
 }
 
 // ConnSlots returns the slots of key (a mailbox address, prefixed by
@@ -35,6 +38,15 @@ type ConnSlots struct {
 func (co *Coordination) ConnSlots(key string, size int) *ConnSlots {
 	s := &ConnSlots{co: co, key: key}
 	s.size.Store(int32(size))
+	return s
+}
+
+// RequestSlots returns the slots of key for size requests in flight
+// across all instances (an HTTP transport's per-mailbox limit): like
+// ConnSlots, but a waiter does not ask holders for idle connections.
+func (co *Coordination) RequestSlots(key string, size int) *ConnSlots {
+	s := co.ConnSlots(key, size)
+	s.requests = true
 	return s
 }
 
@@ -92,9 +104,11 @@ func (s *ConnSlots) TryAcquire() (release func(), err error) {
 	case errors.Is(err, errUseFallback):
 		return s.tryLocal(size)
 	}
-	_ = co.call(func(ctx context.Context) error {
-		return co.coord.WantSlot(ctx, s.key, co.owner, now.Add(wantFor))
-	})
+	if !s.requests {
+		_ = co.call(func(ctx context.Context) error {
+			return co.coord.WantSlot(ctx, s.key, co.owner, now.Add(wantFor))
+		})
+	}
 	return nil, ErrSlotsBusy
 }
 

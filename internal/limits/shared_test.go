@@ -386,3 +386,29 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond) // polling state changed by a goroutine
 	}
 }
+
+// TestRequestSlotsAskNoHolderForIdleConnections: waiting for a request
+// slot records no want (requests end on their own; nobody holds idle
+// ones), unlike waiting for a connection slot.
+func TestRequestSlotsAskNoHolderForIdleConnections(t *testing.T) {
+	c := newMemCoord()
+	co := instance(t, c, "a", 1, nil)
+	req := co.RequestSlots("api:box@example.com", 1)
+	if _, err := req.TryAcquire(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := req.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+		t.Fatalf("a 2nd request slot of 1: %v", err)
+	}
+	if _, wanted := c.wants["api:box@example.com"]; wanted {
+		t.Fatal("a request waiter asked holders for idle connections")
+	}
+	conn := co.ConnSlots("smtp:box@example.com", 1)
+	_, _ = conn.TryAcquire()
+	if _, err := conn.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+		t.Fatal(err)
+	}
+	if _, wanted := c.wants["smtp:box@example.com"]; !wanted {
+		t.Fatal("a connection waiter did not ask holders for idle connections")
+	}
+}

@@ -89,7 +89,7 @@ func (m *mailbox) api(s mailboxSpec, lim limits.Limiter, baseURL string, log hcl
 		Limits: lim, Circuit: m.circuit, ProviderCircuit: m.provCircuit, Log: log,
 	}
 	if co != nil {
-		mb.Shared = co.ConnSlots("api:"+strings.ToLower(s.address), perMailbox)
+		mb.Shared = co.RequestSlots("api:"+strings.ToLower(s.address), perMailbox)
 	}
 	return mb
 }
