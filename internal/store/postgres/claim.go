@@ -143,7 +143,7 @@ func (s *Store) Finish(ctx context.Context, id, owner string, res store.Result) 
 		res.At = time.Now()
 	}
 	res = cleanResult(res)
-	return s.inTx(ctx, "finishing", func(tx pgx.Tx) error {
+	return s.inTx(ctx, "finishing", func(ctx context.Context, tx pgx.Tx) error {
 		e, keys, err := s.leased(ctx, tx, id, owner)
 		if err != nil {
 			return err

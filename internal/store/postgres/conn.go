@@ -53,14 +53,14 @@ func (s *Store) withConn(ctx context.Context, op string, fn func(ctx context.Con
 // inTx runs fn in a transaction and commits it; fn classifies its own
 // errors. A failed transaction is rolled back before its connection goes
 // back to the pool.
-func (s *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
+func (s *Store) inTx(ctx context.Context, op string, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	return s.withConn(ctx, op, func(ctx context.Context, c *pgxpool.Conn) error {
 		tx, err := c.Begin(ctx)
 		if err != nil {
 			return s.readErr(ctx, op, err)
 		}
 		defer rollback(tx)
-		if err := fn(tx); err != nil {
+		if err := fn(ctx, tx); err != nil {
 			return err
 		}
 		return s.readErr(ctx, op, tx.Commit(ctx))

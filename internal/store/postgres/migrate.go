@@ -40,7 +40,7 @@ func migrate(ctx context.Context, s *Store) error {
 // migrateStep applies the first step the database lacks; nil when it
 // has them all.
 func (s *Store) migrateStep(ctx context.Context, ms []engine.Migration) (applied *engine.Migration, err error) {
-	err = s.inTx(ctx, "migrating", func(tx pgx.Tx) error {
+	err = s.inTx(ctx, "migrating", func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
 			return s.mapErr("migrating", err)
 		}

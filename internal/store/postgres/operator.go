@@ -176,7 +176,7 @@ func (s *Store) changeOne(ctx context.Context, id, query string, args ...any) er
 // stays, in state deleted. A worker holding its lease gets ErrLeaseLost.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	now := time.Now()
-	return s.inTx(ctx, "deleting", func(tx pgx.Tx) error {
+	return s.inTx(ctx, "deleting", func(ctx context.Context, tx pgx.Tx) error {
 		var keys []int64
 		err := tx.QueryRow(ctx, `SELECT `+keysOf("m.id")+` FROM messages m WHERE id = $1 FOR UPDATE`, id).Scan(&keys)
 		if errors.Is(err, pgx.ErrNoRows) {

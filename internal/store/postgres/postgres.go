@@ -7,7 +7,8 @@
 // messages, share one transaction and so one WAL flush; with more than one
 // request in a batch each runs inside a savepoint of its own, so that a
 // request that fails leaves the others alone. Statements are sent as
-// pipelines, so a batch of small messages costs two round trips. A call
+// pipelines, so a batch of small messages costs two round trips (BEGIN
+// and its statements, COMMIT), three when sealed. A call
 // whose bodies are declared larger than a chunk commits on its own instead
 // (writer.go). Every other method is one short transaction of its own.
 //
@@ -141,9 +142,9 @@ func newStore(opts Options) *Store {
 	}
 }
 
-// Close commits what the writer has already taken, stops it and closes
-// the pool. Every later call returns store.ErrUnavailable. Body readers
-// still open fail on their next chunk.
+// Close commits what was submitted to the writer, stops it, and closes
+// the pool once the calls in flight are done. Every later call returns
+// store.ErrUnavailable. Body readers still open fail on their next chunk.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
@@ -162,9 +163,9 @@ func (s *Store) RotateConnections() {
 	s.pool.Reset()
 }
 
-// CommitStats returns how many write transactions carried messages and
-// how many messages they enqueued: messages/commits is the group
-// commit's messages per WAL flush.
+// CommitStats returns how many transactions the writer (and the
+// Enqueues of large messages) committed and how many messages they
+// enqueued: messages/commits is the group commit's messages per WAL flush.
 func (s *Store) CommitStats() (commits, messages uint64) {
 	return s.commits.Load(), s.enqueued.Load()
 }
