@@ -134,9 +134,38 @@ type Record struct {
 	Rcpts    []string
 	Size     int64
 	HeaderID string
+	// Subject is the message's Subject header, decoded (RFC 2047); ""
+	// unless the store's history_subjects is on.
+	Subject  string
 	Received time.Time
 	State    string // current state (Message states above)
 	Updated  time.Time
+}
+
+// HistoryQuery selects history records for Search (the console's
+// history search). Zero fields match everything; the set fields must all
+// match.
+type HistoryQuery struct {
+	// From and Rcpt match the reverse-path and any recipient,
+	// case-insensitively, as a substring ("scan", "@example.com").
+	From, Rcpt string
+	// HeaderID matches the Message-ID header exactly, with or without
+	// its angle brackets.
+	HeaderID string
+	// ID is a queue ID (exact).
+	ID string
+	// Subject matches as a case-insensitive substring (only records
+	// stored with history_subjects on have one).
+	Subject string
+	State   string // a Message state
+	Account string // exact, case-insensitive
+	// Since and Until bound Received: Since <= Received < Until.
+	Since, Until time.Time
+	// Before pages back: only records that sort after the one with this
+	// ID in the result order (newest first: Received, then ID,
+	// descending).
+	Before string
+	Limit  int // 0: 100; at most 1000
 }
 
 // Event is one step in a message's trail.
