@@ -138,6 +138,9 @@ func testBinds(cfg *config.Config) []error {
 	if cfg.Telemetry.Address != "" {
 		bind(cfg.Telemetry.Address, cfg.Telemetry.AddressRange, "telemetry address")
 	}
+	if cfg.Admin != nil {
+		bind(cfg.Admin.Address, cfg.Admin.AddressRange, "admin address")
+	}
 	return errs
 }
 

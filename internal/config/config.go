@@ -23,7 +23,10 @@ type Config struct {
 	Store *Store
 	// Queue always holds the queue settings, defaulted when the
 	// configuration has no queue block.
-	Queue     Queue
+	Queue Queue
+	// Admin is nil when the configuration has no admin block: no
+	// operator console.
+	Admin     *Admin
 	Listeners []*Listener
 	Providers map[string]*Provider
 	Groups    []*AccountGroup
@@ -438,6 +441,9 @@ func (c *Config) SecretRefs() []SecretRef {
 	}
 	if c.Store != nil && c.Store.Postgres != nil && c.Store.Postgres.DSN.IsSet() {
 		out = append(out, c.Store.Postgres.DSN)
+	}
+	if c.Admin != nil {
+		out = append(out, c.Admin.Refs()...)
 	}
 	return out
 }

@@ -119,6 +119,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "vault"},
 		{Type: "store"},
 		{Type: "queue"},
+		{Type: "admin"},
 		{Type: "listener", LabelNames: []string{"name"}},
 		{Type: "provider", LabelNames: []string{"name"}},
 		{Type: "account_group", LabelNames: []string{"name"}},
@@ -149,7 +150,7 @@ func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 	cfg := &Config{Providers: map[string]*Provider{}}
 	var (
 		server, telemetry, vault *hcl.Block
-		store, queue             *hcl.Block
+		store, queue, admin      *hcl.Block
 		groupBlocks              []*hcl.Block
 		seenListener             = map[string]hcl.Range{}
 		seenProvider             = map[string]hcl.Range{}
@@ -190,6 +191,8 @@ func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 				single(&store, b)
 			case "queue":
 				single(&queue, b)
+			case "admin":
+				single(&admin, b)
 			case "listener":
 				if unique(seenListener, b) {
 					if l := d.listener(b); l != nil {
@@ -218,6 +221,9 @@ func decode(files []*hcl.File, ov Overrides) (*Config, hcl.Diagnostics) {
 		cfg.Store = d.store(store, vault != nil)
 	}
 	cfg.Queue = d.queue(queue, store != nil)
+	if admin != nil {
+		cfg.Admin = d.admin(admin)
+	}
 	d.applyListenerOverrides(cfg, ov)
 	d.checkListeners(cfg.Listeners)
 	d.checkDelivery(cfg.Listeners, store != nil)
