@@ -133,7 +133,7 @@ func (d *DatabaseCredentials) renew(ctx context.Context, l *dbLease) {
 		d.current.Store(l.replacing(now, now, "renewal_failed"))
 		return
 	}
-	d.vault.metrics.up.Set(1)
+	d.vault.noteUp()
 	n := l.extended(now, time.Duration(s.LeaseDuration)*time.Second, s.Renewable)
 	d.current.Store(n)
 	d.metrics.renewals.Inc()
@@ -192,7 +192,7 @@ func (d *DatabaseCredentials) read(ctx context.Context) (*dbLease, error) {
 		d.vault.noteFailure(err)
 		return nil, fmt.Errorf("database credentials from Vault %s: %w", d.path, cleanError(err))
 	}
-	d.vault.metrics.up.Set(1)
+	d.vault.noteUp()
 	l, err := leaseOf(s, token, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("database credentials from Vault %s: %w", d.path, err)

@@ -38,6 +38,7 @@ type pathState struct {
 	version int
 	fields  map[string]string
 	refs    []config.SecretRef
+	checked time.Time // when the version was last learned from Vault
 }
 
 // Store holds the resolved value of every referenced secret.
@@ -178,7 +179,7 @@ func Load(ctx context.Context, refs []config.SecretRef, opts ...Option) (*Store,
 			if !ok && s.prev != nil && s.prev.vault == s.vault {
 				s.prev.mu.RLock()
 				if old, found := s.prev.paths[p]; found {
-					st = &pathState{version: old.version, fields: maps.Clone(old.fields)}
+					st = &pathState{version: old.version, fields: maps.Clone(old.fields), checked: old.checked}
 					s.paths[p], ok = st, true
 				}
 				s.prev.mu.RUnlock()
@@ -189,7 +190,7 @@ func Load(ctx context.Context, refs []config.SecretRef, opts ...Option) (*Store,
 					fail(ref, err)
 					continue
 				}
-				st = &pathState{version: kv.version, fields: kv.fields}
+				st = &pathState{version: kv.version, fields: kv.fields, checked: time.Now()}
 				s.paths[p] = st
 			}
 			if v := st.fields[ref.VaultField]; v == "" {
@@ -355,9 +356,10 @@ func (s *Store) poll(ctx context.Context) {
 			s.noteOutage(err)
 			continue
 		}
-		s.mu.RLock()
+		s.mu.Lock()
 		known := s.paths[p].version
-		s.mu.RUnlock()
+		s.paths[p].checked = time.Now()
+		s.mu.Unlock()
 		// Compare for inequality, not order: a restored or rebuilt Vault
 		// may number versions anew.
 		if version != known {

@@ -50,6 +50,9 @@ type Vault struct {
 	// token; loginSubs are poked after each login.
 	held      map[string]string
 	loginSubs map[chan struct{}]bool
+	// up and lastError: the outcome of the last call (Status).
+	up        bool
+	lastError string
 }
 
 // ErrNotFound is returned for a KV path that holds no secret.
@@ -223,11 +226,11 @@ func (v *Vault) Login(ctx context.Context) error {
 	secret, err := v.login(ctx)
 	if err != nil {
 		v.metrics.logins.WithLabelValues("failure").Inc()
-		v.metrics.up.Set(0)
+		v.noteDown(err)
 		return fmt.Errorf("vault login (%s): %w", v.cfg.Auth.Method, err)
 	}
 	v.metrics.logins.WithLabelValues("success").Inc()
-	v.metrics.up.Set(1)
+	v.noteUp()
 	if secret.Auth != nil {
 		v.report("vault:token", secret.Auth.ClientToken)
 	}
@@ -479,7 +482,7 @@ func (v *Vault) watch(ctx context.Context, secret *vault.Secret) {
 			}
 			v.mu.Unlock()
 			v.metrics.renewals.Inc()
-			v.metrics.up.Set(1)
+			v.noteUp()
 			v.log.Debug("Vault token renewed")
 		case <-ctx.Done():
 			return
@@ -534,7 +537,7 @@ func (v *Vault) read(ctx context.Context, mount, path string) (kvSecret, error) 
 		}
 		return kvSecret{}, fmt.Errorf("vault://%s/%s: %w", mount, path, cleanError(err))
 	}
-	v.metrics.up.Set(1)
+	v.noteUp()
 	out := kvSecret{fields: map[string]string{}}
 	if s.VersionMetadata != nil {
 		out.version = s.VersionMetadata.Version
@@ -554,7 +557,7 @@ func (v *Vault) currentVersion(ctx context.Context, mount, path string) (int, er
 		v.noteFailure(err)
 		return 0, fmt.Errorf("vault://%s/%s metadata: %w", mount, path, cleanError(err))
 	}
-	v.metrics.up.Set(1)
+	v.noteUp()
 	return m.CurrentVersion, nil
 }
 
@@ -573,7 +576,7 @@ func (v *Vault) write(ctx context.Context, mount, path string, fields map[string
 		v.noteFailure(err)
 		return 0, fmt.Errorf("vault://%s/%s write: %w", mount, path, cleanError(err))
 	}
-	v.metrics.up.Set(1)
+	v.noteUp()
 	if s.VersionMetadata == nil {
 		return cas + 1, nil
 	}
@@ -587,5 +590,5 @@ func (v *Vault) noteFailure(err error) {
 	if errors.Is(err, vault.ErrSecretNotFound) || errors.As(err, &re) && re.StatusCode < 500 {
 		return
 	}
-	v.metrics.up.Set(0)
+	v.noteDown(err)
 }

@@ -169,6 +169,15 @@ func TestVaultRotationIsPolled(t *testing.T) {
 	if got, _ := st.Get(ref); got != "rt-2" {
 		t.Errorf("value = %q", got)
 	}
+	// The console's view: the path, its field and version, never a value.
+	paths := st.VaultPaths()
+	if len(paths) != 1 || paths[0].Path != "vault://secret/oauthrelay/acct" || paths[0].Version != 2 ||
+		strings.Join(paths[0].Fields, ",") != "refresh_token" || time.Since(paths[0].Checked) > 5*time.Second {
+		t.Errorf("VaultPaths() = %+v", paths)
+	}
+	if vst := v.Status(); !vst.Up || vst.Logins != 1 || vst.AuthMethod != "token" || vst.Address != vs.Addr || vst.LastError != "" {
+		t.Errorf("Status() = %+v", vst)
+	}
 
 	// Vault goes away: the last value stays; a rebuilt Vault (versions
 	// numbered anew) with a new value is picked up.
@@ -179,6 +188,9 @@ func TestVaultRotationIsPolled(t *testing.T) {
 	}
 	if _, up, _ := st.VaultStatus(); up {
 		t.Error("VaultStatus reports up during the outage")
+	}
+	if vst := v.Status(); vst.Up || vst.LastError == "" || strings.Contains(vst.LastError, testutil.VaultRootToken) {
+		t.Errorf("Status() during the outage = %+v; want down with the error, no token", vst)
 	}
 	vs.Restart()
 	vs.Put("oauthrelay/acct", map[string]any{"refresh_token": "rt-3"})
