@@ -19,20 +19,7 @@ func TestClaimQueriesSeekTheIndex(t *testing.T) {
 	openTest(t, dir, Options{})
 	db := rawDB(t, dir)
 	for name, query := range map[string]string{"queued accounts": queuedAccountsQuery, "due of an account": dueOfQuery} {
-		rows, err := db.Query("EXPLAIN QUERY PLAN "+query, "a@example.com", 0, 10)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := explain(t, db, query, "a@example.com", 0, 10)
 		text := strings.Join(plan, "\n")
 		t.Logf("%s:\n%s", name, text)
 		if !strings.Contains(text, "INDEX messages_due") {

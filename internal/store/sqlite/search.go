@@ -44,20 +44,29 @@ func (s *Store) Search(ctx context.Context, q store.HistoryQuery) ([]*store.Reco
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, query, args...)
+	recs, err := readRows(ctx, s.rdb, "searching the history", query, args, scanRecord)
+	if recs == nil && err == nil {
+		recs = []*store.Record{} // a JSON list, even when empty
+	}
+	return recs, err
+}
+
+// readRows runs a query on db and scans each row; nil when there is none.
+func readRows[T any](ctx context.Context, db *sql.DB, op, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, readErr(ctx, "searching the history", err)
+		return nil, readErr(ctx, op, err)
 	}
 	defer rows.Close()
-	recs := []*store.Record{}
+	var out []T
 	for rows.Next() {
-		r, err := scanRecord(rows)
+		v, err := scan(rows)
 		if err != nil {
-			return nil, readErr(ctx, "searching the history", err)
+			return nil, readErr(ctx, op, err)
 		}
-		recs = append(recs, r)
+		out = append(out, v)
 	}
-	return recs, readErr(ctx, "searching the history", rows.Err())
+	return out, readErr(ctx, op, rows.Err())
 }
 
 // searchQuery is the statement of a search and its arguments. A page
