@@ -161,6 +161,10 @@ type Store struct {
 	Path string
 	// HistoryRetention is how long delivery history is kept.
 	HistoryRetention time.Duration
+	// HistorySubjects keeps each message's Subject header in its history
+	// record (off by default: subjects are often personal data). It
+	// applies at reload, to the messages accepted from then on.
+	HistorySubjects bool
 	// Transit is nil when queued bodies are stored as they are.
 	Transit *Transit
 	// Postgres, instead of Path, keeps the state in a PostgreSQL database

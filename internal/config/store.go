@@ -78,6 +78,7 @@ type rawPostgres struct {
 type rawStore struct {
 	Path             string       `hcl:"path,optional"`
 	HistoryRetention string       `hcl:"history_retention,optional"`
+	HistorySubjects  bool         `hcl:"history_subjects,optional"`
 	Transit          *rawTransit  `hcl:"transit,block"`
 	Postgres         *rawPostgres `hcl:"postgres,block"`
 }
@@ -92,7 +93,7 @@ func (d *decoder) store(b *hcl.Block, vaultDeclared bool) *Store {
 		return nil
 	}
 	body, def := b.Body, b.DefRange
-	s := &Store{DefRange: def, PathRange: attrRange(body, "path", def)}
+	s := &Store{DefRange: def, PathRange: attrRange(body, "path", def), HistorySubjects: raw.HistorySubjects}
 	s.HistoryRetention, _ = d.boundedDuration(body, "history_retention", raw.HistoryRetention, def, DefaultHistoryRetention, minHistoryRetention, 0)
 	if raw.Postgres != nil {
 		s.Postgres = d.postgres(raw.Postgres, nestedBlockRanges(body, "postgres")[0], vaultDeclared)

@@ -149,6 +149,11 @@ listener "printers" {
 			want:    []at{{3, `"a month"`, "Invalid duration"}},
 		},
 		{
+			name:    "history subjects not a bool",
+			snippet: "store {\n  path             = \"/var/lib/oauthrelay\"\n  history_subjects = \"sometimes\"\n}\n",
+			want:    []at{{3, "sometimes", "Unsuitable value type"}},
+		},
+		{
 			name:    "unknown store attribute",
 			snippet: "store {\n  path   = \"/var/lib/oauthrelay\"\n  engine = \"sqlite\"\n}\n",
 			want:    []at{{3, "engine", "Unsupported argument"}},
@@ -434,6 +439,7 @@ listener "printers" {
 			snippet: vaultBlock + `store {
   path              = "/srv/relay"
   history_retention = "1d12h"
+  history_subjects  = true
   transit {
     mount = "/team/transit/"
     key   = "oauthrelay-queue.v2"
@@ -452,7 +458,7 @@ listener "printers" {
   delivery = "direct"
 }
 `,
-			wantStore: &config.Store{Path: "/srv/relay", HistoryRetention: 36 * time.Hour, Transit: &config.Transit{Mount: "team/transit", Key: "oauthrelay-queue.v2"}},
+			wantStore: &config.Store{Path: "/srv/relay", HistoryRetention: 36 * time.Hour, HistorySubjects: true, Transit: &config.Transit{Mount: "team/transit", Key: "oauthrelay-queue.v2"}},
 			wantQueue: config.Queue{
 				MaxLifetime:       30 * 24 * time.Hour,
 				RetrySchedule:     []time.Duration{time.Second, time.Second, 90 * time.Second, 90 * time.Minute},

@@ -286,7 +286,7 @@ func (q *Queue) enqueueNotice(ctx context.Context, c *store.Claimed, msg []byte,
 		// and needs SMTPUTF8 on the way (RFC 6531).
 		env.MailParams = append(env.MailParams, "SMTPUTF8")
 	}
-	err := q.st.Enqueue(ctx, &store.NewMessage{Envelope: env, Body: bytes.NewReader(msg)})
+	err := q.st.Enqueue(ctx, &store.NewMessage{Envelope: env, Body: bytes.NewReader(msg), Subject: q.historySubject(header)})
 	return env.ID, err
 }
 

@@ -145,6 +145,9 @@ func TestPermanentFailureBouncesOncePerAttempt(t *testing.T) {
 	if diff := cmp.Diff(want, n); diff != "" {
 		t.Errorf("notification envelope (-want +got):\n%s", diff)
 	}
+	if rec, _, err := h.st.History(context.Background(), n.ID); err != nil || rec.Subject != "" {
+		t.Errorf("notification's history record: %+v, %v; want no subject without history_subjects", rec, err)
+	}
 	calls := h.notes.snapshot()
 	if len(calls) != 1 || calls[0].orig != id || calls[0].header != "Subject: report\r\nMessage-ID: <orig@client.test>\r\n\r\n" {
 		t.Fatalf("notifier calls = %+v; want one with the original's header section only", calls)
@@ -558,5 +561,28 @@ func TestNotifyNeverSuppressesTheNotification(t *testing.T) {
 	}
 	if !wants("success, Failure") || wants("NEVER") || !wants("") {
 		t.Error("NOTIFY misread")
+	}
+}
+
+// With history_subjects on, a notification's history record keeps its
+// own Subject, as every queued message's does.
+func TestNotificationKeepsItsSubjectWhenAsked(t *testing.T) {
+	cfg := testConfig()
+	cfg.HistorySubjects = true
+	h := newHarness(t, cfg)
+	h.manual()
+	h.tr.rcpt = func(transport.Envelope, string) error {
+		return reply(550, smtp.EnhancedCode{5, 1, 1}, "no such user")
+	}
+	id := h.submitMessage("<sender@example.com>", "Subject: report\r\n\r\nbody\r\n", "x@example.net")
+	h.step()
+	notices := h.st.bounces()
+	if len(notices) != 1 {
+		t.Fatalf("%d notifications, want 1", len(notices))
+	}
+	for msg, want := range map[string]string{id: "report", notices[0].ID: "Undelivered Mail Returned to Sender"} {
+		if rec, _, err := h.st.History(context.Background(), msg); err != nil || rec.Subject != want {
+			t.Errorf("history record of %s: %+v, %v; want the subject %q", msg, rec, err, want)
+		}
 	}
 }

@@ -114,20 +114,31 @@ func (e *enqueuer) newMessage(msg transport.Message, f *fresh, now time.Time) (*
 			return nil, nil, err
 		}
 	}
-	// The Message-ID comes from a bounded read of the header section,
-	// which is then passed on in front of the rest: the body is read once.
+	// The Message-ID and the Subject come from a bounded read of the
+	// header section, which is then passed on in front of the rest: the
+	// body is read once.
 	br := bufio.NewReader(r)
 	consumed, header, err := transport.ReadHeader(br, transport.MaxHeader)
 	if err != nil {
 		return nil, nil, err
 	}
 	src := &sourceReader{r: io.MultiReader(bytes.NewReader(consumed), br), msg: msg}
-	nm := &store.NewMessage{Envelope: e.envelope(msg.Size(), transport.MessageID(header), now), Body: src}
+	nm := &store.NewMessage{Envelope: e.envelope(msg.Size(), transport.MessageID(header), now), Body: src,
+		Subject: e.q.historySubject(header)}
 	if f != nil {
 		nm.Body = bytes.NewReader(f.buf.Bytes()) // rewindable: the store may run its batch again
 		nm.LeaseOwner, nm.LeaseUntil = f.owner, f.until
 	}
 	return nm, src, nil
+}
+
+// historySubject is the Subject a new message's history record keeps:
+// none unless history_subjects is on (README "store").
+func (q *Queue) historySubject(header []byte) string {
+	if !q.config().HistorySubjects {
+		return ""
+	}
+	return transport.Subject(header)
 }
 
 // enqueueFailed is the client's reply when the store did not take the

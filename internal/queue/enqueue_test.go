@@ -208,3 +208,31 @@ func TestSourceReaderStartsOver(t *testing.T) {
 		t.Error("Seek to the middle succeeded")
 	}
 }
+
+// The history record keeps the decoded Subject only with
+// history_subjects on, which a reload (SetConfig) turns on and off; the
+// queue entry never keeps it.
+func TestTransportKeepsTheSubjectWhenAsked(t *testing.T) {
+	h := newHarness(t, testConfig())
+	data := "Message-ID: <s@client.test>\r\nSubject: =?ISO-8859-1?Q?Gr=FC=DFe?= vom\r\n Drucker\r\n\r\nbody\r\n"
+	off := h.submitMessage("<s@example.com>", data, "r@example.net")
+	cfg := testConfig()
+	cfg.HistorySubjects = true
+	h.q.SetConfig(cfg)
+	on := h.submitMessage("<s@example.com>", data, "r@example.net")
+	cfg.HistorySubjects = false
+	h.q.SetConfig(cfg)
+	offAgain := h.submitMessage("<s@example.com>", data, "r@example.net")
+	for id, want := range map[string]string{off: "", on: "Grüße vom Drucker", offAgain: ""} {
+		rec, _, err := h.st.History(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Subject != want || rec.HeaderID != "<s@client.test>" {
+			t.Errorf("record of %s: subject %q, Message-ID %q; want the subject %q", id, rec.Subject, rec.HeaderID, want)
+		}
+	}
+	if string(h.st.body(on)) != data {
+		t.Error("the stored body differs from the message")
+	}
+}

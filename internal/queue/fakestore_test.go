@@ -97,7 +97,7 @@ func (s *fakeStore) Enqueue(_ context.Context, msgs ...*store.NewMessage) error 
 		}
 		s.records[env.ID] = &store.Record{ID: env.ID, Mode: "queue", Listener: env.Listener, Client: env.Client,
 			Account: env.Account, From: env.From, Rcpts: rcpts, Size: env.Size, HeaderID: env.HeaderID,
-			Received: env.Received, State: env.State, Updated: env.Received}
+			Subject: m.Subject, Received: env.Received, State: env.State, Updated: env.Received}
 		s.events = append(s.events, &store.Event{ID: env.ID, At: env.Received, Type: store.EventAccepted})
 	}
 	return nil
@@ -364,6 +364,45 @@ func (s *fakeStore) History(_ context.Context, id string) (*store.Record, []*sto
 	}
 	c := *rec
 	return &c, evs, nil
+}
+
+// Search filters the records in memory as the engines do in SQL (no
+// paging: the queue's tests never page).
+func (s *fakeStore) Search(_ context.Context, q store.HistoryQuery) ([]*store.Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, store.ErrUnavailable
+	}
+	out := []*store.Record{}
+	for _, r := range s.records {
+		if fakeMatches(r, q) {
+			c := *r
+			out = append(out, &c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Received.Equal(out[j].Received) {
+			return out[i].Received.After(out[j].Received)
+		}
+		return out[i].ID > out[j].ID
+	})
+	limit := q.Limit
+	if limit <= 0 {
+		limit = store.DefaultSearchLimit
+	}
+	return out[:min(len(out), limit, store.MaxSearchLimit)], nil
+}
+
+// fakeMatches reports whether r matches every field q sets.
+func fakeMatches(r *store.Record, q store.HistoryQuery) bool {
+	contains := func(v, sub string) bool { return strings.Contains(strings.ToLower(v), strings.ToLower(sub)) }
+	rcptOK := q.Rcpt == "" || slices.ContainsFunc(r.Rcpts, func(a string) bool { return contains(a, q.Rcpt) })
+	idOK := q.HeaderID == "" || strings.Trim(r.HeaderID, "<>") == strings.Trim(strings.TrimSpace(q.HeaderID), "<>")
+	return rcptOK && idOK && contains(r.From, q.From) && contains(r.Subject, q.Subject) &&
+		(q.ID == "" || r.ID == q.ID) && (q.State == "" || r.State == q.State) &&
+		(q.Account == "" || strings.EqualFold(r.Account, q.Account)) &&
+		!r.Received.Before(q.Since) && (q.Until.IsZero() || r.Received.Before(q.Until))
 }
 
 func (s *fakeStore) Prune(_ context.Context, before time.Time) (int, error) {

@@ -101,6 +101,9 @@ type Config struct {
 	// Poll is the longest wait between claims when idle (0: DefaultPoll);
 	// Kick claims at once.
 	Poll time.Duration
+	// HistorySubjects keeps each message's decoded Subject in its history
+	// record (store { history_subjects }); off, none is stored.
+	HistorySubjects bool
 }
 
 // Validate reports the first setting the queue cannot work with.

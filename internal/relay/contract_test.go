@@ -100,10 +100,13 @@ func (d *fakeDelivery) Abort() {
 
 // fakeHistory keeps what the session recorded.
 type fakeHistory struct {
-	mu     sync.Mutex
-	recs   []*store.Record
-	events []*store.Event
+	mu       sync.Mutex
+	recs     []*store.Record
+	events   []*store.Event
+	subjects atomic.Bool
 }
+
+func (h *fakeHistory) Subjects() bool { return h.subjects.Load() }
 
 func (h *fakeHistory) Record(rec *store.Record, events ...*store.Event) {
 	h.mu.Lock()
@@ -228,6 +231,9 @@ func TestSessionDrivesTheDeliveryContract(t *testing.T) {
 	defer e.hist.mu.Unlock()
 	if len(e.hist.recs) != 1 || e.hist.recs[0].State != store.StateSent || e.hist.recs[0].HeaderID != "<m1@x.test>" || e.hist.recs[0].ID != env.ID || len(e.hist.recs[0].Rcpts) != 2 {
 		t.Fatalf("history %+v", e.hist.recs)
+	}
+	if e.hist.recs[0].Subject != "" {
+		t.Errorf("history kept the subject %q without history_subjects", e.hist.recs[0].Subject)
 	}
 	if len(e.hist.events) != 2 || e.hist.events[0].Type != store.EventAccepted || e.hist.events[1].Type != store.EventDelivered || e.hist.events[1].Reply != "2.0.0 OK fake" {
 		t.Errorf("events %+v", e.hist.events)
@@ -390,5 +396,33 @@ func TestErrorWithoutReplyIsATemporaryLocalError(t *testing.T) {
 	c := e.session()
 	if msg := e.expect(c, "MAIL FROM:<app@example.com>", 451); !strings.HasPrefix(msg, "4.3.0") {
 		t.Errorf("reply %q", msg)
+	}
+}
+
+// With history_subjects on, the record carries the decoded Subject, read
+// in the same pass over the header as the Message-ID; the setting is
+// asked per message.
+func TestSessionRecordsTheSubjectWhenAsked(t *testing.T) {
+	e := newContractEnv(t, false, false)
+	c := e.session()
+	send := func(subject string) {
+		e.expect(c, "MAIL FROM:<app@example.com>", 250)
+		e.expect(c, "RCPT TO:<a@x.test>", 250)
+		e.data(c, "Message-ID: <m@x.test>\r\nSubject: "+subject+"\r\n\r\nbody\r\n", 250)
+	}
+	e.hist.subjects.Store(true)
+	send("=?UTF-8?Q?Gr=C3=BC=C3=9Fe?= from\r\n the scanner")
+	e.hist.subjects.Store(false)
+	send("second")
+	e.hist.mu.Lock()
+	defer e.hist.mu.Unlock()
+	if len(e.hist.recs) != 2 {
+		t.Fatalf("history %+v", e.hist.recs)
+	}
+	if r := e.hist.recs[0]; r.Subject != "Grüße from the scanner" || r.HeaderID != "<m@x.test>" {
+		t.Errorf("record with subjects on: subject %q, Message-ID %q", r.Subject, r.HeaderID)
+	}
+	if r := e.hist.recs[1]; r.Subject != "" || r.HeaderID != "<m@x.test>" {
+		t.Errorf("record with subjects off: subject %q, Message-ID %q", r.Subject, r.HeaderID)
 	}
 }

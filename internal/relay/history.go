@@ -15,6 +15,10 @@ import (
 // batches, and may drop (and count) entries when the store falls behind.
 type History interface {
 	Record(rec *store.Record, events ...*store.Event)
+	// Subjects reports whether records carry the message's Subject
+	// (store { history_subjects }). It is asked per message, so that a
+	// reload applies at once.
+	Subjects() bool
 }
 
 // history records a direct-mode message's trail: accepted, the provider's
@@ -30,9 +34,11 @@ func (s *Session) history(tx *transaction, msg *message, reply *smtp.SMTPError, 
 	if s.b.lis.Queue != nil {
 		mode = "queue" // refused before it could be stored
 	}
+	headerID, subject := headerFacts(msg, h.Subjects())
 	rec := &store.Record{
 		ID: tx.id, Mode: mode, Listener: s.b.lis.Name, Client: tx.client, Account: tx.account.Address,
-		From: tx.from, Rcpts: tx.rcpts, Size: msg.Size(), HeaderID: messageIDOf(msg), Received: tx.started, Updated: now,
+		From: tx.from, Rcpts: tx.rcpts, Size: msg.Size(), HeaderID: headerID, Subject: subject,
+		Received: tx.started, Updated: now,
 	}
 	events := []*store.Event{{ID: tx.id, At: tx.started, Type: store.EventAccepted}}
 	if reply == nil {
@@ -45,14 +51,18 @@ func (s *Session) history(tx *transaction, msg *message, reply *smtp.SMTPError, 
 	h.Record(rec, events...)
 }
 
-// messageIDOf returns the message's Message-ID (RFC 5322 §3.6.4), read
-// the same way as the queue reads it, "" when it has none in its header
-// section's first transport.MaxHeader bytes.
-func messageIDOf(msg transport.Message) string {
+// headerFacts returns the message's Message-ID (RFC 5322 §3.6.4) and,
+// when withSubject, its decoded Subject, read the same way as the queue
+// reads them, from one read of the header section's first
+// transport.MaxHeader bytes; "" for what it lacks.
+func headerFacts(msg transport.Message, withSubject bool) (headerID, subject string) {
 	r, err := msg.Reader()
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	_, header, _ := transport.ReadHeader(bufio.NewReader(r), transport.MaxHeader)
-	return transport.MessageID(header)
+	if withSubject {
+		subject = transport.Subject(header)
+	}
+	return transport.MessageID(header), subject
 }

@@ -130,6 +130,7 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 			Help: "Messages durably stored in the queue. Divided by oauthrelay_store_commits_total: messages per fsync (a lower bound: commits also record attempts and history).",
 		}, func() float64 { _, m := stats(); return float64(m) }))
 	d.history = newHistoryWriter(st, sc.HistoryRetention, r.log.Named("history"), r.registry)
+	d.history.subjects.Store(sc.HistorySubjects)
 	q, err := queue.New(st, r.route, r.notifier(), queueConfig(b.cfg, d.owner), r.log.Named("queue"), r.registry)
 	if err != nil {
 		st.Close()
@@ -187,6 +188,7 @@ func queueConfig(cfg *config.Config, owner string) queue.Config {
 		DelayWarning:      q.DelayWarning,
 		Owner:             owner,
 		Lease:             queueLease(cfg),
+		HistorySubjects:   cfg.Store != nil && cfg.Store.HistorySubjects,
 	}
 }
 
@@ -234,6 +236,7 @@ func (d *durable) apply(cfg *config.Config) {
 	}
 	d.queue.SetConfig(queueConfig(cfg, d.owner))
 	d.history.setRetention(cfg.Store.HistoryRetention)
+	d.history.subjects.Store(cfg.Store.HistorySubjects)
 }
 
 // stopQueue stops the queue's claiming at once and lets its deliveries in

@@ -28,6 +28,8 @@ type historyWriter struct {
 	lastDropLog atomic.Int64
 	// pruneEvery is historyPruneEvery when the writer was made.
 	pruneEvery time.Duration
+	// subjects is store { history_subjects }, applied at reload.
+	subjects atomic.Bool
 
 	mu        sync.Mutex
 	retention time.Duration
@@ -69,8 +71,12 @@ func newHistoryWriter(st store.Store, retention time.Duration, log hclog.Logger,
 	return h
 }
 
-// Record implements relay.History; it never blocks.
+// Record implements relay.History; it never blocks. A subject recorded
+// while history_subjects was being turned off is dropped here.
 func (h *historyWriter) Record(rec *store.Record, events ...*store.Event) {
+	if !h.subjects.Load() {
+		rec.Subject = ""
+	}
 	select {
 	case h.entries <- historyEntry{rec, events}:
 	default:
@@ -82,6 +88,10 @@ func (h *historyWriter) Record(rec *store.Record, events ...*store.Event) {
 		}
 	}
 }
+
+// Subjects implements relay.History: whether records keep the message's
+// Subject (history_subjects).
+func (h *historyWriter) Subjects() bool { return h.subjects.Load() }
 
 // setRetention applies a reloaded history_retention.
 func (h *historyWriter) setRetention(d time.Duration) {

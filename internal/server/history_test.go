@@ -226,3 +226,70 @@ func wantKept(t *testing.T, st store.Store, id string) {
 		t.Errorf("history of %s: %+v, %d events, %v; want it kept", id, rec, len(events), err)
 	}
 }
+
+// TestHistorySubjects: with store { history_subjects = true } the history
+// keeps each message's decoded Subject (RFC 2047), direct and queued
+// alike; without it (the default) none is stored. A reload turns it on
+// and off for the messages accepted from then on.
+func TestHistorySubjects(t *testing.T) {
+	dir := t.TempDir()
+	storeBlock := func(subjects bool) string {
+		return fmt.Sprintf("store {\n  path = %q\n  history_subjects = %t\n}\n", dir, subjects) + queueListenerConfig
+	}
+	h := newHarness(t, harnessOptions{extraConfig: fmt.Sprintf("store {\n  path = %q\n}\n", dir) + queueListenerConfig})
+	base := strings.TrimSuffix(h.cfgText, h.cfgText[strings.Index(h.cfgText, "store {"):])
+	st := openStore(t, dir)
+	// Folded, in two charsets; the space between encoded words is not
+	// text (RFC 2047 §6.2), the one inside the first is.
+	const body = "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus_dem_?=\r\n =?ISO-8859-1?Q?B=FCro?= \u202e4 \r\nMessage-ID: <%s@client.test>\r\n\r\nhello\r\n"
+	// send submits a message through the direct and the queue listener
+	// and returns their history records.
+	send := func(phase string) (direct, queued *store.Record) {
+		t.Helper()
+		mail := func(mode string) testutil.Mail {
+			return testutil.Mail{User: appClient, Password: h.password, From: alice, To: []string{phase + "@example.net"},
+				Body: fmt.Sprintf(body, phase+"-"+mode)}
+		}
+		reply, err := testutil.Send(h.rt.ListenerAddr("test").String(), mail("direct"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		direct, _ = awaitHistory(t, st, idFrom(t, sentIDRE, reply), store.StateSent)
+		reply, err = testutil.Send(h.rt.ListenerAddr("queued").String(), mail("queue"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued, _ = awaitHistory(t, st, idFrom(t, queuedIDRE, reply), store.StateDelivered)
+		return direct, queued
+	}
+	reload := func(subjects bool) {
+		t.Helper()
+		h.rewrite(base + storeBlock(subjects))
+		if err := h.rt.Reload(context.Background()); err != nil {
+			t.Fatalf("reload with history_subjects = %t: %v", subjects, err)
+		}
+	}
+	const decoded = "Grüße aus dem Büro 4" // the override character left out
+	for _, phase := range []struct {
+		name    string
+		reload  func()
+		subject string
+	}{
+		{"default", func() {}, ""},
+		{"on", func() { reload(true) }, decoded},
+		{"off", func() { reload(false) }, ""},
+	} {
+		phase.reload()
+		direct, queued := send(phase.name)
+		for _, rec := range []*store.Record{direct, queued} {
+			if rec.Subject != phase.subject || rec.HeaderID != "<"+phase.name+"-"+rec.Mode+"@client.test>" {
+				t.Errorf("%s, %s mode: subject %q, Message-ID %q; want the subject %q", phase.name, rec.Mode, rec.Subject, rec.HeaderID, phase.subject)
+			}
+		}
+	}
+	// The console finds a message by its subject.
+	found, err := st.Search(context.Background(), store.HistoryQuery{Subject: "BÜRO"})
+	if err != nil || len(found) != 2 || found[0].Mode != "queue" || found[1].Mode != "direct" {
+		t.Errorf("Search by subject = %+v, %v; want the two messages of the \"on\" phase, newest first", found, err)
+	}
+}

@@ -87,6 +87,10 @@ type NewMessage struct {
 	// claims it unless the lease expires (the owner died).
 	LeaseOwner string
 	LeaseUntil time.Time
+	// Subject is the message's decoded Subject header for its history
+	// record (Record.Subject): "" unless history_subjects is on. The
+	// queue entry does not keep it; Get and Claim return no subject.
+	Subject string
 }
 
 // Claimed is a message a worker holds a lease on.
@@ -146,8 +150,10 @@ type Record struct {
 // history search). Zero fields match everything; the set fields must all
 // match.
 type HistoryQuery struct {
-	// From and Rcpt match the reverse-path and any recipient,
-	// case-insensitively, as a substring ("scan", "@example.com").
+	// From and Rcpt match the reverse-path and any one recipient,
+	// case-insensitively, as a substring ("scan", "@example.com"); a
+	// substring never spans two recipients. '%' and '_' are plain
+	// characters, not wildcards.
 	From, Rcpt string
 	// HeaderID matches the Message-ID header exactly, with or without
 	// its angle brackets.
@@ -157,16 +163,25 @@ type HistoryQuery struct {
 	// Subject matches as a case-insensitive substring (only records
 	// stored with history_subjects on have one).
 	Subject string
-	State   string // a Message state
+	State   string // a Message state (exact)
 	Account string // exact, case-insensitive
 	// Since and Until bound Received: Since <= Received < Until.
 	Since, Until time.Time
 	// Before pages back: only records that sort after the one with this
 	// ID in the result order (newest first: Received, then ID,
-	// descending).
+	// descending). A Before that names no record is ErrNotFound (it was
+	// pruned: start again from the newest).
 	Before string
-	Limit  int // 0: 100; at most 1000
+	// Limit bounds the records returned: 0 (or less) means
+	// DefaultSearchLimit; more than MaxSearchLimit means MaxSearchLimit.
+	Limit int
 }
+
+// Bounds of HistoryQuery.Limit.
+const (
+	DefaultSearchLimit = 100
+	MaxSearchLimit     = 1000
+)
 
 // Event is one step in a message's trail.
 type Event struct {
@@ -247,6 +262,12 @@ type Store interface {
 	Record(ctx context.Context, recs []*Record, events []*Event) error
 	// History returns a message's record and its events, oldest first.
 	History(ctx context.Context, id string) (*Record, []*Event, error)
+	// Search returns the history records q selects, newest first
+	// (Received, then ID, descending), at most q.Limit of them; the next
+	// page is the same query with Before = the last ID of this one.
+	// Case-insensitive matches fold Unicode letters (on PostgreSQL where
+	// the server has ICU collations, else as the database's locale does).
+	Search(ctx context.Context, q HistoryQuery) ([]*Record, error)
 	// Prune deletes history (records and events) of messages that are no
 	// longer queued and were last updated before before; returns how many
 	// records went.

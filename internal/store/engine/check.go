@@ -63,15 +63,16 @@ func normalizeRcptState(state *string) error {
 	return nil
 }
 
-// QueueRecord is the history record of a message entering the queue.
-func QueueRecord(e *store.Envelope) *store.Record {
+// QueueRecord is the history record of a message entering the queue;
+// subject is NewMessage.Subject.
+func QueueRecord(e *store.Envelope, subject string) *store.Record {
 	addrs := make([]string, len(e.Rcpts))
 	for i, r := range e.Rcpts {
 		addrs[i] = r.Addr
 	}
 	return &store.Record{
 		ID: e.ID, Mode: "queue", Listener: e.Listener, Client: e.Client, Account: e.Account,
-		From: e.From, Rcpts: addrs, Size: e.Size, HeaderID: e.HeaderID,
+		From: e.From, Rcpts: addrs, Size: e.Size, HeaderID: e.HeaderID, Subject: subject,
 		Received: e.Received, State: e.State, Updated: e.Received,
 	}
 }

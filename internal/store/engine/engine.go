@@ -2,8 +2,9 @@
 // store/postgres) share beyond the store.Store contract, so that both
 // store the same things the same way: the checks of new messages and
 // history, the bookkeeping of a delivery result, body chunks and their
-// encryption at rest, the stored form of recipients, and the list of
-// embedded schema migrations. It holds no SQL.
+// encryption at rest, the stored form of recipients, the history search's
+// bounds and patterns, and the list of embedded schema migrations. It
+// holds no SQL.
 package engine
 
 import "errors"

@@ -80,7 +80,7 @@ func (p *pipe) enqueueOne(i int, r *request, e *store.Envelope, m *store.NewMess
 const enqueueSQL = `WITH message AS (` + insertMessageSQL + `),
 	body AS (INSERT INTO chunks (msg_id, seq, key_id, data) VALUES ($1, 0, $21, $22)),
 	record AS (INSERT INTO history (` + historyColumns + `)
-		VALUES ($1, 'queue', $3, $4, $2, $5, $23, $9, $11, $12, $17, $12))
+		VALUES ($1, 'queue', $3, $4, $2, $5, $23, $9, $11, $24, $12, $17, $12))
 	INSERT INTO events (msg_id, at, type, rcpt, reply) VALUES ($1, $12, 'accepted', '', '')`
 
 func (p *pipe) insertWhole(i int, e *store.Envelope, m *store.NewMessage, data []byte) {
@@ -89,8 +89,8 @@ func (p *pipe) insertWhole(i int, e *store.Envelope, m *store.NewMessage, data [
 	if p.key != nil {
 		keyID = p.key.ID
 	}
-	addrs := engine.QueueRecord(e).Rcpts
-	p.queue(stmt{req: i, sql: enqueueSQL, fail: p.duplicate(e.ID), args: append(args, keyID, data, addrs)})
+	rec := engine.QueueRecord(e, cleanText(m.Subject))
+	p.queue(stmt{req: i, sql: enqueueSQL, fail: p.duplicate(e.ID), args: append(args, keyID, data, rec.Rcpts, rec.Subject)})
 	p.bytes += len(data)
 }
 
@@ -124,7 +124,7 @@ func (p *pipe) streamBody(i int, r *request, e *store.Envelope, m *store.NewMess
 		if last {
 			p.queue(stmt{req: i, sql: `UPDATE messages SET size = $1, chunks = $2 WHERE id = $3`,
 				args: []any{size, seq + 1, e.ID}})
-			p.insertAccepted(i, e)
+			p.insertAccepted(i, e, m.Subject)
 			return nil
 		}
 	}
@@ -186,8 +186,9 @@ func (p *pipe) insertChunk(i int, id string, seq int64, data []byte) {
 
 // insertAccepted queues the history record of a message entering the
 // queue and its EventAccepted.
-func (p *pipe) insertAccepted(i int, e *store.Envelope) {
-	p.queue(stmt{req: i, sql: insertHistorySQL, args: historyArgs(engine.QueueRecord(e)), fail: p.duplicate(e.ID)})
+func (p *pipe) insertAccepted(i int, e *store.Envelope, subject string) {
+	rec := engine.QueueRecord(e, cleanText(subject))
+	p.queue(stmt{req: i, sql: insertHistorySQL, args: historyArgs(rec), fail: p.duplicate(e.ID)})
 	p.queue(insertEvent(i, &store.Event{ID: e.ID, At: e.Received, Type: store.EventAccepted}))
 }
 

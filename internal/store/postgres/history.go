@@ -17,15 +17,16 @@ import (
 // that a large prune never holds many locks or a long transaction.
 const pruneBatch = 500
 
+// historyColumns are the columns scanRecord reads, in its order.
 const historyColumns = `id, mode, listener, client, account, mail_from, rcpts, size,
-	header_id, received, state, updated`
+	header_id, subject, received, state, updated`
 
 const insertHistorySQL = `INSERT INTO history (` + historyColumns + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
 
 func historyArgs(r *store.Record) []any {
 	return []any{r.ID, r.Mode, r.Listener, r.Client, r.Account, r.From, textArray(r.Rcpts),
-		r.Size, r.HeaderID, r.Received, r.State, r.Updated}
+		r.Size, r.HeaderID, r.Subject, r.Received, r.State, r.Updated}
 }
 
 // insertEvent is the statement that appends e to its message's trail.
@@ -72,7 +73,7 @@ func (p *pipe) record(i int, r *request) {
 			ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, listener = excluded.listener,
 				client = excluded.client, account = excluded.account, mail_from = excluded.mail_from,
 				rcpts = excluded.rcpts, size = excluded.size, header_id = excluded.header_id,
-				received = excluded.received, state = excluded.state, updated = excluded.updated`})
+				subject = excluded.subject, received = excluded.received, state = excluded.state, updated = excluded.updated`})
 	}
 	for _, e := range r.events {
 		p.queue(insertEvent(i, e))
@@ -106,7 +107,7 @@ func (s *Store) History(ctx context.Context, id string) (rec *store.Record, even
 func scanRecord(row pgx.Row) (*store.Record, error) {
 	var r store.Record
 	err := row.Scan(&r.ID, &r.Mode, &r.Listener, &r.Client, &r.Account, &r.From, &r.Rcpts, &r.Size,
-		&r.HeaderID, &r.Received, &r.State, &r.Updated)
+		&r.HeaderID, &r.Subject, &r.Received, &r.State, &r.Updated)
 	if err != nil {
 		return nil, err
 	}

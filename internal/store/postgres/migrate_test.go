@@ -6,7 +6,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
@@ -71,5 +75,38 @@ func TestNewerSchemaRefused(t *testing.T) {
 	}
 	if !errors.Is(err, ErrNewerSchema) || !strings.Contains(err.Error(), "version 99") {
 		t.Errorf("Open: %v, want ErrNewerSchema naming version 99", err)
+	}
+}
+
+// A database at version 2 (before the history search) with history in it
+// is migrated on open: its records have no subject and Search finds them.
+func TestMigratesTheHistoryForSearch(t *testing.T) {
+	dsn := newTestDB(t).store(t)
+	ms, err := engine.Migrations(migrationFiles, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	steps := []string{`CREATE TABLE schema_version (version integer NOT NULL PRIMARY KEY, name text NOT NULL,
+		applied timestamptz NOT NULL DEFAULT now())`, ms[0].SQL, ms[1].SQL,
+		`INSERT INTO schema_version (version, name) VALUES (1, '0001'), (2, '0002')`,
+		`INSERT INTO history (id, mode, listener, client, account, mail_from, rcpts, size, header_id, received, state, updated)
+			VALUES ('old1', 'direct', 'l', 'c', 'a@example.com', '<a@example.com>', '{"<b@example.net>","<c@example.org>"}',
+				1, '<m@x>', now(), 'sent', now())`}
+	for _, sql := range steps {
+		if _, err := conn.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%.40s: %v", sql, err)
+		}
+	}
+	s := openTest(t, dsn, Options{})
+	for _, q := range []store.HistoryQuery{{Rcpt: "C@EXAMPLE.ORG"}, {HeaderID: "m@x"}, {Since: time.Now().Add(-time.Hour)}} {
+		recs, err := s.Search(t.Context(), q)
+		if err != nil || len(recs) != 1 || recs[0].ID != "old1" || recs[0].Subject != "" {
+			t.Errorf("Search(%+v) after the migration = %+v, %v", q, recs, err)
+		}
 	}
 }

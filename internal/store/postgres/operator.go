@@ -91,35 +91,26 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]*store.Envelope, er
 }
 
 func listQuery(f store.Filter) (string, []any, error) {
-	var where []string
-	var args []any
-	add := func(cond string, arg any) {
-		args = append(args, arg)
-		where = append(where, cond+" $"+strconv.Itoa(len(args)))
-	}
+	var w where
 	switch f.State {
 	case "":
 	case store.StateQueued, store.StateHeld:
-		add("state =", f.State)
+		w.add("state = ?", f.State)
 	default:
 		return "", nil, fmt.Errorf("store: list: state %q is not queued or held", f.State)
 	}
 	if f.Account != "" {
-		add("account =", f.Account)
+		w.add("account = ?", f.Account)
 	}
 	if f.After != "" {
-		add("id >", f.After)
+		w.add("id > ?", f.After)
 	}
-	query := `SELECT ` + envelopeColumns + ` FROM messages`
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, " AND ")
-	}
-	query += ` ORDER BY id` // the primary key: a page reads only its rows
+	query := `SELECT ` + envelopeColumns + ` FROM messages` + w.sql() + ` ORDER BY id` // the primary key: a page reads only its rows
 	if f.Limit > 0 {
-		args = append(args, f.Limit)
-		query += ` LIMIT $` + strconv.Itoa(len(args))
+		w.args = append(w.args, f.Limit)
+		query += ` LIMIT $` + strconv.Itoa(len(w.args))
 	}
-	return query, args, nil
+	return query, w.args, nil
 }
 
 // Hold stops attempts on a message until Release. Holding a held

@@ -52,7 +52,7 @@ func checkEnvelope(e *store.Envelope) error {
 // cleanRecord cleans every text field of a history record (history is
 // for reading: a stray byte is better replaced than the record lost).
 func cleanRecord(r *store.Record) {
-	for _, f := range []*string{&r.ID, &r.Mode, &r.Listener, &r.Client, &r.Account, &r.From, &r.HeaderID, &r.State} {
+	for _, f := range []*string{&r.ID, &r.Mode, &r.Listener, &r.Client, &r.Account, &r.From, &r.HeaderID, &r.Subject, &r.State} {
 		*f = cleanText(*f)
 	}
 	for i, a := range r.Rcpts {

@@ -71,7 +71,7 @@ func (b *batch) enqueue(ctx context.Context, e *store.Envelope, m *store.NewMess
 	if err != nil {
 		return err
 	}
-	if err := b.insertHistory(engine.QueueRecord(e)); err != nil {
+	if err := b.insertHistory(engine.QueueRecord(e, m.Subject)); err != nil {
 		return err
 	}
 	return b.insertEvent(&store.Event{ID: e.ID, At: e.Received, Type: store.EventAccepted})

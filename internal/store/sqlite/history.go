@@ -16,18 +16,19 @@ import (
 // that a large prune never holds the writer for long.
 const pruneBatch = 500
 
+// historyColumns are the columns scanRecord reads, in its order.
 const historyColumns = `id, mode, listener, client, account, mail_from, rcpts, size,
-	header_id, received, state, updated`
+	header_id, subject, received, state, updated`
 
 func historyArgs(r *store.Record) []any {
 	return []any{r.ID, r.Mode, r.Listener, r.Client, r.Account, r.From, encodeStrings(r.Rcpts),
-		r.Size, r.HeaderID, unixNano(r.Received), r.State, unixNano(r.Updated)}
+		r.Size, r.HeaderID, r.Subject, unixNano(r.Received), r.State, unixNano(r.Updated)}
 }
 
 // insertHistory adds a new record; a record with its ID is an error.
 func (b *batch) insertHistory(r *store.Record) error {
 	_, err := b.execResult(`INSERT INTO history (`+historyColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, historyArgs(r)...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, historyArgs(r)...)
 	if isConstraint(err) {
 		return fmt.Errorf("%w: history record %s", engine.ErrDuplicate, r.ID)
 	}
@@ -37,11 +38,11 @@ func (b *batch) insertHistory(r *store.Record) error {
 // upsertHistory adds a record or replaces the one with its ID.
 func (b *batch) upsertHistory(r *store.Record) error {
 	return b.execOp("writing history", `INSERT INTO history (`+historyColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, listener = excluded.listener,
 			client = excluded.client, account = excluded.account, mail_from = excluded.mail_from,
 			rcpts = excluded.rcpts, size = excluded.size, header_id = excluded.header_id,
-			received = excluded.received, state = excluded.state, updated = excluded.updated`,
+			subject = excluded.subject, received = excluded.received, state = excluded.state, updated = excluded.updated`,
 		historyArgs(r)...)
 }
 
@@ -108,19 +109,27 @@ func (s *Store) History(ctx context.Context, id string) (*store.Record, []*store
 }
 
 func (s *Store) readRecord(ctx context.Context, id string) (*store.Record, error) {
-	var (
-		r                 store.Record
-		rcpts             string
-		received, updated int64
-	)
-	err := s.rdb.QueryRowContext(ctx, `SELECT `+historyColumns+` FROM history WHERE id = ?`, id).Scan(
-		&r.ID, &r.Mode, &r.Listener, &r.Client, &r.Account, &r.From, &rcpts, &r.Size,
-		&r.HeaderID, &received, &r.State, &updated)
+	r, err := scanRecord(s.rdb.QueryRowContext(ctx, `SELECT `+historyColumns+` FROM history WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", store.ErrNotFound, id)
 	}
 	if err != nil {
 		return nil, readErr(ctx, "reading history", err)
+	}
+	return r, nil
+}
+
+// scanRecord reads historyColumns.
+func scanRecord(sc scanner) (*store.Record, error) {
+	var (
+		r                 store.Record
+		rcpts             string
+		received, updated int64
+	)
+	err := sc.Scan(&r.ID, &r.Mode, &r.Listener, &r.Client, &r.Account, &r.From, &rcpts, &r.Size,
+		&r.HeaderID, &r.Subject, &received, &r.State, &updated)
+	if err != nil {
+		return nil, err
 	}
 	if r.Rcpts, err = decodeStrings(rcpts); err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
 	"github.com/oauthrelay/oauthrelay/internal/store/engine"
@@ -220,5 +221,30 @@ func TestBodyReaderAfterTheMessageWent(t *testing.T) {
 	s.Close()
 	if _, err := io.ReadAll(closed); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("reading a body after Close: %v, want ErrUnavailable", err)
+	}
+}
+
+// A database of version 1 (before the history search) with history in it
+// is migrated on open: its records have no subject and Search finds them.
+func TestOpenMigratesTheHistoryForSearch(t *testing.T) {
+	dir := t.TempDir()
+	db := rawDB(t, dir)
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawExec(t, db, `CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied INTEGER NOT NULL) STRICT`)
+	rawExec(t, db, ms[0].SQL)
+	rawExec(t, db, `INSERT INTO schema_version (version, applied) VALUES (1, 0)`)
+	at := unixNano(time.Now())
+	rawExec(t, db, `INSERT INTO history (id, mode, listener, client, account, mail_from, rcpts, size, header_id, received, state, updated)
+		VALUES ('old1', 'direct', 'l', 'c', 'a@example.com', '<a@example.com>', '["<b@example.net>","<c@example.org>"]', 1, '<m@x>', ?, 'sent', ?)`, at, at)
+	db.Close()
+	s := openTest(t, dir, Options{})
+	for _, q := range []store.HistoryQuery{{Rcpt: "C@EXAMPLE.ORG"}, {HeaderID: "m@x"}, {Since: fromUnixNano(at)}} {
+		recs, err := s.Search(t.Context(), q)
+		if err != nil || len(recs) != 1 || recs[0].ID != "old1" || recs[0].Subject != "" {
+			t.Errorf("Search(%+v) after the migration = %+v, %v", q, recs, err)
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
@@ -35,47 +34,29 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]*store.Envelope, er
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, readErr(ctx, "listing the queue", err)
-	}
-	defer rows.Close()
-	var list []*store.Envelope
-	for rows.Next() {
-		e, err := scanEnvelope(rows)
-		if err != nil {
-			return nil, readErr(ctx, "listing the queue", err)
-		}
-		list = append(list, e)
-	}
-	return list, readErr(ctx, "listing the queue", rows.Err())
+	return readRows(ctx, s.rdb, "listing the queue", query, args, func(sc scanner) (*store.Envelope, error) { return scanEnvelope(sc) })
 }
 
 func listQuery(f store.Filter) (string, []any, error) {
-	var where []string
-	var args []any
+	var w where
 	switch f.State {
 	case "":
 	case store.StateQueued, store.StateHeld:
-		where, args = append(where, "state = ?"), append(args, f.State)
+		w.add("state = ?", f.State)
 	default:
 		return "", nil, fmt.Errorf("store: list: state %q is not queued or held", f.State)
 	}
 	if f.Account != "" {
-		where, args = append(where, "account = ?"), append(args, f.Account)
+		w.add("account = ?", f.Account)
 	}
 	if f.After != "" {
-		where, args = append(where, "id > ?"), append(args, f.After)
+		w.add("id > ?", f.After)
 	}
-	query := `SELECT ` + envelopeColumns + ` FROM messages`
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, " AND ")
-	}
-	query += ` ORDER BY id` // the primary key: a page reads only its rows`
+	query := `SELECT ` + envelopeColumns + ` FROM messages` + w.sql() + ` ORDER BY id` // the primary key: a page reads only its rows
 	if f.Limit > 0 {
-		query, args = query+` LIMIT ?`, append(args, f.Limit)
+		query, w.args = query+` LIMIT ?`, append(w.args, f.Limit)
 	}
-	return query, args, nil
+	return query, w.args, nil
 }
 
 // Hold stops attempts on a message until Release. Holding a held

@@ -1,8 +1,14 @@
 package sqlite
 
 import (
+	"database/sql"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/store"
+	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
 // Claim's queries seek the messages_due index: none scans the queue, so
@@ -13,20 +19,7 @@ func TestClaimQueriesSeekTheIndex(t *testing.T) {
 	openTest(t, dir, Options{})
 	db := rawDB(t, dir)
 	for name, query := range map[string]string{"queued accounts": queuedAccountsQuery, "due of an account": dueOfQuery} {
-		rows, err := db.Query("EXPLAIN QUERY PLAN "+query, "a@example.com", 0, 10)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := explain(t, db, query, "a@example.com", 0, 10)
 		text := strings.Join(plan, "\n")
 		t.Logf("%s:\n%s", name, text)
 		if !strings.Contains(text, "INDEX messages_due") {
@@ -38,4 +31,77 @@ func TestClaimQueriesSeekTheIndex(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Search reads a page's worth of the history, not all of it: the newest
+// page, a time range and the pages after it walk history_received in
+// the result order (no sort of every record); an ID and a Message-ID are
+// one seek. Plans without ANALYZE statistics are the ones a relay's
+// database gets.
+func TestSearchPlans(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	now := time.Now()
+	rec := &store.Record{ID: "0001", Mode: "direct", State: store.StateSent, HeaderID: "<a@b>", Received: now, Updated: now}
+	if err := s.Record(t.Context(), []*store.Record{rec}, nil); err != nil {
+		t.Fatal(err)
+	}
+	hour := now.Add(-time.Hour)
+	cases := []struct {
+		name string
+		q    store.HistoryQuery
+		want string // a step of the plan
+		sort bool   // a sort of the few matches is fine
+	}{
+		{"newest", store.HistoryQuery{}, "SCAN history USING INDEX history_received", false},
+		{"time range", store.HistoryQuery{Since: hour, Until: now}, "SEARCH history USING INDEX history_received (received>? AND received<?)", false},
+		{"next page", store.HistoryQuery{Before: "0001"}, "SEARCH history USING INDEX history_received ((received,id)<(?,?))", false},
+		{"next page in a time range", store.HistoryQuery{Before: "0001", Since: hour}, "SEARCH history USING INDEX history_received (received>? AND (received,id)<(?,?))", false},
+		{"sender in a time range", store.HistoryQuery{From: "scan", Since: hour}, "SEARCH history USING INDEX history_received (received>?)", false},
+		{"recipient", store.HistoryQuery{Rcpt: "@example.com"}, "SCAN history USING INDEX history_received", false},
+		{"ID", store.HistoryQuery{ID: "0001"}, "SEARCH history USING PRIMARY KEY (id=?)", true},
+		{"Message-ID", store.HistoryQuery{HeaderID: "a@b"}, "SEARCH history USING INDEX history_header_id (header_id=?)", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			query, args, err := s.searchQuery(t.Context(), engine.NormalizeSearch(tc.q))
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan := explain(t, s.rdb, query, args...)
+			text := strings.Join(plan, "\n")
+			t.Logf("plan:\n%s", text)
+			if !slices.Contains(plan, tc.want) {
+				t.Errorf("plan lacks %q:\n%s", tc.want, text)
+			}
+			if !tc.sort && strings.Contains(text, "TEMP B-TREE") {
+				t.Errorf("plan sorts the matches instead of reading them in order:\n%s", text)
+			}
+			if slices.Contains(plan, "SCAN history") {
+				t.Errorf("plan scans the table:\n%s", text)
+			}
+		})
+	}
+}
+
+// explain returns the steps of a statement's query plan.
+func explain(t *testing.T, db *sql.DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
 }

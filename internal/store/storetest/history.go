@@ -43,7 +43,7 @@ func (e *env) directRecord(id, state string, updated time.Time) *store.Record {
 	return &store.Record{
 		ID: id, Mode: "direct", Listener: "submission", Client: "app1", Account: "sender@example.com",
 		From: "<sender@example.com>", Rcpts: []string{"<a@example.net>", "<b@example.net>"}, Size: 1234,
-		HeaderID: "<" + id + "@app1>", Received: updated.Add(-time.Second), State: state, Updated: updated,
+		HeaderID: "<" + id + "@app1>", Subject: "Report " + id, Received: updated.Add(-time.Second), State: state, Updated: updated,
 	}
 }
 
@@ -222,6 +222,7 @@ func testClosed(t *testing.T, e *env) {
 			return s.Record(ctx, []*store.Record{e.directRecord("d1", store.StateSent, e.base)}, nil)
 		},
 		"History": func() error { _, _, err := s.History(ctx, "m1"); return err },
+		"Search":  func() error { _, err := s.Search(ctx, store.HistoryQuery{}); return err },
 		"Prune":   func() error { _, err := s.Prune(ctx, e.base); return err },
 		"Stats":   func() error { _, err := s.Stats(ctx); return err },
 		"Ping":    func() error { return s.Ping(ctx) },

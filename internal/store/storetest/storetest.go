@@ -24,7 +24,11 @@
 //     none; an attempt that did not count adds a deferred event first;
 //     naming a recipient the message lacks is refused and changes nothing;
 //   - events come back ordered by time, equal times in write order;
-//   - times keep at least microsecond precision.
+//   - times keep at least microsecond precision;
+//   - Search matches substrings literally ('%' and '_' are no wildcards),
+//     a recipient substring within one recipient, case-insensitively;
+//     pages with Before neither repeat nor skip a record; a Before that
+//     names no record is ErrNotFound.
 package storetest
 
 import (
@@ -56,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Finish", finishTests},
 		{"Operator", operatorTests},
 		{"History", historyTests},
+		{"Search", searchTests},
 		{"Prune", pruneTests},
 		{"Stats", statsTests},
 		{"Lifecycle", lifecycleTests},
