@@ -30,6 +30,7 @@ func parsePages(s *Server) *pages {
 		"utc":     func(t time.Time) string { return Stamp(t, time.UTC) },
 		"iso":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"rel":     func(t time.Time) string { return Relative(t, s.now()) },
+		"now":     func() string { return s.now().UTC().Format(time.RFC3339) },
 		"pct":     func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
 		"size":    formatSize,
 		"seconds": func(n int64) string { return Span(time.Duration(n) * time.Second) },

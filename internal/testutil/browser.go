@@ -106,6 +106,9 @@ func StopSharedBrowser() {
 type TabOptions struct {
 	// Width and Height are the viewport (0: 1280×900).
 	Width, Height int64
+	// Mobile emulates a phone: the page's viewport meta tag applies and
+	// touch events are on.
+	Mobile bool
 	// Artifacts is the subdirectory of the artifacts directory that
 	// Screenshot writes to ("console").
 	Artifacts string
@@ -144,7 +147,11 @@ func NewTab(t testing.TB, opts TabOptions) *Tab {
 	ctx, cancelTimeout := context.WithTimeout(ctx, opts.Timeout)
 	t.Cleanup(func() { cancelTimeout(); cancel() })
 	tab := &Tab{Ctx: ctx, opts: opts}
-	tab.Do(t, chromedp.EmulateViewport(opts.Width, opts.Height))
+	viewport := []chromedp.EmulateViewportOption{}
+	if opts.Mobile {
+		viewport = append(viewport, chromedp.EmulateMobile, chromedp.EmulateTouch, chromedp.EmulatePortrait)
+	}
+	tab.Do(t, chromedp.EmulateViewport(opts.Width, opts.Height, viewport...))
 	// Subscribe once the target exists: messages from then on are kept.
 	messages := chromedp.Console(ctx)
 	go func() {

@@ -29,8 +29,12 @@
     if (Math.abs(d) < 1000) return "now";
     return d > 0 ? "in " + span(d) : span(-d) + " ago";
   }
+  // The server's clock is the reference: its time when it rendered the
+  // page is in <body data-now>, so a wrong clock on the operator's
+  // machine does not skew the hints.
+  var skew = 0;
   function updateTimes() {
-    var now = Date.now();
+    var now = Date.now() + skew;
     document.querySelectorAll(".rel[data-at]").forEach(function (el) {
       var at = Date.parse(el.getAttribute("data-at"));
       if (!isNaN(at)) el.textContent = relative(at, now);
@@ -62,6 +66,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    var served = Date.parse(document.body.getAttribute("data-now"));
+    if (!isNaN(served)) skew = served - Date.now();
     updateTimes();
     window.setInterval(updateTimes, 15000);
     var box = document.getElementById("autorefresh");
