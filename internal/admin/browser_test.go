@@ -86,6 +86,41 @@ func TestBrowserPages(t *testing.T) {
 		}
 		tab.AssertNoConsoleErrors(t, viewportName(vp))
 	}
+	t.Run("dark", func(t *testing.T) {
+		tab := testutil.NewTab(t, testutil.TabOptions{Dark: true, Artifacts: "console"})
+		signIn(t, tab, h, adminToken)
+		if bg := testutil.Eval[string](t, tab, `getComputedStyle(document.body).backgroundColor`); bg != "rgb(21, 24, 28)" {
+			t.Errorf("dark background %s", bg)
+		}
+		tab.Screenshot(t, "overview-dark")
+		tab.Navigate(t, h.srv.URL+"/accounts")
+		tab.Screenshot(t, "accounts-dark")
+		tab.AssertNoConsoleErrors(t, "dark")
+	})
+}
+
+// With JavaScript off the console still works: plain forms post, and a
+// delete goes through without the confirmation the script would ask.
+func TestBrowserWithoutJavaScript(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	tab := testutil.NewTab(t, testutil.TabOptions{NoScript: true, Artifacts: "console"})
+	signIn(t, tab, h, adminToken)
+	tab.Navigate(t, h.srv.URL+"/messages/"+idQueued)
+	tab.AndWait(t, chromedp.Click(chromedp.CSS(`form[action="/queue/`+idQueued+`/hold"] button`)))
+	if loc, flash := tab.Location(t), tab.Text(t, "p.flash"); loc != h.srv.URL+"/messages/"+idQueued || !strings.Contains(flash, "Hold "+idQueued+": held") {
+		t.Errorf("after hold: at %s, %q", loc, flash)
+	}
+	tab.AndWait(t, chromedp.Click(chromedp.CSS(`form[action="/queue/`+idQueued+`/delete"] button`)))
+	if loc := tab.Location(t); loc != h.srv.URL+"/queue" {
+		t.Errorf("after deleting from its page: at %s, want the queue", loc)
+	}
+	tab.Screenshot(t, "queue-without-javascript")
+	if calls := h.b.st.callLog(); !slices.Equal(calls, []string{"hold " + idQueued, "delete " + idQueued}) {
+		t.Errorf("store calls %v", calls)
+	}
+	if visible := testutil.Eval[bool](t, tab, `!document.querySelector(".autorefresh").hidden`); visible {
+		t.Error("the auto-refresh switch shows without JavaScript")
+	}
 }
 
 // A history search for a sender finds the message, and its trail opens.

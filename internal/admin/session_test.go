@@ -318,3 +318,32 @@ func TestSessionTableBounds(t *testing.T) {
 		t.Errorf("%d sessions after a week, want 1", len(ss.byID))
 	}
 }
+
+// No token value reaches a log line or an answer, whatever happens: the
+// audit log names tokens by their identifier only. (Every harness also
+// checks this when its test ends.)
+func TestTokensNeverInOutput(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	b := h.browser()
+	b.post("/login", url.Values{"token": {wrongToken}})
+	b.login(adminToken)
+	b.post("/queue/"+idQueued+"/retry", url.Values{"csrf": {b.csrf()}})
+	b.post("/queue/"+idQueued+"/hold", url.Values{"csrf": {"forged"}})
+	for _, tok := range []string{readToken, adminToken, wrongToken, ""} {
+		h.api("GET", "/api/v1/overview", tok)
+		h.api("POST", "/api/v1/queue/"+idHeld+"/release", tok)
+		h.api("POST", "/api/v1/reload", tok)
+	}
+	logs := h.logs.String()
+	for _, tok := range []string{readToken, adminToken, wrongToken} {
+		if strings.Contains(logs, tok) {
+			t.Errorf("the logs hold a token")
+		}
+		if !strings.Contains(logs, "token="+hashToken(tok).id()) {
+			t.Errorf("the audit log never names token %s", hashToken(tok).id())
+		}
+	}
+	if n := len(h.auditLines()); n < 10 {
+		t.Errorf("%d audit lines, want one per action, login and refusal:\n%s", n, logs)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
@@ -109,6 +110,10 @@ type TabOptions struct {
 	// Mobile emulates a phone: the page's viewport meta tag applies and
 	// touch events are on.
 	Mobile bool
+	// Dark asks for the dark colour scheme (prefers-color-scheme: dark).
+	Dark bool
+	// NoScript switches JavaScript off, as some operators' browsers do.
+	NoScript bool
 	// Artifacts is the subdirectory of the artifacts directory that
 	// Screenshot writes to ("console").
 	Artifacts string
@@ -152,6 +157,17 @@ func NewTab(t testing.TB, opts TabOptions) *Tab {
 		viewport = append(viewport, chromedp.EmulateMobile, chromedp.EmulateTouch, chromedp.EmulatePortrait)
 	}
 	tab.Do(t, chromedp.EmulateViewport(opts.Width, opts.Height, viewport...))
+	if opts.Dark {
+		dark := emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}
+		if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, dark); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if opts.NoScript {
+		if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Subscribe once the target exists: messages from then on are kept.
 	messages := chromedp.Console(ctx)
 	go func() {
