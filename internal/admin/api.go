@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -17,9 +18,9 @@ type apiFunc func(w http.ResponseWriter, r *http.Request, p principal)
 func (s *Server) apiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/overview", s.api(s.apiOverview))
 	mux.Handle("GET /api/v1/accounts", s.api(s.apiAccounts))
-	mux.Handle("GET /api/v1/messages", s.api(s.apiSearch))
+	mux.Handle("GET /api/v1/messages", s.api(s.apiList(searchParams, "next_before", s.apiSearch)))
 	mux.Handle("GET /api/v1/messages/{id}", s.api(s.apiMessage))
-	mux.Handle("GET /api/v1/queue", s.api(s.apiQueue))
+	mux.Handle("GET /api/v1/queue", s.api(s.apiList(queueParams, "next_after", s.apiQueue)))
 	mux.Handle("POST /api/v1/queue/{id}/{action}", s.api(s.apiAct))
 	mux.Handle("DELETE /api/v1/queue/{id}", s.api(s.apiAct))
 	mux.Handle("GET /api/v1/reload", s.api(s.apiReload))
@@ -136,47 +137,64 @@ func (s *Server) apiTriggerReload(w http.ResponseWriter, r *http.Request, p prin
 	writeJSON(w, http.StatusOK, v)
 }
 
-func (s *Server) apiSearch(w http.ResponseWriter, r *http.Request, _ principal) {
-	st := s.storeOrFail(w)
-	if st == nil {
-		return
+// apiList answers GET /api/v1/messages and /api/v1/queue: a page of
+// messages and, when the page is full, where the next one starts
+// (nextKey).
+func (s *Server) apiList(known []string, nextKey string, list func(*http.Request, Store, url.Values) (any, string, error)) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request, _ principal) {
+		st := s.storeOrFail(w)
+		if st == nil {
+			return
+		}
+		q := r.URL.Query()
+		if err := unknownParam(q, known); err != nil {
+			writeParamError(w, err)
+			return
+		}
+		items, next, err := list(r, st, q)
+		if err != nil {
+			s.writeStoreError(w, err)
+			return
+		}
+		v := map[string]any{"messages": items}
+		if next != "" {
+			v[nextKey] = next
+		}
+		writeJSON(w, http.StatusOK, v)
 	}
-	q := r.URL.Query()
-	if err := unknownParam(q, searchParams); err != nil {
-		writeParamError(w, err)
-		return
-	}
-	records, hq, err := s.search(r, st, searchFormOf(q), defaultLimit)
-	if err != nil {
-		s.writeStoreError(w, err)
-		return
-	}
-	v := map[string]any{"messages": records}
-	if len(records) == hq.Limit {
-		v["next_before"] = records[len(records)-1].ID
-	}
-	writeJSON(w, http.StatusOK, v)
 }
 
-// search runs a history search; errors are a *paramError or the store's.
-func (s *Server) search(r *http.Request, st Store, f searchForm, def int) ([]*HistoryEntry, store.HistoryQuery, error) {
+func (s *Server) apiSearch(r *http.Request, st Store, q url.Values) (any, string, error) {
+	return s.search(r, st, searchFormOf(q), defaultLimit)
+}
+
+func (s *Server) apiQueue(r *http.Request, st Store, q url.Values) (any, string, error) {
+	return s.queuePage(r, st, queueFormOf(q), defaultLimit)
+}
+
+// search runs a history search; next is the ID to page back from when
+// the page is full. Errors are a *paramError or the store's.
+func (s *Server) search(r *http.Request, st Store, f searchForm, def int) (entries []*HistoryEntry, next string, err error) {
 	subjects := s.b.Info().HistorySubjects
 	hq, err := f.query(s.now(), subjects, def)
 	if err != nil {
-		return nil, hq, err
+		return nil, "", err
 	}
 	recs, err := st.Search(r.Context(), hq)
 	if err != nil {
-		return nil, hq, err
+		return nil, "", err
 	}
-	out := make([]*HistoryEntry, len(recs))
+	entries = make([]*HistoryEntry, len(recs))
 	for i, rec := range recs {
-		out[i] = HistoryOf(rec)
+		entries[i] = HistoryOf(rec)
 		if !subjects {
-			out[i].Subject = ""
+			entries[i].Subject = ""
 		}
 	}
-	return out, hq, nil
+	if len(recs) == hq.Limit {
+		next = recs[len(recs)-1].ID
+	}
+	return entries, next, nil
 }
 
 func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, _ principal) {
@@ -200,28 +218,6 @@ func (s *Server) messageView(m *Message) MessageView {
 		v.History.Subject = ""
 	}
 	return v
-}
-
-func (s *Server) apiQueue(w http.ResponseWriter, r *http.Request, _ principal) {
-	st := s.storeOrFail(w)
-	if st == nil {
-		return
-	}
-	q := r.URL.Query()
-	if err := unknownParam(q, queueParams); err != nil {
-		writeParamError(w, err)
-		return
-	}
-	entries, next, err := s.queuePage(r, st, queueFormOf(q), defaultLimit)
-	if err != nil {
-		s.writeStoreError(w, err)
-		return
-	}
-	v := map[string]any{"messages": entries}
-	if next != "" {
-		v["next_after"] = next
-	}
-	writeJSON(w, http.StatusOK, v)
 }
 
 // queuePage lists one page of the queue; next is the ID to continue

@@ -12,24 +12,6 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/store"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fakeStore is an in-memory store with the semantics the console relies
 // on (store.Store's documentation); it records every call that changes
 // something.
@@ -365,7 +347,7 @@ func newFixture(now time.Time, subjects bool) *fakeBackend {
 				LastError: "invalid_grant: Token has been expired or revoked.", Circuit: "open", Pool: Pool{Max: 3}, Held: 1},
 		},
 		reload: ReloadStatus{ConfigPath: "/etc/oauthrelay/relay.hcl", Loaded: now.Add(-3 * time.Hour), LastAttempt: now.Add(-time.Hour),
-			LastError: "relay.hcl:12,3-9: Unsupported argument: An argument named \"adress\" is not expected here.",
+			LastError:   "relay.hcl:12,3-9: Unsupported argument: An argument named \"adress\" is not expected here.",
 			Diagnostics: []string{"relay.hcl:12:3: Unsupported argument: An argument named \"adress\" is not expected here."}, Reloads: 2},
 		vault: VaultStatus{Configured: true, Address: "https://vault.example:8200", AuthMethod: "approle", Authenticated: true,
 			TokenExpiry: now.Add(20 * time.Hour), Secrets: []VaultSecret{

@@ -28,7 +28,7 @@ const (
 type harness struct {
 	t     *testing.T
 	b     *fakeBackend
-	clock *fakeClock
+	clock *testutil.Clock
 	logs  *testutil.LogBuffer
 	srv   *httptest.Server
 	s     *Server
@@ -46,7 +46,7 @@ type harnessOptions struct {
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)}
+	clock := testutil.NewClock(time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC))
 	h := &harness{t: t, clock: clock, logs: &testutil.LogBuffer{}, b: newFixture(clock.Now(), o.subjects),
 		tokens: Tokens{Read: readToken, Admin: adminToken}, secrets: []string{readToken, adminToken, wrongToken}}
 	if o.noStore {

@@ -33,11 +33,45 @@ func (s *Server) systemPage(w http.ResponseWriter, _ *http.Request, v *visit) {
 	s.render(w, v, http.StatusOK, "system", "System", "/system", body)
 }
 
+// listState is how a list page fared: no store, or an error instead of
+// its rows.
+type listState struct {
+	NoStore, Error string
+}
+
+// Ready: the page shows its rows.
+func (l *listState) Ready() bool { return l.NoStore == "" && l.Error == "" }
+
+// renderList renders a list page (queue, history): its rows from fill
+// when there is a store.
+func (s *Server) renderList(w http.ResponseWriter, v *visit, name, title string, ls *listState, body any, fill func(Store) error) {
+	status := http.StatusOK
+	if st := s.b.Store(); st == nil {
+		ls.NoStore = noStorePage
+	} else if err := fill(st); err != nil {
+		status, ls.Error = pageError(err)
+	}
+	s.render(w, v, status, name, title, "/"+name, body)
+}
+
+// pagingLinks are the links of a list page to its first page (when it
+// is not on it: paged) and to the next one (when there is one: the
+// cursor parameter key set to next).
+func pagingLinks(path string, links url.Values, paged bool, key, next string) (first, nextPage string) {
+	if paged {
+		first = path + "?" + links.Encode()
+	}
+	if next != "" {
+		links.Set(key, next)
+		nextPage = path + "?" + links.Encode()
+	}
+	return first, nextPage
+}
+
 // queueView is the queue page's content.
 type queueView struct {
+	listState
 	Form        queueForm
-	NoStore     string
-	Error       string
 	Rows        []queueRow
 	First, Next string
 }
@@ -65,36 +99,15 @@ func (s *Server) actionsFor(v *visit, e QueueEntry, back string) *actionsView {
 }
 
 func (s *Server) queuePageView(w http.ResponseWriter, r *http.Request, v *visit) {
-	body := queueView{Form: queueFormOf(r.URL.Query())}
-	st := s.b.Store()
-	if st == nil {
-		body.NoStore = noStorePage
-		s.render(w, v, http.StatusOK, "queue", "Queue", "/queue", body)
-		return
-	}
-	status := http.StatusOK
-	entries, next, err := s.queuePage(r, st, body.Form, pageLimit)
-	if err != nil {
-		status, body.Error = pageError(err)
-	}
-	back := r.URL.RequestURI()
-	for _, e := range entries {
-		body.Rows = append(body.Rows, queueRow{QueueEntry: e, Pending: pending(e), Actions: s.actionsFor(v, e, back)})
-	}
-	links := url.Values{}
-	for k, val := range map[string]string{"state": body.Form.State, "account": body.Form.Account, "limit": body.Form.Limit} {
-		if val != "" {
-			links.Set(k, val)
+	body := &queueView{Form: queueFormOf(r.URL.Query())}
+	s.renderList(w, v, "queue", "Queue", &body.listState, body, func(st Store) error {
+		entries, next, err := s.queuePage(r, st, body.Form, pageLimit)
+		for _, e := range entries {
+			body.Rows = append(body.Rows, queueRow{QueueEntry: e, Pending: pending(e), Actions: s.actionsFor(v, e, r.URL.RequestURI())})
 		}
-	}
-	if body.Form.After != "" {
-		body.First = "/queue?" + links.Encode()
-	}
-	if next != "" {
-		links.Set("after", next)
-		body.Next = "/queue?" + links.Encode()
-	}
-	s.render(w, v, status, "queue", "Queue", "/queue", body)
+		body.First, body.Next = pagingLinks("/queue", body.Form.values(), body.Form.After != "", "after", next)
+		return err
+	})
 }
 
 const noStorePage = "This relay has no store block: listeners deliver directly, so there is no queue and no delivery history."
@@ -124,37 +137,21 @@ func pageError(err error) (int, string) {
 
 // historyView is the history page's content.
 type historyView struct {
+	listState
 	Form        searchForm
 	States      []string
-	NoStore     string
-	Error       string
 	Rows        []*HistoryEntry
 	First, Next string
 }
 
 func (s *Server) historyPage(w http.ResponseWriter, r *http.Request, v *visit) {
-	body := historyView{Form: searchFormOf(r.URL.Query()), States: messageStates}
-	st := s.b.Store()
-	if st == nil {
-		body.NoStore = noStorePage
-		s.render(w, v, http.StatusOK, "history", "History", "/history", body)
-		return
-	}
-	status := http.StatusOK
-	rows, hq, err := s.search(r, st, body.Form, pageLimit)
-	if err != nil {
-		status, body.Error = pageError(err)
-	}
-	body.Rows = rows
-	links := body.Form.values()
-	if body.Form.Before != "" {
-		body.First = "/history?" + links.Encode()
-	}
-	if err == nil && len(rows) == hq.Limit && len(rows) > 0 {
-		links.Set("before", rows[len(rows)-1].ID)
-		body.Next = "/history?" + links.Encode()
-	}
-	s.render(w, v, status, "history", "History", "/history", body)
+	body := &historyView{Form: searchFormOf(r.URL.Query()), States: messageStates}
+	s.renderList(w, v, "history", "History", &body.listState, body, func(st Store) error {
+		rows, next, err := s.search(r, st, body.Form, pageLimit)
+		body.Rows = rows
+		body.First, body.Next = pagingLinks("/history", body.Form.values(), body.Form.Before != "", "before", next)
+		return err
+	})
 }
 
 // messagePageView is the message page's content: the envelope from the

@@ -34,7 +34,7 @@ func parsePages(s *Server) *pages {
 		"pct":     func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
 		"size":    formatSize,
 		"seconds": func(n int64) string { return Span(time.Duration(n) * time.Second) },
-		"clip":    clip,
+		"clip":    Clip,
 		"join":    strings.Join,
 	}
 	p := &pages{byName: map[string]*template.Template{}}
@@ -132,13 +132,4 @@ func formatSize(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/1024)
 	}
 	return fmt.Sprintf("%.1f MiB", float64(n)/(1024*1024))
-}
-
-// clip shortens s to n characters (not bytes: replies may be UTF-8).
-func clip(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n]) + "…"
 }

@@ -113,3 +113,29 @@ func TestStaticFiles(t *testing.T) {
 		}
 	}
 }
+
+// The list pages link to their next and first pages, keeping the filters.
+func TestPagesPaging(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	b := h.browser()
+	b.login(readToken)
+	_, body := b.get("/queue?limit=1")
+	next := `href="/queue?after=` + idHeld + `&amp;limit=1"`
+	if !strings.Contains(body, next) || strings.Contains(body, "First page") {
+		t.Errorf("first queue page lacks %s", next)
+	}
+	_, body = b.get("/queue?limit=1&after=" + idHeld)
+	if !strings.Contains(body, idQueued) || strings.Contains(body, idHeld+"</a>") || !strings.Contains(body, `href="/queue?limit=1">First page`) {
+		t.Errorf("second queue page:\n%s", body)
+	}
+	_, body = b.get("/history?from=example&limit=2")
+	older := `href="/history?before=` + idQueued + `&amp;from=example&amp;limit=2"`
+	if !strings.Contains(body, older) {
+		t.Errorf("first history page lacks %s", older)
+	}
+	_, body = b.get("/history?from=example&limit=2&before=" + idQueued)
+	if !strings.Contains(body, idDelivered) || !strings.Contains(body, idDeleted) || strings.Contains(body, idHeld) ||
+		!strings.Contains(body, `href="/history?from=example&amp;limit=2">Newest`) {
+		t.Errorf("second history page:\n%s", body)
+	}
+}

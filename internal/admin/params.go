@@ -49,9 +49,13 @@ func searchFormOf(q url.Values) searchForm {
 // values is the search as query parameters, without the empty ones and
 // without paging (before), for links to other pages of the result.
 func (f searchForm) values() url.Values {
+	return nonEmpty(map[string]string{"from": f.From, "rcpt": f.Rcpt, "message_id": f.MessageID, "id": f.ID,
+		"subject": f.Subject, "state": f.State, "account": f.Account, "since": f.Since, "until": f.Until, "limit": f.Limit})
+}
+
+func nonEmpty(params map[string]string) url.Values {
 	v := url.Values{}
-	for k, s := range map[string]string{"from": f.From, "rcpt": f.Rcpt, "message_id": f.MessageID, "id": f.ID,
-		"subject": f.Subject, "state": f.State, "account": f.Account, "since": f.Since, "until": f.Until, "limit": f.Limit} {
+	for k, s := range params {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -130,6 +134,12 @@ var queueParams = []string{"state", "account", "after", "limit"}
 func queueFormOf(q url.Values) queueForm {
 	g := func(k string) string { return strings.TrimSpace(q.Get(k)) }
 	return queueForm{State: g("state"), Account: g("account"), After: g("after"), Limit: g("limit")}
+}
+
+// values is the listing as query parameters, without the empty ones and
+// without paging (after).
+func (f queueForm) values() url.Values {
+	return nonEmpty(map[string]string{"state": f.State, "account": f.Account, "limit": f.Limit})
 }
 
 func (f queueForm) filter(def int) (store.Filter, error) {

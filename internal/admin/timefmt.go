@@ -61,3 +61,12 @@ func Relative(t, now time.Time) string {
 	}
 	return Span(-d) + " ago"
 }
+
+// Clip shortens s to n characters (not bytes: replies may be UTF-8).
+func Clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}

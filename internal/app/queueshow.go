@@ -114,7 +114,7 @@ func writeMailqEntry(out io.Writer, m *store.Envelope, now time.Time) {
 	fmt.Fprintf(out, "%s%s\n", mailqIndent, statusLine(m, now))
 	for _, g := range pendingByReason(m) {
 		if g.reason != "" {
-			fmt.Fprintf(out, "%s(%s)\n", mailqIndent, clip(g.reason, maxReasonLen))
+			fmt.Fprintf(out, "%s(%s)\n", mailqIndent, admin.Clip(g.reason, maxReasonLen))
 		}
 		for _, r := range g.rcpts {
 			fmt.Fprintf(out, "%s%s\n", mailqIndent, r)
@@ -278,13 +278,4 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
-}
-
-// clip shortens s to n characters (not bytes: replies may be UTF-8).
-func clip(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n]) + "…"
 }

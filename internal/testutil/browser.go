@@ -117,7 +117,8 @@ type TabOptions struct {
 	// Artifacts is the subdirectory of the artifacts directory that
 	// Screenshot writes to ("console").
 	Artifacts string
-	// Timeout bounds everything the tab does (0: 30s).
+	// Timeout bounds everything the tab does (0: 20s; a query for an
+	// element that never appears waits that long).
 	Timeout time.Duration
 }
 
@@ -143,7 +144,7 @@ func NewTab(t testing.TB, opts TabOptions) *Tab {
 		t.Fatal(err)
 	}
 	if opts.Timeout == 0 {
-		opts.Timeout = 30 * time.Second
+		opts.Timeout = 20 * time.Second
 	}
 	if opts.Width == 0 {
 		opts.Width, opts.Height = 1280, 900
