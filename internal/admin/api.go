@@ -254,13 +254,13 @@ func (s *Server) apiAct(w http.ResponseWriter, r *http.Request, p principal) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such action %q: POST retry, hold or release; DELETE the message", name))
 		return
 	}
-	st := s.storeOrFail(w)
-	if st == nil {
-		return
-	}
 	id := NormalizeID(r.PathValue("id"))
 	if !s.permitted(r, p, "queue."+string(a), id) {
 		s.forbidAPI(w)
+		return
+	}
+	st := s.storeOrFail(w)
+	if st == nil {
 		return
 	}
 	res := s.act(r, p, st, a, id)
