@@ -76,6 +76,10 @@ type Info struct {
 	// SharedLimits is "" on one instance; "ok" or "degraded" when limits
 	// are shared through PostgreSQL.
 	SharedLimits string
+	// QueueMaxLifetime is the queue's max_lifetime: the console shows
+	// each queued message's expiry under it, as `oauthrelay queue` does
+	// (0: the stored expiry).
+	QueueMaxLifetime time.Duration
 }
 
 // Listener is one SMTP listener.

@@ -10,8 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
+	"github.com/oauthrelay/oauthrelay/internal/admin"
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/secrets"
 	"github.com/oauthrelay/oauthrelay/internal/store"
@@ -41,15 +41,6 @@ type queueCmd struct {
 	asJSON, all    bool
 	state, account string
 	ids            []string
-}
-
-// queueVerbs are the commands that act on messages, with what -all
-// selects for each.
-var queueVerbs = map[string]store.Filter{
-	"retry":   {State: store.StateQueued}, // held messages wait for release
-	"hold":    {State: store.StateQueued},
-	"release": {State: store.StateHeld},
-	"delete":  {},
 }
 
 func cmdQueue(ctx context.Context, args []string, stdio IO) int {
@@ -105,7 +96,7 @@ func parseQueue(args []string, stdio IO) (*queueCmd, int) {
 		fmt.Fprint(stdio.Stdout, queueUsage)
 		return nil, 0
 	}
-	_, acts := queueVerbs[c.verb]
+	_, acts := admin.ParseAction(c.verb)
 	if c.verb != "list" && c.verb != "show" && !acts {
 		return usageError(stdio, "oauthrelay queue: unknown command %q", c.verb)
 	}
@@ -128,7 +119,7 @@ func parseQueue(args []string, stdio IO) (*queueCmd, int) {
 		return nil, 2
 	}
 	for _, id := range ids {
-		c.ids = append(c.ids, normalizeID(id))
+		c.ids = append(c.ids, admin.NormalizeID(id))
 	}
 	c.account = strings.ToLower(c.account)
 	return c.check(stdio)
@@ -183,34 +174,16 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// normalizeID accepts an ID as mailq shows it: queue IDs are upper-case
-// Crockford base32, and a copied "!" (held) marker is dropped.
-func normalizeID(id string) string {
-	return strings.ToUpper(strings.TrimRight(strings.TrimSpace(id), "!*"))
-}
-
-// lifetimeView shows each message's expiry under the max_lifetime of the
-// configuration, which the relay applies to every queued message, rather
-// than the one in force when the message arrived (the stored Expires).
-type lifetimeView struct {
-	store.Store
-	maxLifetime time.Duration
-}
+// lifetimeView shows each message's expiry under the configuration's
+// max_lifetime (admin.LifetimeView).
+type lifetimeView admin.LifetimeView
 
 func (v lifetimeView) Get(ctx context.Context, id string) (*store.Envelope, error) {
-	e, err := v.Store.Get(ctx, id)
-	if err == nil {
-		e.Expires = e.Received.Add(v.maxLifetime)
-	}
-	return e, err
+	return admin.LifetimeView(v).Get(ctx, id)
 }
 
 func (v lifetimeView) List(ctx context.Context, f store.Filter) ([]*store.Envelope, error) {
-	list, err := v.Store.List(ctx, f)
-	for _, e := range list {
-		e.Expires = e.Received.Add(v.maxLifetime)
-	}
-	return list, err
+	return admin.LifetimeView(v).List(ctx, f)
 }
 
 // openQueueStore opens the relay's store. It never creates one: a store
@@ -274,7 +247,7 @@ func storeOpenError(dir string, err error) error {
 	return fmt.Errorf("opening the store at %s: %w", dir, err)
 }
 
-func (c *queueCmd) run(ctx context.Context, st store.Store, stdio IO) error {
+func (c *queueCmd) run(ctx context.Context, st admin.QueueStore, stdio IO) error {
 	switch c.verb {
 	case "list":
 		return queueList(ctx, st, store.Filter{State: c.state, Account: c.account}, c.asJSON, stdio.Stdout)
@@ -284,82 +257,12 @@ func (c *queueCmd) run(ctx context.Context, st store.Store, stdio IO) error {
 	return queueAct(ctx, st, c, stdio)
 }
 
-// queueEntry is one message in `queue list -json` and `queue show -json`.
-type queueEntry struct {
-	ID          string           `json:"id"`
-	State       string           `json:"state"`
-	Account     string           `json:"account"`
-	From        string           `json:"from"`
-	Size        int64            `json:"size"`
-	Received    time.Time        `json:"received"`
-	NextAttempt time.Time        `json:"next_attempt"`
-	Expires     time.Time        `json:"expires"`
-	Attempts    int              `json:"attempts"`
-	LastReply   string           `json:"last_reply,omitempty"`
-	Recipients  []queueRecipient `json:"recipients"`
-	MessageID   string           `json:"message_id,omitempty"`
-	Listener    string           `json:"listener,omitempty"`
-	Client      string           `json:"client,omitempty"`
-	Bounce      bool             `json:"bounce,omitempty"`
-	MailParams  []string         `json:"mail_params,omitempty"`
-}
-
-type queueRecipient struct {
-	Addr      string `json:"address"`
-	State     string `json:"state"`
-	LastReply string `json:"last_reply,omitempty"`
-	Notify    string `json:"notify,omitempty"`
-	ORcpt     string `json:"orcpt,omitempty"`
-}
-
-func entryOf(e *store.Envelope) queueEntry {
-	rcpts := make([]queueRecipient, len(e.Rcpts))
-	for i, r := range e.Rcpts {
-		rcpts[i] = queueRecipient{Addr: r.Addr, State: r.State, LastReply: r.LastReply, Notify: r.Notify, ORcpt: r.ORcpt}
-	}
-	return queueEntry{ID: e.ID, State: e.State, Account: e.Account, From: e.From, Size: e.Size, Received: e.Received,
-		NextAttempt: e.NextAttempt, Expires: e.Expires, Attempts: e.Attempts, LastReply: e.LastReply, Recipients: rcpts,
-		MessageID: e.HeaderID, Listener: e.Listener, Client: e.Client, Bounce: e.Bounce, MailParams: e.MailParams}
-}
-
-// historyEntry and eventEntry are a message's history in `queue show -json`.
-type historyEntry struct {
-	ID         string    `json:"id"`
-	Mode       string    `json:"mode"`
-	State      string    `json:"state"`
-	Listener   string    `json:"listener,omitempty"`
-	Client     string    `json:"client,omitempty"`
-	Account    string    `json:"account"`
-	From       string    `json:"from"`
-	Recipients []string  `json:"recipients"`
-	Size       int64     `json:"size"`
-	MessageID  string    `json:"message_id,omitempty"`
-	Received   time.Time `json:"received"`
-	Updated    time.Time `json:"updated"`
-}
-
-type eventEntry struct {
-	At    time.Time `json:"at"`
-	Type  string    `json:"type"`
-	Rcpt  string    `json:"recipient,omitempty"`
-	Reply string    `json:"reply,omitempty"`
-}
-
-func historyOf(r *store.Record) *historyEntry {
-	if r == nil {
-		return nil
-	}
-	return &historyEntry{ID: r.ID, Mode: r.Mode, State: r.State, Listener: r.Listener, Client: r.Client, Account: r.Account,
-		From: r.From, Recipients: r.Rcpts, Size: r.Size, MessageID: r.HeaderID, Received: r.Received, Updated: r.Updated}
-}
-
-func eventsOf(events []*store.Event) []eventEntry {
-	out := make([]eventEntry, len(events))
-	for i, e := range events {
-		out[i] = eventEntry{At: e.At, Type: e.Type, Rcpt: e.Rcpt, Reply: e.Reply}
-	}
-	return out
-}
+// The JSON shapes of the commands are the admin API's (admin.QueueEntry …).
+type (
+	queueEntry = admin.QueueEntry
+	eventEntry = admin.EventEntry
+	actResult  = admin.Result
+)
 
 func writeJSON(out io.Writer, v any) error {
 	enc := json.NewEncoder(out)
@@ -371,35 +274,18 @@ func writeJSON(out io.Writer, v any) error {
 // errReported is a failure already printed, message by message.
 var errReported = errors.New("reported")
 
-// actResult is what an operator command did to one message.
-type actResult struct {
-	ID     string `json:"id"`
-	Result string `json:"result"` // "done", "unchanged" or "failed"
-	Detail string `json:"detail"`
-}
-
 // queueAct applies retry, hold, release or delete to the given messages
 // or, with -all, to every message it applies to.
-func queueAct(ctx context.Context, st store.Store, c *queueCmd, stdio IO) error {
-	ids := c.ids
-	if c.all {
-		err := eachListed(ctx, st, queueVerbs[c.verb], func(m *store.Envelope) error {
-			ids = append(ids, m.ID)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+func queueAct(ctx context.Context, st admin.QueueStore, c *queueCmd, stdio IO) error {
+	results, err := admin.Ops{Store: st}.Act(ctx, admin.Action(c.verb), c.ids, c.all)
+	if err != nil {
+		return err
 	}
-	now := time.Now()
-	results := make([]actResult, 0, len(ids))
 	failed := 0
-	for _, id := range ids {
-		r := actOne(ctx, st, c.verb, id, c.all, now)
-		if r.Result == "failed" {
+	for _, r := range results {
+		if r.Result == admin.Failed {
 			failed++
 		}
-		results = append(results, r)
 	}
 	if c.asJSON {
 		if err := writeJSON(stdio.Stdout, map[string]any{"action": c.verb, "results": results}); err != nil {
@@ -420,7 +306,7 @@ func printActResults(stdio IO, c *queueCmd, results []actResult, failed int) {
 		return
 	}
 	for _, r := range results {
-		if r.Result == "failed" {
+		if r.Result == admin.Failed {
 			fmt.Fprintf(stdio.Stderr, "oauthrelay queue %s: %s: %s\n", c.verb, r.ID, r.Detail)
 			continue
 		}
@@ -436,79 +322,4 @@ var nothingTo = map[string]string{
 	"hold":    "No queued message to hold",
 	"release": "No held message to release",
 	"delete":  "Queue is empty",
-}
-
-// actOne applies verb to one message. Under -all, a message that left
-// the queue in the meantime (delivered, say) is not a failure.
-func actOne(ctx context.Context, st store.Store, verb, id string, all bool, now time.Time) actResult {
-	env, err := st.Get(ctx, id)
-	if err == nil {
-		if r, settled := precheck(verb, env); settled {
-			return r
-		}
-		err = apply(ctx, st, verb, id, now)
-	}
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		r := actResult{ID: id, Result: "failed", Detail: notQueued(ctx, st, id)}
-		if all {
-			r.Result = "unchanged"
-		}
-		return r
-	case err != nil:
-		return actResult{ID: id, Result: "failed", Detail: err.Error()}
-	}
-	return actResult{ID: id, Result: "done", Detail: doneDetail(verb, env, now)}
-}
-
-// precheck settles a command its message's state makes moot or wrong.
-func precheck(verb string, env *store.Envelope) (actResult, bool) {
-	held := env.State == store.StateHeld
-	switch {
-	case verb == "hold" && held:
-		return actResult{ID: env.ID, Result: "unchanged", Detail: "already held"}, true
-	case verb == "release" && !held:
-		return actResult{ID: env.ID, Result: "unchanged", Detail: "not held"}, true
-	case verb == "retry" && held:
-		return actResult{ID: env.ID, Result: "failed", Detail: "held: release it first (oauthrelay queue release " + env.ID + ")"}, true
-	}
-	return actResult{}, false
-}
-
-func apply(ctx context.Context, st store.Store, verb, id string, now time.Time) error {
-	switch verb {
-	case "retry":
-		return st.Retry(ctx, id, now)
-	case "hold":
-		return st.Hold(ctx, id)
-	case "release":
-		return st.Release(ctx, id)
-	case "delete":
-		return st.Delete(ctx, id)
-	}
-	return fmt.Errorf("unknown command %q", verb)
-}
-
-func doneDetail(verb string, env *store.Envelope, now time.Time) string {
-	switch verb {
-	case "retry":
-		return "due now: the relay attempts it within a few seconds"
-	case "hold":
-		return "held: no attempts until released"
-	case "release":
-		if env.NextAttempt.After(now) {
-			return fmt.Sprintf("released: next attempt %s; to attempt it now: oauthrelay queue retry %s", when(env.NextAttempt, now), env.ID)
-		}
-		return "released: due now"
-	}
-	return "deleted without a bounce (its history is kept)"
-}
-
-// notQueued explains why id is not in the queue.
-func notQueued(ctx context.Context, st store.Store, id string) string {
-	rec, _, err := st.History(ctx, id)
-	if err != nil || rec == nil {
-		return "no such message in the queue or its history"
-	}
-	return fmt.Sprintf("not in the queue any more: %s (%s mode), %s", rec.State, rec.Mode, stamp(rec.Updated))
 }

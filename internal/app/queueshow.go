@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/oauthrelay/oauthrelay/internal/admin"
 	"github.com/oauthrelay/oauthrelay/internal/store"
 )
 
@@ -24,38 +24,17 @@ const (
 
 var mailqHeader = fmt.Sprintf("%-17s %8s %-19s  %s", "-Queue ID-", "--Size--", "---Arrival Time----", "-Sender/Recipient-------")
 
-// listPage is how many messages `queue list` reads at a time: a long
-// queue is printed page by page, never held in memory whole.
-const listPage = 500
+// listPage is how many messages `queue list` reads at a time.
+const listPage = admin.ListPage
 
-// eachListed calls fn for every message f selects, a page at a time.
-func eachListed(ctx context.Context, st store.Store, f store.Filter, fn func(*store.Envelope) error) error {
-	f.Limit = listPage
-	for {
-		page, err := st.List(ctx, f)
-		if err != nil {
-			return err
-		}
-		for _, m := range page {
-			if err := fn(m); err != nil {
-				return err
-			}
-		}
-		if len(page) < listPage {
-			return nil
-		}
-		f.After = page[len(page)-1].ID
-	}
-}
-
-func queueList(ctx context.Context, st store.Store, f store.Filter, asJSON bool, out io.Writer) error {
+func queueList(ctx context.Context, st admin.QueueStore, f store.Filter, asJSON bool, out io.Writer) error {
 	if asJSON {
 		return queueListJSON(ctx, st, f, out)
 	}
 	now := time.Now()
 	var size int64
 	count, held := 0, 0
-	err := eachListed(ctx, st, f, func(m *store.Envelope) error {
+	err := admin.Ops{Store: st}.Each(ctx, f, func(m *store.Envelope) error {
 		if count == 0 {
 			fmt.Fprintln(out, mailqHeader)
 		}
@@ -87,14 +66,14 @@ func queueList(ctx context.Context, st store.Store, f store.Filter, asJSON bool,
 }
 
 // queueListJSON writes the list as one JSON array, an entry at a time.
-func queueListJSON(ctx context.Context, st store.Store, f store.Filter, out io.Writer) error {
+func queueListJSON(ctx context.Context, st admin.QueueStore, f store.Filter, out io.Writer) error {
 	sep := "[\n"
-	err := eachListed(ctx, st, f, func(m *store.Envelope) error {
+	err := admin.Ops{Store: st}.Each(ctx, f, func(m *store.Envelope) error {
 		var entry bytes.Buffer
 		enc := json.NewEncoder(&entry)
 		enc.SetEscapeHTML(false) // as writeJSON
 		enc.SetIndent("  ", "  ")
-		if err := enc.Encode(entryOf(m)); err != nil {
+		if err := enc.Encode(admin.EntryOf(m)); err != nil {
 			return err
 		}
 		_, err := fmt.Fprintf(out, "%s  %s", sep, bytes.TrimRight(entry.Bytes(), "\n"))
@@ -135,7 +114,7 @@ func writeMailqEntry(out io.Writer, m *store.Envelope, now time.Time) {
 	fmt.Fprintf(out, "%s%s\n", mailqIndent, statusLine(m, now))
 	for _, g := range pendingByReason(m) {
 		if g.reason != "" {
-			fmt.Fprintf(out, "%s(%s)\n", mailqIndent, clip(g.reason, maxReasonLen))
+			fmt.Fprintf(out, "%s(%s)\n", mailqIndent, admin.Clip(g.reason, maxReasonLen))
 		}
 		for _, r := range g.rcpts {
 			fmt.Fprintf(out, "%s%s\n", mailqIndent, r)
@@ -198,38 +177,20 @@ func pendingByReason(m *store.Envelope) []reasonGroup {
 // queueShow prints a message's envelope, its recipients' states and its
 // trail (README "Delivery history"); never its body. A message no longer
 // queued, or delivered directly, is shown from its history.
-func queueShow(ctx context.Context, st store.Store, id string, asJSON bool, out io.Writer) error {
-	env, err := st.Get(ctx, id)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+func queueShow(ctx context.Context, st admin.QueueStore, id string, asJSON bool, out io.Writer) error {
+	m, err := admin.Ops{Store: st}.Show(ctx, id)
+	if err != nil {
 		return err
-	}
-	rec, events, err := st.History(ctx, id)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	if env == nil && rec == nil {
-		return fmt.Errorf("%s: no such message in the queue or its history", id)
 	}
 	if asJSON {
-		v := struct {
-			ID      string        `json:"id"`
-			Queue   *queueEntry   `json:"queue"`
-			History *historyEntry `json:"history"`
-			Events  []eventEntry  `json:"events"`
-		}{ID: id, History: historyOf(rec), Events: eventsOf(events)}
-		if env != nil {
-			e := entryOf(env)
-			v.Queue = &e
-		}
-		return writeJSON(out, v)
+		return writeJSON(out, m.View())
 	}
-	now := time.Now()
-	if env != nil {
-		writeQueued(out, env, now)
+	if m.Envelope != nil {
+		writeQueued(out, m.Envelope, time.Now())
 	} else {
-		writeRecord(out, rec)
+		writeRecord(out, m.Record)
 	}
-	writeTrail(out, events)
+	writeTrail(out, m.Events)
 	return nil
 }
 
@@ -306,51 +267,15 @@ func origin(listener, client string) string {
 }
 
 // stamp writes a time as mailq does: local time, to the second.
-func stamp(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return t.Local().Format(time.DateTime)
-}
+func stamp(t time.Time) string { return admin.Stamp(t, time.Local) }
 
 // when writes t with how far it is from now: "2026-11-26 11:00:00 (in
 // 59m)"; a time that has passed is due.
-func when(t, now time.Time) string {
-	d := t.Sub(now)
-	if d <= 0 {
-		return stamp(t) + " (due)"
-	}
-	return stamp(t) + " (in " + span(d) + ")"
-}
-
-// span writes a duration the way the configuration does, truncated to
-// its two largest units: "45s", "59m", "3h05m", "4d12h".
-func span(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d/time.Second))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d/time.Minute))
-	case d < 48*time.Hour:
-		m := int(d / time.Minute)
-		return fmt.Sprintf("%dh%02dm", m/60, m%60)
-	}
-	h := int(d / time.Hour)
-	return fmt.Sprintf("%dd%02dh", h/24, h%24)
-}
+func when(t, now time.Time) string { return admin.When(t, now, time.Local) }
 
 func plural(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
-}
-
-// clip shortens s to n characters (not bytes: replies may be UTF-8).
-func clip(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n]) + "…"
 }

@@ -48,6 +48,10 @@ func ParseSize(s string) (int64, error) {
 // lacks and retention settings need ("30d", "1.5d", "1d12h").
 var daysPrefix = regexp.MustCompile(`^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)d`)
 
+// ParseDuration parses a duration as the configuration writes it (see
+// parseDuration): the admin API takes "since=7d" in the same words.
+func ParseDuration(s string) (time.Duration, error) { return parseDuration(s) }
+
 // parseDuration parses a Go duration string, optionally led by a number of
 // days (24 hours each), and requires it to be positive.
 func parseDuration(s string) (time.Duration, error) {

@@ -1,0 +1,141 @@
+package admin
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Every page renders for both scopes, with and without a store and with
+// subjects on and off; the read scope sees no action, and no page shows
+// a subject unless the store keeps them.
+func TestPagesRender(t *testing.T) {
+	pages := []struct {
+		path  string
+		wants []string
+	}{
+		{"/", []string{"relay.example", "1.4.0-test", "1 degraded", "printers", "Last reload: <span class=\"state-failure\">failure</span>", "approle"}},
+		{"/accounts", []string{"alice@example.com", "invalid_grant", `<meter min="0" max="1" low="0.7" high="0.9" optimum="0" value="0.93">93%</meter>`, "1 open, 0 idle, max 4"}},
+		{"/queue", []string{idQueued, idHeld, "451 4.3.0 Mailbox busy", "2 of 2"}},
+		{"/queue?state=held", []string{idHeld}},
+		{"/history", []string{idQueued, idDelivered, idDeleted, "customer@example.org"}},
+		{"/history?from=crm", []string{idDelivered, "1 message"}},
+		{"/messages/" + idQueued, []string{"&lt;q1@scanner.example&gt;", "x@example.net", "451 4.3.0 Mailbox busy", "Trail", "accepted", "on listener “printers”"}},
+		{"/messages/" + idDelivered, []string{"sent", "(direct mode)", "not in the queue", "250 2.0.0 OK"}},
+		{"/system", []string{"/etc/oauthrelay/relay.hcl", "adress", "vault://secret/oauthrelay/m365#client_secret"}},
+	}
+	actions := []string{`action="/queue/` + idQueued + `/retry"`, `action="/system/reload"`}
+	for _, o := range []harnessOptions{{}, {subjects: true}} {
+		h := newHarness(t, o)
+		for _, token := range []string{readToken, adminToken} {
+			b := h.browser()
+			b.login(token)
+			scope := map[string]string{readToken: "read", adminToken: "admin"}[token]
+			for _, p := range pages {
+				t.Run(fmt.Sprintf("%s subjects=%v %s", scope, o.subjects, p.path), func(t *testing.T) {
+					resp, body := b.get(p.path)
+					if resp.StatusCode != http.StatusOK {
+						t.Fatalf("status %d\n%s", resp.StatusCode, body)
+					}
+					for _, w := range p.wants {
+						if !strings.Contains(body, w) {
+							t.Errorf("lacks %q", w)
+						}
+					}
+					for _, must := range []string{`<a class="skip" href="#main">`, `<nav aria-label="Console">`, `<main id="main"`, "scope-" + scope} {
+						if !strings.Contains(body, must) {
+							t.Errorf("lacks %q", must)
+						}
+					}
+					if !o.subjects && (strings.Contains(body, "Subject") || strings.Contains(body, "invoice 42")) {
+						t.Error("shows a subject, or a subject field, with history_subjects off")
+					}
+					for _, a := range actions {
+						if scope == "read" && strings.Contains(body, a) {
+							t.Errorf("the read scope sees %s", a)
+						}
+					}
+				})
+			}
+			if _, body := b.get("/queue"); scope == "admin" && !strings.Contains(body, actions[0]) {
+				t.Error("the admin scope sees no retry button")
+			}
+		}
+		if o.subjects {
+			b := h.browser()
+			b.login(readToken)
+			for _, p := range []string{"/history", "/messages/" + idQueued} {
+				if _, body := b.get(p); !strings.Contains(body, "Scan of invoice 42") {
+					t.Errorf("%s with subjects on lacks the subject", p)
+				}
+			}
+		}
+	}
+}
+
+func TestPagesWithoutStoreAndErrors(t *testing.T) {
+	h := newHarness(t, harnessOptions{noStore: true})
+	b := h.browser()
+	b.login(adminToken)
+	for _, p := range []string{"/", "/queue", "/history", "/messages/" + idQueued} {
+		resp, body := b.get(p)
+		if resp.StatusCode != http.StatusOK || !(strings.Contains(body, "no store block") || strings.Contains(body, "No store")) {
+			t.Errorf("%s without a store: %d", p, resp.StatusCode)
+		}
+	}
+	h2 := newHarness(t, harnessOptions{})
+	b2 := h2.browser()
+	b2.login(readToken)
+	for path, want := range map[string]int{
+		"/messages/NOSUCHMESSAGE": http.StatusNotFound,
+		"/nowhere":                http.StatusNotFound,
+		"/history?since=soon":     http.StatusBadRequest,
+		"/queue?state=bounced":    http.StatusBadRequest,
+	} {
+		if resp, body := b2.get(path); resp.StatusCode != want || !strings.Contains(body, `class="flash bad"`) {
+			t.Errorf("%s: %d, want %d with the reason", path, resp.StatusCode, want)
+		}
+	}
+	if _, body := b2.get("/history?since=soon"); !strings.Contains(body, "Check the since field") || !strings.Contains(body, `value="soon"`) {
+		t.Error("a bad search does not say which field, or loses the form")
+	}
+}
+
+func TestStaticFiles(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	for path, ct := range map[string]string{
+		"/static/console.css": "text/css", "/static/console.js": "text/javascript", "/static/favicon.svg": "image/svg+xml",
+	} {
+		resp, body := h.request(nil, h.newRequest("GET", path, nil))
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), ct) || body == "" {
+			t.Errorf("%s: %d %q", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+}
+
+// The list pages link to their next and first pages, keeping the filters.
+func TestPagesPaging(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	b := h.browser()
+	b.login(readToken)
+	_, body := b.get("/queue?limit=1")
+	next := `href="/queue?after=` + idHeld + `&amp;limit=1"`
+	if !strings.Contains(body, next) || strings.Contains(body, "First page") {
+		t.Errorf("first queue page lacks %s", next)
+	}
+	_, body = b.get("/queue?limit=1&after=" + idHeld)
+	if !strings.Contains(body, idQueued) || strings.Contains(body, idHeld+"</a>") || !strings.Contains(body, `href="/queue?limit=1">First page`) {
+		t.Errorf("second queue page:\n%s", body)
+	}
+	_, body = b.get("/history?from=example&limit=2")
+	older := `href="/history?before=` + idQueued + `&amp;from=example&amp;limit=2"`
+	if !strings.Contains(body, older) {
+		t.Errorf("first history page lacks %s", older)
+	}
+	_, body = b.get("/history?from=example&limit=2&before=" + idQueued)
+	if !strings.Contains(body, idDelivered) || !strings.Contains(body, idDeleted) || strings.Contains(body, idHeld) ||
+		!strings.Contains(body, `href="/history?from=example&amp;limit=2">Newest`) {
+		t.Errorf("second history page:\n%s", body)
+	}
+}
