@@ -39,6 +39,13 @@ telemetry {
   address = %q   # /metrics, /health/ready, the sandbox inbox at /dev/
 }
 
+# The operator console: the admin API (/api/v1) and the web dashboard. Its
+# admin token is in the file admin-token next to this one.
+admin {
+  address     = %q
+  admin_token = "file://%s"
+}
+
 # STARTTLS with a certificate from the sandbox CA (sandbox-ca.pem), so that
 # clients that insist on TLS before AUTH (msmtp, swaks -tls) work; plaintext
 # AUTH stays accepted on loopback for curl's one-liner.
@@ -59,9 +66,12 @@ listener "queued" {
   delivery      = "queue"
 }
 
-# The queue and the delivery history, in this temporary directory.
+# The queue and the delivery history, in this temporary directory. Dev
+# mode keeps subjects in the history so that the console shows them (off
+# by default: subjects are often personal data).
 store {
-  path = %q
+  path             = %q
+  history_subjects = true
 }
 
 queue {
@@ -98,6 +108,7 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	listen := fs.String("listen", "127.0.0.1:2525", "SMTP address of the relay (loopback)")
 	queueListen := fs.String("queue-listen", "127.0.0.1:2526", "SMTP address of the relay's store-and-forward listener (loopback)")
 	telemetryAddr := fs.String("telemetry", "127.0.0.1:8025", "address of /metrics, /health and the sandbox inbox (/dev/)")
+	consoleAddr := fs.String("console", "127.0.0.1:8026", "address of the operator console (web dashboard and admin API)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -107,7 +118,7 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintf(stdio.Stderr, "oauthrelay dev: "+format+"\n", a...)
 		return 1
 	}
-	for _, a := range []string{*listen, *queueListen, *telemetryAddr} {
+	for _, a := range []string{*listen, *queueListen, *telemetryAddr, *consoleAddr} {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil || !config.IsLoopbackHost(host) {
 			return fail("%q must be a loopback host:port: dev mode accepts plaintext passwords", a)
@@ -127,8 +138,9 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 	smtpAddr, note := freeOr(*listen)
 	queueAddr, qnote := freeOr(*queueListen)
 	httpAddr, _ := freeOr(*telemetryAddr)
+	adminAddr, _ := freeOr(*consoleAddr)
 	password := randomWord(12)
-	files, err := writeDevFiles(sb, dir, devAddrs{smtp: smtpAddr, queue: queueAddr, http: httpAddr}, password)
+	files, err := writeDevFiles(sb, dir, devAddrs{smtp: smtpAddr, queue: queueAddr, http: httpAddr, console: adminAddr}, password)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -156,6 +168,8 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 		Queued:    rt.ListenerAddr("queued").String(),
 		Password:  password,
 		Telemetry: rt.TelemetryAddr().String(),
+		Console:   rt.ConsoleAddr().String(),
+		Token:     files.adminToken,
 		CAFile:    files.ca,
 		Config:    files.config,
 	})
@@ -167,11 +181,12 @@ func cmdDev(ctx context.Context, args []string, stdio IO) int {
 }
 
 // devAddrs are the addresses `oauthrelay dev` serves on.
-type devAddrs struct{ smtp, queue, http string }
+type devAddrs struct{ smtp, queue, http, console string }
 
 // devFiles are the paths of what `oauthrelay dev` writes to its directory.
 type devFiles struct {
 	ca, config string
+	adminToken string // the console's admin token (dev mode prints it)
 }
 
 // writeDevFiles registers the dev client and account with the sandbox and
@@ -187,7 +202,9 @@ func writeDevFiles(sb *devsandbox.Sandbox, dir string, addrs devAddrs, password 
 		return devFiles{}, err
 	}
 	path := func(name string) string { return filepath.Join(dir, name) }
+	adminToken := randomWord(32)
 	secrets := map[string]string{
+		"admin-token":    adminToken,
 		"sandbox-ca.pem": string(sb.CA.PEM),
 		"client-secret":  clientSecret,
 		"refresh-token":  refreshToken,
@@ -201,19 +218,19 @@ func writeDevFiles(sb *devsandbox.Sandbox, dir string, addrs devAddrs, password 
 	if err := sb.CA.WriteFiles(path("listener-cert.pem"), path("listener-key.pem"), "127.0.0.1", "localhost", "::1"); err != nil {
 		return devFiles{}, err
 	}
-	cfgText := fmt.Sprintf(devConfigTemplate, addrs.http, addrs.smtp, path("listener-cert.pem"), path("listener-key.pem"),
+	cfgText := fmt.Sprintf(devConfigTemplate, addrs.http, addrs.console, path("admin-token"), addrs.smtp, path("listener-cert.pem"), path("listener-key.pem"),
 		addrs.queue, path("listener-cert.pem"), path("listener-key.pem"), path("store"),
 		sb.Tokens.URL, sb.SMTP.Addr, path("sandbox-ca.pem"), devClientID, path("client-secret"),
 		devAccount, path("refresh-token"), devUser, hash)
 	if err := os.WriteFile(path("oauthrelay.hcl"), []byte(cfgText), 0o600); err != nil {
 		return devFiles{}, err
 	}
-	return devFiles{ca: path("sandbox-ca.pem"), config: path("oauthrelay.hcl")}, nil
+	return devFiles{ca: path("sandbox-ca.pem"), config: path("oauthrelay.hcl"), adminToken: adminToken}, nil
 }
 
 // devBanner is what `oauthrelay dev` tells the user once it is running.
 type devBanner struct {
-	Note, SMTP, Queued, Password, Telemetry, CAFile, Config string
+	Note, SMTP, Queued, Password, Telemetry, Console, Token, CAFile, Config string
 }
 
 // printDevBanner prints the addresses, the dev credentials (dev mode only:
@@ -238,6 +255,7 @@ to an embedded sandbox provider (nothing leaves this machine).%s
   inbox         http://%s/dev/
   messages      http://%s/dev/messages
   metrics       http://%s/metrics
+  console       http://%s/   (admin token: %s)
   config        %s
   queue         oauthrelay queue list -config %s
 
@@ -247,7 +265,7 @@ Try it:
   swaks --server %s --tls --tls-verify --tls-ca-path %s --auth-user %s --auth-password '%s' --from %s --to you@example.com
 
 Press Ctrl-C to stop.
-`, b.Note, b.SMTP, b.Queued, devUser, b.Password, devAccount, b.CAFile, b.Telemetry, b.Telemetry, b.Telemetry, b.Config, b.Config,
+`, b.Note, b.SMTP, b.Queued, devUser, b.Password, devAccount, b.CAFile, b.Telemetry, b.Telemetry, b.Telemetry, b.Console, b.Token, b.Config, b.Config,
 		urlHost, port, devAccount, devUser, b.Password,
 		host, port, b.CAFile, devUser, b.Password, devAccount,
 		b.SMTP, b.CAFile, devUser, b.Password, devAccount)

@@ -25,6 +25,7 @@ import (
 // devSession is a running `oauthrelay dev` and what its banner said.
 type devSession struct {
 	smtpAddr, queuedAddr, password, caFile, inboxURL, messagesURL, configPath string
+	consoleURL, adminToken                                                    string
 	msmtpLine, swaksLine                                                      string
 	stdout, stderr                                                            *testutil.LogBuffer
 }
@@ -37,6 +38,7 @@ var devBannerFields = map[string]*regexp.Regexp{
 	"inbox":    regexp.MustCompile(`(?m)^  inbox +(\S+)`),
 	"messages": regexp.MustCompile(`(?m)^  messages +(\S+)`),
 	"config":   regexp.MustCompile(`(?m)^  config +(\S+)`),
+	"console":  regexp.MustCompile(`(?m)^  console +(\S+) +\(admin token: (\S+)\)`),
 	"msmtp":    regexp.MustCompile(`(?m)^  (printf .*\| msmtp .*)$`),
 	"swaks":    regexp.MustCompile(`(?m)^  (swaks .*)$`),
 }
@@ -52,7 +54,7 @@ func startDev(t *testing.T) *devSession {
 	exited, code := make(chan struct{}), 0
 	go func() {
 		defer close(exited)
-		code = Main(ctx, []string{"dev", "-listen", "127.0.0.1:0", "-queue-listen", "127.0.0.1:0", "-telemetry", "127.0.0.1:0"}, IO{Stdout: s.stdout, Stderr: s.stderr})
+		code = Main(ctx, []string{"dev", "-listen", "127.0.0.1:0", "-queue-listen", "127.0.0.1:0", "-telemetry", "127.0.0.1:0", "-console", "127.0.0.1:0"}, IO{Stdout: s.stdout, Stderr: s.stderr})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -86,6 +88,8 @@ func startDev(t *testing.T) *devSession {
 	s.smtpAddr, s.queuedAddr, s.password, s.caFile = field("smtp"), field("queued"), field("password"), field("ca")
 	s.inboxURL, s.messagesURL, s.configPath = field("inbox"), field("messages"), field("config")
 	s.msmtpLine, s.swaksLine = field("msmtp"), field("swaks")
+	s.consoleURL = field("console")
+	s.adminToken = devBannerFields["console"].FindStringSubmatch(s.stdout.String())[2]
 	secrets := s.secrets(t)
 	t.Cleanup(func() { testutil.AssertNoSecrets(t, "dev logs", s.stderr.String(), secrets) })
 	return s
@@ -96,7 +100,7 @@ func startDev(t *testing.T) *devSession {
 func (s *devSession) secrets(t *testing.T) []string {
 	t.Helper()
 	out := []string{s.password}
-	for _, name := range []string{"client-secret", "refresh-token"} {
+	for _, name := range []string{"client-secret", "refresh-token", "admin-token"} {
 		b, err := os.ReadFile(filepath.Join(filepath.Dir(s.configPath), name))
 		if err != nil {
 			t.Fatal(err)
@@ -318,4 +322,32 @@ func httpGet(t *testing.T, url string) string {
 		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
 	}
 	return string(b)
+}
+
+// TestDevConsole uses the console the banner names, with its token: the
+// history search finds a message sent through the relay, with its
+// subject (dev mode keeps subjects).
+func TestDevConsole(t *testing.T) {
+	s := startDev(t)
+	c, err := smtp.Dial(s.smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.send(t, c, "for the console")
+	testutil.WaitFor(t, time.Minute, "the message in the console's history", func() bool {
+		req, _ := http.NewRequest("GET", s.consoleURL+"api/v1/messages?subject=for+the+console", nil)
+		req.Header.Set("Authorization", "Bearer "+s.adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var res struct {
+			Messages []struct{ Subject, State string }
+		}
+		return json.NewDecoder(resp.Body).Decode(&res) == nil && len(res.Messages) == 1 && res.Messages[0].State == "sent"
+	})
+	if resp, err := http.Get(s.consoleURL + "api/v1/overview"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the console without a token: %v %v, want 401", resp.StatusCode, err)
+	}
 }

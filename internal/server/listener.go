@@ -299,3 +299,15 @@ func (l *listener) stopAccepting() *generation {
 func loadListenerTLS(lc *config.Listener, get SecretGetter, log hclog.Logger) (*tls.Config, error) {
 	return listenerTLSConfig(lc, get, log)
 }
+
+// sessions counts the connections the listener's current generation
+// serves (the operator console's listener table).
+func (l *listener) sessions() int {
+	g := l.current()
+	if g == nil {
+		return 0
+	}
+	g.connMu.Lock()
+	defer g.connMu.Unlock()
+	return len(g.conns)
+}

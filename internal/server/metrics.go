@@ -2,12 +2,15 @@ package server
 
 import (
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 )
 
@@ -43,6 +46,10 @@ type reloadStatus struct {
 	// LastError is the failed reload's error: it names files, places and
 	// references, never a secret value or file content.
 	LastError string `json:"last_reload_error,omitempty"`
+	// Diagnostics are the last reload's warnings and errors, each as
+	// "file:line:col: summary: detail" (the operator console shows them).
+	Diagnostics []string `json:"last_reload_diagnostics,omitempty"`
+	Reloads     int      `json:"reloads"` // successful reloads since the start
 }
 
 func newRuntimeMetrics(reg prometheus.Registerer, r *Runtime, version string) *runtimeMetrics {
@@ -119,7 +126,8 @@ func (m *runtimeMetrics) reloadSucceeded(at time.Time) {
 	m.lastOKTime.Set(float64(at.Unix()))
 	m.lastAttempt.Set(float64(at.Unix()))
 	m.mu.Lock()
-	m.lastReload = reloadStatus{LoadedAt: at, LastResult: "success", LastAttempt: &at}
+	m.lastReload = reloadStatus{LoadedAt: at, LastResult: "success", LastAttempt: &at,
+		Diagnostics: m.lastReload.Diagnostics, Reloads: m.lastReload.Reloads + 1}
 	m.mu.Unlock()
 }
 
@@ -143,7 +151,22 @@ func (m *runtimeMetrics) reloadFailed(errs ...error) {
 func (m *runtimeMetrics) reloadStatus() reloadStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.lastReload
+	st := m.lastReload
+	st.Diagnostics = slices.Clone(st.Diagnostics)
+	return st
+}
+
+// reloadDiagnostics records the diagnostics of the reload under way (all
+// of them: each step's are added).
+func (m *runtimeMetrics) reloadDiagnostics(diags hcl.Diagnostics, first bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if first {
+		m.lastReload.Diagnostics = nil
+	}
+	for _, d := range diags {
+		m.lastReload.Diagnostics = append(m.lastReload.Diagnostics, config.FormatDiagnostic(d))
+	}
 }
 
 // Describe implements prometheus.Collector.

@@ -83,6 +83,8 @@ type Runtime struct {
 	retiring   []*generation
 	telemetry  *telemetry.Server
 	telemAddr  string
+	console    *console // the operator console (nil: no admin block)
+	startedAt  time.Time
 	watcher    *configWatcher
 	started    bool
 	stopped    bool
@@ -229,9 +231,14 @@ func (r *Runtime) Start() error {
 		}
 		gens[l] = g
 	}
+	if err := r.startConsole(b); err != nil {
+		return fail(err)
+	}
 	if cfg.Telemetry.Address != "" {
 		ts, err := telemetry.Listen(cfg.Telemetry.Address, r.registry, r.ready, r.opts.ExtraHTTP)
 		if err != nil {
+			r.console.close()
+			r.console = nil
 			return fail(fmt.Errorf("telemetry listener %s: %w", cfg.Telemetry.Address, err))
 		}
 		r.telemetry, r.telemAddr = ts, cfg.Telemetry.Address
@@ -254,7 +261,8 @@ func (r *Runtime) Start() error {
 	}
 	r.setWatch(cfg.Server.WatchConfig)
 	r.started = true
-	r.metrics.loaded(time.Now())
+	r.startedAt = time.Now()
+	r.metrics.loaded(r.startedAt)
 	return nil
 }
 
@@ -360,12 +368,14 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	}
 	loaded := config.Load(r.opts.ConfigPath, r.opts.Overrides)
 	r.logDiagnostics(loaded.Diagnostics)
+	r.metrics.reloadDiagnostics(loaded.Diagnostics, true)
 	if loaded.Diagnostics.HasErrors() {
 		return fail(fmt.Errorf("configuration has %d error(s)", len(loaded.Diagnostics.Errs())))
 	}
 	cfg := loaded.Config
 	if diags := config.CheckHost(cfg); diags.HasErrors() {
 		r.logDiagnostics(diags)
+		r.metrics.reloadDiagnostics(diags, false)
 		return fail(fmt.Errorf("configuration has %d error(s) on this host", len(diags.Errs())))
 	}
 	if err := r.durable.checkReload(cfg); err != nil {
@@ -390,10 +400,12 @@ func (r *Runtime) Reload(ctx context.Context) error {
 	var changes []change
 	var opened []*listener
 	var ts *telemetry.Server
+	var cc consoleChange
 	abort := func(err error) error {
 		for _, l := range opened {
 			l.ln.Close()
 		}
+		cc.abort()
 		if ts != nil {
 			_ = ts.Shutdown(context.Background())
 		}
@@ -424,6 +436,10 @@ func (r *Runtime) Reload(ctx context.Context) error {
 			ts = nil
 			return abort(fmt.Errorf("telemetry listener %s: %w", cfg.Telemetry.Address, err))
 		}
+	}
+
+	if cc, err = r.prepareConsole(nb); err != nil {
+		return abort(err)
 	}
 
 	// Commit: from here on nothing fails.
@@ -475,6 +491,7 @@ func (r *Runtime) Reload(ctx context.Context) error {
 		}
 		r.telemetry, r.telemAddr = ts, cfg.Telemetry.Address
 	}
+	r.applyConsole(cc)
 	r.setWatch(cfg.Server.WatchConfig)
 	r.metrics.reloadSucceeded(time.Now())
 	r.log.Info("configuration reloaded", "listeners_kept", kept, "listeners_added", added, "listeners_removed", removed,
@@ -593,7 +610,11 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	r.listening.Store(0)
 	ts := r.telemetry
 	r.telemetry = nil
+	// The console goes first: it reads the store, which closes below.
+	con := r.console
+	r.console = nil
 	r.mu.Unlock()
+	con.close()
 	r.retiringMu.Lock()
 	gens = append(gens, r.retiring...)
 	r.retiringMu.Unlock()
