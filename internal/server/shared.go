@@ -87,7 +87,8 @@ func (r *Runtime) openShared(ctx context.Context, b *built) (*sharedDB, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := postgres.Options{Sealer: sealer, Logger: r.log.Named("store"), MaxConns: pg.MaxConnections, Role: pg.Role}
+	opts := postgres.Options{Sealer: sealer, Logger: r.log.Named("store"), MaxConns: pg.MaxConnections, Role: pg.Role,
+		NoMigrate: r.opts.NoMigrate}
 	sh := &sharedDB{}
 	if pg.VaultCredentials != "" {
 		if b.vault == nil {
