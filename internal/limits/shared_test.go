@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,6 +28,8 @@ type memCoord struct {
 	rcpts map[string]int
 	slots map[string]map[int]memSlot
 	wants map[string]time.Time
+	// charges are the Charge calls that landed.
+	charges []store.Charge
 }
 
 type memSlot struct {
@@ -177,6 +181,51 @@ func (m *memCoord) ReleaseSlots(_ context.Context, owner string) error {
 		}
 	}
 	return nil
+}
+
+func (m *memCoord) Charge(_ context.Context, key string, c store.Charge, _ time.Time, _ store.SharedLimits) error {
+	if err := m.enter(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	for _, n := range c.Counts {
+		m.msgs[key] += n.Msgs
+		m.rcpts[key] += n.Rcpts
+	}
+	m.charges = append(m.charges, c)
+	return nil
+}
+
+// AdoptSlots keeps the owner's lowest n slots and adds free ones beyond
+// any size, as the engines do.
+func (m *memCoord) AdoptSlots(_ context.Context, key, owner string, n int, now, until time.Time) ([]int, error) {
+	if err := m.enter(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	if m.slots[key] == nil {
+		m.slots[key] = map[int]memSlot{}
+	}
+	var held []int
+	for _, i := range slices.Sorted(maps.Keys(m.slots[key])) {
+		if m.slots[key][i].owner != owner {
+			continue
+		}
+		if len(held) < n {
+			m.slots[key][i] = memSlot{owner, until}
+			held = append(held, i)
+		} else {
+			delete(m.slots[key], i)
+		}
+	}
+	for i := 0; len(held) < n; i++ {
+		if s, ok := m.slots[key][i]; !ok || !s.until.After(now) {
+			m.slots[key][i] = memSlot{owner, until}
+			held = append(held, i)
+		}
+	}
+	slices.Sort(held)
+	return held, nil
 }
 
 var _ store.Coordinator = (*memCoord)(nil)
