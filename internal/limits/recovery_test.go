@@ -1,0 +1,209 @@
+package limits
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// tryAcquire takes a slot of s without waiting.
+func tryAcquire(t *testing.T, s *ConnSlots) (func(), error) {
+	t.Helper()
+	return s.TryAcquire(t.Context())
+}
+
+// mustAcquire takes a slot of s that must be free.
+func mustAcquire(t *testing.T, s *ConnSlots) func() {
+	t.Helper()
+	release, err := tryAcquire(t, s)
+	if err != nil {
+		t.Fatalf("TryAcquire(%s): %v", s.key, err)
+	}
+	return release
+}
+
+// mustBeBusy requires every slot of s to be held.
+func mustBeBusy(t *testing.T, s *ConnSlots, why string) {
+	t.Helper()
+	if release, err := tryAcquire(t, s); !errors.Is(err, ErrSlotsBusy) {
+		if release != nil {
+			release()
+		}
+		t.Fatalf("%s: TryAcquire(%s) = %v, want ErrSlotsBusy", why, s.key, err)
+	}
+}
+
+// afterRetry waits until co would try its database again.
+func afterRetry(co *Coordination) { time.Sleep(co.retryAfter + 10*time.Millisecond) }
+
+// send reserves, and commits, one message of n recipients.
+func send(t *testing.T, l Limiter, n int) error {
+	t.Helper()
+	r, err := l.Reserve(time.Now())
+	if err != nil {
+		return err
+	}
+	for range n {
+		if err := r.AddRcpt(time.Now()); err != nil {
+			r.Cancel(time.Now())
+			return err
+		}
+	}
+	r.Commit()
+	return nil
+}
+
+// TestSharedLimitsChargeWhatWasSentOnTheShare: what an instance sent on
+// its share during an outage counts in the database once it is back, so
+// that the instances together do not send a second quota; what it did
+// not send (cancelled) does not count.
+func TestSharedLimitsChargeWhatWasSentOnTheShare(t *testing.T) {
+	c := newMemCoord()
+	co := instance(t, c, "a", 3, nil)
+	l := co.NewSharedLimits("box@example.com", 0, 0, 9, 100, 0)
+	c.setDown(true)
+	for range 3 {
+		if err := send(t, l, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := l.Reserve(time.Now()); err == nil {
+		t.Fatal("a 4th message passed the share of 9/3")
+	} else if r != nil {
+		r.Cancel(time.Now())
+	}
+	c.setDown(false)
+	afterRetry(co)
+	admitted := 0
+	for range 9 {
+		if send(t, l, 0) == nil {
+			admitted++
+		}
+	}
+	if admitted != 6 || c.msgs["box@example.com"] != 9 || c.rcpts["box@example.com"] != 6 {
+		t.Fatalf("after the outage: %d admitted (want 6 = 9 less the 3 sent on the share), the database counts %d messages and %d recipients (want 9, 6)",
+			admitted, c.msgs["box@example.com"], c.rcpts["box@example.com"])
+	}
+	if n := c.count("Charge"); n != 1 {
+		t.Fatalf("%d charges, want 1", n)
+	}
+}
+
+// TestSharedLimitsChargeIsRetriedUntilItLands: the background renewal
+// charges what was sent on the share as soon as the database answers,
+// whether or not the account sends again, and keeps it while it fails.
+func TestSharedLimitsChargeIsRetriedUntilItLands(t *testing.T) {
+	c := newMemCoord()
+	co := instance(t, c, "a", 2, nil)
+	l := co.NewSharedLimits("box@example.com", 60, 4, 10, 0, 0)
+	c.setDown(true)
+	for range 2 {
+		if err := send(t, l, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	co.renew() // still down: nothing lands, nothing is lost
+	c.setDown(false)
+	co.renew()
+	if got := c.msgs["box@example.com"]; got != 2 {
+		t.Fatalf("the database counts %d messages after the renewal, want the 2 sent on the share", got)
+	}
+	if len(c.charges) != 1 || c.charges[0].RateDebt <= 0 || c.charges[0].RateDebt > 2*time.Second {
+		t.Fatalf("charges %+v, want one whose rate debt is the two messages' second at most", c.charges)
+	}
+	co.renew()
+	if n := c.count("Charge"); n != 1 {
+		t.Fatalf("%d charges, want 1: a landed charge is not repeated", n)
+	}
+}
+
+// TestConnSlotsAdoptedAfterAnOutage: connections opened on an instance's
+// share during an outage get leases once the database is back, so that
+// the others cannot open the whole cap beside them; when the shares add
+// up to more than the cap, everyone waits until enough of them closed.
+func TestConnSlotsAdoptedAfterAnOutage(t *testing.T) {
+	c := newMemCoord()
+	a, b := instance(t, c, "a", 2, nil), instance(t, c, "b", 2, nil)
+	sa, sb := a.ConnSlots("smtp:x", 2), b.ConnSlots("smtp:x", 2)
+	c.setDown(true)
+	releaseA := mustAcquire(t, sa) // its share: 2/2
+	c.setDown(false)
+	a.renew()
+	afterRetry(b)
+	releaseB := mustAcquire(t, sb)
+	mustBeBusy(t, sb, "a's connection of the outage holds the other slot")
+	releaseA()
+	waitFor(t, func() bool { r, err := tryAcquire(t, sb); ok := err == nil; if ok { r() }; return ok })
+	releaseB()
+
+	// Three instances on a cap of 1: each had a share of 1.
+	c2 := newMemCoord()
+	cos := []*Coordination{instance(t, c2, "a", 3, nil), instance(t, c2, "b", 3, nil), instance(t, c2, "c", 3, nil)}
+	c2.setDown(true)
+	var releases []func()
+	for _, co := range cos[:2] {
+		releases = append(releases, mustAcquire(t, co.ConnSlots("smtp:y", 1)))
+	}
+	c2.setDown(false)
+	for _, co := range cos[:2] {
+		co.renew()
+	}
+	afterRetry(cos[2])
+	sc := cos[2].ConnSlots("smtp:y", 1)
+	mustBeBusy(t, sc, "two connections of the outage are open")
+	releases[0]()
+	waitFor(t, func() bool { n, _ := c2.SlotsInUse(t.Context(), "smtp:y", time.Now()); return n == 1 })
+	mustBeBusy(t, sc, "one connection of the outage is open, the cap is 1")
+	releases[1]()
+	waitFor(t, func() bool { r, err := tryAcquire(t, sc); ok := err == nil; if ok { r() }; return ok })
+}
+
+// TestConnSlotsLapsedLeasesAreTakenBack: an instance whose renewals did
+// not reach the database for longer than the lease (a partition, a slow
+// database) may find its slots taken over; once it reaches the database
+// again it leases its open connections anew, beyond the cap, so that
+// nobody else opens more until they close.
+func TestConnSlotsLapsedLeasesAreTakenBack(t *testing.T) {
+	c := newMemCoord()
+	set := CoordinationSettings{Instances: 2, RetryAfter: 20 * time.Millisecond, SlotLease: 200 * time.Millisecond}
+	set.Owner = "a"
+	a := NewCoordination(c, set)
+	set.Owner = "b"
+	b := NewCoordination(c, set)
+	set.Owner = "c"
+	cc := NewCoordination(c, set)
+	sa, sb, sc := a.ConnSlots("smtp:x", 1), b.ConnSlots("smtp:x", 1), cc.ConnSlots("smtp:x", 1)
+	releaseA := mustAcquire(t, sa)
+	c.setCut("a", true)
+	a.renew()
+	time.Sleep(250 * time.Millisecond) // a's lease lapses
+	releaseB := mustAcquire(t, sb)
+	c.setCut("a", false)
+	a.renew()
+	releaseB()
+	waitFor(t, func() bool { return c.held("smtp:x", "b") == 0 })
+	mustBeBusy(t, sc, "a's connection is still open")
+	releaseA()
+	waitFor(t, func() bool { r, err := tryAcquire(t, sc); ok := err == nil; if ok { r() }; return ok })
+}
+
+// TestRenewalIgnoresTheRetryWindow: leases are shorter than the time a
+// failed database is left alone (RetryAfter), so the renewal tries every
+// time: one failed call must not cost the instance its leases.
+func TestRenewalIgnoresTheRetryWindow(t *testing.T) {
+	c := newMemCoord()
+	co := NewCoordination(c, CoordinationSettings{Owner: "a", Instances: 2, RetryAfter: time.Hour})
+	s := co.ConnSlots("smtp:x", 2)
+	mustAcquire(t, s)
+	c.setDown(true)
+	co.renew()
+	c.setDown(false)
+	before := c.count("ExtendSlots")
+	co.renew()
+	if c.count("ExtendSlots") != before+1 {
+		t.Fatal("the renewal was skipped inside the retry window")
+	}
+	if d, _ := co.Degraded(); d {
+		t.Fatal("a renewal that reached the database did not end the degraded state")
+	}
+}
