@@ -33,6 +33,18 @@ func mustBeBusy(t *testing.T, s *ConnSlots, why string) {
 	}
 }
 
+// awaitFree waits until a slot of s can be taken (and gives it back).
+func awaitFree(t *testing.T, s *ConnSlots) {
+	t.Helper()
+	waitFor(t, func() bool {
+		release, err := tryAcquire(t, s)
+		if err == nil {
+			release()
+		}
+		return err == nil
+	})
+}
+
 // afterRetry waits until co would try its database again.
 func afterRetry(co *Coordination) { time.Sleep(co.retryAfter + 10*time.Millisecond) }
 
@@ -133,7 +145,7 @@ func TestConnSlotsAdoptedAfterAnOutage(t *testing.T) {
 	releaseB := mustAcquire(t, sb)
 	mustBeBusy(t, sb, "a's connection of the outage holds the other slot")
 	releaseA()
-	waitFor(t, func() bool { r, err := tryAcquire(t, sb); ok := err == nil; if ok { r() }; return ok })
+	awaitFree(t, sb)
 	releaseB()
 
 	// Three instances on a cap of 1: each had a share of 1.
@@ -155,7 +167,7 @@ func TestConnSlotsAdoptedAfterAnOutage(t *testing.T) {
 	waitFor(t, func() bool { n, _ := c2.SlotsInUse(t.Context(), "smtp:y", time.Now()); return n == 1 })
 	mustBeBusy(t, sc, "one connection of the outage is open, the cap is 1")
 	releases[1]()
-	waitFor(t, func() bool { r, err := tryAcquire(t, sc); ok := err == nil; if ok { r() }; return ok })
+	awaitFree(t, sc)
 }
 
 // TestConnSlotsLapsedLeasesAreTakenBack: an instance whose renewals did
@@ -184,7 +196,7 @@ func TestConnSlotsLapsedLeasesAreTakenBack(t *testing.T) {
 	waitFor(t, func() bool { return c.held("smtp:x", "b") == 0 })
 	mustBeBusy(t, sc, "a's connection is still open")
 	releaseA()
-	waitFor(t, func() bool { r, err := tryAcquire(t, sc); ok := err == nil; if ok { r() }; return ok })
+	awaitFree(t, sc)
 }
 
 // TestRenewalIgnoresTheRetryWindow: leases are shorter than the time a

@@ -31,10 +31,10 @@ type memCoord struct {
 	calls  int
 	// byMethod counts the calls of each method: the round trips.
 	byMethod map[string]int
-	msgs  map[string]int // key -> messages counted (one window: tests are short)
-	rcpts map[string]int
-	slots map[string]map[int]memSlot
-	wants map[string]map[string]time.Time // key → owner → until
+	msgs     map[string]int // key -> messages counted (one window: tests are short)
+	rcpts    map[string]int
+	slots    map[string]map[int]memSlot
+	wants    map[string]map[string]time.Time // key → owner → until
 	// charges are the Charge calls that landed.
 	charges []store.Charge
 }
@@ -58,7 +58,11 @@ func (m *memCoord) setHang(hang bool) { m.mu.Lock(); m.hang = hang; m.mu.Unlock(
 func (m *memCoord) setBroken(err error) { m.mu.Lock(); m.broken = err; m.mu.Unlock() }
 
 // count returns how many calls of method were made.
-func (m *memCoord) count(method string) int { m.mu.Lock(); defer m.mu.Unlock(); return m.byMethod[method] }
+func (m *memCoord) count(method string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byMethod[method]
+}
 
 // enter starts a call of method (by owner, "" for account calls) and
 // returns with m.mu held, or fails as the coordinator's state says.
