@@ -1,7 +1,10 @@
 package limits
 
 import (
+	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -218,4 +221,54 @@ func TestRenewalIgnoresTheRetryWindow(t *testing.T) {
 	if d, _ := co.Degraded(); d {
 		t.Fatal("a renewal that reached the database did not end the degraded state")
 	}
+}
+
+// TestConnSlotsChurnThroughOutagesLeaksNothing: connections open and
+// close while the database comes and goes and the renewal runs; once
+// they are all closed and the database is back, the instance holds no
+// slot in it (nothing leaked by adoption, lapses or failed releases) and
+// never held more leases than open connections.
+func TestConnSlotsChurnThroughOutagesLeaksNothing(t *testing.T) {
+	c := newMemCoord()
+	co := NewCoordination(c, CoordinationSettings{Owner: "a", Instances: 2, RetryAfter: 5 * time.Millisecond, SlotLease: 60 * time.Millisecond})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go co.Run(ctx)
+	var open atomic.Int32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // the database comes and goes
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				c.setDown(false)
+				return
+			case <-time.After(7 * time.Millisecond):
+				c.setDown(i%3 == 0)
+			}
+		}
+	})
+	for range 6 {
+		wg.Go(func() {
+			s := co.ConnSlots("smtp:x", 3)
+			for range 60 {
+				release, err := s.TryAcquire(ctx)
+				if err != nil {
+					time.Sleep(time.Millisecond) // a waiter's poll
+					continue
+				}
+				open.Add(1)
+				if held := c.held("smtp:x", "a"); held > 3+int(open.Load()) {
+					t.Errorf("%d leases for %d open connections", held, open.Load())
+				}
+				time.Sleep(2 * time.Millisecond) // a message
+				open.Add(-1)
+				release()
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	waitFor(t, func() bool { return c.held("smtp:x", "a") == 0 })
 }
