@@ -68,6 +68,18 @@ func send(t *testing.T, l Limiter, n int) error {
 	return nil
 }
 
+// sendDuringOutage takes the database down and sends msgs messages of
+// rcpts recipients each, which must pass on the share.
+func sendDuringOutage(t *testing.T, c *memCoord, l Limiter, msgs, rcpts int) {
+	t.Helper()
+	c.setDown(true)
+	for range msgs {
+		if err := send(t, l, rcpts); err != nil {
+			t.Fatalf("on the share: %v", err)
+		}
+	}
+}
+
 // TestSharedLimitsChargeWhatWasSentOnTheShare: what an instance sent on
 // its share during an outage counts in the database once it is back, so
 // that the instances together do not send a second quota; what it did
@@ -76,12 +88,7 @@ func TestSharedLimitsChargeWhatWasSentOnTheShare(t *testing.T) {
 	c := newMemCoord()
 	co := instance(t, c, "a", 3, nil)
 	l := co.NewSharedLimits("box@example.com", 0, 0, 9, 100, 0)
-	c.setDown(true)
-	for range 3 {
-		if err := send(t, l, 2); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendDuringOutage(t, c, l, 3, 2)
 	if r, err := l.Reserve(time.Now()); err == nil {
 		t.Fatal("a 4th message passed the share of 9/3")
 	} else if r != nil {
@@ -111,12 +118,7 @@ func TestSharedLimitsChargeIsRetriedUntilItLands(t *testing.T) {
 	c := newMemCoord()
 	co := instance(t, c, "a", 2, nil)
 	l := co.NewSharedLimits("box@example.com", 60, 4, 10, 0, 0)
-	c.setDown(true)
-	for range 2 {
-		if err := send(t, l, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendDuringOutage(t, c, l, 2, 1)
 	co.renew() // still down: nothing lands, nothing is lost
 	c.setDown(false)
 	co.renew()
