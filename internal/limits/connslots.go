@@ -135,8 +135,11 @@ func (s *ConnSlots) acquireLocked(ctx context.Context, ks *keySlots, size int) (
 		ks.setBusy(now.Add(busyFor))
 		return nil, ErrSlotsBusy
 	case errors.Is(err, errUseFallback):
-		// The connections held through the database count against the
-		// share too: they stay open.
+		// The call may have leased a slot whose answer was lost: the key
+		// is adopted again once the database answers (exactly the
+		// connections open then). The connections held through the
+		// database count against the share too: they stay open.
+		ks.suspect()
 		return ks.holdOnShare(share(size, co.instances))
 	}
 	return nil, err

@@ -72,7 +72,7 @@ func (co *Coordination) sweep(now time.Time) {
 func (ks *keySlots) idle(now time.Time) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return len(ks.holds) == 0 && len(ks.gates) == 0 && len(ks.dropping) == 0 &&
+	return len(ks.holds) == 0 && len(ks.gates) == 0 && len(ks.dropping) == 0 && !ks.stale &&
 		!now.Before(ks.busyUntil) && now.Sub(ks.wantSent) >= wantFor
 }
 

@@ -64,14 +64,21 @@ func (co *Coordination) renew() {
 func (co *Coordination) markStale() {
 	for _, ks := range co.allKeys() {
 		ks.mu.Lock()
-		for h := range ks.holds {
-			if h.slot >= 0 {
-				ks.stale = true
-				co.recovering.Store(true)
-			}
-		}
+		held := len(ks.holds) > 0
 		ks.mu.Unlock()
+		if held {
+			ks.suspect()
+		}
 	}
+}
+
+// suspect marks the key for adoption: the database may hold leases of it
+// that are not the process's holds, or have lost some of them.
+func (ks *keySlots) suspect() {
+	ks.mu.Lock()
+	ks.stale = true
+	ks.mu.Unlock()
+	ks.co.recovering.Store(true)
 }
 
 func (co *Coordination) allKeys() []*keySlots {

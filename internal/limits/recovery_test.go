@@ -274,3 +274,22 @@ func TestConnSlotsChurnThroughOutagesLeaksNothing(t *testing.T) {
 	wg.Wait()
 	waitFor(t, func() bool { return c.held("smtp:x", "a") == 0 })
 }
+
+// TestConnSlotsAcquiredWithoutAnswerAreFreed: an acquisition whose answer
+// was lost (the connection to the database broke after the commit) may
+// have leased a slot the instance does not know it holds; the renewal
+// would keep it for ever. The key is adopted again (exactly the
+// connections the instance has open) once the database answers.
+func TestConnSlotsAcquiredWithoutAnswerAreFreed(t *testing.T) {
+	c := newMemCoord()
+	co := instance(t, c, "a", 2, nil)
+	s := co.ConnSlots("smtp:x", 2)
+	release := mustAcquire(t, s)
+	c.setLoseReplies(true)
+	mustBeBusy(t, s, "the share of 2/2 is held; the lost answer leased a second slot")
+	c.setLoseReplies(false)
+	release()
+	afterRetry(co)
+	co.renew()
+	waitFor(t, func() bool { return c.held("smtp:x", "a") == 0 })
+}

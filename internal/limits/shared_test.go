@@ -28,6 +28,9 @@ type memCoord struct {
 	hang   bool
 	broken error
 	cut    map[string]bool // owner → its slot calls fail
+	// loseReplies makes AcquireSlot take the slot and then fail, as a
+	// connection lost after the commit does.
+	loseReplies bool
 	calls  int
 	// byMethod counts the calls of each method: the round trips.
 	byMethod map[string]int
@@ -56,6 +59,8 @@ func (m *memCoord) setCut(owner string, cut bool) { m.mu.Lock(); m.cut[owner] = 
 func (m *memCoord) setHang(hang bool) { m.mu.Lock(); m.hang = hang; m.mu.Unlock() }
 
 func (m *memCoord) setBroken(err error) { m.mu.Lock(); m.broken = err; m.mu.Unlock() }
+
+func (m *memCoord) setLoseReplies(lose bool) { m.mu.Lock(); m.loseReplies = lose; m.mu.Unlock() }
 
 // count returns how many calls of method were made.
 func (m *memCoord) count(method string) int {
@@ -147,6 +152,9 @@ func (m *memCoord) AcquireSlot(ctx context.Context, key, owner string, size int,
 	for i := 0; i < size; i++ {
 		if s, ok := m.slots[key][i]; !ok || !s.until.After(now) {
 			m.slots[key][i] = memSlot{owner, until}
+			if m.loseReplies {
+				return 0, false, fmt.Errorf("%w: connection reset after the commit", store.ErrUnavailable)
+			}
 			return i, true, nil
 		}
 	}
