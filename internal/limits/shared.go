@@ -11,7 +11,9 @@ import (
 
 // SharedLimits is an account's Limiter whose counts every instance shares
 // (store.Coordinator); while the database is unreachable it reserves from
-// fallback, the limits divided by the expected instance count.
+// fallback, the limits divided by the expected instance count, and what
+// it sends there is charged to the shared counts once the database
+// answers (debt.go), before the account's next reservation.
 type SharedLimits struct {
 	co       *Coordination
 	key      string
