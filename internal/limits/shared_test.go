@@ -31,7 +31,7 @@ type memCoord struct {
 	// loseReplies makes AcquireSlot take the slot and then fail, as a
 	// connection lost after the commit does.
 	loseReplies bool
-	calls  int
+	calls       int
 	// byMethod counts the calls of each method: the round trips.
 	byMethod map[string]int
 	msgs     map[string]int // key -> messages counted (one window: tests are short)
