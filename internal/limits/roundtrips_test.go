@@ -74,7 +74,7 @@ func TestConnSlotsWaitersShareOnePoll(t *testing.T) {
 // database that does not answer.
 func TestOneCallerProbesAFailedDatabase(t *testing.T) {
 	c := newMemCoord()
-	co := NewCoordination(c, CoordinationSettings{Owner: "a", Instances: 1, RetryAfter: 20 * time.Millisecond, CallTimeout: 500 * time.Millisecond})
+	co := NewCoordination(c, CoordinationSettings{Owner: "a", Instances: 1, RetryAfter: 200 * time.Millisecond, CallTimeout: 500 * time.Millisecond})
 	l := co.NewSharedLimits("box@example.com", 0, 0, 1000, 0, 0)
 	c.setHang(true)
 	if _, err := l.Reserve(time.Now()); err != nil {
