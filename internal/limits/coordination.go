@@ -149,7 +149,11 @@ func (co *Coordination) call(ctx context.Context, fn func(ctx context.Context) e
 	if probe {
 		defer co.probing.Store(false)
 	}
-	return co.classify(ctx, co.run(ctx, fn))
+	err := co.classify(ctx, co.run(ctx, fn))
+	if errors.Is(err, errUseFallback) {
+		co.fallbacks.Add(1)
+	}
+	return err
 }
 
 // admit says whether a call may go to the database now, and whether it
@@ -193,7 +197,6 @@ func (co *Coordination) classify(ctx context.Context, err error) error {
 		co.healthy() // it answered
 		co.bug(err)
 	}
-	co.fallbacks.Add(1)
 	return errUseFallback
 }
 
