@@ -108,7 +108,9 @@ func checkHostFiles(cfg *config.Config, stdio IO) bool {
 // every listener (README "Devices"); then it releases everything.
 func checkRuntime(ctx context.Context, cfg *config.Config, stdio IO) ([]error, []server.OpenRelayResult) {
 	logging := telemetry.NewLogging(stdio.Stderr, "warn", cfg.Server.LogFormat)
-	r, err := server.New(ctx, cfg, server.Options{Logging: logging, Version: Version})
+	// NoMigrate: check may run before the relay of a new version starts,
+	// beside the old ones; only `run` changes the shared schema.
+	r, err := server.New(ctx, cfg, server.Options{Logging: logging, Version: Version, NoMigrate: true})
 	if err != nil {
 		return append(placeVaultErrors(cfg, splitErrors(err)), testBinds(cfg)...), nil
 	}

@@ -217,7 +217,9 @@ func openSharedQueueStore(ctx context.Context, cfg *config.Config) (st store.Sto
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := postgres.Options{Role: pg.Role, MaxConns: 2}
+	// NoMigrate: the command runs beside the relay; only `run` changes
+	// the shared schema.
+	opts := postgres.Options{Role: pg.Role, MaxConns: 2, NoMigrate: true}
 	var creds *secrets.DatabaseCredentials
 	if pg.VaultCredentials != "" {
 		if creds, err = vc.DatabaseCredentials(ctx, pg.VaultCredentials); err != nil {

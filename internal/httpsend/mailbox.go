@@ -42,9 +42,9 @@ type Mailbox struct {
 }
 
 // Gate hands out request slots beyond this process: a slot's release, or
-// limits.ErrSlotsBusy.
+// limits.ErrSlotsBusy, or ctx's error when the caller gave up.
 type Gate interface {
-	TryAcquire() (release func(), err error)
+	TryAcquire(ctx context.Context) (release func(), err error)
 }
 
 // sharedPoll is how often a request waiting for a slot that other
@@ -60,7 +60,7 @@ func (m *Mailbox) Acquire(ctx context.Context, slots *Slots) (release func(), er
 		return local, err
 	}
 	for {
-		shared, err := m.Shared.TryAcquire()
+		shared, err := m.Shared.TryAcquire(ctx)
 		if err == nil {
 			return func() { shared(); local() }, nil
 		}

@@ -15,7 +15,7 @@ type countingGate struct {
 	size, held int
 }
 
-func (g *countingGate) TryAcquire() (func(), error) {
+func (g *countingGate) TryAcquire(context.Context) (func(), error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.held >= g.size {

@@ -12,20 +12,34 @@ import (
 var ErrSlotsBusy = errors.New("every connection slot of the mailbox is in use across the relay's instances")
 
 // wantFor is how long a WantSlot asks holders to give idle connections
-// up; a waiting pool renews it at every try.
-const wantFor = 3 * time.Second
+// up; wantEvery is how often a key's waiters renew it (holders read the
+// waits at each renewal, every second).
+const (
+	wantFor   = 3 * time.Second
+	wantEvery = time.Second
+)
+
+// busyFor is how long the database's "every slot is held" answer stands
+// for a key in this process: the messages waiting for a slot of one
+// mailbox share one poll per interval instead of each polling on its own
+// (a pool's waiters poll every 100ms). A slot this process frees ends it
+// at once.
+const busyFor = 100 * time.Millisecond
 
 // ConnSlots caps one mailbox's upstream connections across all instances
 // (Microsoft refuses a 4th concurrent session per mailbox with 432 4.3.2):
 // a connection holds a slot, a lease in the database that the instance
 // renews and that expires with a dead instance. While the database is
 // unreachable the instance opens at most its share of the cap.
+//
+// Each pool has its own ConnSlots (a reload that changes a mailbox's pool
+// makes a second one); what they hold is counted per key in the process
+// (keySlots), so that they share the instance's share and tell each other
+// when one waits for the slots the other holds.
 type ConnSlots struct {
 	co          *Coordination
 	key         string
 	size        atomic.Int32
-	local       atomic.Int32 // slots taken on the instance's own share
-	held        atomic.Int32 // slots held in the database
 	onContended atomic.Pointer[func()]
 	// requests: the slots count requests in flight, which end on their
 	// own; asking holders to give idle connections up would be useless.
@@ -54,198 +68,109 @@ func (co *Coordination) RequestSlots(key string, size int) *ConnSlots {
 // their connections close.
 func (s *ConnSlots) SetSize(n int) { s.size.Store(int32(n)) }
 
-// OnContended sets what runs when another instance waits for a slot of
-// this mailbox: the pool closes its idle connections so that their slots
-// go to where the work is.
-// Close unregisters it.
+// OnContended sets what runs when someone else waits for a slot of this
+// mailbox — another instance, or another pool of this one: the pool
+// closes its idle connections so that their slots go to where the work
+// is. Close unregisters it.
 func (s *ConnSlots) OnContended(f func()) {
 	s.onContended.Store(&f)
-	co := s.co
-	co.slotsMu.Lock()
-	if co.slots[s.key] == nil {
-		co.slots[s.key] = map[*ConnSlots]struct{}{}
-	}
-	co.slots[s.key][s] = struct{}{}
-	co.slotsMu.Unlock()
+	ks := s.co.use(s.key)
+	defer s.co.leave(ks)
+	ks.mu.Lock()
+	ks.gates[s] = struct{}{}
+	ks.mu.Unlock()
 }
 
 // Close unregisters the slots from contention reports.
 func (s *ConnSlots) Close() {
-	co := s.co
-	co.slotsMu.Lock()
-	delete(co.slots[s.key], s)
-	if len(co.slots[s.key]) == 0 {
-		delete(co.slots, s.key)
-	}
-	co.slotsMu.Unlock()
+	ks := s.co.use(s.key)
+	defer s.co.leave(ks)
+	ks.mu.Lock()
+	delete(ks.gates, s)
+	ks.mu.Unlock()
 }
 
 // TryAcquire takes a free slot without waiting and returns its release,
 // to be called once the connection is closed. ErrSlotsBusy when none is
 // free: the holders were asked to give idle connections up, so a retry
-// soon may succeed.
-func (s *ConnSlots) TryAcquire() (release func(), err error) {
-	co := s.co
+// soon may succeed. ctx is the caller's: when it ends first, its error.
+func (s *ConnSlots) TryAcquire(ctx context.Context) (release func(), err error) {
 	size := int(s.size.Load())
 	if size <= 0 {
 		return func() {}, nil
 	}
+	ks := s.co.use(s.key)
+	defer s.co.leave(ks)
+	if err := ks.lockOp(ctx); err != nil {
+		return nil, err
+	}
+	release, err = s.acquireLocked(ctx, ks, size)
+	ks.unlockOp()
+	if errors.Is(err, ErrSlotsBusy) {
+		s.busy(ctx, ks)
+	}
+	return release, err
+}
+
+// acquireLocked is TryAcquire under the key's operation lock: connections
+// that have no lease get one first (recover.go), then a slot is asked for
+// unless the last poll said they are all held.
+func (s *ConnSlots) acquireLocked(ctx context.Context, ks *keySlots, size int) (func(), error) {
+	co := s.co
+	co.adoptLocked(ctx, ks)
 	now := time.Now()
+	if ks.busyAt(now) {
+		return nil, ErrSlotsBusy
+	}
 	var slot int
 	var ok bool
-	err = co.call(func(ctx context.Context) (err error) {
+	err := co.call(ctx, func(ctx context.Context) (err error) {
 		slot, ok, err = co.coord.AcquireSlot(ctx, s.key, co.owner, size, now, now.Add(co.slotLease))
 		return err
 	})
 	switch {
 	case err == nil && ok:
-		s.held.Add(1)
-		return s.releaser(slot), nil
+		return ks.hold(slot), nil
+	case err == nil:
+		ks.setBusy(now.Add(busyFor))
+		return nil, ErrSlotsBusy
 	case errors.Is(err, errUseFallback):
-		return s.tryLocal(size)
+		// The call may have leased a slot whose answer was lost: the key
+		// is adopted again once the database answers (exactly the
+		// connections open then). The connections held through the
+		// database count against the share too: they stay open.
+		ks.suspect()
+		return ks.holdOnShare(share(size, co.instances))
 	}
-	if !s.requests {
-		_ = co.call(func(ctx context.Context) error {
-			return co.coord.WantSlot(ctx, s.key, co.owner, now.Add(wantFor))
-		})
-	}
-	return nil, ErrSlotsBusy
+	return nil, err
 }
 
-// tryLocal takes a slot of the instance's own share of the cap; the
-// connections it holds through the database count against that share.
-func (s *ConnSlots) tryLocal(size int) (func(), error) {
-	limit := int32(share(size, s.co.instances))
-	for {
-		n := s.local.Load()
-		if n+s.held.Load() >= limit {
-			return nil, ErrSlotsBusy
-		}
-		if s.local.CompareAndSwap(n, n+1) {
-			var once atomic.Bool
-			return func() {
-				if once.CompareAndSwap(false, true) {
-					s.local.Add(-1)
-				}
-			}, nil
-		}
+// busy tells the key's holders that s waits: the other pools of this
+// process at once (the database does not report an owner's wait to the
+// same owner), the other instances through a wait in the database,
+// recorded once per wantEvery for all of the key's waiters.
+func (s *ConnSlots) busy(ctx context.Context, ks *keySlots) {
+	for _, f := range ks.contended(s) {
+		f()
 	}
-}
-
-// releaser frees a database slot once; in the background, because it is
-// called where connections close, and an unreachable database must not
-// hold that up (the lease then expires on its own).
-func (s *ConnSlots) releaser(slot int) func() {
-	var once atomic.Bool
+	now := time.Now()
+	if s.requests || !ks.wantDue(now) {
+		return
+	}
 	co := s.co
-	return func() {
-		if !once.CompareAndSwap(false, true) {
-			return
-		}
-		s.held.Add(-1)
-		go co.releaseSlot(s.key, slot)
-	}
-}
-
-// slotRef is a slot the instance gave up but the database may still hold.
-type slotRef struct {
-	key  string
-	slot int
+	_ = co.call(ctx, func(ctx context.Context) error {
+		return co.coord.WantSlot(ctx, s.key, co.owner, now.Add(wantFor))
+	})
 }
 
 // releaseSlot frees a slot in the database; when that fails (the database
-// is unreachable, or was moments ago) the slot is remembered and freed by
-// the next renewal that reaches the database — else ExtendSlots would
-// renew a slot no connection uses, for as long as the instance lives.
-func (co *Coordination) releaseSlot(key string, slot int) {
-	err := co.call(func(ctx context.Context) error {
-		return co.coord.ReleaseSlot(ctx, key, co.owner, slot)
+// is unreachable, or was moments ago) the slot stays among the key's
+// dropped ones and the renewal frees it once the database answers.
+func (co *Coordination) releaseSlot(ks *keySlots, slot int) {
+	err := co.call(context.Background(), func(ctx context.Context) error {
+		return co.coord.ReleaseSlot(ctx, ks.key, co.owner, slot)
 	})
-	if err != nil {
-		co.slotsMu.Lock()
-		co.unreleased = append(co.unreleased, slotRef{key, slot})
-		co.slotsMu.Unlock()
-	}
-}
-
-// releaseUnreleased retries the releases that failed; false when some
-// still fail (the renewal must then wait: it would renew them).
-func (co *Coordination) releaseUnreleased() bool {
-	co.slotsMu.Lock()
-	todo := co.unreleased
-	co.unreleased = nil
-	co.slotsMu.Unlock()
-	var failed []slotRef
-	for _, r := range todo {
-		ctx, cancel := context.WithTimeout(context.Background(), co.callTimeout)
-		if err := co.coord.ReleaseSlot(ctx, r.key, co.owner, r.slot); err != nil {
-			failed = append(failed, r)
-		}
-		cancel()
-	}
-	if len(failed) == 0 {
-		return true
-	}
-	co.slotsMu.Lock()
-	co.unreleased = append(co.unreleased, failed...)
-	co.slotsMu.Unlock()
-	return false
-}
-
-// Run renews the instance's slot leases until ctx ends and tells pools
-// when another instance waits for one of their mailboxes' slots; then it
-// frees every slot the instance holds.
-func (co *Coordination) Run(ctx context.Context) {
-	every := min(co.slotLease/3, time.Second)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			co.releaseAll()
-			return
-		case <-t.C:
-			co.renew()
-		}
-	}
-}
-
-func (co *Coordination) renew() {
-	if !co.releaseUnreleased() {
-		return
-	}
-	now := time.Now()
-	var contended []string
-	err := co.call(func(ctx context.Context) (err error) {
-		contended, err = co.coord.ExtendSlots(ctx, co.owner, now, now.Add(co.slotLease))
-		return err
-	})
-	if err != nil {
-		return
-	}
-	for _, key := range contended {
-		co.slotsMu.Lock()
-		var fs []func()
-		for s := range co.slots[key] {
-			if f := s.onContended.Load(); f != nil {
-				fs = append(fs, *f)
-			}
-		}
-		co.slotsMu.Unlock()
-		for _, f := range fs {
-			f()
-		}
-	}
-}
-
-// releaseAll frees the instance's slots at shutdown, so that the others
-// need not wait for the leases to expire.
-func (co *Coordination) releaseAll() {
-	// One last try whatever the state, without changing it (nor logging
-	// an outage that a stopping instance no longer cares about).
-	ctx, cancel := context.WithTimeout(context.Background(), co.callTimeout)
-	defer cancel()
-	if err := co.coord.ReleaseSlots(ctx, co.owner); err != nil {
-		co.log.Debug("shared limits: the instance's slots were not freed at shutdown; their leases expire", "error", err)
+	if err == nil {
+		ks.dropped(slot)
 	}
 }

@@ -16,7 +16,7 @@ func TestReviewSlotReleasedWhileDegradedIsNotLeaked(t *testing.T) {
 	b := NewCoordination(mc, CoordinationSettings{Owner: "b", Instances: 2, RetryAfter: 50 * time.Millisecond, SlotLease: 300 * time.Millisecond})
 	sa, sb := a.ConnSlots("smtp:x", 1), b.ConnSlots("smtp:x", 1)
 
-	release, err := sa.TryAcquire()
+	release, err := sa.TryAcquire(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestReviewSlotReleasedWhileDegradedIsNotLeaked(t *testing.T) {
 
 	deadline := time.Now().Add(4 * time.Second)
 	for time.Now().Before(deadline) {
-		if rel, err := sb.TryAcquire(); err == nil {
+		if rel, err := sb.TryAcquire(t.Context()); err == nil {
 			rel()
 			return
 		}
@@ -50,12 +50,12 @@ func TestReviewFallbackShareCountsHeldSlots(t *testing.T) {
 	a := instance(t, mc, "a", 3, nil)
 	sa := a.ConnSlots("smtp:x", 3)
 	for i := 0; i < 2; i++ {
-		if _, err := sa.TryAcquire(); err != nil {
+		if _, err := sa.TryAcquire(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	mc.setDown(true)
-	if _, err := sa.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+	if _, err := sa.TryAcquire(t.Context()); !errors.Is(err, ErrSlotsBusy) {
 		t.Fatalf("a holds 2 connections, its share is 1, and it got a 3rd: err = %v", err)
 	}
 }

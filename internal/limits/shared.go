@@ -3,157 +3,17 @@ package limits
 import (
 	"context"
 	"errors"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
 )
 
-// Coordination is one instance's link to the limits every instance of the
-// relay shares through the database (README "Several instances"): account
-// limits (SharedLimits) and per-mailbox connection slots (ConnSlots).
-//
-// When the database cannot be reached the instance goes on alone, on its
-// own limits divided by the expected instance count, so that the
-// instances together stay within the provider's (README "Failure modes");
-// it says so in the log, in /health/ready and in
-// oauthrelay_shared_limits_degraded, and tries the database again after
-// RetryAfter.
-type Coordination struct {
-	coord     store.Coordinator
-	owner     string
-	instances int
-	log       hclog.Logger
-	// CallTimeout bounds one call to the database; RetryAfter is how long
-	// a failed database is left alone before it is tried again; SlotLease
-	// is how long a connection slot outlives its instance.
-	callTimeout, retryAfter, slotLease time.Duration
-
-	mu            sync.Mutex
-	degradedUntil time.Time
-	lastErr       error
-	degraded      atomic.Bool
-	fallbacks     atomic.Uint64
-
-	slotsMu sync.Mutex
-	slots   map[string]map[*ConnSlots]struct{} // by key: gates to tell about contention
-	// unreleased are slots whose release did not reach the database.
-	unreleased []slotRef
-}
-
-// CoordinationSettings configure NewCoordination.
-type CoordinationSettings struct {
-	// Owner names this instance in the database (unique per process).
-	Owner string
-	// Instances is the number of instances expected to run: while the
-	// database is unreachable each instance keeps 1/Instances of every
-	// limit. At least 1.
-	Instances   int
-	Log         hclog.Logger
-	CallTimeout time.Duration // default 2s
-	RetryAfter  time.Duration // default 5s
-	SlotLease   time.Duration // default 15s
-}
-
-// NewCoordination returns the instance's coordination through c.
-func NewCoordination(c store.Coordinator, set CoordinationSettings) *Coordination {
-	co := &Coordination{
-		coord: c, owner: set.Owner, instances: max(set.Instances, 1), log: set.Log,
-		callTimeout: set.CallTimeout, retryAfter: set.RetryAfter, slotLease: set.SlotLease,
-		slots: map[string]map[*ConnSlots]struct{}{},
-	}
-	if co.log == nil {
-		co.log = hclog.NewNullLogger()
-	}
-	if co.callTimeout <= 0 {
-		co.callTimeout = 2 * time.Second
-	}
-	if co.retryAfter <= 0 {
-		co.retryAfter = 5 * time.Second
-	}
-	if co.slotLease <= 0 {
-		co.slotLease = 15 * time.Second
-	}
-	return co
-}
-
-// Owner is the instance's name in the database.
-func (co *Coordination) Owner() string { return co.owner }
-
-// Instances is the expected instance count.
-func (co *Coordination) Instances() int { return co.instances }
-
-// Degraded reports whether the instance runs on its own share of the
-// limits (the database was unreachable at the last try), and why.
-func (co *Coordination) Degraded() (bool, error) {
-	co.mu.Lock()
-	defer co.mu.Unlock()
-	return co.degraded.Load(), co.lastErr
-}
-
-// Fallbacks counts the reservations and slots taken on the instance's
-// own share because the database was unreachable.
-func (co *Coordination) Fallbacks() uint64 { return co.fallbacks.Load() }
-
-// call runs one database call unless the database failed within the
-// last RetryAfter; errUseFallback tells the caller to go on alone.
-func (co *Coordination) call(fn func(ctx context.Context) error) error {
-	if co.degraded.Load() {
-		co.mu.Lock()
-		wait := time.Now().Before(co.degradedUntil)
-		co.mu.Unlock()
-		if wait {
-			co.fallbacks.Add(1)
-			return errUseFallback
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), co.callTimeout)
-	defer cancel()
-	err := fn(ctx)
-	var refusal *store.Refusal
-	switch {
-	case err == nil, errors.As(err, &refusal):
-		co.healthy()
-		return err
-	default:
-		co.failed(err)
-		co.fallbacks.Add(1)
-		return errUseFallback
-	}
-}
-
-var errUseFallback = errors.New("shared limits unavailable")
-
-func (co *Coordination) healthy() {
-	if !co.degraded.Load() {
-		return
-	}
-	co.mu.Lock()
-	defer co.mu.Unlock()
-	if co.degraded.Swap(false) {
-		co.lastErr = nil
-		co.log.Info("shared limits: the database is reachable again; limits are shared across instances again")
-	}
-}
-
-func (co *Coordination) failed(err error) {
-	co.mu.Lock()
-	defer co.mu.Unlock()
-	co.degradedUntil = time.Now().Add(co.retryAfter)
-	co.lastErr = err
-	if !co.degraded.Swap(true) {
-		co.log.Error("shared limits: the database is unreachable; this instance goes on with its share of every limit",
-			"share", "1/"+strconv.Itoa(co.instances), "error", err)
-	}
-}
-
 // SharedLimits is an account's Limiter whose counts every instance shares
 // (store.Coordinator); while the database is unreachable it reserves from
-// fallback, the limits divided by the expected instance count.
+// fallback, the limits divided by the expected instance count, and what
+// it sends there is charged to the shared counts once the database
+// answers (debt.go), before the account's next reservation.
 type SharedLimits struct {
 	co       *Coordination
 	key      string
@@ -206,8 +66,14 @@ func (s *SharedLimits) Reserve(now time.Time) (Reservation, error) {
 		// Only a per-message recipient cap: nothing to share.
 		return &sharedReservation{s: s}, nil
 	}
+	ctx := context.Background()
+	// What the instance sent on its share goes into the counts before
+	// anything more is reserved from them.
+	if err := s.co.settle(ctx, s.key); err != nil {
+		return s.reserveOnShare(now)
+	}
 	var g *store.Grant
-	err := s.co.call(func(ctx context.Context) (err error) {
+	err := s.co.call(ctx, func(ctx context.Context) (err error) {
 		g, err = s.co.coord.ReserveMessage(ctx, s.key, now, s.lim)
 		return err
 	})
@@ -215,9 +81,36 @@ func (s *SharedLimits) Reserve(now time.Time) (Reservation, error) {
 	case err == nil:
 		return &sharedReservation{s: s, grant: g, msgs: 1}, nil
 	case errors.Is(err, errUseFallback):
-		return s.fallback.Reserve(now)
+		return s.reserveOnShare(now)
 	default:
 		return nil, limitError(err)
+	}
+}
+
+// reserveOnShare reserves from the instance's share; what it sends is
+// remembered, to be charged to the database once it answers (debt.go).
+func (s *SharedLimits) reserveOnShare(now time.Time) (Reservation, error) {
+	r, err := s.fallback.Reserve(now)
+	if err != nil {
+		return nil, err
+	}
+	return &shareReservation{Reservation: r, s: s, at: now}, nil
+}
+
+// InheritUsage makes l, which replaces old for the same account (a reload
+// changed the account's limits), keep the quota old used: the counts of
+// local limits, the share's counts of shared ones (the database keeps the
+// shared counts by account, whatever the limits).
+func InheritUsage(l, old Limiter) {
+	switch n := l.(type) {
+	case *AccountLimits:
+		if o, ok := old.(*AccountLimits); ok {
+			n.InheritUsage(o)
+		}
+	case *SharedLimits:
+		if o, ok := old.(*SharedLimits); ok && n != nil && o != nil {
+			n.fallback.InheritUsage(o.fallback)
+		}
 	}
 }
 
@@ -233,7 +126,7 @@ func (s *SharedLimits) Usage(now time.Time) map[string]float64 {
 		return s.usage
 	}
 	var msgs, rcpts int
-	err := s.co.call(func(ctx context.Context) (err error) {
+	err := s.co.call(context.Background(), func(ctx context.Context) (err error) {
 		msgs, rcpts, err = s.co.coord.Usage(ctx, s.key, now)
 		return err
 	})
@@ -268,7 +161,10 @@ type sharedReservation struct {
 	msgs  int // 1 while the message's share is held
 	rcpts int // recipients counted in the database
 	local int // recipients counted for the per-message cap
-	done  bool
+	// uncounted are recipients added while the database was unreachable:
+	// charged to it once it answers if the message is sent.
+	uncounted int
+	done      bool
 }
 
 func (r *sharedReservation) AddRcpt(now time.Time) error {
@@ -279,16 +175,17 @@ func (r *sharedReservation) AddRcpt(now time.Time) error {
 		return &LimitError{Kind: KindMessageRcpts, Limit: s.maxRcpts}
 	}
 	if r.grant != nil && s.lim.DailyRcpts > 0 {
-		err := s.co.call(func(ctx context.Context) error {
+		err := s.co.call(context.Background(), func(ctx context.Context) error {
 			return s.co.coord.ReserveRcpt(ctx, s.key, r.grant, now, s.lim)
 		})
 		switch {
 		case err == nil:
 			r.rcpts++
 		case errors.Is(err, errUseFallback):
-			// The database went away mid-message: the recipient is
-			// counted nowhere rather than refused; the next message
-			// reserves from the instance's share.
+			// The database went away mid-message: the recipient is not
+			// refused; it is charged once the database answers (Commit),
+			// and the next message reserves from the instance's share.
+			r.uncounted++
 		default:
 			return limitError(err)
 		}
@@ -304,7 +201,10 @@ func (r *sharedReservation) DropRcpt() {
 		return
 	}
 	r.local--
-	if r.rcpts > 0 {
+	switch {
+	case r.uncounted > 0:
+		r.uncounted--
+	case r.rcpts > 0:
 		r.rcpts--
 		r.release(0, 1, time.Now())
 	}
@@ -312,8 +212,14 @@ func (r *sharedReservation) DropRcpt() {
 
 func (r *sharedReservation) Commit() {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return
+	}
 	r.done = true
-	r.mu.Unlock()
+	if r.uncounted > 0 {
+		r.s.co.owe(r.s.key, r.s.lim, r.grant.Bucket, time.Time{}, 0, r.uncounted)
+	}
 }
 
 func (r *sharedReservation) Cancel(now time.Time) {
@@ -333,11 +239,64 @@ func (r *sharedReservation) release(msgs, rcpts int, now time.Time) {
 		return
 	}
 	s := r.s
-	if err := s.co.call(func(ctx context.Context) error {
+	if err := s.co.call(context.Background(), func(ctx context.Context) error {
 		return s.co.coord.Release(ctx, s.key, r.grant, msgs, rcpts, now, s.lim)
 	}); err != nil {
 		s.co.log.Debug("shared limits: a share was not given back", "account", s.key, "error", err)
 	}
+}
+
+// shareReservation is a message's reservation on the instance's share
+// (the database was unreachable): sent, it is owed to the database.
+type shareReservation struct {
+	Reservation // of the share (*AccountLimits)
+	s           *SharedLimits
+	at          time.Time
+
+	mu    sync.Mutex
+	rcpts int
+	done  bool
+}
+
+func (r *shareReservation) AddRcpt(now time.Time) error {
+	err := r.Reservation.AddRcpt(now)
+	if err == nil {
+		r.mu.Lock()
+		r.rcpts++
+		r.mu.Unlock()
+	}
+	return err
+}
+
+func (r *shareReservation) DropRcpt() {
+	r.Reservation.DropRcpt()
+	r.mu.Lock()
+	if !r.done && r.rcpts > 0 {
+		r.rcpts--
+	}
+	r.mu.Unlock()
+}
+
+func (r *shareReservation) Commit() {
+	r.Reservation.Commit()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return
+	}
+	r.done = true
+	rcpts := r.rcpts
+	if r.s.lim.DailyRcpts == 0 {
+		rcpts = 0 // counted in the database only against a quota
+	}
+	r.s.co.owe(r.s.key, r.s.lim, bucketOf(r.at), r.at, 1, rcpts)
+}
+
+func (r *shareReservation) Cancel(now time.Time) {
+	r.Reservation.Cancel(now)
+	r.mu.Lock()
+	r.done = true
+	r.mu.Unlock()
 }
 
 var _ Limiter = (*SharedLimits)(nil)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,15 +19,27 @@ import (
 
 // memCoord is an in-memory store.Coordinator for the limits' own logic
 // (the database engines pass storetest.RunCoordinator). down makes every
-// call fail as an unreachable database does.
+// call fail as an unreachable database does; cut does so for one owner's
+// slot calls (a partition); hang makes calls wait for their context (a
+// database that stopped answering); broken makes them fail as a bug does.
 type memCoord struct {
-	mu    sync.Mutex
-	down  bool
-	calls int
-	msgs  map[string]int // key -> messages counted (one window: tests are short)
-	rcpts map[string]int
-	slots map[string]map[int]memSlot
-	wants map[string]time.Time
+	mu     sync.Mutex
+	down   bool
+	hang   bool
+	broken error
+	cut    map[string]bool // owner → its slot calls fail
+	// loseReplies makes AcquireSlot take the slot and then fail, as a
+	// connection lost after the commit does.
+	loseReplies bool
+	calls       int
+	// byMethod counts the calls of each method: the round trips.
+	byMethod map[string]int
+	msgs     map[string]int // key -> messages counted (one window: tests are short)
+	rcpts    map[string]int
+	slots    map[string]map[int]memSlot
+	wants    map[string]map[string]time.Time // key → owner → until
+	// charges are the Charge calls that landed.
+	charges []store.Charge
 }
 
 type memSlot struct {
@@ -34,23 +48,50 @@ type memSlot struct {
 }
 
 func newMemCoord() *memCoord {
-	return &memCoord{msgs: map[string]int{}, rcpts: map[string]int{}, slots: map[string]map[int]memSlot{}, wants: map[string]time.Time{}}
+	return &memCoord{msgs: map[string]int{}, rcpts: map[string]int{}, slots: map[string]map[int]memSlot{}, wants: map[string]map[string]time.Time{},
+		cut: map[string]bool{}, byMethod: map[string]int{}}
 }
 
 func (m *memCoord) setDown(down bool) { m.mu.Lock(); m.down = down; m.mu.Unlock() }
 
-func (m *memCoord) enter() error {
+func (m *memCoord) setCut(owner string, cut bool) { m.mu.Lock(); m.cut[owner] = cut; m.mu.Unlock() }
+
+func (m *memCoord) setHang(hang bool) { m.mu.Lock(); m.hang = hang; m.mu.Unlock() }
+
+func (m *memCoord) setBroken(err error) { m.mu.Lock(); m.broken = err; m.mu.Unlock() }
+
+func (m *memCoord) setLoseReplies(lose bool) { m.mu.Lock(); m.loseReplies = lose; m.mu.Unlock() }
+
+// count returns how many calls of method were made.
+func (m *memCoord) count(method string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byMethod[method]
+}
+
+// enter starts a call of method (by owner, "" for account calls) and
+// returns with m.mu held, or fails as the coordinator's state says.
+func (m *memCoord) enter(ctx context.Context, method, owner string) error {
 	m.mu.Lock()
 	m.calls++
-	if m.down {
+	m.byMethod[method]++
+	switch {
+	case m.hang:
+		m.mu.Unlock()
+		<-ctx.Done()
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
+	case m.down || m.cut[owner]:
 		m.mu.Unlock()
 		return fmt.Errorf("%w: connection refused", store.ErrUnavailable)
+	case m.broken != nil:
+		m.mu.Unlock()
+		return m.broken
 	}
 	return nil
 }
 
-func (m *memCoord) ReserveMessage(_ context.Context, key string, now time.Time, l store.SharedLimits) (*store.Grant, error) {
-	if err := m.enter(); err != nil {
+func (m *memCoord) ReserveMessage(ctx context.Context, key string, now time.Time, l store.SharedLimits) (*store.Grant, error) {
+	if err := m.enter(ctx, "ReserveMessage", ""); err != nil {
 		return nil, err
 	}
 	defer m.mu.Unlock()
@@ -61,8 +102,8 @@ func (m *memCoord) ReserveMessage(_ context.Context, key string, now time.Time, 
 	return &store.Grant{Bucket: 1}, nil
 }
 
-func (m *memCoord) ReserveRcpt(_ context.Context, key string, _ *store.Grant, now time.Time, l store.SharedLimits) error {
-	if err := m.enter(); err != nil {
+func (m *memCoord) ReserveRcpt(ctx context.Context, key string, _ *store.Grant, now time.Time, l store.SharedLimits) error {
+	if err := m.enter(ctx, "ReserveRcpt", ""); err != nil {
 		return err
 	}
 	defer m.mu.Unlock()
@@ -73,8 +114,8 @@ func (m *memCoord) ReserveRcpt(_ context.Context, key string, _ *store.Grant, no
 	return nil
 }
 
-func (m *memCoord) Release(_ context.Context, key string, _ *store.Grant, msgs, rcpts int, _ time.Time, _ store.SharedLimits) error {
-	if err := m.enter(); err != nil {
+func (m *memCoord) Release(ctx context.Context, key string, _ *store.Grant, msgs, rcpts int, _ time.Time, _ store.SharedLimits) error {
+	if err := m.enter(ctx, "Release", ""); err != nil {
 		return err
 	}
 	defer m.mu.Unlock()
@@ -83,33 +124,45 @@ func (m *memCoord) Release(_ context.Context, key string, _ *store.Grant, msgs, 
 	return nil
 }
 
-func (m *memCoord) Usage(_ context.Context, key string, _ time.Time) (int, int, error) {
-	if err := m.enter(); err != nil {
+func (m *memCoord) Usage(ctx context.Context, key string, _ time.Time) (int, int, error) {
+	if err := m.enter(ctx, "Usage", ""); err != nil {
 		return 0, 0, err
 	}
 	defer m.mu.Unlock()
 	return m.msgs[key], m.rcpts[key], nil
 }
 
-func (m *memCoord) AcquireSlot(_ context.Context, key, owner string, size int, now, until time.Time) (int, bool, error) {
-	if err := m.enter(); err != nil {
+func (m *memCoord) AcquireSlot(ctx context.Context, key, owner string, size int, now, until time.Time) (int, bool, error) {
+	if err := m.enter(ctx, "AcquireSlot", owner); err != nil {
 		return 0, false, err
 	}
 	defer m.mu.Unlock()
 	if m.slots[key] == nil {
 		m.slots[key] = map[int]memSlot{}
 	}
+	live := 0
+	for _, s := range m.slots[key] {
+		if s.until.After(now) {
+			live++
+		}
+	}
+	if live >= size { // adopted slots beyond the size count too
+		return 0, false, nil
+	}
 	for i := 0; i < size; i++ {
 		if s, ok := m.slots[key][i]; !ok || !s.until.After(now) {
 			m.slots[key][i] = memSlot{owner, until}
+			if m.loseReplies {
+				return 0, false, fmt.Errorf("%w: connection reset after the commit", store.ErrUnavailable)
+			}
 			return i, true, nil
 		}
 	}
 	return 0, false, nil
 }
 
-func (m *memCoord) ReleaseSlot(_ context.Context, key, owner string, slot int) error {
-	if err := m.enter(); err != nil {
+func (m *memCoord) ReleaseSlot(ctx context.Context, key, owner string, slot int) error {
+	if err := m.enter(ctx, "ReleaseSlot", owner); err != nil {
 		return err
 	}
 	defer m.mu.Unlock()
@@ -119,8 +172,8 @@ func (m *memCoord) ReleaseSlot(_ context.Context, key, owner string, slot int) e
 	return nil
 }
 
-func (m *memCoord) ExtendSlots(_ context.Context, owner string, now, until time.Time) ([]string, error) {
-	if err := m.enter(); err != nil {
+func (m *memCoord) ExtendSlots(ctx context.Context, owner string, now, until time.Time) ([]string, error) {
+	if err := m.enter(ctx, "ExtendSlots", owner); err != nil {
 		return nil, err
 	}
 	defer m.mu.Unlock()
@@ -133,7 +186,7 @@ func (m *memCoord) ExtendSlots(_ context.Context, owner string, now, until time.
 				held = true
 			}
 		}
-		if w, ok := m.wants[key]; held && ok && w.After(now) {
+		if held && m.waitedForByOthers(key, owner, now) {
 			contended = append(contended, key)
 		}
 	}
@@ -141,17 +194,32 @@ func (m *memCoord) ExtendSlots(_ context.Context, owner string, now, until time.
 	return contended, nil
 }
 
-func (m *memCoord) WantSlot(_ context.Context, key, _ string, until time.Time) error {
-	if err := m.enter(); err != nil {
+// waitedForByOthers reports a live wait for key of an owner but this one.
+func (m *memCoord) waitedForByOthers(key, owner string, now time.Time) bool {
+	for o, until := range m.wants[key] {
+		if o != owner && until.After(now) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *memCoord) WantSlot(ctx context.Context, key, owner string, until time.Time) error {
+	if err := m.enter(ctx, "WantSlot", owner); err != nil {
 		return err
 	}
 	defer m.mu.Unlock()
-	m.wants[key] = until
+	if m.wants[key] == nil {
+		m.wants[key] = map[string]time.Time{}
+	}
+	if until.After(m.wants[key][owner]) {
+		m.wants[key][owner] = until
+	}
 	return nil
 }
 
-func (m *memCoord) SlotsInUse(_ context.Context, key string, now time.Time) (int, error) {
-	if err := m.enter(); err != nil {
+func (m *memCoord) SlotsInUse(ctx context.Context, key string, now time.Time) (int, error) {
+	if err := m.enter(ctx, "SlotsInUse", ""); err != nil {
 		return 0, err
 	}
 	defer m.mu.Unlock()
@@ -164,8 +232,21 @@ func (m *memCoord) SlotsInUse(_ context.Context, key string, now time.Time) (int
 	return n, nil
 }
 
-func (m *memCoord) ReleaseSlots(_ context.Context, owner string) error {
-	if err := m.enter(); err != nil {
+// held counts the slots of key owner holds, live or not.
+func (m *memCoord) held(key, owner string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.slots[key] {
+		if s.owner == owner {
+			n++
+		}
+	}
+	return n
+}
+
+func (m *memCoord) ReleaseSlots(ctx context.Context, owner string) error {
+	if err := m.enter(ctx, "ReleaseSlots", owner); err != nil {
 		return err
 	}
 	defer m.mu.Unlock()
@@ -177,6 +258,51 @@ func (m *memCoord) ReleaseSlots(_ context.Context, owner string) error {
 		}
 	}
 	return nil
+}
+
+func (m *memCoord) Charge(ctx context.Context, key string, c store.Charge, _ time.Time, _ store.SharedLimits) error {
+	if err := m.enter(ctx, "Charge", ""); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	for _, n := range c.Counts {
+		m.msgs[key] += n.Msgs
+		m.rcpts[key] += n.Rcpts
+	}
+	m.charges = append(m.charges, c)
+	return nil
+}
+
+// AdoptSlots keeps the owner's lowest n slots and adds free ones beyond
+// any size, as the engines do.
+func (m *memCoord) AdoptSlots(ctx context.Context, key, owner string, n int, now, until time.Time) ([]int, error) {
+	if err := m.enter(ctx, "AdoptSlots", owner); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	if m.slots[key] == nil {
+		m.slots[key] = map[int]memSlot{}
+	}
+	var held []int
+	for _, i := range slices.Sorted(maps.Keys(m.slots[key])) {
+		if m.slots[key][i].owner != owner {
+			continue
+		}
+		if len(held) < n {
+			m.slots[key][i] = memSlot{owner, until}
+			held = append(held, i)
+		} else {
+			delete(m.slots[key], i)
+		}
+	}
+	for i := 0; len(held) < n; i++ {
+		if s, ok := m.slots[key][i]; !ok || !s.until.After(now) {
+			m.slots[key][i] = memSlot{owner, until}
+			held = append(held, i)
+		}
+	}
+	slices.Sort(held)
+	return held, nil
 }
 
 var _ store.Coordinator = (*memCoord)(nil)
@@ -320,13 +446,13 @@ func TestConnSlotsAcrossInstances(t *testing.T) {
 	defer sb.Close()
 	var releases []func()
 	for range 3 {
-		r, err := sa.TryAcquire()
+		r, err := sa.TryAcquire(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
 		releases = append(releases, r)
 	}
-	if _, err := sb.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+	if _, err := sb.TryAcquire(t.Context()); !errors.Is(err, ErrSlotsBusy) {
 		t.Fatalf("a 4th slot: %v, want ErrSlotsBusy", err)
 	}
 	contended := make(chan struct{}, 1)
@@ -340,9 +466,8 @@ func TestConnSlotsAcrossInstances(t *testing.T) {
 	releases[0]()
 	releases[0]() // once only
 	waitFor(t, func() bool { n, _ := c.SlotsInUse(context.Background(), "box@example.com", time.Now()); return n == 2 })
-	if _, err := sb.TryAcquire(); err != nil {
-		t.Fatalf("after a release: %v", err)
-	}
+	// b's last poll said "all held": it asks again within busyFor.
+	waitFor(t, func() bool { _, err := sb.TryAcquire(t.Context()); return err == nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
@@ -360,17 +485,17 @@ func TestConnSlotsFallBackToTheInstancesShare(t *testing.T) {
 	c.setDown(true)
 	s := instance(t, c, "a", 3, nil).ConnSlots("box@example.com", 6)
 	defer s.Close()
-	r1, err1 := s.TryAcquire()
-	r2, err2 := s.TryAcquire()
+	r1, err1 := s.TryAcquire(t.Context())
+	r2, err2 := s.TryAcquire(t.Context())
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}
-	if _, err := s.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+	if _, err := s.TryAcquire(t.Context()); !errors.Is(err, ErrSlotsBusy) {
 		t.Fatalf("a 3rd slot of 6/3: %v", err)
 	}
 	r1()
 	r1()
-	if _, err := s.TryAcquire(); err != nil {
+	if _, err := s.TryAcquire(t.Context()); err != nil {
 		t.Fatalf("after a release: %v", err)
 	}
 	r2()
@@ -394,21 +519,21 @@ func TestRequestSlotsAskNoHolderForIdleConnections(t *testing.T) {
 	c := newMemCoord()
 	co := instance(t, c, "a", 1, nil)
 	req := co.RequestSlots("api:box@example.com", 1)
-	if _, err := req.TryAcquire(); err != nil {
+	if _, err := req.TryAcquire(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := req.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+	if _, err := req.TryAcquire(t.Context()); !errors.Is(err, ErrSlotsBusy) {
 		t.Fatalf("a 2nd request slot of 1: %v", err)
 	}
-	if _, wanted := c.wants["api:box@example.com"]; wanted {
+	if _, wanted := c.wants["api:box@example.com"]["a"]; wanted {
 		t.Fatal("a request waiter asked holders for idle connections")
 	}
 	conn := co.ConnSlots("smtp:box@example.com", 1)
-	_, _ = conn.TryAcquire()
-	if _, err := conn.TryAcquire(); !errors.Is(err, ErrSlotsBusy) {
+	_, _ = conn.TryAcquire(t.Context())
+	if _, err := conn.TryAcquire(t.Context()); !errors.Is(err, ErrSlotsBusy) {
 		t.Fatal(err)
 	}
-	if _, wanted := c.wants["smtp:box@example.com"]; !wanted {
+	if _, wanted := c.wants["smtp:box@example.com"]["a"]; !wanted {
 		t.Fatal("a connection waiter did not ask holders for idle connections")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -44,6 +45,15 @@ type durable struct {
 	// sharedStore: the store is the shared database's, closed with it
 	// (sharedDB) after the pools gave their connection slots back.
 	sharedStore bool
+	// degraded, with a shared database, is the shared limits' knowledge
+	// of it (limits.Coordination.Degraded): while they know it is
+	// unreachable, /health/ready does not ask it.
+	degraded func() (bool, error)
+
+	healthMu     sync.Mutex
+	healthAt     time.Time
+	healthStatus map[string]any
+	healthUp     bool
 }
 
 // storeSettings are the store block's settings that need a restart.
@@ -107,7 +117,8 @@ func (r *Runtime) openDurable(ctx context.Context, b *built) (*durable, error) {
 	)
 	if r.shared != nil {
 		st, stats = r.shared.store, r.shared.store.CommitStats
-		d = &durable{settings: storeSettingsOf(sc), store: st, owner: r.shared.coord.Owner(), sharedStore: true}
+		d = &durable{settings: storeSettingsOf(sc), store: st, owner: r.shared.coord.Owner(), sharedStore: true,
+			degraded: r.shared.coord.Degraded}
 	} else {
 		sealer, err := r.sealer(ctx, b)
 		if err != nil {
@@ -329,11 +340,40 @@ func (r *Runtime) notifier() queue.Notifier {
 	}
 }
 
+// storeHealthFresh is how long /health/ready reports the store from its
+// last reading: load balancers, orchestrators and monitoring may probe it
+// many times a second, and each reading costs the store a Ping and a
+// Stats (a scan of the queue's depth).
+const storeHealthFresh = 2 * time.Second
+
 // health reports the store for /health/ready: whether it takes writes,
-// and the queue's depth and oldest message. nil without a store.
+// and the queue's depth and oldest message. nil without a store. Probes
+// at the same time share one reading.
 func (d *durable) health() (status map[string]any, up bool) {
 	if d == nil {
 		return nil, true
+	}
+	d.healthMu.Lock()
+	defer d.healthMu.Unlock()
+	if now := time.Now(); now.Sub(d.healthAt) >= storeHealthFresh || now.Before(d.healthAt) {
+		d.healthStatus, d.healthUp = d.readHealth()
+		d.healthAt = time.Now()
+	}
+	return maps.Clone(d.healthStatus), d.healthUp
+}
+
+// expireHealth makes the next health call read the store again.
+func (d *durable) expireHealth() {
+	d.healthMu.Lock()
+	d.healthAt = time.Time{}
+	d.healthMu.Unlock()
+}
+
+func (d *durable) readHealth() (status map[string]any, up bool) {
+	if d.degraded != nil {
+		if down, err := d.degraded(); down && err != nil {
+			return map[string]any{"up": false, "error": err.Error()}, false
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

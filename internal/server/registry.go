@@ -164,9 +164,9 @@ func (p *plan) pool(key poolKey, sender *upstream.Sender, set upstream.PoolSetti
 }
 
 // accountLimits returns the kept limits for key or new ones (nil: none):
-// shared through co when set, else the instance's own counters, which
+// shared through co when set, else the instance's own counters. New ones
 // inherit the account's usage at commit (a changed limit must not reset a
-// quota).
+// quota): the counters, or the instance's share of shared limits.
 func (p *plan) accountLimits(key limitsKey, co *limits.Coordination) limits.Limiter {
 	if l, ok := p.limits[key]; ok {
 		return l
@@ -280,13 +280,15 @@ func (r *registry) commit(p *plan, now time.Time) (stale []*upstream.Pool) {
 	}
 	r.pools = p.pools
 	for k, l := range p.limits {
-		local, isLocal := l.(*limits.AccountLimits)
-		if _, kept := r.limits[k]; kept || !isLocal {
+		if _, kept := r.limits[k]; kept || l == nil {
 			continue
 		}
+		// A changed limit must not reset a quota: local counts, or the
+		// instance's share of shared ones (used while the database is
+		// unreachable), go on from where they were.
 		for old, ol := range r.limits {
-			if prev, ok := ol.(*limits.AccountLimits); ok && old.account == k.account {
-				local.InheritUsage(prev)
+			if old.account == k.account && ol != nil {
+				limits.InheritUsage(l, ol)
 			}
 		}
 	}

@@ -47,6 +47,9 @@ type Options struct {
 	Version   string
 	// Reload triggers a reload in Run (the command line maps SIGHUP to it).
 	Reload <-chan struct{}
+	// NoMigrate opens a shared database without migrating its schema
+	// (`oauthrelay check`: an older schema is an error, not a change).
+	NoMigrate bool
 }
 
 // shutdownGrace is how long sessions still open at the shutdown deadline

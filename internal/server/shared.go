@@ -56,6 +56,10 @@ func registerCoordinationMetrics(reg prometheus.Registerer, co *limits.Coordinat
 			Name: "oauthrelay_shared_limits_fallbacks_total",
 			Help: "Reservations and connection slots this instance took on its own share because the shared database was unreachable.",
 		}, func() float64 { return float64(co.Fallbacks()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "oauthrelay_shared_limits_errors_total",
+			Help: "Calls to the shared database that failed although it answered (a bug, logged); each used this instance's share.",
+		}, func() float64 { return float64(co.Errors()) }),
 	)
 }
 
@@ -87,7 +91,8 @@ func (r *Runtime) openShared(ctx context.Context, b *built) (*sharedDB, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := postgres.Options{Sealer: sealer, Logger: r.log.Named("store"), MaxConns: pg.MaxConnections, Role: pg.Role}
+	opts := postgres.Options{Sealer: sealer, Logger: r.log.Named("store"), MaxConns: pg.MaxConnections, Role: pg.Role,
+		NoMigrate: r.opts.NoMigrate}
 	sh := &sharedDB{}
 	if pg.VaultCredentials != "" {
 		if b.vault == nil {

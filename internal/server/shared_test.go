@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
@@ -147,4 +149,59 @@ func TestQueueOnSharedDatabase(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/health/ready = %d with the shared database gone, want 200 (degraded)", resp.StatusCode)
 	}
+}
+
+// TestSharedReloadedPoolGetsTheOldPoolsIdleSlot: a reload that changes a
+// mailbox's pool (here its connect_timeout) leaves the old pool to the
+// sessions of the old configuration. With one connection slot per
+// mailbox across the instances, a message of a new session must not wait
+// for the old pool's idle connection to time out: the instance asks its
+// old pool to close it.
+func TestSharedReloadedPoolGetsTheOldPoolsIdleSlot(t *testing.T) {
+	_, dsn := sharedDatabase(t, "db-Pa55word-reload")
+	h := newHarness(t, harnessOptions{
+		providerExtra: "max_connections = 1\n  connection_wait_timeout = \"20s\"",
+		extraConfig:   fmt.Sprintf("store {\n  postgres {\n    dsn = %q\n  }\n}\n", dsn),
+	})
+	h.start()
+	old := dialAuth(t, h, appClient) // a session of the old configuration, kept open
+	if _, err := sendOn(old, alice, "before the reload"); err != nil {
+		t.Fatal(err)
+	}
+	h.rewrite(strings.Replace(h.cfgText, `connect_timeout = "5s"`, `connect_timeout = "6s"`, 1))
+	if err := h.rt.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	h.mustSend(appClient, alice)
+	waited := time.Since(start)
+	if waited > 5*time.Second {
+		t.Fatalf("the new pool waited %s for the old pool's idle connection", waited)
+	}
+	t.Logf("a new session's message after the reload took %s", waited.Round(time.Millisecond))
+	if _, err := sendOn(old, alice, "after the reload"); err != nil {
+		t.Fatalf("the old session after the reload: %v", err)
+	}
+}
+
+// sendOn sends one message on an open session.
+func sendOn(c *smtp.Client, from, text string) (string, error) {
+	if err := c.Mail(from, nil); err != nil {
+		return "", err
+	}
+	if err := c.Rcpt("rcpt@example.net", nil); err != nil {
+		return "", err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return "", err
+	}
+	if _, err := w.Write([]byte("Subject: " + text + "\r\n\r\n" + text + "\r\n")); err != nil {
+		return "", err
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return "", err
+	}
+	return resp.StatusText, nil
 }

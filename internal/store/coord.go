@@ -30,6 +30,14 @@ type Coordinator interface {
 	// Usage returns the messages and recipients counted in the 24 hours
 	// before now.
 	Usage(ctx context.Context, key string, now time.Time) (msgs, rcpts int, err error)
+	// Charge adds to key's limits what an instance sent on its own share
+	// while the database was unreachable (README "Failure modes"), so
+	// that the instances do not send a second quota once it is back:
+	// c's counts go into their buckets (those that left the window at
+	// now count nothing) and the rate limiter moves c.RateDebt further
+	// ahead, no further than empty (Burst intervals ahead of now). It
+	// never refuses: the messages are sent.
+	Charge(ctx context.Context, key string, c Charge, now time.Time, l SharedLimits) error
 
 	// AcquireSlot leases one of size connection slots of key to owner
 	// until until. ok is false when every slot is held by a live lease of
@@ -50,6 +58,32 @@ type Coordinator interface {
 	// ReleaseSlots frees every slot owner holds (an instance that
 	// restarts or stops).
 	ReleaseSlots(ctx context.Context, owner string) error
+	// AdoptSlots makes owner hold exactly n slots of key until until and
+	// returns them, ascending: it keeps the lowest n of those it holds
+	// (renewed; expired ones too while nobody took them over), frees the
+	// others, and when it holds fewer leases the lowest free ones, beyond
+	// any size. It is for connections that are open without a lease —
+	// opened while the database was unreachable, or whose lease lapsed
+	// and was taken over: they count against the cap again, and
+	// AcquireSlot refuses everyone until fewer than size are live.
+	AdoptSlots(ctx context.Context, key, owner string, n int, now, until time.Time) ([]int, error)
+}
+
+// Charge is what one instance sent through an account on its own share of
+// the limits while the database was unreachable.
+type Charge struct {
+	Counts []BucketCount
+	// RateDebt is how far ahead of now those messages put the rate
+	// limiter when counted at the account's full rate (the instance's
+	// own theoretical arrival time less now; 0 when it is behind).
+	RateDebt time.Duration
+}
+
+// BucketCount is messages and recipients of one bucket of the daily
+// quotas (Grant.Bucket).
+type BucketCount struct {
+	Bucket      int64
+	Msgs, Rcpts int
 }
 
 // SharedLimits are one account's limits as the coordinator applies them;

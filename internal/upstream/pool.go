@@ -52,9 +52,9 @@ type Pool struct {
 
 // Gate caps connections beyond this process: TryAcquire takes a slot for
 // a new connection (release frees it when the connection closes) or fails
-// with limits.ErrSlotsBusy.
+// with limits.ErrSlotsBusy, or with ctx's error when the caller gave up.
 type Gate interface {
-	TryAcquire() (release func(), err error)
+	TryAcquire(ctx context.Context) (release func(), err error)
 }
 
 // gatePoll is how often a message waiting for a connection asks the gate
@@ -197,7 +197,7 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	release := func() {}
 	var err error
 	if gate != nil {
-		release, err = gate.TryAcquire()
+		release, err = gate.TryAcquire(ctx)
 	}
 	var c *Conn
 	if err == nil {

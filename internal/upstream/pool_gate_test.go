@@ -29,7 +29,7 @@ type fakeGate struct {
 	released   int
 }
 
-func (g *fakeGate) TryAcquire() (func(), error) {
+func (g *fakeGate) TryAcquire(context.Context) (func(), error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.held >= g.size {

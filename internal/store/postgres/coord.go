@@ -16,7 +16,7 @@ import (
 // instances"). Each method is one statement (one round trip once pgx has
 // prepared it on the connection), most of them a function of
 // migrations/0002_coordinator.sql, which says why each is atomic across
-// instances. Times travel as Unix nanoseconds: a Grant's Bucket is
+// instances (Charge and AdoptSlots: 0004_coordinator_charge.sql). Times travel as Unix nanoseconds: a Grant's Bucket is
 // now.UnixNano() / BucketWidth, its RateAt a Unix nanosecond.
 type Coordinator struct {
 	pool *pgxpool.Pool

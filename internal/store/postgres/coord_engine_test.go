@@ -45,6 +45,8 @@ func TestCoordinatorUnavailable(t *testing.T) {
 		{"WantSlot", func() error { return c.WantSlot(ctx, "k", "A", now) }},
 		{"SlotsInUse", func() error { _, err := c.SlotsInUse(ctx, "k", now); return err }},
 		{"ReleaseSlots", func() error { return c.ReleaseSlots(ctx, "A") }},
+		{"Charge", func() error { return c.Charge(ctx, "k", store.Charge{RateDebt: time.Second}, now, l) }},
+		{"AdoptSlots", func() error { _, err := c.AdoptSlots(ctx, "k", "A", 1, now, now.Add(time.Minute)); return err }},
 		{"Cleanup", func() error { _, err := c.Cleanup(ctx, now); return err }},
 	}
 	for _, tc := range calls {

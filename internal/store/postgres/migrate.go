@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"embed"
+	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -88,6 +90,51 @@ func (s *Store) schemaVersion(ctx context.Context, tx pgx.Tx) (int, error) {
 	err := tx.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM schema_version`).Scan(&current)
 	if err != nil {
 		return 0, s.mapErr("reading the schema version", err)
+	}
+	return current, nil
+}
+
+// ErrOlderSchema: the database's schema lacks migrations this code has;
+// only the relay (`oauthrelay run`) applies them.
+var ErrOlderSchema = errors.New("store: database schema is older than this oauthrelay")
+
+// checkSchema is migrate for Options.NoMigrate: it reads the version and
+// changes nothing — not even schema_version, which an empty database
+// lacks.
+func checkSchema(ctx context.Context, s *Store) error {
+	ms, err := engine.Migrations(migrationFiles, "migrations")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	current, err := s.readSchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case current > len(ms):
+		return engine.NewerSchema(current, len(ms))
+	case current < len(ms):
+		return fmt.Errorf("%w: the database has version %d, this oauthrelay needs %d; start the relay (oauthrelay run), which migrates it, then run this command again",
+			ErrOlderSchema, current, len(ms))
+	}
+	return nil
+}
+
+// readSchemaVersion returns the newest version applied (0: none, or no
+// schema_version table) without creating anything.
+func (s *Store) readSchemaVersion(ctx context.Context) (int, error) {
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT to_regclass('schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, s.readErr(ctx, "reading the schema version", err)
+	}
+	current := 0
+	if exists {
+		err := s.pool.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM schema_version`).Scan(&current)
+		if err != nil {
+			return 0, s.readErr(ctx, "reading the schema version", err)
+		}
 	}
 	return current, nil
 }

@@ -72,6 +72,11 @@ type Options struct {
 	// of the DSN. After a renewal, RotateConnections moves the pool to
 	// the new ones.
 	Credentials func(ctx context.Context) (user, password string, err error)
+	// NoMigrate opens the database without changing its schema (the
+	// commands that run beside the relay: `oauthrelay check`, `oauthrelay
+	// queue`): a schema older than this code is an error that says to
+	// start the relay, which migrates; a newer one is refused as always.
+	NoMigrate bool
 }
 
 // Store is the PostgreSQL engine of store.Store.
@@ -98,8 +103,9 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open connects to the database of dsn (a PostgreSQL connection URI or
-// key=value string), applies the embedded migrations and refuses a
-// database whose schema is newer than this code. Its errors never contain
+// key=value string), applies the embedded migrations (unless
+// opts.NoMigrate) and refuses a database whose schema is newer than this
+// code. Its errors never contain
 // the DSN's password or the Credentials' passwords; when the database
 // cannot be reached they wrap store.ErrUnavailable.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
@@ -109,7 +115,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.pool = pool
-	if err := migrate(ctx, s); err != nil {
+	prepare := migrate
+	if opts.NoMigrate {
+		prepare = checkSchema
+	}
+	if err := prepare(ctx, s); err != nil {
 		pool.Close()
 		return nil, err
 	}

@@ -27,7 +27,11 @@ import (
 //   - ExtendSlots also renews an expired lease nobody took over, never
 //     one taken over; a wait counts while its until is after now, and of
 //     two waits of one owner the later end counts; the contended keys
-//     come sorted; ReleaseSlots also forgets the owner's waits.
+//     come sorted; ReleaseSlots also forgets the owner's waits;
+//   - a Charge adds counts to their buckets and never refuses; its rate
+//     debt moves the limiter ahead, never back and never past empty;
+//   - AdoptSlots keeps the owner's lowest slots and leases the lowest
+//     free ones, beyond the size.
 //
 // open returns a handle on the subtest's database: a new, empty one at
 // its first call within a subtest, another instance's handle on that same
@@ -44,6 +48,8 @@ func RunCoordinator(t *testing.T, open func(t *testing.T) store.Coordinator) {
 		{"Keys", keyTests},
 		{"Slots", slotTests},
 		{"Contention", contentionTests},
+		{"Charge", chargeTests},
+		{"AdoptSlots", adoptTests},
 		{"Concurrency", concurrencyTests},
 	}
 	for _, g := range groups {

@@ -135,6 +135,70 @@ var concurrencyTests = []coordTest{
 	{"holders never exceed the slots while leases are extended and waited for", func(t *testing.T, e *coordEnv) {
 		slotChurn(t, e)
 	}},
+	{"adoptions and acquisitions at once hand each slot out once", func(t *testing.T, e *coordEnv) {
+		raceAdoptions(t, e)
+	}},
+	{"charges and reservations at once all count", func(t *testing.T, e *coordEnv) {
+		l := store.SharedLimits{DailyMsgs: 1000, PerMinute: 6000, Burst: 1000}
+		race(24, e.instances(instances), func(i int, c store.Coordinator) {
+			if i%2 == 0 {
+				ch := store.Charge{Counts: []store.BucketCount{{Bucket: bucketOf(e.base), Msgs: 2, Rcpts: 1}}, RateDebt: time.Millisecond}
+				if err := c.Charge(e.ctx, "k", ch, e.base, l); err != nil {
+					t.Errorf("Charge: %v", err)
+				}
+			} else if _, err := c.ReserveMessage(e.ctx, "k", e.base, l); err != nil {
+				t.Errorf("ReserveMessage: %v", err)
+			}
+		})
+		e.wantUsage("k", 0, 36, 12)
+	}},
+}
+
+// raceAdoptions has owners adopt two slots each while others acquire one
+// of three, all at once: no slot may end up with two holders, and the
+// acquirers get what the adopters left of the cap at most.
+func raceAdoptions(t *testing.T, e *coordEnv) {
+	var mu sync.Mutex
+	held := map[int]string{}
+	acquired := 0
+	take := func(slot int, owner string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if other, ok := held[slot]; ok {
+			t.Errorf("slot %d is both %s's and %s's", slot, other, owner)
+		}
+		held[slot] = owner
+	}
+	race(12, e.instances(instances), func(i int, c store.Coordinator) {
+		owner := fmt.Sprint("owner", i)
+		if i%3 == 0 {
+			slots, err := c.AdoptSlots(e.ctx, "k", owner, 2, e.base, e.at(time.Minute))
+			if err != nil || len(slots) != 2 {
+				t.Errorf("AdoptSlots: %v, %v; want 2 slots", slots, err)
+			}
+			for _, s := range slots {
+				take(s, owner)
+			}
+			return
+		}
+		slot, ok, err := c.AcquireSlot(e.ctx, "k", owner, 3, e.base, e.at(time.Minute))
+		if err != nil {
+			t.Errorf("AcquireSlot: %v", err)
+		}
+		if ok {
+			take(slot, owner)
+			mu.Lock()
+			acquired++
+			mu.Unlock()
+		}
+	})
+	if acquired > 3 {
+		t.Fatalf("%d acquisitions granted with a cap of 3", acquired)
+	}
+	e.wantInUse("k", 0, len(held))
+	if len(held) != 8+acquired {
+		t.Fatalf("%d slots held, want the adopters' 8 and the %d acquired", len(held), acquired)
+	}
 }
 
 // slotChurn has goroutines of several instances take a slot of one key
