@@ -347,7 +347,12 @@ func TestDevConsole(t *testing.T) {
 		}
 		return json.NewDecoder(resp.Body).Decode(&res) == nil && len(res.Messages) == 1 && res.Messages[0].State == "sent"
 	})
-	if resp, err := http.Get(s.consoleURL + "api/v1/overview"); err != nil || resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("the console without a token: %v %v, want 401", resp.StatusCode, err)
+	resp, err := http.Get(s.consoleURL + "api/v1/overview")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the console without a token: %d, want 401", resp.StatusCode)
 	}
 }

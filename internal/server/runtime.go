@@ -234,6 +234,8 @@ func (r *Runtime) Start() error {
 		}
 		gens[l] = g
 	}
+	// Set before the console serves: its overview reads it without a lock.
+	r.startedAt = time.Now()
 	if err := r.startConsole(b); err != nil {
 		return fail(err)
 	}
@@ -264,7 +266,6 @@ func (r *Runtime) Start() error {
 	}
 	r.setWatch(cfg.Server.WatchConfig)
 	r.started = true
-	r.startedAt = time.Now()
 	r.metrics.loaded(r.startedAt)
 	return nil
 }
