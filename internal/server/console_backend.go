@@ -67,18 +67,19 @@ func (cb consoleBackend) Info() admin.Info {
 	return info
 }
 
-// Accounts lists the accounts as /health/ready does, with each one's
+// Accounts lists the accounts as /health/ready does (accountEntries), with each one's
 // pool and queued messages.
 func (cb consoleBackend) Accounts(ctx context.Context) []admin.Account {
 	b := cb.r.current.Load()
 	queued := cb.queuedByAccount(ctx)
 	var out []admin.Account
-	add := func(g *config.AccountGroup, address string, as accountStatus, m *mailbox) {
+	for _, e := range b.accountEntries() {
+		as := e.status
 		a := admin.Account{
-			Address: address, Group: as.Group, Provider: as.Provider, Transport: transportName(g),
+			Address: e.address, Group: as.Group, Provider: as.Provider, Transport: transportName(e.group),
 			TokenState: as.TokenState, LastError: cb.scrub(as.LastError), Circuit: as.Circuit, QuotaUsed: as.QuotaUsed,
-			Queued: queued[store.DepthKey{State: store.StateQueued, Account: address}],
-			Held:   queued[store.DepthKey{State: store.StateHeld, Account: address}],
+			Queued: queued[store.DepthKey{State: store.StateQueued, Account: e.address}],
+			Held:   queued[store.DepthKey{State: store.StateHeld, Account: e.address}],
 		}
 		if as.TokenExpiry != nil {
 			a.TokenExpiry = *as.TokenExpiry
@@ -86,27 +87,11 @@ func (cb consoleBackend) Accounts(ctx context.Context) []admin.Account {
 		if as.LastRefresh != nil {
 			a.LastRefresh = *as.LastRefresh
 		}
-		if m != nil && m.pool != nil {
-			st := m.pool.Stats()
+		if e.mailbox != nil && e.mailbox.pool != nil {
+			st := e.mailbox.pool.Stats()
 			a.Pool = admin.Pool{Open: st.Open, Idle: st.Idle, Max: st.Max}
 		}
 		out = append(out, a)
-	}
-	for _, a := range b.cfg.Accounts() {
-		src := b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]
-		if a.IsDomain() {
-			as := accountStatus{Group: a.Group.Name, Provider: a.Group.ProviderName}
-			as.token(src)
-			add(a.Group, a.Address, as, nil)
-			continue
-		}
-		m := b.mailboxes[a.Address]
-		add(a.Group, a.Address, mailboxStatus(a.Group, src, m), m)
-	}
-	for _, da := range b.domains {
-		for _, m := range da.mailboxes() {
-			add(da.spec.group, m.acct.Address, mailboxStatus(da.spec.group, m.source, m), m)
-		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
 	return out

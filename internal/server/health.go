@@ -81,6 +81,51 @@ func (as accountStatus) degraded() int {
 	return 0
 }
 
+// accountEntry is one account as /health/ready and the operator console
+// list it.
+type accountEntry struct {
+	address string
+	group   *config.AccountGroup
+	status  accountStatus
+	mailbox *mailbox // nil for a domain-wide account itself
+	// opened marks a mailbox a domain-wide account opened on first use.
+	// It is listed but does not make the relay degraded: a client can name
+	// a mailbox that does not exist or that the provider refuses, and that
+	// says nothing of the relay.
+	opened bool
+}
+
+// accountEntries describes every configured account, then the mailboxes
+// the domain-wide accounts opened.
+func (b *built) accountEntries() []accountEntry {
+	var out []accountEntry
+	for _, a := range b.cfg.Accounts() {
+		src := b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]
+		if a.IsDomain() {
+			// The domain-wide account itself: its app-only token (none for
+			// delegation) and how many mailboxes it has open; each of them
+			// is listed on its own.
+			as := accountStatus{Group: a.Group.Name, Provider: a.Group.ProviderName}
+			as.token(src)
+			if da := b.domains[a.Domain]; da != nil {
+				n := len(da.mailboxes())
+				as.OpenMailboxes = &n
+			}
+			out = append(out, accountEntry{address: a.Address, group: a.Group, status: as})
+			continue
+		}
+		m := b.mailboxes[a.Address]
+		out = append(out, accountEntry{address: a.Address, group: a.Group, status: mailboxStatus(a.Group, src, m), mailbox: m})
+	}
+	for _, da := range b.domains {
+		for _, m := range da.mailboxes() {
+			out = append(out, accountEntry{address: m.acct.Address, group: da.spec.group,
+				status: mailboxStatus(da.spec.group, m.source, m), mailbox: m, opened: true})
+		}
+	}
+	return out
+}
+
 // ready reports readiness for /health/ready: configuration loaded and
 // listeners up; with ready_requires_all_accounts, also every account able
 // to get a token. The body always lists each account's token state.
@@ -89,33 +134,11 @@ func (r *Runtime) ready() (bool, any) {
 	listening := int(r.listening.Load())
 	accounts := map[string]accountStatus{}
 	degraded := 0
-	for _, a := range b.cfg.Accounts() {
-		src := b.sources[credentialName(a.Group.Flow, a.Group.Name, a.Address)]
-		if a.IsDomain() {
-			// The domain-wide account itself: its app-only token (none for
-			// delegation) and how many mailboxes it has open; each of them
-			// is listed as an account below.
-			as := accountStatus{Group: a.Group.Name, Provider: a.Group.ProviderName}
-			as.token(src)
-			if da := b.domains[a.Domain]; da != nil {
-				n := len(da.mailboxes())
-				as.OpenMailboxes = &n
-			}
-			degraded += as.degraded()
-			accounts[a.Address] = as
-			continue
+	for _, e := range b.accountEntries() {
+		if !e.opened {
+			degraded += e.status.degraded()
 		}
-		as := mailboxStatus(a.Group, src, b.mailboxes[a.Address])
-		degraded += as.degraded()
-		accounts[a.Address] = as
-	}
-	// The mailboxes of a domain-wide account are listed but do not make
-	// the relay degraded: a client can name a mailbox that does not exist
-	// or that the provider refuses, and that says nothing of the relay.
-	for _, da := range b.domains {
-		for _, m := range da.mailboxes() {
-			accounts[m.acct.Address] = mailboxStatus(da.spec.group, m.source, m)
-		}
+		accounts[e.address] = e.status
 	}
 	providers := map[string]string{}
 	for id, br := range b.breakers {
