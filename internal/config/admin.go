@@ -117,21 +117,7 @@ func (d *decoder) adminTokens(body hcl.Body, a *Admin) {
 // adminTLS checks the console's certificate settings and that bearer
 // tokens never cross the network in clear unless the operator says so.
 func (d *decoder) adminTLS(body hcl.Body, a *Admin) {
-	files := hasAttr(body, "tls_cert_file") || hasAttr(body, "tls_key_file")
-	refs := hasAttr(body, "tls_cert") || hasAttr(body, "tls_key")
-	switch {
-	case files && refs:
-		d.errorf(attrRange(body, "tls_cert", a.DefRange), "Conflicting TLS certificate settings", "The admin block takes the certificate either as files (tls_cert_file, tls_key_file) or as secret references (tls_cert, tls_key), not both.")
-	case refs && (!a.TLSCert.IsSet() || !a.TLSKey.IsSet()):
-		d.errorf(a.DefRange, "Missing TLS certificate", "The admin block needs both tls_cert and tls_key.")
-	case files && (a.TLSCertFile == "" || a.TLSKeyFile == ""):
-		d.errorf(a.DefRange, "Missing TLS certificate", "The admin block needs both tls_cert_file and tls_key_file.")
-	case files:
-		d.hostFiles = append(d.hostFiles, hostFile{
-			kind: keyPairFile, path: a.TLSCertFile, keyPath: a.TLSKeyFile,
-			owner: "The admin block", rng: attrRange(body, "tls_cert_file", a.DefRange),
-		})
-	}
+	d.certificate(body, a.DefRange, "The admin block", a.TLSCertFile, a.TLSKeyFile, a.TLSCert, a.TLSKey)
 	if a.TLS() || a.AllowPlaintext {
 		return
 	}

@@ -382,35 +382,52 @@ func (d *decoder) checkListeners(ls []*Listener) {
 
 // listenerTLS checks the TLS settings of a listener, and the rule that a
 // plaintext listener reachable from other hosts must opt in to plaintext
-// AUTH explicitly. The certificate itself is read by CheckHost (files) or
-// the runtime (secret references), never here.
+// AUTH explicitly.
 func (d *decoder) listenerTLS(b *hcl.Block, l *Listener) {
 	if l.TLSMode == TLSNone {
 		d.plaintextListener(b, l)
 		return
 	}
-	files := hasAttr(b.Body, "tls_cert_file") || hasAttr(b.Body, "tls_key_file")
-	refs := hasAttr(b.Body, "tls_cert") || hasAttr(b.Body, "tls_key")
+	owner := fmt.Sprintf("Listener %q", l.Name)
+	if !d.certificate(b.Body, b.DefRange, owner, l.TLSCertFile, l.TLSKeyFile, l.TLSCert, l.TLSKey) {
+		d.errorf(b.DefRange, "Missing TLS certificate", "%s with tls_mode = %q needs tls_cert_file and tls_key_file (or tls_cert and tls_key).", owner, l.TLSMode)
+	}
+}
+
+// certificate checks a block's certificate settings — files (tls_cert_file,
+// tls_key_file, remembered for CheckHost) or secret references (tls_cert,
+// tls_key), never both, each pair whole — and reports whether the block
+// gives one (a listener's and the console's certificates follow the same
+// rules). The certificate itself is read by CheckHost (files) or the
+// runtime (secret references), never here.
+func (d *decoder) certificate(body hcl.Body, def hcl.Range, owner, certFile, keyFile string, cert, key SecretRef) bool {
+	files := hasAttr(body, "tls_cert_file") || hasAttr(body, "tls_key_file")
+	refs := hasAttr(body, "tls_cert") || hasAttr(body, "tls_key")
 	switch {
 	case files && refs:
 		name := "tls_cert"
-		if !hasAttr(b.Body, name) {
+		if !hasAttr(body, name) {
 			name = "tls_key"
 		}
-		d.errorf(attrRange(b.Body, name, b.DefRange), "Conflicting TLS certificate settings",
-			"Listener %q: give the certificate either as files (tls_cert_file, tls_key_file) or as secret references (tls_cert, tls_key), not both.", l.Name)
+		d.errorf(attrRange(body, name, def), "Conflicting TLS certificate settings",
+			"%s: give the certificate either as files (tls_cert_file, tls_key_file) or as secret references (tls_cert, tls_key), not both.", owner)
 	case refs:
-		if !l.TLSCert.IsSet() || !l.TLSKey.IsSet() {
-			d.errorf(b.DefRange, "Missing TLS certificate", "Listener %q with tls_mode = %q needs both tls_cert and tls_key.", l.Name, l.TLSMode)
+		if !cert.IsSet() || !key.IsSet() {
+			d.errorf(def, "Missing TLS certificate", "%s needs both tls_cert and tls_key.", owner)
 		}
-	case l.TLSCertFile == "" || l.TLSKeyFile == "":
-		d.errorf(b.DefRange, "Missing TLS certificate", "Listener %q with tls_mode = %q needs tls_cert_file and tls_key_file (or tls_cert and tls_key).", l.Name, l.TLSMode)
-	default:
+	case files:
+		if certFile == "" || keyFile == "" {
+			d.errorf(def, "Missing TLS certificate", "%s needs both tls_cert_file and tls_key_file.", owner)
+			break
+		}
 		d.hostFiles = append(d.hostFiles, hostFile{
-			kind: keyPairFile, path: l.TLSCertFile, keyPath: l.TLSKeyFile,
-			owner: fmt.Sprintf("Listener %q", l.Name), rng: attrRange(b.Body, "tls_cert_file", b.DefRange),
+			kind: keyPairFile, path: certFile, keyPath: keyFile,
+			owner: owner, rng: attrRange(body, "tls_cert_file", def),
 		})
+	default:
+		return false
 	}
+	return true
 }
 
 // plaintextListener checks a tls_mode = "none" listener.
