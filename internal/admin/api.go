@@ -78,7 +78,7 @@ func (s *Server) authenticateAPI(w http.ResponseWriter, r *http.Request) (princi
 // failedAuth counts a wrong token against the client and logs it.
 func (s *Server) failedAuth(r *http.Request, p principal, action, client string, now time.Time) {
 	outcome := "failure"
-	if s.throttle.fail(client, now) {
+	if n, _ := s.throttle.fail(client, now); n == failLimit {
 		outcome = "throttled"
 	}
 	s.auditLog(r, p, auditEvent{action: action, outcome: outcome, detail: "the token is not valid"})

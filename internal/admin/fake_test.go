@@ -24,6 +24,10 @@ type fakeStore struct {
 	queries []store.HistoryQuery
 	// fail, when set, is returned by every call.
 	fail error
+	// gate, when set, holds every Search until it is closed or the
+	// search's context ends; each held search is announced on held.
+	gate chan struct{}
+	held chan context.Context
 }
 
 func newFakeStore() *fakeStore {
@@ -158,8 +162,41 @@ func (f *fakeStore) History(_ context.Context, id string) (*store.Record, []*sto
 	return &c, slices.Clone(f.events[id]), nil
 }
 
+// holdSearches makes every Search wait until release is called or its
+// context ends, as a slow search of a large history does; held
+// announces each waiting search's context.
+func (f *fakeStore) holdSearches() (held <-chan context.Context, release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gate, f.held = make(chan struct{}), make(chan context.Context, 16)
+	gate := f.gate
+	var once sync.Once
+	return f.held, func() { once.Do(func() { close(gate) }) }
+}
+
+// wait holds a search while the gate is closed; the error is its
+// context's when that ends first, as the real stores answer.
+func (f *fakeStore) wait(ctx context.Context) error {
+	f.mu.Lock()
+	gate, held := f.gate, f.held
+	f.mu.Unlock()
+	if gate == nil {
+		return nil
+	}
+	held <- ctx
+	select {
+	case <-gate:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("search interrupted: %w", ctx.Err())
+	}
+}
+
 // Search implements store.HistoryQuery's documented semantics.
-func (f *fakeStore) Search(_ context.Context, q store.HistoryQuery) ([]*store.Record, error) {
+func (f *fakeStore) Search(ctx context.Context, q store.HistoryQuery) ([]*store.Record, error) {
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.queries = append(f.queries, q)
@@ -181,9 +218,11 @@ func (f *fakeStore) Search(_ context.Context, q store.HistoryQuery) ([]*store.Re
 	}
 	sort.Slice(out, func(i, j int) bool { return newer(out[i], out[j]) })
 	if q.Before != "" {
-		if b := f.records[q.Before]; b != nil {
-			out = slices.DeleteFunc(out, func(r *store.Record) bool { return !newer(b, r) })
+		b := f.records[q.Before]
+		if b == nil {
+			return nil, fmt.Errorf("before %s: %w", q.Before, store.ErrNotFound)
 		}
+		out = slices.DeleteFunc(out, func(r *store.Record) bool { return !newer(b, r) })
 	}
 	limit := q.Limit
 	if limit == 0 {
@@ -235,11 +274,34 @@ type fakeBackend struct {
 	vault     VaultStatus
 	reloadErr error
 	reloads   int
+	// calls counts the calls of each method.
+	calls map[string]int
+	// onReload, when set, runs inside TriggerReload with its context.
+	onReload func(ctx context.Context)
+}
+
+func (b *fakeBackend) called(method string) {
+	if b.calls == nil {
+		b.calls = map[string]int{}
+	}
+	b.calls[method]++
+}
+
+// callCount is how many Backend calls were made so far.
+func (b *fakeBackend) callCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, c := range b.calls {
+		n += c
+	}
+	return n
 }
 
 func (b *fakeBackend) Store() Store {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.called("Store")
 	if b.st == nil {
 		return nil
 	}
@@ -249,24 +311,34 @@ func (b *fakeBackend) Store() Store {
 func (b *fakeBackend) Info() Info {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.called("Info")
 	return b.info
 }
 
 func (b *fakeBackend) Accounts(context.Context) []Account {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.called("Accounts")
 	return slices.Clone(b.accounts)
 }
 
 func (b *fakeBackend) Reload() ReloadStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.called("Reload")
 	return b.reload
 }
 
-func (b *fakeBackend) TriggerReload(context.Context) error {
+func (b *fakeBackend) TriggerReload(ctx context.Context) error {
+	b.mu.Lock()
+	hook := b.onReload
+	b.mu.Unlock()
+	if hook != nil {
+		hook(ctx)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.called("TriggerReload")
 	b.reloads++
 	b.reload.LastAttempt = time.Now()
 	b.reload.LastOK = b.reloadErr == nil
@@ -282,6 +354,7 @@ func (b *fakeBackend) TriggerReload(context.Context) error {
 func (b *fakeBackend) Vault() VaultStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.called("Vault")
 	return b.vault
 }
 

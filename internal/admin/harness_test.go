@@ -41,7 +41,10 @@ type harness struct {
 }
 
 type harnessOptions struct {
-	subjects, secure, noStore bool
+	subjects, noStore bool
+	tls               bool     // serve over HTTPS (a test certificate the harness's clients trust)
+	hosts             []string // Options.Hosts
+	searchTimeout     time.Duration
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -53,8 +56,14 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		h.b.st = nil
 		h.b.info.Store = ""
 	}
-	h.s = New(h.b, Options{Tokens: h.currentTokens, Log: h.logs.Logger(t), Secure: o.secure, Now: clock.Now})
-	h.srv = httptest.NewServer(h.s.Handler())
+	h.s = New(h.b, Options{Tokens: h.currentTokens, Log: h.logs.Logger(t), Now: clock.Now,
+		Hosts: func() []string { return o.hosts }, SearchTimeout: o.searchTimeout})
+	h.srv = httptest.NewUnstartedServer(h.s.Handler())
+	if o.tls {
+		h.srv.StartTLS()
+	} else {
+		h.srv.Start()
+	}
 	t.Cleanup(func() {
 		h.srv.Close()
 		h.mu.Lock()
@@ -90,7 +99,7 @@ func (h *harness) setTokenError(err error) {
 func (h *harness) request(client *http.Client, req *http.Request) (*http.Response, string) {
 	h.t.Helper()
 	if client == nil {
-		client = noRedirects(nil)
+		client = h.noRedirects()
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -109,8 +118,11 @@ func (h *harness) request(client *http.Client, req *http.Request) (*http.Respons
 	return resp, string(body)
 }
 
-func noRedirects(jar http.CookieJar) *http.Client {
-	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+// noRedirects is a client of the harness's server (trusting its test
+// certificate over TLS) without cookies that does not follow redirects.
+func (h *harness) noRedirects() *http.Client {
+	return &http.Client{Transport: h.srv.Client().Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 func (h *harness) newRequest(method, path string, body io.Reader) *http.Request {
@@ -141,38 +153,64 @@ func (h *harness) api(method, path, token string) (*http.Response, map[string]an
 	return resp, v
 }
 
-// browser is a cookie-keeping client that does not follow redirects.
+// browser is a cookie-keeping client that does not follow redirects, of
+// the console at base.
 type browser struct {
 	h      *harness
 	client *http.Client
+	base   string
 }
 
 func (h *harness) browser() *browser {
+	h.t.Helper()
+	return h.browserAt(h.srv.URL, h.srv.Client().Transport)
+}
+
+// browserAt is a browser of the console at base, reached through
+// transport.
+func (h *harness) browserAt(base string, transport http.RoundTripper) *browser {
 	h.t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return &browser{h: h, client: noRedirects(jar)}
+	client := &http.Client{Jar: jar, Transport: transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return &browser{h: h, client: client, base: base}
+}
+
+func (b *browser) newRequest(method, path string, body io.Reader) *http.Request {
+	b.h.t.Helper()
+	req, err := http.NewRequest(method, b.base+path, body)
+	if err != nil {
+		b.h.t.Fatal(err)
+	}
+	return req
 }
 
 func (b *browser) get(path string) (*http.Response, string) {
 	b.h.t.Helper()
-	return b.h.request(b.client, b.h.newRequest(http.MethodGet, path, nil))
+	return b.h.request(b.client, b.newRequest(http.MethodGet, path, nil))
 }
 
-// post sends a form as a browser does from the console's own page
-// (Origin: null under Referrer-Policy: no-referrer), plus extra headers.
-func (b *browser) post(path string, form url.Values, headers ...string) (*http.Response, string) {
+// formRequest is a form post as a browser sends it from the console's
+// own page (Origin: null under Referrer-Policy: no-referrer), plus extra
+// headers.
+func (b *browser) formRequest(path string, form url.Values, headers ...string) *http.Request {
 	b.h.t.Helper()
-	req := b.h.newRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
+	req := b.newRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", "null")
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	return b.h.request(b.client, req)
+	return req
+}
+
+func (b *browser) post(path string, form url.Values, headers ...string) (*http.Response, string) {
+	b.h.t.Helper()
+	return b.h.request(b.client, b.formRequest(path, form, headers...))
 }
 
 // login signs the browser in with token and fails the test otherwise.

@@ -3,6 +3,7 @@ package admin
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -137,5 +138,49 @@ func TestPagesPaging(t *testing.T) {
 	if !strings.Contains(body, idDelivered) || !strings.Contains(body, idDeleted) || strings.Contains(body, idHeld) ||
 		!strings.Contains(body, `href="/history?from=example&amp;limit=2">Newest`) {
 		t.Errorf("second history page:\n%s", body)
+	}
+}
+
+// The sign-in page and everything a stranger can reach leave the
+// runtime alone: no Backend call (its locks are the reload's), so an
+// unauthenticated client cannot contend with a reload.
+func TestUnauthenticatedRequestsLeaveTheRuntimeAlone(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	tests := []struct {
+		name   string
+		send   func() (*http.Response, string)
+		status int
+		says   string
+	}{
+		{"login page", func() (*http.Response, string) { return h.browser().get("/login?next=/queue") }, 200, `value="/queue"`},
+		{"wrong token", func() (*http.Response, string) {
+			return h.browser().post("/login", url.Values{"token": {wrongToken}})
+		}, 401, "That token is not valid."},
+		{"empty token", func() (*http.Response, string) { return h.browser().post("/login", url.Values{"token": {""}}) }, 400, "Paste a token."},
+		{"foreign form", func() (*http.Response, string) {
+			return h.browser().post("/login", url.Values{"token": {wrongToken}}, "Origin", "https://evil.example")
+		}, 403, "own page"},
+		{"a page", func() (*http.Response, string) { return h.browser().get("/queue") }, 303, ""},
+		{"a form post", func() (*http.Response, string) { return h.browser().post("/system/reload", url.Values{}) }, 303, ""},
+		{"the API", func() (*http.Response, string) { return h.browser().get("/api/v1/overview") }, 401, "bearer token"},
+		{"a static file", func() (*http.Response, string) { return h.browser().get("/static/console.css") }, 200, ""},
+		{"correct token", func() (*http.Response, string) {
+			return h.browser().post("/login", url.Values{"token": {readToken}})
+		}, 303, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := h.b.callCount()
+			resp, body := tc.send()
+			if resp.StatusCode != tc.status || !strings.Contains(body, tc.says) {
+				t.Errorf("%d, want %d saying %q\n%s", resp.StatusCode, tc.status, tc.says, body)
+			}
+			if n := h.b.callCount() - before; n != 0 {
+				t.Errorf("%d Backend calls", n)
+			}
+		})
+	}
+	if _, body := h.browser().get("/login"); !strings.Contains(body, "<title>Sign in · oauthrelay</title>") || strings.Contains(body, "relay.example") {
+		t.Error("the sign-in page names the host to strangers, or lacks its title")
 	}
 }

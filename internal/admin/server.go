@@ -22,6 +22,12 @@ type Options struct {
 	Secure bool
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Hosts returns the host names the console answers to over plain
+	// HTTP besides IP addresses, localhost and *.localhost (the admin
+	// block's hostnames); nil: none.
+	Hosts func() []string
+	// SearchTimeout bounds each history search (0: DefaultSearchTimeout).
+	SearchTimeout time.Duration
 }
 
 // Server is the admin API and the web console. The caller runs the
@@ -51,7 +57,7 @@ func New(b Backend, opts Options) *Server {
 	s := &Server{b: b, opts: opts, log: opts.Log, audit: opts.Log.Named("audit"),
 		sessions: newSessions(), throttle: newThrottle()}
 	s.pages = parsePages(s)
-	s.handler = securityHeaders(s.routes())
+	s.handler = securityHeaders(s.checkHost(s.routes()))
 	return s
 }
 

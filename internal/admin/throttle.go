@@ -1,74 +1,81 @@
 package admin
 
 import (
+	"container/list"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 )
 
-// Failed authentications are limited per client so that tokens cannot be
-// guessed quickly: after failLimit failures within failWindow, every
-// attempt from that client (the right token too) is refused with 429
-// until the window ends.
+// Wrong tokens are limited per client (README "Operator console"): after
+// failLimit of them within failWindow, the client's wrong tokens are
+// answered 429 until the window ends, and still counted. The right token
+// is always let in: a stranger who can reach the console must not be
+// able to lock the operators out by failing on purpose from their
+// address (or from a proxy they share). Guessing is no way in anyway:
+// tokens are long random strings (config.MinAdminTokenLength and up).
 const (
 	failLimit  = 10
 	failWindow = time.Minute
-	// maxClients bounds the table; beyond it, windows that ended are
-	// dropped first, then the table starts over.
+	// maxClients bounds the table; beyond it the oldest windows are
+	// dropped first (those that ended, then those closest to ending),
+	// so that flooding it from many addresses unblocks nobody else.
 	maxClients = 8192
 )
 
 type throttle struct {
 	mu      sync.Mutex
-	clients map[string]*failures
+	clients map[string]*list.Element // of *failures, in order
+	// order holds the windows by their start, oldest at the front.
+	order *list.List
 }
 
 type failures struct {
-	start time.Time
-	n     int
+	client string
+	start  time.Time
+	n      int
 }
 
-func newThrottle() *throttle { return &throttle{clients: map[string]*failures{}} }
+func newThrottle() *throttle {
+	return &throttle{clients: map[string]*list.Element{}, order: list.New()}
+}
 
-// blocked reports whether client may not try now, and for how long.
-func (t *throttle) blocked(client string, now time.Time) (bool, time.Duration) {
+// fail counts a wrong token of client; n is the client's count in its
+// window, which ends at until. n > failLimit: the client is blocked.
+func (t *throttle) fail(client string, now time.Time) (n int, until time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	f := t.clients[client]
-	if f == nil || f.n < failLimit {
-		return false, 0
+	if e := t.clients[client]; e != nil {
+		f := e.Value.(*failures)
+		if now.Sub(f.start) < failWindow {
+			f.n++
+			return f.n, f.start.Add(failWindow)
+		}
+		t.order.Remove(e)
+		delete(t.clients, client)
 	}
-	left := f.start.Add(failWindow).Sub(now)
-	return left > 0, left
+	t.makeRoom(now)
+	t.clients[client] = t.order.PushBack(&failures{client: client, start: now, n: 1})
+	return 1, now.Add(failWindow)
 }
 
-// fail counts a failed authentication of client; true when it is the one
-// that blocks it.
-func (t *throttle) fail(client string, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f := t.clients[client]
-	if f == nil || now.Sub(f.start) >= failWindow {
-		t.makeRoom(now)
-		f = &failures{start: now}
-		t.clients[client] = f
-	}
-	f.n++
-	return f.n == failLimit
-}
-
-func (t *throttle) makeRoom(now time.Time) {
+// makeRoom drops the windows that ended and, while the table is full,
+// the oldest ones; each window is dropped once, so a failure costs O(1)
+// amortised.
+func (t *throttle) makeRoom(now time.Time) { // OLD semantics, for the red run
 	if len(t.clients) < maxClients {
 		return
 	}
-	for c, f := range t.clients {
-		if now.Sub(f.start) >= failWindow {
+	for c, e := range t.clients {
+		if now.Sub(e.Value.(*failures).start) >= failWindow {
+			t.order.Remove(e)
 			delete(t.clients, c)
 		}
 	}
 	if len(t.clients) >= maxClients {
 		clear(t.clients)
+		t.order.Init()
 	}
 }
 

@@ -1,0 +1,133 @@
+package admin
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// Over plain HTTP the console answers only to IP literals, localhost
+// names and the configured host names, so that a page whose name was
+// rebound to the console's address cannot use it (DNS rebinding).
+func TestHostAllowed(t *testing.T) {
+	configured := []string{"Relay.Example.com", "ops.example.", ""}
+	tests := []struct {
+		host string
+		want bool
+	}{
+		{"127.0.0.1", true},
+		{"127.0.0.1:8080", true},
+		{"192.0.2.10:80", true},
+		{"[::1]:8080", true},
+		{"[::1]", true},
+		{"::1", true},
+		{"[2001:DB8::1]:443", true},
+		{"localhost", true},
+		{"localhost:8080", true},
+		{"LOCALHOST", true},
+		{"LocalHost:8080", true},
+		{"localhost.", true},
+		{"localhost.:8080", true},
+		{"console.localhost", true},
+		{"A.Console.LOCALHOST.:9", true},
+		{"relay.example.com", true},
+		{"RELAY.EXAMPLE.COM:8080", true},
+		{"relay.example.com.", true},
+		{"ops.example", true},
+		{"OPS.example.:443", true},
+
+		{"", false},
+		{"attacker.example", false},
+		{"attacker.example:8080", false},
+		{"localhost.attacker.example", false},
+		{"127.0.0.1.nip.io", false},
+		{"7f000001.c0a80001.rbndr.us:8080", false},
+		{"evillocalhost", false},
+		{".localhost", false},
+		{"localhost..", false},
+		{"relay.example.com.evil", false},
+		{"www.relay.example.com", false},
+		{"[::1", false},
+		{"[relay.example.com]:80", false},
+		{"127.0.0.1:8080:9", false},
+		{"0x7f.1", false},
+	}
+	for _, tc := range tests {
+		if got := hostAllowed(tc.host, configured); got != tc.want {
+			t.Errorf("hostAllowed(%q) = %v, want %v", tc.host, got, tc.want)
+		}
+	}
+}
+
+// A request with a foreign Host gets 421 as plain text, before anything
+// else: no page, no sign-in, no count against the throttle, one log line.
+func TestHostCheck(t *testing.T) {
+	h := newHarness(t, harnessOptions{hosts: []string{"relay.example.com"}})
+	const rebound = "rebind-7f000001.attacker.example:8080"
+	b := h.browser()
+	b.login(adminToken)
+	send := func(method, path, host string, form url.Values) (*http.Response, string) {
+		t.Helper()
+		var req *http.Request
+		if form != nil {
+			req = h.newRequest(method, path, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		} else {
+			req = h.newRequest(method, path, nil)
+		}
+		// The session cookie goes along by hand: a cookie jar looks its
+		// cookies up by the Host.
+		for _, c := range b.client.Jar.Cookies(req.URL) {
+			req.AddCookie(c)
+		}
+		req.Host = host
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		return h.request(nil, req)
+	}
+	refused := []struct{ method, path string }{
+		{"GET", "/"}, {"GET", "/login"}, {"GET", "/api/v1/accounts"}, {"GET", "/static/console.css"},
+		{"POST", "/login"}, {"POST", "/system/reload"},
+	}
+	for _, rq := range refused {
+		t.Run(rq.method+" "+rq.path, func(t *testing.T) {
+			lines := strings.Count(h.logs.String(), "\n")
+			resp, body := send(rq.method, rq.path, rebound, url.Values{"token": {adminToken}})
+			if resp.StatusCode != http.StatusMisdirectedRequest || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") ||
+				strings.Contains(body, "<") || !strings.Contains(body, "hostnames") {
+				t.Errorf("%d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+			}
+			if resp.Header.Get("X-Content-Type-Options") != "nosniff" || len(resp.Cookies()) != 0 {
+				t.Errorf("headers %v", resp.Header)
+			}
+			if added := strings.Count(h.logs.String(), "\n") - lines; added != 1 {
+				t.Errorf("%d log lines for one refusal", added)
+			}
+		})
+	}
+	if calls := h.b.reloadCount(); calls != 0 {
+		t.Errorf("%d reloads through a foreign host", calls)
+	}
+	if n, _ := h.s.throttle.fail("127.0.0.1", h.clock.Now()); n != 1 {
+		t.Errorf("refused requests counted %d failures", n-1)
+	}
+	for _, host := range []string{"relay.example.com:8080", "LOCALHOST.", "[::1]:8080", "console.localhost"} {
+		if resp, body := send("GET", "/accounts", host, nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("Host %s: %d\n%s", host, resp.StatusCode, body)
+		}
+	}
+	if !strings.Contains(h.logs.String(), "refused a request for another host name") {
+		t.Error("no log line says why")
+	}
+}
+
+// Over TLS the Host is not checked: a rebound name would fail the
+// browser's certificate check first.
+func TestHostCheckSkippedOverTLS(t *testing.T) {
+	h := newHarness(t, harnessOptions{tls: true})
+	req := h.newRequest("GET", "/login", nil)
+	req.Host = "rebind.attacker.example"
+	if resp, _ := h.request(nil, req); resp.StatusCode != http.StatusOK {
+		t.Errorf("over TLS: %d", resp.StatusCode)
+	}
+}
