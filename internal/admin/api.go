@@ -46,12 +46,6 @@ func (s *Server) api(h apiFunc) http.Handler {
 }
 
 func (s *Server) authenticateAPI(w http.ResponseWriter, r *http.Request) (principal, bool) {
-	client, now := clientKey(r), s.now()
-	if blocked, left := s.throttle.blocked(client, now); blocked {
-		tooManyFailures(w, left)
-		writeError(w, http.StatusTooManyRequests, "too many failed authentications from this address; try again later")
-		return principal{}, false
-	}
 	tok, err := bearer(r)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="oauthrelay"`)
@@ -65,23 +59,37 @@ func (s *Server) authenticateAPI(w http.ResponseWriter, r *http.Request) (princi
 		return principal{}, false
 	}
 	h := hashToken(tok)
-	p := principal{scope: scopeOf(h, toks), tokenID: h.id(), via: "api"}
-	if p.scope == scopeNone {
-		s.failedAuth(r, p, "authenticate", client, now)
-		w.Header().Set("WWW-Authenticate", `Bearer realm="oauthrelay", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "the token is not valid")
+	if sc := scopeOf(h, toks); sc != scopeNone {
+		return principal{scope: sc, tokenID: h.id(), via: "api"}, true
+	}
+	if left, blocked := s.wrongToken(r, h, "authenticate", "api"); blocked {
+		tooManyFailures(w, left)
+		writeError(w, http.StatusTooManyRequests, "too many failed authentications from this address; try again later")
 		return principal{}, false
 	}
-	return p, true
+	w.Header().Set("WWW-Authenticate", `Bearer realm="oauthrelay", error="invalid_token"`)
+	writeError(w, http.StatusUnauthorized, "the token is not valid")
+	return principal{}, false
 }
 
-// failedAuth counts a wrong token against the client and logs it.
-func (s *Server) failedAuth(r *http.Request, p principal, action, client string, now time.Time) {
-	outcome := "failure"
-	if n, _ := s.throttle.fail(client, now); n == failLimit {
-		outcome = "throttled"
+// wrongToken counts a wrong token (hash h) against the request's client
+// and logs it. Blocked: the client is locked out for left; the attempt
+// is answered 429 and, to keep a flood out of the log, not logged one
+// by one (the line of the attempt that blocked it says until when).
+func (s *Server) wrongToken(r *http.Request, h tokenHash, action, via string) (left time.Duration, blocked bool) {
+	now := s.now()
+	n, until := s.throttle.fail(clientKey(r), now)
+	if n > failLimit {
+		return until.Sub(now), true
 	}
-	s.auditLog(r, p, auditEvent{action: action, outcome: outcome, detail: "the token is not valid"})
+	e := auditEvent{action: action, outcome: "failure", detail: "the token is not valid"}
+	if n == failLimit {
+		e.outcome = "throttled"
+		e.detail = fmt.Sprintf("the token is not valid; %d wrong tokens within %s: wrong tokens from this address get 429 until %s (the right token still works)",
+			failLimit, Span(failWindow), Stamp(until, time.UTC))
+	}
+	s.auditLog(r, principal{tokenID: failedTokenID(h), via: via}, e)
+	return 0, false
 }
 
 func tooManyFailures(w http.ResponseWriter, left time.Duration) {

@@ -52,7 +52,7 @@ func TestAPIAuthentication(t *testing.T) {
 	h.wantAudit("action=queue.retry", "target="+idQueued, "outcome=forbidden", "scope=read", "via=api", "token=sha256:")
 	h.wantAudit("action=queue.delete", "outcome=forbidden")
 	h.wantAudit("action=reload", "outcome=forbidden")
-	h.wantAudit("action=authenticate", "outcome=failure", "scope=none", "token="+hashToken(wrongToken).id())
+	h.wantAudit("action=authenticate", "outcome=failure", "scope=none", "token="+failedTokenID(hashToken(wrongToken)))
 
 	t.Run("a session cookie is not a token", func(t *testing.T) {
 		b := h.browser()

@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -50,6 +52,26 @@ func hashToken(tok string) tokenHash { return sha256.Sum256([]byte(tok)) }
 // an attacker could search (README "Operator console": tokens are long
 // random strings).
 func (h tokenHash) id() string { return "sha256:" + hex.EncodeToString(h[:4]) }
+
+// failureKey keys failedTokenID; it is drawn at start and never leaves
+// the process.
+var failureKey = func() (k [sha256.Size]byte) {
+	_, _ = rand.Read(k[:]) // never fails (Go 1.24+)
+	return k
+}()
+
+// failedTokenID names a value presented as a token that is not one, in
+// the audit log: the first 8 hex digits of its HMAC-SHA256 under
+// failureKey. What was presented may be no random token at all but a
+// password pasted by mistake, which an unkeyed hash prefix would let
+// anyone holding the log test guesses against offline; the keyed one
+// only correlates attempts with the same value within this process
+// (one script retrying with a stale token, or many values: guessing).
+func failedTokenID(h tokenHash) string {
+	mac := hmac.New(sha256.New, failureKey[:])
+	mac.Write(h[:])
+	return "hmac:" + hex.EncodeToString(mac.Sum(nil)[:4])
+}
 
 // scopeOf returns what the token with hash h may do under the current
 // tokens. Both comparisons always run, in constant time.

@@ -153,12 +153,6 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusForbidden, "The sign-in form must come from this console's own page.")
 		return
 	}
-	client, now := clientKey(r), s.now()
-	if blocked, left := s.throttle.blocked(client, now); blocked {
-		tooManyFailures(w, left)
-		fail(http.StatusTooManyRequests, "Too many failed sign-ins from this address. Wait a minute and try again.")
-		return
-	}
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	if tok == "" {
 		fail(http.StatusBadRequest, "Paste a token.")
@@ -173,14 +167,18 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	h := hashToken(tok)
 	p.scope, p.tokenID = scopeOf(h, toks), h.id()
 	if p.scope == scopeNone {
-		s.failedAuth(r, p, "login", client, now)
+		if left, blocked := s.wrongToken(r, h, "login", "console"); blocked {
+			tooManyFailures(w, left)
+			fail(http.StatusTooManyRequests, "Too many failed sign-ins from this address: wrong tokens are refused until the minute is over. The right token still signs in.")
+			return
+		}
 		fail(http.StatusUnauthorized, "That token is not valid.")
 		return
 	}
 	if c, err := r.Cookie(s.cookieName()); err == nil {
 		s.sessions.drop(c.Value)
 	}
-	sess := s.sessions.create(h, now)
+	sess := s.sessions.create(h, s.now())
 	s.sessionCookie(w, sess.id)
 	s.auditLog(r, p, auditEvent{action: "login", outcome: "success"})
 	http.Redirect(w, r, next, http.StatusSeeOther)

@@ -63,19 +63,14 @@ func (t *throttle) fail(client string, now time.Time) (n int, until time.Time) {
 // makeRoom drops the windows that ended and, while the table is full,
 // the oldest ones; each window is dropped once, so a failure costs O(1)
 // amortised.
-func (t *throttle) makeRoom(now time.Time) { // OLD semantics, for the red run
-	if len(t.clients) < maxClients {
-		return
-	}
-	for c, e := range t.clients {
-		if now.Sub(e.Value.(*failures).start) >= failWindow {
-			t.order.Remove(e)
-			delete(t.clients, c)
+func (t *throttle) makeRoom(now time.Time) {
+	for e := t.order.Front(); e != nil; e = t.order.Front() {
+		f := e.Value.(*failures)
+		if len(t.clients) < maxClients && now.Sub(f.start) < failWindow {
+			return
 		}
-	}
-	if len(t.clients) >= maxClients {
-		clear(t.clients)
-		t.order.Init()
+		t.order.Remove(e)
+		delete(t.clients, f.client)
 	}
 }
 
