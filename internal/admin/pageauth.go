@@ -46,7 +46,7 @@ func (s *Server) page(h pageFunc) http.Handler {
 // tokens: nil when there is none, or when its token is no longer
 // configured (the session ends then). False when it answered already.
 func (s *Server) visitOf(w http.ResponseWriter, r *http.Request) (*visit, bool) {
-	c, err := r.Cookie(s.cookieName())
+	c, err := r.Cookie(cookieName(r))
 	if err != nil || c.Value == "" {
 		return nil, true
 	}
@@ -175,18 +175,18 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, "That token is not valid.")
 		return
 	}
-	if c, err := r.Cookie(s.cookieName()); err == nil {
+	if c, err := r.Cookie(cookieName(r)); err == nil {
 		s.sessions.drop(c.Value)
 	}
 	sess := s.sessions.create(h, s.now())
-	s.sessionCookie(w, sess.id)
+	sessionCookie(w, r, sess.id)
 	s.auditLog(r, p, auditEvent{action: "login", outcome: "success"})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, v *visit) {
 	s.sessions.drop(v.sess.id)
-	s.sessionCookie(w, "")
+	sessionCookie(w, r, "")
 	s.auditLog(r, v.p, auditEvent{action: "logout", outcome: "success"})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }

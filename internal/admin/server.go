@@ -17,9 +17,6 @@ type Options struct {
 	// Log is the console's logger; audit lines go to Log.Named("audit").
 	// Nil: nothing is logged.
 	Log hclog.Logger
-	// Secure: the listener has TLS, so the session cookie is Secure (and
-	// named with the __Host- prefix).
-	Secure bool
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 	// Hosts returns the host names the console answers to over plain

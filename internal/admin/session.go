@@ -122,11 +122,15 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// cookieName is the session cookie's name; over TLS it carries the
-// __Host- prefix, which browsers accept only with Secure, Path=/ and no
-// Domain, so no other site or subdomain can set or shadow it.
-func (s *Server) cookieName() string {
-	if s.opts.Secure {
+// cookieName is the session cookie's name for r: over TLS it carries
+// the __Host- prefix, which browsers accept only with Secure, Path=/ and
+// no Domain, so no other site or subdomain can set or shadow it. Each
+// request decides by its own connection: a reload may switch the
+// console's listener between TLS and plain HTTP under the same Server
+// (whose sessions survive), and a plain-HTTP cookie is never taken over
+// TLS.
+func cookieName(r *http.Request) string {
+	if r.TLS != nil {
 		return "__Host-oauthrelay_session"
 	}
 	return "oauthrelay_session"
@@ -134,11 +138,11 @@ func (s *Server) cookieName() string {
 
 // sessionCookie sets (value != "") or clears the session cookie:
 // HttpOnly (no script reads it), SameSite=Strict (no other site's page
-// sends it), Secure when the listener has TLS; no Expires, so it ends
-// with the browser, and the server ends it sooner (sessionIdle).
-func (s *Server) sessionCookie(w http.ResponseWriter, value string) {
-	c := &http.Cookie{Name: s.cookieName(), Value: value, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: s.opts.Secure}
+// sends it), Secure over TLS; no Expires, so it ends with the browser,
+// and the server ends it sooner (sessionIdle).
+func sessionCookie(w http.ResponseWriter, r *http.Request, value string) {
+	c := &http.Cookie{Name: cookieName(r), Value: value, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil}
 	if value == "" {
 		c.MaxAge = -1
 	}

@@ -103,7 +103,7 @@ func (r *Runtime) openConsole(b *built, tlsCfg *tls.Config) (*console, error) {
 		})
 	}
 	log := r.log.Named("admin")
-	h := admin.New(consoleBackend{r}, admin.Options{Tokens: r.consoleTokens, Log: log, Secure: tlsCfg != nil}).Handler()
+	h := admin.New(consoleBackend{r}, admin.Options{Tokens: r.consoleTokens, Log: log}).Handler()
 	c.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
