@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"time"
 )
@@ -29,9 +30,13 @@ func (s *Server) act(r *http.Request, p principal, st Store, a Action, id string
 	return res[0]
 }
 
-// reload reads the configuration again for p, who may act.
+// reload reads the configuration again for p, who may act. The reload
+// runs to its end even when the client goes away (a closed tab, an
+// interrupted curl): it keeps the request's values, not its
+// cancellation, so that whether the new configuration is applied never
+// depends on the operator's connection.
 func (s *Server) reload(r *http.Request, p principal) error {
-	err := s.b.TriggerReload(r.Context())
+	err := s.b.TriggerReload(context.WithoutCancel(r.Context()))
 	e := auditEvent{action: "reload", target: "configuration", outcome: "success"}
 	if err != nil {
 		e.outcome, e.detail = "failure", err.Error()
