@@ -70,11 +70,16 @@ var navigation = []navItem{
 	{Href: "/history", Label: "History"}, {Href: "/system", Label: "System"},
 }
 
-// render writes page name with status; v is nil on the login page.
+// render writes page name with status; v is nil for a visitor who is
+// not signed in (the login page, an error before sign-in). Those pages
+// are static: they never call the Backend, whose calls take the
+// runtime's locks, so that a stranger cannot contend with a reload; and
+// they tell a stranger nothing of the relay (not even its host name).
 func (s *Server) render(w http.ResponseWriter, v *visit, status int, name, title, nav string, body any) {
-	info := s.b.Info()
-	d := pageData{Title: title, Hostname: info.Hostname, Subjects: info.HistorySubjects, Body: body}
+	d := pageData{Title: title, Body: body}
 	if v != nil {
+		info := s.b.Info()
+		d.Hostname, d.Subjects = info.Hostname, info.HistorySubjects
 		d.Signed, d.Scope, d.Admin, d.CSRF = true, v.p.scope.String(), v.p.scope >= scopeAdmin, v.sess.csrf
 		d.Flash = s.sessions.takeFlash(v.sess)
 		for _, item := range navigation {
