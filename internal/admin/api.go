@@ -1,12 +1,16 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
@@ -18,9 +22,9 @@ type apiFunc func(w http.ResponseWriter, r *http.Request, p principal)
 func (s *Server) apiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/overview", s.api(s.apiOverview))
 	mux.Handle("GET /api/v1/accounts", s.api(s.apiAccounts))
-	mux.Handle("GET /api/v1/messages", s.api(s.apiList(searchParams, "next_before", s.apiSearch)))
+	mux.Handle("GET /api/v1/messages", s.api(s.apiList(searchParams, s.apiSearch)))
 	mux.Handle("GET /api/v1/messages/{id}", s.api(s.apiMessage))
-	mux.Handle("GET /api/v1/queue", s.api(s.apiList(queueParams, "next_after", s.apiQueue)))
+	mux.Handle("GET /api/v1/queue", s.api(s.apiList(queueParams, s.apiQueue)))
 	mux.Handle("POST /api/v1/queue/{id}/{action}", s.api(s.apiAct))
 	mux.Handle("DELETE /api/v1/queue/{id}", s.api(s.apiAct))
 	mux.Handle("GET /api/v1/reload", s.api(s.apiReload))
@@ -63,7 +67,7 @@ func (s *Server) authenticateAPI(w http.ResponseWriter, r *http.Request) (princi
 		return principal{scope: sc, tokenID: h.id(), via: "api"}, true
 	}
 	if left, blocked := s.wrongToken(r, h, "authenticate", "api"); blocked {
-		tooManyFailures(w, left)
+		lockedOut(w, left)
 		writeError(w, http.StatusTooManyRequests, "too many failed authentications from this address; try again later")
 		return principal{}, false
 	}
@@ -92,8 +96,15 @@ func (s *Server) wrongToken(r *http.Request, h tokenHash, action, via string) (l
 	return 0, false
 }
 
-func tooManyFailures(w http.ResponseWriter, left time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(left/time.Second)+1))
+// retryAfter tells the client to wait seconds (RFC 9110 section 10.2.3).
+func retryAfter(w http.ResponseWriter, seconds int) {
+	w.Header().Set("Retry-After", strconv.Itoa(seconds))
+}
+
+// lockedOut answers the Retry-After of a client locked out for left more
+// (rounded up, so that it is not back a moment too soon).
+func lockedOut(w http.ResponseWriter, left time.Duration) {
+	retryAfter(w, int(left/time.Second)+1)
 }
 
 // permitted reports whether p may take an admin action, and logs the
@@ -145,10 +156,10 @@ func (s *Server) apiTriggerReload(w http.ResponseWriter, r *http.Request, p prin
 	writeJSON(w, http.StatusOK, v)
 }
 
-// apiList answers GET /api/v1/messages and /api/v1/queue: a page of
-// messages and, when the page is full, where the next one starts
-// (nextKey).
-func (s *Server) apiList(known []string, nextKey string, list func(*http.Request, Store, url.Values) (any, string, error)) apiFunc {
+// apiList answers GET /api/v1/messages and /api/v1/queue: list answers
+// a page of messages and, when the page is full, where the next one
+// starts.
+func (s *Server) apiList(known []string, list func(*http.Request, Store, url.Values) (map[string]any, error)) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request, _ principal) {
 		st := s.storeOrFail(w)
 		if st == nil {
@@ -159,50 +170,100 @@ func (s *Server) apiList(known []string, nextKey string, list func(*http.Request
 			writeParamError(w, err)
 			return
 		}
-		items, next, err := list(r, st, q)
+		v, err := list(r, st, q)
 		if err != nil {
 			s.writeStoreError(w, err)
 			return
-		}
-		v := map[string]any{"messages": items}
-		if next != "" {
-			v[nextKey] = next
 		}
 		writeJSON(w, http.StatusOK, v)
 	}
 }
 
-func (s *Server) apiSearch(r *http.Request, st Store, q url.Values) (any, string, error) {
-	return s.search(r, st, searchFormOf(q), defaultLimit)
+// apiSearch answers a history search with the time range it covered:
+// since and until as applied (RFC 3339), and a note when since is the
+// default window's, so that nobody takes "nothing found" for "never
+// sent".
+func (s *Server) apiSearch(r *http.Request, st Store, q url.Values) (map[string]any, error) {
+	res, err := s.search(r, st, searchFormOf(q), defaultLimit)
+	if err != nil {
+		return nil, err
+	}
+	v := map[string]any{"messages": res.entries}
+	if res.next != "" {
+		v["next_before"] = res.next
+	}
+	if !res.query.Since.IsZero() {
+		v["since"] = res.query.Since.UTC()
+	}
+	if !res.query.Until.IsZero() {
+		v["until"] = res.query.Until.UTC()
+	}
+	if res.windowed {
+		v["since_default"] = true
+		v["note"] = "a search by from, rcpt or subject without since covers the last " + windowText + " (before until, when given); since=all searches the whole history"
+	}
+	return v, nil
 }
 
-func (s *Server) apiQueue(r *http.Request, st Store, q url.Values) (any, string, error) {
-	return s.queuePage(r, st, queueFormOf(q), defaultLimit)
+func (s *Server) apiQueue(r *http.Request, st Store, q url.Values) (map[string]any, error) {
+	entries, next, err := s.queuePage(r, st, queueFormOf(q), defaultLimit)
+	if err != nil {
+		return nil, err
+	}
+	v := map[string]any{"messages": entries}
+	if next != "" {
+		v["next_after"] = next
+	}
+	return v, nil
 }
 
-// search runs a history search; next is the ID to page back from when
-// the page is full. Errors are a *paramError or the store's.
-func (s *Server) search(r *http.Request, st Store, f searchForm, def int) (entries []*HistoryEntry, next string, err error) {
+// searchResult is one page of a history search.
+type searchResult struct {
+	entries []*HistoryEntry
+	next    string // the ID to page back from, when the page is full
+	// query is the search as run: its Since and Until as applied.
+	query    store.HistoryQuery
+	windowed bool // Since is the default window's
+}
+
+// errStaleCursor: the page cursor (before) names a record the store no
+// longer has (pruned, or never there).
+var errStaleCursor = &paramError{"before", "the page cursor names a record that no longer exists; start the search again"}
+
+// search runs a history search within the console's search limits
+// (searchlimit.go). Errors are a *paramError, errSearchBusy,
+// errSearchTimeout or the store's; res.query is set unless the search
+// itself was wrong.
+func (s *Server) search(r *http.Request, st Store, f searchForm, def int) (res searchResult, err error) {
 	subjects := s.b.Info().HistorySubjects
-	hq, err := f.query(s.now(), subjects, def)
-	if err != nil {
-		return nil, "", err
+	if res.query, res.windowed, err = f.query(s.now(), subjects, def); err != nil {
+		return searchResult{}, err
 	}
-	recs, err := st.Search(r.Context(), hq)
-	if err != nil {
-		return nil, "", err
+	var recs []*store.Record
+	err = s.searches.run(r.Context(), func(ctx context.Context) (err error) {
+		recs, err = st.Search(ctx, res.query)
+		return err
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound) && res.query.Before != "":
+		return res, errStaleCursor
+	case errors.Is(err, errSearchTimeout):
+		s.log.Warn("history search stopped at its deadline", "timeout", s.searches.timeout, "fields", strings.Join(slices.Sorted(maps.Keys(f.values())), ","))
+		return res, err
+	case err != nil:
+		return res, err
 	}
-	entries = make([]*HistoryEntry, len(recs))
+	res.entries = make([]*HistoryEntry, len(recs))
 	for i, rec := range recs {
-		entries[i] = HistoryOf(rec)
+		res.entries[i] = HistoryOf(rec)
 		if !subjects {
-			entries[i].Subject = ""
+			res.entries[i].Subject = ""
 		}
 	}
-	if len(recs) == hq.Limit {
-		next = recs[len(recs)-1].ID
+	if len(recs) == res.query.Limit {
+		res.next = recs[len(recs)-1].ID
 	}
-	return entries, next, nil
+	return res, nil
 }
 
 func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, _ principal) {
@@ -330,8 +391,8 @@ func writeParamError(w http.ResponseWriter, err error) {
 	writeError(w, http.StatusBadRequest, err.Error())
 }
 
-// writeStoreError answers a parameter error, an unknown message or the
-// store's failure.
+// writeStoreError answers a parameter error, an unknown message, a
+// search the console would not run or stopped, or the store's failure.
 func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
 	var pe *paramError
 	switch {
@@ -339,6 +400,14 @@ func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
 		writeParamError(w, err)
 	case errors.Is(err, ErrNoMessage):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, errSearchBusy):
+		retryAfter(w, int(searchRetryAfter/time.Second))
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%d history searches are running already, the most the console runs at once; try again in a few seconds", maxSearches))
+	case errors.Is(err, errSearchTimeout):
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("the search took longer than %s and was stopped; narrow it with a time range (since, until), or search by queue ID (id) or Message-ID (message_id)", s.searches.timeout))
+	case errors.Is(err, context.Canceled):
+		s.log.Debug("a console request ended with its client", "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the request was cancelled")
 	case errors.Is(err, store.ErrUnavailable):
 		s.log.Warn("store unavailable", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the store is unavailable: "+err.Error())

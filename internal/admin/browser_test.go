@@ -123,7 +123,8 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 	}
 }
 
-// A history search for a sender finds the message, and its trail opens.
+// A history search for a sender covers the last 24 hours and says so;
+// with Since set to all it finds the older message, and its trail opens.
 func TestBrowserHistorySearch(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	tab := testutil.NewTab(t, viewports[0])
@@ -131,8 +132,18 @@ func TestBrowserHistorySearch(t *testing.T) {
 	tab.Navigate(t, h.srv.URL+"/history")
 	tab.Do(t, chromedp.SendKeys(chromedp.CSS("#h-from"), "crm@"))
 	tab.AndWait(t, chromedp.Click(chromedp.CSS(`form.search button[type="submit"]`)))
+	if results, notice := tab.Text(t, "table.history tbody"), tab.Text(t, "p.notice"); strings.Contains(results, idDelivered) ||
+		!strings.Contains(notice, "Searched only the 24h back from now") {
+		t.Fatalf("results for crm@ (26 hours old), notice %q:\n%s", notice, results)
+	}
+	if since := testutil.Eval[string](t, tab, `document.querySelector("#h-since").value`); since != "24h" {
+		t.Errorf("the Since field shows %q, want the window applied (24h)", since)
+	}
+	tab.Screenshot(t, "history-window")
+	tab.Do(t, chromedp.SetValue(chromedp.CSS("#h-since"), "all"))
+	tab.AndWait(t, chromedp.Click(chromedp.CSS(`form.search button[type="submit"]`)))
 	if results := tab.Text(t, "table.history tbody"); !strings.Contains(results, idDelivered) || strings.Contains(results, idQueued) {
-		t.Fatalf("results for crm@:\n%s", results)
+		t.Fatalf("results for crm@ since all:\n%s", results)
 	}
 	tab.Screenshot(t, "history-search")
 	tab.AndWait(t, chromedp.Click(chromedp.CSS(`a[href="/messages/`+idDelivered+`"]`)))

@@ -168,7 +168,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	p.scope, p.tokenID = scopeOf(h, toks), h.id()
 	if p.scope == scopeNone {
 		if left, blocked := s.wrongToken(r, h, "login", "console"); blocked {
-			tooManyFailures(w, left)
+			lockedOut(w, left)
 			fail(http.StatusTooManyRequests, "Too many failed sign-ins from this address: wrong tokens are refused until the minute is over. The right token still signs in.")
 			return
 		}

@@ -49,7 +49,7 @@ func (s *Server) renderList(w http.ResponseWriter, v *visit, name, title string,
 	if st := s.b.Store(); st == nil {
 		ls.NoStore = noStorePage
 	} else if err := fill(st); err != nil {
-		status, ls.Error = pageError(err)
+		status, ls.Error = s.pageError(err)
 	}
 	s.render(w, v, status, name, title, "/"+name, body)
 }
@@ -123,12 +123,19 @@ func pending(e QueueEntry) int {
 }
 
 // pageError is the status and text of a failed list: the operator's
-// input (400) or the store (503/500).
-func pageError(err error) (int, string) {
+// input (400), a search the console would not run or stopped, or the
+// store (503/500).
+func (s *Server) pageError(err error) (int, string) {
 	var pe *paramError
 	switch {
+	case errors.Is(err, errStaleCursor):
+		return http.StatusBadRequest, "The page cursor names a record that no longer exists; start the search again."
 	case errors.As(err, &pe):
 		return http.StatusBadRequest, "Check the " + pe.name + " field: " + pe.msg
+	case errors.Is(err, errSearchBusy):
+		return http.StatusServiceUnavailable, fmt.Sprintf("%d history searches are running already, the most the console runs at once. Try again in a few seconds.", maxSearches)
+	case errors.Is(err, errSearchTimeout):
+		return http.StatusServiceUnavailable, fmt.Sprintf("The search took longer than %s and was stopped. Narrow it with a time range (Since, Until), or search by queue ID or Message-ID.", s.searches.timeout)
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, "The store is unavailable: " + err.Error()
 	}
@@ -142,16 +149,34 @@ type historyView struct {
 	States      []string
 	Rows        []*HistoryEntry
 	First, Next string
+	// Window is set when the search covered the default window only
+	// (since then is its start, until its end or zero for now).
+	Window       string
+	Since, Until time.Time
 }
 
 func (s *Server) historyPage(w http.ResponseWriter, r *http.Request, v *visit) {
 	body := &historyView{Form: searchFormOf(r.URL.Query()), States: messageStates}
 	s.renderList(w, v, "history", "History", &body.listState, body, func(st Store) error {
-		rows, next, err := s.search(r, st, body.Form, pageLimit)
-		body.Rows = rows
-		body.First, body.Next = pagingLinks("/history", body.Form.values(), body.Form.Before != "", "before", next)
+		res, err := s.search(r, st, body.Form, pageLimit)
+		body.Rows = res.entries
+		body.showWindow(res)
+		body.First, body.Next = pagingLinks("/history", body.Form.values(), body.Form.Before != "", "before", res.next)
 		return err
 	})
+}
+
+// showWindow puts the default window a search covered into its form, so
+// that the operator sees it, and its links to other pages keep it.
+func (h *historyView) showWindow(res searchResult) {
+	if !res.windowed {
+		return
+	}
+	h.Window, h.Since, h.Until = windowText, res.query.Since, res.query.Until
+	h.Form.Since = windowText
+	if h.Form.Until != "" {
+		h.Form.Since = res.query.Since.UTC().Format(time.RFC3339)
+	}
 }
 
 // messagePageView is the message page's content: the envelope from the
@@ -184,7 +209,7 @@ func (s *Server) messagePage(w http.ResponseWriter, r *http.Request, v *visit) {
 		s.renderError(w, v, http.StatusNotFound, fmt.Sprintf("No message %s in the queue or its history.", id))
 		return
 	case err != nil:
-		status, text := pageError(err)
+		status, text := s.pageError(err)
 		s.renderError(w, v, status, text)
 		return
 	}

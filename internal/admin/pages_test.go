@@ -21,7 +21,8 @@ func TestPagesRender(t *testing.T) {
 		{"/queue", []string{idQueued, idHeld, "451 4.3.0 Mailbox busy", "2 of 2"}},
 		{"/queue?state=held", []string{idHeld}},
 		{"/history", []string{idQueued, idDelivered, idDeleted, "customer@example.org"}},
-		{"/history?from=crm", []string{idDelivered, "1 message"}},
+		{"/history?from=crm&since=7d", []string{idDelivered, "1 message"}},
+		{"/history?from=crm", []string{"0 messages", "Searched only the 24h back from now"}},
 		{"/messages/" + idQueued, []string{"&lt;q1@scanner.example&gt;", "x@example.net", "451 4.3.0 Mailbox busy", "Trail", "accepted", "on listener “printers”"}},
 		{"/messages/" + idDelivered, []string{"sent", "(direct mode)", "not in the queue", "250 2.0.0 OK"}},
 		{"/system", []string{"/etc/oauthrelay/relay.hcl", "adress", "vault://secret/oauthrelay/m365#client_secret"}},
@@ -129,14 +130,14 @@ func TestPagesPaging(t *testing.T) {
 	if !strings.Contains(body, idQueued) || strings.Contains(body, idHeld+"</a>") || !strings.Contains(body, `href="/queue?limit=1">First page`) {
 		t.Errorf("second queue page:\n%s", body)
 	}
-	_, body = b.get("/history?from=example&limit=2")
-	older := `href="/history?before=` + idQueued + `&amp;from=example&amp;limit=2"`
+	_, body = b.get("/history?from=example&since=all&limit=2")
+	older := `href="/history?before=` + idQueued + `&amp;from=example&amp;limit=2&amp;since=all"`
 	if !strings.Contains(body, older) {
 		t.Errorf("first history page lacks %s", older)
 	}
-	_, body = b.get("/history?from=example&limit=2&before=" + idQueued)
+	_, body = b.get("/history?from=example&since=all&limit=2&before=" + idQueued)
 	if !strings.Contains(body, idDelivered) || !strings.Contains(body, idDeleted) || strings.Contains(body, idHeld) ||
-		!strings.Contains(body, `href="/history?from=example&amp;limit=2">Newest`) {
+		!strings.Contains(body, `href="/history?from=example&amp;limit=2&amp;since=all">Newest`) {
 		t.Errorf("second history page:\n%s", body)
 	}
 }

@@ -63,29 +63,57 @@ func nonEmpty(params map[string]string) url.Values {
 	return v
 }
 
+// A search by part of an address or subject without since covers
+// defaultSearchWindow back from until (now when not given): such a
+// search reads every record of its range (searchlimit.go). since=all
+// (sinceAll) searches the whole history; a queue ID or Message-ID finds
+// its records directly, without a window.
+const (
+	defaultSearchWindow = 24 * time.Hour
+	sinceAll            = "all"
+)
+
+// windowText is defaultSearchWindow as a search's since takes it.
+var windowText = strconv.Itoa(int(defaultSearchWindow/time.Hour)) + "h"
+
+// needsWindow: the search is by part of an address or subject, with no
+// since and nothing exact to find its records by.
+func (f searchForm) needsWindow() bool {
+	return f.Since == "" && f.ID == "" && f.MessageID == "" && (f.From != "" || f.Rcpt != "" || f.Subject != "")
+}
+
 // query checks the search; subjects says whether the store keeps them
-// (a subject search would otherwise find nothing, silently).
-func (f searchForm) query(now time.Time, subjects bool, def int) (store.HistoryQuery, error) {
-	q := store.HistoryQuery{From: f.From, Rcpt: f.Rcpt, HeaderID: f.MessageID, ID: NormalizeID(f.ID),
+// (a subject search would otherwise find nothing, silently). windowed:
+// Since is the default window's (needsWindow).
+func (f searchForm) query(now time.Time, subjects bool, def int) (q store.HistoryQuery, windowed bool, err error) {
+	q = store.HistoryQuery{From: f.From, Rcpt: f.Rcpt, HeaderID: f.MessageID, ID: NormalizeID(f.ID),
 		Subject: f.Subject, State: f.State, Account: f.Account, Before: NormalizeID(f.Before)}
-	var err error
 	switch {
 	case f.Subject != "" && !subjects:
-		return q, &paramError{"subject", "the store keeps no subjects (store { history_subjects = false })"}
+		return q, false, &paramError{"subject", "the store keeps no subjects (store { history_subjects = false })"}
 	case f.State != "" && !slices.Contains(messageStates, f.State):
-		return q, &paramError{"state", fmt.Sprintf("%q is not a state; use one of %s", f.State, strings.Join(messageStates, ", "))}
+		return q, false, &paramError{"state", fmt.Sprintf("%q is not a state; use one of %s", f.State, strings.Join(messageStates, ", "))}
 	}
-	if q.Since, err = parseTime("since", f.Since, now); err != nil {
-		return q, err
+	if !strings.EqualFold(f.Since, sinceAll) {
+		if q.Since, err = parseTime("since", f.Since, now); err != nil {
+			return q, false, err
+		}
 	}
 	if q.Until, err = parseTime("until", f.Until, now); err != nil {
-		return q, err
+		return q, false, err
+	}
+	if windowed = f.needsWindow(); windowed {
+		end := now
+		if !q.Until.IsZero() {
+			end = q.Until
+		}
+		q.Since = end.Add(-defaultSearchWindow)
 	}
 	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
-		return q, &paramError{"until", "must be after since"}
+		return q, false, &paramError{"until", "must be after since"}
 	}
 	q.Limit, err = parseLimit(f.Limit, def)
-	return q, err
+	return q, windowed, err
 }
 
 // timeLayouts are the times a search takes besides RFC 3339: what an
@@ -110,7 +138,15 @@ func parseTime(name, v string, now time.Time) (time.Time, error) {
 	if d, err := config.ParseDuration(v); err == nil {
 		return now.Add(-d), nil
 	}
-	return time.Time{}, &paramError{name, fmt.Sprintf("%q is neither a time (RFC 3339, or 2006-01-02[T15:04] in UTC) nor a duration back from now (\"24h\", \"7d\")", v)}
+	return time.Time{}, &paramError{name, fmt.Sprintf("%q is neither a time (RFC 3339, or 2006-01-02[T15:04] in UTC) nor a duration back from now (\"24h\", \"7d\")%s", v, allHint(name))}
+}
+
+// allHint tells how to search the whole history, where it applies.
+func allHint(name string) string {
+	if name == "since" {
+		return `, nor "all" (the whole history)`
+	}
+	return ""
 }
 
 func parseLimit(v string, def int) (int, error) {

@@ -103,7 +103,7 @@ func TestSearchDefaultWindowPage(t *testing.T) {
 			if !strings.Contains(body, `name="since" type="text" `+tc.sinceWant) {
 				t.Errorf("the Since field lacks %s", tc.sinceWant)
 			}
-			notice := strings.Contains(body, "Searched the last 24 hours") && strings.Contains(body, "<code>all</code>")
+			notice := strings.Contains(body, "Searched only the 24h back from") && strings.Contains(body, "<code>all</code>")
 			if notice != tc.notice {
 				t.Errorf("window notice shown: %v, want %v", notice, tc.notice)
 			}
@@ -177,7 +177,7 @@ func TestSearchConcurrencyLimit(t *testing.T) {
 	b := h.browser()
 	b.login(readToken)
 	if resp, body := b.get("/history?from=x"); resp.StatusCode != http.StatusServiceUnavailable ||
-		!strings.Contains(body, "Two history searches are running already") {
+		!strings.Contains(body, "2 history searches are running already") {
 		t.Errorf("third search on the page: %d\n%s", resp.StatusCode, body)
 	}
 	if len(held) != 0 {

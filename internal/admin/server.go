@@ -36,6 +36,7 @@ type Server struct {
 	audit    hclog.Logger
 	sessions *sessions
 	throttle *throttle
+	searches *searchLimiter
 	pages    *pages
 	handler  http.Handler
 }
@@ -52,7 +53,7 @@ func New(b Backend, opts Options) *Server {
 		opts.Tokens = func() (Tokens, error) { return Tokens{}, nil }
 	}
 	s := &Server{b: b, opts: opts, log: opts.Log, audit: opts.Log.Named("audit"),
-		sessions: newSessions(), throttle: newThrottle()}
+		sessions: newSessions(), throttle: newThrottle(), searches: newSearchLimiter(opts.SearchTimeout)}
 	s.pages = parsePages(s)
 	s.handler = securityHeaders(s.checkHost(s.routes()))
 	return s
