@@ -19,11 +19,15 @@ type Options struct {
 	Log hclog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
-	// Hosts returns the host names the console answers to over plain
-	// HTTP besides IP addresses, localhost and *.localhost (the admin
-	// block's hostnames); nil: none.
+	// Hosts returns the host names the console answers to without TLS
+	// besides IP addresses, localhost and *.localhost (the admin block's
+	// hostnames; compared case-insensitively, without a port or a
+	// trailing dot); nil: none. It is called for every plain-HTTP
+	// request, so that a reload applies at once: it must be cheap and
+	// take no lock a reload holds. Requests over TLS are not checked.
 	Hosts func() []string
-	// SearchTimeout bounds each history search (0: DefaultSearchTimeout).
+	// SearchTimeout bounds each history search (0: DefaultSearchTimeout);
+	// past it the search is cancelled and the operator told to narrow it.
 	SearchTimeout time.Duration
 }
 
