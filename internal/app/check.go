@@ -45,8 +45,8 @@ func cmdCheck(ctx context.Context, args []string, stdio IO) int {
 	if cfg.Vault != nil {
 		vault = "Vault reached"
 	}
-	fmt.Fprintf(stdio.Stdout, "%s: ready to run (%d secret reference(s) resolved, %s, %d listener(s) and %s bound and released, %s)\n",
-		*path, len(cfg.SecretRefs()), vault, len(cfg.Listeners), telemetryWord(cfg), openRelaySummary(relayTests))
+	fmt.Fprintf(stdio.Stdout, "%s: ready to run (%d secret reference(s) resolved, %s, %s bound and released, %s)\n",
+		*path, len(cfg.SecretRefs()), vault, boundWords(cfg), openRelaySummary(relayTests))
 	return 0
 }
 
@@ -84,11 +84,18 @@ func openRelayFailures(results []server.OpenRelayResult, stdio IO) []error {
 	return errs
 }
 
-func telemetryWord(cfg *config.Config) string {
+// boundWords names what check bound: "2 listener(s) and the telemetry
+// address", "…, the telemetry address and the console".
+func boundWords(cfg *config.Config) string {
+	listeners := fmt.Sprintf("%d listener(s)", len(cfg.Listeners))
+	telemetry := "the telemetry address"
 	if cfg.Telemetry.Address == "" {
-		return "no telemetry address"
+		telemetry = "no telemetry address"
 	}
-	return "the telemetry address"
+	if cfg.Admin == nil {
+		return listeners + " and " + telemetry
+	}
+	return listeners + ", " + telemetry + " and the console (its tokens and certificate loaded)"
 }
 
 // checkHostFiles reads the files the configuration names (CA bundles,
@@ -105,7 +112,8 @@ func checkHostFiles(cfg *config.Config, stdio IO) bool {
 // checkRuntime builds the relay as `run` does — Vault login, every secret,
 // CA files, token sources, listener certificates — test-binds every
 // address, and when all of that passed runs the open-relay self-test on
-// every listener (README "Devices"); then it releases everything.
+// every listener (README "Devices"); then it releases everything. The
+// console's tokens and certificate are resolved as well.
 func checkRuntime(ctx context.Context, cfg *config.Config, stdio IO) ([]error, []server.OpenRelayResult) {
 	logging := telemetry.NewLogging(stdio.Stderr, "warn", cfg.Server.LogFormat)
 	// NoMigrate: check may run before the relay of a new version starts,
@@ -115,7 +123,8 @@ func checkRuntime(ctx context.Context, cfg *config.Config, stdio IO) ([]error, [
 		return append(placeVaultErrors(cfg, splitErrors(err)), testBinds(cfg)...), nil
 	}
 	defer func() { _ = r.Shutdown(context.Background()) }()
-	failures := append(r.CheckListenerTLS(), testBinds(cfg)...)
+	failures := append(r.CheckListenerTLS(), r.CheckConsole()...)
+	failures = append(failures, testBinds(cfg)...)
 	if len(failures) > 0 {
 		return failures, nil
 	}

@@ -132,6 +132,15 @@ func TestCheck(t *testing.T) {
 	}
 	testutil.AssertNoSecrets(t, "check output", out+errOut, f.secrets)
 
+	t.Setenv("CHECK_ADMIN_TOKEN", "console-admin-token-5e2b90")
+	t.Setenv("CHECK_SHORT_TOKEN", "tok-7f3a")
+	f.secrets = append(f.secrets, "console-admin-token-5e2b90", "tok-7f3a")
+	withConsole := f.config(t, "127.0.0.1:0", "127.0.0.1:0", `provider "gw" {`, consoleBlock(`admin_token = "env://CHECK_ADMIN_TOKEN"`))
+	code, out, errOut = run(t, "", "check", "-config", withConsole)
+	if code != 0 || !strings.Contains(out, "2 listener(s), the telemetry address and the console (its tokens and certificate loaded) bound and released") {
+		t.Fatalf("good host with a console: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	testutil.AssertNoSecrets(t, "check output", out+errOut, f.secrets)
 	busy := busyAddr(t)
 	for _, tc := range []struct {
 		name            string
@@ -148,6 +157,10 @@ func TestCheck(t *testing.T) {
 		{name: "Vault login refused", edit: []string{`"env://CHECK_VAULT_TOKEN"`, `"not-a-vault-token"`}, wantLine: 4, want: "vault login (token): HTTP 403"},
 		{name: "listener certificate secret with another key", edit: []string{`app#key"`, `app#client_secret"`}, wantLine: 18, want: `listener "secrets": TLS certificate from vault://secret/oauthrelay/app#cert and vault://secret/oauthrelay/app#client_secret`},
 		{name: "certificate file missing", edit: []string{"tls_cert_file = \"" + f.certFile, `tls_cert_file = "/nonexistent.crt`}, wantLine: 12, want: `Cannot load TLS certificate: Listener "files": open /nonexistent.crt`, runRefusesEarly: true},
+		{name: "console token too short", edit: []string{`provider "gw" {`, consoleBlock(`admin_token = "env://CHECK_SHORT_TOKEN"`)}, wantLine: 23, want: "admin admin_token (env://CHECK_SHORT_TOKEN) is shorter than 16 characters"},
+		{name: "console certificate secret with another key", edit: []string{`provider "gw" {`, consoleBlock(`admin_token = "env://CHECK_ADMIN_TOKEN"
+  tls_cert    = "vault://secret/oauthrelay/app#cert"
+  tls_key     = "vault://secret/oauthrelay/app#client_secret"`)}, wantLine: 24, want: "the admin block: TLS certificate from vault://secret/oauthrelay/app#cert and vault://secret/oauthrelay/app#client_secret"},
 		{name: "CA file missing", edit: []string{"ca_file = \"" + f.certFile, `ca_file = "/nonexistent-ca.pem`}, wantLine: 23, want: "Cannot read CA file: ca_file: open /nonexistent-ca.pem", runRefusesEarly: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -177,6 +190,12 @@ func TestCheck(t *testing.T) {
 			assertRunRefuses(t, path, tc.want, tc.runRefusesEarly, f.secrets)
 		})
 	}
+}
+
+// consoleBlock is an admin block with the given settings, written before
+// the provider block (its first setting is on line 23).
+func consoleBlock(settings string) string {
+	return "admin {\n  address     = \"127.0.0.1:0\"\n  " + settings + "\n}\nprovider \"gw\" {"
 }
 
 // assertRunRefuses runs `run` on a configuration `check` refused: it must

@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -28,7 +29,12 @@ type Admin struct {
 	TLSCert, TLSKey         SecretRef
 	// AllowPlaintext lets the console listen off loopback without TLS.
 	AllowPlaintext bool
-	DefRange       hcl.Range
+	// Hostnames are the names, besides IP literals and localhost, that
+	// the console answers to over plain HTTP: a request naming any other
+	// host is refused, so that a web page cannot rebind its own name to
+	// the console's address (DNS rebinding). Lower case, no port.
+	Hostnames []string
+	DefRange  hcl.Range
 	// AddressRange is where address was written, for diagnostics.
 	AddressRange hcl.Range
 }
@@ -50,14 +56,15 @@ func (a *Admin) Refs() []SecretRef {
 }
 
 type rawAdmin struct {
-	Address        *string `hcl:"address,optional"`
-	ReadToken      *string `hcl:"read_token,optional"`
-	AdminToken     *string `hcl:"admin_token,optional"`
-	TLSCertFile    string  `hcl:"tls_cert_file,optional"`
-	TLSKeyFile     string  `hcl:"tls_key_file,optional"`
-	TLSCert        *string `hcl:"tls_cert,optional"`
-	TLSKey         *string `hcl:"tls_key,optional"`
-	AllowPlaintext bool    `hcl:"allow_plaintext,optional"`
+	Address        *string  `hcl:"address,optional"`
+	ReadToken      *string  `hcl:"read_token,optional"`
+	AdminToken     *string  `hcl:"admin_token,optional"`
+	TLSCertFile    string   `hcl:"tls_cert_file,optional"`
+	TLSKeyFile     string   `hcl:"tls_key_file,optional"`
+	TLSCert        *string  `hcl:"tls_cert,optional"`
+	TLSKey         *string  `hcl:"tls_key,optional"`
+	AllowPlaintext bool     `hcl:"allow_plaintext,optional"`
+	Hostnames      []string `hcl:"hostnames,optional"`
 }
 
 func (d *decoder) admin(b *hcl.Block) *Admin {
@@ -85,6 +92,7 @@ func (d *decoder) admin(b *hcl.Block) *Admin {
 	}
 	d.adminTokens(body, a)
 	d.adminTLS(body, a)
+	a.Hostnames = d.adminHostnames(body, raw.Hostnames, def)
 	return a
 }
 
@@ -124,4 +132,20 @@ func (d *decoder) adminTLS(body hcl.Body, a *Admin) {
 	if host, _, err := net.SplitHostPort(a.Address); err == nil && !IsLoopbackHost(host) {
 		d.errorf(a.AddressRange, "Console off loopback without TLS", "The console listens on %s without TLS, so its bearer tokens and session cookies would cross the network in clear. Add tls_cert_file and tls_key_file (or tls_cert and tls_key), listen on 127.0.0.1, or set allow_plaintext = true if the network is trusted.", a.Address)
 	}
+}
+
+// adminHostnames checks the console's extra host names and returns them
+// in lower case (host names are case-insensitive, RFC 4343); a trailing
+// dot is dropped, as the console drops it from a request's Host.
+func (d *decoder) adminHostnames(body hcl.Body, names []string, def hcl.Range) []string {
+	var out []string
+	for i, n := range names {
+		h := strings.TrimSuffix(strings.ToLower(n), ".")
+		if !hostName(h) {
+			d.errorf(itemRange(body, "hostnames", i, def), "Invalid console host name", "hostnames: %q is not a host name (letters, digits, hyphens and dots, no port or scheme, such as \"relay.example.com\"). IP addresses and localhost are always accepted.", n)
+			continue
+		}
+		out = append(out, h)
+	}
+	return out
 }

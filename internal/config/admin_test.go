@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
@@ -34,6 +35,18 @@ func TestAdminBlock(t *testing.T) {
 	}
 	if !refs["env://ADMIN_TOKEN"] || !refs["file:///etc/oauthrelay/read-token"] {
 		t.Errorf("SecretRefs() lacks the admin tokens: %v", refs)
+	}
+
+	_, named := loadSnippet(t, `admin {
+  admin_token = "env://ADMIN_TOKEN"
+  hostnames   = ["Relay.Example.COM.", "relay"]
+}
+`)
+	if named.Diagnostics.HasErrors() {
+		t.Fatalf("diagnostics: %v", named.Diagnostics)
+	}
+	if got := named.Config.Admin.Hostnames; !slices.Equal(got, []string{"relay.example.com", "relay"}) {
+		t.Errorf("Hostnames = %q, want lower case without the trailing dot", got)
 	}
 
 	_, none := loadSnippet(t, "")
@@ -110,6 +123,16 @@ func TestAdminBlockErrors(t *testing.T) {
   token       = "env://U"
 }
 `, []at{{3, "token", "Unsupported argument"}}},
+		{"bad host name", `admin {
+  admin_token = "env://T"
+  hostnames   = ["relay.example.com", "relay.example.com:8080"]
+}
+`, []at{{3, `"relay.example.com:8080"`, "Invalid console host name"}}},
+		{"host name with a scheme", `admin {
+  admin_token = "env://T"
+  hostnames   = ["https://relay"]
+}
+`, []at{{3, `"https://relay"`, "Invalid console host name"}}},
 		{"two blocks", `admin {
   admin_token = "env://T"
 }

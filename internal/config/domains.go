@@ -26,11 +26,16 @@ func domainPattern(label string) (string, bool) {
 // hyphens (RFC 1123 §2.1; internationalised names in their A-label form),
 // with at least two labels: no wildcards, no address literals.
 func hostDomain(s string) bool {
-	labels := strings.Split(s, ".")
-	if len(labels) < 2 || len(s) > 253 {
+	return strings.Count(s, ".") >= 1 && hostName(s)
+}
+
+// hostName reports whether s is a host name of one or more labels of
+// lower-case letters, digits and hyphens (RFC 1123 §2.1).
+func hostName(s string) bool {
+	if s == "" || len(s) > 253 {
 		return false
 	}
-	for _, l := range labels {
+	for _, l := range strings.Split(s, ".") {
 		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
 			return false
 		}

@@ -273,6 +273,21 @@ func attrRange(body hcl.Body, name string, fallback hcl.Range) hcl.Range {
 	return fallback
 }
 
+// itemRange returns the range of the i-th item of a list attribute's
+// value, or the whole value's range when it is not a literal list.
+func itemRange(body hcl.Body, name string, i int, fallback hcl.Range) hcl.Range {
+	at := attrRange(body, name, fallback)
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok || sb.Attributes[name] == nil {
+		return at
+	}
+	items, diags := hcl.ExprList(sb.Attributes[name].Expr)
+	if diags.HasErrors() || i >= len(items) {
+		return at
+	}
+	return items[i].Range()
+}
+
 func hasAttr(body hcl.Body, name string) bool {
 	sb, ok := body.(*hclsyntax.Body)
 	if !ok {

@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/net/netutil"
 
 	"github.com/oauthrelay/oauthrelay/internal/admin"
 	"github.com/oauthrelay/oauthrelay/internal/config"
@@ -16,23 +20,19 @@ import (
 
 // console is the operator console's listener (README "Operator
 // console"): the admin API and the web dashboard on an address of their
-// own. It is opened at Start, moved by a reload that changes its address
-// or whether it speaks TLS, and closed first at shutdown.
+// own. It is opened at Start, moved by a reload that changes its address,
+// and closed first at shutdown. Turning TLS on or off keeps the socket:
+// each connection is served by the setting current when it arrives.
 type console struct {
-	key consoleKey
-	ln  net.Listener
-	srv *http.Server
-	// tls is the current certificate configuration: a reload swaps in one
-	// built from the new configuration (files read again; secret
-	// references follow their rotations at each handshake).
-	tls atomic.Pointer[tls.Config]
+	address string
+	ln      *consoleListener
+	srv     *http.Server
 }
 
-// consoleKey is what a reload cannot change without a new socket.
-type consoleKey struct {
-	address string
-	tls     bool
-}
+// maxConsoleConns caps the console's open connections: enough for a few
+// operators' browsers and scripts, while a client that opens thousands
+// cannot exhaust the relay's file descriptors.
+const maxConsoleConns = 64
 
 var errNoConfigFile = errors.New("the relay was started without a configuration file to reload")
 
@@ -44,14 +44,14 @@ func (r *Runtime) consoleTLS(b *built) (*tls.Config, error) {
 		return nil, nil
 	}
 	lc := &config.Listener{
-		Name: "admin", TLSMode: config.TLSImplicit,
+		TLSMode: config.TLSImplicit,
 		TLSCertFile: a.TLSCertFile, TLSKeyFile: a.TLSKeyFile, TLSCert: a.TLSCert, TLSKey: a.TLSKey,
 	}
 	return loadListenerTLS(lc, b.store.Get, r.log.Named("admin"))
 }
 
 // consoleTokensOf resolves the console's bearer tokens from b's secrets.
-// Errors name the references, never a value.
+// Errors name the references, never a value; they are tokenErrors.
 func consoleTokensOf(b *built) (admin.Tokens, error) {
 	a := b.cfg.Admin
 	if a == nil {
@@ -68,17 +68,57 @@ func consoleTokensOf(b *built) (admin.Tokens, error) {
 		}
 		v, err := b.store.Get(tok.ref)
 		if err != nil {
-			return admin.Tokens{}, fmt.Errorf("admin %s: %w", tok.name, err)
+			return admin.Tokens{}, tokenError{tok.ref, fmt.Errorf("admin %s: %w", tok.name, err)}
 		}
 		if len(v) < config.MinAdminTokenLength {
-			return admin.Tokens{}, fmt.Errorf("admin %s (%s) is shorter than %d characters", tok.name, tok.ref, config.MinAdminTokenLength)
+			return admin.Tokens{}, tokenError{tok.ref, fmt.Errorf("admin %s (%s) is shorter than %d characters", tok.name, tok.ref, config.MinAdminTokenLength)}
 		}
 		*tok.dst = v
 	}
 	if t.Read != "" && t.Read == t.Admin {
-		return admin.Tokens{}, fmt.Errorf("admin read_token (%s) and admin_token (%s) hold the same value: every reader could act as an admin", a.ReadToken, a.AdminToken)
+		return admin.Tokens{}, tokenError{a.ReadToken, fmt.Errorf("admin read_token (%s) and admin_token (%s) hold the same value: every reader could act as an admin", a.ReadToken, a.AdminToken)}
 	}
 	return t, nil
+}
+
+// tokenError is a console token that cannot be used, with its reference
+// (where `check` places the error).
+type tokenError struct {
+	ref config.SecretRef
+	err error
+}
+
+func (e tokenError) Error() string { return e.err.Error() }
+func (e tokenError) Unwrap() error { return e.err }
+
+// CheckConsole resolves the console's tokens and certificate as a start
+// would, for `oauthrelay check`; each error is placed at file:line:col.
+func (r *Runtime) CheckConsole() []error {
+	b := r.current.Load()
+	a := b.cfg.Admin
+	if a == nil {
+		return nil
+	}
+	var errs []error
+	place := func(at hcl.Range, err error) {
+		errs = append(errs, fmt.Errorf("%s:%d:%d: %w", at.Filename, at.Start.Line, at.Start.Column, err))
+	}
+	if _, err := consoleTokensOf(b); err != nil {
+		at := a.DefRange
+		var te tokenError
+		if errors.As(err, &te) && te.ref.Range.Filename != "" {
+			at = te.ref.Range
+		}
+		place(at, err)
+	}
+	if _, err := r.consoleTLS(b); err != nil {
+		at := a.DefRange
+		if a.TLSCert.IsSet() {
+			at = a.TLSCert.Range
+		}
+		place(at, err)
+	}
+	return errs
 }
 
 // consoleTokens are the current configuration's tokens, read at each
@@ -88,24 +128,18 @@ func (r *Runtime) consoleTokens() (admin.Tokens, error) {
 }
 
 // openConsole binds the console's address and prepares its server; serve
-// starts it.
+// starts it. Every console of the runtime serves the one admin.Server, so
+// its sessions and login throttle survive a move.
 func (r *Runtime) openConsole(b *built, tlsCfg *tls.Config) (*console, error) {
 	a := b.cfg.Admin
 	ln, err := net.Listen("tcp", a.Address)
 	if err != nil {
-		return nil, fmt.Errorf("admin address %s: %w", a.Address, err)
+		return nil, r.consoleBindError(a.Address, err)
 	}
-	c := &console{key: consoleKey{address: a.Address, tls: tlsCfg != nil}, ln: ln}
-	c.tls.Store(tlsCfg)
-	if tlsCfg != nil {
-		c.ln = tls.NewListener(ln, &tls.Config{
-			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return c.tls.Load(), nil },
-		})
-	}
+	c := &console{address: a.Address, ln: newConsoleListener(netutil.LimitListener(ln, maxConsoleConns), tlsCfg)}
 	log := r.log.Named("admin")
-	h := admin.New(consoleBackend{r}, admin.Options{Tokens: r.consoleTokens, Log: log}).Handler()
 	c.srv = &http.Server{
-		Handler:           h,
+		Handler:           r.consoleHandler(log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      time.Minute,
@@ -114,6 +148,52 @@ func (r *Runtime) openConsole(b *built, tlsCfg *tls.Config) (*console, error) {
 		ErrorLog:          log.StandardLogger(nil),
 	}
 	return c, nil
+}
+
+// consoleHandler is the runtime's one console handler, made at first use.
+func (r *Runtime) consoleHandler(log hclog.Logger) http.Handler {
+	if r.adminHandler == nil {
+		r.adminHandler = admin.New(consoleBackend{r}, admin.Options{
+			Tokens: r.consoleTokens,
+			Hosts:  r.consoleHostnames,
+			Log:    log,
+		}).Handler()
+	}
+	return r.adminHandler
+}
+
+// consoleHostnames are the current configuration's extra console names.
+func (r *Runtime) consoleHostnames() []string {
+	if a := r.current.Load().cfg.Admin; a != nil {
+		return a.Hostnames
+	}
+	return nil
+}
+
+// consoleBindError explains a failed bind. A reload that moves the console
+// to another host on the port it listens on cannot bind the new socket
+// before the old one closes (and closing first would leave no console if
+// the bind then failed).
+func (r *Runtime) consoleBindError(address string, err error) error {
+	if r.console == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("admin address %s: %w", address, err)
+	}
+	if bound := r.console.ln.Addr().String(); samePort(bound, address) {
+		return fmt.Errorf("admin address %s: the console listens on %s, the same port: a reload cannot move it to another host on one port; choose another port, or restart the relay", address, bound)
+	}
+	return fmt.Errorf("admin address %s: %w", address, err)
+}
+
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && pa == pb && pa != "0"
+}
+
+// serves reports whether the console is bound to address: written as in
+// its configuration, or as bound (a port 0 made concrete).
+func (c *console) serves(address string) bool {
+	return address == c.address || address == c.ln.Addr().String()
 }
 
 func (c *console) serve() {
@@ -166,7 +246,7 @@ func (r *Runtime) startConsole(b *built) error {
 // consoleChange is a reload's prepared console change: apply it after the
 // swap, or abort it.
 type consoleChange struct {
-	next   *console    // a new console (new address or TLS), not yet serving
+	next   *console    // a new console (new address), not yet serving
 	tls    *tls.Config // the kept console's new TLS configuration
 	keep   bool
 	remove bool
@@ -185,7 +265,7 @@ func (r *Runtime) prepareConsole(nb *built) (consoleChange, error) {
 	if err != nil {
 		return consoleChange{}, err
 	}
-	if r.console != nil && r.console.key == (consoleKey{address: nb.cfg.Admin.Address, tls: tlsCfg != nil}) {
+	if r.console != nil && r.console.serves(nb.cfg.Admin.Address) {
 		return consoleChange{keep: true, tls: tlsCfg}, nil
 	}
 	next, err := r.openConsole(nb, tlsCfg)
@@ -205,7 +285,9 @@ func (cc consoleChange) abort() {
 func (r *Runtime) applyConsole(cc consoleChange) {
 	switch {
 	case cc.keep:
-		r.console.tls.Store(cc.tls)
+		if r.console.ln.setTLS(cc.tls) {
+			r.log.Info("operator console switched", "address", r.console.ln.Addr().String(), "tls", cc.tls != nil)
+		}
 		return
 	case cc.remove:
 		old := r.console
@@ -216,6 +298,6 @@ func (r *Runtime) applyConsole(cc consoleChange) {
 	if cc.next != nil {
 		r.console = cc.next
 		cc.next.serve()
-		r.log.Info("operator console listening", "address", cc.next.ln.Addr().String(), "tls", cc.next.key.tls)
+		r.log.Info("operator console listening", "address", cc.next.ln.Addr().String(), "tls", cc.next.ln.tls.Load() != nil)
 	}
 }

@@ -28,6 +28,17 @@ func (cb consoleBackend) scrub(s string) string {
 	return cb.r.opts.Logging.Redactor().RedactString(s)
 }
 
+func (cb consoleBackend) scrubAll(lines []string) []string {
+	if lines == nil {
+		return nil
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = cb.scrub(l)
+	}
+	return out
+}
+
 func (cb consoleBackend) Store() admin.Store {
 	if cb.r.durable == nil {
 		return nil
@@ -124,7 +135,7 @@ func (cb consoleBackend) Reload() admin.ReloadStatus {
 	rs := admin.ReloadStatus{
 		ConfigPath: cb.r.opts.ConfigPath, Loaded: st.LoadedAt,
 		LastOK: st.LastResult != "failure", LastError: cb.scrub(st.LastError),
-		Diagnostics: st.Diagnostics, Reloads: st.Reloads,
+		Diagnostics: cb.scrubAll(st.Diagnostics), Reloads: st.Reloads,
 	}
 	if st.LastAttempt != nil && st.LastResult != "" && st.LastResult != "none" {
 		rs.LastAttempt = *st.LastAttempt

@@ -31,9 +31,19 @@ func listenerTLSConfig(lc *config.Listener, get SecretGetter, log hclog.Logger) 
 	// material.
 	cert, err := tls.LoadX509KeyPair(lc.TLSCertFile, lc.TLSKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("listener %q: loading TLS certificate: %w", lc.Name, err)
+		return nil, fmt.Errorf("%s: loading TLS certificate: %w", tlsOwner(lc.Name), err)
 	}
 	return withTLSFloor(&tls.Config{Certificates: []tls.Certificate{cert}}, lc), nil
+}
+
+// tlsOwner names whose certificate an error is about: a listener's, or
+// the operator console's (the listener settings without a name, see
+// consoleTLS).
+func tlsOwner(listener string) string {
+	if listener == "" {
+		return "the admin block"
+	}
+	return fmt.Sprintf("listener %q", listener)
 }
 
 // withTLSFloor applies a listener's min_tls_version. Below TLS 1.2 (an
@@ -68,7 +78,7 @@ func legacyCipherSuites() []uint16 {
 
 func secretCertificateTLS(lc *config.Listener, get SecretGetter, log hclog.Logger) (*tls.Config, error) {
 	if get == nil {
-		return nil, fmt.Errorf("listener %q: tls_cert and tls_key need the secrets store", lc.Name)
+		return nil, fmt.Errorf("%s: tls_cert and tls_key need the secrets store", tlsOwner(lc.Name))
 	}
 	if log == nil {
 		log = hclog.NewNullLogger()
@@ -121,7 +131,7 @@ func (s *secretCertificate) certificate(*tls.ClientHelloInfo) (*tls.Certificate,
 	if err != nil {
 		// The tls package's errors describe the problem, never the
 		// PEM content.
-		err = fmt.Errorf("listener %q: TLS certificate from %s and %s: %w", s.listener, s.certRef, s.keyRef, err)
+		err = fmt.Errorf("%s: TLS certificate from %s and %s: %w", tlsOwner(s.listener), s.certRef, s.keyRef, err)
 		if s.current == nil {
 			return nil, err
 		}
@@ -138,11 +148,11 @@ func (s *secretCertificate) certificate(*tls.ClientHelloInfo) (*tls.Certificate,
 func (s *secretCertificate) values() (pemPair, error) {
 	cert, err := s.get(s.certRef)
 	if err != nil {
-		return pemPair{}, fmt.Errorf("listener %q: tls_cert: %w", s.listener, err)
+		return pemPair{}, fmt.Errorf("%s: tls_cert: %w", tlsOwner(s.listener), err)
 	}
 	key, err := s.get(s.keyRef)
 	if err != nil {
-		return pemPair{}, fmt.Errorf("listener %q: tls_key: %w", s.listener, err)
+		return pemPair{}, fmt.Errorf("%s: tls_key: %w", tlsOwner(s.listener), err)
 	}
 	return pemPair{cert: cert, key: key}, nil
 }

@@ -87,6 +87,8 @@ type Runtime struct {
 	telemetry  *telemetry.Server
 	telemAddr  string
 	console    *console // the operator console (nil: no admin block)
+	// adminHandler serves every console of the runtime (made at the first).
+	adminHandler http.Handler
 	startedAt  time.Time
 	watcher    *configWatcher
 	started    bool
