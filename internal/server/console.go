@@ -44,7 +44,7 @@ func (r *Runtime) consoleTLS(b *built) (*tls.Config, error) {
 		return nil, nil
 	}
 	lc := &config.Listener{
-		TLSMode: config.TLSImplicit,
+		TLSMode:     config.TLSImplicit,
 		TLSCertFile: a.TLSCertFile, TLSKeyFile: a.TLSKeyFile, TLSCert: a.TLSCert, TLSKey: a.TLSKey,
 	}
 	return loadListenerTLS(lc, b.store.Get, r.log.Named("admin"))

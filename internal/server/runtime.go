@@ -80,21 +80,21 @@ type Runtime struct {
 	workCtx    context.Context
 	cancelWork context.CancelFunc
 
-	mu         sync.Mutex // serialises Start, Reload and Shutdown
-	listeners  map[string]*listener
-	listening  atomic.Int32
-	retiring   []*generation
-	telemetry  *telemetry.Server
-	telemAddr  string
-	console    *console // the operator console (nil: no admin block)
+	mu        sync.Mutex // serialises Start, Reload and Shutdown
+	listeners map[string]*listener
+	listening atomic.Int32
+	retiring  []*generation
+	telemetry *telemetry.Server
+	telemAddr string
+	console   *console // the operator console (nil: no admin block)
 	// adminHandler serves every console of the runtime (made at the first).
 	adminHandler http.Handler
-	startedAt  time.Time
-	watcher    *configWatcher
-	started    bool
-	stopped    bool
-	retireWG   sync.WaitGroup
-	retiringMu sync.Mutex
+	startedAt    time.Time
+	watcher      *configWatcher
+	started      bool
+	stopped      bool
+	retireWG     sync.WaitGroup
+	retiringMu   sync.Mutex
 
 	// durable is the store, the queue and the history writer (nil
 	// without a store block).
