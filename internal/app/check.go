@@ -95,7 +95,11 @@ func boundWords(cfg *config.Config) string {
 	if cfg.Admin == nil {
 		return listeners + " and " + telemetry
 	}
-	return listeners + ", " + telemetry + " and the console (its tokens and certificate loaded)"
+	what := "its tokens resolved"
+	if cfg.Admin.TLS() {
+		what = "its tokens and certificate loaded"
+	}
+	return listeners + ", " + telemetry + " and the console (" + what + ")"
 }
 
 // checkHostFiles reads the files the configuration names (CA bundles,

@@ -137,7 +137,7 @@ func TestCheck(t *testing.T) {
 	f.secrets = append(f.secrets, "console-admin-token-5e2b90", "tok-7f3a")
 	withConsole := f.config(t, "127.0.0.1:0", "127.0.0.1:0", `provider "gw" {`, consoleBlock(`admin_token = "env://CHECK_ADMIN_TOKEN"`))
 	code, out, errOut = run(t, "", "check", "-config", withConsole)
-	if code != 0 || !strings.Contains(out, "2 listener(s), the telemetry address and the console (its tokens and certificate loaded) bound and released") {
+	if code != 0 || !strings.Contains(out, "2 listener(s), the telemetry address and the console (its tokens resolved) bound and released") {
 		t.Fatalf("good host with a console: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	testutil.AssertNoSecrets(t, "check output", out+errOut, f.secrets)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
-	"golang.org/x/net/netutil"
 
 	"github.com/oauthrelay/oauthrelay/internal/admin"
 	"github.com/oauthrelay/oauthrelay/internal/config"
@@ -28,11 +27,6 @@ type console struct {
 	ln      *consoleListener
 	srv     *http.Server
 }
-
-// maxConsoleConns caps the console's open connections: enough for a few
-// operators' browsers and scripts, while a client that opens thousands
-// cannot exhaust the relay's file descriptors.
-const maxConsoleConns = 64
 
 var errNoConfigFile = errors.New("the relay was started without a configuration file to reload")
 
@@ -136,15 +130,16 @@ func (r *Runtime) openConsole(b *built, tlsCfg *tls.Config) (*console, error) {
 	if err != nil {
 		return nil, r.consoleBindError(a.Address, err)
 	}
-	c := &console{address: a.Address, ln: newConsoleListener(netutil.LimitListener(ln, maxConsoleConns), tlsCfg)}
+	c := &console{address: a.Address, ln: newConsoleListener(ln, tlsCfg)}
 	log := r.log.Named("admin")
 	c.srv = &http.Server{
 		Handler:           r.consoleHandler(log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      time.Minute,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		ConnState:         c.ln.connState,
 		ErrorLog:          log.StandardLogger(nil),
 	}
 	return c, nil

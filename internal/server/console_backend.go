@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"os"
 	"sort"
 	"time"
@@ -147,7 +148,11 @@ func (cb consoleBackend) TriggerReload(ctx context.Context) error {
 	if cb.r.opts.ConfigPath == "" {
 		return errNoConfigFile
 	}
-	return cb.r.Reload(ctx)
+	if err := cb.r.Reload(ctx); err != nil {
+		// Shown in the console as is: scrubbed like the reload status.
+		return errors.New(cb.scrub(err.Error()))
+	}
+	return nil
 }
 
 func (cb consoleBackend) Vault() admin.VaultStatus {

@@ -3,46 +3,143 @@ package server
 import (
 	"crypto/tls"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
+)
+
+// The console's connection limits (README "Operator console"): enough
+// for a few operators' browsers and scripts, while a client that opens
+// thousands cannot exhaust the relay's file descriptors. Connections
+// that hold a slot without a request in progress (just opened, or kept
+// alive between requests) give it up to a newcomer, oldest first: idle
+// connections cannot keep the operators out.
+const (
+	maxConsoleConns          = 64
+	maxConsoleConnsPerClient = 16
 )
 
 // consoleListener serves each connection over TLS or in clear by the
 // console's setting when it arrives, so that a reload turning TLS on or
-// off keeps the socket. It tracks its connections: when the setting
-// changes, those of the old one are closed, so that no session cookie
-// keeps crossing the network in clear on a kept-alive connection after
-// the operator turned TLS on.
+// off keeps the socket; it tracks the connections (their client and
+// their http.ConnState) to enforce the limits above and so that, when
+// the setting changes, the connections made under the old one close —
+// at once when idle, after their answer when busy (the reload's own
+// answer among them) — and no session cookie keeps crossing the network
+// in clear on a kept-alive connection after the operator turned TLS on.
 type consoleListener struct {
 	net.Listener
 	tls   atomic.Pointer[tls.Config] // nil: plain HTTP
+	now   func() time.Time
 	mu    sync.Mutex
-	conns map[*consoleConn]struct{}
+	conns map[net.Conn]*consoleConn // by the connection handed to http.Server
+	// perClient counts each client's connections.
+	perClient map[string]int
 }
 
 func newConsoleListener(ln net.Listener, cfg *tls.Config) *consoleListener {
-	l := &consoleListener{Listener: ln, conns: map[*consoleConn]struct{}{}}
+	l := &consoleListener{Listener: ln, now: time.Now, conns: map[net.Conn]*consoleConn{}, perClient: map[string]int{}}
 	l.tls.Store(cfg)
 	return l
 }
 
+// consoleConn is one accepted connection; it leaves its listener's table
+// when closed.
+type consoleConn struct {
+	net.Conn
+	l      *consoleListener
+	served net.Conn // what http.Server holds: this, or a *tls.Conn over it
+	client string
+	tls    bool
+	// state and since are the connection's http.ConnState and when it
+	// entered it; doomed: close it once its answer is written.
+	state  http.ConnState
+	since  time.Time
+	doomed bool
+	once   sync.Once
+}
+
 func (l *consoleListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if served := l.admit(c); served != nil {
+			return served, nil
+		}
 	}
-	cc := &consoleConn{Conn: c, l: l}
+}
+
+// admit registers c, making room by closing the oldest connection
+// without a request in progress when its client or the console is at
+// its limit; nil (c closed) when every connection in the way is busy.
+func (l *consoleListener) admit(c net.Conn) net.Conn {
+	client := consoleClient(c.RemoteAddr())
 	l.mu.Lock()
-	l.conns[cc] = struct{}{}
-	l.mu.Unlock()
-	if cfg := l.tls.Load(); cfg != nil {
+	defer l.mu.Unlock()
+	if l.perClient[client] >= maxConsoleConnsPerClient && !l.evictLocked(client) ||
+		len(l.conns) >= maxConsoleConns && !l.evictLocked("") {
+		_ = c.Close()
+		return nil
+	}
+	cfg := l.tls.Load()
+	cc := &consoleConn{Conn: c, l: l, client: client, tls: cfg != nil, state: http.StateNew, since: l.now()}
+	cc.served = cc
+	if cfg != nil {
 		// The configuration is read at each handshake, so that a reload
 		// that keeps TLS on applies its new certificate settings at once.
-		return tls.Server(cc, &tls.Config{
+		cc.served = tls.Server(cc, &tls.Config{
 			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return l.tls.Load(), nil },
-		}), nil
+		})
 	}
-	return cc, nil
+	l.conns[cc.served] = cc
+	l.perClient[client]++
+	return cc.served
+}
+
+// evictLocked closes the oldest connection without a request in progress
+// (of client; "": of anyone) and reports whether there was one.
+func (l *consoleListener) evictLocked(client string) bool {
+	var oldest *consoleConn
+	for _, c := range l.conns {
+		if (client == "" || c.client == client) && c.state != http.StateActive && (oldest == nil || c.since.Before(oldest.since)) {
+			oldest = c
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	l.forgetLocked(oldest)
+	_ = oldest.Conn.Close()
+	return true
+}
+
+func (l *consoleListener) forgetLocked(c *consoleConn) {
+	if l.conns[c.served] != c {
+		return
+	}
+	delete(l.conns, c.served)
+	if l.perClient[c.client]--; l.perClient[c.client] <= 0 {
+		delete(l.perClient, c.client)
+	}
+}
+
+// connState is the http.Server's ConnState hook: it keeps each
+// connection's state, and closes a doomed one once its answer is out.
+func (l *consoleListener) connState(served net.Conn, state http.ConnState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.conns[served]
+	if c == nil {
+		return
+	}
+	c.state, c.since = state, l.now()
+	if state == http.StateIdle && c.doomed {
+		l.forgetLocked(c)
+		_ = c.Conn.Close()
+	}
 }
 
 // setTLS installs the TLS configuration of a reload (nil: plain HTTP) and
@@ -55,24 +152,38 @@ func (l *consoleListener) setTLS(cfg *tls.Config) bool {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for c := range l.conns {
-		_ = c.Conn.Close()
+	for _, c := range l.conns {
+		switch {
+		case c.tls == (cfg != nil):
+		case c.state == http.StateActive:
+			c.doomed = true
+		default:
+			l.forgetLocked(c)
+			_ = c.Conn.Close()
+		}
 	}
 	return true
-}
-
-// consoleConn leaves its listener's table when closed.
-type consoleConn struct {
-	net.Conn
-	l    *consoleListener
-	once sync.Once
 }
 
 func (c *consoleConn) Close() error {
 	c.once.Do(func() {
 		c.l.mu.Lock()
-		delete(c.l.conns, c)
+		c.l.forgetLocked(c)
 		c.l.mu.Unlock()
 	})
 	return c.Conn.Close()
+}
+
+// consoleClient is who a connection comes from for the limits: its IP
+// address, or the /64 network of an IPv6 address (one host usually has a
+// whole /64 to pick addresses from), as for the console's login throttle.
+func consoleClient(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return addr.String()
+	}
+	if ip4 := tcp.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return tcp.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }

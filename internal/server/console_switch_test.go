@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,10 +11,9 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
-
-	"github.com/oauthrelay/oauthrelay/internal/testutil"
 )
 
 // TestConsoleSwitchesTLSOnItsSocket: a reload that turns the console's
@@ -39,8 +39,10 @@ func TestConsoleSwitchesTLSOnItsSocket(t *testing.T) {
 	}
 	withTLS := strings.Replace(plain, "admin {", fmt.Sprintf("admin {\n  tls_cert_file = %q\n  tls_key_file = %q", cert, key), 1)
 	h.rewrite(base + withTLS)
-	if err := h.rt.Reload(t.Context()); err != nil {
-		t.Fatalf("reload turning TLS on at %s: %v", addr, err)
+	// Through the console itself: its own answer is not cut off.
+	var reloaded struct{ Result, Error string }
+	if code := api(t, h, "POST", "/api/v1/reload", consoleAdminToken, &reloaded); code != http.StatusOK || reloaded.Result != "success" {
+		t.Fatalf("reload turning TLS on at %s through the console: %d %+v", addr, code, reloaded)
 	}
 	if got := h.rt.ConsoleAddr().String(); got != addr {
 		t.Fatalf("console at %s after turning TLS on, want %s", got, addr)
@@ -113,36 +115,79 @@ func TestConsoleSessionsSurviveAMove(t *testing.T) {
 	}
 }
 
-// TestConsoleConnectionsAreCapped: a client holding many idle connections
-// cannot take more than the cap; the console serves again once they go.
-func TestConsoleConnectionsAreCapped(t *testing.T) {
+// TestConsoleIdleConnectionsGiveWay: connections without a request in
+// progress give their slot to newcomers, oldest first, so a client that
+// opens many and sends nothing cannot keep the operators out.
+func TestConsoleIdleConnectionsGiveWay(t *testing.T) {
 	h := consoleHarness(t, harnessOptions{}, literalAdminBlock)
 	addr := h.rt.ConsoleAddr().String()
-	var held []net.Conn
-	for range 64 {
-		c, err := net.Dial("tcp", addr)
+	held := dialMany(t, addr, "127.0.0.1", 80)
+	if code := overviewStatus(t, http.DefaultClient, "http://"+addr); code != http.StatusOK {
+		t.Fatalf("request after 80 idle connections: %d", code)
+	}
+	_ = held[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := held[0].Read(make([]byte, 1)); !closedByPeer(err) {
+		t.Errorf("oldest idle connection: read %v, want it closed for a newcomer", err)
+	}
+	_ = held[79].SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := held[79].Read(make([]byte, 1)); !isTimeout(err) {
+		t.Errorf("newest idle connection: read %v, want it still open", err)
+	}
+}
+
+// TestConsoleBusyConnectionsAreCappedPerClient: a client with 16
+// requests in progress gets no more connections, and other clients are
+// still served.
+func TestConsoleBusyConnectionsAreCappedPerClient(t *testing.T) {
+	h := consoleHarness(t, harnessOptions{}, literalAdminBlock)
+	addr := h.rt.ConsoleAddr().String()
+	for _, c := range dialMany(t, addr, "127.0.0.1", 16) {
+		// A sign-in whose form never arrives: the connection is busy (its
+		// handler reads the body) until the read timeout. The server's
+		// "100 Continue" says the handler is reading.
+		fmt.Fprintf(c, "POST /login HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", addr)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.Contains(line, "100 Continue") {
+			t.Fatalf("busy connection: %q, %v", line, err)
+		}
+	}
+	probe := dialMany(t, addr, "127.0.0.1", 1)[0]
+	fmt.Fprintf(probe, "GET /api/v1/overview HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
+	_ = probe.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := probe.Read(make([]byte, 1)); !closedByPeer(err) {
+		t.Errorf("a 17th connection of the client: read %v, want it closed without an answer", err)
+	}
+	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}}).DialContext}}
+	if code := overviewStatus(t, other, "http://"+addr); code != http.StatusOK {
+		t.Errorf("another client while the first is at its cap: %d", code)
+	}
+}
+
+// dialMany opens n connections to addr from the local IP from.
+func dialMany(t *testing.T, addr, from string, n int) []net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		held = append(held, c)
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
 	}
-	t.Cleanup(func() {
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	// The cap is reached once the console has accepted them all; a request
-	// beyond it waits in the backlog and is not answered.
-	quick := &http.Client{Timeout: 300 * time.Millisecond}
-	testutil.WaitFor(t, 10*time.Second, "the held connections accepted", func() bool {
-		_, err := quick.Get("http://" + addr + "/api/v1/overview")
-		return err != nil
-	})
-	held[0].Close()
-	held = held[1:]
-	if code := overviewStatus(t, http.DefaultClient, "http://"+addr); code != http.StatusOK {
-		t.Errorf("request after a held connection closed: %d", code)
-	}
+	return conns
+}
+
+// closedByPeer: the read ended because the other side closed (EOF, or a
+// reset when it closed with our bytes unread).
+func closedByPeer(err error) bool {
+	return err == io.EOF || errors.Is(err, syscall.ECONNRESET)
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
 }
 
 // keptAliveConn opens a connection to addr, makes one request on it and
