@@ -52,27 +52,64 @@ type generation struct {
 
 // trackedConn removes itself from its generation when closed. It also
 // lets the session ask for the connection to be closed right after its
-// next reply (a 421), and tells the generation whether the session is
-// idle.
+// next reply (a 421), tells the generation whether the session is idle,
+// and holds the session's replies until it reads again (replyBuffer).
 type trackedConn struct {
 	net.Conn
 	g               *generation
 	once            sync.Once
 	closeAfterWrite atomic.Bool
 	idle            atomic.Pointer[func() bool]
+	replies         replyBuffer
 }
 
+// Close sends the replies still held (the last one before a close is
+// usually a 221 or 421 the client waits for) and closes the socket.
 func (c *trackedConn) Close() error {
+	_ = c.replies.flush(c.Conn)
+	return c.abort()
+}
+
+// abort closes the socket without sending what is held: the relay cuts
+// the session off (the shutdown deadline passed), and a client that does
+// not read must not keep it waiting.
+func (c *trackedConn) abort() error {
 	c.once.Do(func() { c.g.untrack(c) })
 	return c.Conn.Close()
 }
 
+// Write holds p until the session next reads (or the buffer fills).
 func (c *trackedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	err := c.replies.hold(c.Conn, p)
 	if c.closeAfterWrite.Load() {
 		c.Close()
 	}
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Read first sends the held replies: the session has answered every
+// command it had read and now waits for the client (RFC 2920 §3.2).
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if err := c.replies.flush(c.Conn); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+// SetWriteDeadline keeps the deadline of held replies (replyBuffer).
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	return c.replies.setWriteDeadline(c.Conn, t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
 // CloseAfterNextWrite implements the relay's replyCloser.
@@ -121,10 +158,11 @@ func (g *generation) snapshot() []*trackedConn {
 	return conns
 }
 
-// closeConns closes every open connection of the generation.
+// closeConns closes every open connection of the generation, without
+// waiting for clients to read what their sessions still held.
 func (g *generation) closeConns() {
 	for _, c := range g.snapshot() {
-		c.Close()
+		c.abort()
 	}
 }
 
