@@ -80,7 +80,7 @@ type SMTPServer struct {
 	connections    int
 	mails          int
 	live           map[*sinkSession]struct{}
-	tlsByListener  bool // TLS is the listener's, not go-smtp's (no 8BITMIME)
+	tlsByListener  bool // TLS is the listener's, not go-smtp's (no 8BITMIME or PIPELINING)
 }
 
 func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) (*SMTPServer, error) {
@@ -90,13 +90,17 @@ func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) 
 		return nil, err
 	}
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	no8bit := without(opts.Without, Ext8BitMIME)
+	drop := map[string]bool{
+		"250-8BITMIME\r\n": without(opts.Without, Ext8BitMIME),
+		pipeliningLine:     without(opts.Without, ExtPipelining),
+	}
+	takeover := drop["250-8BITMIME\r\n"] || drop[pipeliningLine]
 	var ln net.Listener
 	switch {
-	case no8bit:
+	case takeover:
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 		if err == nil {
-			ln = no8BitMIMEListener{Listener: ln, tls: tlsCfg, implicit: implicit}
+			ln = unofferedListener{Listener: ln, tls: tlsCfg, implicit: implicit, drop: drop}
 		}
 	case implicit:
 		ln, err = tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
@@ -122,9 +126,9 @@ func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) 
 	s.srv.AllowInsecureAuth = false
 	s.srv.EnableSMTPUTF8 = !without(opts.Without, ExtSMTPUTF8)
 	s.srv.EnableDSN = !without(opts.Without, ExtDSN)
-	if no8bit {
+	if takeover {
 		// The listener's connections do TLS themselves (see
-		// no8BitMIMEListener); go-smtp sees plaintext.
+		// unofferedListener); go-smtp sees plaintext.
 		s.srv.TLSConfig, s.srv.AllowInsecureAuth, s.tlsByListener = nil, true, true
 	}
 	s.srv.MaxMessageBytes = 50 << 20

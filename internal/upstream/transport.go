@@ -343,23 +343,25 @@ func (d *delivery) replay(c *Conn) error {
 	if !d.mailed {
 		return nil
 	}
-	if err := c.mailWith(d.env.From, d.env.Mail); err != nil {
+	r, err := c.sendEnvelope(d.env.From, d.env.Mail, d.rcpts, false)
+	if err != nil {
 		return err
 	}
-	for _, r := range d.rcpts {
-		if err := c.rcptWith(r.addr, r.opts); err != nil {
-			var ue *Error
-			if errors.As(err, &ue) && ue.Reply != nil && ue.Reply.Code != 421 {
-				// A recipient accepted before is refused now: the
-				// message cannot go out as the client sent it for now.
-				// It is the provider's answer about one recipient on a
-				// healthy connection: a reply (so neither retried nor
-				// counted by the circuits), not a lost connection.
-				return &Error{Stage: StageRcpt, Reply: &smtp.SMTPError{
-					Code: 451, EnhancedCode: smtp.EnhancedCode{4, 5, 0},
-					Message: "a recipient accepted earlier was refused on retry: " + ue.Reply.Message,
-				}}
-			}
+	for _, err := range r.rcpts {
+		var ue *Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ue) && ue.Reply != nil && ue.Reply.Code != 421:
+			// A recipient accepted before is refused now: the
+			// message cannot go out as the client sent it for now.
+			// It is the provider's answer about one recipient on a
+			// healthy connection: a reply (so neither retried nor
+			// counted by the circuits), not a lost connection.
+			return &Error{Stage: StageRcpt, Reply: &smtp.SMTPError{
+				Code: 451, EnhancedCode: smtp.EnhancedCode{4, 5, 0},
+				Message: "a recipient accepted earlier was refused on retry: " + ue.Reply.Message,
+			}}
+		default:
 			return err
 		}
 	}
@@ -373,11 +375,18 @@ func (d *delivery) replay(c *Conn) error {
 func (d *delivery) send(ctx context.Context, body func() (io.Reader, error)) (text string, dsn bool, err error) {
 	attempt := func() error {
 		return d.withConn(ctx, func(c *Conn) error {
-			if err := d.checkContent(c, body); err != nil {
-				return err
+			if err := c.takeDataRefusal(); err != nil {
+				return err // DATA went with the envelope (BeginWith)
+			}
+			if !c.inData { // else checked before DATA went with the envelope
+				if err := d.checkContent(c, body); err != nil {
+					return err
+				}
 			}
 			r, err := body()
 			if err != nil {
+				// A provider waiting for the message cannot get it now.
+				c.broken = c.broken || c.inData
 				return &Error{Stage: StageData, Local: true, Err: err}
 			}
 			text, err = c.Data(r)
@@ -402,17 +411,29 @@ func (d *delivery) send(ctx context.Context, body func() (io.Reader, error)) (te
 // the provider does not offer although its envelope went out without it
 // (see mailParams).
 func (d *delivery) checkContent(c *Conn, body func() (io.Reader, error)) error {
-	if d.env.Mail.UTF8 && !c.c.has("SMTPUTF8") {
+	if d.utf8Unoffered(c) {
 		if err := checkUTF8Header(body); err != nil {
 			return err
 		}
 	}
-	// Undeclared content is checked too: RFC 5321 allows only 7-bit
-	// data without BODY=8BITMIME, but clients send 8-bit bytes anyway.
-	if d.env.Mail.Body != smtp.Body7Bit && !c.c.has("8BITMIME") {
+	if d.eightBitUnoffered(c) {
 		return check7Bit(body)
 	}
 	return nil
+}
+
+// utf8Unoffered: the message declared SMTPUTF8, which c's provider does
+// not offer, so its header must be checked.
+func (d *delivery) utf8Unoffered(c *Conn) bool {
+	return d.env.Mail.UTF8 && !c.c.has("SMTPUTF8")
+}
+
+// eightBitUnoffered: c's provider does not offer 8BITMIME and the message
+// is not declared 7-bit, so its content must be checked. Undeclared
+// content is checked too: RFC 5321 allows only 7-bit data without
+// BODY=8BITMIME, but clients send 8-bit bytes anyway.
+func (d *delivery) eightBitUnoffered(c *Conn) bool {
+	return d.env.Mail.Body != smtp.Body7Bit && !c.c.has("8BITMIME")
 }
 
 // switchConn moves the delivery to another connection (the current one
