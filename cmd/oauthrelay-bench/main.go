@@ -98,6 +98,9 @@ type report struct {
 	TokenRequests int          `json:"token_requests_for_the_account"`
 	TokenTTL      string       `json:"access_token_lifetime"`
 	Queue         *queueResult `json:"queue,omitempty"`
+	// Latency: the provider, the relay in direct mode and the queue
+	// again, with the provider answering DATA after a delay.
+	Latency *latencyResult `json:"provider_data_delay,omitempty"`
 	// Shared: the queue on one PostgreSQL database, 1 and 3 instances.
 	Shared  []instancesResult `json:"shared_database,omitempty"`
 	Idle    []idleResult      `json:"idle"`
@@ -119,8 +122,9 @@ func main() {
 	workers := flag.Int("queue-workers", 0, "queue { workers } of the store-and-forward relay (0: the relay's default)")
 	queueOnly := flag.Bool("queue-only", false, "measure only the provider and the relay in direct mode, both with connection reuse, and the store-and-forward relay")
 	sharedOnly := flag.Bool("shared-only", false, "measure only the store-and-forward relay on PostgreSQL, one instance against three on the same database")
+	dataDelay := flag.Duration("provider-data-delay", 20*time.Millisecond, "measure the provider, the relay in direct mode and the store-and-forward relay once more with the sandbox provider answering each message's final dot after this delay, as real providers take a while (0: skip)")
 	flag.Parse()
-	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly, sharedOnly: *sharedOnly}
+	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly, sharedOnly: *sharedOnly, dataDelay: *dataDelay}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -137,6 +141,7 @@ type options struct {
 	queueWorkers int
 	queueOnly    bool
 	sharedOnly   bool
+	dataDelay    time.Duration // the provider's delay at DATA of the latency scenarios
 }
 
 // bench is one run: the sandbox provider and what the scenarios share.
@@ -202,16 +207,14 @@ func (b *bench) scenarios() error {
 			return err
 		}
 	}
-	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers)
+	q, err := b.queueRows("", reuseDirect, reuseRelay)
 	if err != nil {
 		return err
 	}
-	for _, row := range []*scenario{&q.Accept, &q.EndToEnd} {
-		row.RelayRatio = row.PerSecond / reuseDirect.PerSecond
-		row.ModeRatio = row.PerSecond / reuseRelay.PerSecond
-	}
-	b.rep.Scenarios = append(b.rep.Scenarios, q.Accept, q.EndToEnd)
 	b.rep.Queue = &q
+	if err := b.latencyScenarios(direct); err != nil {
+		return err
+	}
 	if b.queueOnly {
 		return nil
 	}
@@ -225,14 +228,11 @@ func (b *bench) scenarios() error {
 // connection reuse (returned: the queue rows are compared with it), and,
 // unless -queue-only, with a new connection per message.
 func (b *bench) relayScenarios(reuseDirect, newDirect scenario) (scenario, error) {
-	relayRT := b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
-	cfgPath, addr, tel := relayConfig(b.sb, b.caFile, relayRT, b.dir, 1, "warn", nil)
 	requestsBefore := b.sb.Tokens.Requests(account)
-	relay, err := startRelayAt(b.relayBin, cfgPath, addr)
+	relay, err := b.startDirectRelay()
 	if err != nil {
 		return scenario{}, err
 	}
-	relay.telemetry = tel
 	viaRelay := relayPath(relay.addr)
 	if prof := os.Getenv("BENCH_CPU_PROFILE"); prof != "" {
 		// With OAUTHRELAY_PPROF=1 in the environment, profile the relay
@@ -252,6 +252,34 @@ func (b *bench) relayScenarios(reuseDirect, newDirect scenario) (scenario, error
 	b.rep.Scenarios = append(b.rep.Scenarios, reuseRelay, newDirect, newRelay)
 	b.rep.TokenRequests = b.sb.Tokens.Requests(account) - requestsBefore
 	return reuseRelay, nil
+}
+
+// startDirectRelay starts the relay with delivery = "direct" in front of
+// the sandbox provider.
+func (b *bench) startDirectRelay() (*relayProc, error) {
+	relayRT := b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
+	cfgPath, addr, tel := relayConfig(b.sb, b.caFile, relayRT, b.dir, 1, "warn", nil)
+	relay, err := startRelayAt(b.relayBin, cfgPath, addr)
+	if err != nil {
+		return nil, err
+	}
+	relay.telemetry = tel
+	return relay, nil
+}
+
+// queueRows measures the store-and-forward relay (rows named with label)
+// and compares its rows with the provider and the relay in direct mode.
+func (b *bench) queueRows(label string, provider, directMode scenario) (queueResult, error) {
+	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers, label)
+	if err != nil {
+		return q, err
+	}
+	for _, row := range []*scenario{&q.Accept, &q.EndToEnd} {
+		row.RelayRatio = row.PerSecond / provider.PerSecond
+		row.ModeRatio = row.PerSecond / directMode.PerSecond
+	}
+	b.rep.Scenarios = append(b.rep.Scenarios, q.Accept, q.EndToEnd)
+	return q, nil
 }
 
 func (b *bench) idleScenarios() error {
@@ -738,6 +766,9 @@ func targets(r report) []target {
 	if r.Queue != nil {
 		out = append(out, queueTargets(*r.Queue, s[queueAcceptName], s[queueE2EName])...)
 	}
+	if l := r.Latency; l != nil {
+		out = append(out, latencyTargets(*l)...)
+	}
 	out = append(out, sharedTargets(r.Shared)...)
 	for _, i := range r.Idle {
 		if i.Accounts == 10000 {
@@ -773,7 +804,11 @@ func graphTarget(s map[string]scenario) target {
 
 func print(r report) {
 	fmt.Printf("\noauthrelay benchmark, %s, %d clients, %s per scenario, load average at start %s\n\n", r.Date, r.Clients, r.Duration, r.LoadAverage)
-	fmt.Printf("%-38s %10s %9s %9s %8s %12s %9s %7s %12s\n", "scenario", "msgs/s", "p50 ms", "p99 ms", "ratio", "CPU s/1000", "RSS MB", "errors", "cores r+b")
+	width := 38 // the longest row name
+	for _, s := range r.Scenarios {
+		width = max(width, len(s.Name))
+	}
+	fmt.Printf("%-*s %10s %9s %9s %8s %12s %9s %7s %12s\n", width, "scenario", "msgs/s", "p50 ms", "p99 ms", "ratio", "CPU s/1000", "RSS MB", "errors", "cores r+b")
 	for _, s := range r.Scenarios {
 		ratio, cpu, rss := "", "", ""
 		if s.RelayRatio > 0 {
@@ -785,10 +820,13 @@ func print(r report) {
 		if s.Messages > 0 && s.P50ms == 0 && s.P99ms == 0 {
 			p50, p99 = "", "" // a rate without per-message latencies
 		}
-		fmt.Printf("%-38s %10.0f %9s %9s %8s %12s %9s %7d %5.2f+%.2f\n", s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors, s.RelayCores, s.BenchCores)
+		fmt.Printf("%-*s %10.0f %9s %9s %8s %12s %9s %7d %5.2f+%.2f\n", width, s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors, s.RelayCores, s.BenchCores)
 	}
 	if r.Queue != nil {
 		printQueue(*r.Queue)
+	}
+	if r.Latency != nil {
+		printLatency(*r.Latency)
 	}
 	for _, s := range r.Scenarios {
 		if s.Name == relayNewName { // the direct relay ran fully (not -queue-only)

@@ -68,6 +68,7 @@ type SMTPServer struct {
 	datas          int
 	transcript     bytes.Buffer
 	discardBodies  bool
+	dataDelay      time.Duration
 	dropAfterData  int
 	disabled       map[string]bool // users with SMTP AUTH disabled (5.7.139)
 	requiredScope  string
@@ -172,6 +173,11 @@ func (s *SMTPServer) FailNextData(r ...*smtp.SMTPError) {
 	s.dataReplies = append(s.dataReplies, r...)
 	s.mu.Unlock()
 }
+
+// SetDataDelay makes the server wait d after each message's final dot
+// before it answers, as real providers take tens to hundreds of
+// milliseconds to accept a message (0: answer at once).
+func (s *SMTPServer) SetDataDelay(d time.Duration) { s.mu.Lock(); s.dataDelay = d; s.mu.Unlock() }
 
 // DiscardBodies makes the server keep only the size and subject of the
 // messages it accepts (load tests with large messages).
@@ -467,7 +473,7 @@ func rcptParams(o *smtp.RcptOptions) []string {
 
 func (ss *sinkSession) Data(r io.Reader) error {
 	ss.srv.mu.Lock()
-	discard := ss.srv.discardBodies
+	discard, delay := ss.srv.discardBodies, ss.srv.dataDelay
 	ss.srv.mu.Unlock()
 	var data []byte
 	var err error
@@ -481,6 +487,7 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	time.Sleep(delay)
 	s := ss.srv
 	s.mu.Lock()
 	if s.dropAfterData > 0 {
