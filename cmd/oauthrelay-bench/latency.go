@@ -35,7 +35,7 @@ func (b *bench) latencyScenarios(direct path) error {
 	if err != nil {
 		return err
 	}
-	res.Direct = measure(relayReuseName+label, b.clients, b.duration, relay, relayPath(relay.addr).reuse)
+	res.Direct = measure(relayReuseName+label, b.clients, b.duration, relay, b.relayClient(relay.addr))
 	relay.stop()
 	res.Direct.RelayRatio = res.Direct.PerSecond / res.Provider.PerSecond
 	b.rep.Scenarios = append(b.rep.Scenarios, res.Provider, res.Direct)

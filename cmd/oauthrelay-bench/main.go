@@ -93,7 +93,9 @@ type report struct {
 	Duration string `json:"duration_per_scenario"`
 	// LoadAverage is /proc/loadavg when the run started: other work on
 	// the machine shows up in the numbers.
-	LoadAverage   string       `json:"load_average_at_start"`
+	LoadAverage string `json:"load_average_at_start"`
+	// Pipelining: the relay's clients pipelined (-pipelining).
+	Pipelining    bool         `json:"relay_clients_pipeline"`
 	Scenarios     []scenario   `json:"scenarios"`
 	TokenRequests int          `json:"token_requests_for_the_account"`
 	TokenTTL      string       `json:"access_token_lifetime"`
@@ -122,9 +124,10 @@ func main() {
 	workers := flag.Int("queue-workers", 0, "queue { workers } of the store-and-forward relay (0: the relay's default)")
 	queueOnly := flag.Bool("queue-only", false, "measure only the provider and the relay in direct mode, both with connection reuse, and the store-and-forward relay")
 	sharedOnly := flag.Bool("shared-only", false, "measure only the store-and-forward relay on PostgreSQL, one instance against three on the same database")
+	pipelining := flag.Bool("pipelining", false, "the relay's clients pipeline MAIL, RCPT and DATA (RFC 2920), as Postfix and msmtp do, instead of waiting for each reply (the relay and queue rows with connection reuse)")
 	dataDelay := flag.Duration("provider-data-delay", 20*time.Millisecond, "measure the provider, the relay in direct mode and the store-and-forward relay once more with the sandbox provider answering each message's final dot after this delay, as real providers take a while (0: skip)")
 	flag.Parse()
-	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly, sharedOnly: *sharedOnly, dataDelay: *dataDelay}
+	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly, sharedOnly: *sharedOnly, dataDelay: *dataDelay, pipelining: *pipelining}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -142,6 +145,7 @@ type options struct {
 	queueOnly    bool
 	sharedOnly   bool
 	dataDelay    time.Duration // the provider's delay at DATA of the latency scenarios
+	pipelining   bool          // the relay's clients pipeline (RFC 2920)
 }
 
 // bench is one run: the sandbox provider and what the scenarios share.
@@ -174,7 +178,7 @@ func run(o options) error {
 	if err := os.WriteFile(b.caFile, sb.CA.PEM, 0o600); err != nil {
 		return err
 	}
-	b.rep = report{Date: time.Now().UTC().Format(time.RFC3339), Clients: o.clients, Duration: o.duration.String(), TokenTTL: tokenTTL.String(), LoadAverage: loadAverage()}
+	b.rep = report{Date: time.Now().UTC().Format(time.RFC3339), Clients: o.clients, Duration: o.duration.String(), TokenTTL: tokenTTL.String(), LoadAverage: loadAverage(), Pipelining: o.pipelining}
 	if err := b.scenarios(); err != nil {
 		return err
 	}
@@ -239,7 +243,7 @@ func (b *bench) relayScenarios(reuseDirect, newDirect scenario) (scenario, error
 		// during the connection-reuse scenario.
 		go profile(relay.telemetry, prof, b.duration-time.Second)
 	}
-	reuseRelay := measure(relayReuseName, b.clients, b.duration, relay, viaRelay.reuse)
+	reuseRelay := measure(relayReuseName, b.clients, b.duration, relay, b.relayClient(relay.addr))
 	reuseRelay.RelayRatio = reuseRelay.PerSecond / reuseDirect.PerSecond
 	if b.queueOnly {
 		relay.stop()
@@ -267,10 +271,19 @@ func (b *bench) startDirectRelay() (*relayProc, error) {
 	return relay, nil
 }
 
+// relayClient is how the relay's clients send in the connection-reuse
+// rows: one command at a time, or pipelining (-pipelining).
+func (b *bench) relayClient(addr string) sendFn {
+	if b.pipelining {
+		return pipelinedPath(addr).reuse
+	}
+	return relayPath(addr).reuse
+}
+
 // queueRows measures the store-and-forward relay (rows named with label)
 // and compares its rows with the provider and the relay in direct mode.
 func (b *bench) queueRows(label string, provider, directMode scenario) (queueResult, error) {
-	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers, label)
+	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers, label, b.relayClient)
 	if err != nil {
 		return q, err
 	}
@@ -304,6 +317,7 @@ type sendFn func(state *clientState) error
 
 type clientState struct {
 	relay  *smtp.Client
+	piped  *pipeClient
 	direct *upstream.Conn
 	// mailbox is the client's own sender where the scenario has one per
 	// client (Graph).
@@ -313,6 +327,9 @@ type clientState struct {
 func (c *clientState) close() {
 	if c.relay != nil {
 		c.relay.Quit()
+	}
+	if c.piped != nil {
+		c.piped.quit()
 	}
 	if c.direct != nil {
 		c.direct.Close()
@@ -803,7 +820,11 @@ func graphTarget(s map[string]scenario) target {
 }
 
 func print(r report) {
-	fmt.Printf("\noauthrelay benchmark, %s, %d clients, %s per scenario, load average at start %s\n\n", r.Date, r.Clients, r.Duration, r.LoadAverage)
+	fmt.Printf("\noauthrelay benchmark, %s, %d clients, %s per scenario, load average at start %s\n", r.Date, r.Clients, r.Duration, r.LoadAverage)
+	if r.Pipelining {
+		fmt.Println("the relay's clients pipeline MAIL, RCPT and DATA (RFC 2920) in the connection-reuse rows")
+	}
+	fmt.Println()
 	width := 38 // the longest row name
 	for _, s := range r.Scenarios {
 		width = max(width, len(s.Name))

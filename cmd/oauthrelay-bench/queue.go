@@ -76,8 +76,9 @@ const (
 // account and pool as the direct relay: how fast it answers 250 with every
 // message committed and fsync'd first, while its workers deliver beside
 // it, and how fast the provider then receives the messages.
-// Its rows are named with label at the end.
-func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients int, d time.Duration, workers int, label string) (queueResult, error) {
+// Its rows are named with label at the end; client is how the clients
+// send.
+func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients int, d time.Duration, workers int, label string, client func(addr string) sendFn) (queueResult, error) {
 	res := queueResult{Workers: workers}
 	if workers == 0 {
 		res.Workers = config.DefaultQueueWorkers
@@ -93,7 +94,7 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 
 	base := markSandbox(sb) // quiet: the direct relay has stopped
 	var stored atomic.Int64 // 250s, the warm-up's included
-	viaQueue := relayPath(addr).reuse
+	viaQueue := client(addr)
 	send := func(st *clientState) error {
 		err := viaQueue(st)
 		if err == nil {
