@@ -73,7 +73,10 @@ type scenario struct {
 	// process (its clients and the sandbox provider): on a small machine
 	// they compete for the same cores.
 	RelayCores float64 `json:"relay_cores,omitempty"`
-	BenchCores float64 `json:"bench_cores"`
+	// The relay's write(2) and read(2) calls per message (-count-syscalls).
+	WritesPerMsg float64 `json:"relay_writes_per_msg,omitempty"`
+	ReadsPerMsg  float64 `json:"relay_reads_per_msg,omitempty"`
+	BenchCores   float64 `json:"bench_cores"`
 
 	// start and end of the measured period (after the warm-up).
 	start, end time.Time
@@ -125,6 +128,7 @@ func main() {
 	queueOnly := flag.Bool("queue-only", false, "measure only the provider and the relay in direct mode, both with connection reuse, and the store-and-forward relay")
 	sharedOnly := flag.Bool("shared-only", false, "measure only the store-and-forward relay on PostgreSQL, one instance against three on the same database")
 	pipelining := flag.Bool("pipelining", false, "the relay's clients pipeline MAIL, RCPT and DATA (RFC 2920), as Postfix and msmtp do, instead of waiting for each reply (the relay and queue rows with connection reuse)")
+	flag.BoolVar(&countIO, "count-syscalls", false, "count the relay's write(2) and read(2) calls per message in the relay scenarios (needs perf, as the fsync counts do)")
 	dataDelay := flag.Duration("provider-data-delay", 20*time.Millisecond, "measure the provider, the relay in direct mode and the store-and-forward relay once more with the sandbox provider answering each message's final dot after this delay, as real providers take a while (0: skip)")
 	flag.Parse()
 	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly, sharedOnly: *sharedOnly, dataDelay: *dataDelay, pipelining: *pipelining}
@@ -360,6 +364,7 @@ func measureAfter(name string, clients int, d time.Duration, relay *relayProc, s
 	if warmedUp != nil {
 		warmedUp()
 	}
+	syscalls := startIO(relay)
 	var cpuBefore float64
 	if relay != nil {
 		cpuBefore = relay.cpuSeconds()
@@ -401,6 +406,7 @@ func measureAfter(name string, clients int, d time.Duration, relay *relayProc, s
 		s.RelayCores = relayCPU / elapsed.Seconds()
 		s.RelayRSSMB = relay.rssMB()
 	}
+	syscalls.done(&s)
 	fmt.Fprintf(os.Stderr, "  %-40s %8.0f msgs/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", name, s.PerSecond, s.P50ms, s.P99ms, s.Errors)
 	return s
 }
@@ -843,6 +849,7 @@ func print(r report) {
 		}
 		fmt.Printf("%-*s %10.0f %9s %9s %8s %12s %9s %7d %5.2f+%.2f\n", width, s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors, s.RelayCores, s.BenchCores)
 	}
+	printIO(r)
 	if r.Queue != nil {
 		printQueue(*r.Queue)
 	}
