@@ -55,8 +55,9 @@ func (c *Conn) sendEnvelope(from string, mail transport.MailOptions, rcpts []acc
 		return r, c.fail(StageMail, err)
 	}
 	if _, err := c.c.readReply(250); err != nil {
-		// RFC 2920 §3.1: the commands after a refused MAIL fail too;
-		// their replies are read so that the next command meets its own.
+		// Without a transaction the provider refuses the RCPTs and DATA
+		// behind MAIL too; their replies are read so that the next
+		// command meets its own (RFC 2920 §3.1: check every reply).
 		failure := c.fail(StageMail, err)
 		c.skipReplies(len(lines)-1, r.dataSent)
 		return r, failure
