@@ -50,7 +50,7 @@ func (s *Server) visitOf(w http.ResponseWriter, r *http.Request) (*visit, bool) 
 	if err != nil || c.Value == "" {
 		return nil, true
 	}
-	sess := s.sessions.get(c.Value, s.now())
+	sess := s.sessions.get(c.Value, r.TLS != nil, s.now())
 	if sess == nil {
 		return nil, true
 	}
@@ -178,7 +178,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(cookieName(r)); err == nil {
 		s.sessions.drop(c.Value)
 	}
-	sess := s.sessions.create(h, s.now())
+	sess := s.sessions.create(h, r.TLS != nil, s.now())
 	sessionCookie(w, r, sess.id)
 	s.auditLog(r, p, auditEvent{action: "login", outcome: "success"})
 	http.Redirect(w, r, next, http.StatusSeeOther)
