@@ -44,6 +44,7 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 func (s *Server) api(h apiFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p, ok := s.authenticateAPI(w, r); ok {
+			keepAlive(w)
 			h(w, r, p)
 		}
 	})

@@ -120,10 +120,10 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /login", s.login)
 	mux.Handle("POST /logout", s.page(s.logout))
 	static, _ := fs.Sub(webFS, "web/static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
-	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /static/", s.forOperators(http.StripPrefix("/static/", http.FileServerFS(static))))
+	mux.Handle("GET /favicon.ico", s.forOperators(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/static/favicon.svg", http.StatusMovedPermanently)
-	})
+	})))
 	mux.Handle("/", s.page(func(w http.ResponseWriter, r *http.Request, v *visit) {
 		s.renderError(w, v, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
 	}))

@@ -59,7 +59,7 @@ func New(b Backend, opts Options) *Server {
 	s := &Server{b: b, opts: opts, log: opts.Log, audit: opts.Log.Named("audit"),
 		sessions: newSessions(), throttle: newThrottle(), searches: newSearchLimiter(opts.SearchTimeout)}
 	s.pages = parsePages(s)
-	s.handler = securityHeaders(s.checkHost(s.routes()))
+	s.handler = securityHeaders(hangUpByDefault(s.checkHost(s.routes())))
 	return s
 }
 
