@@ -14,7 +14,10 @@ import (
 // is always let in: a stranger who can reach the console must not be
 // able to lock the operators out by failing on purpose from their
 // address (or from a proxy they share). Guessing is no way in anyway:
-// tokens are long random strings (config.MinAdminTokenLength and up).
+// tokens are long random strings (config.MinAdminTokenLength and up), so
+// what the throttle limits is the noise of a flood in the audit log (its
+// first failLimit wrong tokens a window, then one line at each power of
+// ten: Server.wrongToken) and the work it costs.
 const (
 	failLimit  = 10
 	failWindow = time.Minute
