@@ -93,6 +93,7 @@ func TestPagesWithoutStoreAndErrors(t *testing.T) {
 		"/messages/NOSUCHMESSAGE": http.StatusNotFound,
 		"/nowhere":                http.StatusNotFound,
 		"/history?since=soon":     http.StatusBadRequest,
+		"/history?from=crm&id=*":  http.StatusBadRequest,
 		"/queue?state=bounced":    http.StatusBadRequest,
 	} {
 		if resp, body := b2.get(path); resp.StatusCode != want || !strings.Contains(body, `class="flash bad"`) {

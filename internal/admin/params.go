@@ -86,8 +86,14 @@ func (f searchForm) needsWindow() bool {
 // (a subject search would otherwise find nothing, silently). windowed:
 // Since is the default window's (needsWindow).
 func (f searchForm) query(now time.Time, subjects bool, def int) (q store.HistoryQuery, windowed bool, err error) {
-	q = store.HistoryQuery{From: f.From, Rcpt: f.Rcpt, HeaderID: f.MessageID, ID: NormalizeID(f.ID),
-		Subject: f.Subject, State: f.State, Account: f.Account, Before: NormalizeID(f.Before)}
+	q = store.HistoryQuery{From: f.From, Rcpt: f.Rcpt, HeaderID: f.MessageID,
+		Subject: f.Subject, State: f.State, Account: f.Account}
+	if q.ID, err = idParam("id", f.ID); err != nil {
+		return q, false, err
+	}
+	if q.Before, err = idParam("before", f.Before); err != nil {
+		return q, false, err
+	}
 	switch {
 	case f.Subject != "" && !subjects:
 		return q, false, &paramError{"subject", "the store keeps no subjects (store { history_subjects = false })"}
@@ -114,6 +120,18 @@ func (f searchForm) query(now time.Time, subjects bool, def int) (q store.Histor
 	}
 	q.Limit, err = parseLimit(f.Limit, def)
 	return q, windowed, err
+}
+
+// idParam is a queue ID parameter as the store takes it (NormalizeID).
+// One that normalises to nothing ("*", "!": mailq's markers alone) is an
+// error: taken as absent, it would drop the filter, and with it the
+// default window that an exact ID lifts.
+func idParam(name, v string) (string, error) {
+	id := NormalizeID(v)
+	if id == "" && v != "" {
+		return "", &paramError{name, fmt.Sprintf("%q is not a queue ID", v)}
+	}
+	return id, nil
 }
 
 // timeLayouts are the times a search takes besides RFC 3339: what an
@@ -179,11 +197,14 @@ func (f queueForm) values() url.Values {
 }
 
 func (f queueForm) filter(def int) (store.Filter, error) {
-	flt := store.Filter{State: f.State, Account: strings.ToLower(f.Account), After: NormalizeID(f.After)}
+	flt := store.Filter{State: f.State, Account: strings.ToLower(f.Account)}
 	if f.State != "" && f.State != store.StateQueued && f.State != store.StateHeld {
 		return flt, &paramError{"state", fmt.Sprintf("must be queued or held, not %q", f.State)}
 	}
 	var err error
+	if flt.After, err = idParam("after", f.After); err != nil {
+		return flt, err
+	}
 	flt.Limit, err = parseLimit(f.Limit, def)
 	return flt, err
 }
