@@ -221,7 +221,8 @@ func (s *Server) apiSearch(r *http.Request, st Store, q url.Values) (map[string]
 	}
 	if res.windowed {
 		v["since_default"] = true
-		v["note"] = "a search by from, rcpt or subject without since covers the last " + windowText + " (before until, when given); since=all searches the whole history"
+		v["note"] = "a search by from, rcpt, subject, state or account without since, id or message_id covers the last " + windowText +
+			" (before until, when given); since=all searches the whole history"
 	}
 	return v, nil
 }

@@ -63,11 +63,13 @@ func nonEmpty(params map[string]string) url.Values {
 	return v
 }
 
-// A search by part of an address or subject without since covers
-// defaultSearchWindow back from until (now when not given): such a
-// search reads every record of its range (searchlimit.go). since=all
-// (sinceAll) searches the whole history; a queue ID or Message-ID finds
-// its records directly, without a window.
+// A search with a filter (part of an address or subject, a state, an
+// account) and no since covers defaultSearchWindow back from until (now
+// when not given): such a search may read every record of its range
+// when few match (searchlimit.go). since=all (sinceAll) searches the
+// whole history; a queue ID or Message-ID finds its records directly,
+// without a window; a search without any filter reads the newest
+// records and stops at the page size, so it needs none.
 const (
 	defaultSearchWindow = 24 * time.Hour
 	sinceAll            = "all"
@@ -76,10 +78,11 @@ const (
 // windowText is defaultSearchWindow as a search's since takes it.
 var windowText = strconv.Itoa(int(defaultSearchWindow/time.Hour)) + "h"
 
-// needsWindow: the search is by part of an address or subject, with no
-// since and nothing exact to find its records by.
+// needsWindow: the search has a filter, no since and nothing exact to
+// find its records by.
 func (f searchForm) needsWindow() bool {
-	return f.Since == "" && f.ID == "" && f.MessageID == "" && (f.From != "" || f.Rcpt != "" || f.Subject != "")
+	filtered := f.From != "" || f.Rcpt != "" || f.Subject != "" || f.State != "" || f.Account != ""
+	return filtered && f.Since == "" && f.ID == "" && f.MessageID == ""
 }
 
 // query checks the search; subjects says whether the store keeps them

@@ -24,9 +24,11 @@ func historyIDs(t *testing.T, v map[string]any) []string {
 	return ids
 }
 
-// A search by part of an address or subject without since covers the
-// last 24 hours (before until, when given), and the answer says so; an
-// explicit since, since=all, a queue ID or a Message-ID lift the window.
+// A search with a filter (part of an address or subject, a state, an
+// account) without since covers the last 24 hours (before until, when
+// given), and the answer says so; an explicit since, since=all, a queue
+// ID or a Message-ID lift the window, and a search without any filter
+// (the newest records, up to the page size) has none.
 func TestSearchDefaultWindow(t *testing.T) {
 	h := newHarness(t, harnessOptions{subjects: true})
 	now := h.clock.Now()
@@ -47,9 +49,18 @@ func TestSearchDefaultWindow(t *testing.T) {
 		{"from=crm&id=" + idDelivered, 0, "", false, []string{idDelivered}},
 		{"rcpt=customer&message_id=%3Ccrm-7@crm.example%3E", 0, "", false, []string{idDelivered}},
 		{"rcpt=gone&until=2d12h", 84 * time.Hour, stamp(84 * time.Hour), true, []string{idDeleted}},
-		{"state=sent", 0, "", false, []string{idDelivered}},
-		{"account=alice@example.com", 0, "", false, []string{idQueued, idDelivered}},
+		// A state or an account, rare among the records, can walk the
+		// whole history too.
+		{"state=sent", 24 * time.Hour, stamp(24 * time.Hour), true, []string{}},
+		{"account=alice@example.com", 24 * time.Hour, stamp(24 * time.Hour), true, []string{idQueued}},
+		{"state=sent&since=all", 0, "", false, []string{idDelivered}},
+		{"account=ALICE@example.com&since=3d", 72 * time.Hour, stamp(72 * time.Hour), false, []string{idQueued, idDelivered}},
+		{"state=deleted&until=2d12h", 84 * time.Hour, stamp(84 * time.Hour), true, []string{idDeleted}},
+		{"state=sent&id=" + idDelivered, 0, "", false, []string{idDelivered}},
+		// No filter at all: the newest first, up to the page size.
 		{"", 0, "", false, []string{idHeld, idQueued, idDelivered, idDeleted}},
+		{"until=2d12h", 0, "", false, []string{idDeleted}},
+		{"limit=1", 0, "", false, []string{idHeld}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.query, func(t *testing.T) {
@@ -91,6 +102,7 @@ func TestSearchDefaultWindowPage(t *testing.T) {
 	}{
 		{"/history?from=crm", `value="24h"`, true, ""},
 		{"/history?rcpt=gone&until=2d12h", `value="2026-03-10T21:26:53Z"`, true, idDeleted},
+		{"/history?state=sent", `value="24h"`, true, ""},
 		{"/history?from=crm&since=all", `value="all"`, false, idDelivered},
 		{"/history", `value=""`, false, idDelivered},
 	}
