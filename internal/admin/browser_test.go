@@ -136,8 +136,8 @@ func TestBrowserHistorySearch(t *testing.T) {
 		!strings.Contains(notice, "Searched only the 24h back from now") {
 		t.Fatalf("results for crm@ (26 hours old), notice %q:\n%s", notice, results)
 	}
-	if since := testutil.Eval[string](t, tab, `document.querySelector("#h-since").value`); since != "24h" {
-		t.Errorf("the Since field shows %q, want the window applied (24h)", since)
+	if since := testutil.Eval[string](t, tab, `document.querySelector("#h-since").value`); since != "2026-03-13T09:26:53Z" {
+		t.Errorf("the Since field shows %q, want the start of the window applied (2026-03-13T09:26:53Z)", since)
 	}
 	tab.Screenshot(t, "history-window")
 	tab.Do(t, chromedp.SetValue(chromedp.CSS("#h-since"), "all"))
