@@ -79,11 +79,7 @@ func TestHostCheck(t *testing.T) {
 		} else {
 			req = h.newRequest(method, path, nil)
 		}
-		// The session cookie goes along by hand: a cookie jar looks its
-		// cookies up by the Host.
-		for _, c := range b.client.Jar.Cookies(req.URL) {
-			req.AddCookie(c)
-		}
+		b.withSession(req)
 		req.Host = host
 		req.Header.Set("Authorization", "Bearer "+adminToken)
 		return h.request(nil, req)
@@ -155,10 +151,7 @@ func TestHostCheckOverTLS(t *testing.T) {
 		"console.localhost.:8443": http.StatusOK,
 	} {
 		t.Run(host, func(t *testing.T) {
-			req := b.newRequest("GET", "/accounts", nil)
-			for _, c := range b.client.Jar.Cookies(req.URL) {
-				req.AddCookie(c)
-			}
+			req := b.withSession(b.newRequest("GET", "/accounts", nil))
 			req.Host = host
 			if resp, body := h.request(nil, req); resp.StatusCode != want {
 				t.Errorf("%d, want %d\n%s", resp.StatusCode, want, body)

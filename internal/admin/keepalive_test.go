@@ -26,11 +26,12 @@ func (h *harness) exchange(req *http.Request) (resp *http.Response, open bool) {
 		h.t.Fatal(err)
 	}
 	br := bufio.NewReader(conn)
-	resp, err = roundTrip(conn, br, req)
+	resp, body, err := roundTrip(conn, br, req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	_, err = roundTrip(conn, br, h.newRequest(http.MethodGet, "/login", nil))
+	h.record(resp, body)
+	_, _, err = roundTrip(conn, br, h.newRequest(http.MethodGet, "/login", nil))
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		h.t.Fatalf("the second request on the connection: %v", err)
@@ -38,19 +39,18 @@ func (h *harness) exchange(req *http.Request) (resp *http.Response, open bool) {
 	return resp, err == nil
 }
 
-// roundTrip writes req on conn and reads its answer, body and all, from
-// br.
-func roundTrip(conn net.Conn, br *bufio.Reader, req *http.Request) (*http.Response, error) {
+// roundTrip writes req on conn and reads its answer and body from br.
+func roundTrip(conn net.Conn, br *bufio.Reader, req *http.Request) (*http.Response, string, error) {
 	if err := req.Write(conn); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer resp.Body.Close()
-	_, err = io.Copy(io.Discard, resp.Body)
-	return resp, err
+	body, err := io.ReadAll(resp.Body)
+	return resp, string(body), err
 }
 
 // A stranger's request (no token, a wrong one, a foreign host name, the
@@ -73,13 +73,7 @@ func TestStrangersConnectionsClose(t *testing.T) {
 	}
 	bearer := func(path, token string) func() *http.Request { return get(path, "Authorization", "Bearer "+token) }
 	signedIn := func(path string) func() *http.Request {
-		return func() *http.Request {
-			req := b.newRequest(http.MethodGet, path, nil)
-			for _, c := range b.client.Jar.Cookies(req.URL) {
-				req.AddCookie(c)
-			}
-			return req
-		}
+		return func() *http.Request { return b.withSession(b.newRequest(http.MethodGet, path, nil)) }
 	}
 	login := func(token string, headers ...string) func() *http.Request {
 		return func() *http.Request {
@@ -139,10 +133,7 @@ func TestStrangersConnectionsClose(t *testing.T) {
 		}
 	})
 	t.Run("a refused form", func(t *testing.T) {
-		req := b.formRequest("/system/reload", url.Values{"csrf": {"forged"}})
-		for _, c := range b.client.Jar.Cookies(req.URL) {
-			req.AddCookie(c)
-		}
+		req := b.withSession(b.formRequest("/system/reload", url.Values{"csrf": {"forged"}}))
 		if resp, open := h.exchange(req); resp.StatusCode != http.StatusForbidden || open || !resp.Close {
 			t.Errorf("%d, connection kept open: %v", resp.StatusCode, open)
 		}
