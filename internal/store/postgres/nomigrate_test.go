@@ -19,13 +19,20 @@ func migrateTo(t *testing.T, db *testDB, dsn string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	migrateWith(t, dsn, ms[:n])
+}
+
+// migrateWith applies steps to dsn's schema by hand, schema_version
+// included.
+func migrateWith(t *testing.T, dsn string, steps []engine.Migration) {
+	t.Helper()
 	conn := newTestPool(t, dsn)
-	_, err = conn.Exec(t.Context(), `CREATE TABLE schema_version (
+	_, err := conn.Exec(t.Context(), `CREATE TABLE schema_version (
 		version integer NOT NULL PRIMARY KEY, name text NOT NULL, applied timestamptz NOT NULL DEFAULT now())`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range ms[:n] {
+	for _, m := range steps {
 		applyByHand(t, conn, m)
 		if _, err := conn.Exec(t.Context(), `INSERT INTO schema_version (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
 			t.Fatal(err)
