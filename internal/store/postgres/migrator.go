@@ -42,7 +42,9 @@ const (
 // session's statements but the caller's context (no opTimeout, and no
 // statement_timeout the database or role may set): an index built on a
 // large history takes as long as it takes. When ctx ends, pgx cancels the
-// statement on the server and closes the session.
+// statement on the server and closes the session; a session whose
+// database vanished without closing it ends when TCP keepalive gives up
+// on it (Go's default: about two and a half minutes).
 //
 // A step in a transaction (the default) runs whole, with lock_timeout
 // set to lockTimeout; when it times out waiting for a lock, it is rolled

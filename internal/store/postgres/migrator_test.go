@@ -112,16 +112,20 @@ func TestInterruptedIndexBuildIsRebuilt(t *testing.T) {
 // recording history and reading it: CREATE INDEX CONCURRENTLY waits for
 // the transactions older than it (held here), and a write that starts
 // meanwhile does not wait for it. The database's statement_timeout (100
-// ms here) does not cut the build short.
+// ms here) does not cut the build short, and the log says it still runs.
 func TestIndexStepLetsOthersWrite(t *testing.T) {
 	db := newTestDB(t)
 	dsn := db.store(t)
 	migrateWith(t, dsn, allMigrations(t)[:4])
 	held := holdInsert(t, dsn)
 
-	migrating := withParam(withParam(dsn, "application_name", "indexing"), "statement_timeout", "100")
-	done := openInBackground(t.Context(), t, migrating)
+	s, logs := unmigrated(t, withParam(withParam(dsn, "application_name", "indexing"), "statement_timeout", "100"))
+	m := quickMigrator(s)
+	m.progress = 50 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- m.run(t.Context(), allMigrations(t)) }()
 	awaitLockWait(t, db, "indexing", "CREATE INDEX CONCURRENTLY%")
+	awaitLog(t, logs, "still running", 2)
 
 	other := otherInstance(t, dsn)
 	for _, id := range []string{"during1", "during2"} {
