@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -25,14 +24,23 @@ var wantHistoryIndexes = map[string]string{
 	"history_header_id": "CREATE INDEX history_header_id ON history USING btree (header_id) WHERE (header_id <> ''::text)",
 }
 
+// unreleased0003 is what the first 0003_history_search.sql of a
+// development build did beyond today's: it rebuilt the history's indexes
+// in its transaction, with the writers stopped meanwhile.
+const unreleased0003 = `
+DROP INDEX history_received;
+CREATE INDEX history_received ON history (received, id);
+DROP INDEX history_from;
+DROP INDEX history_rcpts;`
+
 // The search's indexes are the same whatever the database went through:
 // empty, at version 2 (before the search), or migrated by a development
-// build's first 0003 (testdata), which had rebuilt history_received
-// already: then it is kept, not built again.
+// build's first 0003, which had rebuilt history_received already: then
+// it is kept, not built again.
 func TestHistoryIndexesMigrated(t *testing.T) {
 	ms := allMigrations(t)
 	unreleased := slices.Clone(ms[:4])
-	unreleased[2].SQL = readTestdata(t, "0003_history_search_unreleased.sql")
+	unreleased[2].SQL += unreleased0003
 	db := newTestDB(t)
 	cases := []struct {
 		name   string
@@ -78,9 +86,7 @@ func TestHistoryIndexesMigrated(t *testing.T) {
 // while the build waited for a transaction older than it) leaves an
 // invalid index behind; the next start drops it and builds it again.
 func TestInterruptedIndexBuildIsRebuilt(t *testing.T) {
-	db := newTestDB(t)
-	dsn := db.store(t)
-	migrateWith(t, dsn, allMigrations(t)[:4])
+	db, dsn := storeAt(t, 4)
 	held := holdInsert(t, dsn)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -114,9 +120,7 @@ func TestInterruptedIndexBuildIsRebuilt(t *testing.T) {
 // meanwhile does not wait for it. The database's statement_timeout (100
 // ms here) does not cut the build short, and the log says it still runs.
 func TestIndexStepLetsOthersWrite(t *testing.T) {
-	db := newTestDB(t)
-	dsn := db.store(t)
-	migrateWith(t, dsn, allMigrations(t)[:4])
+	db, dsn := storeAt(t, 4)
 	held := holdInsert(t, dsn)
 
 	s, logs := unmigrated(t, withParam(withParam(dsn, "application_name", "indexing"), "statement_timeout", "100"))
@@ -163,9 +167,7 @@ func TestIndexStepLetsOthersWrite(t *testing.T) {
 // behind it for at most that long each time; once the transaction ends,
 // the step is applied.
 func TestAddColumnGivesWayToOthers(t *testing.T) {
-	db := newTestDB(t)
-	dsn := db.store(t)
-	migrateWith(t, dsn, allMigrations(t)[:2])
+	db, dsn := storeAt(t, 2)
 	reading := holdRead(t, dsn)
 
 	s, logs := unmigrated(t, withParam(dsn, "application_name", "altering"))
@@ -198,9 +200,7 @@ func TestAddColumnGivesWayToOthers(t *testing.T) {
 // A lock held through every attempt fails the migration, saying why, and
 // leaves the step unapplied.
 func TestAddColumnGivesUp(t *testing.T) {
-	db := newTestDB(t)
-	dsn := db.store(t)
-	migrateWith(t, dsn, allMigrations(t)[:2])
+	_, dsn := storeAt(t, 2)
 	reading := holdRead(t, dsn)
 	defer rollback(reading)
 
@@ -277,11 +277,12 @@ func allMigrations(t *testing.T) []engine.Migration {
 	return ms
 }
 
-func readTestdata(t *testing.T, name string) string {
+// storeAt returns a new database and the DSN of a store in it migrated by
+// hand to version n.
+func storeAt(t *testing.T, n int) (*testDB, string) {
 	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	db := newTestDB(t)
+	dsn := db.store(t)
+	migrateWith(t, dsn, allMigrations(t)[:n])
+	return db, dsn
 }
