@@ -202,6 +202,8 @@ func (m *migrator) runStatement(ctx context.Context, conn *pgx.Conn, step engine
 	timeout := m.lockTimeout
 	if concurrently.MatchString(stmt) {
 		timeout = 0
+		m.s.log.Info("database schema migration: an index built or dropped while instances go on writing (minutes on a large history)",
+			"migration", step.Name, "statement", firstLine(stmt))
 	}
 	if _, err := conn.Exec(ctx, `SELECT set_config('lock_timeout', $1, false)`, pgDuration(timeout)); err != nil {
 		return m.s.readErr(ctx, "migration "+step.Name, err)
@@ -215,8 +217,7 @@ func (m *migrator) runStatement(ctx context.Context, conn *pgx.Conn, step engine
 // index build on a large history, or one that waits for transactions
 // older than it to end); the returned function stops it.
 func (m *migrator) logWhileRunning(step engine.Migration, stmt string) (stop func()) {
-	start := time.Now()
-	first, _, _ := strings.Cut(stmt, "\n")
+	start, first := time.Now(), firstLine(stmt)
 	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(exited)
@@ -236,6 +237,11 @@ func (m *migrator) logWhileRunning(step engine.Migration, stmt string) (stop fun
 		close(done)
 		<-exited
 	}
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
 }
 
 // createIndex matches CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS and
