@@ -19,12 +19,12 @@ import (
 const (
 	// slowSearch: the history grows until a search that reads all of it
 	// takes longer than this.
-	slowSearch = 500 * time.Millisecond
+	slowSearch = time.Second
 	// searchDeadline is the deadline of the searches that must stop.
-	searchDeadline = 30 * time.Millisecond
+	searchDeadline = 50 * time.Millisecond
 	// stopWithin bounds how late after its deadline a search returns:
 	// well under slowSearch, so that a search that runs to its end fails.
-	stopWithin = 200 * time.Millisecond
+	stopWithin = 400 * time.Millisecond
 	// slowHistoryCap bounds the records stored to make a search slow.
 	slowHistoryCap = 1 << 14
 )
@@ -36,8 +36,8 @@ const (
 // in a moment, takes long to search. What is tested is that the search
 // stops, not how fast it is.
 var (
-	slowRcpt   = "<" + strings.Repeat("a", 1000) + "%d@example.net>"
-	nearly     = strings.Repeat("a", 300)
+	slowRcpt   = "<" + strings.Repeat("a", 400) + "%d@example.net>"
+	nearly     = strings.Repeat("a", 120)
 	slowNeedle = nearly + "b" // in the newest record's recipients only
 )
 
