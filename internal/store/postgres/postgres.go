@@ -193,6 +193,8 @@ func (s *Store) readable() error {
 // opTimeout bounds a call whose context has no deadline: pgx waits on a
 // dead connection as long as the context lets it, and a worker must not
 // hang on a database that went away without closing the connection.
+// Migrations are the exception (migrator): an index build may rightly
+// take longer.
 const opTimeout = time.Minute
 
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
