@@ -84,10 +84,15 @@ func (t *throttle) makeRoom(now time.Time) {
 // clientKey is who a request comes from for the throttle: its IP
 // address, or the /64 network of an IPv6 address (one host usually has a
 // whole /64 to pick addresses from).
-func clientKey(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func clientKey(r *http.Request) string { return ClientKey(r.RemoteAddr) }
+
+// ClientKey is the client of a remote address ("host:port") as the
+// console counts them: the IP address, or the /64 of an IPv6 address. The
+// runtime's connection limits use it too.
+func ClientKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		host = remoteAddr
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || ip.To4() != nil {
