@@ -44,6 +44,7 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 func (s *Server) api(h apiFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p, ok := s.authenticateAPI(w, r); ok {
+			keepAlive(w)
 			h(w, r, p)
 		}
 	})
@@ -79,21 +80,41 @@ func (s *Server) authenticateAPI(w http.ResponseWriter, r *http.Request) (princi
 // wrongToken counts a wrong token (hash h) against the request's client
 // and logs it. Blocked: the client is locked out for left; the attempt
 // is answered 429 and, to keep a flood out of the log, not logged one
-// by one (the line of the attempt that blocked it says until when).
+// by one: the line of the attempt that blocked it says until when, and
+// one more line each time the count reaches a power of ten (floodMark),
+// so that ten wrong tokens and ten million do not look the same.
 func (s *Server) wrongToken(r *http.Request, h tokenHash, action, via string) (left time.Duration, blocked bool) {
 	now := s.now()
-	n, until := s.throttle.fail(clientKey(r), now)
-	if n > failLimit {
-		return until.Sub(now), true
+	client := clientKey(r)
+	n, until := s.throttle.fail(client, now)
+	if blocked = n > failLimit; blocked {
+		left = until.Sub(now)
+		if !floodMark(n) {
+			return left, true
+		}
 	}
-	e := auditEvent{action: action, outcome: "failure", detail: "the token is not valid"}
-	if n == failLimit {
+	e := auditEvent{action: action, outcome: "failure", detail: "the token is not valid", client: client, count: n}
+	switch {
+	case n == failLimit:
 		e.outcome = "throttled"
 		e.detail = fmt.Sprintf("the token is not valid; %d wrong tokens within %s: wrong tokens from this address get 429 until %s (the right token still works)",
 			failLimit, Span(failWindow), Stamp(until, time.UTC))
+	case blocked:
+		e.outcome = "throttled"
+		e.detail = fmt.Sprintf("%d wrong tokens from this address within %s, all refused; the next line comes at %d (the right token still works)",
+			n, Span(failWindow), n*10)
 	}
 	s.auditLog(r, principal{tokenID: failedTokenID(h), via: via}, e)
-	return 0, false
+	return left, blocked
+}
+
+// floodMark: n is a power of ten, one of the counts of a client's wrong
+// tokens that are logged past the lockout.
+func floodMark(n int) bool {
+	for n >= 10 && n%10 == 0 {
+		n /= 10
+	}
+	return n == 1
 }
 
 // retryAfter tells the client to wait seconds (RFC 9110 section 10.2.3).
@@ -200,7 +221,8 @@ func (s *Server) apiSearch(r *http.Request, st Store, q url.Values) (map[string]
 	}
 	if res.windowed {
 		v["since_default"] = true
-		v["note"] = "a search by from, rcpt or subject without since covers the last " + windowText + " (before until, when given); since=all searches the whole history"
+		v["note"] = "a search by from, rcpt, subject, state or account without since, id or message_id covers the last " + windowText +
+			" (before until, when given); since=all searches the whole history"
 	}
 	return v, nil
 }

@@ -269,6 +269,12 @@ func TestAPISearchParameters(t *testing.T) {
 		{"limit=1001", "limit", nil},
 		{"limit=ten", "limit", nil},
 		{"recipient=x", "recipient", nil},
+		// An ID that is nothing but mailq's markers would otherwise drop
+		// the filter and the default window with it.
+		{"id=*", "id", nil},
+		{"id=!", "id", nil},
+		{"from=a&id=%21*", "id", nil},
+		{"from=a&before=*", "before", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.query, func(t *testing.T) {
@@ -285,7 +291,7 @@ func TestAPISearchParameters(t *testing.T) {
 			}
 		})
 	}
-	for _, q := range []string{"state=delivered", "limit=-1", "after=x&state=queue", "from=x"} {
+	for _, q := range []string{"state=delivered", "limit=-1", "after=x&state=queue", "from=x", "after=!"} {
 		resp, v := h.api("GET", "/api/v1/queue?"+q, readToken)
 		if resp.StatusCode != http.StatusBadRequest || v["parameter"] == nil {
 			t.Errorf("queue?%s: %d %v, want 400 naming a parameter", q, resp.StatusCode, v)

@@ -44,13 +44,16 @@ type tokenHash [sha256.Size]byte
 
 func hashToken(tok string) tokenHash { return sha256.Sum256([]byte(tok)) }
 
-// id is the token's identifier in the audit log: the first 8 hex digits
-// of its SHA-256. It tells operators which token acted (and a stale,
-// rotated token from the current one) but reveals nothing of the token:
-// a hash cannot be inverted, and 32 bits of it match about 2^(n-32) of
-// the 2^n values of a random token of n bits, so it narrows down nothing
-// an attacker could search (README "Operator console": tokens are long
-// random strings).
+// id is a configured token's identifier in the audit log: the first 8
+// hex digits of its SHA-256. It tells operators which token acted (the
+// read or the admin token, and the token before a rotation from the one
+// after it) but reveals nothing of the token: a hash cannot be inverted,
+// and 32 bits of it match about 2^(n-32) of the 2^n values of a random
+// token of n bits, so it narrows down nothing an attacker could search
+// (README "Operator console": tokens are long random strings). Only
+// tokens that are configured when they act are named so; anything else
+// presented as a token, a rotated-away one included, is a failure and
+// named by failedTokenID, which cannot be matched against this id.
 func (h tokenHash) id() string { return "sha256:" + hex.EncodeToString(h[:4]) }
 
 // failureKey keys failedTokenID; it is drawn at start and never leaves

@@ -136,8 +136,8 @@ func TestBrowserHistorySearch(t *testing.T) {
 		!strings.Contains(notice, "Searched only the 24h back from now") {
 		t.Fatalf("results for crm@ (26 hours old), notice %q:\n%s", notice, results)
 	}
-	if since := testutil.Eval[string](t, tab, `document.querySelector("#h-since").value`); since != "24h" {
-		t.Errorf("the Since field shows %q, want the window applied (24h)", since)
+	if since := testutil.Eval[string](t, tab, `document.querySelector("#h-since").value`); since != "2026-03-13T09:26:53Z" {
+		t.Errorf("the Since field shows %q, want the start of the window applied (2026-03-13T09:26:53Z)", since)
 	}
 	tab.Screenshot(t, "history-window")
 	tab.Do(t, chromedp.SetValue(chromedp.CSS("#h-since"), "all"))
@@ -294,4 +294,60 @@ func TestBrowserKeyboard(t *testing.T) {
 		t.Errorf("results for scanner:\n%s", results)
 	}
 	tab.AssertNoConsoleErrors(t, "keyboard")
+}
+
+// refreshWatch counts, in every page the tab loads from now on, the
+// timers console.js sets for an auto-refresh (its 30 s reload), so that
+// a test sees whether a page would reload without waiting for it.
+const refreshWatch = `(function () {
+  window.refreshTimers = 0;
+  var setTimeout = window.setTimeout;
+  window.setTimeout = function (fn, ms) {
+    if (ms === 30000) window.refreshTimers++;
+    return setTimeout.apply(window, arguments);
+  };
+})();`
+
+// With auto-refresh switched on, the overview, accounts, queue, system
+// and message pages schedule their reload; History (its searches are
+// expensive) and error pages (a search stopped at its deadline, say)
+// never do, so a forgotten tab does not repeat a search forever.
+func TestBrowserAutoRefresh(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	tab := testutil.NewTab(t, viewports[0])
+	if _, err := chromedp.Call(tab.Ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: refreshWatch}); err != nil {
+		t.Fatal(err)
+	}
+	signIn(t, tab, h, readToken)
+	tab.Do(t, chromedp.Click(chromedp.CSS("#autorefresh")))
+	if on := testutil.Eval[string](t, tab, `localStorage.getItem("oauthrelay.autorefresh")`); on != "on" {
+		t.Fatalf("the switch stored %q", on)
+	}
+	tests := []struct {
+		path    string
+		refresh bool
+	}{
+		{"/", true},
+		{"/accounts", true},
+		{"/queue", true},
+		{"/system", true},
+		{"/messages/" + idQueued, true},
+		{"/history", false},
+		{"/history?from=crm", false},
+		{"/history?since=soon", false},
+		{"/nowhere", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			tab.Navigate(t, h.srv.URL+tc.path)
+			if n := testutil.Eval[int](t, tab, "window.refreshTimers"); (n > 0) != tc.refresh {
+				t.Errorf("%d reloads scheduled, want any: %v", n, tc.refresh)
+			}
+		})
+	}
+	for _, e := range tab.ConsoleErrors(t) {
+		if !strings.Contains(e, "the server responded with a status of 4") { // the error pages' own status
+			t.Errorf("console error: %s", e)
+		}
+	}
 }

@@ -110,12 +110,18 @@ func (h *harness) request(client *http.Client, req *http.Request) (*http.Respons
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.record(resp, string(body))
+	return resp, string(body)
+}
+
+// record keeps an answer's headers and body for the check that no
+// secret is in any.
+func (h *harness) record(resp *http.Response, body string) {
 	var headers strings.Builder
 	_ = resp.Header.Write(&headers)
 	h.mu.Lock()
-	h.answers = append(h.answers, headers.String(), string(body))
-	h.mu.Unlock()
-	return resp, string(body)
+	defer h.mu.Unlock()
+	h.answers = append(h.answers, headers.String(), body)
 }
 
 // noRedirects is a client of the harness's server (trusting its test
@@ -184,6 +190,17 @@ func (b *browser) newRequest(method, path string, body io.Reader) *http.Request 
 	req, err := http.NewRequest(method, b.base+path, body)
 	if err != nil {
 		b.h.t.Fatal(err)
+	}
+	return req
+}
+
+// withSession adds the browser's cookies to req by hand, for a request
+// sent otherwise than through its client (a cookie jar looks its
+// cookies up by the Host, which some tests change).
+func (b *browser) withSession(req *http.Request) *http.Request {
+	b.h.t.Helper()
+	for _, c := range b.client.Jar.Cookies(req.URL) {
+		req.AddCookie(c)
 	}
 	return req
 }

@@ -7,27 +7,41 @@ import (
 	"strings"
 )
 
-// checkHost refuses plain-HTTP requests whose Host is not one the
-// console answers to (README "Operator console"), against DNS
-// rebinding: a page of another site can point its own name at the
-// console's address (127.0.0.1, say); the browser then sends the page's
-// requests, with that name as Host, to the console as same-origin ones,
-// and lets the page read the answers. A name the console does not know
-// is refused before anything else, with 421 (RFC 9110 section 15.5.20):
-// the request reached a server that does not serve that name.
+// checkHost refuses requests whose Host is not one the console answers
+// to (README "Operator console"), against DNS rebinding: a page of
+// another site can point its own name at the console's address
+// (127.0.0.1, say); the browser then sends the page's requests, with
+// that name as Host, to the console as same-origin ones, and lets the
+// page read the answers. A name the console does not know is refused
+// before anything else, with 421 (RFC 9110 section 15.5.20): the request
+// reached a server that does not serve that name.
 //
-// Over TLS the check is not needed: a rebound name does not match the
-// console's certificate, and the browser stops there.
+// Over plain HTTP the check always applies. Over TLS it applies when
+// host names are configured (Options.Hosts): a rebound name fails the
+// browser's certificate check only if the certificate does not cover
+// it, and a wildcard or shared certificate may cover a name an attacker
+// controls. Without configured names it is skipped over TLS: the names
+// of the console's certificate are not known here, and checking against
+// IP addresses and localhost alone would refuse every name the
+// certificate was made for.
+//
+// A refusal is logged once per client (clientKey) a minute, so that a
+// stranger cannot flood the log with them.
 func (s *Server) checkHost(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil && !hostAllowed(r.Host, s.extraHosts()) {
-			s.log.Warn("refused a request for another host name (admin { hostnames } lists the names the console answers to without TLS)",
-				"host", Clip(r.Host, maxHostLog), "remote", r.RemoteAddr)
-			http.Error(w, "421 Misdirected Request: without TLS this console answers only to IP addresses, localhost "+
-				"and the names in its configuration (admin { hostnames }), not to this host name.", http.StatusMisdirectedRequest)
+		extra := s.extraHosts()
+		if (r.TLS != nil && len(extra) == 0) || hostAllowed(r.Host, extra) {
+			next.ServeHTTP(w, r)
 			return
 		}
-		next.ServeHTTP(w, r)
+		client := clientKey(r)
+		if n, _ := s.misdirected.fail(client, s.now()); n == 1 {
+			s.log.Warn("refused a request for another host name (admin { hostnames } lists the names the console answers to; "+
+				"further refusals from this client within a minute are not logged)",
+				"host", Clip(r.Host, maxHostLog), "remote", r.RemoteAddr, "client", client)
+		}
+		http.Error(w, "421 Misdirected Request: this console answers only to IP addresses, localhost "+
+			"and the names in its configuration (admin { hostnames }), not to this host name.", http.StatusMisdirectedRequest)
 	})
 }
 
@@ -43,8 +57,8 @@ func (s *Server) extraHosts() []string {
 }
 
 // hostAllowed reports whether host (a Host header: a name or an IP
-// address, with or without a port) is one the console answers to without
-// TLS: an IP address (the origin is then the address itself, which no
+// address, with or without a port) is one the console answers to: an IP
+// address (the origin is then the address itself, which no
 // other site can claim), localhost and *.localhost (browsers resolve
 // them to the loopback address themselves, RFC 6761 section 6.3), or one
 // of extra. Names compare case-insensitively and without one trailing

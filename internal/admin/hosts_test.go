@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -61,7 +62,9 @@ func TestHostAllowed(t *testing.T) {
 }
 
 // A request with a foreign Host gets 421 as plain text, before anything
-// else: no page, no sign-in, no count against the throttle, one log line.
+// else: no page, no sign-in, no count against the throttle; the first
+// refusal of a client within a minute is logged (a stranger cannot flood
+// the log with them).
 func TestHostCheck(t *testing.T) {
 	h := newHarness(t, harnessOptions{hosts: []string{"relay.example.com"}})
 	const rebound = "rebind-7f000001.attacker.example:8080"
@@ -76,11 +79,7 @@ func TestHostCheck(t *testing.T) {
 		} else {
 			req = h.newRequest(method, path, nil)
 		}
-		// The session cookie goes along by hand: a cookie jar looks its
-		// cookies up by the Host.
-		for _, c := range b.client.Jar.Cookies(req.URL) {
-			req.AddCookie(c)
-		}
+		b.withSession(req)
 		req.Host = host
 		req.Header.Set("Authorization", "Bearer "+adminToken)
 		return h.request(nil, req)
@@ -89,9 +88,9 @@ func TestHostCheck(t *testing.T) {
 		{"GET", "/"}, {"GET", "/login"}, {"GET", "/api/v1/accounts"}, {"GET", "/static/console.css"},
 		{"POST", "/login"}, {"POST", "/system/reload"},
 	}
+	lines := strings.Count(h.logs.String(), "\n")
 	for _, rq := range refused {
 		t.Run(rq.method+" "+rq.path, func(t *testing.T) {
-			lines := strings.Count(h.logs.String(), "\n")
 			resp, body := send(rq.method, rq.path, rebound, url.Values{"token": {adminToken}})
 			if resp.StatusCode != http.StatusMisdirectedRequest || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") ||
 				strings.Contains(body, "<") || !strings.Contains(body, "hostnames") {
@@ -100,10 +99,10 @@ func TestHostCheck(t *testing.T) {
 			if resp.Header.Get("X-Content-Type-Options") != "nosniff" || len(resp.Cookies()) != 0 {
 				t.Errorf("headers %v", resp.Header)
 			}
-			if added := strings.Count(h.logs.String(), "\n") - lines; added != 1 {
-				t.Errorf("%d log lines for one refusal", added)
-			}
 		})
+	}
+	if added := strings.Count(h.logs.String(), "\n") - lines; added != 1 {
+		t.Errorf("%d log lines for %d refusals from one client within a minute, want 1", added, len(refused))
 	}
 	if calls := h.b.reloadCount(); calls != 0 {
 		t.Errorf("%d reloads through a foreign host", calls)
@@ -121,13 +120,83 @@ func TestHostCheck(t *testing.T) {
 	}
 }
 
-// Over TLS the Host is not checked: a rebound name would fail the
-// browser's certificate check first.
+// Over TLS without configured host names the Host is not checked: the
+// console's certificate names are not known here, and a rebound name
+// fails the browser's certificate check unless the certificate covers
+// it (a wildcard, a shared one: TestHostCheckOverTLS).
 func TestHostCheckSkippedOverTLS(t *testing.T) {
 	h := newHarness(t, harnessOptions{tls: true})
 	req := h.newRequest("GET", "/login", nil)
 	req.Host = "rebind.attacker.example"
 	if resp, _ := h.request(nil, req); resp.StatusCode != http.StatusOK {
 		t.Errorf("over TLS: %d", resp.StatusCode)
+	}
+}
+
+// With configured host names the check applies over TLS too: a wildcard
+// or shared certificate may cover a name an attacker controls, so TLS
+// alone does not stop DNS rebinding.
+func TestHostCheckOverTLS(t *testing.T) {
+	h := newHarness(t, harnessOptions{tls: true, hosts: []string{"relay.example.com"}})
+	b := h.browser()
+	b.login(readToken)
+	for host, want := range map[string]int{
+		"rebind.attacker.example": http.StatusMisdirectedRequest,
+		"other.example.com:443":   http.StatusMisdirectedRequest,
+		"relay.example.com":       http.StatusOK,
+		"RELAY.example.com.:8443": http.StatusOK,
+		"127.0.0.1:8443":          http.StatusOK,
+		"[::1]:8443":              http.StatusOK,
+		"localhost":               http.StatusOK,
+		"console.localhost.:8443": http.StatusOK,
+	} {
+		t.Run(host, func(t *testing.T) {
+			req := b.withSession(b.newRequest("GET", "/accounts", nil))
+			req.Host = host
+			if resp, body := h.request(nil, req); resp.StatusCode != want {
+				t.Errorf("%d, want %d\n%s", resp.StatusCode, want, body)
+			}
+		})
+	}
+}
+
+// from is a client of the harness's server whose connections come from
+// the loopback address local (127.0.0.2, say): another client key.
+func (h *harness) from(local string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	tr := h.srv.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = d.DialContext
+	return &http.Client{Transport: tr}
+}
+
+// Refusals of foreign host names are logged at most once per client a
+// minute: each client's first, then its first after the minute.
+func TestHostCheckLogBounded(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	refusalLines := func() int { return strings.Count(h.logs.String(), "refused a request for another host name") }
+	refuse := func(client *http.Client) {
+		t.Helper()
+		req := h.newRequest("GET", "/login", nil)
+		req.Host = "rebind.attacker.example"
+		if resp, _ := h.request(client, req); resp.StatusCode != http.StatusMisdirectedRequest {
+			t.Fatalf("%d, want 421", resp.StatusCode)
+		}
+	}
+	first, second := h.from("127.0.0.1"), h.from("127.0.0.2")
+	for range 50 {
+		refuse(first)
+	}
+	if n := refusalLines(); n != 1 {
+		t.Errorf("%d log lines for 50 refusals of one client, want 1", n)
+	}
+	refuse(second)
+	if n := refusalLines(); n != 2 || !strings.Contains(h.logs.String(), "client=127.0.0.2") {
+		t.Errorf("%d log lines after another client's refusal, want 2:\n%s", n, h.logs.String())
+	}
+	h.clock.Advance(failWindow)
+	refuse(first)
+	refuse(first)
+	if n := refusalLines(); n != 3 {
+		t.Errorf("%d log lines after the minute, want 3", n)
 	}
 }

@@ -35,6 +35,7 @@ func (s *Server) page(h pageFunc) http.Handler {
 			http.Redirect(w, r, "/login"+next, http.StatusSeeOther)
 			return
 		}
+		keepAlive(w)
 		if r.Method == http.MethodPost && !s.formAllowed(w, r, v) {
 			return
 		}
@@ -50,7 +51,7 @@ func (s *Server) visitOf(w http.ResponseWriter, r *http.Request) (*visit, bool) 
 	if err != nil || c.Value == "" {
 		return nil, true
 	}
-	sess := s.sessions.get(c.Value, s.now())
+	sess := s.sessions.get(c.Value, r.TLS != nil, s.now())
 	if sess == nil {
 		return nil, true
 	}
@@ -70,11 +71,13 @@ func (s *Server) visitOf(w http.ResponseWriter, r *http.Request) (*visit, bool) 
 
 // formAllowed checks a form post of a signed-in browser: same origin and
 // the session's CSRF token. SameSite=Strict already keeps the cookie off
-// other sites' requests; these checks hold even where it would not
-// (an old browser, a sibling site on the same host name).
+// other sites' requests; these checks hold even where it would not (an
+// old browser, a sibling site on the same host name). A refused post
+// closes its connection: a forged form may come from anywhere.
 func (s *Server) formAllowed(w http.ResponseWriter, r *http.Request, v *visit) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	if err := r.ParseForm(); err != nil {
+		hangUp(w)
 		s.renderError(w, v, http.StatusBadRequest, "The form could not be read.")
 		return false
 	}
@@ -82,6 +85,7 @@ func (s *Server) formAllowed(w http.ResponseWriter, r *http.Request, v *visit) b
 	if sameOrigin(r) && subtle.ConstantTimeCompare([]byte(token), []byte(v.sess.csrf)) == 1 {
 		return true
 	}
+	hangUp(w)
 	s.auditLog(r, v.p, auditEvent{action: "form", target: r.URL.Path, outcome: "refused", detail: "not from the console's own page (origin or CSRF token)"})
 	s.renderError(w, v, http.StatusForbidden, "The form was refused: it did not come from this console's own page. Reload the page and try again.")
 	return false
@@ -178,8 +182,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(cookieName(r)); err == nil {
 		s.sessions.drop(c.Value)
 	}
-	sess := s.sessions.create(h, s.now())
+	sess := s.sessions.create(h, r.TLS != nil, s.now())
 	sessionCookie(w, r, sess.id)
+	keepAlive(w) // the browser follows the redirect on it
 	s.auditLog(r, p, auditEvent{action: "login", outcome: "success"})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }

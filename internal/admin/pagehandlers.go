@@ -167,16 +167,16 @@ func (s *Server) historyPage(w http.ResponseWriter, r *http.Request, v *visit) {
 }
 
 // showWindow puts the default window a search covered into its form, so
-// that the operator sees it, and its links to other pages keep it.
+// that the operator sees it, and its links to other pages keep it: as
+// the time it starts at, never "24h", which a later page would read
+// back from a later now, sliding the window past records at its lower
+// edge.
 func (h *historyView) showWindow(res searchResult) {
 	if !res.windowed {
 		return
 	}
 	h.Window, h.Since, h.Until = windowText, res.query.Since, res.query.Until
-	h.Form.Since = windowText
-	if h.Form.Until != "" {
-		h.Form.Since = res.query.Since.UTC().Format(time.RFC3339)
-	}
+	h.Form.Since = res.query.Since.UTC().Format(time.RFC3339)
 }
 
 // messagePageView is the message page's content: the envelope from the

@@ -57,8 +57,19 @@ type pageData struct {
 	CSRF     string
 	Flash    *flash
 	Subjects bool // the store keeps subjects (history_subjects)
-	Body     any
+	// Refresh: the page offers auto-refresh (refreshing).
+	Refresh bool
+	Body    any
 }
+
+// refreshing are the pages that offer auto-refresh (console.js reloads
+// a page only when it has the switch): live state that is cheap to read
+// again. Not History, whose searches are the expensive reads
+// (searchlimit.go), and no page that failed (status other than 200): a
+// forgotten tab would repeat a search stopped at its deadline, or a
+// request the store refused, every 30 seconds for as long as it stays
+// open.
+var refreshing = map[string]bool{"overview": true, "accounts": true, "queue": true, "system": true, "message": true}
 
 type navItem struct {
 	Href, Label string
@@ -82,6 +93,7 @@ func (s *Server) render(w http.ResponseWriter, v *visit, status int, name, title
 		d.Hostname, d.Subjects = info.Hostname, info.HistorySubjects
 		d.Signed, d.Scope, d.Admin, d.CSRF = true, v.p.scope.String(), v.p.scope >= scopeAdmin, v.sess.csrf
 		d.Flash = s.sessions.takeFlash(v.sess)
+		d.Refresh = refreshing[name] && status == http.StatusOK
 		for _, item := range navigation {
 			item.Current = item.Href == nav
 			d.NavItems = append(d.NavItems, item)
@@ -120,10 +132,10 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /login", s.login)
 	mux.Handle("POST /logout", s.page(s.logout))
 	static, _ := fs.Sub(webFS, "web/static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
-	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /static/", s.forOperators(http.StripPrefix("/static/", http.FileServerFS(static))))
+	mux.Handle("GET /favicon.ico", s.forOperators(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/static/favicon.svg", http.StatusMovedPermanently)
-	})
+	})))
 	mux.Handle("/", s.page(func(w http.ResponseWriter, r *http.Request, v *visit) {
 		s.renderError(w, v, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
 	}))

@@ -93,6 +93,7 @@ func TestPagesWithoutStoreAndErrors(t *testing.T) {
 		"/messages/NOSUCHMESSAGE": http.StatusNotFound,
 		"/nowhere":                http.StatusNotFound,
 		"/history?since=soon":     http.StatusBadRequest,
+		"/history?from=crm&id=*":  http.StatusBadRequest,
 		"/queue?state=bounced":    http.StatusBadRequest,
 	} {
 		if resp, body := b2.get(path); resp.StatusCode != want || !strings.Contains(body, `class="flash bad"`) {
@@ -183,5 +184,52 @@ func TestUnauthenticatedRequestsLeaveTheRuntimeAlone(t *testing.T) {
 	}
 	if _, body := h.browser().get("/login"); !strings.Contains(body, "<title>Sign in · oauthrelay</title>") || strings.Contains(body, "relay.example") {
 		t.Error("the sign-in page names the host to strangers, or lacks its title")
+	}
+}
+
+// The auto-refresh switch (which console.js keys on) is on the pages
+// that are cheap to reload and show live state; not on History, whose
+// searches are expensive, nor on any error page (a 503 for a search
+// stopped at its deadline would otherwise repeat it every 30 s).
+func TestAutoRefreshOnlyWhereCheap(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	b := h.browser()
+	b.login(adminToken)
+	const marker = `id="autorefresh"`
+	tests := []struct {
+		path    string
+		status  int
+		refresh bool
+	}{
+		{"/", 200, true},
+		{"/accounts", 200, true},
+		{"/queue", 200, true},
+		{"/system", 200, true},
+		{"/messages/" + idQueued, 200, true},
+		{"/history", 200, false},
+		{"/history?from=crm", 200, false},
+		{"/history?since=soon", 400, false},
+		{"/queue?state=bounced", 400, false},
+		{"/messages/NOSUCHMESSAGE", 404, false},
+		{"/nowhere", 404, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			resp, body := b.get(tc.path)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if strings.Contains(body, marker) != tc.refresh {
+				t.Errorf("auto-refresh switch present: %v, want %v", !tc.refresh, tc.refresh)
+			}
+		})
+	}
+	h.b.st.mu.Lock()
+	h.b.st.fail = errUnavailable
+	h.b.st.mu.Unlock()
+	for _, path := range []string{"/queue", "/messages/" + idQueued} {
+		if resp, body := b.get(path); resp.StatusCode != http.StatusServiceUnavailable || strings.Contains(body, marker) {
+			t.Errorf("%s with the store down: %d, auto-refresh switch present: %v", path, resp.StatusCode, strings.Contains(body, marker))
+		}
 	}
 }

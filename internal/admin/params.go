@@ -63,11 +63,13 @@ func nonEmpty(params map[string]string) url.Values {
 	return v
 }
 
-// A search by part of an address or subject without since covers
-// defaultSearchWindow back from until (now when not given): such a
-// search reads every record of its range (searchlimit.go). since=all
-// (sinceAll) searches the whole history; a queue ID or Message-ID finds
-// its records directly, without a window.
+// A search with a filter (part of an address or subject, a state, an
+// account) and no since covers defaultSearchWindow back from until (now
+// when not given): such a search may read every record of its range
+// when few match (searchlimit.go). since=all (sinceAll) searches the
+// whole history; a queue ID or Message-ID finds its records directly,
+// without a window; a search without any filter reads the newest
+// records and stops at the page size, so it needs none.
 const (
 	defaultSearchWindow = 24 * time.Hour
 	sinceAll            = "all"
@@ -76,18 +78,25 @@ const (
 // windowText is defaultSearchWindow as a search's since takes it.
 var windowText = strconv.Itoa(int(defaultSearchWindow/time.Hour)) + "h"
 
-// needsWindow: the search is by part of an address or subject, with no
-// since and nothing exact to find its records by.
+// needsWindow: the search has a filter, no since and nothing exact to
+// find its records by.
 func (f searchForm) needsWindow() bool {
-	return f.Since == "" && f.ID == "" && f.MessageID == "" && (f.From != "" || f.Rcpt != "" || f.Subject != "")
+	filtered := f.From != "" || f.Rcpt != "" || f.Subject != "" || f.State != "" || f.Account != ""
+	return filtered && f.Since == "" && f.ID == "" && f.MessageID == ""
 }
 
 // query checks the search; subjects says whether the store keeps them
 // (a subject search would otherwise find nothing, silently). windowed:
 // Since is the default window's (needsWindow).
 func (f searchForm) query(now time.Time, subjects bool, def int) (q store.HistoryQuery, windowed bool, err error) {
-	q = store.HistoryQuery{From: f.From, Rcpt: f.Rcpt, HeaderID: f.MessageID, ID: NormalizeID(f.ID),
-		Subject: f.Subject, State: f.State, Account: f.Account, Before: NormalizeID(f.Before)}
+	q = store.HistoryQuery{From: f.From, Rcpt: f.Rcpt, HeaderID: f.MessageID,
+		Subject: f.Subject, State: f.State, Account: f.Account}
+	if q.ID, err = idParam("id", f.ID); err != nil {
+		return q, false, err
+	}
+	if q.Before, err = idParam("before", f.Before); err != nil {
+		return q, false, err
+	}
 	switch {
 	case f.Subject != "" && !subjects:
 		return q, false, &paramError{"subject", "the store keeps no subjects (store { history_subjects = false })"}
@@ -114,6 +123,18 @@ func (f searchForm) query(now time.Time, subjects bool, def int) (q store.Histor
 	}
 	q.Limit, err = parseLimit(f.Limit, def)
 	return q, windowed, err
+}
+
+// idParam is a queue ID parameter as the store takes it (NormalizeID).
+// One that normalises to nothing ("*", "!": mailq's markers alone) is an
+// error: taken as absent, it would drop the filter, and with it the
+// default window that an exact ID lifts.
+func idParam(name, v string) (string, error) {
+	id := NormalizeID(v)
+	if id == "" && v != "" {
+		return "", &paramError{name, fmt.Sprintf("%q is not a queue ID", v)}
+	}
+	return id, nil
 }
 
 // timeLayouts are the times a search takes besides RFC 3339: what an
@@ -179,11 +200,14 @@ func (f queueForm) values() url.Values {
 }
 
 func (f queueForm) filter(def int) (store.Filter, error) {
-	flt := store.Filter{State: f.State, Account: strings.ToLower(f.Account), After: NormalizeID(f.After)}
+	flt := store.Filter{State: f.State, Account: strings.ToLower(f.Account)}
 	if f.State != "" && f.State != store.StateQueued && f.State != store.StateHeld {
 		return flt, &paramError{"state", fmt.Sprintf("must be queued or held, not %q", f.State)}
 	}
 	var err error
+	if flt.After, err = idParam("after", f.After); err != nil {
+		return flt, err
+	}
 	flt.Limit, err = parseLimit(f.Limit, def)
 	return flt, err
 }

@@ -24,9 +24,11 @@ func historyIDs(t *testing.T, v map[string]any) []string {
 	return ids
 }
 
-// A search by part of an address or subject without since covers the
-// last 24 hours (before until, when given), and the answer says so; an
-// explicit since, since=all, a queue ID or a Message-ID lift the window.
+// A search with a filter (part of an address or subject, a state, an
+// account) without since covers the last 24 hours (before until, when
+// given), and the answer says so; an explicit since, since=all, a queue
+// ID or a Message-ID lift the window, and a search without any filter
+// (the newest records, up to the page size) has none.
 func TestSearchDefaultWindow(t *testing.T) {
 	h := newHarness(t, harnessOptions{subjects: true})
 	now := h.clock.Now()
@@ -47,9 +49,18 @@ func TestSearchDefaultWindow(t *testing.T) {
 		{"from=crm&id=" + idDelivered, 0, "", false, []string{idDelivered}},
 		{"rcpt=customer&message_id=%3Ccrm-7@crm.example%3E", 0, "", false, []string{idDelivered}},
 		{"rcpt=gone&until=2d12h", 84 * time.Hour, stamp(84 * time.Hour), true, []string{idDeleted}},
-		{"state=sent", 0, "", false, []string{idDelivered}},
-		{"account=alice@example.com", 0, "", false, []string{idQueued, idDelivered}},
+		// A state or an account, rare among the records, can walk the
+		// whole history too.
+		{"state=sent", 24 * time.Hour, stamp(24 * time.Hour), true, []string{}},
+		{"account=alice@example.com", 24 * time.Hour, stamp(24 * time.Hour), true, []string{idQueued}},
+		{"state=sent&since=all", 0, "", false, []string{idDelivered}},
+		{"account=ALICE@example.com&since=3d", 72 * time.Hour, stamp(72 * time.Hour), false, []string{idQueued, idDelivered}},
+		{"state=deleted&until=2d12h", 84 * time.Hour, stamp(84 * time.Hour), true, []string{idDeleted}},
+		{"state=sent&id=" + idDelivered, 0, "", false, []string{idDelivered}},
+		// No filter at all: the newest first, up to the page size.
 		{"", 0, "", false, []string{idHeld, idQueued, idDelivered, idDeleted}},
+		{"until=2d12h", 0, "", false, []string{idDeleted}},
+		{"limit=1", 0, "", false, []string{idHeld}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.query, func(t *testing.T) {
@@ -78,7 +89,8 @@ func TestSearchDefaultWindow(t *testing.T) {
 	}
 }
 
-// The history page shows the window it applied in the form and says why.
+// The history page shows the window it applied in the form, as the time
+// it starts at, and says why.
 func TestSearchDefaultWindowPage(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	b := h.browser()
@@ -89,8 +101,9 @@ func TestSearchDefaultWindowPage(t *testing.T) {
 		notice    bool
 		found     string // an ID the page lists; "" for none
 	}{
-		{"/history?from=crm", `value="24h"`, true, ""},
+		{"/history?from=crm", `value="2026-03-13T09:26:53Z"`, true, ""},
 		{"/history?rcpt=gone&until=2d12h", `value="2026-03-10T21:26:53Z"`, true, idDeleted},
+		{"/history?state=sent", `value="2026-03-13T09:26:53Z"`, true, ""},
 		{"/history?from=crm&since=all", `value="all"`, false, idDelivered},
 		{"/history", `value=""`, false, idDelivered},
 	}
@@ -287,5 +300,30 @@ func TestSearchStaleCursor(t *testing.T) {
 	}
 	if strings.Contains(h.logs.String(), "store error") {
 		t.Error("a stale cursor is logged as a store error")
+	}
+}
+
+// The paging links of a search in the default window keep the window's
+// start as a time, not "24h": a later page covers the same range as the
+// first, however long the operator takes to click, so no record slides
+// out at its lower edge.
+func TestSearchDefaultWindowPaging(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	b := h.browser()
+	b.login(readToken)
+	const start = "2026-03-13T09:26:53Z"
+	_, body := b.get("/history?from=example&limit=1")
+	older := `href="/history?before=` + idHeld + `&amp;from=example&amp;limit=1&amp;since=2026-03-13T09%3A26%3A53Z"`
+	if !strings.Contains(body, older) || !strings.Contains(body, `value="`+start+`"`) {
+		t.Fatalf("first page lacks %s, or the Since field the window's start:\n%s", older, body)
+	}
+	h.clock.Advance(90 * time.Minute)
+	_, body = b.get("/history?before=" + idHeld + "&from=example&limit=1&since=2026-03-13T09%3A26%3A53Z")
+	if q := h.b.st.lastQuery(); q.Since.Format(time.RFC3339) != start {
+		t.Errorf("the second page searched since %v, want %s", q.Since, start)
+	}
+	newest := `href="/history?from=example&amp;limit=1&amp;since=2026-03-13T09%3A26%3A53Z">Newest`
+	if !strings.Contains(body, idQueued) || !strings.Contains(body, newest) {
+		t.Errorf("second page lacks %s or %s:\n%s", idQueued, newest, body)
 	}
 }

@@ -7,13 +7,13 @@ import (
 	"time"
 )
 
-// A history search by part of an address or subject can read every
-// record of its time range, and holds one of the store's connections
-// (SQLite's readers, PostgreSQL's pool) while it does: deliveries need
-// them too. So the console runs at most maxSearches at once, each under
-// a deadline, and a search by part of an address or subject covers the
-// last defaultSearchWindow unless it says otherwise (README "Operator
-// console").
+// A history search with a filter (part of an address or subject, a
+// state, an account) can read every record of its time range when few
+// match, and holds one of the store's connections (SQLite's readers,
+// PostgreSQL's pool) while it does: deliveries need them too. So the
+// console runs at most maxSearches at once, each under a deadline, and
+// such a search covers the last defaultSearchWindow unless it says
+// otherwise (README "Operator console", params.go).
 const (
 	maxSearches = 2
 	// searchSlotWait is how long a search waits for a slot before it is

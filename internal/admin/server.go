@@ -19,12 +19,13 @@ type Options struct {
 	Log hclog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
-	// Hosts returns the host names the console answers to without TLS
-	// besides IP addresses, localhost and *.localhost (the admin block's
-	// hostnames; compared case-insensitively, without a port or a
-	// trailing dot); nil: none. It is called for every plain-HTTP
-	// request, so that a reload applies at once: it must be cheap and
-	// take no lock a reload holds. Requests over TLS are not checked.
+	// Hosts returns the host names the console answers to besides IP
+	// addresses, localhost and *.localhost (the admin block's hostnames;
+	// compared case-insensitively, without a port or a trailing dot);
+	// nil: none. Plain-HTTP requests are always checked; requests over
+	// TLS only when it returns names (see checkHost). It is called for
+	// every request, so that a reload applies at once: it must be cheap
+	// and take no lock a reload holds.
 	Hosts func() []string
 	// SearchTimeout bounds each history search (0: DefaultSearchTimeout);
 	// past it the search is cancelled and the operator told to narrow it.
@@ -40,9 +41,12 @@ type Server struct {
 	audit    hclog.Logger
 	sessions *sessions
 	throttle *throttle
-	searches *searchLimiter
-	pages    *pages
-	handler  http.Handler
+	// misdirected counts each client's refusals by checkHost, so that
+	// only its first a minute is logged.
+	misdirected *throttle
+	searches    *searchLimiter
+	pages       *pages
+	handler     http.Handler
 }
 
 // New returns the console of b.
@@ -57,9 +61,9 @@ func New(b Backend, opts Options) *Server {
 		opts.Tokens = func() (Tokens, error) { return Tokens{}, nil }
 	}
 	s := &Server{b: b, opts: opts, log: opts.Log, audit: opts.Log.Named("audit"),
-		sessions: newSessions(), throttle: newThrottle(), searches: newSearchLimiter(opts.SearchTimeout)}
+		sessions: newSessions(), throttle: newThrottle(), misdirected: newThrottle(), searches: newSearchLimiter(opts.SearchTimeout)}
 	s.pages = parsePages(s)
-	s.handler = securityHeaders(s.checkHost(s.routes()))
+	s.handler = securityHeaders(hangUpByDefault(s.checkHost(s.routes())))
 	return s
 }
 

@@ -25,7 +25,10 @@ type session struct {
 	csrf string // the forms' token: 256 random bits, bound to the session
 	// token is the hash of the token the operator signed in with; the
 	// session's scope is that token's scope now.
-	token         tokenHash
+	token tokenHash
+	// tls: the session was made over TLS; it is taken only over TLS
+	// (and one made over plain HTTP only over plain HTTP), see get.
+	tls           bool
 	created, seen time.Time
 	flash         *flash // shown once by the next page
 }
@@ -43,8 +46,10 @@ type sessions struct {
 
 func newSessions() *sessions { return &sessions{byID: map[string]*session{}} }
 
-func (ss *sessions) create(tok tokenHash, now time.Time) *session {
-	s := &session{id: randomToken(), csrf: randomToken(), token: tok, created: now, seen: now}
+// create makes the session of a sign-in with the token of hash tok over
+// TLS or not (tls).
+func (ss *sessions) create(tok tokenHash, tls bool, now time.Time) *session {
+	s := &session{id: randomToken(), csrf: randomToken(), token: tok, tls: tls, created: now, seen: now}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.expire(now)
@@ -55,15 +60,20 @@ func (ss *sessions) create(tok tokenHash, now time.Time) *session {
 	return s
 }
 
-// get returns the live session with that ID and marks it used, or nil.
-func (ss *sessions) get(id string, now time.Time) *session {
+// get returns the live session with that ID, presented over TLS or not
+// (tls), and marks it used; or nil. A session presented in the other
+// mode than it was made in ends: a plain-HTTP session's ID has crossed
+// the network in clear and must not open the console over TLS (once a
+// reload turns TLS on, say), and a TLS session's ID presented over plain
+// HTTP has just done so.
+func (ss *sessions) get(id string, tls bool, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	s := ss.byID[id]
 	if s == nil {
 		return nil
 	}
-	if expired(s, now) {
+	if expired(s, now) || s.tls != tls {
 		delete(ss.byID, id)
 		return nil
 	}
@@ -127,8 +137,10 @@ func randomToken() string {
 // no Domain, so no other site or subdomain can set or shadow it. Each
 // request decides by its own connection: a reload may switch the
 // console's listener between TLS and plain HTTP under the same Server
-// (whose sessions survive), and a plain-HTTP cookie is never taken over
-// TLS.
+// (whose sessions survive). The name only tells a browser's two cookies
+// apart; what keeps a plain-HTTP session off TLS (and the reverse) is
+// the mode the session records (sessions.get), since anyone may send
+// any value under either name.
 func cookieName(r *http.Request) string {
 	if r.TLS != nil {
 		return "__Host-oauthrelay_session"

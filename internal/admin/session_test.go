@@ -269,14 +269,14 @@ func TestSecurityHeaders(t *testing.T) {
 func TestSessionTableBounds(t *testing.T) {
 	ss := newSessions()
 	now := time.Now()
-	first := ss.create(hashToken("t"), now)
+	first := ss.create(hashToken("t"), false, now)
 	for i := range maxSessions {
-		ss.create(hashToken("t"), now.Add(time.Duration(i+1)*time.Millisecond))
+		ss.create(hashToken("t"), false, now.Add(time.Duration(i+1)*time.Millisecond))
 	}
-	if len(ss.byID) != maxSessions || ss.get(first.id, now) != nil {
-		t.Errorf("%d sessions, first kept: %v", len(ss.byID), ss.get(first.id, now) != nil)
+	if len(ss.byID) != maxSessions || ss.get(first.id, false, now) != nil {
+		t.Errorf("%d sessions, first kept: %v", len(ss.byID), ss.get(first.id, false, now) != nil)
 	}
-	ss.create(hashToken("t"), now.Add(sessionMax))
+	ss.create(hashToken("t"), false, now.Add(sessionMax))
 	if len(ss.byID) != 1 {
 		t.Errorf("%d sessions after a week, want 1", len(ss.byID))
 	}
@@ -344,6 +344,46 @@ func TestSessionCookiePerRequest(t *testing.T) {
 			resp, _ = tc.b.post("/logout", url.Values{"csrf": {tc.b.csrf()}})
 			if c := resp.Cookies(); len(c) != 1 || c[0].Name != tc.cookie || c[0].MaxAge >= 0 || c[0].Secure != tc.secure {
 				t.Errorf("logout cookie %v", c)
+			}
+		})
+	}
+}
+
+// A session is bound to the mode it was made in: a plain-HTTP session's
+// ID presented over TLS under the __Host- name (once TLS is on, say),
+// or a TLS session's over plain HTTP, is refused as signed out, and the
+// session ends: its ID has crossed the network in clear, or been moved
+// by hand.
+func TestSessionBoundToItsMode(t *testing.T) {
+	tests := []struct {
+		name      string
+		madeOver  bool // TLS
+		shownOver bool
+	}{
+		{"plain session over TLS", false, true},
+		{"TLS session over plain HTTP", true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOptions{})
+			tlsSrv := httptest.NewTLSServer(h.s.Handler())
+			t.Cleanup(tlsSrv.Close)
+			servers := map[bool]*browser{false: h.browser(), true: h.browserAt(tlsSrv.URL, tlsSrv.Client().Transport)}
+			maker := servers[tc.madeOver]
+			resp, _ := maker.post("/login", url.Values{"token": {adminToken}})
+			if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+				t.Fatalf("login: %d %v", resp.StatusCode, resp.Cookies())
+			}
+			id := resp.Cookies()[0].Value
+			other := servers[tc.shownOver]
+			req := other.newRequest(http.MethodGet, "/queue", nil)
+			req.AddCookie(&http.Cookie{Name: map[bool]string{false: "oauthrelay_session", true: "__Host-oauthrelay_session"}[tc.shownOver], Value: id})
+			if resp, body := h.request(other.client, req); resp.StatusCode != http.StatusSeeOther ||
+				!strings.HasPrefix(resp.Header.Get("Location"), "/login") {
+				t.Errorf("the session in the other mode: %d → %q\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
+			}
+			if resp, _ := maker.get("/accounts"); resp.StatusCode != http.StatusSeeOther {
+				t.Errorf("the session lives on after its ID was shown in the other mode: %d", resp.StatusCode)
 			}
 		})
 	}

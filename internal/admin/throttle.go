@@ -14,7 +14,10 @@ import (
 // is always let in: a stranger who can reach the console must not be
 // able to lock the operators out by failing on purpose from their
 // address (or from a proxy they share). Guessing is no way in anyway:
-// tokens are long random strings (config.MinAdminTokenLength and up).
+// tokens are long random strings (config.MinAdminTokenLength and up), so
+// what the throttle limits is the noise of a flood in the audit log (its
+// first failLimit wrong tokens a window, then one line at each power of
+// ten: Server.wrongToken) and the work it costs.
 const (
 	failLimit  = 10
 	failWindow = time.Minute
@@ -24,6 +27,9 @@ const (
 	maxClients = 8192
 )
 
+// throttle counts each client's events (wrong tokens; for
+// Server.misdirected, requests refused by checkHost) in windows of
+// failWindow from the client's first, in a table of at most maxClients.
 type throttle struct {
 	mu      sync.Mutex
 	clients map[string]*list.Element // of *failures, in order
@@ -41,8 +47,9 @@ func newThrottle() *throttle {
 	return &throttle{clients: map[string]*list.Element{}, order: list.New()}
 }
 
-// fail counts a wrong token of client; n is the client's count in its
-// window, which ends at until. n > failLimit: the client is blocked.
+// fail counts an event (a wrong token) of client; n is the client's
+// count in its window, which ends at until. For wrong tokens, n >
+// failLimit: the client is blocked.
 func (t *throttle) fail(client string, now time.Time) (n int, until time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -77,10 +84,15 @@ func (t *throttle) makeRoom(now time.Time) {
 // clientKey is who a request comes from for the throttle: its IP
 // address, or the /64 network of an IPv6 address (one host usually has a
 // whole /64 to pick addresses from).
-func clientKey(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func clientKey(r *http.Request) string { return ClientKey(r.RemoteAddr) }
+
+// ClientKey is the client of a remote address ("host:port") as the
+// console counts them: the IP address, or the /64 of an IPv6 address. The
+// runtime's connection limits use it too.
+func ClientKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		host = remoteAddr
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || ip.To4() != nil {

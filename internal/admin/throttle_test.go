@@ -144,3 +144,47 @@ func TestThrottleTableDropsOldest(t *testing.T) {
 		t.Errorf("%d clients after the early windows ended, want 102 (attacker's failures %d)", len(th.clients), th.count(attacker))
 	}
 }
+
+// A flood of wrong tokens stays visible at a bounded cost to the log:
+// besides the first failLimit failures of a window, one line when the
+// client's count reaches each power of ten (100, 1000, …), with the count
+// and the client's key, and no token.
+func TestThrottleFloodLogged(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	for i := range 100 {
+		if i%2 == 0 {
+			h.api("GET", "/api/v1/accounts", wrongToken)
+		} else {
+			h.browser().post("/login", url.Values{"token": {wrongToken}})
+		}
+	}
+	flood := func() []string {
+		var lines []string
+		for _, l := range h.auditLines() {
+			if strings.Contains(l, "outcome=throttled") {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
+	if lines := flood(); len(lines) != 2 || !containsAll(lines[1], "count=100", "client=127.0.0.1", "100 wrong tokens") {
+		t.Fatalf("after 100 wrong tokens, throttled lines:\n%s", strings.Join(lines, "\n"))
+	}
+	req := h.newRequest("GET", "/api/v1/accounts", nil)
+	req.RemoteAddr = "127.0.0.1:4242"
+	for range 9900 {
+		h.s.wrongToken(req, hashToken(wrongToken), "authenticate", "api")
+	}
+	lines := flood()
+	if len(lines) != 4 || !containsAll(lines[2], "count=1000", "client=127.0.0.1") || !containsAll(lines[3], "count=10000", "client=127.0.0.1") {
+		t.Errorf("after 10000 wrong tokens, throttled lines:\n%s", strings.Join(lines, "\n"))
+	}
+	if n := len(h.auditLines()); n != failLimit+3 {
+		t.Errorf("%d audit lines for 10000 wrong tokens, want %d", n, failLimit+3)
+	}
+	h.clock.Advance(failWindow)
+	h.api("GET", "/api/v1/accounts", wrongToken)
+	if last := h.auditLines()[len(h.auditLines())-1]; !containsAll(last, "outcome=failure", "count=1") {
+		t.Errorf("the next window's first wrong token: %s", last)
+	}
+}

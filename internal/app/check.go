@@ -79,7 +79,7 @@ func openRelayFailures(results []server.OpenRelayResult, stdio IO) []error {
 			continue
 		}
 		at := res.At
-		errs = append(errs, fmt.Errorf("%s:%d:%d: Open relay: listener %q (%s): %s", at.Filename, at.Start.Line, at.Start.Column, res.Listener, res.Address, res.Detail))
+		errs = append(errs, fmt.Errorf("%s: Open relay: listener %q (%s): %s", config.Position(at), res.Listener, res.Address, res.Detail))
 	}
 	return errs
 }
@@ -142,7 +142,7 @@ func testBinds(cfg *config.Config) []error {
 	bind := func(addr string, at hcl.Range, what string) {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s:%d:%d: Cannot listen: %s: %w", at.Filename, at.Start.Line, at.Start.Column, what, err))
+			errs = append(errs, fmt.Errorf("%s: Cannot listen: %s: %w", config.Position(at), what, err))
 			return
 		}
 		ln.Close()
@@ -180,7 +180,7 @@ func placeVaultErrors(cfg *config.Config, errs []error) []error {
 	for i, err := range errs {
 		msg := err.Error()
 		if !position.MatchString(msg) && strings.Contains(strings.ToLower(msg), "vault") {
-			errs[i] = fmt.Errorf("%s:%d:%d: %s", at.Filename, at.Start.Line, at.Start.Column, msg)
+			errs[i] = fmt.Errorf("%s: %s", config.Position(at), msg)
 		}
 	}
 	return errs

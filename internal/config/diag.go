@@ -8,6 +8,12 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
+// Position is where a range starts, as "file:line:col": the prefix of
+// every error that points into the configuration.
+func Position(at hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", at.Filename, at.Start.Line, at.Start.Column)
+}
+
 // FormatDiagnostic renders one diagnostic on a single line as
 // "file:line:col: severity: summary: detail", the form editors and CI logs
 // link to.
@@ -15,7 +21,7 @@ func FormatDiagnostic(d *hcl.Diagnostic) string {
 	var b strings.Builder
 	if d.Subject != nil && d.Subject.Filename != "" {
 		if d.Subject.Start.Line > 0 {
-			fmt.Fprintf(&b, "%s:%d:%d: ", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
+			fmt.Fprintf(&b, "%s: ", Position(*d.Subject))
 		} else {
 			fmt.Fprintf(&b, "%s: ", d.Subject.Filename)
 		}

@@ -236,7 +236,7 @@ func refPlace(ref config.SecretRef) string {
 	if ref.Range.Filename == "" {
 		return ref.String()
 	}
-	return fmt.Sprintf("%s:%d:%d: %s", ref.Range.Filename, ref.Range.Start.Line, ref.Range.Start.Column, ref)
+	return fmt.Sprintf("%s: %s", config.Position(ref.Range), ref)
 }
 
 // ResolveLocal reads a literal, env:// or file:// reference; the Vault

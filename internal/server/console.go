@@ -95,7 +95,7 @@ func (r *Runtime) CheckConsole() []error {
 	}
 	var errs []error
 	place := func(at hcl.Range, err error) {
-		errs = append(errs, fmt.Errorf("%s:%d:%d: %w", at.Filename, at.Start.Line, at.Start.Column, err))
+		errs = append(errs, fmt.Errorf("%s: %w", config.Position(at), err))
 	}
 	if _, err := consoleTokensOf(b); err != nil {
 		at := a.DefRange

@@ -7,11 +7,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/admin"
 )
 
 // The console's connection limits (README "Operator console"): enough
 // for a few operators' browsers and scripts, while a client that opens
-// thousands cannot exhaust the relay's file descriptors. Connections
+// thousands cannot exhaust the relay's file descriptors. A client is an
+// IP address or an IPv6 /64, as for the login throttle. Connections
 // that hold a slot without a request in progress (just opened, or kept
 // alive between requests) give it up to a newcomer, oldest first: idle
 // connections cannot keep the operators out.
@@ -76,7 +79,7 @@ func (l *consoleListener) Accept() (net.Conn, error) {
 // without a request in progress when its client or the console is at
 // its limit; nil (c closed) when every connection in the way is busy.
 func (l *consoleListener) admit(c net.Conn) net.Conn {
-	client := consoleClient(c.RemoteAddr())
+	client := admin.ClientKey(c.RemoteAddr().String())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.perClient[client] >= maxConsoleConnsPerClient && !l.evictLocked(client) ||
@@ -172,18 +175,4 @@ func (c *consoleConn) Close() error {
 		c.l.mu.Unlock()
 	})
 	return c.Conn.Close()
-}
-
-// consoleClient is who a connection comes from for the limits: its IP
-// address, or the /64 network of an IPv6 address (one host usually has a
-// whole /64 to pick addresses from), as for the console's login throttle.
-func consoleClient(addr net.Addr) string {
-	tcp, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return addr.String()
-	}
-	if ip4 := tcp.IP.To4(); ip4 != nil {
-		return ip4.String()
-	}
-	return tcp.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }

@@ -180,7 +180,7 @@ func (r *Runtime) CheckListenerTLS() []error {
 			if lc.TLSCert.IsSet() {
 				at = lc.TLSCert.Range
 			}
-			errs = append(errs, fmt.Errorf("%s:%d:%d: %w", at.Filename, at.Start.Line, at.Start.Column, err))
+			errs = append(errs, fmt.Errorf("%s: %w", config.Position(at), err))
 		}
 	}
 	return errs

@@ -267,6 +267,7 @@ type Store interface {
 	// page is the same query with Before = the last ID of this one.
 	// Case-insensitive matches fold Unicode letters (on PostgreSQL where
 	// the server has ICU collations, else as the database's locale does).
+	// When ctx ends it returns ctx's error at once, in the database too.
 	Search(ctx context.Context, q HistoryQuery) ([]*Record, error)
 	// Prune deletes history (records and events) of messages that are no
 	// longer queued and were last updated before before; returns how many

@@ -25,7 +25,19 @@ type Migration struct {
 	Version int
 	Name    string // the file's name, NNNN_name.sql
 	SQL     string
+	// NoTransaction: the file's first line is NoTransactionMarker. The
+	// step holds statements that cannot run in a transaction (PostgreSQL's
+	// CREATE INDEX CONCURRENTLY): the engine runs them one by one, each
+	// committed on its own, and records the version after the last. Its
+	// statements must therefore be safe to run again from the first,
+	// after an interruption anywhere (IF NOT EXISTS, IF EXISTS). An
+	// engine that has no such mode refuses the step.
+	NoTransaction bool
 }
+
+// NoTransactionMarker, as the first line of a migration file, makes it a
+// Migration.NoTransaction step.
+const NoTransactionMarker = "-- oauthrelay:no-transaction"
 
 // Migrations reads an engine's embedded migrations, the files
 // dir/NNNN_name.sql of fsys, in order; their numbers must run from 1
@@ -63,5 +75,7 @@ func readMigration(fsys fs.FS, name string) (Migration, error) {
 	if err != nil {
 		return Migration{}, err
 	}
-	return Migration{Version: version, Name: base, SQL: string(text)}, nil
+	first, _, _ := strings.Cut(string(text), "\n")
+	noTx := strings.TrimSpace(first) == NoTransactionMarker
+	return Migration{Version: version, Name: base, SQL: string(text), NoTransaction: noTx}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
@@ -22,76 +23,49 @@ var migrationFiles embed.FS
 // are per database; the number is "oauthrly" in ASCII.
 const migrationLock int64 = 0x6f61757468726c79
 
-// migrate brings the schema up to date, one step per transaction, each
-// under the advisory lock: it re-reads the version, refuses a database
-// newer than this code, applies the next step and records it.
+// migrate brings the schema up to date (migrator).
 func migrate(ctx context.Context, s *Store) error {
 	ms, err := engine.Migrations(migrationFiles, "migrations")
 	if err != nil {
 		return err
 	}
-	for {
-		m, err := s.migrateStep(ctx, ms)
-		if err != nil || m == nil {
-			return err
-		}
-		s.log.Info("database schema migrated", "version", m.Version, "migration", m.Name)
-	}
+	return newMigrator(s).run(ctx, ms)
 }
 
-// migrateStep applies the first step the database lacks; nil when it
-// has them all.
-func (s *Store) migrateStep(ctx context.Context, ms []engine.Migration) (applied *engine.Migration, err error) {
-	err = s.inTx(ctx, "migrating", func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
-			return s.mapErr("migrating", err)
-		}
-		current, err := s.schemaVersion(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if current > len(ms) {
-			return engine.NewerSchema(current, len(ms))
-		}
-		if current == len(ms) {
-			return nil
-		}
-		m := ms[current]
-		if _, err := tx.Exec(ctx, m.SQL); err != nil {
-			return s.mapErr("migration "+m.Name, err)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO schema_version (version, name) VALUES ($1, $2)`, m.Version, m.Name)
-		if err != nil {
-			return s.mapErr("migration "+m.Name, err)
-		}
-		applied = &m
-		return nil
-	})
-	return applied, err
+// querier is what a transaction and a connection share.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // schemaVersion creates the schema_version table when missing and
 // returns the newest version applied (0: none).
-func (s *Store) schemaVersion(ctx context.Context, tx pgx.Tx) (int, error) {
+func (s *Store) schemaVersion(ctx context.Context, q querier) (int, error) {
 	var exists bool
-	if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_version') IS NOT NULL`).Scan(&exists); err != nil {
-		return 0, s.mapErr("reading the schema version", err)
+	if err := q.QueryRow(ctx, `SELECT to_regclass('schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, s.readErr(ctx, "reading the schema version", err)
 	}
 	if !exists {
-		_, err := tx.Exec(ctx, `CREATE TABLE schema_version (
+		_, err := q.Exec(ctx, `CREATE TABLE schema_version (
 			version integer     NOT NULL PRIMARY KEY,
 			name    text        NOT NULL,
 			applied timestamptz NOT NULL DEFAULT now())`)
 		if err != nil {
-			return 0, s.mapErr("creating schema_version", err)
+			return 0, s.readErr(ctx, "creating schema_version", err)
 		}
 	}
 	var current int
-	err := tx.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM schema_version`).Scan(&current)
+	err := q.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM schema_version`).Scan(&current)
 	if err != nil {
-		return 0, s.mapErr("reading the schema version", err)
+		return 0, s.readErr(ctx, "reading the schema version", err)
 	}
 	return current, nil
+}
+
+// recordVersion records that step m is applied.
+func (s *Store) recordVersion(ctx context.Context, q querier, m engine.Migration) error {
+	_, err := q.Exec(ctx, `INSERT INTO schema_version (version, name) VALUES ($1, $2)`, m.Version, m.Name)
+	return s.readErr(ctx, "migration "+m.Name, err)
 }
 
 // ErrOlderSchema: the database's schema lacks migrations this code has;

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/oauthrelay/oauthrelay/internal/store/engine"
 )
 
@@ -17,18 +19,41 @@ func migrateTo(t *testing.T, db *testDB, dsn string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	migrateWith(t, dsn, ms[:n])
+}
+
+// migrateWith applies steps to dsn's schema by hand, schema_version
+// included.
+func migrateWith(t *testing.T, dsn string, steps []engine.Migration) {
+	t.Helper()
 	conn := newTestPool(t, dsn)
-	_, err = conn.Exec(t.Context(), `CREATE TABLE schema_version (
+	_, err := conn.Exec(t.Context(), `CREATE TABLE schema_version (
 		version integer NOT NULL PRIMARY KEY, name text NOT NULL, applied timestamptz NOT NULL DEFAULT now())`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range ms[:n] {
-		if _, err := conn.Exec(t.Context(), m.SQL); err != nil {
-			t.Fatalf("%s: %v", m.Name, err)
-		}
+	for _, m := range steps {
+		applyByHand(t, conn, m)
 		if _, err := conn.Exec(t.Context(), `INSERT INTO schema_version (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// applyByHand runs a migration's SQL as it is, or statement by statement
+// for a NoTransaction step.
+func applyByHand(t *testing.T, conn *pgxpool.Pool, m engine.Migration) {
+	t.Helper()
+	stmts := []string{m.SQL}
+	if m.NoTransaction {
+		var err error
+		if stmts, err = splitStatements(m.SQL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, stmt := range stmts {
+		if _, err := conn.Exec(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
 		}
 	}
 }

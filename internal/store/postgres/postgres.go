@@ -105,7 +105,9 @@ var _ store.Store = (*Store)(nil)
 // Open connects to the database of dsn (a PostgreSQL connection URI or
 // key=value string), applies the embedded migrations (unless
 // opts.NoMigrate) and refuses a database whose schema is newer than this
-// code. Its errors never contain
+// code. Migrating is bounded by ctx alone: an index built on a large
+// history may take minutes, while other instances keep working (the
+// migrator type). Its errors never contain
 // the DSN's password or the Credentials' passwords; when the database
 // cannot be reached they wrap store.ErrUnavailable.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
@@ -191,6 +193,8 @@ func (s *Store) readable() error {
 // opTimeout bounds a call whose context has no deadline: pgx waits on a
 // dead connection as long as the context lets it, and a worker must not
 // hang on a database that went away without closing the connection.
+// Migrations are the exception (migrator): an index build may rightly
+// take longer.
 const opTimeout = time.Minute
 
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

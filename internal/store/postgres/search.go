@@ -17,8 +17,11 @@ import (
 
 // Search returns the records q selects, newest first. It walks the
 // history_received index (received, id) backwards from Until or from the
-// record Before names, and stops at the limit (0003_history_search.sql);
-// an ID or a Message-ID is one seek of its own index.
+// record Before names, and stops at the limit (0005_history_indexes.sql);
+// an ID or a Message-ID is one seek of its own index. When ctx ends the
+// search returns ctx's error at once, and pgx stops the statement on the
+// server (a cancel request, then the connection is closed and the pool
+// opens another).
 func (s *Store) Search(ctx context.Context, q store.HistoryQuery) (recs []*store.Record, err error) {
 	search := engine.NormalizeSearch(cleanQuery(q))
 	err = s.withConn(ctx, "searching the history", func(ctx context.Context, c *pgxpool.Conn) error {

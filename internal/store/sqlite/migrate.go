@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,7 +25,25 @@ var ErrNewerSchema = engine.ErrNewerSchema
 
 // migrations returns the embedded migrations in order.
 func migrations() ([]engine.Migration, error) {
-	return engine.Migrations(migrationFiles, "migrations")
+	return readMigrations(migrationFiles)
+}
+
+// readMigrations reads the migrations of fsys's migrations directory. A
+// step marked to run without a transaction is refused: the embedded
+// database has one process writing it while it migrates (README
+// "store"), so no step needs to let others write meanwhile, and each
+// must be all or nothing.
+func readMigrations(fsys fs.FS) ([]engine.Migration, error) {
+	ms, err := engine.Migrations(fsys, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if m.NoTransaction {
+			return nil, fmt.Errorf("store: migration %s: the embedded engine runs every step in a transaction", m.Name)
+		}
+	}
+	return ms, nil
 }
 
 // migrate brings the schema up to date. Each step runs in its own

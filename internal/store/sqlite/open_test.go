@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
@@ -140,6 +141,18 @@ func TestMigrationsAreNumberedFromOne(t *testing.T) {
 		if m.Version != i+1 || strings.TrimSpace(m.SQL) == "" {
 			t.Errorf("migration %d: %s", i, m.Name)
 		}
+	}
+}
+
+// A step marked to run without a transaction is refused: the embedded
+// engine has no such mode.
+func TestNoTransactionMigrationRefused(t *testing.T) {
+	fsys := fstest.MapFS{
+		"migrations/0001_init.sql":  {Data: []byte("CREATE TABLE t (c INTEGER);\n")},
+		"migrations/0002_index.sql": {Data: []byte(engine.NoTransactionMarker + "\nCREATE INDEX i ON t (c);\n")},
+	}
+	if ms, err := readMigrations(fsys); err == nil || !strings.Contains(err.Error(), "0002_index.sql") {
+		t.Errorf("readMigrations = %d steps, %v; want an error naming 0002_index.sql", len(ms), err)
 	}
 }
 

@@ -35,7 +35,8 @@ func historyFold(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, 
 // Search returns the records q selects, newest first. It walks the
 // history_received index backwards from Until or from the record Before
 // names, and stops at the limit (0002_history_search.sql); an ID or a
-// Message-ID is one seek of its own index.
+// Message-ID is one seek of its own index. When ctx ends the search stops
+// at once with ctx's error (searchQuery says how).
 func (s *Store) Search(ctx context.Context, q store.HistoryQuery) ([]*store.Record, error) {
 	if err := s.readable(); err != nil {
 		return nil, err
@@ -71,6 +72,14 @@ func readRows[T any](ctx context.Context, db *sql.DB, op, query string, args []a
 
 // searchQuery is the statement of a search and its arguments. A page
 // after the first starts after the record Before names, found first.
+//
+// The page is a MATERIALIZED common table expression so that all of the
+// search's reading happens in the statement's first step: the driver
+// (modernc.org/sqlite) interrupts a statement whose context ends only
+// during that step, and a search that finds its first match at once and
+// then reads the rest of the history for the next would otherwise run to
+// its end past the caller's deadline. The outer query reads the page in
+// the order it was written (the plan sorts nothing again).
 func (s *Store) searchQuery(ctx context.Context, q engine.Search) (string, []any, error) {
 	var w where
 	if q.Before != "" {
@@ -85,8 +94,9 @@ func (s *Store) searchQuery(ctx context.Context, q engine.Search) (string, []any
 		w.add("(received, id) < (?, ?)", received, q.Before)
 	}
 	searchConditions(&w, &q)
-	return `SELECT ` + historyColumns + ` FROM history` + w.sql() + `
-		ORDER BY received DESC, id DESC LIMIT ?`, append(w.args, q.Limit), nil
+	return `WITH page AS MATERIALIZED (SELECT ` + historyColumns + ` FROM history` + w.sql() + `
+		ORDER BY received DESC, id DESC LIMIT ?)
+		SELECT ` + historyColumns + ` FROM page ORDER BY received DESC, id DESC`, append(w.args, q.Limit), nil
 }
 
 // searchConditions adds the conditions of q's fields. Substrings are

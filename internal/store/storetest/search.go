@@ -24,6 +24,7 @@ var searchTests = []test{
 	{"Limit", testSearchLimit},
 	{"Subject", testSearchSubject},
 	{"FinalState", testSearchFinalState},
+	{"Deadline", testSearchDeadline},
 }
 
 func (e *env) search(q store.HistoryQuery) []*store.Record {

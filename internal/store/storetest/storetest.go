@@ -28,7 +28,9 @@
 //   - Search matches substrings literally ('%' and '_' are no wildcards),
 //     a recipient substring within one recipient, case-insensitively;
 //     pages with Before neither repeat nor skip a record; a Before that
-//     names no record is ErrNotFound.
+//     names no record is ErrNotFound; a search whose context ends returns
+//     the context's error at once, however much history is left to
+//     read, and the next search and write succeed.
 package storetest
 
 import (

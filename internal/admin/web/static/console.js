@@ -42,7 +42,9 @@
   }
 
   // Auto-refresh: reloads the page every 30 s while switched on, unless
-  // the operator is typing in a field.
+  // the operator is typing in a field. Only pages with the switch
+  // (#autorefresh) reload: the server leaves it off History (expensive
+  // searches) and off every error page.
   var refreshKey = "oauthrelay.autorefresh";
   var refreshEvery = 30000;
   var timer = null;

@@ -1,7 +1,14 @@
 -- The console's history search (store.Store.Search, README "store").
+-- Its indexes are built by 0005_history_indexes.sql, without a
+-- transaction, so that instances still running keep writing the history
+-- meanwhile.
 
 -- The decoded Subject header, kept only with history_subjects on. A
--- column with a constant default is added without rewriting the table.
+-- column with a constant default is added without rewriting the table,
+-- but under a lock that stops every reader and writer of the history for
+-- that instant: the step runs with a short lock_timeout and is tried
+-- again later rather than wait behind a long transaction with everyone
+-- else queued behind it (migrate.go).
 ALTER TABLE history ADD COLUMN subject text NOT NULL DEFAULT '';
 
 -- history_fold(text) is text in lower case, for the case-insensitive
@@ -22,18 +29,3 @@ BEGIN
 	END IF;
 END
 $$;
-
--- Searches go newest first, a page at a time: ORDER BY received DESC,
--- id DESC LIMIT n walks this index backwards from Until (or from the
--- previous page's last record, a row comparison on the whole key) and
--- stops after n matches. It replaces the index on received alone, which
--- Prune's range on received uses as well.
-DROP INDEX history_received;
-CREATE INDEX history_received ON history (received, id);
-
--- The search matches senders and recipients as case-insensitive
--- substrings, which neither a b-tree on mail_from nor a GIN index of
--- whole addresses can answer; no query used them, and every new record
--- paid for both.
-DROP INDEX history_from;
-DROP INDEX history_rcpts;
