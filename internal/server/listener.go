@@ -44,6 +44,10 @@ type generation struct {
 	backend *relay.Backend
 	handoff *handoff
 	tls     *tls.Config
+	// holdFor is how long a connection holds a reply (zero: maxHoldTime);
+	// tests that count writes lengthen it, so that a slow machine does not
+	// split what they check.
+	holdFor time.Duration
 
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -66,21 +70,28 @@ type trackedConn struct {
 // Close sends the replies still held (the last one before a close is
 // usually a 221 or 421 the client waits for) and closes the socket.
 func (c *trackedConn) Close() error {
-	_ = c.replies.flush(c.Conn)
-	return c.abort()
+	_ = c.replies.flush()
+	return c.close()
 }
 
-// abort closes the socket without sending what is held: the relay cuts
-// the session off (the shutdown deadline passed), and a client that does
-// not read must not keep it waiting.
+// abort closes the socket when the relay cuts the session off (the
+// shutdown deadline passed): the held replies get a short moment to
+// leave (a 250 for a message the provider accepted must not be lost,
+// or the client sends it twice), and a client that does not read must
+// not keep the relay waiting.
 func (c *trackedConn) abort() error {
+	c.replies.flushBeforeAbort()
+	return c.close()
+}
+
+func (c *trackedConn) close() error {
 	c.once.Do(func() { c.g.untrack(c) })
 	return c.Conn.Close()
 }
 
 // Write holds p until the session next reads (or the buffer fills).
 func (c *trackedConn) Write(p []byte) (int, error) {
-	err := c.replies.hold(c.Conn, p)
+	err := c.replies.hold(p)
 	if c.closeAfterWrite.Load() {
 		c.Close()
 	}
@@ -93,7 +104,7 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 // Read first sends the held replies: the session has answered every
 // command it had read and now waits for the client (RFC 2920 §3.2).
 func (c *trackedConn) Read(p []byte) (int, error) {
-	if err := c.replies.flush(c.Conn); err != nil {
+	if err := c.replies.flush(); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(p)
@@ -101,7 +112,7 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 
 // SetWriteDeadline keeps the deadline of held replies (replyBuffer).
 func (c *trackedConn) SetWriteDeadline(t time.Time) error {
-	return c.replies.setWriteDeadline(c.Conn, t)
+	return c.replies.setWriteDeadline(t)
 }
 
 // SetDeadline is SetReadDeadline and SetWriteDeadline.
@@ -127,6 +138,10 @@ func (c *trackedConn) isIdle() bool {
 
 func (g *generation) track(c net.Conn) *trackedConn {
 	tc := &trackedConn{Conn: c, g: g}
+	tc.replies.out, tc.replies.holdFor = c, g.holdFor
+	if tc.replies.holdFor == 0 {
+		tc.replies.holdFor = maxHoldTime
+	}
 	g.connMu.Lock()
 	if g.conns == nil {
 		g.conns = map[*trackedConn]struct{}{}
@@ -158,8 +173,8 @@ func (g *generation) snapshot() []*trackedConn {
 	return conns
 }
 
-// closeConns closes every open connection of the generation, without
-// waiting for clients to read what their sessions still held.
+// closeConns closes every open connection of the generation, giving what
+// their sessions still held only abortFlushTime to leave.
 func (g *generation) closeConns() {
 	for _, c := range g.snapshot() {
 		c.abort()

@@ -128,6 +128,13 @@ type replyServer struct {
 
 func startReplyServer(t *testing.T, mode string, be smtp.Backend, tune func(*smtp.Server, *countingListener)) *replyServer {
 	t.Helper()
+	return startReplyServerHolding(t, mode, be, tune, time.Minute)
+}
+
+// startReplyServerHolding is startReplyServer with connections holding a
+// reply for at most holdFor (the relay's own: maxHoldTime).
+func startReplyServerHolding(t *testing.T, mode string, be smtp.Backend, tune func(*smtp.Server, *countingListener), holdFor time.Duration) *replyServer {
+	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +160,7 @@ func startReplyServer(t *testing.T, mode string, be smtp.Backend, tune func(*smt
 	if tune != nil {
 		tune(srv, ln)
 	}
-	g := &generation{cfg: &config.Listener{TLSMode: mode}, srv: srv, handoff: newHandoff(nil), tls: serverTLS}
+	g := &generation{cfg: &config.Listener{TLSMode: mode}, srv: srv, handoff: newHandoff(nil), tls: serverTLS, holdFor: holdFor}
 	l := &listener{addr: raw.Addr().String(), ln: ln, log: hclog.NewNullLogger(), perIP: limits.NewPerIP(0, 0, 0)}
 	l.install(g)
 	l.start()
