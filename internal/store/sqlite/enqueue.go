@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/store"
@@ -17,13 +18,13 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 	if err := s.readable(); err != nil {
 		return err
 	}
-	envs := make([]store.Envelope, len(msgs))
+	rows := make([]*newRows, len(msgs))
 	for i, m := range msgs {
-		e, err := engine.NormalizeNew(m)
+		r, err := encodeNew(m)
 		if err != nil {
 			return err
 		}
-		envs[i] = e
+		rows[i] = r
 	}
 	if len(msgs) == 0 {
 		return nil
@@ -36,7 +37,7 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 		rewindable: rewindable,
 		run: func(b *batch) error {
 			for i, m := range msgs {
-				if err := b.enqueue(ctx, &envs[i], m); err != nil {
+				if err := b.enqueue(ctx, rows[i], m.Body); err != nil {
 					return err
 				}
 			}
@@ -45,36 +46,90 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 	})
 }
 
+// newRows are the rows of a new message, their arguments encoded (JSON,
+// times) by the caller of Enqueue: the writer runs every commit one after
+// the other, so work done before it reaches the writer does not hold the
+// other messages back. What depends on the body, read in the writer, is
+// set there (setBody).
+type newRows struct {
+	env     store.Envelope
+	message []any // insertMessageQuery's arguments
+	history []any // insertHistoryQuery's
+}
+
+// The arguments the writer sets: their positions in insertMessageQuery
+// and insertHistoryQuery.
+const (
+	messageSizeArg   = 8
+	messageChunksArg = 9
+	historySizeArg   = 7
+)
+
+const insertMessageQuery = `INSERT INTO messages (id, account, listener, client, mail_from, mail_params,
+	rcpts, pending, size, chunks, header_id, received, expires, next_attempt, attempts,
+	last_reply, state, bounce, lease_owner, lease_until)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// encodeNew checks m and encodes its rows: its queue row, leased to
+// m.LeaseOwner until m.LeaseUntil when that is set, and its history
+// record.
+func encodeNew(m *store.NewMessage) (*newRows, error) {
+	e, err := engine.NormalizeNew(m)
+	if err != nil {
+		return nil, err
+	}
+	rcpts, err := engine.EncodeRcpts(e.Rcpts)
+	if err != nil {
+		return nil, err
+	}
+	return &newRows{
+		env: e,
+		message: []any{e.ID, e.Account, e.Listener, e.Client, e.From, encodeStrings(e.MailParams),
+			rcpts, engine.PendingCount(e.Rcpts), int64(0), int64(0), e.HeaderID, unixNano(e.Received), unixNano(e.Expires),
+			unixNano(e.NextAttempt), e.Attempts, e.LastReply, e.State, e.Bounce, m.LeaseOwner, leaseUntil(m.LeaseOwner, m.LeaseUntil)},
+		history: historyArgs(engine.QueueRecord(&e, m.Subject)),
+	}, nil
+}
+
+// setBody records the size of the body and its number of chunks.
+func (r *newRows) setBody(size, chunks int64) {
+	r.env.Size = size
+	r.message[messageSizeArg], r.message[messageChunksArg] = size, chunks
+	r.history[historySizeArg] = size
+}
+
 // enqueue writes one message: its queue row, its body, its history record
 // and EventAccepted. The body's first chunk is read before the row is
 // written, so that a message of one chunk (nearly all) takes no UPDATE for
 // its size.
-func (b *batch) enqueue(ctx context.Context, e *store.Envelope, m *store.NewMessage) error {
-	w := b.w
-	w.chunker.Start(m.Body)
+func (b *batch) enqueue(ctx context.Context, r *newRows, body io.Reader) error {
+	w, id := b.w, r.env.ID
+	w.chunker.Start(body)
 	defer w.chunker.Stop() // drop the caller's reader
 	first, last, err := w.chunker.Next()
 	if err != nil {
-		return bodyErr(e.ID, err)
+		return bodyErr(id, err)
 	}
 	if last {
-		e.Size = int64(len(first))
+		r.setBody(int64(len(first)), 1)
+	} else {
+		r.setBody(0, 0) // set once the body is stored
 	}
-	if err := b.insertMessage(e, last, m.LeaseOwner, m.LeaseUntil); err != nil {
+	if err := b.insertMessage(r); err != nil {
 		return err
 	}
 	if last {
-		err = b.insertChunk(e.ID, 0, first, true)
+		err = b.insertChunk(id, 0, first, true)
 	} else {
-		err = b.writeLongBody(ctx, e, first)
+		err = b.writeLongBody(ctx, r, first)
 	}
 	if err != nil {
 		return err
 	}
-	if err := b.insertHistory(engine.QueueRecord(e, m.Subject)); err != nil {
+	if err := b.insertHistory(id, r.history); err != nil {
 		return err
 	}
-	return b.insertEvent(&store.Event{ID: e.ID, At: e.Received, Type: store.EventAccepted})
+	return b.insertFirstEvent(&store.Event{ID: id, At: r.env.Received, Type: store.EventAccepted})
 }
 
 // bodyErr is the error of a body that could not be read; it wraps the
@@ -85,36 +140,20 @@ func bodyErr(id string, err error) error {
 
 // writeLongBody stores a body of more than one chunk, the first of which
 // is read already, then the message's size.
-func (b *batch) writeLongBody(ctx context.Context, e *store.Envelope, first []byte) error {
-	size, chunks, err := b.writeChunks(ctx, e.ID, first)
+func (b *batch) writeLongBody(ctx context.Context, r *newRows, first []byte) error {
+	size, chunks, err := b.writeChunks(ctx, r.env.ID, first)
 	if err != nil {
 		return err
 	}
-	e.Size = size
-	return b.execOp("enqueue", `UPDATE messages SET size = ?, chunks = ? WHERE id = ?`, size, chunks, e.ID)
+	r.setBody(size, chunks)
+	return b.execOp("enqueue", `UPDATE messages SET size = ?, chunks = ? WHERE id = ?`, size, chunks, r.env.ID)
 }
 
-// insertMessage writes a message's queue row, leased to owner until until
-// when owner is set; its size and chunk count are final when the body is
-// one chunk, else set once it is stored.
-func (b *batch) insertMessage(e *store.Envelope, oneChunk bool, owner string, until time.Time) error {
-	rcpts, err := engine.EncodeRcpts(e.Rcpts)
-	if err != nil {
-		return err
-	}
-	var size, chunks int64
-	if oneChunk {
-		size, chunks = e.Size, 1
-	}
-	_, err = b.execResult(`INSERT INTO messages (id, account, listener, client, mail_from, mail_params,
-		rcpts, pending, size, chunks, header_id, received, expires, next_attempt, attempts,
-		last_reply, state, bounce, lease_owner, lease_until)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.ID, e.Account, e.Listener, e.Client, e.From, encodeStrings(e.MailParams),
-		rcpts, engine.PendingCount(e.Rcpts), size, chunks, e.HeaderID, unixNano(e.Received), unixNano(e.Expires),
-		unixNano(e.NextAttempt), e.Attempts, e.LastReply, e.State, e.Bounce, owner, leaseUntil(owner, until))
+// insertMessage writes a message's queue row.
+func (b *batch) insertMessage(r *newRows) error {
+	_, err := b.execResult(insertMessageQuery, r.message...)
 	if isConstraint(err) {
-		return fmt.Errorf("%w: %s", engine.ErrDuplicate, e.ID)
+		return fmt.Errorf("%w: %s", engine.ErrDuplicate, r.env.ID)
 	}
 	return mapErr("enqueue", err)
 }

@@ -25,12 +25,13 @@ func historyArgs(r *store.Record) []any {
 		r.Size, r.HeaderID, r.Subject, unixNano(r.Received), r.State, unixNano(r.Updated)}
 }
 
-// insertHistory adds a new record; a record with its ID is an error.
-func (b *batch) insertHistory(r *store.Record) error {
+// insertHistory adds record id, its historyArgs given; a record with its
+// ID is an error.
+func (b *batch) insertHistory(id string, args []any) error {
 	_, err := b.execResult(`INSERT INTO history (`+historyColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, historyArgs(r)...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	if isConstraint(err) {
-		return fmt.Errorf("%w: history record %s", engine.ErrDuplicate, r.ID)
+		return fmt.Errorf("%w: history record %s", engine.ErrDuplicate, id)
 	}
 	return mapErr("writing history", err)
 }
@@ -52,12 +53,45 @@ func (b *batch) setHistoryState(id, state string, at time.Time) error {
 		state, unixNano(at), id)
 }
 
+// insertEvent appends e to its message's events.
 func (b *batch) insertEvent(e *store.Event) error {
 	// The next seq of the message, under the write lock: another
 	// process's writer (`oauthrelay queue`) numbers from the same rows.
 	return b.execOp("writing history", `INSERT INTO events (msg_id, seq, at, type, rcpt, reply)
 		VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE msg_id = ?1), ?2, ?3, ?4, ?5)`,
 		e.ID, unixNano(e.At), e.Type, e.Rcpt, e.Reply)
+}
+
+// insertFirstEvent appends e, the first event of a new message, as seq 1
+// without looking for the message's last event (a fifth of an event's
+// cost). Should events of its ID exist all the same (written by Record),
+// it is numbered after them as insertEvent does.
+func (b *batch) insertFirstEvent(e *store.Event) error {
+	res, err := b.execResult(`INSERT INTO events (msg_id, seq, at, type, rcpt, reply)
+		VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		e.ID, unixNano(e.At), e.Type, e.Rcpt, e.Reply)
+	if err != nil {
+		return mapErr("writing history", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return b.insertEvent(e)
+	}
+	return nil
+}
+
+// insertEventsAfter appends a message's events numbered from last+1,
+// last being its last seq as read in this transaction: the write lock
+// keeps every other writer, of this process or another, from numbering
+// in between.
+func (b *batch) insertEventsAfter(last int64, events []*store.Event) error {
+	for i, e := range events {
+		err := b.execOp("writing history", `INSERT INTO events (msg_id, seq, at, type, rcpt, reply)
+			VALUES (?, ?, ?, ?, ?, ?)`, e.ID, last+int64(i)+1, unixNano(e.At), e.Type, e.Rcpt, e.Reply)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Record adds or replaces history records and appends events in one

@@ -236,7 +236,7 @@ func (s *Store) Finish(ctx context.Context, id, owner string, res store.Result) 
 }
 
 func (b *batch) finish(id, owner string, res *store.Result) error {
-	e, err := b.leased(id, owner)
+	e, lastEvent, err := b.leased(id, owner)
 	if err != nil {
 		return err
 	}
@@ -244,10 +244,8 @@ func (b *batch) finish(id, owner string, res *store.Result) error {
 	if err != nil {
 		return err
 	}
-	for _, ev := range events {
-		if err := b.insertEvent(ev); err != nil {
-			return err
-		}
+	if err := b.insertEventsAfter(lastEvent, events); err != nil {
+		return err
 	}
 	if engine.PendingCount(e.Rcpts) == 0 {
 		return b.finalize(e, res.At)
@@ -256,24 +254,25 @@ func (b *batch) finish(id, owner string, res *store.Result) error {
 }
 
 // leased reads what Finish changes of id (recipients, attempts, last
-// reply) if owner holds its lease.
-func (b *batch) leased(id, owner string) (*store.Envelope, error) {
-	e := &store.Envelope{ID: id}
+// reply) if owner holds its lease, and the seq of its last event.
+func (b *batch) leased(id, owner string) (e *store.Envelope, lastEvent int64, err error) {
+	e = &store.Envelope{ID: id}
 	var rcpts string
 	var attempts int64
-	err := b.queryRow(`SELECT rcpts, attempts, last_reply FROM messages
-		WHERE id = ? AND lease_owner = ?`, id, owner).Scan(&rcpts, &attempts, &e.LastReply)
+	err = b.queryRow(`SELECT rcpts, attempts, last_reply,
+			(SELECT COALESCE(MAX(seq), 0) FROM events WHERE msg_id = ?1)
+		FROM messages WHERE id = ?1 AND lease_owner = ?2`, id, owner).Scan(&rcpts, &attempts, &e.LastReply, &lastEvent)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, b.leaseLost(id)
+		return nil, 0, b.leaseLost(id)
 	}
 	if err != nil {
-		return nil, mapErr("finishing", err)
+		return nil, 0, mapErr("finishing", err)
 	}
 	if e.Rcpts, err = engine.DecodeRcpts(rcpts); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	e.Attempts = int(attempts)
-	return e, nil
+	return e, lastEvent, nil
 }
 
 // requeue stores the new recipient states of a message still pending and

@@ -15,6 +15,7 @@ var historyTests = []test{
 	{"RecordDirect", testRecordDirect},
 	{"EventOrder", testEventOrder},
 	{"EventsOfQueuedMessage", testEventsOfQueued},
+	{"EventsAtOneTimeInWriteOrder", testEventsInWriteOrder},
 }
 
 var pruneTests = []test{
@@ -92,6 +93,25 @@ func testEventsOfQueued(t *testing.T, e *env) {
 		t.Errorf("Record of events only changed the record (-before +after):\n%s", diff)
 	}
 	e.wantEvents("m1", "accepted : ", "notified : bounce-1")
+}
+
+// Events of one time keep the order they were written in, whoever wrote
+// them: Record before the message was queued, Enqueue, an operator's
+// Retry during an attempt, the attempt's Finish.
+func testEventsInWriteOrder(t *testing.T, e *env) {
+	m := e.msg("m1")
+	at := m.Received
+	e.record(nil, &store.Event{ID: "m1", At: at, Type: store.EventNotified, Reply: "before"})
+	e.enqueue(m)
+	e.claim("w1", e.base, 1, time.Minute)
+	if err := e.s.Retry(e.ctx, "m1", at); err != nil {
+		t.Fatalf("Retry: %v", err)
+	}
+	rcpt := m.Rcpts[0].Addr
+	e.finish("m1", "w1", store.Result{At: at, Counted: true, Reply: "250 OK",
+		Rcpts: map[string]store.Recipient{rcpt: rcptResult(store.RcptDelivered, "250 OK")}})
+	e.record(nil, &store.Event{ID: "m1", At: at, Type: store.EventNotified, Reply: "after"})
+	e.wantEvents("m1", "notified : before", "accepted : ", "retry : ", "delivered "+rcpt+": 250 OK", "notified : after")
 }
 
 func testPrune(t *testing.T, e *env) {
