@@ -62,13 +62,14 @@ type newRows struct {
 const (
 	messageSizeArg   = 8
 	messageChunksArg = 9
+	messageKeyArg    = 20
 	historySizeArg   = 7
 )
 
 const insertMessageQuery = `INSERT INTO messages (id, account, listener, client, mail_from, mail_params,
 	rcpts, pending, size, chunks, header_id, received, expires, next_attempt, attempts,
-	last_reply, state, bounce, lease_owner, lease_until)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	last_reply, state, bounce, lease_owner, lease_until, body_key)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // encodeNew checks m and encodes its rows: its queue row, leased to
 // m.LeaseOwner until m.LeaseUntil when that is set, and its history
@@ -86,7 +87,8 @@ func encodeNew(m *store.NewMessage) (*newRows, error) {
 		env: e,
 		message: []any{e.ID, e.Account, e.Listener, e.Client, e.From, encodeStrings(e.MailParams),
 			rcpts, engine.PendingCount(e.Rcpts), int64(0), int64(0), e.HeaderID, unixNano(e.Received), unixNano(e.Expires),
-			unixNano(e.NextAttempt), e.Attempts, e.LastReply, e.State, e.Bounce, m.LeaseOwner, leaseUntil(m.LeaseOwner, m.LeaseUntil)},
+			unixNano(e.NextAttempt), e.Attempts, e.LastReply, e.State, e.Bounce, m.LeaseOwner, leaseUntil(m.LeaseOwner, m.LeaseUntil),
+			int64(0)},
 		history: historyArgs(engine.QueueRecord(&e, m.Subject)),
 	}, nil
 }
@@ -115,6 +117,7 @@ func (b *batch) enqueue(ctx context.Context, r *newRows, body io.Reader) error {
 	} else {
 		r.setBody(0, 0) // set once the body is stored
 	}
+	r.message[messageKeyArg] = b.bodyKey()
 	if err := b.insertMessage(r); err != nil {
 		return err
 	}
@@ -188,6 +191,15 @@ func (b *batch) writeChunks(ctx context.Context, id string, first []byte) (size,
 			return size, seq + 1, nil
 		}
 	}
+}
+
+// bodyKey is the ID of the data key the batch seals bodies with, 0 when
+// it stores them in clear.
+func (b *batch) bodyKey() int64 {
+	if b.key == nil {
+		return 0
+	}
+	return b.key.ID
 }
 
 func (b *batch) insertChunk(id string, seq int64, plain []byte, last bool) error {

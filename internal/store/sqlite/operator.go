@@ -132,14 +132,15 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	}
 	now := time.Now()
 	return s.submit(ctx, &request{run: func(b *batch) error {
-		exists, err := b.exists(id)
-		if err != nil {
-			return err
-		}
-		if !exists {
+		var bodyKey sql.NullInt64
+		err := b.queryRow(`SELECT body_key FROM messages WHERE id = ?`, id).Scan(&bodyKey)
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %s", store.ErrNotFound, id)
 		}
-		if err := b.removeMessage(id); err != nil {
+		if err != nil {
+			return mapErr("reading the queue", err)
+		}
+		if err := b.removeMessage(id, bodyKey); err != nil {
 			return err
 		}
 		if err := b.setHistoryState(id, store.StateDeleted, now); err != nil {

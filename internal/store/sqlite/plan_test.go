@@ -33,6 +33,19 @@ func TestClaimQueriesSeekTheIndex(t *testing.T) {
 	}
 }
 
+// Removing a sealed message looks for other chunks under its key with
+// one seek of chunks_key, not a scan of every body.
+func TestDropKeySeeksTheIndex(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, Options{})
+	plan := explain(t, rawDB(t, dir), dropKeyQuery, 1)
+	text := strings.Join(plan, "\n")
+	t.Logf("plan:\n%s", text)
+	if !strings.Contains(text, "INDEX chunks_key") || strings.Contains(text, "SCAN chunks") {
+		t.Errorf("dropping a key does not seek chunks_key:\n%s", text)
+	}
+}
+
 // Search reads a page's worth of the history, not all of it: the newest
 // page, a time range and the pages after it walk history_received in
 // the result order (no sort of every record); an ID and a Message-ID are
