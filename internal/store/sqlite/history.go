@@ -239,13 +239,18 @@ func (b *batch) pruneSome(before int64, limit int) (int, error) {
 	return len(ids), nil
 }
 
-// prunable lists records updated before before whose message is not in
-// the queue (by state and, should the two disagree, by the queue itself).
+// prunableQuery lists up to ?2 records updated before ?1 whose message is
+// not in the queue (by state and, should the two disagree, by the queue
+// itself). It walks history_received (a test checks its plan): a record
+// is received before it is updated (0004_history_without_updated_index.sql).
+const prunableQuery = `SELECT id FROM history
+	WHERE received < ?1 AND updated < ?1 AND state NOT IN ('queued', 'held')
+	AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = history.id)
+	LIMIT ?2`
+
+// prunable lists the records prunableQuery finds.
 func (b *batch) prunable(before int64, limit int) ([]string, error) {
-	rows, err := b.query(`SELECT id FROM history
-		WHERE updated < ? AND state NOT IN ('queued', 'held')
-		AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = history.id)
-		LIMIT ?`, before, limit)
+	rows, err := b.query(prunableQuery, before, limit)
 	if err != nil {
 		return nil, mapErr("pruning", err)
 	}

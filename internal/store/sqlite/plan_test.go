@@ -46,6 +46,18 @@ func TestDropKeySeeksTheIndex(t *testing.T) {
 	}
 }
 
+// Prune walks the history by time received, not all of it.
+func TestPrunePlan(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, Options{})
+	plan := explain(t, rawDB(t, dir), prunableQuery, 1, 500)
+	text := strings.Join(plan, "\n")
+	t.Logf("plan:\n%s", text)
+	if !slices.Contains(plan, "SEARCH history USING INDEX history_received (received<?)") {
+		t.Errorf("Prune does not walk history_received:\n%s", text)
+	}
+}
+
 // Search reads a page's worth of the history, not all of it: the newest
 // page, a time range and the pages after it walk history_received in
 // the result order (no sort of every record); an ID and a Message-ID are
