@@ -54,11 +54,11 @@ func (s *Store) Enqueue(ctx context.Context, msgs ...*store.NewMessage) error {
 type newRows struct {
 	env     store.Envelope
 	message []any // insertMessageQuery's arguments
-	history []any // insertHistoryQuery's
+	history []any // insertHistory's (historyArgs)
 }
 
 // The arguments the writer sets: their positions in insertMessageQuery
-// and insertHistoryQuery.
+// and historyArgs.
 const (
 	messageSizeArg   = 8
 	messageChunksArg = 9

@@ -63,9 +63,10 @@ func (b *batch) insertEvent(e *store.Event) error {
 }
 
 // insertFirstEvent appends e, the first event of a new message, as seq 1
-// without looking for the message's last event (a fifth of an event's
-// cost). Should events of its ID exist all the same (written by Record),
-// it is numbered after them as insertEvent does.
+// without looking for the message's last event (about a fifth of the
+// cost of an event). Should events of its ID exist all the same (Record
+// may write events before their record), it is numbered after them as
+// insertEvent does.
 func (b *batch) insertFirstEvent(e *store.Event) error {
 	res, err := b.execResult(`INSERT INTO events (msg_id, seq, at, type, rcpt, reply)
 		VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
@@ -75,21 +76,6 @@ func (b *batch) insertFirstEvent(e *store.Event) error {
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return b.insertEvent(e)
-	}
-	return nil
-}
-
-// insertEventsAfter appends a message's events numbered from last+1,
-// last being its last seq as read in this transaction: the write lock
-// keeps every other writer, of this process or another, from numbering
-// in between.
-func (b *batch) insertEventsAfter(last int64, events []*store.Event) error {
-	for i, e := range events {
-		err := b.execOp("writing history", `INSERT INTO events (msg_id, seq, at, type, rcpt, reply)
-			VALUES (?, ?, ?, ?, ?, ?)`, e.ID, last+int64(i)+1, unixNano(e.At), e.Type, e.Rcpt, e.Reply)
-		if err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -236,7 +236,7 @@ func (s *Store) Finish(ctx context.Context, id, owner string, res store.Result) 
 }
 
 func (b *batch) finish(id, owner string, res *store.Result) error {
-	e, stored, err := b.leased(id, owner)
+	e, bodyKey, err := b.leased(id, owner)
 	if err != nil {
 		return err
 	}
@@ -244,44 +244,39 @@ func (b *batch) finish(id, owner string, res *store.Result) error {
 	if err != nil {
 		return err
 	}
-	if err := b.insertEventsAfter(stored.lastEvent, events); err != nil {
-		return err
+	for _, ev := range events {
+		if err := b.insertEvent(ev); err != nil {
+			return err
+		}
 	}
 	if engine.PendingCount(e.Rcpts) == 0 {
-		return b.finalize(e, stored.bodyKey, res.At)
+		return b.finalize(e, bodyKey, res.At)
 	}
 	return b.requeue(e, res)
 }
 
-// leasedFacts is what Finish needs of a message beside its envelope.
-type leasedFacts struct {
-	lastEvent int64         // the seq of its last event
-	bodyKey   sql.NullInt64 // messages.body_key
-}
-
 // leased reads what Finish changes of id (recipients, attempts, last
-// reply) if owner holds its lease, and leasedFacts.
-func (b *batch) leased(id, owner string) (*store.Envelope, leasedFacts, error) {
+// reply) if owner holds its lease, and its body_key.
+func (b *batch) leased(id, owner string) (*store.Envelope, sql.NullInt64, error) {
 	e := &store.Envelope{ID: id}
 	var (
-		f        leasedFacts
 		rcpts    string
 		attempts int64
+		bodyKey  sql.NullInt64
 	)
-	err := b.queryRow(`SELECT rcpts, attempts, last_reply, body_key,
-			(SELECT COALESCE(MAX(seq), 0) FROM events WHERE msg_id = ?1)
-		FROM messages WHERE id = ?1 AND lease_owner = ?2`, id, owner).Scan(&rcpts, &attempts, &e.LastReply, &f.bodyKey, &f.lastEvent)
+	err := b.queryRow(`SELECT rcpts, attempts, last_reply, body_key FROM messages
+		WHERE id = ? AND lease_owner = ?`, id, owner).Scan(&rcpts, &attempts, &e.LastReply, &bodyKey)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, f, b.leaseLost(id)
+		return nil, bodyKey, b.leaseLost(id)
 	}
 	if err != nil {
-		return nil, f, mapErr("finishing", err)
+		return nil, bodyKey, mapErr("finishing", err)
 	}
 	if e.Rcpts, err = engine.DecodeRcpts(rcpts); err != nil {
-		return nil, f, err
+		return nil, bodyKey, err
 	}
 	e.Attempts = int(attempts)
-	return e, f, nil
+	return e, bodyKey, nil
 }
 
 // requeue stores the new recipient states of a message still pending and
