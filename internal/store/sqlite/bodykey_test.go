@@ -93,16 +93,7 @@ func TestMessagesWithoutBodyKeyLeaveWithTheirKeys(t *testing.T) {
 // the message is delivered from it and leaves.
 func TestOpenMigratesTheQueueForBodyKeys(t *testing.T) {
 	dir := t.TempDir()
-	db := rawDB(t, dir)
-	ms, err := migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rawExec(t, db, `CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied INTEGER NOT NULL) STRICT`)
-	for _, m := range ms[:2] {
-		rawExec(t, db, m.SQL)
-		rawExec(t, db, `INSERT INTO schema_version (version, applied) VALUES (?, 0)`, m.Version)
-	}
+	db := rawDBAtVersion(t, dir, 2)
 	now := unixNano(time.Now())
 	rawExec(t, db, `INSERT INTO messages (id, account, listener, client, mail_from, mail_params, rcpts, pending,
 		size, chunks, header_id, received, expires, next_attempt, attempts, last_reply, state, bounce)
@@ -120,7 +111,7 @@ func TestOpenMigratesTheQueueForBodyKeys(t *testing.T) {
 	if c, err := s.Claim(ctx, "w1", time.Now(), 1, time.Minute, nil); err != nil || len(c) != 1 {
 		t.Fatalf("Claim: %v", err)
 	}
-	err = s.Finish(ctx, "old1", "w1", store.Result{Counted: true,
+	err := s.Finish(ctx, "old1", "w1", store.Result{Counted: true,
 		Rcpts: map[string]store.Recipient{"<b@example.net>": {State: store.RcptDelivered}}})
 	if err != nil {
 		t.Fatal(err)

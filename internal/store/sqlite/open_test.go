@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -241,14 +242,7 @@ func TestBodyReaderAfterTheMessageWent(t *testing.T) {
 // is migrated on open: its records have no subject and Search finds them.
 func TestOpenMigratesTheHistoryForSearch(t *testing.T) {
 	dir := t.TempDir()
-	db := rawDB(t, dir)
-	ms, err := migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rawExec(t, db, `CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied INTEGER NOT NULL) STRICT`)
-	rawExec(t, db, ms[0].SQL)
-	rawExec(t, db, `INSERT INTO schema_version (version, applied) VALUES (1, 0)`)
+	db := rawDBAtVersion(t, dir, 1)
 	at := unixNano(time.Now())
 	rawExec(t, db, `INSERT INTO history (id, mode, listener, client, account, mail_from, rcpts, size, header_id, received, state, updated)
 		VALUES ('old1', 'direct', 'l', 'c', 'a@example.com', '<a@example.com>', '["<b@example.net>","<c@example.org>"]', 1, '<m@x>', ?, 'sent', ?)`, at, at)
@@ -260,4 +254,21 @@ func TestOpenMigratesTheHistoryForSearch(t *testing.T) {
 			t.Errorf("Search(%+v) after the migration = %+v, %v", q, recs, err)
 		}
 	}
+}
+
+// rawDBAtVersion makes in dir the database an oauthrelay of schema
+// version made, as rawDB opens it, for a test of the later migrations.
+func rawDBAtVersion(t *testing.T, dir string, version int) *sql.DB {
+	t.Helper()
+	db := rawDB(t, dir)
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawExec(t, db, `CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, applied INTEGER NOT NULL) STRICT`)
+	for _, m := range ms[:version] {
+		rawExec(t, db, m.SQL)
+		rawExec(t, db, `INSERT INTO schema_version (version, applied) VALUES (?, 0)`, m.Version)
+	}
+	return db
 }
