@@ -46,6 +46,18 @@ func TestDropKeySeeksTheIndex(t *testing.T) {
 	}
 }
 
+// Stats reads messages_due alone, not the queue's rows.
+func TestStatsPlan(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, Options{})
+	plan := explain(t, rawDB(t, dir), statsQuery)
+	text := strings.Join(plan, "\n")
+	t.Logf("plan:\n%s", text)
+	if !slices.Contains(plan, "SCAN messages USING COVERING INDEX messages_due") {
+		t.Errorf("Stats does not read messages_due alone:\n%s", text)
+	}
+}
+
 // Prune walks the history by time received, not all of it.
 func TestPrunePlan(t *testing.T) {
 	dir := t.TempDir()
