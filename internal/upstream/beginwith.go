@@ -91,13 +91,15 @@ func (e *envelopeSend) send(ctx context.Context) error {
 		if err == nil || !e.d.mailed {
 			return err
 		}
-		// No connection could carry want[next] (or its replay failed):
-		// that recipient's failure, as AddRcpt's would be; the rest go
-		// on with tries of their own.
+		// No connection could carry want[next] (a recipient is left
+		// unanswered after MAIL only when the connection fails): that
+		// recipient's failure, as AddRcpt's would be; the rest go on
+		// with tries of their own.
+		stop := e.refuse(err)
 		if e.next == len(e.want) {
-			return nil // defensive: a failure comes with a recipient unanswered
+			return nil
 		}
-		if stop := e.refuse(err); stop || ctx.Err() != nil {
+		if stop || ctx.Err() != nil {
 			e.skipRest()
 			return nil
 		}
