@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -92,6 +93,30 @@ func (r *countingReservation) Cancel(time.Time) {
 	r.l.cancels++
 }
 
+// busyPool is busy for some of the requests.
+type busyPool struct {
+	*countingPool
+	busy []int // the busy requests, counted from 1
+
+	mu   sync.Mutex
+	gets int
+}
+
+func (p *busyPool) Get(ctx context.Context) (*Conn, bool, error) {
+	p.mu.Lock()
+	p.gets++
+	busy := slices.Contains(p.busy, p.gets)
+	p.mu.Unlock()
+	if busy {
+		return nil, false, &Error{Stage: StagePool, Err: errPoolExhaustedForTest}
+	}
+	return p.countingPool.Get(ctx)
+}
+
+func (p *busyPool) TryGet(ctx context.Context) (*Conn, bool, error) { return p.Get(ctx) }
+
+var errPoolExhaustedForTest = fmt.Errorf("every connection of the account is in use")
+
 // envelopeOutcome is everything one delivery did, for comparing the
 // pipelined envelope (BeginWith) with Begin and AddRcpt one at a time.
 type envelopeOutcome struct {
@@ -125,7 +150,10 @@ type envelopeScenario struct {
 	extensions []string           // nil: PIPELINING and 8BITMIME
 	provider   func() respondFunc // a fresh script for each run
 	rcpts      []string
-	want       envelopeOutcome
+	// busyGets are the connection requests (counted from 1) that find
+	// every connection of the account in use elsewhere.
+	busyGets []int
+	want     envelopeOutcome
 }
 
 // beginFunc starts a delivery and offers it the recipients, stopping as
@@ -163,6 +191,9 @@ func (sc envelopeScenario) run(t *testing.T, begin beginFunc) envelopeOutcome {
 	}
 	prov := startFakeProviderOffering(t, exts, log.wrap(sc.provider()))
 	tr, pool := fakeTransportTo(t, prov)
+	if sc.busyGets != nil {
+		tr.Pool = &busyPool{countingPool: pool, busy: sc.busyGets}
+	}
 	lim := &countingLimiter{}
 	tr.Limits = lim
 	tr.Circuit = limits.NewCircuit(limits.CircuitSettings{Name: "account", ConsecutiveFailures: 1, OpenTimeout: time.Hour})
@@ -288,6 +319,10 @@ func envelopeScenarios() []envelopeScenario {
 				Circuits: "open/open", Held: 2, Commits: 1}},
 		{name: "421 to every recipient", provider: script("RCPT", closing, nil), rcpts: parityRcpts,
 			want: envelopeOutcome{Verdicts: []string{"451 lost", "451 lost"}, Conns: 6, Discarded: 6, Circuits: "open/open", Cancels: 1}},
+		{name: "the pool busy when the connection breaks", provider: script("RCPT TO:<b", closing, first), busyGets: []int{2},
+			rcpts: []string{"a@example.net", "b@example.net", "c@example.net"},
+			// c is not tried, and keeps no share.
+			want: withVerdicts(delivered(2, 1, "a@example.net"), 1, "", "451 busy")},
 		{name: "a recipient accepted earlier refused on the replay",
 			// The connection that lacks a must not carry the message to c.
 			provider: scripts(rule{"RCPT TO:<b", closing, first}, rule{"RCPT TO:<a", noUser, later}),
