@@ -323,6 +323,11 @@ func envelopeScenarios() []envelopeScenario {
 			rcpts: []string{"a@example.net", "b@example.net", "c@example.net"},
 			// c is not tried, and keeps no share.
 			want: withVerdicts(delivered(2, 1, "a@example.net"), 1, "", "451 busy")},
+		{name: "MAIL refused on the replay", provider: scripts(rule{"RCPT TO:<b", closing, first}, rule{"MAIL", "451 4.3.0 not now", later}),
+			rcpts: []string{"a@example.net", "b@example.net", "c@example.net"},
+			// A 4xx to MAIL is held against the account (throttling).
+			want: envelopeOutcome{Verdicts: []string{"", "451 provider", "451 provider"}, Body: "451 provider", Conns: 2, Discarded: 1,
+				Circuits: "open/closed", Cancels: 1}},
 		{name: "a recipient accepted earlier refused on the replay",
 			// The connection that lacks a must not carry the message to c.
 			provider: scripts(rule{"RCPT TO:<b", closing, first}, rule{"RCPT TO:<a", noUser, later}),
