@@ -43,7 +43,8 @@ func (c *Conn) sendEnvelope(from string, mail transport.MailOptions, rcpts []acc
 	// Recipient lines depend on MAIL's parameters (rcptParams).
 	c.mail = mail
 	g := c.rcptGroup(rcpts, data)
-	if err := c.c.sendGroup(append([]string{mailLine}, g.lines...)...); err != nil {
+	sent := min(len(g.lines), maxUnansweredCommands-1)
+	if err := c.c.sendGroup(append([]string{mailLine}, g.lines[:sent]...)...); err != nil {
 		return envelopeReplies{}, c.fail(StageMail, err)
 	}
 	if _, err := c.c.readReply(250); err != nil {
@@ -51,14 +52,21 @@ func (c *Conn) sendEnvelope(from string, mail transport.MailOptions, rcpts []acc
 		// behind MAIL too; their replies are read so that the next
 		// command meets its own (RFC 2920 §3.1: check every reply).
 		failure := c.fail(StageMail, err)
-		c.skipReplies(len(g.lines), g.data)
+		c.skipReplies(sent, g.data && sent == len(g.lines))
 		return envelopeReplies{}, failure
 	}
 	c.mailAccepted(mail, dsn)
-	err = c.readGroup(&g, 0)
+	err = c.readGroup(&g, 0, sent)
 	g.r.mailed = true
 	return g.r, err
 }
+
+// maxUnansweredCommands bounds the commands a pipelined envelope has sent
+// without reading their replies. RFC 2920 §3.1: a client that writes more
+// than the network buffers hold before it reads can deadlock with a
+// server blocked on writing its replies; a listener's max_recipients may
+// be far above the providers' 100 (Google) or 500 (Microsoft).
+const maxUnansweredCommands = 100
 
 // addRcpts goes on with a transaction the connection holds already, with
 // held recipients accepted in it: more recipients and, with data, DATA,
@@ -72,12 +80,7 @@ func (c *Conn) addRcpts(rcpts []acceptedRcpt, data bool, held int) (envelopeRepl
 		return c.rcptsStepwise(rcpts)
 	}
 	g := c.rcptGroup(rcpts, data)
-	if len(g.lines) > 0 {
-		if err := c.c.sendGroup(g.lines...); err != nil {
-			return envelopeReplies{}, c.fail(StageRcpt, err)
-		}
-	}
-	return g.r, c.readGroup(&g, held)
+	return g.r, c.readGroup(&g, held, 0)
 }
 
 // rcptsStepwise sends the recipients one at a time (no PIPELINING).
@@ -127,14 +130,31 @@ func (c *Conn) rcptGroup(rcpts []acceptedRcpt, data bool) rcptGroup {
 }
 
 // readGroup reads the replies to g's commands in order, the transaction
-// holding held accepted recipients before them. The error is a broken
-// connection; the verdicts read before it stand (g.r.answered). A broken
-// connection at DATA is no error: every recipient has its verdict, and
-// Data reports DATA's failure (see dataReply).
-func (c *Conn) readGroup(g *rcptGroup, held int) error {
-	accepted := held
-	for i, sent := range g.sent {
-		if sent {
+// holding held accepted recipients before them; the first sent of g's
+// lines were written already, and the rest leave maxUnansweredCommands
+// at a time once the replies to those before them are read. The error
+// is a broken connection; the verdicts read before it stand
+// (g.r.answered). A broken connection at DATA is no error: every
+// recipient has its verdict, and Data reports DATA's failure (see
+// dataReply).
+func (c *Conn) readGroup(g *rcptGroup, held, sent int) error {
+	accepted, line := held, 0
+	next := func(stage Stage) error {
+		if line == sent {
+			n := min(len(g.lines), sent+maxUnansweredCommands)
+			if err := c.c.sendGroup(g.lines[sent:n]...); err != nil {
+				return c.fail(stage, err)
+			}
+			sent = n
+		}
+		line++
+		return nil
+	}
+	for i, isSent := range g.sent {
+		if isSent {
+			if err := next(StageRcpt); err != nil {
+				return err
+			}
 			err := c.rcptReply()
 			if err != nil && c.broken {
 				return err
@@ -146,6 +166,12 @@ func (c *Conn) readGroup(g *rcptGroup, held int) error {
 		g.r.answered = i + 1
 	}
 	if g.data {
+		if err := next(StageData); err != nil {
+			if accepted > 0 {
+				c.dataRefused = err // as a lost reply to DATA
+			}
+			return nil
+		}
 		c.dataReply(accepted)
 	}
 	return nil

@@ -129,9 +129,7 @@ var testEnvelope = transport.Envelope{ID: "M1", Account: sandboxUser, From: sand
 
 func sendAll(t *testing.T, tr transport.Transport, rcpts ...string) ([]error, error) {
 	t.Helper()
-	bt := tr.(interface {
-		BeginWith(context.Context, transport.Envelope, []string, []transport.RcptOptions) (transport.Delivery, []error, error)
-	})
+	bt := tr.(transport.EnvelopeBeginner)
 	ctx := context.Background()
 	d, errs, err := bt.BeginWith(ctx, testEnvelope, rcpts, nil)
 	if err != nil {
