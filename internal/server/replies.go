@@ -3,6 +3,7 @@ package server
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +45,9 @@ type replyBuffer struct {
 	holdFor time.Duration // maxHoldTime but in tests
 	mu      sync.Mutex
 	buf     []byte
+	// writing is set while a flush writes to the socket (see
+	// flushBeforeAbort).
+	writing atomic.Bool
 	// timer flushes the buffer holdFor after it stopped being empty.
 	timer *time.Timer
 	// deadline is the socket's write deadline (zero: none).
@@ -88,10 +92,15 @@ func (b *replyBuffer) flush() error {
 
 // flushBeforeAbort gives the held replies abortFlushTime to leave before a
 // forced close, unless a write is under way already (it may be blocked on
-// a client that does not read; the close ends it).
+// a client that does not read; the close ends it). The session may hold
+// the buffer for a moment (adding a reply): that is waited for.
 func (b *replyBuffer) flushBeforeAbort() {
-	if !b.mu.TryLock() {
-		return
+	until := time.Now().Add(abortFlushTime)
+	for !b.mu.TryLock() {
+		if b.writing.Load() || time.Now().After(until) {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
 	defer b.mu.Unlock()
 	if b.timer != nil {
@@ -111,7 +120,9 @@ func (b *replyBuffer) flushLocked() error {
 	if b.timer != nil {
 		b.timer.Stop()
 	}
+	b.writing.Store(true)
 	_, b.err = b.out.Write(b.buf)
+	b.writing.Store(false)
 	if cap(b.buf) > 2*maxHeldReplies {
 		b.buf = nil // a burst of replies: do not keep its memory
 	} else {

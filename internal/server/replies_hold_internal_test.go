@@ -148,3 +148,32 @@ func TestCommandsBehindStartTLSAreDiscarded(t *testing.T) {
 	}
 	c.cmd("MAIL FROM:<y@test>", 250) // 503: the injected MAIL was taken
 }
+
+// The forced close waits for a session that holds its buffer for a
+// moment (adding a reply) instead of dropping what it holds.
+func TestForcedCloseWaitsForABusyBuffer(t *testing.T) {
+	s := startReplyServerHolding(t, config.TLSNone, &secondMailBackend{}, nil, time.Minute)
+	c := dialReplyServer(t, s, config.TLSNone)
+	c.login(s, config.TLSNone)
+	c.cmd("MAIL FROM:<a@test>", 250)
+	c.cmd("RCPT TO:<b@test>", 250)
+	c.cmd("DATA", 354)
+	c.send("Subject: x\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@test>\r\n")
+	waitFor(t, func() bool { return heldBytes(s.g) > 0 })
+	conns := s.g.snapshot()
+	if len(conns) != 1 {
+		t.Fatalf("%d connections", len(conns))
+	}
+	b := &conns[0].replies
+	b.mu.Lock() // the session adding a reply
+	closed := make(chan struct{})
+	go func() { s.g.closeConns(); close(closed) }()
+	time.Sleep(5 * time.Millisecond)
+	b.mu.Unlock()
+	<-closed
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := c.text.ReadLine()
+	if err != nil || !strings.HasPrefix(line, "250") {
+		t.Fatalf("after the forced close the client read %q, %v; want the message's 250", line, err)
+	}
+}

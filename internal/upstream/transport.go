@@ -470,11 +470,15 @@ func (d *delivery) eightBitUnoffered(c *Conn) bool {
 // switchConn moves the delivery to another connection (the current one
 // goes back to the pool: its transaction ended with the provider's reply)
 // and replays the envelope there. Without a free connection the current
-// one is used again.
+// one is used again; without that either (a replay on it was given up),
+// the error is the lack of a connection, and the caller keeps the
+// provider's reply.
 func (d *delivery) switchConn(ctx context.Context) error {
 	old := d.up
 	c, reused, err := d.t.Pool.TryGet(WithMessageID(ctx, d.env.ID))
 	switch {
+	case err != nil && old == nil:
+		return err
 	case err != nil:
 		c, reused = old, true
 	case old != nil:
