@@ -19,8 +19,16 @@ import (
 // be under strace.
 var fsyncEvents = []string{"syscalls:sys_enter_fsync", "syscalls:sys_enter_fdatasync"}
 
+// The tracepoints of write(2) and read(2): the relay's network I/O (SQLite
+// writes its files with pwrite64), with -count-syscalls.
+var (
+	writeEvents = []string{"syscalls:sys_enter_write"}
+	readEvents  = []string{"syscalls:sys_enter_read"}
+)
+
 // syscallCounter is a `perf stat` attached to the relay process.
 type syscallCounter struct {
+	events []string
 	cmd    *exec.Cmd
 	out    string
 	stderr *lockedBuffer
@@ -31,7 +39,10 @@ type syscallCounter struct {
 // started later too: perf's counters are inherited) and returns once perf
 // has attached. It needs perf and access to the tracepoints (root, or
 // kernel.perf_event_paranoid ≤ -1).
-func countFsyncs(pid int) (*syscallCounter, error) {
+func countFsyncs(pid int) (*syscallCounter, error) { return countSyscalls(pid, fsyncEvents) }
+
+// countSyscalls is countFsyncs for other events.
+func countSyscalls(pid int, events []string) (*syscallCounter, error) {
 	bin, err := exec.LookPath("perf")
 	if err != nil {
 		return nil, errors.New("perf is not installed")
@@ -41,8 +52,8 @@ func countFsyncs(pid int) (*syscallCounter, error) {
 		return nil, err
 	}
 	f.Close()
-	c := &syscallCounter{out: f.Name(), stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	c.cmd = exec.Command(bin, "stat", "-x", ",", "-e", strings.Join(fsyncEvents, ","), "-p", strconv.Itoa(pid), "-o", c.out)
+	c := &syscallCounter{events: events, out: f.Name(), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	c.cmd = exec.Command(bin, "stat", "-x", ",", "-e", strings.Join(events, ","), "-p", strconv.Itoa(pid), "-o", c.out)
 	c.cmd.Stderr = c.stderr
 	if err := c.cmd.Start(); err != nil {
 		os.Remove(c.out)
@@ -67,7 +78,7 @@ func (c *syscallCounter) awaitAttached(pid int) error {
 		default:
 		}
 		threads, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if n := perfEventFDs(c.cmd.Process.Pid); len(threads) > 0 && n >= len(threads)*len(fsyncEvents) {
+		if n := perfEventFDs(c.cmd.Process.Pid); len(threads) > 0 && n >= len(threads)*len(c.events) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -105,12 +116,12 @@ func (c *syscallCounter) stop() (int, error) {
 		<-c.exited
 		return 0, errors.New("perf stat did not stop")
 	}
-	return parsePerfCSV(c.out)
+	return parsePerfCSV(c.out, len(c.events))
 }
 
-// parsePerfCSV sums the counts of `perf stat -x ,` output: lines of
-// value,unit,event,… ; comments start with #.
-func parsePerfCSV(path string) (int, error) {
+// parsePerfCSV sums the counts of `perf stat -x ,` output (events of them):
+// lines of value,unit,event,… ; comments start with #.
+func parsePerfCSV(path string, events int) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
@@ -130,8 +141,8 @@ func parsePerfCSV(path string) (int, error) {
 		total += n
 		seen++
 	}
-	if seen != len(fsyncEvents) {
-		return 0, fmt.Errorf("perf stat reported %d of %d events", seen, len(fsyncEvents))
+	if seen != events {
+		return 0, fmt.Errorf("perf stat reported %d of %d events", seen, events)
 	}
 	return total, sc.Err()
 }

@@ -73,7 +73,10 @@ type scenario struct {
 	// process (its clients and the sandbox provider): on a small machine
 	// they compete for the same cores.
 	RelayCores float64 `json:"relay_cores,omitempty"`
-	BenchCores float64 `json:"bench_cores"`
+	// The relay's write(2) and read(2) calls per message (-count-syscalls).
+	WritesPerMsg float64 `json:"relay_writes_per_msg,omitempty"`
+	ReadsPerMsg  float64 `json:"relay_reads_per_msg,omitempty"`
+	BenchCores   float64 `json:"bench_cores"`
 
 	// start and end of the measured period (after the warm-up).
 	start, end time.Time
@@ -93,11 +96,16 @@ type report struct {
 	Duration string `json:"duration_per_scenario"`
 	// LoadAverage is /proc/loadavg when the run started: other work on
 	// the machine shows up in the numbers.
-	LoadAverage   string       `json:"load_average_at_start"`
+	LoadAverage string `json:"load_average_at_start"`
+	// Pipelining: the relay's clients pipelined (-pipelining).
+	Pipelining    bool         `json:"relay_clients_pipeline"`
 	Scenarios     []scenario   `json:"scenarios"`
 	TokenRequests int          `json:"token_requests_for_the_account"`
 	TokenTTL      string       `json:"access_token_lifetime"`
 	Queue         *queueResult `json:"queue,omitempty"`
+	// Latency: the provider, the relay in direct mode and the queue
+	// again, with the provider answering DATA after a delay.
+	Latency *latencyResult `json:"provider_data_delay,omitempty"`
 	// Shared: the queue on one PostgreSQL database, 1 and 3 instances.
 	Shared  []instancesResult `json:"shared_database,omitempty"`
 	Idle    []idleResult      `json:"idle"`
@@ -119,8 +127,11 @@ func main() {
 	workers := flag.Int("queue-workers", 0, "queue { workers } of the store-and-forward relay (0: the relay's default)")
 	queueOnly := flag.Bool("queue-only", false, "measure only the provider and the relay in direct mode, both with connection reuse, and the store-and-forward relay")
 	sharedOnly := flag.Bool("shared-only", false, "measure only the store-and-forward relay on PostgreSQL, one instance against three on the same database")
+	pipelining := flag.Bool("pipelining", false, "the relay's clients pipeline MAIL, RCPT and DATA (RFC 2920), as Postfix and msmtp do, instead of waiting for each reply (the relay and queue rows with connection reuse)")
+	flag.BoolVar(&countIO, "count-syscalls", false, "count the relay's write(2) and read(2) calls per message in the relay scenarios (needs perf, as the fsync counts do)")
+	dataDelay := flag.Duration("provider-data-delay", 20*time.Millisecond, "measure the provider, the relay in direct mode and the store-and-forward relay once more with the sandbox provider answering each message's final dot after this delay, as real providers take a while (0: skip)")
 	flag.Parse()
-	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly, sharedOnly: *sharedOnly}
+	o := options{relayBin: *relayBin, clients: *clients, duration: *duration, out: *out, idleCounts: *idle, queueWorkers: *workers, queueOnly: *queueOnly, sharedOnly: *sharedOnly, dataDelay: *dataDelay, pipelining: *pipelining}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -137,6 +148,8 @@ type options struct {
 	queueWorkers int
 	queueOnly    bool
 	sharedOnly   bool
+	dataDelay    time.Duration // the provider's delay at DATA of the latency scenarios
+	pipelining   bool          // the relay's clients pipeline (RFC 2920)
 }
 
 // bench is one run: the sandbox provider and what the scenarios share.
@@ -169,7 +182,7 @@ func run(o options) error {
 	if err := os.WriteFile(b.caFile, sb.CA.PEM, 0o600); err != nil {
 		return err
 	}
-	b.rep = report{Date: time.Now().UTC().Format(time.RFC3339), Clients: o.clients, Duration: o.duration.String(), TokenTTL: tokenTTL.String(), LoadAverage: loadAverage()}
+	b.rep = report{Date: time.Now().UTC().Format(time.RFC3339), Clients: o.clients, Duration: o.duration.String(), TokenTTL: tokenTTL.String(), LoadAverage: loadAverage(), Pipelining: o.pipelining}
 	if err := b.scenarios(); err != nil {
 		return err
 	}
@@ -202,16 +215,14 @@ func (b *bench) scenarios() error {
 			return err
 		}
 	}
-	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers)
+	q, err := b.queueRows("", reuseDirect, reuseRelay)
 	if err != nil {
 		return err
 	}
-	for _, row := range []*scenario{&q.Accept, &q.EndToEnd} {
-		row.RelayRatio = row.PerSecond / reuseDirect.PerSecond
-		row.ModeRatio = row.PerSecond / reuseRelay.PerSecond
-	}
-	b.rep.Scenarios = append(b.rep.Scenarios, q.Accept, q.EndToEnd)
 	b.rep.Queue = &q
+	if err := b.latencyScenarios(direct); err != nil {
+		return err
+	}
 	if b.queueOnly {
 		return nil
 	}
@@ -225,21 +236,18 @@ func (b *bench) scenarios() error {
 // connection reuse (returned: the queue rows are compared with it), and,
 // unless -queue-only, with a new connection per message.
 func (b *bench) relayScenarios(reuseDirect, newDirect scenario) (scenario, error) {
-	relayRT := b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
-	cfgPath, addr, tel := relayConfig(b.sb, b.caFile, relayRT, b.dir, 1, "warn", nil)
 	requestsBefore := b.sb.Tokens.Requests(account)
-	relay, err := startRelayAt(b.relayBin, cfgPath, addr)
+	relay, err := b.startDirectRelay()
 	if err != nil {
 		return scenario{}, err
 	}
-	relay.telemetry = tel
 	viaRelay := relayPath(relay.addr)
 	if prof := os.Getenv("BENCH_CPU_PROFILE"); prof != "" {
 		// With OAUTHRELAY_PPROF=1 in the environment, profile the relay
 		// during the connection-reuse scenario.
 		go profile(relay.telemetry, prof, b.duration-time.Second)
 	}
-	reuseRelay := measure(relayReuseName, b.clients, b.duration, relay, viaRelay.reuse)
+	reuseRelay := measure(relayReuseName, b.clients, b.duration, relay, b.relayClient(relay.addr))
 	reuseRelay.RelayRatio = reuseRelay.PerSecond / reuseDirect.PerSecond
 	if b.queueOnly {
 		relay.stop()
@@ -252,6 +260,43 @@ func (b *bench) relayScenarios(reuseDirect, newDirect scenario) (scenario, error
 	b.rep.Scenarios = append(b.rep.Scenarios, reuseRelay, newDirect, newRelay)
 	b.rep.TokenRequests = b.sb.Tokens.Requests(account) - requestsBefore
 	return reuseRelay, nil
+}
+
+// startDirectRelay starts the relay with delivery = "direct" in front of
+// the sandbox provider.
+func (b *bench) startDirectRelay() (*relayProc, error) {
+	relayRT := b.sb.Tokens.IssueRefreshToken(clientID, account, config.GoogleScope)
+	cfgPath, addr, tel := relayConfig(b.sb, b.caFile, relayRT, b.dir, 1, "warn", nil)
+	relay, err := startRelayAt(b.relayBin, cfgPath, addr)
+	if err != nil {
+		return nil, err
+	}
+	relay.telemetry = tel
+	return relay, nil
+}
+
+// relayClient is how the relay's clients send in the connection-reuse
+// rows: one command at a time, or pipelining (-pipelining).
+func (b *bench) relayClient(addr string) sendFn {
+	if b.pipelining {
+		return pipelinedPath(addr).reuse
+	}
+	return relayPath(addr).reuse
+}
+
+// queueRows measures the store-and-forward relay (rows named with label)
+// and compares its rows with the provider and the relay in direct mode.
+func (b *bench) queueRows(label string, provider, directMode scenario) (queueResult, error) {
+	q, err := queueRun(b.relayBin, b.dir, b.sb, b.caFile, b.clients, b.duration, b.queueWorkers, label, b.relayClient)
+	if err != nil {
+		return q, err
+	}
+	for _, row := range []*scenario{&q.Accept, &q.EndToEnd} {
+		row.RelayRatio = row.PerSecond / provider.PerSecond
+		row.ModeRatio = row.PerSecond / directMode.PerSecond
+	}
+	b.rep.Scenarios = append(b.rep.Scenarios, q.Accept, q.EndToEnd)
+	return q, nil
 }
 
 func (b *bench) idleScenarios() error {
@@ -276,6 +321,7 @@ type sendFn func(state *clientState) error
 
 type clientState struct {
 	relay  *smtp.Client
+	piped  *pipeClient
 	direct *upstream.Conn
 	// mailbox is the client's own sender where the scenario has one per
 	// client (Graph).
@@ -285,6 +331,9 @@ type clientState struct {
 func (c *clientState) close() {
 	if c.relay != nil {
 		c.relay.Quit()
+	}
+	if c.piped != nil {
+		c.piped.quit()
 	}
 	if c.direct != nil {
 		c.direct.Close()
@@ -315,6 +364,7 @@ func measureAfter(name string, clients int, d time.Duration, relay *relayProc, s
 	if warmedUp != nil {
 		warmedUp()
 	}
+	syscalls := startIO(relay)
 	var cpuBefore float64
 	if relay != nil {
 		cpuBefore = relay.cpuSeconds()
@@ -356,6 +406,7 @@ func measureAfter(name string, clients int, d time.Duration, relay *relayProc, s
 		s.RelayCores = relayCPU / elapsed.Seconds()
 		s.RelayRSSMB = relay.rssMB()
 	}
+	syscalls.done(&s)
 	fmt.Fprintf(os.Stderr, "  %-40s %8.0f msgs/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", name, s.PerSecond, s.P50ms, s.P99ms, s.Errors)
 	return s
 }
@@ -738,6 +789,9 @@ func targets(r report) []target {
 	if r.Queue != nil {
 		out = append(out, queueTargets(*r.Queue, s[queueAcceptName], s[queueE2EName])...)
 	}
+	if l := r.Latency; l != nil {
+		out = append(out, latencyTargets(*l)...)
+	}
 	out = append(out, sharedTargets(r.Shared)...)
 	for _, i := range r.Idle {
 		if i.Accounts == 10000 {
@@ -772,8 +826,16 @@ func graphTarget(s map[string]scenario) target {
 }
 
 func print(r report) {
-	fmt.Printf("\noauthrelay benchmark, %s, %d clients, %s per scenario, load average at start %s\n\n", r.Date, r.Clients, r.Duration, r.LoadAverage)
-	fmt.Printf("%-38s %10s %9s %9s %8s %12s %9s %7s %12s\n", "scenario", "msgs/s", "p50 ms", "p99 ms", "ratio", "CPU s/1000", "RSS MB", "errors", "cores r+b")
+	fmt.Printf("\noauthrelay benchmark, %s, %d clients, %s per scenario, load average at start %s\n", r.Date, r.Clients, r.Duration, r.LoadAverage)
+	if r.Pipelining {
+		fmt.Println("the relay's clients pipeline MAIL, RCPT and DATA (RFC 2920) in the connection-reuse rows")
+	}
+	fmt.Println()
+	width := 38 // the longest row name
+	for _, s := range r.Scenarios {
+		width = max(width, len(s.Name))
+	}
+	fmt.Printf("%-*s %10s %9s %9s %8s %12s %9s %7s %12s\n", width, "scenario", "msgs/s", "p50 ms", "p99 ms", "ratio", "CPU s/1000", "RSS MB", "errors", "cores r+b")
 	for _, s := range r.Scenarios {
 		ratio, cpu, rss := "", "", ""
 		if s.RelayRatio > 0 {
@@ -785,10 +847,14 @@ func print(r report) {
 		if s.Messages > 0 && s.P50ms == 0 && s.P99ms == 0 {
 			p50, p99 = "", "" // a rate without per-message latencies
 		}
-		fmt.Printf("%-38s %10.0f %9s %9s %8s %12s %9s %7d %5.2f+%.2f\n", s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors, s.RelayCores, s.BenchCores)
+		fmt.Printf("%-*s %10.0f %9s %9s %8s %12s %9s %7d %5.2f+%.2f\n", width, s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors, s.RelayCores, s.BenchCores)
 	}
+	printIO(r)
 	if r.Queue != nil {
 		printQueue(*r.Queue)
+	}
+	if r.Latency != nil {
+		printLatency(*r.Latency)
 	}
 	for _, s := range r.Scenarios {
 		if s.Name == relayNewName { // the direct relay ran fully (not -queue-only)

@@ -49,7 +49,7 @@ func TestParsePerfCSV(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.out), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			got, err := parsePerfCSV(path)
+			got, err := parsePerfCSV(path, len(fsyncEvents))
 			if (err != nil) != tt.wantErr || got != tt.want {
 				t.Errorf("parsePerfCSV = %d, %v; want %d, error %v", got, err, tt.want, tt.wantErr)
 			}

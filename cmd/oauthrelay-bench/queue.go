@@ -76,7 +76,9 @@ const (
 // account and pool as the direct relay: how fast it answers 250 with every
 // message committed and fsync'd first, while its workers deliver beside
 // it, and how fast the provider then receives the messages.
-func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients int, d time.Duration, workers int) (queueResult, error) {
+// Its rows are named with label at the end; client is how the clients
+// send.
+func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients int, d time.Duration, workers int, label string, client func(addr string) sendFn) (queueResult, error) {
 	res := queueResult{Workers: workers}
 	if workers == 0 {
 		res.Workers = config.DefaultQueueWorkers
@@ -92,7 +94,7 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 
 	base := markSandbox(sb) // quiet: the direct relay has stopped
 	var stored atomic.Int64 // 250s, the warm-up's included
-	viaQueue := relayPath(addr).reuse
+	viaQueue := client(addr)
 	send := func(st *clientState) error {
 		err := viaQueue(st)
 		if err == nil {
@@ -115,7 +117,7 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 		warmed = markSandbox(sb) // quiet again until the clients start
 		m = startMeters(p, d)
 	}
-	res.Accept = measureAfter(queueAcceptName, clients, d, p, send, warmedUp)
+	res.Accept = measureAfter(queueAcceptName+label, clients, d, p, send, warmedUp)
 	res.Accepted = res.Accept.Messages
 	m.acceptDone(&res)
 
@@ -125,6 +127,7 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 		fmt.Fprintln(os.Stderr, "  queue drain:", drainErr)
 	}
 	res.EndToEnd = endToEnd(res.Accept, msgs, p, m.cpu0, m.bench0)
+	res.EndToEnd.Name = queueE2EName + label
 	res.Delivered = res.EndToEnd.Messages
 	res.Undelivered = max(0, want-res.Delivered)
 	res.EndToEnd.Errors = res.Undelivered
@@ -132,7 +135,7 @@ func queueRun(bin, dir string, sb *devsandbox.Sandbox, caFile string, clients in
 	res.DrainSeconds = max(0, res.EndToEnd.end.Sub(res.Accept.end).Seconds())
 	m.windowDone(&res)
 	fmt.Fprintf(os.Stderr, "  %-40s %8.0f msgs/s  (%d delivered, %d undelivered, drained %.1f s after the last 250)\n",
-		queueE2EName, res.EndToEnd.PerSecond, res.Delivered, res.Undelivered, res.DrainSeconds)
+		res.EndToEnd.Name, res.EndToEnd.PerSecond, res.Delivered, res.Undelivered, res.DrainSeconds)
 	return res, nil
 }
 

@@ -9,12 +9,13 @@ import (
 )
 
 // Extensions the sandbox's SMTP server offers by default, as
-// smtp.office365.com does; Options.Without turns each off to play a
-// provider without it.
+// smtp.office365.com does (smtp.gmail.com offers all but DSN);
+// Options.Without turns each off to play a provider without it.
 const (
-	Ext8BitMIME = "8BITMIME"
-	ExtSMTPUTF8 = "SMTPUTF8"
-	ExtDSN      = "DSN"
+	Ext8BitMIME   = "8BITMIME"
+	ExtSMTPUTF8   = "SMTPUTF8"
+	ExtDSN        = "DSN"
+	ExtPipelining = "PIPELINING"
 )
 
 // without reports whether list names ext.
@@ -27,32 +28,36 @@ func without(list []string, ext string) bool {
 	return false
 }
 
-// no8BitMIMEListener serves a provider without 8BITMIME. go-smtp always
-// offers 8BITMIME, so the listener's connections take TLS over from it
-// (implicit, or STARTTLS, which they answer themselves) and drop the
-// 8BITMIME line from every EHLO reply: go-smtp speaks plaintext to them.
-type no8BitMIMEListener struct {
+// unofferedListener serves a provider without 8BITMIME or PIPELINING,
+// which go-smtp always offers: the listener's connections take TLS over
+// from it (implicit, or STARTTLS, which they answer themselves) and drop
+// the extensions' lines from every EHLO reply: go-smtp speaks plaintext
+// to them.
+type unofferedListener struct {
 	net.Listener
 	tls      *tls.Config
 	implicit bool
+	// drop holds the EHLO reply lines to leave out ("250-8BITMIME\r\n").
+	drop map[string]bool
 }
 
-func (l no8BitMIMEListener) Accept() (net.Conn, error) {
+func (l unofferedListener) Accept() (net.Conn, error) {
 	raw, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	c := &no8BitMIMEConn{Conn: raw, raw: raw, tls: l.tls}
+	c := &unofferedConn{Conn: raw, raw: raw, tls: l.tls, drop: l.drop}
 	if l.implicit {
 		c.Conn, c.secure = tls.Server(raw, l.tls), true
 	}
 	return c, nil
 }
 
-type no8BitMIMEConn struct {
+type unofferedConn struct {
 	net.Conn // raw, then TLS once it is up
 	raw      net.Conn
 	tls      *tls.Config
+	drop     map[string]bool
 	mu       sync.Mutex
 	secure   bool
 }
@@ -60,7 +65,7 @@ type no8BitMIMEConn struct {
 // Read answers STARTTLS itself (RFC 3207) and hands go-smtp the
 // decrypted stream. go-smtp reads one command at a time before TLS: a
 // client waits for each reply.
-func (c *no8BitMIMEConn) Read(p []byte) (int, error) {
+func (c *unofferedConn) Read(p []byte) (int, error) {
 	for {
 		c.mu.Lock()
 		conn, secure := c.Conn, c.secure
@@ -82,27 +87,34 @@ func (c *no8BitMIMEConn) Read(p []byte) (int, error) {
 	}
 }
 
-// Write drops the 8BITMIME line of EHLO replies and, before TLS, offers
-// STARTTLS. go-smtp writes (and flushes) each reply line on its own.
-func (c *no8BitMIMEConn) Write(p []byte) (int, error) {
+// Write drops the unoffered extensions' lines of EHLO replies and, before
+// TLS, offers STARTTLS where go-smtp writes its first extension line,
+// PIPELINING. go-smtp writes (and flushes) each reply line on its own.
+func (c *unofferedConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	conn, secure := c.Conn, c.secure
 	c.mu.Unlock()
-	switch string(p) {
-	case "250-8BITMIME\r\n":
-		return len(p), nil
-	case "250-PIPELINING\r\n":
-		if !secure {
-			if _, err := conn.Write([]byte("250-PIPELINING\r\n250-STARTTLS\r\n")); err != nil {
-				return 0, err
-			}
-			return len(p), nil
-		}
+	line := string(p)
+	if !c.drop[line] && (secure || line != pipeliningLine) {
+		return conn.Write(p)
 	}
-	return conn.Write(p)
+	var out string
+	if !c.drop[line] {
+		out = line
+	}
+	if !secure && line == pipeliningLine {
+		out += "250-STARTTLS\r\n"
+	}
+	if _, err := io.WriteString(conn, out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
-func (c *no8BitMIMEConn) Close() error {
+// pipeliningLine is go-smtp's first extension line of an EHLO reply.
+const pipeliningLine = "250-PIPELINING\r\n"
+
+func (c *unofferedConn) Close() error {
 	c.mu.Lock()
 	conn := c.Conn
 	c.mu.Unlock()

@@ -20,8 +20,9 @@ type Options struct {
 	ImplicitTLS bool
 	Logger      hclog.Logger
 	// Without lists SMTP extensions the server does not offer
-	// (Ext8BitMIME, ExtSMTPUTF8, ExtDSN), to play a provider without
-	// them; by default it offers all three, as Microsoft's does.
+	// (Ext8BitMIME, ExtSMTPUTF8, ExtDSN, ExtPipelining), to play a
+	// provider without them; by default it offers all four, as
+	// Microsoft's does.
 	Without []string
 }
 

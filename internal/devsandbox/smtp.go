@@ -68,6 +68,7 @@ type SMTPServer struct {
 	datas          int
 	transcript     bytes.Buffer
 	discardBodies  bool
+	dataDelay      time.Duration
 	dropAfterData  int
 	disabled       map[string]bool // users with SMTP AUTH disabled (5.7.139)
 	requiredScope  string
@@ -80,7 +81,7 @@ type SMTPServer struct {
 	connections    int
 	mails          int
 	live           map[*sinkSession]struct{}
-	tlsByListener  bool // TLS is the listener's, not go-smtp's (no 8BITMIME)
+	tlsByListener  bool // TLS is the listener's, not go-smtp's (no 8BITMIME or PIPELINING)
 }
 
 func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) (*SMTPServer, error) {
@@ -90,13 +91,17 @@ func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) 
 		return nil, err
 	}
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	no8bit := without(opts.Without, Ext8BitMIME)
+	drop := map[string]bool{
+		"250-8BITMIME\r\n": without(opts.Without, Ext8BitMIME),
+		pipeliningLine:     without(opts.Without, ExtPipelining),
+	}
+	takeover := drop["250-8BITMIME\r\n"] || drop[pipeliningLine]
 	var ln net.Listener
 	switch {
-	case no8bit:
+	case takeover:
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 		if err == nil {
-			ln = no8BitMIMEListener{Listener: ln, tls: tlsCfg, implicit: implicit}
+			ln = unofferedListener{Listener: ln, tls: tlsCfg, implicit: implicit, drop: drop}
 		}
 	case implicit:
 		ln, err = tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
@@ -122,9 +127,9 @@ func newSMTPServer(ca *CA, tokens *TokenServer, opts Options, log hclog.Logger) 
 	s.srv.AllowInsecureAuth = false
 	s.srv.EnableSMTPUTF8 = !without(opts.Without, ExtSMTPUTF8)
 	s.srv.EnableDSN = !without(opts.Without, ExtDSN)
-	if no8bit {
+	if takeover {
 		// The listener's connections do TLS themselves (see
-		// no8BitMIMEListener); go-smtp sees plaintext.
+		// unofferedListener); go-smtp sees plaintext.
 		s.srv.TLSConfig, s.srv.AllowInsecureAuth, s.tlsByListener = nil, true, true
 	}
 	s.srv.MaxMessageBytes = 50 << 20
@@ -168,6 +173,11 @@ func (s *SMTPServer) FailNextData(r ...*smtp.SMTPError) {
 	s.dataReplies = append(s.dataReplies, r...)
 	s.mu.Unlock()
 }
+
+// SetDataDelay makes the server wait d after each message's final dot
+// before it answers, as real providers take tens to hundreds of
+// milliseconds to accept a message (0: answer at once).
+func (s *SMTPServer) SetDataDelay(d time.Duration) { s.mu.Lock(); s.dataDelay = d; s.mu.Unlock() }
 
 // DiscardBodies makes the server keep only the size and subject of the
 // messages it accepts (load tests with large messages).
@@ -463,7 +473,7 @@ func rcptParams(o *smtp.RcptOptions) []string {
 
 func (ss *sinkSession) Data(r io.Reader) error {
 	ss.srv.mu.Lock()
-	discard := ss.srv.discardBodies
+	discard, delay := ss.srv.discardBodies, ss.srv.dataDelay
 	ss.srv.mu.Unlock()
 	var data []byte
 	var err error
@@ -477,6 +487,7 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	time.Sleep(delay)
 	s := ss.srv
 	s.mu.Lock()
 	if s.dropAfterData > 0 {

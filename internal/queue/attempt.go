@@ -138,23 +138,12 @@ func (q *Queue) attempt(ctx context.Context, c *store.Claimed, body []byte, rout
 		}
 		return o
 	}
-	d, err := route.Transport.Begin(ctx, deliveryEnvelope(&c.Envelope))
+	d, accepted, err := o.begin(ctx, route.Transport, deliveryEnvelope(&c.Envelope), pending)
 	if err != nil {
 		o.refused(err, pending)
 		return o
 	}
 	defer d.Abort()
-	var accepted []store.Recipient
-	for _, r := range pending {
-		if err := d.AddRcpt(ctx, r.Addr, rcptOptions(r)); err != nil {
-			o.refused(err, []store.Recipient{r})
-			if o.notNow != nil {
-				break // the rest would be refused alike; they wait with the message
-			}
-			continue
-		}
-		accepted = append(accepted, r)
-	}
 	if len(accepted) == 0 {
 		return o
 	}
@@ -178,6 +167,55 @@ func (q *Queue) attempt(ctx context.Context, c *store.Claimed, body []byte, rout
 	}
 	o.delivered(res, accepted)
 	return o
+}
+
+// begin starts the delivery and offers it the pending recipients, in
+// order, recording each refusal: the delivery and the recipients it
+// accepted. The error is the delivery's refusal to start.
+func (o *outcome) begin(ctx context.Context, tr transport.Transport, env transport.Envelope, pending []store.Recipient) (transport.Delivery, []store.Recipient, error) {
+	if b, ok := tr.(transport.EnvelopeBeginner); ok {
+		addrs := make([]string, len(pending))
+		opts := make([]transport.RcptOptions, len(pending))
+		for i, r := range pending {
+			addrs[i], opts[i] = r.Addr, rcptOptions(r)
+		}
+		d, errs, err := b.BeginWith(ctx, env, addrs, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, o.verdicts(pending, errs), nil
+	}
+	d, err := tr.Begin(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	errs := make([]error, 0, len(pending))
+	for _, r := range pending {
+		err := d.AddRcpt(ctx, r.Addr, rcptOptions(r))
+		errs = append(errs, err)
+		if err != nil && classify(transport.As(err)) == notNow {
+			break // the rest would be refused alike; they wait with the message
+		}
+	}
+	return d, o.verdicts(pending, errs), nil
+}
+
+// verdicts records the refusals of the recipients (errs[i] is pending[i]'s;
+// the recipients after a "not now" were not tried) and returns the
+// accepted ones.
+func (o *outcome) verdicts(pending []store.Recipient, errs []error) []store.Recipient {
+	var accepted []store.Recipient
+	for i, err := range errs {
+		if err == nil {
+			accepted = append(accepted, pending[i])
+			continue
+		}
+		o.refused(err, []store.Recipient{pending[i]})
+		if o.notNow != nil {
+			break // the rest would be refused alike; they wait with the message
+		}
+	}
+	return accepted
 }
 
 // delivered records a successful Body: every accepted recipient but those

@@ -44,6 +44,10 @@ type generation struct {
 	backend *relay.Backend
 	handoff *handoff
 	tls     *tls.Config
+	// holdFor is how long a connection holds a reply (zero: maxHoldTime);
+	// tests that count writes lengthen it, so that a slow machine does not
+	// split what they check.
+	holdFor time.Duration
 
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -52,27 +56,71 @@ type generation struct {
 
 // trackedConn removes itself from its generation when closed. It also
 // lets the session ask for the connection to be closed right after its
-// next reply (a 421), and tells the generation whether the session is
-// idle.
+// next reply (a 421), tells the generation whether the session is idle,
+// and holds the session's replies until it reads again (replyBuffer).
 type trackedConn struct {
 	net.Conn
 	g               *generation
 	once            sync.Once
 	closeAfterWrite atomic.Bool
 	idle            atomic.Pointer[func() bool]
+	replies         replyBuffer
 }
 
+// Close sends the replies still held (the last one before a close is
+// usually a 221 or 421 the client waits for) and closes the socket.
 func (c *trackedConn) Close() error {
+	_ = c.replies.flush()
+	return c.close()
+}
+
+// abort closes the socket when the relay cuts the session off (the
+// shutdown deadline passed): the held replies get a short moment to
+// leave (a 250 for a message the provider accepted must not be lost,
+// or the client sends it twice), and a client that does not read must
+// not keep the relay waiting.
+func (c *trackedConn) abort() error {
+	c.replies.flushBeforeAbort()
+	return c.close()
+}
+
+func (c *trackedConn) close() error {
 	c.once.Do(func() { c.g.untrack(c) })
 	return c.Conn.Close()
 }
 
+// Write holds p until the session next reads (or the buffer fills).
 func (c *trackedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	err := c.replies.hold(p)
 	if c.closeAfterWrite.Load() {
 		c.Close()
 	}
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Read first sends the held replies: the session has answered every
+// command it had read and now waits for the client (RFC 2920 §3.2).
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if err := c.replies.flush(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+// SetWriteDeadline keeps the deadline of held replies (replyBuffer).
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	return c.replies.setWriteDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
 // CloseAfterNextWrite implements the relay's replyCloser.
@@ -90,6 +138,10 @@ func (c *trackedConn) isIdle() bool {
 
 func (g *generation) track(c net.Conn) *trackedConn {
 	tc := &trackedConn{Conn: c, g: g}
+	tc.replies.out, tc.replies.holdFor = c, g.holdFor
+	if tc.replies.holdFor == 0 {
+		tc.replies.holdFor = maxHoldTime
+	}
 	g.connMu.Lock()
 	if g.conns == nil {
 		g.conns = map[*trackedConn]struct{}{}
@@ -121,10 +173,11 @@ func (g *generation) snapshot() []*trackedConn {
 	return conns
 }
 
-// closeConns closes every open connection of the generation.
+// closeConns closes every open connection of the generation, giving what
+// their sessions still held only abortFlushTime to leave.
 func (g *generation) closeConns() {
 	for _, c := range g.snapshot() {
-		c.Close()
+		c.abort()
 	}
 }
 

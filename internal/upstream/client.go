@@ -101,14 +101,28 @@ func (c *smtpClient) readReply(expect int) (string, error) {
 
 // cmd sends one command line and reads its reply.
 func (c *smtpClient) cmd(expect int, line string) (string, error) {
-	if strings.ContainsAny(line, "\r\n") {
-		return "", fmt.Errorf("%w: a command line must not contain CR or LF", errLocal)
-	}
-	c.deadline()
-	if err := c.text.PrintfLine("%s", line); err != nil {
+	if err := c.sendGroup(line); err != nil {
 		return "", err
 	}
 	return c.readReply(expect)
+}
+
+// sendGroup writes command lines in one write: a group of pipelined
+// commands (RFC 2920 §3.1) when there are several. A line with CR or LF
+// is refused before anything is sent.
+func (c *smtpClient) sendGroup(lines ...string) error {
+	for _, line := range lines {
+		if strings.ContainsAny(line, "\r\n") {
+			return fmt.Errorf("%w: a command line must not contain CR or LF", errLocal)
+		}
+	}
+	c.deadline()
+	w := c.text.W
+	for _, line := range lines {
+		_, _ = w.WriteString(line)
+		_, _ = w.WriteString("\r\n")
+	}
+	return w.Flush()
 }
 
 // toReply turns a reply into an *smtp.SMTPError, parsing the enhanced
@@ -241,12 +255,6 @@ func (c *smtpClient) has(name string) bool {
 	return ok
 }
 
-// mail sends MAIL FROM with parameters (see mailParams).
-func (c *smtpClient) mail(from string, params []string) error {
-	_, err := c.cmd(250, withParams("MAIL FROM:<"+from+">", params))
-	return err
-}
-
 func withParams(line string, params []string) string {
 	for _, p := range params {
 		line += " " + p
@@ -254,20 +262,25 @@ func withParams(line string, params []string) string {
 	return line
 }
 
-func (c *smtpClient) rcpt(to string, params []string) error {
-	_, err := c.cmd(250, withParams("RCPT TO:<"+to+">", params))
+// rcptReply reads the reply to RCPT: 251 (RFC 5321 §3.4, the server will
+// forward) accepts the recipient as 250 does.
+func (c *smtpClient) rcptReply() error {
+	_, err := c.readReply(250)
 	if se, ok := err.(*smtp.SMTPError); ok && se.Code == 251 {
 		return nil
 	}
 	return err
 }
 
-// data sends the message, dot-stuffed (RFC 5321 §4.5.2), and returns the
-// provider's acceptance text. A failure after the final dot was written is
-// a *lostAfterDot.
-func (c *smtpClient) data(msg io.Reader) (string, error) {
-	if _, err := c.cmd(354, "DATA"); err != nil {
-		return "", err
+// data sends DATA (unless the server already answered it with 354: open)
+// and the message, dot-stuffed (RFC 5321 §4.5.2), and returns the
+// provider's acceptance text. A failure after the final dot was written
+// is a *lostAfterDot.
+func (c *smtpClient) data(msg io.Reader, open bool) (string, error) {
+	if !open {
+		if _, err := c.cmd(354, "DATA"); err != nil {
+			return "", err
+		}
 	}
 	w := c.text.DotWriter()
 	src := &deadlineReader{r: msg, c: c}

@@ -255,6 +255,12 @@ type Conn struct {
 	// DSN parameters went to the provider (it offers DSN).
 	mail transport.MailOptions
 	dsn  bool
+	// inData is set while the provider waits for a message: it answered
+	// a pipelined DATA with 354 (see sendEnvelope).
+	inData bool
+	// dataRefused is the provider's refusal of a pipelined DATA, which
+	// Data reports as its own.
+	dataRefused error
 }
 
 func (c *Conn) fail(stage Stage, err error) error {
@@ -301,19 +307,36 @@ func (c *Conn) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (c *Conn) mailWith(from string, opts transport.MailOptions) error {
-	if err := checkPath(from); err != nil {
+	if err := c.awaitingMessage(StageMail); err != nil {
+		return err
+	}
+	line, dsn, err := c.mailLine(from, opts)
+	if err != nil {
+		return err
+	}
+	if _, err := c.c.cmd(250, line); err != nil {
 		return c.fail(StageMail, err)
+	}
+	c.mailAccepted(opts, dsn)
+	return nil
+}
+
+// mailLine is the MAIL command for from, or the relay's refusal of it
+// (nothing was sent).
+func (c *Conn) mailLine(from string, opts transport.MailOptions) (line string, dsn bool, err error) {
+	if err := checkPath(from); err != nil {
+		return "", false, c.fail(StageMail, err)
 	}
 	params, dsn, perr := mailParams(from, opts, c.c.has)
 	if perr != nil {
-		return perr
+		return "", false, perr
 	}
-	if err := c.c.mail(from, params); err != nil {
-		return c.fail(StageMail, err)
-	}
+	return withParams("MAIL FROM:<"+from+">", params), dsn, nil
+}
+
+func (c *Conn) mailAccepted(opts transport.MailOptions, dsn bool) {
 	c.mail, c.dsn = opts, dsn
 	c.m.reply(c.provider, StageMail, 250)
-	return nil
 }
 
 // DSN reports whether the current transaction's DSN parameters went to
@@ -321,14 +344,35 @@ func (c *Conn) mailWith(from string, opts transport.MailOptions) error {
 func (c *Conn) DSN() bool { return c.dsn }
 
 func (c *Conn) rcptWith(to string, opts transport.RcptOptions) error {
-	if err := checkPath(to); err != nil {
+	if err := c.awaitingMessage(StageRcpt); err != nil {
+		return err
+	}
+	c.dataRefused = nil // a DATA refused before this recipient is moot
+	line, err := c.rcptLine(to, opts)
+	if err != nil {
+		return err
+	}
+	if err := c.c.sendGroup(line); err != nil {
 		return c.fail(StageRcpt, err)
+	}
+	return c.rcptReply()
+}
+
+// rcptLine is the RCPT command for to, or the relay's refusal of it
+// (nothing was sent).
+func (c *Conn) rcptLine(to string, opts transport.RcptOptions) (string, error) {
+	if err := checkPath(to); err != nil {
+		return "", c.fail(StageRcpt, err)
 	}
 	params, perr := rcptParams(to, c.mail, opts, c.c.has)
 	if perr != nil {
-		return perr
+		return "", perr
 	}
-	if err := c.c.rcpt(to, params); err != nil {
+	return withParams("RCPT TO:<"+to+">", params), nil
+}
+
+func (c *Conn) rcptReply() error {
+	if err := c.c.rcptReply(); err != nil {
 		return c.fail(StageRcpt, err)
 	}
 	c.m.reply(c.provider, StageRcpt, 250)
@@ -339,7 +383,9 @@ func (c *Conn) rcptWith(to string, opts transport.RcptOptions) error {
 // connection lost after the final dot is reported as Ambiguous: whether the
 // provider took the message cannot be known.
 func (c *Conn) Data(msg io.Reader) (string, error) {
-	text, err := c.c.data(msg)
+	open := c.inData
+	c.inData = false
+	text, err := c.c.data(msg, open)
 	var src *sourceError
 	if errors.As(err, &src) {
 		c.broken = true
@@ -358,8 +404,31 @@ func (c *Conn) Data(msg io.Reader) (string, error) {
 	return text, nil
 }
 
+// takeDataRefusal returns, once, the provider's refusal of a DATA sent
+// with the envelope (sendEnvelope).
+func (c *Conn) takeDataRefusal() error {
+	err := c.dataRefused
+	c.dataRefused = nil
+	return err
+}
+
+// awaitingMessage refuses a command while the provider reads everything
+// as the message (after a pipelined DATA's 354): the connection can only
+// be dropped, and the step is tried again on another one.
+func (c *Conn) awaitingMessage(stage Stage) error {
+	if !c.inData {
+		return nil
+	}
+	c.broken = true
+	return &Error{Stage: stage, Err: errors.New("the provider awaits a message; the connection cannot be reused")}
+}
+
 // Reset aborts the current transaction (RSET); the session keeps its EHLO.
 func (c *Conn) Reset() error {
+	c.dataRefused = nil
+	if err := c.awaitingMessage(StageReset); err != nil {
+		return err
+	}
 	if err := c.c.reset(); err != nil {
 		return c.fail(StageReset, err)
 	}

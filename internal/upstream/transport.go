@@ -281,21 +281,25 @@ func outcomes(err error) (account, provider limits.Outcome) {
 // Once the final dot was sent and the reply is lost, op is not repeated
 // (see Error.Ambiguous).
 func (d *delivery) withConn(ctx context.Context, op func(c *Conn) error) error {
+	return d.withConnCounting(ctx, &attempts{}, op)
+}
+
+// attempts counts a step's tries: failures on fresh connections, and
+// replacements of pooled connections the provider dropped while idle,
+// which do not count as failures up to maxStale (a pool can hold several
+// stale ones).
+type attempts struct{ failures, stale int }
+
+// withConnCounting is withConn counting the tries in a, which op may
+// reset when it makes progress (BeginWith's envelope: each recipient
+// gets the tries AddRcpt would give it).
+func (d *delivery) withConnCounting(ctx context.Context, a *attempts, op func(c *Conn) error) error {
 	ctx = WithMessageID(ctx, d.env.ID)
-	// failures counts attempts on fresh connections; a pooled connection
-	// the provider dropped while idle is replaced without counting, up to
-	// maxStale times (a pool can hold several stale ones).
-	failures, stale := 0, 0
 	for {
 		if d.up == nil {
-			c, reused, err := d.t.Pool.Get(ctx)
-			if err == nil {
-				d.up, d.reused = c, reused
-				err = d.replay(c)
-			}
-			if err != nil {
-				if !d.retry(ctx, err, &failures, &stale) {
-					d.dropIfBroken(err)
+			if err := d.connect(ctx); err != nil {
+				if !d.retry(ctx, err, a) {
+					d.giveUpConn()
 					return err
 				}
 				continue
@@ -305,16 +309,43 @@ func (d *delivery) withConn(ctx context.Context, op func(c *Conn) error) error {
 		if err == nil {
 			return nil
 		}
-		if !d.retry(ctx, err, &failures, &stale) {
+		if !d.retry(ctx, err, a) {
 			d.dropIfBroken(err)
 			return err
 		}
 	}
 }
 
+// connect takes a connection from the pool and replays the envelope
+// there.
+func (d *delivery) connect(ctx context.Context) error {
+	c, reused, err := d.t.Pool.Get(ctx)
+	if err != nil {
+		return err
+	}
+	d.up, d.reused = c, reused
+	return d.replay(c)
+}
+
+// giveUpConn hands back a connection whose replay failed: it does not
+// hold the delivery's transaction (a recipient accepted earlier may be
+// missing, or MAIL itself), so the next step must not go on there; it
+// replays on another connection, or on this one after an RSET.
+func (d *delivery) giveUpConn() {
+	c := d.up
+	d.up = nil
+	switch {
+	case c == nil:
+	case c.Broken() || c.Reset() != nil:
+		d.t.Pool.Discard(c)
+	default:
+		d.t.Pool.Put(c)
+	}
+}
+
 // retry decides whether err is worth another connection; if so it drops
 // the current one and waits out the backoff.
-func (d *delivery) retry(ctx context.Context, err error, failures, stale *int) bool {
+func (d *delivery) retry(ctx context.Context, err error, a *attempts) bool {
 	var ue *Error
 	if !errors.As(err, &ue) || !ue.Retryable() || ctx.Err() != nil {
 		return false
@@ -322,18 +353,18 @@ func (d *delivery) retry(ctx context.Context, err error, failures, stale *int) b
 	// A pooled connection that fails without any reply was dropped by the
 	// provider while idle; a 421 is the provider speaking, and counts.
 	wasStale := d.up != nil && d.reused && ue.Reply == nil
-	if wasStale && *stale < maxStale {
-		*stale++
+	if wasStale && a.stale < maxStale {
+		a.stale++
 	} else {
-		*failures++
-		if *failures >= maxAttempts {
+		a.failures++
+		if a.failures >= maxAttempts {
 			return false
 		}
 	}
 	d.log.Info("upstream connection failed before the message was accepted; retrying on another connection", "error", err.Error(), "stale_pooled_connection", wasStale)
 	d.dropConn()
 	if !wasStale {
-		backoff(ctx, *failures)
+		backoff(ctx, a.failures)
 	}
 	return true
 }
@@ -343,23 +374,25 @@ func (d *delivery) replay(c *Conn) error {
 	if !d.mailed {
 		return nil
 	}
-	if err := c.mailWith(d.env.From, d.env.Mail); err != nil {
+	r, err := c.sendEnvelope(d.env.From, d.env.Mail, d.rcpts, false)
+	if err != nil {
 		return err
 	}
-	for _, r := range d.rcpts {
-		if err := c.rcptWith(r.addr, r.opts); err != nil {
-			var ue *Error
-			if errors.As(err, &ue) && ue.Reply != nil && ue.Reply.Code != 421 {
-				// A recipient accepted before is refused now: the
-				// message cannot go out as the client sent it for now.
-				// It is the provider's answer about one recipient on a
-				// healthy connection: a reply (so neither retried nor
-				// counted by the circuits), not a lost connection.
-				return &Error{Stage: StageRcpt, Reply: &smtp.SMTPError{
-					Code: 451, EnhancedCode: smtp.EnhancedCode{4, 5, 0},
-					Message: "a recipient accepted earlier was refused on retry: " + ue.Reply.Message,
-				}}
-			}
+	for _, err := range r.rcpts {
+		var ue *Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ue) && ue.Reply != nil && ue.Reply.Code != 421:
+			// A recipient accepted before is refused now: the
+			// message cannot go out as the client sent it for now.
+			// It is the provider's answer about one recipient on a
+			// healthy connection: a reply (so neither retried nor
+			// counted by the circuits), not a lost connection.
+			return &Error{Stage: StageRcpt, Reply: &smtp.SMTPError{
+				Code: 451, EnhancedCode: smtp.EnhancedCode{4, 5, 0},
+				Message: "a recipient accepted earlier was refused on retry: " + ue.Reply.Message,
+			}}
+		default:
 			return err
 		}
 	}
@@ -373,11 +406,18 @@ func (d *delivery) replay(c *Conn) error {
 func (d *delivery) send(ctx context.Context, body func() (io.Reader, error)) (text string, dsn bool, err error) {
 	attempt := func() error {
 		return d.withConn(ctx, func(c *Conn) error {
-			if err := d.checkContent(c, body); err != nil {
-				return err
+			if err := c.takeDataRefusal(); err != nil {
+				return err // DATA went with the envelope (BeginWith)
+			}
+			if !c.inData { // else checked before DATA went with the envelope
+				if err := d.checkContent(c, body); err != nil {
+					return err
+				}
 			}
 			r, err := body()
 			if err != nil {
+				// A provider waiting for the message cannot get it now.
+				c.broken = c.broken || c.inData
 				return &Error{Stage: StageData, Local: true, Err: err}
 			}
 			text, err = c.Data(r)
@@ -402,27 +442,43 @@ func (d *delivery) send(ctx context.Context, body func() (io.Reader, error)) (te
 // the provider does not offer although its envelope went out without it
 // (see mailParams).
 func (d *delivery) checkContent(c *Conn, body func() (io.Reader, error)) error {
-	if d.env.Mail.UTF8 && !c.c.has("SMTPUTF8") {
+	if d.utf8Unoffered(c) {
 		if err := checkUTF8Header(body); err != nil {
 			return err
 		}
 	}
-	// Undeclared content is checked too: RFC 5321 allows only 7-bit
-	// data without BODY=8BITMIME, but clients send 8-bit bytes anyway.
-	if d.env.Mail.Body != smtp.Body7Bit && !c.c.has("8BITMIME") {
+	if d.eightBitUnoffered(c) {
 		return check7Bit(body)
 	}
 	return nil
 }
 
+// utf8Unoffered: the message declared SMTPUTF8, which c's provider does
+// not offer, so its header must be checked.
+func (d *delivery) utf8Unoffered(c *Conn) bool {
+	return d.env.Mail.UTF8 && !c.c.has("SMTPUTF8")
+}
+
+// eightBitUnoffered: c's provider does not offer 8BITMIME and the message
+// is not declared 7-bit, so its content must be checked. Undeclared
+// content is checked too: RFC 5321 allows only 7-bit data without
+// BODY=8BITMIME, but clients send 8-bit bytes anyway.
+func (d *delivery) eightBitUnoffered(c *Conn) bool {
+	return d.env.Mail.Body != smtp.Body7Bit && !c.c.has("8BITMIME")
+}
+
 // switchConn moves the delivery to another connection (the current one
 // goes back to the pool: its transaction ended with the provider's reply)
 // and replays the envelope there. Without a free connection the current
-// one is used again.
+// one is used again; without that either (a replay on it was given up),
+// the error is the lack of a connection, and the caller keeps the
+// provider's reply.
 func (d *delivery) switchConn(ctx context.Context) error {
 	old := d.up
 	c, reused, err := d.t.Pool.TryGet(WithMessageID(ctx, d.env.ID))
 	switch {
+	case err != nil && old == nil:
+		return err
 	case err != nil:
 		c, reused = old, true
 	case old != nil:
@@ -437,7 +493,7 @@ func (d *delivery) switchConn(ctx context.Context) error {
 	}
 	d.up, d.reused = c, reused
 	if err := d.replay(c); err != nil {
-		d.dropIfBroken(err)
+		d.giveUpConn()
 		return err
 	}
 	return nil
