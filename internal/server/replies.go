@@ -36,10 +36,11 @@ const abortFlushTime = 50 * time.Millisecond
 // The connection flushes the buffer before every read (go-smtp reads from
 // the socket only once the commands it holds are all answered: its input
 // buffer is empty), before it closes, when the buffer exceeds
-// maxHeldReplies, and maxHoldTime after the first held reply. Writes go out under the deadline go-smtp set for the
-// reply (write_timeout), which stays on the socket until the flush; a
-// deadline moved earlier first sends what was held under the old one
-// (crypto/tls sets a past deadline right after its close_notify alert).
+// maxHeldReplies, and maxHoldTime after the first held reply. Writes go
+// out under the deadline go-smtp set for the reply (write_timeout), which
+// stays on the socket until the flush; a deadline moved earlier first
+// sends what was held under the old one (crypto/tls sets a past deadline
+// right after its close_notify alert).
 type replyBuffer struct {
 	out     net.Conn
 	holdFor time.Duration // maxHoldTime but in tests
