@@ -62,8 +62,16 @@ func (c *pipeClient) send(from, to, msg string) error {
 	if err := c.exchange(fmt.Sprintf("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n", from, to), 250, 250, 354); err != nil {
 		return err
 	}
-	// RFC 5321 §4.5.2: the bench's message has no line starting with a dot.
-	return c.exchange(strings.ReplaceAll(msg, "\r\n.", "\r\n..")+".\r\n", 250)
+	return c.exchange(dotStuffed(msg)+".\r\n", 250)
+}
+
+// dotStuffed doubles the dot that starts a line (RFC 5321 §4.5.2); msg
+// ends with CRLF.
+func dotStuffed(msg string) string {
+	if strings.HasPrefix(msg, ".") {
+		msg = "." + msg
+	}
+	return strings.ReplaceAll(msg, "\r\n.", "\r\n..")
 }
 
 func (c *pipeClient) quit() {

@@ -169,18 +169,11 @@ func (q *Queue) attempt(ctx context.Context, c *store.Claimed, body []byte, rout
 	return o
 }
 
-// envelopeBeginner is a transport that takes the whole envelope at once:
-// the SMTP transport sends MAIL, every RCPT and DATA in one write to a
-// provider that offers PIPELINING (RFC 2920).
-type envelopeBeginner interface {
-	BeginWith(ctx context.Context, env transport.Envelope, rcpts []string, opts []transport.RcptOptions) (transport.Delivery, []error, error)
-}
-
 // begin starts the delivery and offers it the pending recipients, in
 // order, recording each refusal: the delivery and the recipients it
 // accepted. The error is the delivery's refusal to start.
 func (o *outcome) begin(ctx context.Context, tr transport.Transport, env transport.Envelope, pending []store.Recipient) (transport.Delivery, []store.Recipient, error) {
-	if b, ok := tr.(envelopeBeginner); ok {
+	if b, ok := tr.(transport.EnvelopeBeginner); ok {
 		addrs := make([]string, len(pending))
 		opts := make([]transport.RcptOptions, len(pending))
 		for i, r := range pending {

@@ -17,24 +17,6 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/transport"
 )
 
-// clock is the tests' clock: time moves only when a test says so.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // sent is one message a fake transport's Body accepted.
 type sent struct {
 	env      transport.Envelope
@@ -244,7 +226,7 @@ type harness struct {
 	tr     *fakeTransport
 	routes *resolver
 	notes  *notifier
-	clock  *clock
+	clock  *testutil.Clock
 	reg    *prometheus.Registry
 	logs   *testutil.LogBuffer
 	q      *Queue
@@ -269,7 +251,7 @@ func testConfig() Config {
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	h := &harness{t: t, st: newFakeStore(), tr: &fakeTransport{}, routes: &resolver{}, notes: &notifier{},
-		clock: &clock{t: t0}, reg: prometheus.NewRegistry(), logs: &testutil.LogBuffer{}, ctx: context.Background()}
+		clock: testutil.NewClock(t0), reg: prometheus.NewRegistry(), logs: &testutil.LogBuffer{}, ctx: context.Background()}
 	h.routes.set(acct, h.tr, 0)
 	h.q = h.newQueue(cfg, h.reg)
 	return h

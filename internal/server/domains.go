@@ -57,7 +57,12 @@ type domainBox struct {
 // in use and whether it ever delivered (see evict).
 func newBox(m *mailbox, used time.Time) *domainBox {
 	box := &domainBox{m: m, used: used}
-	m.acct.Transport = &boxTransport{Transport: m.acct.Transport, box: box}
+	bt := &boxTransport{Transport: m.acct.Transport, box: box}
+	m.acct.Transport = bt
+	if eb, ok := bt.Transport.(transport.EnvelopeBeginner); ok {
+		// Keep the pipelined envelope of the queue's deliveries.
+		m.acct.Transport = &boxEnvelopeTransport{boxTransport: bt, eb: eb}
+	}
 	return box
 }
 
@@ -73,8 +78,28 @@ func (t *boxTransport) Begin(ctx context.Context, env transport.Envelope) (trans
 		t.box.tried.Store(true)
 		return nil, err
 	}
+	return t.started(d), nil
+}
+
+func (t *boxTransport) started(d transport.Delivery) transport.Delivery {
 	t.box.inFlight.Add(1)
-	return &boxDelivery{Delivery: d, box: t.box}, nil
+	return &boxDelivery{Delivery: d, box: t.box}
+}
+
+// boxEnvelopeTransport is a boxTransport over a transport that takes the
+// whole envelope at once.
+type boxEnvelopeTransport struct {
+	*boxTransport
+	eb transport.EnvelopeBeginner
+}
+
+func (t *boxEnvelopeTransport) BeginWith(ctx context.Context, env transport.Envelope, rcpts []string, opts []transport.RcptOptions) (transport.Delivery, []error, error) {
+	d, errs, err := t.eb.BeginWith(ctx, env, rcpts, opts)
+	if err != nil {
+		t.box.tried.Store(true)
+		return nil, nil, err
+	}
+	return t.started(d), errs, nil
 }
 
 // boxDelivery ends its count once, at Body, Reset or Abort (the contract

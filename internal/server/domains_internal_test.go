@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/config"
 	"github.com/oauthrelay/oauthrelay/internal/oauth"
 	"github.com/oauthrelay/oauthrelay/internal/relay"
+	"github.com/oauthrelay/oauthrelay/internal/transport"
+	"github.com/oauthrelay/oauthrelay/internal/upstream"
 )
 
 // A domain-wide account at max_mailboxes makes room only by forgetting a
@@ -117,4 +120,77 @@ func TestReviewEvictionDuringReloadClosesCarriedPool(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), "pool closed") {
 		t.Errorf("the carried-over mailbox %s of the new configuration has a closed pool: %v", m.acct.Address, err)
 	}
+}
+
+// envelopeTransport is a transport.EnvelopeBeginner whose BeginWith
+// fails once when failFirst is set.
+type envelopeTransport struct {
+	failFirst bool
+	begins    int
+}
+
+func (t *envelopeTransport) Begin(context.Context, transport.Envelope) (transport.Delivery, error) {
+	return nil, errors.New("Begin called: the pipelined envelope was lost")
+}
+
+func (t *envelopeTransport) BeginWith(_ context.Context, _ transport.Envelope, rcpts []string, _ []transport.RcptOptions) (transport.Delivery, []error, error) {
+	t.begins++
+	if t.failFirst && t.begins == 1 {
+		return nil, nil, errors.New("refused")
+	}
+	return nopDelivery{}, make([]error, len(rcpts)), nil
+}
+
+type nopDelivery struct{}
+
+func (nopDelivery) AddRcpt(context.Context, string, transport.RcptOptions) error { return nil }
+func (nopDelivery) Body(context.Context, transport.Message) (transport.Result, error) {
+	return transport.Result{}, nil
+}
+func (nopDelivery) Reset(context.Context) error { return nil }
+func (nopDelivery) Abort()                      {}
+
+// A domain mailbox keeps its transport's pipelined envelope (the queue's
+// deliveries use it) and still counts those deliveries for eviction; the
+// SMTP transport is such a transport.
+func TestDomainMailboxKeepsThePipelinedEnvelope(t *testing.T) {
+	var _ transport.EnvelopeBeginner = (*upstream.Transport)(nil)
+	inner := &envelopeTransport{failFirst: true}
+	box := newBox(&mailbox{acct: &relay.Account{Address: "a@x.test", Transport: inner}}, time.Now())
+	eb, ok := box.m.acct.Transport.(transport.EnvelopeBeginner)
+	if !ok {
+		t.Fatal("the mailbox's transport no longer takes the whole envelope")
+	}
+	ctx := context.Background()
+	if _, _, err := eb.BeginWith(ctx, transport.Envelope{}, []string{"r@y.test"}, make([]transport.RcptOptions, 1)); err == nil {
+		t.Fatal("BeginWith's refusal was lost")
+	}
+	if !box.tried.Load() || box.inFlight.Load() != 0 {
+		t.Fatalf("after a refused start: tried %v, in flight %d", box.tried.Load(), box.inFlight.Load())
+	}
+	d, errs, err := eb.BeginWith(ctx, transport.Envelope{}, []string{"r@y.test", "s@y.test"}, make([]transport.RcptOptions, 2))
+	if err != nil || len(errs) != 2 {
+		t.Fatalf("BeginWith = %v, %v", errs, err)
+	}
+	if box.inFlight.Load() != 1 {
+		t.Fatalf("in flight %d during the delivery, want 1", box.inFlight.Load())
+	}
+	if _, err := d.Body(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.Abort()
+	if box.inFlight.Load() != 0 || !box.delivered.Load() {
+		t.Fatalf("after Body: in flight %d, delivered %v", box.inFlight.Load(), box.delivered.Load())
+	}
+	plain := newBox(&mailbox{acct: &relay.Account{Address: "b@x.test", Transport: &stepTransport{}}}, time.Now())
+	if _, ok := plain.m.acct.Transport.(transport.EnvelopeBeginner); ok {
+		t.Fatal("a transport without BeginWith gained one: the queue would not fall back to Begin")
+	}
+}
+
+// stepTransport has only Begin.
+type stepTransport struct{}
+
+func (stepTransport) Begin(context.Context, transport.Envelope) (transport.Delivery, error) {
+	return nopDelivery{}, nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,15 +36,19 @@ const abortFlushTime = 50 * time.Millisecond
 // The connection flushes the buffer before every read (go-smtp reads from
 // the socket only once the commands it holds are all answered: its input
 // buffer is empty), before it closes, when the buffer exceeds
-// maxHeldReplies, and maxHoldTime after the first held reply. Writes go out under the deadline go-smtp set for the
-// reply (write_timeout), which stays on the socket until the flush; a
-// deadline moved earlier first sends what was held under the old one
-// (crypto/tls sets a past deadline right after its close_notify alert).
+// maxHeldReplies, and maxHoldTime after the first held reply. Writes go
+// out under the deadline go-smtp set for the reply (write_timeout), which
+// stays on the socket until the flush; a deadline moved earlier first
+// sends what was held under the old one (crypto/tls sets a past deadline
+// right after its close_notify alert).
 type replyBuffer struct {
 	out     net.Conn
 	holdFor time.Duration // maxHoldTime but in tests
 	mu      sync.Mutex
 	buf     []byte
+	// writing is set while a flush writes to the socket (see
+	// flushBeforeAbort).
+	writing atomic.Bool
 	// timer flushes the buffer holdFor after it stopped being empty.
 	timer *time.Timer
 	// deadline is the socket's write deadline (zero: none).
@@ -88,10 +93,15 @@ func (b *replyBuffer) flush() error {
 
 // flushBeforeAbort gives the held replies abortFlushTime to leave before a
 // forced close, unless a write is under way already (it may be blocked on
-// a client that does not read; the close ends it).
+// a client that does not read; the close ends it). The session may hold
+// the buffer for a moment (adding a reply): that is waited for.
 func (b *replyBuffer) flushBeforeAbort() {
-	if !b.mu.TryLock() {
-		return
+	until := time.Now().Add(abortFlushTime)
+	for !b.mu.TryLock() {
+		if b.writing.Load() || time.Now().After(until) {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
 	defer b.mu.Unlock()
 	if b.timer != nil {
@@ -111,7 +121,9 @@ func (b *replyBuffer) flushLocked() error {
 	if b.timer != nil {
 		b.timer.Stop()
 	}
+	b.writing.Store(true)
 	_, b.err = b.out.Write(b.buf)
+	b.writing.Store(false)
 	if cap(b.buf) > 2*maxHeldReplies {
 		b.buf = nil // a burst of replies: do not keep its memory
 	} else {

@@ -89,8 +89,17 @@ func TestHeldReplyLeavesWhileTheSessionBlocks(t *testing.T) {
 // they had earned still leave (a 250 for a message the backend accepted
 // must reach the client, or it sends the message again).
 func TestForcedCloseSendsHeldReplies(t *testing.T) {
-	// A minute's hold: without the flush at the forced close the 250
-	// would still be held when the connection closes.
+	s, c := holdingAMessagesReply(t)
+	s.g.closeConns()
+	expectTheMessagesReply(t, c)
+}
+
+// holdingAMessagesReply is a session whose message's 250 is held while
+// the next MAIL, sent in the same write as the final dot, is busy. The
+// hold is a minute: without a flush at a forced close the 250 would
+// still be held when the connection closes.
+func holdingAMessagesReply(t *testing.T) (*replyServer, *stepClient) {
+	t.Helper()
 	s := startReplyServerHolding(t, config.TLSNone, &secondMailBackend{}, nil, time.Minute)
 	c := dialReplyServer(t, s, config.TLSNone)
 	c.login(s, config.TLSNone)
@@ -99,7 +108,11 @@ func TestForcedCloseSendsHeldReplies(t *testing.T) {
 	c.cmd("DATA", 354)
 	c.send("Subject: x\r\n\r\nbody\r\n.\r\nMAIL FROM:<a@test>\r\n")
 	waitFor(t, func() bool { return heldBytes(s.g) > 0 })
-	s.g.closeConns()
+	return s, c
+}
+
+func expectTheMessagesReply(t *testing.T, c *stepClient) {
+	t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	line, err := c.text.ReadLine()
 	if err != nil || !strings.HasPrefix(line, "250") {
@@ -147,4 +160,22 @@ func TestCommandsBehindStartTLSAreDiscarded(t *testing.T) {
 		t.Fatalf("first reply over TLS is %q, not EHLO's", msg)
 	}
 	c.cmd("MAIL FROM:<y@test>", 250) // 503: the injected MAIL was taken
+}
+
+// The forced close waits for a session that holds its buffer for a
+// moment (adding a reply) instead of dropping what it holds.
+func TestForcedCloseWaitsForABusyBuffer(t *testing.T) {
+	s, c := holdingAMessagesReply(t)
+	conns := s.g.snapshot()
+	if len(conns) != 1 {
+		t.Fatalf("%d connections", len(conns))
+	}
+	b := &conns[0].replies
+	b.mu.Lock() // the session adding a reply
+	closed := make(chan struct{})
+	go func() { s.g.closeConns(); close(closed) }()
+	time.Sleep(5 * time.Millisecond)
+	b.mu.Unlock()
+	<-closed
+	expectTheMessagesReply(t, c)
 }

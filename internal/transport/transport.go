@@ -154,6 +154,14 @@ type Transport interface {
 	Begin(ctx context.Context, env Envelope) (Delivery, error)
 }
 
+// EnvelopeBeginner is a Transport that can take a whole envelope at once
+// (the SMTP transport pipelines MAIL, every RCPT and DATA to a provider
+// that offers PIPELINING, RFC 2920). errs[i] is rcpts[i]'s verdict, as
+// AddRcpt's; err is the refusal to start, as Begin's.
+type EnvelopeBeginner interface {
+	BeginWith(ctx context.Context, env Envelope, rcpts []string, opts []RcptOptions) (d Delivery, errs []error, err error)
+}
+
 // Delivery is one message's way through a transport.
 type Delivery interface {
 	AddRcpt(ctx context.Context, rcpt string, opts RcptOptions) error

@@ -129,9 +129,7 @@ var testEnvelope = transport.Envelope{ID: "M1", Account: sandboxUser, From: sand
 
 func sendAll(t *testing.T, tr transport.Transport, rcpts ...string) ([]error, error) {
 	t.Helper()
-	bt := tr.(interface {
-		BeginWith(context.Context, transport.Envelope, []string, []transport.RcptOptions) (transport.Delivery, []error, error)
-	})
+	bt := tr.(transport.EnvelopeBeginner)
 	ctx := context.Background()
 	d, errs, err := bt.BeginWith(ctx, testEnvelope, rcpts, nil)
 	if err != nil {
@@ -283,24 +281,31 @@ func TestBeginWithoutPipelining(t *testing.T) {
 	}
 }
 
-// fakeProvider is a plain-TCP provider offering PIPELINING whose replies
-// come from respond (conn counts connections from 1; line is a command,
-// or "." for the end of a message). A reply "354 ..." to DATA starts a
-// message; hangUp closes the connection instead of answering.
+// fakeProvider is a plain-TCP provider offering extensions (PIPELINING
+// and 8BITMIME unless told) whose replies come from respond (conn counts
+// connections from 1; line is a command, or "." for the end of a
+// message). A reply "354 ..." to DATA starts a message; hangUp closes the
+// connection instead of answering.
 type fakeProvider struct {
-	ln      net.Listener
-	respond func(conn int, line string) (reply string, hangUp bool)
-	conns   atomic.Int64
+	ln         net.Listener
+	respond    func(conn int, line string) (reply string, hangUp bool)
+	extensions []string
+	conns      atomic.Int64
 }
 
 func startFakeProvider(t *testing.T, respond func(conn int, line string) (string, bool)) *fakeProvider {
+	t.Helper()
+	return startFakeProviderOffering(t, []string{"PIPELINING", "8BITMIME"}, respond)
+}
+
+func startFakeProviderOffering(t *testing.T, extensions []string, respond func(conn int, line string) (string, bool)) *fakeProvider {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	p := &fakeProvider{ln: ln, respond: respond}
+	p := &fakeProvider{ln: ln, respond: respond, extensions: extensions}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -328,7 +333,7 @@ func (p *fakeProvider) serve(c net.Conn, n int) {
 		case inData && line != ".":
 			continue
 		case strings.HasPrefix(line, "EHLO"):
-			io.WriteString(c, "250-fake\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+			io.WriteString(c, p.ehloReply())
 			continue
 		}
 		inData = false
@@ -339,6 +344,14 @@ func (p *fakeProvider) serve(c net.Conn, n int) {
 		inData = strings.HasPrefix(line, "DATA") && strings.HasPrefix(reply, "354")
 		io.WriteString(c, reply+"\r\n")
 	}
+}
+
+func (p *fakeProvider) ehloReply() string {
+	reply := "250-fake\r\n"
+	for _, ext := range p.extensions {
+		reply += "250-" + ext + "\r\n"
+	}
+	return reply + "250 HELP\r\n"
 }
 
 // accepting answers as a provider that accepts everything.
@@ -395,10 +408,18 @@ func (p *countingPool) Discard(c *Conn) {
 func fakeTransport(t *testing.T, respond func(conn int, line string) (string, bool)) (*Transport, *countingPool, *fakeProvider) {
 	t.Helper()
 	prov := startFakeProvider(t, respond)
+	tr, pool := fakeTransportTo(t, prov)
+	return tr, pool, prov
+}
+
+// fakeTransportTo is a Transport to prov over a pool that counts the
+// connections it discards.
+func fakeTransportTo(t *testing.T, prov *fakeProvider) (*Transport, *countingPool) {
+	t.Helper()
 	pool := &countingPool{Pool: &Pool{sender: &fakeOpener{addr: prov.ln.Addr().String()}, set: PoolSettings{MaxConnections: 4, WaitTimeout: 5 * time.Second}, stop: make(chan struct{})}}
 	t.Cleanup(pool.Close)
 	// 7-bit: the fake provider's 8BITMIME is not what these tests are about.
-	return &Transport{Account: sandboxUser, Provider: "fake", Pool: pool}, pool, prov
+	return &Transport{Account: sandboxUser, Provider: "fake", Pool: pool}, pool
 }
 
 // The envelope's edge cases with a scripted provider.

@@ -281,21 +281,25 @@ func outcomes(err error) (account, provider limits.Outcome) {
 // Once the final dot was sent and the reply is lost, op is not repeated
 // (see Error.Ambiguous).
 func (d *delivery) withConn(ctx context.Context, op func(c *Conn) error) error {
+	return d.withConnCounting(ctx, &attempts{}, op)
+}
+
+// attempts counts a step's tries: failures on fresh connections, and
+// replacements of pooled connections the provider dropped while idle,
+// which do not count as failures up to maxStale (a pool can hold several
+// stale ones).
+type attempts struct{ failures, stale int }
+
+// withConnCounting is withConn counting the tries in a, which op may
+// reset when it makes progress (BeginWith's envelope: each recipient
+// gets the tries AddRcpt would give it).
+func (d *delivery) withConnCounting(ctx context.Context, a *attempts, op func(c *Conn) error) error {
 	ctx = WithMessageID(ctx, d.env.ID)
-	// failures counts attempts on fresh connections; a pooled connection
-	// the provider dropped while idle is replaced without counting, up to
-	// maxStale times (a pool can hold several stale ones).
-	failures, stale := 0, 0
 	for {
 		if d.up == nil {
-			c, reused, err := d.t.Pool.Get(ctx)
-			if err == nil {
-				d.up, d.reused = c, reused
-				err = d.replay(c)
-			}
-			if err != nil {
-				if !d.retry(ctx, err, &failures, &stale) {
-					d.dropIfBroken(err)
+			if err := d.connect(ctx); err != nil {
+				if !d.retry(ctx, err, a) {
+					d.giveUpConn()
 					return err
 				}
 				continue
@@ -305,16 +309,43 @@ func (d *delivery) withConn(ctx context.Context, op func(c *Conn) error) error {
 		if err == nil {
 			return nil
 		}
-		if !d.retry(ctx, err, &failures, &stale) {
+		if !d.retry(ctx, err, a) {
 			d.dropIfBroken(err)
 			return err
 		}
 	}
 }
 
+// connect takes a connection from the pool and replays the envelope
+// there.
+func (d *delivery) connect(ctx context.Context) error {
+	c, reused, err := d.t.Pool.Get(ctx)
+	if err != nil {
+		return err
+	}
+	d.up, d.reused = c, reused
+	return d.replay(c)
+}
+
+// giveUpConn hands back a connection whose replay failed: it does not
+// hold the delivery's transaction (a recipient accepted earlier may be
+// missing, or MAIL itself), so the next step must not go on there; it
+// replays on another connection, or on this one after an RSET.
+func (d *delivery) giveUpConn() {
+	c := d.up
+	d.up = nil
+	switch {
+	case c == nil:
+	case c.Broken() || c.Reset() != nil:
+		d.t.Pool.Discard(c)
+	default:
+		d.t.Pool.Put(c)
+	}
+}
+
 // retry decides whether err is worth another connection; if so it drops
 // the current one and waits out the backoff.
-func (d *delivery) retry(ctx context.Context, err error, failures, stale *int) bool {
+func (d *delivery) retry(ctx context.Context, err error, a *attempts) bool {
 	var ue *Error
 	if !errors.As(err, &ue) || !ue.Retryable() || ctx.Err() != nil {
 		return false
@@ -322,18 +353,18 @@ func (d *delivery) retry(ctx context.Context, err error, failures, stale *int) b
 	// A pooled connection that fails without any reply was dropped by the
 	// provider while idle; a 421 is the provider speaking, and counts.
 	wasStale := d.up != nil && d.reused && ue.Reply == nil
-	if wasStale && *stale < maxStale {
-		*stale++
+	if wasStale && a.stale < maxStale {
+		a.stale++
 	} else {
-		*failures++
-		if *failures >= maxAttempts {
+		a.failures++
+		if a.failures >= maxAttempts {
 			return false
 		}
 	}
 	d.log.Info("upstream connection failed before the message was accepted; retrying on another connection", "error", err.Error(), "stale_pooled_connection", wasStale)
 	d.dropConn()
 	if !wasStale {
-		backoff(ctx, *failures)
+		backoff(ctx, a.failures)
 	}
 	return true
 }
@@ -439,11 +470,15 @@ func (d *delivery) eightBitUnoffered(c *Conn) bool {
 // switchConn moves the delivery to another connection (the current one
 // goes back to the pool: its transaction ended with the provider's reply)
 // and replays the envelope there. Without a free connection the current
-// one is used again.
+// one is used again; without that either (a replay on it was given up),
+// the error is the lack of a connection, and the caller keeps the
+// provider's reply.
 func (d *delivery) switchConn(ctx context.Context) error {
 	old := d.up
 	c, reused, err := d.t.Pool.TryGet(WithMessageID(ctx, d.env.ID))
 	switch {
+	case err != nil && old == nil:
+		return err
 	case err != nil:
 		c, reused = old, true
 	case old != nil:
@@ -458,7 +493,7 @@ func (d *delivery) switchConn(ctx context.Context) error {
 	}
 	d.up, d.reused = c, reused
 	if err := d.replay(c); err != nil {
-		d.dropIfBroken(err)
+		d.giveUpConn()
 		return err
 	}
 	return nil
