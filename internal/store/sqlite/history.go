@@ -74,7 +74,11 @@ func (b *batch) insertFirstEvent(e *store.Event) error {
 	if err != nil {
 		return mapErr("writing history", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return mapErr("writing history", err)
+	}
+	if n == 0 {
 		return b.insertEvent(e)
 	}
 	return nil
@@ -199,10 +203,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 			break
 		}
 	}
-	err := s.submit(ctx, &request{run: func(b *batch) error {
-		return b.execOp("pruning keys", `DELETE FROM data_keys
-			WHERE id NOT IN (SELECT key_id FROM chunks WHERE key_id IS NOT NULL)`)
-	}})
+	err := s.submit(ctx, &request{run: (*batch).sweepKeys})
 	return total, err
 }
 
@@ -250,4 +251,12 @@ func (b *batch) prunable(before int64, limit int) ([]string, error) {
 		ids = append(ids, id)
 	}
 	return ids, mapErr("pruning", rows.Err())
+}
+
+// sweepKeys deletes the wrapped keys no chunk refers to, but for the
+// batch's own: a request of the batch may have failed after storing it
+// (outside its savepoint, see ensureKey) and later ones seal with it.
+func (b *batch) sweepKeys() error {
+	return b.execOp("pruning keys", `DELETE FROM data_keys
+		WHERE id NOT IN (SELECT key_id FROM chunks WHERE key_id IS NOT NULL) AND id IS NOT ?`, b.bodyKey())
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -349,5 +350,44 @@ func TestSlowSealerDoesNotHoldTheWriteLock(t *testing.T) {
 	unblock()
 	if err := <-enq; err != nil {
 		t.Errorf("Enqueue: %v", err)
+	}
+}
+
+// Prune's sweep of unused data keys can share a batch with enqueues: a
+// key row outlives a request whose body failed (it is written outside
+// the request's savepoint), and the sweep must leave it to the batch's
+// later messages, which seal their bodies with it.
+func TestKeySweepKeepsTheBatchsKey(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{Sealer: storetest.NewSealer(t)})
+	ctx := t.Context()
+	release := stallWriter(t, s)
+	broken, sweep, good := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	go func() {
+		m := testMsg("broken")
+		m.Body = &errReader{errors.New("client went away")}
+		broken <- s.Enqueue(ctx, m)
+	}()
+	waitRequests(t, s, 1)
+	go func() { sweep <- s.submit(ctx, &request{run: (*batch).sweepKeys}) }()
+	waitRequests(t, s, 2)
+	go func() { good <- s.Enqueue(ctx, testMsg("good")) }()
+	waitRequests(t, s, 3)
+	release()
+	if err := <-broken; err == nil {
+		t.Error("the message whose body failed was stored")
+	}
+	if err := <-sweep; err != nil {
+		t.Errorf("sweep: %v", err)
+	}
+	if err := <-good; err != nil {
+		t.Fatalf("a good message of the sweep's batch refused: %v", err)
+	}
+	rc, err := s.Body(ctx, "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, bodyOf("good")) {
+		t.Errorf("body %q (%v), want %q", got, err, bodyOf("good"))
 	}
 }

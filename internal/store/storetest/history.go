@@ -188,6 +188,9 @@ func testStats(t *testing.T, e *env) {
 	e.enqueue(e.msg("held-oldest", withAccount("a"), withState(store.StateHeld), withReceived(e.at(-5*time.Hour))))
 	e.enqueue(e.msg("a1", withAccount("a"), withReceived(e.at(-3*time.Hour))))
 	e.enqueue(e.msg("a2", withAccount("a"), withReceived(e.at(-2*time.Hour))))
+	// The oldest queued message is not in the first group of the
+	// account order: every group counts.
+	e.enqueue(e.msg("b0", withAccount("b"), withReceived(e.at(-4*time.Hour))))
 	e.enqueue(e.msg("b1", withAccount("b"), withReceived(e.at(-time.Hour))))
 	e.enqueue(e.msg("b2", withAccount("b"), withReceived(e.at(-time.Minute))))
 	e.claim("w1", e.base, 10, time.Hour) // leased messages are still queued
@@ -200,13 +203,13 @@ func testStats(t *testing.T, e *env) {
 	want := map[store.DepthKey]int{
 		{State: store.StateQueued, Account: "a"}: 2,
 		{State: store.StateHeld, Account: "a"}:   1,
-		{State: store.StateQueued, Account: "b"}: 1,
+		{State: store.StateQueued, Account: "b"}: 2,
 	}
 	if diff := cmp.Diff(want, st.Depth); diff != "" {
 		t.Errorf("Depth (-want +got):\n%s", diff)
 	}
-	if !st.Oldest.Equal(e.at(-3 * time.Hour)) {
-		t.Errorf("Oldest = %v, want %v (the held message does not count)", st.Oldest, e.at(-3*time.Hour))
+	if !st.Oldest.Equal(e.at(-4 * time.Hour)) {
+		t.Errorf("Oldest = %v, want %v (the held message does not count)", st.Oldest, e.at(-4*time.Hour))
 	}
 }
 
