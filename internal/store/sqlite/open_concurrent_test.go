@@ -12,19 +12,14 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/store"
 )
 
-// openAllAtOnce opens the store in dir from n goroutines released
-// together; each pings (a write) and closes it.
-func openAllAtOnce(dir string, n int) error {
-	start := make(chan struct{})
+// openConcurrently opens the store in dir from n goroutines; each pings
+// (a write) and closes it.
+func openConcurrently(dir string, n int) error {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range errs {
-		wg.Go(func() {
-			<-start
-			errs[i] = openPingClose(dir)
-		})
+		wg.Go(func() { errs[i] = openPingClose(dir) })
 	}
-	close(start)
 	wg.Wait()
 	return errors.Join(errs...)
 }

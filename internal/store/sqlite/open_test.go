@@ -68,7 +68,7 @@ func TestOpenReopensAndMigratesOnce(t *testing.T) {
 }
 
 func TestOpenConcurrentlyOnANewDirectory(t *testing.T) {
-	if err := openAllAtOnce(t.TempDir(), 4); err != nil {
+	if err := openConcurrently(t.TempDir(), 4); err != nil {
 		t.Fatal(err)
 	}
 }
