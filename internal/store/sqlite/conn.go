@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
-	"time"
 )
 
 // The writer runs its transactions by hand on a connection of its own
@@ -37,14 +36,7 @@ func (w *writer) tryBegin() error {
 
 func (w *writer) waitBegin() error {
 	defer w.s.turn.announce()()
-	deadline := time.Now().Add(busyTimeoutMillis * time.Millisecond)
-	for pause := 100 * time.Microsecond; ; pause = min(2*pause, beginPollMax) {
-		time.Sleep(pause)
-		err := w.tryBegin()
-		if !isBusy(err) || time.Now().After(deadline) {
-			return err
-		}
-	}
+	return retryBusy(context.Background(), w.tryBegin)
 }
 
 // connect takes the writer's connection when it has none. The writer

@@ -20,15 +20,16 @@ const walSizeLimit = 64 << 20
 const readConns = 8
 
 // dsn is a SQLite URI for file with the pragmas every connection needs:
-// WAL (readers and a writer side by side, across processes), FULL
-// synchronous (a commit is fsync'd before it returns, see
+// FULL synchronous (a commit is fsync'd before it returns, see
 // https://www.sqlite.org/pragma.html#pragma_synchronous), foreign keys
-// (bodies go with their message). txlock is how transactions begin.
+// (bodies go with their message). txlock is how transactions begin. WAL
+// mode (readers and a writer side by side, across processes) is not set
+// here but once, by Open (switchToWAL), which must retry it; the
+// database file keeps it.
 func dsn(file, txlock string, extra ...string) string {
 	q := url.Values{}
 	q.Set("_txlock", txlock)
 	q.Add("_pragma", "busy_timeout("+strconv.Itoa(busyTimeoutMillis)+")")
-	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	// Bodies are the most sensitive data the relay holds: a deleted one is
@@ -67,7 +68,11 @@ func openWriter(ctx context.Context, file string, maxPageCount int) (*sql.DB, er
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	if err := checkPragmas(ctx, db); err != nil {
+	err = switchToWAL(ctx, db)
+	if err == nil {
+		err = checkPragmas(ctx, db)
+	}
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: opening %s: %w", file, err)
 	}

@@ -48,7 +48,9 @@ func readMigrations(fsys fs.FS) ([]engine.Migration, error) {
 
 // migrate brings the schema up to date. Each step runs in its own
 // IMMEDIATE transaction that first re-reads the version, so two processes
-// opening a new database at once apply every step once.
+// opening a new database at once apply every step once. A database
+// already up to date is only read: `oauthrelay queue` opens it beside the
+// relay without waiting for the relay's writer.
 func migrate(ctx context.Context, db *sql.DB, log hclog.Logger) error {
 	ms, err := migrations()
 	if err != nil {
@@ -61,7 +63,14 @@ func migrate(ctx context.Context, db *sql.DB, log hclog.Logger) error {
 	if err != nil {
 		return mapErr("creating schema_version", err)
 	}
+	current, err := schemaVersion(ctx, db, len(ms))
+	if err != nil {
+		return err
+	}
 	for _, m := range ms {
+		if m.Version <= current {
+			continue
+		}
 		applied, err := applyMigration(ctx, db, m, len(ms))
 		if err != nil {
 			return err
@@ -105,15 +114,9 @@ func applyMigration(ctx context.Context, db *sql.DB, m engine.Migration, latest 
 		return false, mapErr("migrating", err)
 	}
 	defer tx.Rollback()
-	var current int
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
-		return false, mapErr("reading schema version", err)
-	}
-	if current > latest {
-		return false, engine.NewerSchema(current, latest)
-	}
-	if current >= m.Version {
-		return false, nil
+	current, err := schemaVersion(ctx, tx, latest)
+	if err != nil || current >= m.Version {
+		return false, err
 	}
 	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 		return false, mapErr("migration "+m.Name, err)
@@ -122,4 +125,19 @@ func applyMigration(ctx context.Context, db *sql.DB, m engine.Migration, latest 
 		return false, mapErr("migration "+m.Name, err)
 	}
 	return true, mapErr("migration "+m.Name, tx.Commit())
+}
+
+// schemaVersion returns the newest version the database has, refusing
+// one newer than latest, the newest this code knows.
+func schemaVersion(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, latest int) (int, error) {
+	var current int
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
+		return 0, mapErr("reading schema version", err)
+	}
+	if current > latest {
+		return 0, engine.NewerSchema(current, latest)
+	}
+	return current, nil
 }

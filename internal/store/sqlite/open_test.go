@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -69,20 +68,7 @@ func TestOpenReopensAndMigratesOnce(t *testing.T) {
 }
 
 func TestOpenConcurrentlyOnANewDirectory(t *testing.T) {
-	dir := t.TempDir()
-	var wg sync.WaitGroup
-	errs := make([]error, 4)
-	for i := range errs {
-		wg.Go(func() {
-			s, err := Open(context.Background(), dir, Options{})
-			if err == nil {
-				err = errors.Join(s.Ping(context.Background()), s.Close())
-			}
-			errs[i] = err
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := openConcurrently(t.TempDir(), 4); err != nil {
 		t.Fatal(err)
 	}
 }
