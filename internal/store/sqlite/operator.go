@@ -38,21 +38,26 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]*store.Envelope, er
 }
 
 func listQuery(f store.Filter) (string, []any, error) {
+	// The filters are written +column so that SQLite walks the primary
+	// key from the cursor and stops when the page is full, instead of
+	// reading every message of the state from messages_due and sorting
+	// them again for each page: a whole listing then reads the queue
+	// once, never pages × matching messages (TestListPagesWalkThePrimaryKey).
 	var w where
 	switch f.State {
 	case "":
 	case store.StateQueued, store.StateHeld:
-		w.add("state = ?", f.State)
+		w.add("+state = ?", f.State)
 	default:
 		return "", nil, fmt.Errorf("store: list: state %q is not queued or held", f.State)
 	}
 	if f.Account != "" {
-		w.add("account = ?", f.Account)
+		w.add("+account = ?", f.Account)
 	}
 	if f.After != "" {
 		w.add("id > ?", f.After)
 	}
-	query := `SELECT ` + envelopeColumns + ` FROM messages` + w.sql() + ` ORDER BY id` // the primary key: a page reads only its rows
+	query := `SELECT ` + envelopeColumns + ` FROM messages` + w.sql() + ` ORDER BY id`
 	if f.Limit > 0 {
 		query, w.args = query+` LIMIT ?`, append(w.args, f.Limit)
 	}
