@@ -51,7 +51,9 @@ func readMigrations(fsys fs.FS) ([]engine.Migration, error) {
 // opening a new database at once apply every step once. A database
 // already up to date is only read: `oauthrelay queue` opens it beside the
 // relay without waiting for the relay's writer.
-func migrate(ctx context.Context, db *sql.DB, log hclog.Logger) error {
+//
+// mayMigrate, when not nil, is asked before the first step is applied.
+func migrate(ctx context.Context, db *sql.DB, log hclog.Logger, mayMigrate func(current, latest int) error) error {
 	ms, err := migrations()
 	if err != nil {
 		return err
@@ -66,6 +68,11 @@ func migrate(ctx context.Context, db *sql.DB, log hclog.Logger) error {
 	current, err := schemaVersion(ctx, db, len(ms))
 	if err != nil {
 		return err
+	}
+	if current < len(ms) && mayMigrate != nil {
+		if err := mayMigrate(current, len(ms)); err != nil {
+			return err
+		}
 	}
 	for _, m := range ms {
 		if m.Version <= current {

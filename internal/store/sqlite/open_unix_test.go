@@ -65,3 +65,33 @@ func TestExclusiveOpenKeepsASecondRelayOut(t *testing.T) {
 	}
 	again.Close()
 }
+
+// A queue command of a newer oauthrelay must not migrate the store under
+// a relay of the older version that still runs on it (the package was
+// upgraded, the relay not yet restarted): the relay would go on with a
+// schema it does not know. It refuses, naming the relay, and changes
+// nothing; once the relay is gone (restarted with the new version, which
+// migrates itself), the store opens.
+func TestQueueCommandDoesNotMigrateUnderARunningRelay(t *testing.T) {
+	dir := t.TempDir()
+	db := rawDBAtVersion(t, dir, 2)
+	relay, err := lockRelay(filepath.Join(dir, RelayLockFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(t.Context(), dir, Options{})
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", os.Getpid())) ||
+		!strings.Contains(err.Error(), "schema") {
+		t.Fatalf("Open of an older store beside its relay: %v, want ErrInUse naming the schema and process %d", err, os.Getpid())
+	}
+	var version int
+	if err := db.QueryRow(`SELECT MAX(version) FROM schema_version`).Scan(&version); err != nil || version != 2 {
+		t.Fatalf("schema version %d (%v) after the refused Open, want 2", version, err)
+	}
+	relay.Close()
+	s, err := Open(t.Context(), dir, Options{})
+	if err != nil {
+		t.Fatalf("Open once the relay is gone: %v", err)
+	}
+	s.Close()
+}

@@ -41,3 +41,18 @@ func holder(f *os.File) string {
 	}
 	return ""
 }
+
+// relayHolding reports whether a relay holds its lock on the store at
+// path, and names it; it takes nothing (a shared lock, released at once).
+func relayHolding(path string) (string, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false // no relay ever ran on the store
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return holder(f), errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return "", false
+}

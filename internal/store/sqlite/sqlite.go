@@ -180,13 +180,30 @@ func (s *Store) openDatabases(ctx context.Context, file string, maxPageCount int
 	if s.wdb, err = openWriter(ctx, file, maxPageCount); err != nil {
 		return err
 	}
-	if err := migrate(ctx, s.wdb, s.log); err != nil {
+	var mayMigrate func(current, latest int) error
+	if s.relayLock == nil {
+		mayMigrate = s.noRelayRunning
+	}
+	if err := migrate(ctx, s.wdb, s.log, mayMigrate); err != nil {
 		return err
 	}
 	if s.rdb, err = openReaders(ctx, file); err != nil {
 		return err
 	}
 	return s.reads.prepare(ctx, s.rdb)
+}
+
+// noRelayRunning keeps a process other than the relay (a queue command
+// of a newer oauthrelay, installed before the relay was restarted) from
+// migrating the store under the relay still running on it, which would
+// go on with a schema it does not know.
+func (s *Store) noRelayRunning(current, latest int) error {
+	who, running := relayHolding(filepath.Join(s.path, RelayLockFileName))
+	if !running {
+		return nil
+	}
+	return fmt.Errorf("%w%s: the store's schema is version %d and this oauthrelay's is %d; restart the relay with this version first (it migrates the store), then run the command again",
+		ErrInUse, who, current, latest)
 }
 
 func (s *Store) closeDatabases() error {
