@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestOpenCreatesPrivateFiles(t *testing.T) {
@@ -94,4 +95,29 @@ func TestQueueCommandDoesNotMigrateUnderARunningRelay(t *testing.T) {
 		t.Fatalf("Open once the relay is gone: %v", err)
 	}
 	s.Close()
+}
+
+// A queue command asking whether a relay runs (relayHolding, a shared
+// lock for an instant) must not make a relay starting at that moment
+// fail as if another relay had the store.
+func TestRelayStartsBesideAProbe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), RelayLockFileName)
+	probe, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	fd := int(probe.Fd())
+	if err := syscall.Flock(fd, syscall.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond) // the probe's instant, made long
+		_ = syscall.Flock(fd, syscall.LOCK_UN)
+	}()
+	relay, err := lockRelay(path)
+	if err != nil {
+		t.Fatalf("a relay starting while a queue command probes: %v", err)
+	}
+	relay.Close()
 }

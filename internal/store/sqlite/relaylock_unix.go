@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // lockRelay takes the relay's exclusive lock on the store (flock(2) on
@@ -19,7 +20,7 @@ func lockRelay(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockPatiently(f); err != nil {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%w%s", ErrInUse, holder(f))
@@ -30,6 +31,23 @@ func lockRelay(path string) (*os.File, error) {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return f, nil
+}
+
+// probePatience is how long a relay tries for its lock before it takes
+// the store for another relay's: a queue command that asks whether a
+// relay runs (relayHolding) holds a shared lock for an instant, and a
+// relay starting in that instant must not fail.
+const probePatience = time.Second
+
+func flockPatiently(f *os.File) error {
+	deadline := time.Now().Add(probePatience)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // holder names the process holding the lock, as it wrote itself in.
