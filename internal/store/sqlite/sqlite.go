@@ -202,7 +202,7 @@ func (s *Store) noRelayRunning(current, latest int) error {
 	if !running {
 		return nil
 	}
-	return fmt.Errorf("%w%s: the store's schema is version %d and this oauthrelay's is %d; restart the relay with this version first (it migrates the store), then run the command again",
+	return fmt.Errorf("%w%s: the store's schema is version %d and this oauthrelay's is %d; a relay of this version migrates the store as it starts (try again in a moment), an older one must be restarted with this version first",
 		ErrInUse, who, current, latest)
 }
 
