@@ -3,6 +3,7 @@
 package sqlite
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -40,14 +41,10 @@ func lockRelay(path string) (*os.File, error) {
 const probePatience = time.Second
 
 func flockPatiently(f *os.File) error {
-	deadline := time.Now().Add(probePatience)
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	fd := int(f.Fd())
+	return retryWhile(context.Background(), probePatience,
+		func(err error) bool { return errors.Is(err, syscall.EWOULDBLOCK) },
+		func() error { return syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB) })
 }
 
 // holder names the process holding the lock, as it wrote itself in.

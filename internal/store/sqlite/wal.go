@@ -27,14 +27,20 @@ func switchToWAL(ctx context.Context, db *sql.DB) error {
 }
 
 // retryBusy calls try until it returns anything but SQLITE_BUSY, for up
-// to the busy timeout or until ctx ends, pausing between attempts from
-// 100 µs, doubling, up to beginPollMax: for the locks SQLite does not
+// to the busy timeout or until ctx ends: for the locks SQLite does not
 // wait for itself.
 func retryBusy(ctx context.Context, try func() error) error {
-	deadline := time.Now().Add(busyTimeoutMillis * time.Millisecond)
+	return retryWhile(ctx, busyTimeoutMillis*time.Millisecond, isBusy, try)
+}
+
+// retryWhile calls try until it returns an error again does not accept,
+// for up to patience or until ctx ends, pausing between attempts from
+// 100 µs, doubling, up to beginPollMax.
+func retryWhile(ctx context.Context, patience time.Duration, again func(error) bool, try func() error) error {
+	deadline := time.Now().Add(patience)
 	for pause := 100 * time.Microsecond; ; pause = min(2*pause, beginPollMax) {
 		err := try()
-		if !isBusy(err) || time.Now().After(deadline) {
+		if !again(err) || time.Now().After(deadline) {
 			return err
 		}
 		if err := sleepCtx(ctx, pause); err != nil {
