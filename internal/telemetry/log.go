@@ -55,7 +55,7 @@ func (l *Logging) Configure(level, format string) {
 		TimeFormat: "2006-01-02T15:04:05.000Z0700",
 		Color:      hclog.ColorOff,
 	})
-	sink := &redactingSink{next: formatter, redactor: l.redactor}
+	sink := &redactingSink{next: formatter, redactor: l.redactor, level: lvl}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.root.RegisterSink(sink)

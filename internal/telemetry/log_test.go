@@ -76,3 +76,27 @@ func TestLoggingKeepsOrdinaryValues(t *testing.T) {
 		}
 	}
 }
+
+// A line below the configured level costs nothing: it is dropped before
+// it is redacted (hclog hands every level to the sinks), and it is not
+// written. After Configure lowers the level, the same line is written,
+// redacted.
+func TestLoggingDropsLinesBelowTheLevelBeforeRedacting(t *testing.T) {
+	var out bytes.Buffer
+	l := NewLogging(&out, "info", "text")
+	l.Redactor().Set("k", "hunter2-secret")
+	log := l.Logger().Named("queue")
+	args := []interface{}{"id", "0123456789", "account", "user@example.com", "reply", "250 2.0.0 OK hunter2-secret"}
+	if n := testing.AllocsPerRun(100, func() { log.Debug("message queued", args...) }); n > 1 {
+		t.Fatalf("a Debug line at level info allocates %.0f times; want it dropped before redaction", n)
+	}
+	if out.Len() != 0 {
+		t.Fatalf("a Debug line at level info was written: %q", out.String())
+	}
+	l.Configure("debug", "text")
+	log.Debug("message queued", args...)
+	got := out.String()
+	if !strings.Contains(got, "message queued") || strings.Contains(got, "hunter2-secret") {
+		t.Fatalf("at level debug: %q; want the line, redacted", got)
+	}
+}

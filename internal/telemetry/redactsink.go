@@ -16,10 +16,19 @@ import (
 type redactingSink struct {
 	next     hclog.SinkAdapter
 	redactor *Redactor
+	// level is next's: a line below it is dropped before it is
+	// redacted. The root logger passes every line of every level to its
+	// sinks (hclog's interceptLogger), so at the default level each
+	// Debug call of a busy relay would otherwise be formatted and
+	// searched for secrets only to be thrown away.
+	level hclog.Level
 }
 
 // Accept implements hclog.SinkAdapter.
 func (s *redactingSink) Accept(name string, level hclog.Level, msg string, args ...interface{}) {
+	if level < s.level {
+		return
+	}
 	clean := make([]interface{}, len(args))
 	for i, a := range args {
 		clean[i] = s.redactor.redactValue(a)
