@@ -103,6 +103,8 @@ type report struct {
 	TokenRequests int          `json:"token_requests_for_the_account"`
 	TokenTTL      string       `json:"access_token_lifetime"`
 	Queue         *queueResult `json:"queue,omitempty"`
+	// Floor: what an fsync before each 250 costs any server here.
+	Floor *floorResult `json:"floor,omitempty"`
 	// Latency: the provider, the relay in direct mode and the queue
 	// again, with the provider answering DATA after a delay.
 	Latency *latencyResult `json:"provider_data_delay,omitempty"`
@@ -214,6 +216,9 @@ func (b *bench) scenarios() error {
 		if err := b.graphScenarios(); err != nil {
 			return err
 		}
+	}
+	if b.rep.Floor, err = b.floorRows(reuseDirect, reuseRelay); err != nil {
+		return err
 	}
 	q, err := b.queueRows("", reuseDirect, reuseRelay)
 	if err != nil {
@@ -850,6 +855,9 @@ func print(r report) {
 		fmt.Printf("%-*s %10.0f %9s %9s %8s %12s %9s %7d %5.2f+%.2f\n", width, s.Name, s.PerSecond, p50, p99, ratio, cpu, rss, s.Errors, s.RelayCores, s.BenchCores)
 	}
 	printIO(r)
+	if r.Floor != nil {
+		printFloor(*r.Floor)
+	}
 	if r.Queue != nil {
 		printQueue(*r.Queue)
 	}
