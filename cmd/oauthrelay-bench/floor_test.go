@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -110,5 +111,38 @@ func TestGroupLogWrapsAround(t *testing.T) {
 	}
 	if err := l.append([]byte("x")); err == nil {
 		t.Fatal("append after close succeeded")
+	}
+}
+
+// An append returns only after the sync of its bytes: while the sync is
+// held, it waits; a failed sync fails it and every later append.
+func TestGroupLogAnswersAfterTheSync(t *testing.T) {
+	l, err := openGroupLog(filepath.Join(t.TempDir(), "ring"), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.close)
+	entered, release := make(chan struct{}), make(chan error)
+	l.syncData = func() error {
+		entered <- struct{}{}
+		return <-release
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.append([]byte("first")) }()
+	<-entered
+	select {
+	case err := <-done:
+		t.Fatalf("append returned (%v) while its sync was still running", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release <- errors.New("disk gone")
+	if err := <-done; err == nil {
+		t.Fatal("append succeeded although its sync failed")
+	}
+	if err := l.append([]byte("second")); err == nil {
+		t.Fatal("append after a failed sync succeeded")
+	}
+	if l.failed() == nil {
+		t.Fatal("the failure was not kept")
 	}
 }
