@@ -103,7 +103,8 @@ type report struct {
 	TokenRequests int          `json:"token_requests_for_the_account"`
 	TokenTTL      string       `json:"access_token_lifetime"`
 	Queue         *queueResult `json:"queue,omitempty"`
-	// Floor: what an fsync before each 250 costs any server here.
+	// Floor: a bare SMTP server answering at once and after an fdatasync:
+	// what a durable 250 costs a server that does nothing else.
 	Floor *floorResult `json:"floor,omitempty"`
 	// Latency: the provider, the relay in direct mode and the queue
 	// again, with the provider answering DATA after a delay.
